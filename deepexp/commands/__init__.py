@@ -1,0 +1,1 @@
+"""The task behind each `deepexp <command>`: a thin layer over the trainer."""

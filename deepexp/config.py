@@ -1,0 +1,234 @@
+"""Typed config schemas: one dataclass per config group, stored in Hydra's ConfigStore.
+
+The YAML files under `configs/` hold the defaults (each with a comment saying why);
+these dataclasses hold the types and the allowed ranges. Hydra rejects unknown keys
+and wrong types while composing; `validate` turns the composed config into these
+objects, whose `__post_init__` rejects impossible values, before any work starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from .errors import ConfigError
+
+NORMS = ("none", "batch")
+
+
+def check(ok: bool, message: str) -> None:
+    """Raise a one-line ConfigError unless `ok`."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    check(value in choices, f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+# --- models: one schema per family; `name` is the registry key -------------------
+
+
+@dataclass
+class MLPConfig:
+    name: str = MISSING
+    depth: int = MISSING  # number of hidden layers
+    width: int = MISSING  # units per hidden layer
+    norm: str = MISSING
+    dropout: float = MISSING
+
+    def __post_init__(self) -> None:
+        check(self.depth >= 1, f"model.depth must be at least 1, got {self.depth}")
+        check(self.width >= 1, f"model.width must be at least 1, got {self.width}")
+        check(0.0 <= self.dropout < 1.0, f"model.dropout must be in [0, 1), got {self.dropout}")
+        check_choice("model.norm", self.norm, NORMS)
+
+
+@dataclass
+class CNNConfig:
+    name: str = MISSING
+    width: int = MISSING  # channels of the first conv; later stages double it
+    norm: str = MISSING
+
+    def __post_init__(self) -> None:
+        check(self.width >= 1, f"model.width must be at least 1, got {self.width}")
+        check_choice("model.norm", self.norm, NORMS)
+
+
+@dataclass
+class ResNetConfig:
+    name: str = MISSING
+    norm: str = MISSING
+    shortcut: str = MISSING  # A: zero-padded identity, B: projection where shape changes, C: always
+
+    def __post_init__(self) -> None:
+        check_choice("model.norm", self.norm, NORMS)
+        check_choice("model.shortcut", self.shortcut, ("A", "B", "C"))
+
+
+MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig}
+
+
+# --- the other groups -------------------------------------------------------------
+
+
+@dataclass
+class ActConfig:
+    name: str = MISSING
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    augment: bool = MISSING  # random crop with padding + horizontal flip, on whole batches
+    path: Optional[str] = None  # npz only: file with x_train, y_train, x_test, y_test
+    # synthetic only: the shape of the random images
+    channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+    train_size: int = 2048
+    test_size: int = 512
+
+    def __post_init__(self) -> None:
+        check(self.channels >= 1 and self.image_size >= 1, "dataset.channels and dataset.image_size must be positive")
+        check(self.num_classes >= 2, f"dataset.num_classes must be at least 2, got {self.num_classes}")
+        check(self.train_size >= 2 and self.test_size >= 1, "dataset.train_size must be >= 2 and test_size >= 1")
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None  # else $DEEPEXP_DATA, else ./data
+    download: bool = True  # try torchvision's download when the files are missing
+
+
+@dataclass
+class DeviceConfig:
+    type: str = MISSING  # cpu | cuda | auto
+    threads: int = MISSING  # CPU threads for torch; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        check_choice("device.type", self.type, ("cpu", "cuda", "auto"))
+        check(self.threads >= 0, f"device.threads must be >= 0, got {self.threads}")
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING  # sgd | adam | adamw
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw only
+
+    def __post_init__(self) -> None:
+        check_choice("optim.name", self.name, ("sgd", "adam", "adamw"))
+        check(0.0 <= self.momentum < 1.0, f"optim.momentum must be in [0, 1), got {self.momentum}")
+        check(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "optim.betas must be two numbers in [0, 1)")
+
+
+@dataclass
+class SchedConfig:
+    name: str = MISSING  # none | step | cosine
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr, then the schedule
+    step_size: int = 30  # step only: epochs between decays
+    gamma: float = 0.1  # step only: decay factor
+    min_lr_factor: float = 0.0  # cosine only: final lr as a fraction of lr
+
+    def __post_init__(self) -> None:
+        check_choice("sched.name", self.name, ("none", "step", "cosine"))
+        check(self.warmup_epochs >= 0, f"sched.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        check(self.step_size >= 1, f"sched.step_size must be >= 1, got {self.step_size}")
+        check(0 < self.gamma <= 1, f"sched.gamma must be in (0, 1], got {self.gamma}")
+
+
+@dataclass
+class InitConfig:
+    name: str = MISSING  # default | xavier | kaiming | lecun | auto (matched to the activation)
+
+    def __post_init__(self) -> None:
+        check_choice("init.name", self.name, ("default", "xavier", "kaiming", "lecun", "auto"))
+
+
+@dataclass
+class MonitorConfig:
+    enabled: bool = MISSING  # per-layer statistics at all (off = bare training loop)
+    every_n_steps: int = MISSING  # gradient / activation scalars every N training steps
+    hist_every_n_steps: int = MISSING  # histograms every N steps; 0 = never
+    probe_size: int = MISSING  # validation images used each epoch for dead units and layer stats
+    figure: bool = MISSING  # per-epoch matplotlib figure of gradient norm against depth
+
+    def __post_init__(self) -> None:
+        check(self.every_n_steps >= 1, f"monitor.every_n_steps must be >= 1, got {self.every_n_steps}")
+        check(self.hist_every_n_steps >= 0, f"monitor.hist_every_n_steps must be >= 0, got {self.hist_every_n_steps}")
+        check(self.probe_size >= 1, f"monitor.probe_size must be >= 1, got {self.probe_size}")
+
+
+@dataclass
+class TrainConfig:
+    model: Any = MISSING
+    act: ActConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    device: DeviceConfig = MISSING
+    optim: OptimConfig = MISSING
+    sched: SchedConfig = MISSING
+    init: InitConfig = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    monitor: MonitorConfig = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    seed: int = MISSING
+    val_fraction: float = MISSING
+    subset: Optional[int] = MISSING
+    grad_clip: Optional[float] = MISSING
+    amp: bool = MISSING
+    channels_last: bool = MISSING
+    compile: bool = MISSING
+    deterministic: bool = MISSING
+    resume: bool = MISSING
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        check(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        check(self.eval_batch_size >= 1, f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
+        check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        check(0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        check(self.subset is None or self.subset >= 2, f"subset must be at least 2 images, got {self.subset}")
+        check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}")
+
+
+def register_schemas() -> None:
+    """Put every schema in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for family, schema in MODEL_SCHEMAS.items():
+        # Root-level names, referenced as `/schema_<family>@_here_` from configs/model/*.yaml,
+        # so that schemas never show up as model choices.
+        cs.store(name=f"schema_{family}", node=schema)
+
+
+def validate(cfg: DictConfig) -> TrainConfig:
+    """Turn a composed config into typed objects, raising ConfigError on impossible values."""
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a MISSING value or a type OmegaConf could not convert
+        raise ConfigError(first_line(exc)) from None
+    return typed  # type: ignore[return-value]
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def to_plain(cfg: Any) -> dict:
+    """A JSON-ready dict of a DictConfig or a typed config object."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.structured(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

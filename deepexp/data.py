@@ -1,0 +1,304 @@
+"""Datasets as in-memory uint8 tensors, split once, normalised and augmented per batch.
+
+Every dataset here fits in memory, so it is loaded once as uint8 (N, C, H, W)
+tensors (moved to the GPU when training there), sliced per batch by index, and
+normalised / augmented on whole batches: no DataLoader, no PIL, no per-image
+Python in the training loop (the airbench recipe).
+
+Where data comes from: `data.root`, else `$DEEPEXP_DATA`, else `./data`; then the
+offline copy in `../shared/data` beside the checkout, if there is one. Missing
+files are downloaded where the network allows; otherwise one line says what is
+missing, where deepexp looked, and how to fix it.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import DataConfig, DatasetConfig
+from .errors import DataError
+from .registry import Registry
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OFFLINE_COPY = REPO_ROOT.parent / "shared" / "data"  # the course machines' offline data
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
+
+
+@dataclass
+class RawDataset:
+    """Official train/test arrays, uint8 images (N, C, H, W) and int64 labels."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    source: str  # where the files were found, for the run's provenance
+
+
+@dataclass
+class Splits:
+    """Train / validation / test tensors plus what the model and the batches need."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    mean: Tensor  # per channel, in [0, 1] units, from the training split
+    std: Tensor
+    num_classes: int
+    augment: bool
+    source: str
+
+    @property
+    def in_channels(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.x_train.shape[2]
+
+    def sizes(self) -> dict:
+        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+    def to(self, device: torch.device) -> "Splits":
+        moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")}
+        return replace(self, **moved)
+
+
+Loader = Callable[[DatasetConfig, List[Path], bool], RawDataset]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def data_roots(data: DataConfig) -> List[Path]:
+    """Folders searched for data, in order; downloads go to the first."""
+    explicit = data.root or os.environ.get("DEEPEXP_DATA")
+    if explicit:  # a root the user named is the only place looked in
+        return [Path(explicit).expanduser()]
+    return [Path("data")] + ([OFFLINE_COPY] if OFFLINE_COPY.is_dir() else [])
+
+
+def load_splits(dataset: DatasetConfig, data: DataConfig, seed: int, val_fraction: float, subset: Optional[int]) -> Splits:
+    """Load `dataset` and carve a seeded validation split from its (optionally truncated) training set."""
+    raw = DATASETS.get(dataset.name)(dataset, data_roots(data), data.download)
+    x, y = raw.x_train, raw.y_train
+    if subset is not None:
+        x, y = x[:subset], y[:subset]
+    n_val = max(1, round(len(y) * val_fraction))
+    if len(y) - n_val < 1:
+        raise DataError(f"{dataset.name}: {len(y)} training images leave none after a {val_fraction} validation split")
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:n_val], order[n_val:]
+    x_train = x[train]
+    pixels = x_train.to(torch.float64).div_(255).transpose(0, 1).reshape(x_train.shape[1], -1)
+    return Splits(
+        x_train=x_train, y_train=y[train], x_val=x[val], y_val=y[val], x_test=raw.x_test, y_test=raw.y_test,
+        mean=pixels.mean(1).float(), std=pixels.std(1).clamp_min(1e-3).float(),
+        num_classes=int(max(y.max(), raw.y_test.max())) + 1, augment=dataset.augment, source=raw.source,
+    )
+
+
+# --- per-batch transforms (run on the training device) -------------------------------
+
+
+def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 (N, C, H, W) -> float, per-channel standardised."""
+    scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
+    shift = (mean / std).view(1, -1, 1, 1)
+    return torch.addcmul(-shift, x.float(), scale)
+
+
+def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole batch at once.
+
+    The random numbers come from a CPU generator (so runs are reproducible on any
+    device) and index the padded batch in one gather.
+    """
+    n, _, h, w = x.shape
+    shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    padded = F.pad(x, (padding,) * 4)
+    rows = (shifts[0, :, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = torch.arange(w, device=x.device).expand(n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols) + shifts[1, :, None]
+    index = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    channels = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[index, channels, rows, cols.view(n, 1, 1, w)]
+
+
+# --- loaders ---------------------------------------------------------------------------
+
+
+def _nchw(images: np.ndarray | Tensor) -> Tensor:
+    """(N, H, W) or (N, H, W, C) uint8 -> (N, C, H, W) contiguous tensor."""
+    t = torch.as_tensor(np.array(images)) if isinstance(images, np.ndarray) else images
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    elif t.ndim == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+        t = t.permute(0, 3, 1, 2)
+    return t.contiguous()
+
+
+def _missing(name: str, looked: List[Path], what: str, download_error: Optional[str], fix: str) -> DataError:
+    where = ", ".join(str(p) for p in looked)
+    tried = f"; download failed ({download_error})" if download_error else "; download is off (data.download=false)"
+    return DataError(f"{name}: {what} not found in {where}{tried}; fix: {fix}")
+
+
+def _torchvision(cls, roots: List[Path]) -> Optional[Tuple[object, object, Path]]:
+    """Load a torchvision dataset from the first root that has it (no download)."""
+    for root in roots:
+        try:
+            return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False), root
+        except RuntimeError:
+            continue
+    return None
+
+
+def _download(cls, root: Path) -> Tuple[object, object, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    return cls(str(root), train=True, download=True), cls(str(root), train=False, download=True), root
+
+
+def _from_torchvision_arrays(train, test, root: Path, label: str) -> RawDataset:
+    return RawDataset(_nchw(train.data), torch.as_tensor(train.targets).long(),
+                      _nchw(test.data), torch.as_tensor(test.targets).long(), f"{label} in {root}")
+
+
+def _mnist_like(cls, name: str, roots: List[Path], download: bool, extra: Callable[[], Optional[RawDataset]] = lambda: None) -> RawDataset:
+    found = _torchvision(cls, roots)
+    if found:
+        return _from_torchvision_arrays(*found, label=f"torchvision {cls.__name__}")
+    local = extra()
+    if local is not None:
+        return local
+    error = None
+    if download:
+        try:
+            return _from_torchvision_arrays(*_download(cls, roots[0]), label=f"torchvision {cls.__name__} (downloaded)")
+        except Exception as exc:  # no network, refused, partial file ...
+            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    looked = [r / cls.__name__ / "raw" for r in roots]
+    raise _missing(name, looked, "the idx files", error,
+                   f"put {cls.__name__}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA), or allow the download")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (the MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _debian_fashion_mnist() -> Optional[RawDataset]:
+    d = DEBIAN_FASHION_MNIST
+    files = [d / f"{p}-{k}-idx{n}-ubyte.gz" for p in ("train", "t10k") for k, n in (("images", 3), ("labels", 1))]
+    if not all(f.exists() for f in files):
+        return None
+    xtr, ytr, xte, yte = (read_idx(f) for f in files)
+    return RawDataset(_nchw(xtr), torch.as_tensor(ytr).long(), _nchw(xte), torch.as_tensor(yte).long(),
+                      f"Debian dataset-fashion-mnist in {d}")
+
+
+@DATASETS.register("mnist")
+def load_mnist(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
+    from torchvision.datasets import MNIST
+
+    return _mnist_like(MNIST, "mnist", roots, download)
+
+
+@DATASETS.register("fashion_mnist")
+def load_fashion_mnist(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
+    from torchvision.datasets import FashionMNIST
+
+    return _mnist_like(FashionMNIST, "fashion_mnist", roots, download, extra=_debian_fashion_mnist)
+
+
+CIFAR_SUBSET = "cifar10-subset.npz"
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
+    """The full CIFAR-10 where it is on disk, else the offline subset npz, else a download."""
+    from torchvision.datasets import CIFAR10
+
+    found = _torchvision(CIFAR10, roots)
+    if found:
+        return _from_torchvision_arrays(*found, label="torchvision CIFAR10")
+    for root in roots:
+        if (root / CIFAR_SUBSET).exists():
+            raw = read_npz(root / CIFAR_SUBSET)
+            return replace(raw, source=f"CIFAR-10 subset ({len(raw.y_train)} train / {len(raw.y_test)} test images) {raw.source}")
+    error = None
+    if download:
+        try:
+            return _from_torchvision_arrays(*_download(CIFAR10, roots[0]), label="torchvision CIFAR10 (downloaded)")
+        except Exception as exc:
+            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    raise _missing("cifar10", roots, f"cifar-10-batches-py (or {CIFAR_SUBSET})", error,
+                   "pass data.root=FOLDER (or set DEEPEXP_DATA) to a folder holding either, or allow the download")
+
+
+def read_npz(path: Path) -> RawDataset:
+    """Keras-style arrays x_train, y_train, x_test, y_test; checked so mistakes fail with one line."""
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read as .npz ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing arrays {missing}; an npz dataset needs x_train, y_train, x_test, y_test (found {sorted(arrays)})")
+    out = {}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"].reshape(-1) if arrays[f"y_{split}"].ndim == 2 else arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim not in (3, 4):
+            raise DataError(f"{path}: x_{split} must be uint8 images (N, H, W) or (N, H, W, C), got {x.dtype} {x.shape}")
+        if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{path}: y_{split} must be N integer labels for x_{split}'s {len(x)} images, got {y.dtype} {arrays[f'y_{split}'].shape}")
+        if len(y) and y.min() < 0:
+            raise DataError(f"{path}: y_{split} has negative labels (min {y.min()}); labels must be 0..K-1")
+        out[split] = (_nchw(x), torch.as_tensor(y.astype(np.int64)))
+    (xtr, ytr), (xte, yte) = out["train"], out["test"]
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise DataError(f"{path}: x_train images {tuple(xtr.shape[1:])} and x_test images {tuple(xte.shape[1:])} differ in shape")
+    if len(yte) and int(yte.max()) > int(ytr.max()):
+        raise DataError(f"{path}: y_test has label {int(yte.max())}, beyond the training labels 0..{int(ytr.max())}")
+    return RawDataset(xtr, ytr, xte, yte, f"from {path}")
+
+
+@DATASETS.register("npz")
+def load_npz(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
+    if not cfg.path:
+        raise DataError("dataset=npz needs dataset.path=FILE.npz")
+    path = Path(cfg.path).expanduser()
+    candidates = [path] if path.is_absolute() else [path] + [root / path for root in roots]
+    for candidate in candidates:
+        if candidate.is_file():
+            return read_npz(candidate)
+    raise DataError(f"npz: {cfg.path} not found (looked in {', '.join(str(c.parent) for c in candidates)}); fix: dataset.path=/absolute/path.npz")
+
+
+@DATASETS.register("synthetic")
+def load_synthetic(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
+    """Random uint8 images with random labels, fixed by seed 0 (the run seed never changes the data)."""
+    g = torch.Generator().manual_seed(0)
+    shape = (cfg.channels, cfg.image_size, cfg.image_size)
+
+    def make(n: int) -> Tuple[Tensor, Tensor]:
+        return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8), torch.randint(0, cfg.num_classes, (n,), generator=g)
+
+    (xtr, ytr), (xte, yte) = make(cfg.train_size), make(cfg.test_size)
+    return RawDataset(xtr, ytr, xte, yte, "synthetic random images")

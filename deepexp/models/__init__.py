@@ -1,0 +1,7 @@
+"""Model families; importing this package registers every model by name."""
+from . import cnn, mlp, resnet  # noqa: F401  (registration side effects)
+from .activations import ACTIVATIONS, act_layer, is_activation
+from .init import init_weights
+from .registry import create_model, list_models
+
+__all__ = ["ACTIVATIONS", "act_layer", "is_activation", "init_weights", "create_model", "list_models"]

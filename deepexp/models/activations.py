@@ -1,0 +1,53 @@
+"""The one table of activation functions: name -> module factory and its properties.
+
+Every block takes an activation factory resolved here, the activation study iterates
+over this table, and the monitor recognises activation modules through it.
+References: Klambauer et al. 2017 (SELU), Hendrycks & Gimpel 2016 (GELU),
+Ramachandran et al. 2017 (Swish = SiLU), He et al. 2015 (PReLU).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+from torch import nn
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Activation:
+    make: Callable[[], nn.Module]  # a fresh module (PReLU has its own parameter per use)
+    matched_init: str  # init=auto picks this: kaiming | lecun | xavier
+    gain: str  # nn.init.calculate_gain name for xavier / kaiming
+    slope: float = 0.0  # negative slope, for kaiming's gain with leaky units
+    bounds: Optional[Tuple[float, float]] = None  # bounded outputs can saturate
+
+
+ACTIVATIONS: Registry[Activation] = Registry("activation")
+
+
+def _add(name: str, act: Activation) -> None:
+    ACTIVATIONS.register(name)(act)
+
+
+_add("sigmoid", Activation(nn.Sigmoid, "xavier", "sigmoid", bounds=(0.0, 1.0)))
+_add("tanh", Activation(nn.Tanh, "xavier", "tanh", bounds=(-1.0, 1.0)))
+_add("relu", Activation(nn.ReLU, "kaiming", "relu"))
+_add("leaky_relu", Activation(lambda: nn.LeakyReLU(0.01), "kaiming", "leaky_relu", slope=0.01))
+_add("elu", Activation(nn.ELU, "kaiming", "relu"))
+_add("selu", Activation(nn.SELU, "lecun", "selu"))
+_add("gelu", Activation(nn.GELU, "kaiming", "relu"))
+_add("prelu", Activation(lambda: nn.PReLU(init=0.25), "kaiming", "leaky_relu", slope=0.25))
+_add("swish", Activation(nn.SiLU, "kaiming", "relu"))
+
+ACTIVATION_TYPES = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.PReLU, nn.SiLU)
+
+
+def act_layer(name: str) -> Callable[[], nn.Module]:
+    """The module factory for activation `name` (raises a one-line error for unknown names)."""
+    return ACTIVATIONS.get(name).make
+
+
+def is_activation(module: nn.Module) -> bool:
+    return isinstance(module, ACTIVATION_TYPES)

@@ -1,0 +1,231 @@
+"""Per-layer training diagnostics: gradient norms, activation statistics, dead units.
+
+What is measured, per layer:
+- every Linear/Conv weight (tagged by its module path, e.g. `layers.0`): the L2
+  norm of its gradient and the update-to-weight ratio ||dW|| / ||W|| of the step;
+- every activation module (e.g. `layers.1`): mean, std, sparsity (fraction of
+  outputs exactly zero), saturation (bounded activations only: fraction within 1%
+  of the output range of a bound), and dead units (fraction of units that pass no
+  gradient, |f'(x)| < 1e-3, on any image of a fixed probe set).
+
+How: forward hooks on the activation modules and the weights' `.grad` after
+backward (not `register_full_backward_hook`, which breaks with in-place ops and
+residual additions). Statistics stay on the device, are stacked, and cross to the
+host once per log step. Hooks do nothing on steps that are not logged.
+
+Each epoch ends with a probe: one eval-mode forward and backward pass on the same
+probe images (without touching `.grad` or the optimizer), so the per-epoch layer
+statistics in metrics.json compare across epochs, activations and runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models.activations import ACTIVATIONS, is_activation
+
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+STEP_ACT_STATS = ("act_mean", "act_std", "sparsity", "saturation")
+DEAD_DERIVATIVE = 1e-3  # a unit whose local slope stays below this on every probe image is dead
+FD_EPS = 1e-3  # finite-difference step for the local slope
+
+
+@dataclass
+class LayerStats:
+    """Per-layer numbers from one probe pass, as plain lists (JSON-ready)."""
+
+    grad_norm: List[float]
+    act_mean: List[float]
+    act_std: List[float]
+    sparsity: List[float]
+    saturation: Optional[List[float]]
+    dead: List[float]
+    loss: float
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "loss"}
+
+
+class LayerMonitor:
+    """Collects per-layer statistics from `model` and writes them to a TensorBoard writer."""
+
+    def __init__(self, model: nn.Module, act: str, writer, every_n_steps: int, hist_every_n_steps: int = 0):
+        self.writer = writer
+        self.every_n_steps = every_n_steps
+        self.hist_every_n_steps = hist_every_n_steps
+        self.weights: List[Tuple[str, Tensor]] = [
+            (name, m.weight) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)
+        ]
+        self.acts: List[Tuple[str, nn.Module]] = [(name, m) for name, m in model.named_modules() if is_activation(m)]
+        self.bounds = ACTIVATIONS.get(act).bounds
+        self._mode: Optional[str] = None  # None | "step" | "probe"
+        self._keep_values = False
+        self._stats: Dict[str, Tensor] = {}
+        self._values: Dict[str, Tensor] = {}
+        self._ever_active: Dict[str, Tensor] = {}
+        self._before: Optional[List[Tensor]] = None
+        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.acts]
+
+    @property
+    def weight_names(self) -> List[str]:
+        return [name for name, _ in self.weights]
+
+    @property
+    def act_names(self) -> List[str]:
+        return [name for name, _ in self.acts]
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    # --- the training-step path -----------------------------------------------------
+
+    def due(self, step: int, last_of_epoch: bool) -> bool:
+        """Log on every n-th step and on the last step of each epoch."""
+        return last_of_epoch or step % self.every_n_steps == 0
+
+    def hist_due(self, step: int) -> bool:
+        return self.hist_every_n_steps > 0 and step % self.hist_every_n_steps == 0
+
+    def capture(self, on: bool, values: bool = False) -> None:
+        """Switch the hooks on for the next forward pass (and keep raw outputs for histograms)."""
+        self._mode = "step" if on else None
+        self._keep_values = values
+        self._stats.clear()
+        self._values.clear()
+
+    def grad_norms(self) -> Tensor:
+        """L2 norm of each weight's gradient, on the device (call after backward)."""
+        grads = [w.grad if w.grad is not None else torch.zeros_like(w) for _, w in self.weights]
+        return torch.stack(torch._foreach_norm(grads))
+
+    def snapshot_weights(self) -> None:
+        """Remember the weights before the optimizer step, for the update-to-weight ratio."""
+        self._before = [w.detach().clone() for _, w in self.weights]
+
+    def update_ratios(self) -> Tensor:
+        """||W_after - W_before|| / ||W_after|| per layer (call after the optimizer step)."""
+        weights = [w.detach() for _, w in self.weights]
+        deltas = torch._foreach_sub(weights, self._before)
+        self._before = None
+        return torch.stack(torch._foreach_norm(deltas)) / torch.stack(torch._foreach_norm(weights)).clamp_min(1e-12)
+
+    def log_step(self, step: int, grad_norms: Tensor, update_ratios: Tensor) -> None:
+        """Write one step's statistics, moving them to the host in a single transfer."""
+        acts = torch.stack([self._stats[name] for name in self.act_names]) if self._stats else grad_norms.new_zeros(0, 4)
+        host = torch.cat([grad_norms.float(), update_ratios.float(), acts.flatten().float()]).cpu().tolist()
+        n = len(self.weights)
+        add = self.writer.add_scalar
+        for i, name in enumerate(self.weight_names):
+            add(f"grad_norm/{name}", host[i], step)
+            add(f"update_ratio/{name}", host[n + i], step)
+        for j, name in enumerate(self.act_names):
+            row = host[2 * n + 4 * j: 2 * n + 4 * j + 4]
+            for k, tag in enumerate(STEP_ACT_STATS):
+                if tag != "saturation" or self.bounds is not None:
+                    add(f"{tag}/{name}", row[k], step)
+        self._mode = None
+
+    def log_histograms(self, step: int) -> None:
+        for name, w in self.weights:
+            self.writer.add_histogram(f"weights/{name}", w.detach().float().cpu(), step)
+            if w.grad is not None:
+                self.writer.add_histogram(f"grads/{name}", w.grad.detach().float().cpu(), step)
+        for name, values in self._values.items():
+            self.writer.add_histogram(f"activations/{name}", values.float().cpu(), step)
+        self._values.clear()
+
+    # --- the per-epoch probe ---------------------------------------------------------
+
+    def probe(self, model: nn.Module, x: Tensor, y: Tensor) -> LayerStats:
+        """Eval-mode forward + backward on fixed images; gradients go to a list, not to `.grad`."""
+        was_training = model.training
+        model.eval()
+        self._mode, self._keep_values = "probe", False
+        self._stats.clear()
+        self._ever_active.clear()
+        try:
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(x).float(), y)
+                grads = torch.autograd.grad(loss, [w for _, w in self.weights], allow_unused=True)
+        finally:
+            self._mode = None
+            model.train(was_training)
+        grads = [g if g is not None else torch.zeros_like(w) for g, (_, w) in zip(grads, self.weights)]
+        norms = torch.stack(torch._foreach_norm(grads)).float()
+        acts = torch.stack([self._stats[name] for name in self.act_names]).float() if self.acts else norms.new_zeros(0, 4)
+        dead = torch.stack([1.0 - self._ever_active[name].float().mean() for name in self.act_names]) if self.acts else norms.new_zeros(0)
+        host_norms, host_acts, host_dead, host_loss = norms.cpu().tolist(), acts.cpu().tolist(), dead.cpu().tolist(), float(loss)
+        return LayerStats(
+            grad_norm=host_norms,
+            act_mean=[r[0] for r in host_acts],
+            act_std=[r[1] for r in host_acts],
+            sparsity=[r[2] for r in host_acts],
+            saturation=[r[3] for r in host_acts] if self.bounds is not None else None,
+            dead=host_dead,
+            loss=host_loss,
+        )
+
+    def log_probe(self, stats: LayerStats, step: int) -> None:
+        for name, value in zip(self.act_names, stats.dead):
+            self.writer.add_scalar(f"dead/{name}", value, step)
+
+    # --- the hook ----------------------------------------------------------------------
+
+    def _hook(self, name: str):
+        def record(module: nn.Module, inputs: Tuple[Tensor, ...], output: Tensor) -> None:
+            mode = self._mode
+            if mode is None:
+                return
+            y = output.detach()
+            self._stats[name] = self._summarise(y)
+            if self._keep_values:
+                self._values[name] = y
+            if mode == "probe":
+                self._mode = None  # calling the module below must not re-enter this hook
+                try:
+                    self._ever_active[name] = self._units_alive(module, inputs[0].detach())
+                finally:
+                    self._mode = mode
+
+        return record
+
+    def _summarise(self, y: Tensor) -> Tensor:
+        y = y.float()
+        if self.bounds is not None:
+            low, high = self.bounds
+            margin = 0.01 * (high - low)
+            saturation = ((y <= low + margin) | (y >= high - margin)).float().mean()
+        else:
+            saturation = y.new_zeros(())
+        return torch.stack([y.mean(), y.std(), (y == 0).float().mean(), saturation])
+
+    @staticmethod
+    @torch.no_grad()
+    def _units_alive(module: nn.Module, x: Tensor) -> Tensor:
+        """Per unit (dim 1): does the local slope exceed DEAD_DERIVATIVE for any input?"""
+        x = x.float()
+        slope = (module(x + FD_EPS) - module(x - FD_EPS)).abs() / (2 * FD_EPS)
+        active = slope > DEAD_DERIVATIVE
+        return active.transpose(0, 1).reshape(active.shape[1], -1).any(dim=1)
+
+
+def grad_depth_figure(names: List[str], norms: List[float], title: str):
+    """A matplotlib figure of gradient norm against depth (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.semilogy(range(1, len(norms) + 1), [max(v, 1e-30) for v in norms], marker="o")
+    ax.set_xlabel("layer (input to output)")
+    ax.set_ylabel("gradient L2 norm of the weight")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,171 @@
+"""The run directory on disk: atomic writes, metrics.json, checkpoints, and a lock.
+
+Layout (DESIGN.md): `metrics.json`, `checkpoints/last.pt` (+ `prev.pt`, the
+previous good one), TensorBoard event files, Hydra's `.hydra/`. Every file is
+written to a temporary name, flushed and renamed, so a crash at any moment
+leaves either the old or the new version, never half of one.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+
+from .errors import CheckpointError, ConfigError, RunLockedError
+
+METRICS = "metrics.json"
+LAST, PREV = "last.pt", "prev.pt"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write through `write(file)` to a temp file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write in {path.parent}: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and infinity are not JSON: store them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, data: Any) -> None:
+    text = json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def read_metrics(run_dir: Path) -> Optional[dict]:
+    """The run's metrics.json, or None when there is none (or it cannot be parsed)."""
+    try:
+        return json.loads((Path(run_dir) / METRICS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    write_json(Path(run_dir) / METRICS, metrics)
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    """Write checkpoints/last.pt atomically, keeping the previous good one as prev.pt."""
+    folder = Path(run_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    last = folder / LAST
+    # The new file is complete on disk before last.pt moves to prev.pt, so at every
+    # instant at least one good checkpoint exists under one of the two names.
+    fd, tmp = tempfile.mkstemp(prefix=".last.", suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if last.exists():
+            os.replace(last, folder / PREV)
+        os.replace(tmp, last)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write checkpoint in {folder}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load one checkpoint with `weights_only=True`; a damaged file raises CheckpointError."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise CheckpointError(f"{path}: not a deepexp checkpoint (no model state or epoch)")
+    return state
+
+
+def load_latest_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Optional[Tuple[dict, Path]]:
+    """The newest good checkpoint of a run: last.pt, else prev.pt with a warning, else None."""
+    folder = Path(run_dir) / "checkpoints"
+    candidates = [p for p in (folder / LAST, folder / PREV) if p.exists()]
+    errors = []
+    for path in candidates:
+        try:
+            return load_checkpoint(path), path
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            warn(f"{exc}; falling back to the previous checkpoint")
+    if errors:
+        raise CheckpointError(f"no usable checkpoint in {folder}: {errors[-1]}")
+    return None
+
+
+# --- the lock ----------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive flock on `<run_dir>/.lock`: released by the kernel when the process dies."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self._fd: Optional[int] = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot use run directory {self.path.parent}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+            raise RunLockedError(f"{self.path.parent} is in use by another deepexp process; wait for it or choose another hydra.run.dir") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,436 @@
+"""The one training loop behind every deepexp command.
+
+`train(cfg, run_dir)` does the whole job for one run and returns its metrics:
+seed everything, load the data into memory once, build and initialise the model,
+then per epoch: train (with per-layer monitoring), validate, probe the layers,
+checkpoint, rewrite metrics.json. The test set is touched once, at the end.
+A run directory with a checkpoint is resumed exactly (model, optimizer,
+scheduler, RNG; the data order is a pure function of seed and epoch), so an
+interrupted CPU run ends with the same metrics as an uninterrupted one.
+It knows nothing about any one project.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import subprocess
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import __version__
+from .config import SchedConfig, TrainConfig, to_plain
+from .data import Splits, load_splits, normalize, random_crop_flip
+from .errors import CheckpointError, ConfigError
+from .models import create_model, init_weights
+from .monitor import LayerMonitor, grad_depth_figure
+from .progress import ConsoleReporter
+from .rundir import RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
+
+EXIT_OK, EXIT_DIVERGED = 0, 3
+# Keys that may change between an interrupted run and its resumption: where and how it
+# runs, and what it logs, but nothing that changes the numbers.
+RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "compile")
+
+
+@dataclass
+class RunResult:
+    metrics: dict
+    exit_code: int
+
+
+# --- small pure helpers -------------------------------------------------------------------
+
+
+def flat_config(cfg: TrainConfig) -> Dict[str, Any]:
+    """One level of keys: group choices by name (`model: mlp`), every other leaf as `group.key`."""
+    flat: Dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                if "name" in value:
+                    flat[name] = value["name"]
+                walk(f"{name}.", {k: v for k, v in value.items() if k != "name"})
+            else:
+                flat[name] = value
+
+    walk("", to_plain(cfg))
+    return flat
+
+
+def lr_factor(step: int, steps_per_epoch: int, epochs: int, sched: SchedConfig) -> float:
+    """Learning-rate multiplier at optimizer step `step` (0-based).
+
+    1. Linear warm-up over `warmup_epochs` from ~0 to 1.
+    2. Then none: 1; step: gamma ** (completed epochs // step_size);
+       cosine: from 1 down to min_lr_factor over the remaining steps.
+    """
+    warmup = int(sched.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    if sched.name == "step":
+        return sched.gamma ** ((step // steps_per_epoch) // sched.step_size)
+    if sched.name == "cosine":
+        total = max(1, epochs * steps_per_epoch - warmup)
+        progress = min(1.0, (step - warmup) / total)
+        return sched.min_lr_factor + (1 - sched.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def resolve_device(kind: str) -> torch.device:
+    if kind == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible (torch.cuda.is_available() is False); use device=cpu or device=auto")
+    return torch.device(kind)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params, o = model.parameters(), cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=cfg.weight_decay)
+    optim_class = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return optim_class(params, lr=cfg.lr, betas=tuple(o.betas), weight_decay=cfg.weight_decay)
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": np_state[2],
+                      "has_gauss": np_state[3], "cached": np_state[4]}}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, data: Splits, batch_size: int, autocast: Callable, memory_format) -> Tuple[float, float]:
+    """Mean cross-entropy and accuracy over (x, y), in large batches, with one host sync at the end."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for i in range(0, len(y), batch_size):
+        xb = normalize(x[i:i + batch_size], data.mean, data.std).contiguous(memory_format=memory_format)
+        yb = y[i:i + batch_size]
+        with autocast():
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    model.train(was_training)
+    n = max(1, len(y))
+    return loss_sum.item() / n, correct.item() / n
+
+
+def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path) -> None:
+    """Refuse to continue a run whose config changed in a way that changes the numbers."""
+    changed = sorted(k for k in set(saved) | set(current)
+                     if saved.get(k) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
+        raise CheckpointError(f"{where} holds a run with another config ({diffs}); choose a new hydra.run.dir to start afresh")
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, run_dir: Path | str, reporter: Optional[ConsoleReporter] = None,
+          provenance: Optional[dict] = None) -> RunResult:
+    """Train one model as `cfg` says, writing everything into `run_dir`; resume if it holds a checkpoint."""
+    run_dir = Path(run_dir)
+    reporter = reporter or ConsoleReporter()
+    flat = flat_config(cfg)
+    with RunLock(run_dir):
+        done = read_metrics(run_dir)
+        if done and done.get("status") in ("completed", "diverged"):
+            check_resumable(done.get("config", {}), flat, run_dir)
+            reporter.info(f"{run_dir}: already {done['status']}; nothing to do")
+            return RunResult(done, EXIT_OK if done["status"] == "completed" else EXIT_DIVERGED)
+        return _Run(cfg, flat, run_dir, reporter, provenance or {}).fit()
+
+
+class _Run:
+    """The state of one training run; `fit` is the whole story, top to bottom."""
+
+    def __init__(self, cfg: TrainConfig, flat: dict, run_dir: Path, reporter: ConsoleReporter, provenance: dict):
+        self.cfg, self.flat, self.run_dir, self.reporter = cfg, flat, run_dir, reporter
+        self.provenance = provenance
+        self.device = resolve_device(cfg.device.type)
+        if cfg.device.threads:
+            torch.set_num_threads(cfg.device.threads)
+        on_cuda = self.device.type == "cuda"
+        for option in ("amp", "channels_last", "compile"):
+            if getattr(cfg, option) and not on_cuda:
+                reporter.warn(f"{option}=true has no effect on {self.device.type}; running without it")
+        self.use_amp = cfg.amp and on_cuda
+        self.amp_dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
+        self.memory_format = torch.channels_last if cfg.channels_last and on_cuda else torch.contiguous_format
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+
+    # -- setup --
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.data = load_splits(cfg.dataset, cfg.data, cfg.seed, cfg.val_fraction, cfg.subset).to(self.device)
+        model_options = {k: v for k, v in to_plain(cfg.model).items() if k != "name"}
+        torch.manual_seed(cfg.seed)  # the same initial weights whatever the data loading consumed
+        self.model = create_model(cfg.model.name, in_channels=self.data.in_channels, image_size=self.data.image_size,
+                                  num_classes=self.data.num_classes, act=cfg.act.name, **model_options)
+        self.init_scheme = init_weights(self.model, cfg.init.name, cfg.act.name)
+        self.model.to(self.device, memory_format=self.memory_format)
+        self.forward = torch.compile(self.model) if cfg.compile and self.device.type == "cuda" else self.model
+        self.optimizer = build_optimizer(self.model, cfg)
+        n_train = len(self.data.y_train)
+        self.batch_size = min(cfg.batch_size, n_train)
+        self.steps_per_epoch = n_train // self.batch_size  # the incomplete last batch is dropped
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg.epochs, cfg.sched))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        probe = min(cfg.monitor.probe_size, len(self.data.y_val))
+        self.probe_x = normalize(self.data.x_val[:probe], self.data.mean, self.data.std).contiguous(memory_format=self.memory_format)
+        self.probe_y = self.data.y_val[:probe]
+
+    def _restore(self) -> None:
+        """Continue from the newest good checkpoint, if the run directory has one."""
+        self.epoch, self.step, self.history, self.seconds = 0, 0, [], 0.0
+        self.init_layers: Optional[dict] = None
+        found = load_latest_checkpoint(self.run_dir, self.reporter.warn)
+        if found is None:
+            return
+        state, path = found
+        check_resumable(state.get("config", {}), self.flat, self.run_dir)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path} does not fit model {self.cfg.model.name!r}: {str(exc).splitlines()[0]}") from None
+        set_rng_state(state["rng"])
+        self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
+        self.history, self.init_layers = state["history"], state["init_layers"]
+        self.reporter.info(f"resuming {self.run_dir} after epoch {self.epoch} ({path.name})")
+
+    def _checkpoint(self) -> None:
+        save_checkpoint(self.run_dir, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": rng_state(), "epoch": self.epoch, "step": self.step, "seconds": self.seconds,
+            "history": self.history, "init_layers": self.init_layers, "config": self.flat,
+        })
+
+    def _metrics(self, status: str, **extra: Any) -> dict:
+        best = max((h["val_acc"] for h in self.history), default=None)
+        return {
+            "status": status, "config": self.flat, "params": self.params, "epochs_done": self.epoch,
+            "history": self.history, "test": None, "diverged_at_step": None, "seconds": round(self.seconds, 3),
+            "best_val_acc": best, "init": self.init_scheme,
+            "layers": {"weights": self.monitor.weight_names, "activations": self.monitor.act_names} if self.monitor else None,
+            "init_layers": self.init_layers,
+            "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes},
+            "provenance": {
+                "deepexp": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+                "python": platform.python_version(), "host": platform.node(), "device": str(self.device),
+                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                "threads": torch.get_num_threads(), **self.provenance,
+            },
+            **extra,
+        }
+
+    # -- the loop --
+
+    def fit(self) -> RunResult:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._setup()
+        self._restore()
+        cfg, reporter = self.cfg, self.reporter
+        if self.epoch == 0:
+            reporter.info(f"{cfg.model.name} ({self.params:,} parameters, act={cfg.act.name}, init={self.init_scheme}) "
+                          f"on {cfg.dataset.name}: {self.data.sizes()} images ({self.data.source}), device {self.device}")
+        with ExitStack() as stack:
+            # purge_step drops events logged after the checkpoint by an interrupted attempt.
+            self.writer = stack.enter_context(SummaryWriter(str(self.run_dir), purge_step=self.step if self.step else None))
+            self.monitor = LayerMonitor(self.model, cfg.act.name, self.writer, cfg.monitor.every_n_steps,
+                                        cfg.monitor.hist_every_n_steps) if cfg.monitor.enabled else None
+            if self.monitor:
+                stack.callback(self.monitor.remove)
+                if self.init_layers is None:
+                    self.init_layers = self.monitor.probe(self.model, self.probe_x, self.probe_y).as_dict()
+                self.writer.add_custom_scalars(custom_layout())
+            reporter.start(cfg.epochs, self.steps_per_epoch, self.epoch)
+            stack.callback(reporter.close)
+            write_metrics(self.run_dir, self._metrics("running"))
+            while self.epoch < cfg.epochs:
+                diverged_at = self._train_epoch()
+                if diverged_at is not None:
+                    return self._diverged(diverged_at)
+                self._end_epoch()
+            return self._finish()
+
+    def _train_epoch(self) -> Optional[int]:
+        """One pass over the training images; returns the step of a non-finite loss, if any."""
+        cfg, data, model, monitor = self.cfg, self.data, self.model, self.monitor
+        model.train()
+        start = time.perf_counter()
+        # The data order and augmentation of an epoch depend only on (seed, epoch): resumable.
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(data.y_train), generator=generator).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
+        # On the CPU a host check per step is free; on the GPU it would stall the queue.
+        check_every = 1 if self.device.type == "cpu" else cfg.monitor.every_n_steps
+        seen, report_every = 0, max(1, self.steps_per_epoch // 50)
+        for i in range(self.steps_per_epoch):
+            self.step += 1
+            last = i == self.steps_per_epoch - 1
+            log = monitor is not None and monitor.due(self.step, last)
+            hist = log and monitor.hist_due(self.step)
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if data.augment:
+                xb = random_crop_flip(xb, generator)
+            xb = normalize(xb, data.mean, data.std).contiguous(memory_format=self.memory_format)
+            if monitor:
+                monitor.capture(log, values=hist)
+            with self.autocast():
+                logits = self.forward(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+            first_bad = torch.where(~torch.isfinite(loss.detach()) & (first_bad < 0), self.step, first_bad)
+            if (last or self.step % check_every == 0) and int(first_bad) >= 0:
+                return int(first_bad)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip is not None or (log and self.scaler.is_enabled()):
+                self.scaler.unscale_(self.optimizer)  # clip and measure true (unscaled) gradients
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if log:
+                grad_norms = monitor.grad_norms()
+                monitor.snapshot_weights()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            if log:
+                monitor.log_step(self.step, grad_norms, monitor.update_ratios())
+                if hist:
+                    monitor.log_histograms(self.step)
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.argmax(1) == yb).sum()
+            seen += len(yb)
+            if last or i % report_every == 0:
+                elapsed = time.perf_counter() - start
+                self.reporter.step(self.epoch + 1, self.epoch * self.steps_per_epoch + i + 1,
+                                   loss_sum.item() / seen, correct.item() / seen, seen / max(elapsed, 1e-9))
+        self._epoch_train = (loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start, seen)
+        return None
+
+    def _end_epoch(self) -> None:
+        cfg, writer = self.cfg, self.writer
+        train_loss, train_acc, seconds, seen = self._epoch_train
+        val_loss, val_acc = evaluate(self.model, self.data.x_val, self.data.y_val, self.data, cfg.eval_batch_size,
+                                     self.autocast, self.memory_format)
+        self.epoch += 1
+        self.seconds += seconds
+        row = {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+               "val_acc": val_acc, "seconds": round(seconds, 3), "images_per_s": round(seen / max(seconds, 1e-9), 1),
+               "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.monitor:
+            stats = self.monitor.probe(self.model, self.probe_x, self.probe_y)
+            row.update(grad_norm_first=stats.grad_norm[0], grad_norm_last=stats.grad_norm[-1], layers=stats.as_dict())
+            self.monitor.log_probe(stats, self.step)
+            if cfg.monitor.figure:
+                fig = grad_depth_figure(self.monitor.weight_names, stats.grad_norm,
+                                        f"{cfg.model.name} / {cfg.act.name}, epoch {self.epoch} (probe set)")
+                writer.add_figure("grad_norm_vs_depth", fig, self.step, close=True)
+        for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("acc/train", "train_acc"),
+                         ("acc/val", "val_acc"), ("lr", "lr"), ("throughput/images_per_s", "images_per_s")):
+            writer.add_scalar(tag, row[key], self.step)
+        self.history.append(row)
+        self._checkpoint()
+        write_metrics(self.run_dir, self._metrics("running"))
+        self.reporter.epoch_end(row)
+
+    def _finish(self) -> RunResult:
+        test_loss, test_acc = evaluate(self.model, self.data.x_test, self.data.y_test, self.data, self.cfg.eval_batch_size,
+                                       self.autocast, self.memory_format)
+        self.writer.add_scalar("loss/test", test_loss, self.step)
+        self.writer.add_scalar("acc/test", test_acc, self.step)
+        metrics = self._metrics("completed", test={"loss": test_loss, "acc": test_acc})
+        self._hparams(metrics)
+        write_metrics(self.run_dir, metrics)
+        return RunResult(metrics, EXIT_OK)
+
+    def _diverged(self, step: int) -> RunResult:
+        self.reporter.warn(f"non-finite loss at step {step} (epoch {self.epoch + 1}); run stopped as diverged")
+        metrics = self._metrics("diverged", diverged_at_step=step)
+        self._hparams(metrics)
+        write_metrics(self.run_dir, metrics)
+        return RunResult(metrics, EXIT_DIVERGED)
+
+    def _hparams(self, metrics: dict) -> None:
+        last = self.history[-1] if self.history else {}
+        results = {
+            "hparam/test_acc": (metrics.get("test") or {}).get("acc"),
+            "hparam/best_val_acc": metrics.get("best_val_acc"),
+            "hparam/final_train_loss": last.get("train_loss"),
+            "hparam/diverged": float(metrics["status"] == "diverged"),
+        }
+        write_hparams(self.writer, self.flat, {k: v for k, v in results.items() if v is not None and math.isfinite(v)}, self.step)
+
+
+def custom_layout() -> dict:
+    """TensorBoard's Custom Scalars tab: each per-layer statistic of a run in one chart."""
+    charts = {tag: ["Multiline", [f"^{tag}/"]] for tag in ("grad_norm", "update_ratio", "act_mean", "act_std", "sparsity", "saturation", "dead")}
+    return {"layers": charts, "training": {"loss": ["Multiline", ["^loss/"]], "accuracy": ["Multiline", ["^acc/"]]}}
+
+
+def write_hparams(writer, hparams: Dict[str, Any], results: Dict[str, float], step: int) -> None:
+    """HParams-tab record in the run's own event file (add_hparams would make a sub-run)."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+    file_writer = writer._get_file_writer()
+    for summary in hparams_summary(clean, results):
+        file_writer.add_summary(summary)
+    for tag, value in results.items():
+        writer.add_scalar(tag, value, step)
