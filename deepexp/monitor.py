@@ -159,7 +159,7 @@ class LayerMonitor:
         norms = torch.stack(torch._foreach_norm(grads)).float()
         acts = torch.stack([self._stats[name] for name in self.act_names]).float() if self.acts else norms.new_zeros(0, 4)
         dead = torch.stack([1.0 - self._ever_active[name].float().mean() for name in self.act_names]) if self.acts else norms.new_zeros(0)
-        host_norms, host_acts, host_dead, host_loss = norms.cpu().tolist(), acts.cpu().tolist(), dead.cpu().tolist(), float(loss)
+        host_norms, host_acts, host_dead, host_loss = norms.cpu().tolist(), acts.cpu().tolist(), dead.cpu().tolist(), float(loss.detach())
         return LayerStats(
             grad_norm=host_norms,
             act_mean=[r[0] for r in host_acts],

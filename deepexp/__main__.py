@@ -1,0 +1,4 @@
+"""`python -m deepexp` is the `deepexp` command."""
+from .cli import main
+
+main()

@@ -1,0 +1,112 @@
+"""Datasets: real files where they exist, batched augmentation, and one-line errors."""
+import numpy as np
+import pytest
+import torch
+
+from deepexp.config import DataConfig, DatasetConfig
+from deepexp.data import load_splits, normalize, random_crop_flip, read_npz
+from deepexp.errors import DataError
+from conftest import needs_cifar, needs_mnist
+
+
+def dataset(name, **kw):
+    return DatasetConfig(name=name, augment=kw.pop("augment", False), **kw)
+
+
+@needs_mnist
+def test_mnist_split_is_seeded_disjoint_and_in_memory_uint8():
+    a = load_splits(dataset("mnist"), DataConfig(), seed=0, val_fraction=0.1, subset=1000)
+    b = load_splits(dataset("mnist"), DataConfig(), seed=0, val_fraction=0.1, subset=1000)
+    c = load_splits(dataset("mnist"), DataConfig(), seed=1, val_fraction=0.1, subset=1000)
+    assert a.sizes() == {"train": 900, "val": 100, "test": 10000}
+    assert a.x_train.dtype == torch.uint8 and a.x_train.shape[1:] == (1, 28, 28)
+    assert torch.equal(a.x_val, b.x_val) and not torch.equal(a.x_val, c.x_val)
+    # no validation image is also a training image
+    train_rows = {bytes(x.numpy()) for x in a.x_train}
+    assert not any(bytes(x.numpy()) in train_rows for x in a.x_val)
+    assert 0.10 < a.mean.item() < 0.16 and 0.28 < a.std.item() < 0.34  # MNIST's known statistics
+
+
+@needs_cifar
+def test_cifar10_falls_back_to_the_offline_subset():
+    s = load_splits(dataset("cifar10", augment=True), DataConfig(), seed=0, val_fraction=0.1, subset=None)
+    assert s.x_train.shape[1:] == (3, 32, 32) and s.num_classes == 10 and s.augment
+    assert len(s.y_train) + len(s.y_val) in (5085, 50000)
+
+
+def test_normalize_standardises_per_channel():
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    mean = x.float().div(255).mean((0, 2, 3))
+    std = x.float().div(255).std((0, 2, 3))
+    out = normalize(x, mean, std)
+    assert torch.allclose(out.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(out.std((0, 2, 3)), torch.ones(3), atol=1e-3)
+
+
+def test_random_crop_flip_is_a_padded_crop_with_optional_flip():
+    """Each output image equals one of the 81 x 2 padded crops of its input, and many differ."""
+    import torch.nn.functional as F
+
+    x = torch.randint(1, 256, (48, 3, 32, 32), dtype=torch.uint8)
+    out = random_crop_flip(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = F.pad(x, (4, 4, 4, 4))
+    seen = set()
+    for i in range(len(x)):
+        matches = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                   if torch.equal(out[i], (padded[i].flip(-1) if f else padded[i])[:, dy:dy + 32, dx:dx + 32])]
+        assert matches, f"image {i} is not a padded crop of its input"
+        seen.add(matches[0])
+    assert len(seen) > 20 and {f for _, _, f in seen} == {False, True}
+
+
+def test_random_crop_flip_is_reproducible_from_the_generator():
+    x = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    a = random_crop_flip(x, torch.Generator().manual_seed(3))
+    b = random_crop_flip(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_missing_data_without_download_is_one_clear_line(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_splits(dataset("mnist"), DataConfig(root=str(tmp_path), download=False), 0, 0.1, None)
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path) in message and "fix:" in message
+
+
+def write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def good_arrays(n=20):
+    rng = np.random.default_rng(0)
+    return dict(x_train=rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8), y_train=np.arange(n) % 4,
+                x_test=rng.integers(0, 255, (5, 8, 8, 3), dtype=np.uint8), y_test=np.arange(5) % 4)
+
+
+def test_npz_reads_keras_layout(tmp_path):
+    raw = read_npz(write_npz(tmp_path / "ok.npz", **good_arrays()))
+    assert raw.x_train.shape == (20, 3, 8, 8) and raw.y_train.dtype == torch.int64
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.pop("y_test"), "missing arrays"),
+    (lambda a: a.update(x_train=a["x_train"].astype(np.float32)), "must be uint8"),
+    (lambda a: a.update(y_train=a["y_train"][:-1]), "labels for x_train"),
+    (lambda a: a.update(y_test=np.array([0, 1, 2, 3, 9])), "beyond the training labels"),
+    (lambda a: a.update(y_train=-a["y_train"] - 1), "negative labels"),
+    (lambda a: a.update(x_test=a["x_test"][:, :4]), "differ in shape"),
+])
+def test_npz_with_wrong_keys_shapes_or_labels_is_rejected(tmp_path, change, message):
+    arrays = good_arrays()
+    change(arrays)
+    with pytest.raises(DataError, match=message):
+        read_npz(write_npz(tmp_path / "bad.npz", **arrays))
+
+
+def test_corrupt_npz_is_rejected(tmp_path):
+    path = tmp_path / "corrupt.npz"
+    path.write_bytes(b"not a zip file")
+    with pytest.raises(DataError, match="cannot read"):
+        read_npz(path)

@@ -1,0 +1,75 @@
+"""Every registered model builds, runs forward and backward, and honours `act=`."""
+import pytest
+import torch
+from torch import nn
+
+from deepexp.models import ACTIVATIONS, create_model, init_weights, is_activation, list_models
+from deepexp.models.activations import act_layer
+
+SHAPES = {"mnist": (1, 28), "cifar": (3, 32)}
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_forward_backward_every_model(name, shape):
+    channels, size = SHAPES[shape]
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=channels, image_size=size, num_classes=10, act="gelu")
+    x = torch.randn(2, channels, size, size)
+    out = model(x)
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18", "resnet20", "plain20", "resnet50"])
+@pytest.mark.parametrize("act", ACTIVATIONS.names())
+def test_activation_reaches_every_block(name, act):
+    model = create_model(name, in_channels=3, image_size=32, num_classes=10, act=act)
+    expected = type(act_layer(act)())
+    acts = [m for m in model.modules() if is_activation(m)]
+    assert acts and all(type(m) is expected for m in acts)
+
+
+@pytest.mark.parametrize("name, millions", [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66),
+                                             ("resnet56", 0.85), ("resnet110", 1.7)])
+def test_cifar_resnet_parameter_counts_match_he_et_al(name, millions):
+    model = create_model(name, in_channels=3, image_size=32, num_classes=10, act="relu", shortcut="A")
+    assert round(n_params(model) / 1e6, 2 if millions < 1 else 1) == millions
+
+
+def test_resnet18_cifar_stem_has_11_17m_parameters():
+    model = create_model("resnet18", in_channels=3, image_size=32, num_classes=10, act="relu")
+    assert n_params(model) == 11_173_962
+
+
+def test_plain_net_equals_resnet_without_shortcuts():
+    resnet = create_model("resnet20", in_channels=3, image_size=32, num_classes=10, act="relu", shortcut="A")
+    plain = create_model("plain20", in_channels=3, image_size=32, num_classes=10, act="relu", shortcut="A")
+    # Option A shortcuts have no parameters, so the two nets have exactly the same weights.
+    assert n_params(resnet) == n_params(plain)
+    assert [n for n, _ in resnet.named_parameters()] == [n for n, _ in plain.named_parameters()]
+
+
+def test_unknown_model_and_option_are_one_line_errors():
+    from deepexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown model 'nope'; choose one of"):
+        create_model("nope", in_channels=1, image_size=28, num_classes=10)
+    with pytest.raises(ConfigError, match="model 'mlp'"):
+        create_model("mlp", in_channels=1, image_size=28, num_classes=10, shortcut="A")
+
+
+@pytest.mark.parametrize("act, expected", [("relu", "kaiming"), ("selu", "lecun"), ("tanh", "xavier"), ("sigmoid", "xavier")])
+def test_auto_init_is_matched_to_the_activation(act, expected):
+    model = create_model("mlp", in_channels=1, image_size=28, num_classes=10, act=act, depth=3, width=512)
+    assert init_weights(model, "auto", act) == expected
+    w = model.layers[2].weight  # the second hidden layer: fan_in 512
+    target = {"kaiming": (2 / 512) ** 0.5, "lecun": (1 / 512) ** 0.5,
+              "xavier": torch.nn.init.calculate_gain(act) * (2 / 1024) ** 0.5}[expected]
+    assert w.std().item() == pytest.approx(target, rel=0.05)
+    assert model.layers[0].bias.abs().sum() == 0

@@ -1,0 +1,99 @@
+"""Per-layer monitoring measures what the course says it measures, and TensorBoard gets it."""
+import pytest
+import torch
+from torch import nn
+
+from deepexp.models import create_model, init_weights
+from deepexp.monitor import LayerMonitor
+from deepexp.train import train
+from conftest import QUICK, compose_train, needs_mnist
+
+
+class NullWriter:
+    def add_scalar(self, *a, **k):
+        pass
+
+
+def probe(model, act, x, y):
+    return LayerMonitor(model, act, NullWriter(), every_n_steps=1).probe(model, x, y)
+
+
+@needs_mnist
+def test_sigmoid_gradients_vanish_in_a_12_layer_mlp_while_relu_he_does_not(tmp_path):
+    """The classic picture, on real MNIST after one epoch of training (probe-set gradients)."""
+    ratios = {}
+    for act, init in (("sigmoid", "default"), ("relu", "kaiming")):
+        cfg = compose_train([f"act={act}", f"init={init}", "subset=3000", "epochs=1", "monitor.figure=false"])
+        metrics = train(cfg, tmp_path / act).metrics
+        assert metrics["layers"]["weights"][0] == "layers.0" and len(metrics["layers"]["activations"]) == 12
+        last = metrics["history"][-1]
+        ratios[act] = last["grad_norm_first"] / last["grad_norm_last"]
+    assert ratios["sigmoid"] < 1e-6  # ten orders of magnitude is typical; six is "far below"
+    assert ratios["relu"] > 1e-2
+    assert ratios["relu"] / ratios["sigmoid"] > 1e5
+
+
+def test_dead_units_sparsity_and_saturation_are_measured():
+    torch.manual_seed(0)
+    model = create_model("mlp", in_channels=1, image_size=4, num_classes=3, act="relu", depth=2, width=8)
+    init_weights(model, "kaiming", "relu")
+    with torch.no_grad():
+        model.layers[0].bias[:4] = -1e3  # units 0-3 of the first layer can never fire
+    x, y = torch.randn(64, 1, 4, 4), torch.randint(0, 3, (64,))
+    stats = probe(model, "relu", x, y)
+    assert stats.dead[0] == pytest.approx(0.5)
+    assert stats.sparsity[0] >= 0.5  # the dead half outputs exact zeros
+    assert stats.saturation is None  # ReLU is unbounded above: no saturation measure
+
+    sig = create_model("mlp", in_channels=1, image_size=4, num_classes=3, act="sigmoid", depth=2, width=8)
+    with torch.no_grad():
+        sig.layers[0].bias.fill_(50.0)  # every first-layer unit pinned at 1
+    stats = probe(sig, "sigmoid", x, y)
+    assert stats.saturation[0] == pytest.approx(1.0)
+    assert stats.dead[0] == pytest.approx(1.0)  # saturated everywhere = passes no gradient
+    assert stats.sparsity[0] == 0.0
+
+
+def test_probe_leaves_grads_and_mode_untouched():
+    model = create_model("cnn", in_channels=1, image_size=28, num_classes=10, act="relu", width=4)
+    model.train()
+    probe(model, "relu", torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_update_ratio_and_grad_norms_match_a_direct_computation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+    monitor = LayerMonitor(model, "relu", NullWriter(), every_n_steps=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    monitor.capture(True)
+    model(torch.randn(16, 5)).pow(2).mean().backward()
+    norms = monitor.grad_norms()
+    assert torch.allclose(norms, torch.stack([model[0].weight.grad.norm(), model[2].weight.grad.norm()]))
+    before = model[0].weight.detach().clone()
+    monitor.snapshot_weights()
+    opt.step()
+    ratio = monitor.update_ratios()[0]
+    assert ratio == pytest.approx(((model[0].weight - before).norm() / model[0].weight.norm()).item(), rel=1e-5)
+
+
+@needs_mnist
+def test_tensorboard_event_files_hold_the_per_layer_tags(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_train(QUICK + ["model.depth=3", "act=tanh", "monitor.figure=true", "monitor.hist_every_n_steps=10"])
+    train(cfg, tmp_path)
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("loss/train", "loss/val", "acc/train", "acc/val", "acc/test", "lr", "hparam/test_acc"):
+        assert tag in tags, tag
+    for layer in ("layers.0", "layers.2", "layers.4", "head"):
+        assert f"grad_norm/{layer}" in tags and f"update_ratio/{layer}" in tags
+    for layer in ("layers.1", "layers.3", "layers.5"):
+        for stat in ("act_mean", "act_std", "sparsity", "saturation", "dead"):
+            assert f"{stat}/{layer}" in tags
+    assert "grad_norm_vs_depth" in events.Tags()["images"]
+    assert "weights/layers.0" in events.Tags()["histograms"]
+    steps = [e.step for e in events.Scalars("grad_norm/layers.0")]
+    assert steps == sorted(steps) and len(steps) >= 2 * 3  # every 5 steps over 2 epochs of 14 steps

@@ -1,0 +1,109 @@
+"""The trainer on real data: it learns, resumes exactly, stops on divergence."""
+import json
+
+import pytest
+import torch
+
+from deepexp.errors import CheckpointError
+from deepexp.rundir import read_metrics
+from deepexp.train import EXIT_DIVERGED, lr_factor, train
+from deepexp.config import SchedConfig
+from conftest import QUICK, compose_train, needs_mnist
+
+
+@needs_mnist
+def test_short_mlp_run_on_real_mnist_beats_90_percent(tmp_path):
+    cfg = compose_train(["subset=5000", "epochs=3", "model.depth=4", "monitor.every_n_steps=20", "monitor.figure=false"])
+    result = train(cfg, tmp_path)
+    m = result.metrics
+    assert result.exit_code == 0 and m["status"] == "completed"
+    assert m["test"]["acc"] > 0.90, m["test"]
+    assert m["data"]["test"] == 10000 and m["data"]["train"] + m["data"]["val"] == 5000
+    assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
+    assert {"train_loss", "val_acc", "grad_norm_first", "grad_norm_last", "layers"} <= set(m["history"][0])
+    assert json.loads((tmp_path / "metrics.json").read_text())["test"] == m["test"]
+    assert (tmp_path / "checkpoints" / "last.pt").exists() and (tmp_path / "checkpoints" / "prev.pt").exists()
+
+
+@needs_mnist
+def test_cnn_trains_on_real_mnist(tmp_path):
+    cfg = compose_train(["model=cnn", "model.width=16", "subset=3000", "epochs=3", "monitor.figure=false"])
+    assert train(cfg, tmp_path).metrics["test"]["acc"] > 0.85  # measured: 0.89 (2,700 images, 3 epochs)
+
+
+@needs_mnist
+def test_resume_from_a_checkpoint_gives_identical_metrics(tmp_path):
+    """Stop after epoch 1 (as a crash would), resume, and compare with an uninterrupted run."""
+    overrides = QUICK + ["epochs=3", "model.depth=4", "model.dropout=0.1"]
+    full = train(compose_train(overrides), tmp_path / "full").metrics
+
+    cut = tmp_path / "cut"
+    partial = train(compose_train(overrides[:-3] + ["epochs=1", "model.depth=4", "model.dropout=0.1"]), cut)
+    assert partial.metrics["epochs_done"] == 1
+    # Turn the finished one-epoch run into an interrupted three-epoch run: same checkpoint,
+    # metrics.json back to "running" (what a crash after epoch 1 leaves behind).
+    state = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)
+    state["config"]["epochs"] = 3
+    torch.save(state, cut / "checkpoints" / "last.pt")
+    (cut / "metrics.json").unlink()
+    resumed = train(compose_train(overrides), cut).metrics
+
+    strip = lambda h: {k: v for k, v in h.items() if k not in ("seconds", "images_per_s")}
+    assert [strip(h) for h in resumed["history"]] == [strip(h) for h in full["history"]]
+    assert resumed["test"] == full["test"]
+
+
+@needs_mnist
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
+    overrides = QUICK + ["epochs=2", "model.depth=2"]
+    train(compose_train(overrides), tmp_path)
+    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"truncated")
+    metrics = train(compose_train(overrides), tmp_path).metrics
+    assert metrics["status"] == "completed" and metrics["epochs_done"] == 2
+    assert "falling back to the previous checkpoint" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_resuming_with_a_changed_config_is_refused(tmp_path):
+    train(compose_train(QUICK + ["model.depth=2"]), tmp_path)
+    with pytest.raises(CheckpointError, match="another config"):
+        train(compose_train(QUICK + ["model.depth=2", "lr=0.01"]), tmp_path)
+    # but monitoring and device settings may change
+    assert train(compose_train(QUICK + ["model.depth=2", "monitor.every_n_steps=7"]), tmp_path).exit_code == 0
+
+
+@needs_mnist
+def test_non_finite_loss_ends_the_run_as_diverged(tmp_path):
+    result = train(compose_train(QUICK + ["lr=1e6", "model.depth=2"]), tmp_path)
+    m = read_metrics(tmp_path)
+    assert result.exit_code == EXIT_DIVERGED and m["status"] == "diverged"
+    assert isinstance(m["diverged_at_step"], int) and m["diverged_at_step"] >= 1
+    assert m["test"] is None
+
+
+def test_synthetic_data_and_every_optimizer_and_schedule_run(tmp_path):
+    for i, extra in enumerate((["optim=adam", "lr=1e-3", "sched=cosine", "sched.warmup_epochs=1"],
+                               ["optim=adamw", "lr=1e-3", "weight_decay=0.01", "sched=step", "sched.step_size=1"],
+                               ["optim=sgd", "grad_clip=1.0", "model=cnn", "model.width=4"])):
+        cfg = compose_train(["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "epochs=2",
+                             "batch_size=64", "monitor.figure=false", *extra])
+        assert train(cfg, tmp_path / str(i)).metrics["status"] == "completed"
+
+
+def test_amp_channels_last_compile_fall_back_with_a_warning_on_cpu(tmp_path, capsys):
+    cfg = compose_train(["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32", "epochs=1",
+                         "batch_size=64", "amp=true", "channels_last=true", "compile=true", "monitor.figure=false"])
+    assert train(cfg, tmp_path).exit_code == 0
+    err = capsys.readouterr().err
+    assert "amp=true has no effect on cpu" in err and "compile=true has no effect on cpu" in err
+
+
+def test_lr_schedule_is_a_pure_function_of_the_step():
+    cosine = SchedConfig(name="cosine", warmup_epochs=1, min_lr_factor=0.1)
+    assert lr_factor(0, 10, 5, cosine) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 5, cosine) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 5, cosine) == pytest.approx(1.0)
+    assert lr_factor(49, 10, 5, cosine) == pytest.approx(0.1, abs=0.01)
+    step = SchedConfig(name="step", step_size=2, gamma=0.5)
+    assert [lr_factor(s, 10, 6, step) for s in (0, 19, 20, 40)] == [1.0, 1.0, 0.5, 0.25]
