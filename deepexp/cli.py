@@ -161,9 +161,17 @@ def prevalidate(name: str, args: List[str]) -> None:
     register_schemas()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        for variant in variants:
-            validate(compose(config_name=name, overrides=variant))
+        typed = [validate(compose(config_name=name, overrides=variant)) for variant in variants]
     GlobalHydra.instance().clear()
+    run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), None)
+    if run_dir and len(typed) == 1:
+        # Refuse a changed config here, before Hydra rewrites the run's .hydra/ record.
+        from .rundir import read_metrics
+        from .train import check_resumable, flat_config
+
+        earlier = read_metrics(Path(run_dir))
+        if earlier:
+            check_resumable(earlier.get("config", {}), flat_config(typed[0]), Path(run_dir))
 
 
 def describe(exc: Exception) -> tuple[str, int]:

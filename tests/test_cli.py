@@ -1,0 +1,157 @@
+"""The real `deepexp` command, as a user types it: help, sweeps, crash safety, bad input."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, needs_mnist, run_cli
+
+FAST = ["epochs=1", "subset=600", "model.depth=2", "monitor.figure=false"]
+
+
+def test_help_lists_commands_and_config_groups(tmp_path):
+    top = run_cli(["--help"], tmp_path)
+    assert top.returncode == 0 and "train" in top.stdout
+    sub = run_cli(["train", "--help"], tmp_path)
+    assert sub.returncode == 0
+    for line in ("act: elu, gelu, leaky_relu, prelu, relu, selu, sigmoid, swish, tanh",
+                 "dataset: cifar10, fashion_mnist, mnist, npz, synthetic", "device: auto, cpu, cuda",
+                 "init: auto, default, kaiming, lecun, xavier", "optim: adam, adamw, sgd", "sched: cosine, none, step"):
+        assert line in sub.stdout
+    assert "model: cnn, mlp," in sub.stdout and "resnet18" in sub.stdout
+
+
+BAD_INPUT = [
+    (["bogus"], "unknown command 'bogus'"),
+    (["train", "model=foo"], "unknown model 'foo'; choose one of: cnn, mlp"),
+    (["train", "act=softplus"], "unknown act 'softplus'"),
+    (["train", "epochz=3"], "unknown key 'epochz'"),
+    (["train", "model.deph=3"], "unknown key 'model.deph'"),
+    (["train", "batch_size=abc"], "could not be converted to Integer"),
+    (["train", "epochs=0"], "epochs must be at least 1"),
+    (["train", "lr=-1"], "lr must be positive"),
+    (["train", "batch_size=0"], "batch_size must be at least 1"),
+    (["train", "val_fraction=1.5"], "val_fraction must be in (0, 1)"),
+    (["train", "model.depth=0"], "model.depth must be at least 1"),
+    (["train", "-m", "act=relu,nope"], "unknown act 'nope'"),
+    (["train", "device=cuda"], "no CUDA GPU is visible"),
+    (["train", "dataset=npz", "dataset.path=/no/such/file.npz"], "not found"),
+    (["train", "data.root=EMPTY", "data.download=false"], "mnist: the idx files not found"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    if "device=cuda" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is visible here")
+    args = [a.replace("EMPTY", str(tmp_path / "empty")) for a in args]
+    out = run_cli([*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepexp: "), out.stderr
+    assert message in lines[0]
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+@needs_mnist
+def test_bad_input_leaves_an_earlier_run_untouched(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(["train", *FAST, f"hydra.run.dir={run}"], tmp_path).returncode == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    for args in (["lr=-1"], ["model=foo"], ["model.depth=3"]):  # the last one: a changed config
+        out = run_cli(["train", *FAST, *args, f"hydra.run.dir={run}"], tmp_path)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@needs_mnist
+def test_multirun_gives_each_job_its_own_folder(tmp_path):
+    out = run_cli(["train", "-m", "act=relu,gelu", "seed=0,1", *FAST, "subset=300", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(runs) == 4
+    configs = [json.loads(p.read_text())["config"] for p in runs]
+    assert sorted((c["act"], c["seed"]) for c in configs) == [("gelu", 0), ("gelu", 1), ("relu", 0), ("relu", 1)]
+    assert all(json.loads(p.read_text())["status"] == "completed" for p in runs)
+    assert all(list(p.parent.glob("events.out.tfevents.*")) for p in runs)
+
+
+@needs_mnist
+def test_sigkill_mid_run_then_rerun_gives_the_same_result(tmp_path):
+    """Kill -9 while training epoch 2 (and again while checkpointing), rerun, compare with an uninterrupted run."""
+    args = ["train", "epochs=3", "subset=4000", "model.depth=6", "monitor.every_n_steps=5", "monitor.figure=false",
+            "deterministic=true"]
+    reference = tmp_path / "reference"
+    assert run_cli([*args, f"hydra.run.dir={reference}"], tmp_path).returncode == 0
+
+    run = tmp_path / "killed"
+    for kill_after_epochs in (1, 2):
+        proc = subprocess.Popen([sys.executable, "-m", "deepexp", *args, f"hydra.run.dir={run}"], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            metrics = run / "metrics.json"
+            if metrics.exists() and json.loads(metrics.read_text())["epochs_done"] >= kill_after_epochs:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    out = run_cli([*args, f"hydra.run.dir={run}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    a = json.loads((reference / "metrics.json").read_text())
+    b = json.loads((run / "metrics.json").read_text())
+    strip = lambda h: {k: v for k, v in h.items() if k not in ("seconds", "images_per_s")}
+    assert [strip(h) for h in b["history"]] == [strip(h) for h in a["history"]]
+    assert b["test"] == a["test"] and b["status"] == "completed"
+    import torch
+
+    wa = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@needs_mnist
+def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "epochs=30", "subset=4000", "monitor.figure=false", f"hydra.run.dir={run}"]
+    first = subprocess.Popen([sys.executable, "-m", "deepexp", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not (run / "metrics.json").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        second = run_cli(args, tmp_path)
+        assert second.returncode == 2 and "in use by another deepexp process" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    # the killed process leaves no stuck lock behind
+    import fcntl
+
+    with open(run / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError if still held
+
+
+@needs_mnist
+def test_diverged_run_exits_3_with_status_in_metrics(tmp_path):
+    run = tmp_path / "run"
+    out = run_cli(["train", *FAST, "lr=1e6", f"hydra.run.dir={run}"], tmp_path)
+    assert out.returncode == 3
+    assert json.loads((run / "metrics.json").read_text())["status"] == "diverged"
+
+
+@needs_mnist
+def test_resume_true_continues_the_newest_interrupted_run(tmp_path):
+    run = tmp_path / "outputs" / "train" / "2026-01-01" / "00-00-00"
+    args = ["train", "epochs=2", "subset=600", "model.depth=2", "monitor.figure=false"]
+    assert run_cli([*args, "epochs=1", f"hydra.run.dir={run}"], tmp_path).returncode == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["status"] = "running"  # as if it had been killed
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    out = run_cli([*args, "epochs=1", "resume=true"], tmp_path)
+    assert out.returncode == 0 and f"continuing {run.relative_to(tmp_path)}" in out.stdout
