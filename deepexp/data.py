@@ -208,7 +208,7 @@ def _debian_fashion_mnist() -> Optional[RawDataset]:
     if not all(f.exists() for f in files):
         return None
     xtr, ytr, xte, yte = (read_idx(f) for f in files)
-    return RawDataset(_nchw(xtr), torch.as_tensor(ytr).long(), _nchw(xte), torch.as_tensor(yte).long(),
+    return RawDataset(_nchw(xtr), torch.from_numpy(ytr.astype(np.int64)), _nchw(xte), torch.from_numpy(yte.astype(np.int64)),
                       f"Debian dataset-fashion-mnist in {d}")
 
 

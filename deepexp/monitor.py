@@ -188,7 +188,7 @@ class LayerMonitor:
             if mode == "probe":
                 self._mode = None  # calling the module below must not re-enter this hook
                 try:
-                    self._ever_active[name] = self._units_alive(module, inputs[0].detach())
+                    self._ever_active[name] = self._units_alive(module, inputs[0].detach(), y)
                 finally:
                     self._mode = mode
 
@@ -206,10 +206,12 @@ class LayerMonitor:
 
     @staticmethod
     @torch.no_grad()
-    def _units_alive(module: nn.Module, x: Tensor) -> Tensor:
-        """Per unit (dim 1): does the local slope exceed DEAD_DERIVATIVE for any input?"""
-        x = x.float()
-        slope = (module(x + FD_EPS) - module(x - FD_EPS)).abs() / (2 * FD_EPS)
+    def _units_alive(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Per unit (dim 1): does the local slope exceed DEAD_DERIVATIVE for any input?
+
+        A one-sided difference that reuses the output `y` the forward pass already made.
+        """
+        slope = (module(x.float() + FD_EPS) - y.float()).abs() / FD_EPS
         active = slope > DEAD_DERIVATIVE
         return active.transpose(0, 1).reshape(active.shape[1], -1).any(dim=1)
 

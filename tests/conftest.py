@@ -12,19 +12,22 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from deepexp.cli import CONFIG_DIR
-from deepexp.config import TrainConfig, register_schemas, validate
+from deepexp.config import DataConfig, TrainConfig, register_schemas, validate
 from deepexp.data import data_roots
-from deepexp.config import DataConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def dataset_in_roots(*relative: str) -> bool:
+    return any((root / rel).exists() for root in data_roots(DataConfig()) for rel in relative)
+
+
 def mnist_available() -> bool:
-    return any((root / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists() for root in data_roots(DataConfig()))
+    return dataset_in_roots("MNIST/raw/t10k-images-idx3-ubyte")
 
 
 def cifar_available() -> bool:
-    return any((root / "cifar10-subset.npz").exists() or (root / "cifar-10-batches-py").exists() for root in data_roots(DataConfig()))
+    return dataset_in_roots("cifar10-subset.npz", "cifar-10-batches-py")
 
 
 needs_mnist = pytest.mark.skipif(not mnist_available(), reason="real MNIST not found (set DEEPEXP_DATA to a folder with MNIST/raw, e.g. ../shared/data)")

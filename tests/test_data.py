@@ -110,3 +110,11 @@ def test_corrupt_npz_is_rejected(tmp_path):
     path.write_bytes(b"not a zip file")
     with pytest.raises(DataError, match="cannot read"):
         read_npz(path)
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists()
+                    and not __import__("conftest").dataset_in_roots("FashionMNIST/raw"),
+                    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_full_set_is_found():
+    s = load_splits(dataset("fashion_mnist"), DataConfig(), seed=0, val_fraction=0.1, subset=None)
+    assert s.sizes() == {"train": 54000, "val": 6000, "test": 10000} and s.num_classes == 10

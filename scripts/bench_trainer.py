@@ -1,0 +1,112 @@
+"""Trainer overhead: an epoch of deepexp's trainer against a minimal hand-written PyTorch loop.
+
+Same model, same in-memory uint8 data, same batch size, same thread count, timed
+in the same process. The raw loop is what one would write by hand: index a batch,
+normalise, forward, cross-entropy, backward, SGD step. Each configuration runs
+several epochs; we report the median epoch time (training loop only, as recorded
+in metrics.json) and the ratio to the raw loop's median, with min-max spread.
+
+    python scripts/bench_trainer.py                 # MLP on MNIST + small CNN on CIFAR-10
+    python scripts/bench_trainer.py --epochs 5 --threads 2
+
+Targets (issue #3/#8): monitoring off within 5% of the raw loop; monitoring on at its
+default rate (every 50 steps) within 15%. Full histograms are reported separately.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import compose_train  # noqa: E402  (the real config, composed like the tests do)
+
+from deepexp.data import load_splits, normalize, random_crop_flip  # noqa: E402
+from deepexp.models import create_model, init_weights  # noqa: E402
+from deepexp.progress import QuietReporter  # noqa: E402
+from deepexp.train import train  # noqa: E402
+
+CASES = {
+    "mlp-mnist": ["model=mlp", "dataset=mnist"],
+    "cnn-cifar10": ["model=cnn", "dataset=cifar10"],
+}
+MODES = {
+    "monitor off": ["monitor.enabled=false"],
+    "monitor on (every 50 steps)": ["monitor.enabled=true", "monitor.figure=true"],
+    "monitor + histograms every 50": ["monitor.enabled=true", "monitor.hist_every_n_steps=50"],
+}
+
+
+def raw_loop_epochs(overrides: list[str], epochs: int) -> list[float]:
+    """The hand-written baseline: per-epoch seconds of a bare SGD loop over the same tensors."""
+    cfg = compose_train(overrides)
+    data = load_splits(cfg.dataset, cfg.data, cfg.seed, cfg.val_fraction, cfg.subset)
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
+                         num_classes=data.num_classes, act=cfg.act.name,
+                         **{k: v for k, v in vars(cfg.model).items() if k != "name"})
+    init_weights(model, cfg.init.name, cfg.act.name)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum)
+    n, bs = len(data.y_train), cfg.batch_size
+    times = []
+    for epoch in range(epochs):
+        g = torch.Generator().manual_seed(epoch)
+        order = torch.randperm(n, generator=g)
+        start = time.perf_counter()
+        for i in range(n // bs):
+            idx = order[i * bs:(i + 1) * bs]
+            x = data.x_train[idx]
+            if data.augment:
+                x = random_crop_flip(x, g)
+            loss = F.cross_entropy(model(normalize(x, data.mean, data.std)), data.y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def trainer_epochs(overrides: list[str], epochs: int) -> tuple[list[float], float]:
+    """Per-epoch training-loop seconds from deepexp's own metrics, and the whole wall time per epoch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_train(overrides + [f"epochs={epochs}"])
+        start = time.perf_counter()
+        metrics = train(cfg, Path(tmp), QuietReporter()).metrics
+        wall = time.perf_counter() - start
+    return [h["seconds"] for h in metrics["history"]], wall / epochs
+
+
+def summary(times: list[float]) -> str:
+    return f"{statistics.median(times):.3f}s (min {min(times):.3f}, max {max(times):.3f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {args.epochs} epochs per configuration")
+    for case in args.cases:
+        base = CASES[case] + [f"device.threads={args.threads}"]
+        # The raw loop runs before and after the trainer, so warm-up and clock drift hit both sides.
+        raw = raw_loop_epochs(base, args.epochs)
+        results = {mode: trainer_epochs(base + extra, args.epochs) for mode, extra in MODES.items()}
+        raw += raw_loop_epochs(base, args.epochs)
+        raw_median = statistics.median(raw)
+        print(f"\n{case}: raw PyTorch loop {summary(raw)} per epoch (before and after)")
+        for mode, (times, wall) in results.items():
+            ratios = [t / raw_median for t in times]
+            print(f"  {mode:<32} {summary(times)}  ratio {statistics.median(ratios):.3f} "
+                  f"(min {min(ratios):.3f}, max {max(ratios):.3f}); whole epoch incl. val/probe/checkpoint {wall:.3f}s")
+
+
+if __name__ == "__main__":
+    main()
