@@ -17,7 +17,6 @@ from typing import Callable, Dict, List
 
 from .errors import ConfigError, DeepexpError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXIT_BAD_INPUT = 2
 _show_traceback = False  # the user's HYDRA_FULL_ERROR, before we set it for Hydra
 HYDRA_FLAGS_WITHOUT_RUN = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc")
@@ -27,6 +26,7 @@ HYDRA_FLAGS_WITHOUT_RUN = ("--help", "-h", "--hydra-help", "--info", "-i", "--cf
 class Command:
     summary: str
     task: Callable[[object], int]  # runs one composed config, returns an exit code
+    presets: bool = False  # `preset=X` picks configs/<command>/preset/X.yaml
 
 
 def _train_task(cfg) -> int:
@@ -35,8 +35,16 @@ def _train_task(cfg) -> int:
     return train_command(cfg)
 
 
+def _activations_task(cfg) -> int:
+    from .experiments.activations import activations_command
+
+    return activations_command(cfg)
+
+
 COMMANDS: Dict[str, Command] = {
     "train": Command("train one model with per-layer monitoring (TensorBoard, metrics.json, checkpoints)", _train_task),
+    "activations": Command("project 1: the activation-function study (9 activations x seeds, diagnosis, report)",
+                           _activations_task, presets=True),
 }
 
 
@@ -66,6 +74,8 @@ def run(argv: List[str]) -> int:
         return fail(f"unknown command {name!r}; commands: {', '.join(COMMANDS)} (see deepexp --help)")
     global _show_traceback
     show_traceback = _show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if COMMANDS[name].presets:  # every study spells it `preset=quick`; Hydra's group is per command
+        args = [f"{name}/{a}" if a.startswith("preset=") else a for a in args]
     # Hydra re-raises instead of printing its own multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -89,7 +99,7 @@ def run(argv: List[str]) -> int:
 def launch(name: str, args: List[str]) -> int:
     import hydra
 
-    from .config import register_schemas
+    from .config import CONFIG_DIR, register_schemas
 
     register_schemas()
     codes: List[int] = []
@@ -141,11 +151,9 @@ def prevalidate(name: str, args: List[str]) -> None:
     other keys at their first value: every bad value is caught without composing the
     whole cartesian product.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from .config import register_schemas, validate
+    from .config import compose_config, validate
 
     overrides = [a for a in args if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))]
     parsed = OverridesParser.create().parse_overrides(overrides)
@@ -158,13 +166,9 @@ def prevalidate(name: str, args: List[str]) -> None:
             choices.append([override.input_line])
     firsts = [c[0] for c in choices]
     variants = [firsts] + [firsts[:i] + [value] + firsts[i + 1:] for i, c in enumerate(choices) for value in c[1:]]
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        typed = [validate(compose(config_name=name, overrides=variant)) for variant in variants]
-    GlobalHydra.instance().clear()
+    typed = [validate(compose_config(name, variant)) for variant in variants]
     run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), None)
-    if run_dir and len(typed) == 1:
+    if run_dir and len(typed) == 1 and name == "train":
         # Refuse a changed config here, before Hydra rewrites the run's .hydra/ record.
         from .rundir import read_metrics
         from .train import check_resumable, flat_config

@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
 
+from pathlib import Path
+
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from .errors import ConfigError
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 NORMS = ("none", "batch")
 
 
@@ -201,14 +204,69 @@ class TrainConfig:
         check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}")
 
 
+@dataclass
+class ActivationsConfig:
+    """`deepexp activations`: which activation trains a deep MLP best, and why."""
+
+    preset: str = MISSING  # which preset filled the defaults (quick | full)
+    acts: List[str] = MISSING
+    seeds: int = MISSING
+    dataset: str = MISSING
+    depth: int = MISSING
+    width: int = MISSING
+    epochs: int = MISSING
+    init: str = MISSING
+    norm: str = MISSING
+    subset: Optional[int] = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    threshold: float = MISSING  # validation accuracy that counts as "converged"
+    stability_epochs: int = MISSING  # the last N epochs whose training-loss spread measures stability
+    ablations: List[str] = MISSING  # any of: init, norm, depth
+    ablation_depths: List[int] = MISSING
+    device: str = MISSING
+    train: List[str] = MISSING  # extra `deepexp train` overrides for every run
+
+    def __post_init__(self) -> None:
+        from .models.activations import ACTIVATIONS
+
+        check(len(self.acts) >= 1, "acts must name at least one activation")
+        for act in self.acts:
+            check_choice("acts", act, ACTIVATIONS.names())
+        check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
+        check(self.depth >= 1 and self.width >= 1, f"depth and width must be at least 1, got {self.depth}, {self.width}")
+        check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        check_choice("init", self.init, ("default", "xavier", "kaiming", "lecun", "auto"))
+        check_choice("norm", self.norm, NORMS)
+        check(0 < self.threshold <= 1, f"threshold must be in (0, 1], got {self.threshold}")
+        check(self.stability_epochs >= 2, f"stability_epochs must be at least 2, got {self.stability_epochs}")
+        for ablation in self.ablations:
+            check_choice("ablations", ablation, ("init", "norm", "depth"))
+        check(all(d >= 1 for d in self.ablation_depths), "ablation_depths must be positive")
+        check_choice("device", self.device, ("cpu", "cuda", "auto"))
+
+
 def register_schemas() -> None:
     """Put every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="activations_schema", node=ActivationsConfig)
     for family, schema in MODEL_SCHEMAS.items():
         # Root-level names, referenced as `/schema_<family>@_here_` from configs/model/*.yaml,
         # so that schemas never show up as model choices.
         cs.store(name=f"schema_{family}", node=schema)
+
+
+def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose `configs/<name>.yaml` with overrides, inside or outside a running Hydra app."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_schemas()
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=name, overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
 
 
 def validate(cfg: DictConfig) -> TrainConfig:

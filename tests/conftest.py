@@ -8,11 +8,8 @@ from pathlib import Path
 from typing import List
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from deepexp.cli import CONFIG_DIR
-from deepexp.config import DataConfig, TrainConfig, register_schemas, validate
+from deepexp.config import DataConfig, TrainConfig, compose_config, validate
 from deepexp.data import data_roots
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,12 +33,7 @@ needs_cifar = pytest.mark.skipif(not cifar_available(), reason="CIFAR-10 (full o
 
 def compose_train(overrides: List[str] = ()) -> TrainConfig:
     """The real `deepexp train` config with `overrides`, validated into typed objects."""
-    register_schemas()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides))
-    GlobalHydra.instance().clear()
-    return validate(cfg)
+    return validate(compose_config("train", overrides))
 
 
 QUICK = ["subset=2000", "epochs=2", "monitor.every_n_steps=5", "monitor.probe_size=128", "monitor.figure=false"]

@@ -1,0 +1,398 @@
+"""`deepexp activations`: which activation trains a deep MLP best, and why.
+
+Trains a deep MLP with every activation of the study for several seeds through
+the ordinary trainer (one run directory each), then turns the runs' metrics.json
+files into summary tables, plots and a report whose every sentence is computed
+from the runs: convergence speed, stability, accuracy (with a Welch t-test
+against the seed-to-seed spread), and a per-activation diagnosis (vanishing
+gradients, saturation, dying units, a flat loss with healthy gradients, or healthy).
+"""
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from .. import plots
+from ..config import ActivationsConfig, validate
+from ..results import Group, group, markdown_table, write_csv, write_text
+from .runner import RunSpec, run_all
+
+MAIN = "main"
+VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
+STALLED_FRACTION = 0.9  # final training loss above 90% of chance-level loss ln(K)
+SATURATED_PCT = 20.0
+DYING_PCT = 10.0
+ALPHA = 0.05
+
+
+def activations_command(cfg: DictConfig) -> int:
+    study: ActivationsConfig = validate(cfg)
+    exp_dir = Path(HydraConfig.get().runtime.output_dir)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: room for the whole summary table
+        console = Console(width=200)
+    start = time.perf_counter()
+    specs = plan(study)
+    console.print(f"activation study: {len(specs)} runs in {exp_dir}", highlight=False)
+    results = run_all(specs, exp_dir, console, "activations")
+    write_study(study, results, exp_dir, console, wall_seconds=time.perf_counter() - start)
+    return 0
+
+
+# --- the runs --------------------------------------------------------------------------
+
+
+def plan(study: ActivationsConfig) -> List[RunSpec]:
+    """The main sweep (act x seed) and one extra sweep per ablation, each changing one thing."""
+    base: Dict[str, Any] = {
+        "model": "mlp", "model.depth": study.depth, "model.width": study.width, "model.norm": study.norm,
+        "dataset": study.dataset, "epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr,
+        "init": study.init, "device": study.device, "monitor.figure": "false",
+    }
+    if study.subset is not None:
+        base["subset"] = study.subset
+    variants: List[Tuple[str, Dict[str, Any]]] = [(MAIN, {})]
+    if "init" in study.ablations:
+        other = "default" if study.init != "default" else "auto"
+        variants.append((f"init={other}", {"init": other}))
+    if "norm" in study.ablations:
+        other = "batch" if study.norm == "none" else "none"
+        variants.append((f"norm={other}", {"model.norm": other}))
+    if "depth" in study.ablations:
+        variants += [(f"depth={d}", {"model.depth": d}) for d in study.ablation_depths if d != study.depth]
+    specs = []
+    for variant, changes in variants:
+        for act in study.acts:
+            for seed in range(study.seeds):
+                values = {**base, **changes, "act": act, "seed": seed}
+                overrides = [f"{k}={v}" for k, v in values.items()] + list(study.train)
+                folder = f"{variant.replace('=', '-')}/{act}-s{seed}"
+                specs.append(RunSpec(folder, {"variant": variant, "act": act, "seed": seed}, overrides))
+    return specs
+
+
+def run_row(spec: RunSpec, m: dict, study: ActivationsConfig) -> Dict[str, Any]:
+    """The numbers of one run that the tables and the report use."""
+    history = m["history"]
+    reached = next((h["epoch"] for h in history if h["val_acc"] >= study.threshold), None)
+    last = history[-1] if history else {}
+    first = history[0] if history else {}
+    losses = [h["train_loss"] for h in history[-study.stability_epochs:]]
+    layers = last.get("layers") or {}
+
+    def log_ratio(h: dict) -> Optional[float]:
+        a, b = h.get("grad_norm_first"), h.get("grad_norm_last")
+        return math.log10(max(a, 1e-45) / b) if a is not None and b else None
+
+    return {
+        **spec.labels,
+        "status": m["status"],
+        "test_acc": (m.get("test") or {}).get("acc"),
+        "best_val_acc": m.get("best_val_acc"),
+        "final_train_loss": last.get("train_loss"),
+        "epochs_to_threshold": reached,
+        "seconds_to_threshold": round(sum(h["seconds"] for h in history[:reached]), 3) if reached else None,
+        "stability": statistics.stdev(losses) if len(losses) >= 2 and m["status"] == "completed" else None,
+        "grad_log10_ratio_first_epoch": log_ratio(first),
+        "grad_log10_ratio_final": log_ratio(last),
+        "dead_pct": 100 * statistics.fmean(layers["dead"]) if layers.get("dead") else None,
+        "saturation_pct": 100 * statistics.fmean(layers["saturation"]) if layers.get("saturation") else None,
+        "diverged_at_step": m.get("diverged_at_step"),
+        "seconds": m.get("seconds"),
+        "params": m.get("params"),
+        "run_dir": str(Path("runs") / spec.name),
+    }
+
+
+# --- findings, each computed from the runs -------------------------------------------------
+
+
+def chance_loss(results: List[Tuple[RunSpec, dict]]) -> float:
+    classes = next((m["data"]["num_classes"] for _, m in results if m.get("data")), 10)
+    return math.log(classes)
+
+
+def diagnose(g: Group, chance: float) -> Tuple[str, str]:
+    """(label, sentence) for one activation, from its runs' gradients, units and losses."""
+    n = len(g.rows)
+    diverged = g.count(lambda r: r["status"] == "diverged")
+    ratio = g.stat("grad_log10_ratio_final").mean
+    loss = g.stat("final_train_loss").mean
+    dead, sat = g.stat("dead_pct").mean, g.stat("saturation_pct").mean
+    stalled = loss is not None and loss > STALLED_FRACTION * chance
+    found = []
+    if diverged:
+        found.append(("diverged", f"diverged in {diverged} of {n} runs (non-finite loss)"))
+    if ratio is not None and ratio < VANISHING_LOG10:
+        if stalled:
+            found.append(("vanishing gradient", f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's "
+                                                f"and the training loss stalled at {loss:.3f} (chance level {chance:.3f})"))
+        else:
+            found.append(("vanishing gradient", f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's, "
+                                                f"yet the loss fell to {loss:.3f}: the upper layers learned on nearly frozen lower layers"))
+    elif stalled and ratio is not None:
+        found.append(("flat loss, healthy gradients", f"the training loss stayed at {loss:.3f} (chance level {chance:.3f}) while "
+                                                      f"gradients stayed within 10^{ratio:.1f} across depth: a learning-rate or "
+                                                      f"capacity problem, not a vanishing gradient"))
+    if sat is not None and sat > SATURATED_PCT:
+        found.append(("saturation", f"saturation: {sat:.1f}% of outputs lie within 1% of a bound"))
+    if dead is not None and dead > DYING_PCT:
+        found.append(("dying units", f"dying units: {dead:.1f}% of units pass no gradient on any probe image"))
+    if not found:
+        return "healthy", (f"healthy: gradients within 10^{ratio:.1f} from first to last layer, "
+                           f"{dead or 0:.1f}% dead units, training loss down to {loss:.3f}")
+    return ", ".join(label for label, _ in found), "; ".join(text for _, text in found)
+
+
+def welch(a: List[float], b: List[float]) -> Optional[float]:
+    """Two-sided p-value of Welch's t-test, or None when a side has fewer than two values."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if statistics.stdev(a) == 0 and statistics.stdev(b) == 0:
+        return 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
+    from scipy.stats import ttest_ind
+
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> List[str]:
+    lines = []
+    done = [g for g in groups if g.stat("test_acc").n]
+    if not done:
+        return ["No run completed, so nothing can be ranked."]
+    # fastest convergence: every completed seed reached the threshold; fewest epochs, then seconds
+    reached = [g for g in done if g.stat("epochs_to_threshold").n == g.stat("test_acc").n]
+    if reached:
+        fastest = min(reached, key=lambda g: (g.stat("epochs_to_threshold").mean, g.stat("seconds_to_threshold").mean))
+        others = ", ".join(f"{g.key['act']} {g.stat('epochs_to_threshold').mean:.1f}" for g in sorted(reached, key=lambda g: g.stat("epochs_to_threshold").mean) if g is not fastest)
+        lines.append(f"**Fastest convergence: {fastest.key['act']}**, reaching {study.threshold:.0%} validation accuracy after "
+                     f"{fastest.stat('epochs_to_threshold').fmt(1)} epochs ({fastest.stat('seconds_to_threshold').fmt(1)} s of training)"
+                     + (f"; others (mean epochs): {others}." if others else "."))
+        never = [g.key["act"] for g in done if g not in reached]
+        if never:
+            lines.append(f"Did not reach {study.threshold:.0%} validation accuracy in every seed within {study.epochs} epochs: {', '.join(never)}.")
+    else:
+        lines.append(f"No activation reached {study.threshold:.0%} validation accuracy in every seed within {study.epochs} epochs.")
+    # A loss that never moved is "stable" only in the sense that nothing happened: rank those that learned.
+    learned = [g for g in done if g.stat("stability").n and g.stat("final_train_loss").mean <= STALLED_FRACTION * chance]
+    if learned:
+        best = min(learned, key=lambda g: g.stat("stability").mean)
+        worst = max(learned, key=lambda g: g.stat("stability").mean)
+        lines.append(f"**Most stable: {best.key['act']}** among the activations that learned (std of the training loss over the last "
+                     f"{study.stability_epochs} epochs {best.stat('stability').fmt(4, sci=True)}; least stable: {worst.key['act']}, "
+                     f"{worst.stat('stability').fmt(4, sci=True)}).")
+    ranked = sorted(done, key=lambda g: g.stat("test_acc").mean, reverse=True)
+    top = ranked[0]
+    tied = [g for g in ranked[1:] if (p := welch(top.stat("test_acc").values, g.stat("test_acc").values)) is None or p >= ALPHA]
+    sentence = f"**Best test accuracy: {top.key['act']}** ({top.stat('test_acc').fmt(4)})"
+    if len(ranked) > 1:
+        second = ranked[1]
+        p = welch(top.stat("test_acc").values, second.stat("test_acc").values)
+        verdict = ("cannot be tested with one seed" if p is None else
+                   f"is significantly lower (Welch t-test p = {p:.3g})" if p < ALPHA else
+                   f"is within the seed-to-seed spread (Welch t-test p = {p:.3g}, not significant at {ALPHA})")
+        sentence += f"; the runner-up {second.key['act']} ({second.stat('test_acc').fmt(4)}) {verdict}."
+    lines.append(sentence)
+    if tied:
+        lines.append(f"Statistically indistinguishable from {top.key['act']} at p ≥ {ALPHA}: {', '.join(g.key['act'] for g in tied)}.")
+    diverged = [f"{g.key['act']} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups if g.count(lambda r: r["status"] == "diverged")]
+    lines.append(f"Diverged runs: {', '.join(diverged)}." if diverged else "No run diverged.")
+    return lines
+
+
+def recommendations(groups: List[Group], diagnoses: Dict[str, Tuple[str, str]]) -> List[str]:
+    done = sorted((g for g in groups if g.stat("test_acc").n), key=lambda g: g.stat("test_acc").mean, reverse=True)
+    if not done:
+        return []
+    top = done[0]
+    tied = [g.key["act"] for g in done[1:] if (p := welch(top.stat("test_acc").values, g.stat("test_acc").values)) is None or p >= ALPHA]
+    healthy = [g.key["act"] for g in done if diagnoses[g.key["act"]][0] == "healthy"]
+    troubled = [f"{g.key['act']} ({diagnoses[g.key['act']][0]})" for g in groups if diagnoses[g.key["act"]][0] != "healthy"]
+    out = [f"For this depth and budget, use {top.key['act']}" + (f" or any of {', '.join(tied)} (not separable from it with these seeds)" if tied else "") + "."]
+    if troubled:
+        out.append(f"Avoid, or fix the cause named in the diagnosis first: {', '.join(troubled)}.")
+    if healthy:
+        out.append(f"Healthy by every measure here: {', '.join(healthy)}.")
+    return out
+
+
+# --- writing it all down ----------------------------------------------------------------------
+
+
+SUMMARY_COLUMNS = [("test_acc", "test acc", 4, False), ("best_val_acc", "best val acc", 4, False),
+                   ("epochs_to_threshold", "epochs to thr.", 2, False), ("seconds_to_threshold", "s to thr.", 2, False),
+                   ("stability", "stability", 4, True), ("grad_log10_ratio_final", "log10 grad first/last", 2, False),
+                   ("dead_pct", "dead %", 2, False), ("saturation_pct", "saturation %", 2, False)]
+
+
+def summary_rows(groups: List[Group]) -> List[List[str]]:
+    table = []
+    for g in groups:
+        acc = g.stat("test_acc")
+        reached = g.stat("epochs_to_threshold").n
+        row = [g.key["act"], str(len(g.rows)), acc.fmt(4), f"± {acc.ci95:.4f}" if acc.ci95 is not None else "-"]
+        for column, _, digits, sci in SUMMARY_COLUMNS[1:]:
+            text = g.stat(column).fmt(digits, sci=sci)
+            row.append(f"{text} ({reached}/{len(g.rows)})" if column == "epochs_to_threshold" else text)
+        row.append(str(g.count(lambda r: r["status"] == "diverged")))
+        table.append(row)
+    return table
+
+
+SUMMARY_HEADER = ["activation", "runs", "test acc (mean ± std)", "95% CI"] + [c[1] for c in SUMMARY_COLUMNS[1:]] + ["diverged"]
+
+
+def grouped_csv_rows(groups: List[Group]) -> List[Dict[str, Any]]:
+    out = []
+    for g in groups:
+        row: Dict[str, Any] = {**g.key, "runs": len(g.rows), "diverged": g.count(lambda r: r["status"] == "diverged")}
+        for column, *_ in SUMMARY_COLUMNS:
+            s = g.stat(column)
+            row.update({f"{column}_mean": s.mean, f"{column}_std": s.std, f"{column}_ci95": s.ci95, f"{column}_n": s.n})
+        out.append(row)
+    return out
+
+
+def write_plots(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], exp_dir: Path, subtitle: str) -> Dict[str, str]:
+    """The study's figures from the main sweep's completed runs; returns {name: file}."""
+    by_act: Dict[str, List[dict]] = {}
+    for spec, m in results:
+        if spec.labels["variant"] == MAIN and m["status"] == "completed" and m["history"]:
+            by_act.setdefault(spec.labels["act"], []).append(m)
+    folder = exp_dir / "plots"
+    files: Dict[str, str] = {}
+    if not by_act:
+        return files
+    epochs = list(range(1, study.epochs + 1))
+
+    fig, (ax_train, ax_val) = plots.panels(2)
+    for act, runs in by_act.items():
+        plots.band(ax_train, epochs, [[h["train_loss"] for h in m["history"]] for m in runs], act)
+        plots.band(ax_val, epochs, [[h["val_loss"] for h in m["history"]] for m in runs], act)
+    for ax, which in ((ax_train, "training"), (ax_val, "validation")):
+        ax.set(xlabel="epoch", ylabel=f"{which} loss (cross-entropy)", title=f"{which} loss, mean ± std\n{subtitle}")
+        ax.grid(alpha=0.3)
+    ax_val.legend(fontsize=8)
+    files["loss"] = plots.save(fig, folder / "loss_curves.png")
+
+    def per_layer(stat: str, epoch_index: int, scale: float = 1.0) -> Dict[str, List[List[float]]]:
+        return {act: [[v * scale for v in m["history"][epoch_index]["layers"][stat]] for m in runs] for act, runs in by_act.items()}
+
+    fig, axes = plots.panels(2)
+    for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], -1, f"after epoch {study.epochs}")):
+        for act, series in per_layer("grad_norm", index).items():
+            plots.band(ax, list(range(1, len(series[0]) + 1)), series, act, log=True)
+        ax.set(xlabel="layer (1 = input side, last = classifier)", ylabel="gradient L2 norm of the weight (log)",
+               title=f"gradient norm against depth, {when}\n{subtitle}")
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=8)
+    files["grad"] = plots.save(fig, folder / "grad_norm_vs_depth.png")
+
+    for stat, name, label, scale in (("act_std", "act_std_vs_depth", "activation std (probe set)", 1.0),
+                                     ("dead", "dead_units_by_layer", "dead units (%)", 100.0)):
+        fig, (ax,) = plots.panels(1, width=7)
+        for act, series in per_layer(stat, -1, scale).items():
+            plots.band(ax, list(range(1, len(series[0]) + 1)), series, act)
+        ax.set(xlabel="hidden layer (1 = input side)", ylabel=label, title=f"{label} by layer, after epoch {study.epochs}\n{subtitle}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        files[name] = plots.save(fig, folder / f"{name}.png")
+
+    fig, (ax,) = plots.panels(1, width=7)
+    accs = {act: [m["test"]["acc"] for m in runs] for act, runs in by_act.items()}
+    plots.bars(ax, list(accs), [statistics.fmean(v) for v in accs.values()],
+               [statistics.stdev(v) if len(v) > 1 else 0 for v in accs.values()], "test accuracy (mean ± std)")
+    low = min(min(v) for v in accs.values())
+    ax.set_ylim(max(0.0, low - 0.05), 1.0)
+    ax.set_title(f"final test accuracy\n{subtitle}")
+    files["accuracy"] = plots.save(fig, folder / "test_accuracy.png")
+    return files
+
+
+def ablation_table(rows: List[Dict[str, Any]], acts: List[str]) -> Optional[str]:
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    if len(variants) < 2:
+        return None
+    cells = {(g.key["variant"], g.key["act"]): g.stat("test_acc").fmt(4) for g in group(rows, ["variant", "act"])}
+    return markdown_table(["activation"] + variants, [[a] + [cells.get((v, a), "-") for v in variants] for a in acts])
+
+
+def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], exp_dir: Path, console: Console,
+                wall_seconds: float) -> Path:
+    rows = [run_row(spec, m, study) for spec, m in results]
+    write_csv(exp_dir / "summary.csv", rows)
+    main_rows = [r for r in rows if r["variant"] == MAIN]
+    groups = group(main_rows, ["act"])
+    write_csv(exp_dir / "summary_by_activation.csv", grouped_csv_rows(groups))
+    chance = chance_loss(results)
+    diagnoses = {g.key["act"]: diagnose(g, chance) for g in groups}
+
+    first = next((m for _, m in results if m.get("data")), {})
+    data = first.get("data", {})
+    prov = first.get("provenance", {})
+    subtitle = f"{study.dataset}, {data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds"
+    files = write_plots(study, results, exp_dir, subtitle)
+    table = markdown_table(SUMMARY_HEADER, summary_rows(groups))
+    write_text(exp_dir / "summary.md", f"# Activation study: {subtitle}\n\nMean ± std over seeds (main sweep).\n\n{table}\n")
+
+    train_seconds = sum(r["seconds"] or 0 for r in rows)
+    ablation = ablation_table(rows, study.acts)
+    report = [
+        f"# Which activation trains a {study.depth}-layer MLP best?",
+        "",
+        "## Setup",
+        f"- Data: {study.dataset} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} validation "
+        f"(seeded split of the training images), {data.get('test', '?')} test images.",
+        f"- Model: MLP with {study.depth} hidden layers of {study.width} units, norm={study.norm}, "
+        f"{first.get('params', 0):,} parameters; init={study.init} (auto = He for the ReLU family, LeCun for SELU, Xavier for tanh/sigmoid).",
+        f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD with momentum 0.9, lr {study.lr}"
+        + (f", extra overrides {list(study.train)}" if study.train else "") + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
+        f"- Hardware: {prov.get('device', '?')}, {prov.get('threads', '?')} threads, torch {prov.get('torch', '?')}, host {platform.node()}. "
+        f"Training time summed over runs: {train_seconds:.0f} s; this invocation's wall clock: {wall_seconds:.0f} s (runs already on disk are not retrained).",
+        f"- Measures: *epochs to threshold* = first epoch with validation accuracy ≥ {study.threshold}; *stability* = std of the "
+        f"training loss over the last {study.stability_epochs} epochs; gradient ratio, dead units and saturation come from the final "
+        f"epoch's probe pass over {first.get('config', {}).get('monitor.probe_size', '?')} fixed validation images (see README); 95% CI uses Student's t with n-1 degrees of freedom.",
+        "",
+        "## Results",
+        table,
+        "",
+    ]
+    report += [f"![{name}](plots/{file})" for name, file in files.items()]
+    report += ["", "## Findings"] + [f"- {line}" for line in findings(groups, chance, study)]
+    report += ["", "### Diagnosis per activation"]
+    report += [f"- **{act}**: {sentence}." for act, (_, sentence) in diagnoses.items()]
+    if ablation:
+        report += ["", "## Ablations (test accuracy, mean ± std; each column changes one thing from the main sweep)", ablation]
+    report += ["", "## Recommendations"] + [f"- {line}" for line in recommendations(groups, diagnoses)]
+    report += ["", "## Limitations",
+               f"- {study.epochs} epochs and {study.seeds} seeds" + (f" on the first {study.subset} training images" if study.subset else "")
+               + f" (preset `{study.preset}`): differences smaller than the seed-to-seed spread are not claims.",
+               "- One learning rate and optimizer for every activation: a tuned rate per activation may reorder the ranking.",
+               f"- {prov.get('device', 'cpu')} only; no data augmentation; MNIST-like data saturate near 98%, so run `dataset=fashion_mnist` for a harder test.",
+               "", "## References",
+               "- Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks.",
+               "- He et al. 2015, Delving deep into rectifiers (He init, PReLU).",
+               "- Clevert et al. 2016, ELU; Klambauer et al. 2017, Self-normalizing neural networks (SELU).",
+               "- Hendrycks & Gimpel 2016, GELU; Ramachandran et al. 2017, Searching for activation functions (Swish).",
+               "- Lu et al. 2019, Dying ReLU and initialization.", ""]
+    path = exp_dir / "report.md"
+    write_text(path, "\n".join(report))
+
+    view = Table(title=f"activation study: {subtitle}")
+    for column in SUMMARY_HEADER:
+        view.add_column(column, justify="left" if column == "activation" else "right")
+    for row in summary_rows(groups):
+        view.add_row(*row)
+    console.print(view)
+    console.print(f"report: {path}", highlight=False)
+    return path

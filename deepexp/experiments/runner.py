@@ -1,0 +1,41 @@
+"""Run a list of trainer configs inside one experiment directory.
+
+Each run lives in `<exp_dir>/runs/<name>/` in the ordinary run-directory format,
+so it is also visible in TensorBoard. Completed runs are skipped, interrupted
+ones resume from their checkpoint, and a diverged run is recorded and the list
+goes on: all of that is the trainer's own behaviour on an existing run directory.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from rich.console import Console
+
+from ..config import compose_config, validate
+from ..progress import QuietReporter
+from ..train import train
+
+
+@dataclass
+class RunSpec:
+    name: str  # folder under runs/
+    labels: Dict[str, Any]  # what distinguishes this run in the tables (variant, act, seed, ...)
+    overrides: List[str] = field(default_factory=list)  # `deepexp train` overrides
+
+
+def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str) -> List[Tuple[RunSpec, dict]]:
+    """Train every spec (or pick up its finished result); returns (spec, metrics) pairs in order."""
+    results = []
+    configs = [validate(compose_config("train", spec.overrides)) for spec in specs]  # all bad input before any work
+    for i, (spec, cfg) in enumerate(zip(specs, configs), 1):
+        start = time.perf_counter()
+        result = train(cfg, exp_dir / "runs" / spec.name, QuietReporter(label=spec.name),
+                       provenance={"command": command, "overrides": spec.overrides, "labels": spec.labels})
+        m = result.metrics
+        test = f"test acc {m['test']['acc']:.4f}" if m.get("test") else f"diverged at step {m.get('diverged_at_step')}"
+        console.print(f"[{i}/{len(specs)}] {spec.name}: {m['status']}, {test} ({time.perf_counter() - start:.1f} s)", highlight=False)
+        results.append((spec, m))
+    return results

@@ -1,0 +1,56 @@
+"""Matplotlib figures shared by the reports: curves with mean ± std bands, bars with error bars.
+
+Every figure is saved as PNG with labelled axes and a title that says which data,
+how many epochs and how many seeds it shows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def band(ax, x: Sequence[float], series: List[Sequence[float]], label: str, log: bool = False) -> None:
+    """Mean line with a ±1 std band over the seeds in `series` (all the same length)."""
+    arr = np.asarray(series, dtype=float)
+    mean, std = arr.mean(0), arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1])
+    line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
+    low = np.maximum(mean - std, mean * 1e-3) if log else mean - std
+    ax.fill_between(x, low, mean + std, color=line.get_color(), alpha=0.2)
+    if log:
+        ax.set_yscale("log")
+
+
+def save(fig, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    _plt().close(fig)
+    return path.name
+
+
+def panels(n: int, width: float = 5.5, height: float = 4.0):
+    plt = _plt()
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def bars(ax, labels: Sequence[str], means: Sequence[float], stds: Sequence[float], ylabel: str,
+         colors: Optional[Dict[str, str]] = None) -> None:
+    x = np.arange(len(labels))
+    ax.bar(x, means, yerr=stds, capsize=4, color=[(colors or {}).get(lbl, "C0") for lbl in labels])
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)

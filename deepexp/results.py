@@ -1,0 +1,107 @@
+"""From run directories to tables: load metrics.json files, group over seeds, mean ± std.
+
+Shared by every experiment command (and meant for `deepexp report`): a study
+builds one row of numbers per run, then `group` turns rows that differ only by
+seed into mean, std and a 95% confidence interval (Student's t, n - 1 degrees
+of freedom).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+
+from .rundir import atomic_write, read_metrics
+
+
+@dataclass
+class Stat:
+    """Mean, standard deviation and 95% CI half-width of one metric over the seeds that have it."""
+
+    values: List[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> Optional[float]:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> Optional[float]:
+        return statistics.stdev(self.values) if self.n > 1 else (0.0 if self.values else None)
+
+    @property
+    def ci95(self) -> Optional[float]:
+        if self.n < 2:
+            return None
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, self.n - 1)) * self.std / math.sqrt(self.n)
+
+    def fmt(self, digits: int = 4, scale: float = 1.0, sci: bool = False) -> str:
+        if self.mean is None:
+            return "-"
+        spec = f".{digits - 2}e" if sci else f".{digits}f"
+        text = f"{self.mean * scale:{spec}}"
+        return text + (f" ± {self.std * scale:{spec}}" if self.n > 1 else "")
+
+
+@dataclass
+class Group:
+    key: Dict[str, Any]
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+
+    def stat(self, column: str) -> Stat:
+        return Stat([float(r[column]) for r in self.rows if r.get(column) is not None and math.isfinite(float(r[column]))])
+
+    def count(self, predicate: Callable[[Dict[str, Any]], bool]) -> int:
+        return sum(1 for r in self.rows if predicate(r))
+
+
+def find_runs(root: Path) -> List[Path]:
+    """Every run directory (a folder with a metrics.json) below `root`, sorted."""
+    return sorted(p.parent for p in Path(root).glob("**/metrics.json"))
+
+
+def load_run(run_dir: Path) -> Optional[dict]:
+    metrics = read_metrics(run_dir)
+    if metrics is not None:
+        metrics["run_dir"] = str(run_dir)
+    return metrics
+
+
+def group(rows: Iterable[Dict[str, Any]], by: Sequence[str]) -> List[Group]:
+    """Rows with equal values of `by` (typically everything but the seed), in first-seen order."""
+    groups: Dict[tuple, Group] = {}
+    for row in rows:
+        key = tuple(row.get(k) for k in by)
+        groups.setdefault(key, Group(dict(zip(by, key)))).rows.append(row)
+    return list(groups.values())
+
+
+def write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
+    columns: List[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), mode="w")

@@ -1,0 +1,78 @@
+"""`deepexp activations` end to end on real MNIST: files, numbers, resumption."""
+import csv
+import json
+import re
+
+import pytest
+
+from conftest import needs_mnist, run_cli
+
+ARGS = ["activations", "preset=quick", "acts=[sigmoid,relu,tanh]", "subset=1500", "epochs=2", "seeds=2",
+        "ablations=[init]"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    out = run_cli([*ARGS, f"hydra.run.dir={root / 'exp'}"], root)
+    assert out.returncode == 0, out.stderr
+    return root / "exp", out
+
+
+@needs_mnist
+def test_quick_study_writes_every_file(study):
+    exp, out = study
+    for name in ("summary.csv", "summary.md", "summary_by_activation.csv", "report.md"):
+        assert (exp / name).stat().st_size > 0, name
+    for plot in ("loss_curves", "grad_norm_vs_depth", "act_std_vs_depth", "dead_units_by_layer", "test_accuracy"):
+        assert (exp / "plots" / f"{plot}.png").stat().st_size > 10_000, plot
+    runs = sorted(exp.glob("runs/*/*/metrics.json"))
+    assert len(runs) == 3 * 2 * 2  # 3 activations x 2 seeds x (main + init ablation)
+    assert all(list(p.parent.glob("events.out.tfevents.*")) for p in runs)  # each run is visible in TensorBoard
+    assert "activation study" in out.stdout  # the rich summary table
+
+
+@needs_mnist
+def test_sigmoid_gradient_ratio_is_far_below_relu_with_he_init(study):
+    exp, _ = study
+    rows = list(csv.DictReader(open(exp / "summary.csv")))
+    main = [r for r in rows if r["variant"] == "main"]
+    ratio = {act: max(float(r["grad_log10_ratio_final"]) for r in main if r["act"] == act) for act in ("sigmoid", "relu")}
+    assert ratio["sigmoid"] < -4 and ratio["relu"] > -1, ratio
+    assert {r["variant"] for r in rows} == {"main", "init=default"}
+
+
+@needs_mnist
+def test_report_numbers_match_summary_csv(study):
+    exp, _ = study
+    rows = [r for r in csv.DictReader(open(exp / "summary.csv")) if r["variant"] == "main"]
+    report = (exp / "report.md").read_text()
+    for act in ("sigmoid", "relu", "tanh"):
+        accs = [float(r["test_acc"]) for r in rows if r["act"] == act]
+        mean = sum(accs) / len(accs)
+        std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5
+        assert re.search(rf"\| {act} \| 2 \| {mean:.4f} ± {std:.4f} \|", report), act
+    # every run in the csv is what its metrics.json says
+    for r in rows:
+        m = json.loads((exp / r["run_dir"] / "metrics.json").read_text())
+        assert float(r["test_acc"]) == m["test"]["acc"]
+    assert "vanishing gradient" in report.split("### Diagnosis per activation")[1].split("\n")[1]  # sigmoid's line
+    for section in ("## Setup", "## Results", "## Findings", "## Ablations", "## Recommendations", "## Limitations", "## References"):
+        assert section in report
+
+
+@needs_mnist
+def test_rerun_on_the_same_folder_skips_finished_runs(study, tmp_path):
+    exp, _ = study
+    before = {p: p.stat().st_mtime_ns for p in exp.glob("runs/*/*/checkpoints/last.pt")}
+    out = run_cli([*ARGS, f"hydra.run.dir={exp}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("completed, test acc") == 12
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing retrained
+
+
+def test_bad_study_input_is_one_line(tmp_path):
+    for args, message in ((["acts=[relu,softplus]"], "acts='softplus' is not valid"), (["seeds=0"], "seeds must be at least 1"),
+                          (["preset=huge"], "unknown activations/preset 'huge'")):
+        out = run_cli(["activations", *args, f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
+        assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
