@@ -159,8 +159,11 @@ def _torchvision(cls, roots: List[Path]) -> Optional[Tuple[object, object, Path]
     for root in roots:
         try:
             return cls(str(root), train=True, download=False), cls(str(root), train=False, download=False), root
-        except RuntimeError:
+        except RuntimeError:  # torchvision's "Dataset not found"
             continue
+        except (OSError, ValueError, EOFError) as exc:  # present but truncated or corrupt
+            raise DataError(f"{cls.__name__} files in {root} are unreadable ({type(exc).__name__}: {exc}); "
+                            f"fix: delete them to re-download, or replace them") from None
     return None
 
 

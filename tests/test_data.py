@@ -118,3 +118,13 @@ def test_corrupt_npz_is_rejected(tmp_path):
 def test_fashion_mnist_full_set_is_found():
     s = load_splits(dataset("fashion_mnist"), DataConfig(), seed=0, val_fraction=0.1, subset=None)
     assert s.sizes() == {"train": 54000, "val": 6000, "test": 10000} and s.num_classes == 10
+
+
+def test_truncated_mnist_files_are_one_clear_line(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x05\x00\x00\x00\x1c")  # a header and no images
+    with pytest.raises(DataError, match="unreadable|not found") as err:
+        load_splits(dataset("mnist"), DataConfig(root=str(tmp_path), download=False), 0, 0.1, None)
+    assert "\n" not in str(err.value)

@@ -94,6 +94,10 @@ def test_tensorboard_event_files_hold_the_per_layer_tags(tmp_path):
         for stat in ("act_mean", "act_std", "sparsity", "saturation", "dead"):
             assert f"{stat}/{layer}" in tags
     assert "grad_norm_vs_depth" in events.Tags()["images"]
+    hparams = events.PluginTagToContent("hparams")  # what TensorBoard's HParams tab reads
+    assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
+    assert b"act" in hparams["_hparams_/session_start_info"] and b"tanh" in hparams["_hparams_/session_start_info"]
+    assert "custom_scalars__config__" in events.Tags()["tensors"]  # the Custom Scalars layout
     assert "weights/layers.0" in events.Tags()["histograms"]
     steps = [e.step for e in events.Scalars("grad_norm/layers.0")]
     assert steps == sorted(steps) and len(steps) >= 2 * 3  # every 5 steps over 2 epochs of 14 steps
