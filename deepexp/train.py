@@ -188,10 +188,15 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, flat: dict, run_dir: Path, reporter: ConsoleReporter, provenance: dict):
         self.cfg, self.flat, self.run_dir, self.reporter = cfg, flat, run_dir, reporter
-        self.provenance = provenance
         self.device = resolve_device(cfg.device.type)
         if cfg.device.threads:
             torch.set_num_threads(cfg.device.threads)
+        self.provenance = {  # enough to rerun this elsewhere: code version, libraries, hardware
+            "deepexp": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+            "python": platform.python_version(), "host": platform.node(), "device": str(self.device),
+            "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+            "threads": torch.get_num_threads(), **provenance,
+        }
         on_cuda = self.device.type == "cuda"
         for option in ("amp", "channels_last", "compile"):
             if getattr(cfg, option) and not on_cuda:
@@ -266,12 +271,7 @@ class _Run:
             "layers": {"weights": self.monitor.weight_names, "activations": self.monitor.act_names} if self.monitor else None,
             "init_layers": self.init_layers,
             "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes},
-            "provenance": {
-                "deepexp": __version__, "git_commit": git_commit(), "torch": torch.__version__,
-                "python": platform.python_version(), "host": platform.node(), "device": str(self.device),
-                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
-                "threads": torch.get_num_threads(), **self.provenance,
-            },
+            "provenance": self.provenance,
             **extra,
         }
 
@@ -293,7 +293,7 @@ class _Run:
                                         cfg.monitor.hist_every_n_steps) if cfg.monitor.enabled else None
             if self.monitor:
                 stack.callback(self.monitor.remove)
-                if self.init_layers is None:
+                if self.epoch == 0:  # layer statistics of the untrained network
                     self.init_layers = self.monitor.probe(self.model, self.probe_x, self.probe_y).as_dict()
                 self.writer.add_custom_scalars(custom_layout())
             reporter.start(cfg.epochs, self.steps_per_epoch, self.epoch)

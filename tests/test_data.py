@@ -125,6 +125,6 @@ def test_truncated_mnist_files_are_one_clear_line(tmp_path):
     raw.mkdir(parents=True)
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (raw / name).write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x05\x00\x00\x00\x1c")  # a header and no images
-    with pytest.raises(DataError, match="unreadable|not found") as err:
+    with pytest.raises(DataError, match="unreadable") as err:
         load_splits(dataset("mnist"), DataConfig(root=str(tmp_path), download=False), 0, 0.1, None)
     assert "\n" not in str(err.value)
