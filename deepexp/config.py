@@ -19,6 +19,8 @@ from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 NORMS = ("none", "batch")
+INITS = ("default", "xavier", "kaiming", "lecun", "auto")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 def check(ok: bool, message: str) -> None:
@@ -112,7 +114,7 @@ class DeviceConfig:
     threads: int = MISSING  # CPU threads for torch; 0 keeps torch's default
 
     def __post_init__(self) -> None:
-        check_choice("device.type", self.type, ("cpu", "cuda", "auto"))
+        check_choice("device.type", self.type, DEVICES)
         check(self.threads >= 0, f"device.threads must be >= 0, got {self.threads}")
 
 
@@ -149,7 +151,7 @@ class InitConfig:
     name: str = MISSING  # default | xavier | kaiming | lecun | auto (matched to the activation)
 
     def __post_init__(self) -> None:
-        check_choice("init.name", self.name, ("default", "xavier", "kaiming", "lecun", "auto"))
+        check_choice("init.name", self.name, INITS)
 
 
 @dataclass
@@ -209,13 +211,14 @@ class ActivationsConfig:
     """`deepexp activations`: which activation trains a deep MLP best, and why."""
 
     preset: str = MISSING  # which preset filled the defaults (quick | full)
+    dataset: DatasetConfig = MISSING  # the same `dataset=` group as deepexp train
+    init: InitConfig = MISSING  # the same `init=` group
+    device: DeviceConfig = MISSING  # the same `device=` group
     acts: List[str] = MISSING
     seeds: int = MISSING
-    dataset: str = MISSING
     depth: int = MISSING
     width: int = MISSING
     epochs: int = MISSING
-    init: str = MISSING
     norm: str = MISSING
     subset: Optional[int] = MISSING
     batch_size: int = MISSING
@@ -224,7 +227,6 @@ class ActivationsConfig:
     stability_epochs: int = MISSING  # the last N epochs whose training-loss spread measures stability
     ablations: List[str] = MISSING  # any of: init, norm, depth
     ablation_depths: List[int] = MISSING
-    device: str = MISSING
     train: List[str] = MISSING  # extra `deepexp train` overrides for every run
 
     def __post_init__(self) -> None:
@@ -236,14 +238,12 @@ class ActivationsConfig:
         check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
         check(self.depth >= 1 and self.width >= 1, f"depth and width must be at least 1, got {self.depth}, {self.width}")
         check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
-        check_choice("init", self.init, ("default", "xavier", "kaiming", "lecun", "auto"))
         check_choice("norm", self.norm, NORMS)
         check(0 < self.threshold <= 1, f"threshold must be in (0, 1], got {self.threshold}")
         check(self.stability_epochs >= 2, f"stability_epochs must be at least 2, got {self.stability_epochs}")
         for ablation in self.ablations:
             check_choice("ablations", ablation, ("init", "norm", "depth"))
         check(all(d >= 1 for d in self.ablation_depths), "ablation_depths must be positive")
-        check_choice("device", self.device, ("cpu", "cuda", "auto"))
 
 
 def register_schemas() -> None:

@@ -76,3 +76,29 @@ def test_bad_study_input_is_one_line(tmp_path):
                           (["preset=huge"], "unknown activations/preset 'huge'")):
         out = run_cli(["activations", *args, f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+@needs_mnist
+def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    exp = tmp_path / "exp"
+    out = run_cli(["activations", "preset=quick", "acts=[elu,tanh]", "seeds=1", "subset=600", "epochs=1", "lr=2.0",
+                   f"hydra.run.dir={exp}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {r["act"]: r for r in csv.DictReader(open(exp / "summary.csv"))}
+    assert rows["elu"]["status"] == "diverged" and int(rows["elu"]["diverged_at_step"]) >= 1
+    assert set(rows) == {"elu", "tanh"}  # the sweep went on after the divergence
+    report = (exp / "report.md").read_text()
+    assert "diverged in 1 of 1 runs" in report and "Diverged runs: elu (1/1)" in report
+
+
+def test_dataset_init_and_device_groups_reach_every_run(tmp_path):
+    """`dataset=`, `init=` and `device=` are the trainer's own groups, fields included."""
+    from deepexp.config import compose_config, validate
+    from deepexp.experiments.activations import plan
+
+    study = validate(compose_config("activations", ["dataset=npz", "dataset.path=/x.npz", "init=default", "device=auto",
+                                                    "acts=[relu]", "seeds=1"]))
+    (spec,) = plan(study)
+    assert {"dataset=npz", "dataset.path=/x.npz", "init=default", "device=auto", "act=relu", "seed=0"} <= set(spec.overrides)
+    out = run_cli(["activations", "dataset=npz", "dataset.path=/no/such.npz", f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
+    assert out.returncode == 2 and "not found" in out.stderr, out.stderr

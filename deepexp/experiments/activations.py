@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import plots
-from ..config import ActivationsConfig, validate
+from ..config import ActivationsConfig, to_plain, validate
 from ..results import Group, group, markdown_table, write_csv, write_text
 from .runner import RunSpec, run_all
 
@@ -56,14 +56,17 @@ def plan(study: ActivationsConfig) -> List[RunSpec]:
     """The main sweep (act x seed) and one extra sweep per ablation, each changing one thing."""
     base: Dict[str, Any] = {
         "model": "mlp", "model.depth": study.depth, "model.width": study.width, "model.norm": study.norm,
-        "dataset": study.dataset, "epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr,
-        "init": study.init, "device": study.device, "monitor.figure": "false",
+        "epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr, "monitor.figure": "false",
     }
+    for group_name, choice_key in (("dataset", "name"), ("init", "name"), ("device", "type")):
+        node = to_plain(getattr(study, group_name))  # the study's group choice, every field passed on
+        base[group_name] = node.pop(choice_key)
+        base.update({f"{group_name}.{k}": "null" if v is None else v for k, v in node.items()})
     if study.subset is not None:
         base["subset"] = study.subset
     variants: List[Tuple[str, Dict[str, Any]]] = [(MAIN, {})]
     if "init" in study.ablations:
-        other = "default" if study.init != "default" else "auto"
+        other = "default" if study.init.name != "default" else "auto"
         variants.append((f"init={other}", {"init": other}))
     if "norm" in study.ablations:
         other = "batch" if study.norm == "none" else "none"
@@ -340,7 +343,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     first = next((m for _, m in results if m.get("data")), {})
     data = first.get("data", {})
     prov = first.get("provenance", {})
-    subtitle = f"{study.dataset}, {data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds"
+    subtitle = f"{study.dataset.name}, {data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds"
     files = write_plots(study, results, exp_dir, subtitle)
     table = markdown_table(SUMMARY_HEADER, summary_rows(groups))
     write_text(exp_dir / "summary.md", f"# Activation study: {subtitle}\n\nMean ± std over seeds (main sweep).\n\n{table}\n")
@@ -351,10 +354,10 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
         f"# Which activation trains a {study.depth}-layer MLP best?",
         "",
         "## Setup",
-        f"- Data: {study.dataset} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} validation "
+        f"- Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} validation "
         f"(seeded split of the training images), {data.get('test', '?')} test images.",
         f"- Model: MLP with {study.depth} hidden layers of {study.width} units, norm={study.norm}, "
-        f"{first.get('params', 0):,} parameters; init={study.init} (auto = He for the ReLU family, LeCun for SELU, Xavier for tanh/sigmoid).",
+        f"{first.get('params', 0):,} parameters; init={study.init.name} (auto = He for the ReLU family, LeCun for SELU, Xavier for tanh/sigmoid).",
         f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD with momentum 0.9, lr {study.lr}"
         + (f", extra overrides {list(study.train)}" if study.train else "") + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
         f"- Hardware: {prov.get('device', '?')}, {prov.get('threads', '?')} threads, torch {prov.get('torch', '?')}, host {platform.node()}. "
