@@ -41,10 +41,18 @@ def _activations_task(cfg) -> int:
     return activations_command(cfg)
 
 
+def _residual_task(cfg) -> int:
+    from .experiments.residual import residual_command
+
+    return residual_command(cfg)
+
+
 COMMANDS: Dict[str, Command] = {
     "train": Command("train one model with per-layer monitoring (TensorBoard, metrics.json, checkpoints)", _train_task),
     "activations": Command("project 1: the activation-function study (9 activations x seeds, diagnosis, report)",
                            _activations_task, presets=True),
+    "residual": Command("project 2: plain vs residual networks, shortcuts, dense connections, gradient flow",
+                        _residual_task, presets=True),
 }
 
 

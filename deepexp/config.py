@@ -73,7 +73,16 @@ class ResNetConfig:
         check_choice("model.shortcut", self.shortcut, ("A", "B", "C"))
 
 
-MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig}
+@dataclass
+class DenseNetConfig:
+    name: str = MISSING
+    norm: str = MISSING
+
+    def __post_init__(self) -> None:
+        check_choice("model.norm", self.norm, NORMS)
+
+
+MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "densenet": DenseNetConfig}
 
 
 # --- the other groups -------------------------------------------------------------
@@ -246,11 +255,49 @@ class ActivationsConfig:
         check(all(d >= 1 for d in self.ablation_depths), "ablation_depths must be positive")
 
 
+@dataclass
+class ResidualConfig:
+    """`deepexp residual`: plain against residual networks of the same depth, and why shortcuts help."""
+
+    preset: str = MISSING
+    dataset: DatasetConfig = MISSING  # the trainer's own groups
+    act: ActConfig = MISSING
+    device: DeviceConfig = MISSING
+    depths: List[int] = MISSING  # CIFAR family 6n+2: 20, 32, 44, 56, 110
+    seeds: int = MISSING
+    epochs: int = MISSING
+    subset: Optional[int] = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    norm: str = MISSING
+    shortcut: str = MISSING
+    densenet: bool = MISSING  # add DenseNet-BC-100 (k=12), comparable with ResNet-56
+    ablations: List[str] = MISSING  # any of: shortcut, norm
+    no_norm_overrides: List[str] = MISSING  # what the norm=none ablation also changes (see configs/residual.yaml)
+    train: List[str] = MISSING
+
+    def __post_init__(self) -> None:
+        from .models import list_models
+
+        check(len(self.depths) >= 1, "depths must name at least one depth")
+        for depth in self.depths:
+            check(f"resnet{depth}" in list_models(), f"depth {depth} has no CIFAR ResNet; choose from 20, 32, 44, 56, 110")
+        check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
+        check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        check_choice("norm", self.norm, NORMS)
+        check_choice("shortcut", self.shortcut, ("A", "B", "C"))
+        for ablation in self.ablations:
+            check_choice("ablations", ablation, ("shortcut", "norm"))
+
+
 def register_schemas() -> None:
     """Put every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="activations_schema", node=ActivationsConfig)
+    cs.store(name="residual_schema", node=ResidualConfig)
     for family, schema in MODEL_SCHEMAS.items():
         # Root-level names, referenced as `/schema_<family>@_here_` from configs/model/*.yaml,
         # so that schemas never show up as model choices.

@@ -103,5 +103,28 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def welch(a: List[float], b: List[float]) -> Optional[float]:
+    """Two-sided p-value of Welch's t-test, or None when a side has fewer than two values."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if statistics.stdev(a) == 0 and statistics.stdev(b) == 0:
+        return 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
+    from scipy.stats import ttest_ind
+
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def print_table(console, title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """The summary table in the terminal (rich), first column left-aligned."""
+    from rich.table import Table
+
+    view = Table(title=title)
+    for i, column in enumerate(header):
+        view.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        view.add_row(*[str(c) for c in row])
+    console.print(view)
+
+
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")

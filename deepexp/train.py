@@ -270,7 +270,8 @@ class _Run:
             "best_val_acc": best, "init": self.init_scheme,
             "layers": {"weights": self.monitor.weight_names, "activations": self.monitor.act_names} if self.monitor else None,
             "init_layers": self.init_layers,
-            "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes},
+            "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes,
+                     "in_channels": self.data.in_channels, "image_size": self.data.image_size},
             "provenance": self.provenance,
             **extra,
         }

@@ -16,16 +16,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.table import Table
 
 from .. import plots
 from ..config import ActivationsConfig, to_plain, validate
-from ..results import Group, group, markdown_table, write_csv, write_text
-from .runner import RunSpec, run_all
+from ..results import Group, group, markdown_table, print_table, welch, write_csv, write_text
+from .runner import RunSpec, experiment_dir, run_all, study_console
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
@@ -37,10 +34,7 @@ ALPHA = 0.05
 
 def activations_command(cfg: DictConfig) -> int:
     study: ActivationsConfig = validate(cfg)
-    exp_dir = Path(HydraConfig.get().runtime.output_dir)
-    console = Console()
-    if not console.is_terminal:  # logs and pipes: room for the whole summary table
-        console = Console(width=200)
+    exp_dir, console = experiment_dir(), study_console()
     start = time.perf_counter()
     specs = plan(study)
     console.print(f"activation study: {len(specs)} runs in {exp_dir}", highlight=False)
@@ -155,17 +149,6 @@ def diagnose(g: Group, chance: float) -> Tuple[str, str]:
         return "healthy", (f"healthy: gradients within 10^{ratio:.1f} from first to last layer, "
                            f"{dead or 0:.1f}% dead units, training loss down to {loss:.3f}")
     return ", ".join(label for label, _ in found), "; ".join(text for _, text in found)
-
-
-def welch(a: List[float], b: List[float]) -> Optional[float]:
-    """Two-sided p-value of Welch's t-test, or None when a side has fewer than two values."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    if statistics.stdev(a) == 0 and statistics.stdev(b) == 0:
-        return 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
-    from scipy.stats import ttest_ind
-
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> List[str]:
@@ -391,11 +374,6 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     path = exp_dir / "report.md"
     write_text(path, "\n".join(report))
 
-    view = Table(title=f"activation study: {subtitle}")
-    for column in SUMMARY_HEADER:
-        view.add_column(column, justify="left" if column == "activation" else "right")
-    for row in summary_rows(groups):
-        view.add_row(*row)
-    console.print(view)
+    print_table(console, f"activation study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))
     console.print(f"report: {path}", highlight=False)
     return path

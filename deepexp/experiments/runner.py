@@ -12,11 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from hydra.core.hydra_config import HydraConfig
 from rich.console import Console
 
 from ..config import compose_config, validate
 from ..progress import QuietReporter
 from ..train import train
+
+
+def experiment_dir() -> Path:
+    """The folder Hydra made for this command (`hydra.run.dir=PATH` to choose it)."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def study_console() -> Console:
+    """Rich output; logs and pipes get room for the whole summary table."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 @dataclass

@@ -1,0 +1,314 @@
+"""`deepexp residual`: why skip connections let deep networks train, measured.
+
+Trains the CIFAR plain and residual networks of He et al. (2016) at each depth
+(and optionally DenseNet-BC and the shortcut / batch-norm ablations) through the
+ordinary trainer, then writes the comparison: parameters, MACs, training error,
+test accuracy, seconds per epoch, the training-error curves of He et al. Fig. 6,
+gradient norm against depth, a depth-by-epoch gradient heat map per network,
+and a report whose every statement is computed from the runs.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from omegaconf import DictConfig
+
+from .. import plots
+from ..config import ResidualConfig, to_plain, validate
+from ..measure import count_macs, count_params
+from ..models import create_model
+from ..results import Group, group, markdown_table, print_table, welch, write_csv, write_text
+from .runner import RunSpec, experiment_dir, run_all, study_console
+
+MAIN = "main"
+ALPHA = 0.05
+
+
+def residual_command(cfg: DictConfig) -> int:
+    study: ResidualConfig = validate(cfg)
+    exp_dir, console = experiment_dir(), study_console()
+    start = time.perf_counter()
+    specs = plan(study)
+    console.print(f"residual study: {len(specs)} runs in {exp_dir}", highlight=False)
+    results = run_all(specs, exp_dir, console, "residual")
+    write_study(study, results, exp_dir, console, time.perf_counter() - start)
+    return 0
+
+
+# --- the runs ------------------------------------------------------------------------------
+
+
+def plan(study: ResidualConfig) -> List[RunSpec]:
+    """plainN and resnetN at every depth; optional DenseNet, shortcut and no-batch-norm sweeps."""
+    base: Dict[str, Any] = {"epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr,
+                            "weight_decay": study.weight_decay, "sched": "cosine", "monitor.figure": "false"}
+    if study.subset is not None:
+        base["subset"] = study.subset
+    for group_name, choice_key in (("dataset", "name"), ("act", "name"), ("device", "type")):
+        node = to_plain(getattr(study, group_name))
+        base[group_name] = node.pop(choice_key)
+        base.update({f"{group_name}.{k}": "null" if v is None else v for k, v in node.items()})
+
+    networks: List[Tuple[str, str, Dict[str, Any]]] = []  # (variant, model, changes)
+    for depth in study.depths:
+        networks += [(MAIN, f"plain{depth}", {}), (MAIN, f"resnet{depth}", {})]
+    if study.densenet:
+        networks.append((MAIN, "densenet", {}))
+    if "shortcut" in study.ablations:
+        networks += [(f"shortcut={s}", f"resnet{study.depths[0]}", {"model.shortcut": s}) for s in "ABC" if s != study.shortcut]
+    if "norm" in study.ablations:
+        other = "none" if study.norm == "batch" else "batch"
+        for depth in study.depths:
+            changes = {"model.norm": other, **(dict(o.split("=", 1) for o in study.no_norm_overrides) if other == "none" else {})}
+            networks += [(f"norm={other}", f"plain{depth}", changes), (f"norm={other}", f"resnet{depth}", changes)]
+    specs = []
+    for variant, model, changes in networks:
+        options = {"model.norm": study.norm, **({"model.shortcut": study.shortcut} if model != "densenet" else {})}
+        for seed in range(study.seeds):
+            values = {**base, "model": model, **options, **changes, "seed": seed}
+            folder = f"{variant.replace('=', '-')}/{model}-s{seed}"
+            labels = {"variant": variant, "network": model, "family": family(model), "depth": depth_of(model), "seed": seed}
+            specs.append(RunSpec(folder, labels, [f"{k}={v}" for k, v in values.items()] + list(study.train)))
+    return specs
+
+
+def family(model: str) -> str:
+    return "densenet" if model == "densenet" else "plain" if model.startswith("plain") else "resnet"
+
+
+def depth_of(model: str) -> int:
+    return 100 if model == "densenet" else int(model.removeprefix("plain").removeprefix("resnet"))
+
+
+def model_cost(metrics: dict) -> Tuple[int, int]:
+    """(parameters, MACs per image) of a run's network, rebuilt from its config."""
+    c, d = metrics["config"], metrics["data"]
+    options = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("model.")}
+    model = create_model(c["model"], in_channels=d["in_channels"], image_size=d["image_size"], num_classes=d["num_classes"],
+                         act=c["act"], **options)
+    return count_params(model), count_macs(model, d["in_channels"], d["image_size"])
+
+
+def run_row(spec: RunSpec, m: dict, costs: Dict[str, Tuple[int, int]]) -> Dict[str, Any]:
+    history = m["history"]
+    last, first = (history[-1], history[0]) if history else ({}, {})
+    params, macs = costs[spec.name]
+    return {
+        **spec.labels,
+        "status": m["status"],
+        "params": params,
+        "macs": macs,
+        "final_train_loss": last.get("train_loss"),
+        "final_train_error": 1 - last["train_acc"] if history else None,
+        "test_acc": (m.get("test") or {}).get("acc"),
+        "seconds_per_epoch": statistics.fmean(h["seconds"] for h in history) if history else None,
+        "grad_first_layer_epoch1": first.get("grad_norm_first"),
+        "grad_first_layer_final": last.get("grad_norm_first"),
+        "grad_log10_first_over_last_final": math.log10(last["grad_norm_first"] / last["grad_norm_last"])
+        if history and last.get("grad_norm_last") else None,
+        "run_dir": str(Path("runs") / spec.name),
+    }
+
+
+# --- findings ---------------------------------------------------------------------------------
+
+
+def compare(a: Group, b: Group, column: str) -> Tuple[float, Optional[float]]:
+    """(mean(b) - mean(a), Welch p-value) for one column."""
+    sa, sb = a.stat(column), b.stat(column)
+    return sb.mean - sa.mean, welch(sa.values, sb.values)
+
+
+def verdict(p: Optional[float]) -> str:
+    if p is None:
+        return "cannot be tested with one seed"
+    return f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within the seed-to-seed spread (Welch p = {p:.3g})"
+
+
+def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group]) -> List[str]:
+    lines = []
+    shallow, deep = min(study.depths), max(study.depths)
+    get = lambda net, variant=MAIN: groups.get((variant, net))
+    if shallow != deep:
+        for fam in ("plain", "resnet"):
+            a, b = get(f"{fam}{shallow}"), get(f"{fam}{deep}")
+            if not (a and b and a.stat("final_train_error").n and b.stat("final_train_error").n):
+                continue
+            d_err, p_err = compare(a, b, "final_train_error")
+            d_acc, p_acc = compare(a, b, "test_acc")
+            if fam == "plain":
+                seen = d_err > 0 and p_err is not None and p_err < ALPHA
+                lines.append(
+                    f"**Degradation ({'observed' if seen else 'not shown'})**: plain{deep} ends with training error "
+                    f"{b.stat('final_train_error').fmt(4)} against plain{shallow}'s {a.stat('final_train_error').fmt(4)} "
+                    f"({'+' if d_err >= 0 else ''}{d_err:.4f}, {verdict(p_err)}); test accuracy {d_acc:+.4f} ({verdict(p_acc)}).")
+            else:
+                ok = d_err <= 0 or p_err is None or p_err >= ALPHA
+                lines.append(
+                    f"**Deeper ResNet {'at least as good' if ok else 'worse'}**: resnet{deep} training error "
+                    f"{b.stat('final_train_error').fmt(4)} against resnet{shallow}'s {a.stat('final_train_error').fmt(4)} "
+                    f"({d_err:+.4f}, {verdict(p_err)}); test accuracy {d_acc:+.4f} ({verdict(p_acc)}).")
+    for variant in dict.fromkeys(v for v, _ in groups):
+        for depth in study.depths:
+            plain, res = get(f"plain{depth}", variant), get(f"resnet{depth}", variant)
+            if not (plain and res and plain.stat("grad_first_layer_epoch1").n and res.stat("grad_first_layer_epoch1").n):
+                continue
+            ratios = [res.stat(c).mean / plain.stat(c).mean for c in ("grad_first_layer_epoch1", "grad_first_layer_final")
+                      if plain.stat(c).mean and res.stat(c).n]
+            within = [g.stat("grad_log10_first_over_last_final").mean for g in (plain, res)]
+            label = "" if variant == MAIN else f" ({variant})"
+            lines.append(
+                f"**Gradient flow at depth {depth}{label}**: the first layer's gradient is {ratios[0]:.2f}x the plain net's "
+                f"after epoch 1 and {ratios[-1]:.2f}x after the last epoch; first/last-layer gradient ratio "
+                f"10^{within[0]:.2f} (plain) against 10^{within[1]:.2f} (residual).")
+            d_acc, p_acc = compare(plain, res, "test_acc")
+            lines.append(f"Test accuracy at depth {depth}{label}: residual {res.stat('test_acc').fmt(4)} against plain "
+                         f"{plain.stat('test_acc').fmt(4)} ({d_acc:+.4f}, {verdict(p_acc)}).")
+    base = get(f"resnet{study.depths[0]}")
+    for variant, net in groups:
+        g = groups[(variant, net)]
+        if variant.startswith("shortcut=") and base and g.stat("test_acc").n:
+            d_acc, p = compare(base, g, "test_acc")
+            lines.append(f"**Shortcut {variant.split('=')[1]}** on {net}: {g.rows[0]['params'] - base.rows[0]['params']:+,} parameters and "
+                         f"{(g.rows[0]['macs'] - base.rows[0]['macs']) / 1e6:+.2f}M MACs against option {study.shortcut}; "
+                         f"test accuracy {d_acc:+.4f} ({verdict(p)}).")
+    dense, res56 = get("densenet"), get(f"resnet{deep}")
+    if dense and res56 and dense.stat("test_acc").n:
+        d_acc, p = compare(res56, dense, "test_acc")
+        lines.append(f"**DenseNet-BC-100** ({dense.rows[0]['params']:,} parameters, {dense.rows[0]['macs'] / 1e6:.0f}M MACs) against "
+                     f"resnet{deep} ({res56.rows[0]['params']:,}, {res56.rows[0]['macs'] / 1e6:.0f}M MACs): test accuracy "
+                     f"{d_acc:+.4f} ({verdict(p)}), {dense.stat('seconds_per_epoch').mean / res56.stat('seconds_per_epoch').mean:.1f}x the "
+                     f"time per epoch.")
+    return lines
+
+
+def limitations(study: ResidualConfig, data: dict) -> List[str]:
+    out = []
+    if study.epochs < 30 or (data.get("train") or 0) < 20000:
+        out.append(f"These runs ({study.epochs} epochs on {data.get('train', '?')} training images) are far shorter than He et al.'s "
+                   f"(64k iterations on 45k images): degradation needs long training to appear, so its absence here is not evidence "
+                   f"against it, and small accuracy differences are not claims.")
+    if study.seeds < 3:
+        out.append(f"{study.seeds} seed(s): the t-tests have little power.")
+    out.append("CPU only; a cosine learning-rate schedule instead of the paper's steps at 32k and 48k iterations.")
+    return out
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+SUMMARY_HEADER = ["network", "variant", "runs", "params", "MACs", "final train loss", "final train error",
+                  "test acc (mean ± std)", "s/epoch", "diverged"]
+
+
+def summary_rows(groups: Dict[Tuple[str, str], Group]) -> List[List[str]]:
+    return [[net, variant, len(g.rows), f"{g.rows[0]['params'] / 1e6:.3f}M", f"{g.rows[0]['macs'] / 1e6:.1f}M",
+             g.stat("final_train_loss").fmt(4), g.stat("final_train_error").fmt(4), g.stat("test_acc").fmt(4),
+             g.stat("seconds_per_epoch").fmt(1), g.count(lambda r: r["status"] == "diverged")]
+            for (variant, net), g in groups.items()]
+
+
+def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_dir: Path, subtitle: str) -> Dict[str, str]:
+    runs: Dict[Tuple[str, str], List[dict]] = {}
+    for spec, m in results:
+        if m["status"] == "completed" and m["history"]:
+            runs.setdefault((spec.labels["variant"], spec.labels["network"]), []).append(m)
+    folder, files = exp_dir / "plots", {}
+    epochs = list(range(1, study.epochs + 1))
+    main_depths = [d for d in study.depths if (MAIN, f"plain{d}") in runs or (MAIN, f"resnet{d}") in runs]
+    if main_depths:
+        fig, axes = plots.panels(2)
+        for ax, fam in zip(axes, ("plain", "resnet")):
+            for depth in main_depths:
+                for key, style in (("train", "--"), ("val", "-")):
+                    ms = runs.get((MAIN, f"{fam}{depth}"), [])
+                    if ms:
+                        plots.band(ax, epochs, [[1 - h[f"{key}_acc"] for h in m["history"]] for m in ms],
+                                   f"{fam}-{depth} {'train' if key == 'train' else 'val'}")
+                        ax.lines[-1].set_linestyle(style)
+            ax.set(xlabel="epoch", ylabel="error (1 - accuracy)", title=f"{fam} networks: training (dashed) and validation error\n{subtitle}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        files["training_error"] = plots.save(fig, folder / "training_error.png")
+
+    for variant in dict.fromkeys(v for v, _ in runs):
+        nets = [n for v, n in runs if v == variant and n != "densenet"]
+        if not nets:
+            continue
+        fig, axes = plots.panels(2)
+        for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], -1, f"after epoch {study.epochs}")):
+            for net in nets:
+                series = [m["history"][index]["layers"]["grad_norm"] for m in runs[(variant, net)]]
+                plots.band(ax, list(range(1, len(series[0]) + 1)), series, net, log=True)
+            ax.set(xlabel="weight layer (1 = stem conv, last = classifier)", ylabel="gradient L2 norm (log)",
+                   title=f"gradient norm against depth, {when} ({variant})\n{subtitle}")
+            ax.grid(alpha=0.3, which="both")
+        axes[1].legend(fontsize=8)
+        name = "grad_norm_vs_depth" + ("" if variant == MAIN else f"_{variant.replace('=', '_')}")
+        files[name] = plots.save(fig, folder / f"{name}.png")
+
+    nets = [key for key in runs if key[0] == MAIN]
+    if nets:
+        fig, axes = plots.panels(len(nets), width=4.0, height=3.6)
+        for ax, key in zip(axes, nets):
+            grid = np.mean([[h["layers"]["grad_norm"] for h in m["history"]] for m in runs[key]], axis=0)
+            image = ax.imshow(np.log10(np.maximum(grid.T, 1e-30)), aspect="auto", origin="lower", cmap="viridis",
+                              extent=(0.5, grid.shape[0] + 0.5, 0.5, grid.shape[1] + 0.5))
+            ax.set(xlabel="epoch", ylabel="weight layer", title=f"{key[1]}: log10 gradient norm")
+            fig.colorbar(image, ax=ax)
+        fig.suptitle(f"gradient norm by layer and epoch (mean over seeds), {subtitle}", fontsize=9)
+        files["grad_heatmap"] = plots.save(fig, folder / "grad_heatmap.png")
+    return files
+
+
+def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_dir: Path, console, wall_seconds: float) -> Path:
+    costs, cache = {}, {}
+    for spec, m in results:  # one model build per distinct network config
+        key = tuple(sorted((k, str(v)) for k, v in m["config"].items() if k.startswith(("model", "act", "dataset"))))
+        cache.setdefault(key, model_cost(m))
+        costs[spec.name] = cache[key]
+    rows = [run_row(spec, m, costs) for spec, m in results]
+    write_csv(exp_dir / "summary.csv", rows)
+    groups = {(g.key["variant"], g.key["network"]): g for g in group(rows, ["variant", "network"])}
+    first = next((m for _, m in results if m.get("data")), {})
+    data, prov = first.get("data", {}), first.get("provenance", {})
+    subtitle = f"{study.dataset.name}, {data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds"
+    table = markdown_table(SUMMARY_HEADER, summary_rows(groups))
+    write_text(exp_dir / "summary.md", f"# Plain vs residual: {subtitle}\n\nMean ± std over seeds.\n\n{table}\n")
+    files = write_plots(study, results, exp_dir, subtitle)
+    train_seconds = sum(r["seconds_per_epoch"] * study.epochs for r in rows if r["seconds_per_epoch"])
+    report = [
+        "# Plain against residual networks: do shortcuts make depth trainable?", "", "## Setup",
+        f"- Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} validation, "
+        f"{data.get('test', '?')} test images; augmentation: {'random crop + flip' if study.dataset.augment else 'none'}.",
+        f"- Networks: the CIFAR family of He et al. (2016) at depths {study.depths} (6n+2 layers, 16/32/64 channels), each as "
+        f"plainN (no shortcuts) and resnetN (shortcut option {study.shortcut}), norm={study.norm}, act={study.act.name}"
+        + ("; DenseNet-BC-100 (k=12)" if study.densenet else "") + ".",
+        f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine schedule, "
+        f"weight decay {study.weight_decay}; {study.seeds} seeds per network ({len(rows)} runs).",
+        f"- Hardware: {prov.get('device', '?')}, {prov.get('threads', '?')} threads, torch {prov.get('torch', '?')}. Training time "
+        f"summed over runs: {train_seconds:.0f} s; this invocation: {wall_seconds:.0f} s (runs on disk are not retrained).",
+        "- MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Training error is measured on the augmented "
+        "training batches of the last epoch, as in He et al.; gradient norms come from each epoch's probe pass (README).",
+    ]
+    if "norm" in study.ablations:
+        report.append(f"- The norm=none sweep also sets {list(study.no_norm_overrides)}: with He init, unnormalised residual "
+                      f"sums grow about 2x per block and those runs diverge within a few steps.")
+    report += ["", "## Results", table, ""]
+    report += [f"![{name}](plots/{file})" for name, file in files.items()]
+    report += ["", "## Findings"] + [f"- {line}" for line in findings(study, groups)]
+    report += ["", "## Limitations"] + [f"- {line}" for line in limitations(study, data)]
+    report += ["", "## References",
+               "- He, Zhang, Ren, Sun 2016, Deep residual learning for image recognition (CVPR): plain vs residual, options A/B/C, Fig. 1 and 6.",
+               "- Huang, Liu, van der Maaten, Weinberger 2017, Densely connected convolutional networks (DenseNet-BC).",
+               "- Ioffe & Szegedy 2015, Batch normalization.", ""]
+    path = exp_dir / "report.md"
+    write_text(path, "\n".join(report))
+    print_table(console, f"residual study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))
+    console.print(f"report: {path}", highlight=False)
+    return path

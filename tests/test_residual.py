@@ -1,0 +1,48 @@
+"""`deepexp residual` on real CIFAR-10 images: files, costs, and the gradient-flow finding."""
+import csv
+
+import pytest
+
+from conftest import needs_cifar, run_cli
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("residual")
+    out = run_cli(["residual", "preset=quick", "depths=[20]", "seeds=2", "epochs=1", "subset=300", "ablations=[norm,shortcut]",
+                   f"hydra.run.dir={root / 'exp'}"], root, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return root / "exp"
+
+
+@needs_cifar
+def test_quick_comparison_writes_every_file(study):
+    for name in ("summary.csv", "summary.md", "report.md"):
+        assert (study / name).stat().st_size > 0
+    for plot in ("training_error", "grad_norm_vs_depth", "grad_norm_vs_depth_norm_none", "grad_heatmap"):
+        assert (study / "plots" / f"{plot}.png").stat().st_size > 10_000, plot
+    report = (study / "report.md").read_text()
+    for section in ("## Setup", "## Results", "## Findings", "## Limitations", "## References"):
+        assert section in report
+    assert "far shorter than He et al." in report  # says plainly that one epoch shows little
+
+
+@needs_cifar
+def test_costs_are_counted_per_network(study):
+    rows = list(csv.DictReader(open(study / "summary.csv")))
+    cost = {(r["network"], r["variant"]): (int(r["params"]), int(r["macs"])) for r in rows}
+    assert cost[("resnet20", "main")][0] == cost[("plain20", "main")][0] == 269_722  # option A adds no parameters
+    assert 40e6 < cost[("resnet20", "main")][1] < 42e6  # ~41M MACs per 32x32 image
+    assert cost[("resnet20", "shortcut=C")][0] > cost[("resnet20", "shortcut=B")][0] > cost[("resnet20", "main")][0]
+
+
+@needs_cifar
+def test_shortcuts_keep_first_layer_gradients_alive_without_batch_norm(study):
+    rows = [r for r in csv.DictReader(open(study / "summary.csv")) if r["variant"] == "norm=none"]
+    grad = {net: [float(r["grad_first_layer_epoch1"]) for r in rows if r["network"] == net] for net in ("plain20", "resnet20")}
+    assert min(grad["resnet20"]) > 100 * max(grad["plain20"]), grad
+
+
+def test_bad_residual_input_is_one_line(tmp_path):
+    out = run_cli(["residual", "depths=[21]", f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
+    assert out.returncode == 2 and "depth 21 has no CIFAR ResNet" in out.stderr and len(out.stderr.strip().splitlines()) == 1
