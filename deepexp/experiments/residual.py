@@ -148,9 +148,10 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group]) -> Lis
                     f"{b.stat('final_train_error').fmt(4)} against plain{shallow}'s {a.stat('final_train_error').fmt(4)} "
                     f"({'+' if d_err >= 0 else ''}{d_err:.4f}, {verdict(p_err)}); test accuracy {d_acc:+.4f} ({verdict(p_acc)}).")
             else:
-                ok = d_err <= 0 or p_err is None or p_err >= ALPHA
+                worse = d_err > 0 and p_err is not None and p_err < ALPHA
+                headline = "worse" if worse else "at least as good" if d_err <= 0 else "not significantly worse"
                 lines.append(
-                    f"**Deeper ResNet {'at least as good' if ok else 'worse'}**: resnet{deep} training error "
+                    f"**Deeper ResNet {headline}**: resnet{deep} training error "
                     f"{b.stat('final_train_error').fmt(4)} against resnet{shallow}'s {a.stat('final_train_error').fmt(4)} "
                     f"({d_err:+.4f}, {verdict(p_err)}); test accuracy {d_acc:+.4f} ({verdict(p_acc)}).")
     for variant in dict.fromkeys(v for v, _ in groups):
