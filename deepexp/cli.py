@@ -7,7 +7,6 @@ data) ends with one line on stderr and exit code 2; a diverged run with 3
 """
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import sys

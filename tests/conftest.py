@@ -12,7 +12,6 @@ import pytest
 from deepexp.config import DataConfig, TrainConfig, compose_config, validate
 from deepexp.data import data_roots
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def dataset_in_roots(*relative: str) -> bool:

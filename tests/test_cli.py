@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import REPO, needs_mnist, run_cli
+from conftest import needs_mnist, run_cli
 
 FAST = ["epochs=1", "subset=600", "model.depth=2", "monitor.figure=false"]
 
