@@ -8,6 +8,7 @@ import time
 import pytest
 
 from conftest import needs_mnist, run_cli
+from deepexp.models import list_models
 
 FAST = ["epochs=1", "subset=600", "model.depth=2", "monitor.figure=false"]
 
@@ -21,12 +22,12 @@ def test_help_lists_commands_and_config_groups(tmp_path):
                  "dataset: cifar10, fashion_mnist, mnist, npz, synthetic", "device: auto, cpu, cuda",
                  "init: auto, default, kaiming, lecun, xavier", "optim: adam, adamw, sgd", "sched: cosine, none, step"):
         assert line in sub.stdout
-    assert "model: cnn, mlp," in sub.stdout and "resnet18" in sub.stdout
+    assert f"model: {', '.join(list_models())}" in sub.stdout
 
 
 BAD_INPUT = [
     (["bogus"], "unknown command 'bogus'"),
-    (["train", "model=foo"], "unknown model 'foo'; choose one of: cnn, mlp"),
+    (["train", "model=foo"], f"unknown model 'foo'; choose one of: {', '.join(list_models())}"),
     (["train", "act=softplus"], "unknown act 'softplus'"),
     (["train", "epochz=3"], "unknown key 'epochz'"),
     (["train", "model.deph=3"], "unknown key 'model.deph'"),

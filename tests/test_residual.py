@@ -24,7 +24,7 @@ def test_quick_comparison_writes_every_file(study):
     report = (study / "report.md").read_text()
     for section in ("## Setup", "## Results", "## Findings", "## Limitations", "## References"):
         assert section in report
-    assert "far shorter than He et al." in report  # says plainly that one epoch shows little
+    assert "far shorter than He et al." in report and "under-trained" in report  # says plainly that one epoch shows little
 
 
 @needs_cifar

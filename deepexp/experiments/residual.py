@@ -135,12 +135,14 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group]) -> Lis
     shallow, deep = min(study.depths), max(study.depths)
     get = lambda net, variant=MAIN: groups.get((variant, net))
     if shallow != deep:
+        trails = {}  # family -> the deeper net's training error is higher
         for fam in ("plain", "resnet"):
             a, b = get(f"{fam}{shallow}"), get(f"{fam}{deep}")
             if not (a and b and a.stat("final_train_error").n and b.stat("final_train_error").n):
                 continue
             d_err, p_err = compare(a, b, "final_train_error")
             d_acc, p_acc = compare(a, b, "test_acc")
+            trails[fam] = d_err > 0
             if fam == "plain":
                 seen = d_err > 0 and p_err is not None and p_err < ALPHA
                 lines.append(
@@ -154,6 +156,10 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group]) -> Lis
                     f"**Deeper ResNet {headline}**: resnet{deep} training error "
                     f"{b.stat('final_train_error').fmt(4)} against resnet{shallow}'s {a.stat('final_train_error').fmt(4)} "
                     f"({d_err:+.4f}, {verdict(p_err)}); test accuracy {d_acc:+.4f} ({verdict(p_acc)}).")
+        if trails.get("plain") and trails.get("resnet"):
+            lines.append(f"Both {deep}-layer networks trail their {shallow}-layer versions, so at this budget the gap reflects "
+                         f"under-training of the deeper nets, not the degradation problem (which He et al. show for plain nets only, "
+                         f"after full training).")
     for variant in dict.fromkeys(v for v, _ in groups):
         for depth in study.depths:
             plain, res = get(f"plain{depth}", variant), get(f"resnet{depth}", variant)
@@ -192,8 +198,8 @@ def limitations(study: ResidualConfig, data: dict) -> List[str]:
     out = []
     if study.epochs < 30 or (data.get("train") or 0) < 20000:
         out.append(f"These runs ({study.epochs} epochs on {data.get('train', '?')} training images) are far shorter than He et al.'s "
-                   f"(64k iterations on 45k images): degradation needs long training to appear, so its absence here is not evidence "
-                   f"against it, and small accuracy differences are not claims.")
+                   f"(64k iterations on 45k images): degradation needs full training to appear, deep nets of both kinds are still "
+                   f"under-trained this early, and small accuracy differences are not claims.")
     if study.seeds < 3:
         out.append(f"{study.seeds} seed(s): the t-tests have little power.")
     out.append("CPU only; a cosine learning-rate schedule instead of the paper's steps at 32k and 48k iterations.")
