@@ -262,9 +262,12 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
     nets = [key for key in runs if key[0] == MAIN]
     if nets:
         fig, axes = plots.panels(len(nets), width=4.0, height=3.6)
+        grids = {key: np.log10(np.maximum(np.mean([[h["layers"]["grad_norm"] for h in m["history"]] for m in runs[key]], axis=0), 1e-30))
+                 for key in nets}
+        low, high = min(g.min() for g in grids.values()), max(g.max() for g in grids.values())  # one colour scale for all
         for ax, key in zip(axes, nets):
-            grid = np.mean([[h["layers"]["grad_norm"] for h in m["history"]] for m in runs[key]], axis=0)
-            image = ax.imshow(np.log10(np.maximum(grid.T, 1e-30)), aspect="auto", origin="lower", cmap="viridis",
+            grid = grids[key]
+            image = ax.imshow(grid.T, aspect="auto", origin="lower", cmap="viridis", vmin=low, vmax=high,
                               extent=(0.5, grid.shape[0] + 0.5, 0.5, grid.shape[1] + 0.5))
             ax.set(xlabel="epoch", ylabel="weight layer", title=f"{key[1]}: log10 gradient norm")
             fig.colorbar(image, ax=ax)
