@@ -126,5 +126,15 @@ def print_table(console, title: str, header: Sequence[str], rows: Sequence[Seque
     console.print(view)
 
 
+def publish_report(exp_dir: Path, lines: List[str], console, title: str, header: Sequence[str],
+                   rows: Sequence[Sequence[Any]]) -> Path:
+    """Write `report.md` (atomically) and show the summary table in the terminal."""
+    path = Path(exp_dir) / "report.md"
+    write_text(path, "\n".join(lines))
+    print_table(console, title, header, rows)
+    console.print(f"report: {path}", highlight=False)
+    return path
+
+
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -20,9 +19,9 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from .. import plots
-from ..config import ActivationsConfig, to_plain, validate
-from ..results import Group, group, markdown_table, print_table, welch, write_csv, write_text
-from .runner import RunSpec, experiment_dir, run_all, study_console
+from ..config import ActivationsConfig
+from ..results import Group, group, markdown_table, publish_report, welch, write_csv, write_text
+from .runner import RunSpec, group_overrides, run_study
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
@@ -33,14 +32,7 @@ ALPHA = 0.05
 
 
 def activations_command(cfg: DictConfig) -> int:
-    study: ActivationsConfig = validate(cfg)
-    exp_dir, console = experiment_dir(), study_console()
-    start = time.perf_counter()
-    specs = plan(study)
-    console.print(f"activation study: {len(specs)} runs in {exp_dir}", highlight=False)
-    results = run_all(specs, exp_dir, console, "activations")
-    write_study(study, results, exp_dir, console, wall_seconds=time.perf_counter() - start)
-    return 0
+    return run_study(cfg, "activations", plan, write_study)
 
 
 # --- the runs --------------------------------------------------------------------------
@@ -52,10 +44,7 @@ def plan(study: ActivationsConfig) -> List[RunSpec]:
         "model": "mlp", "model.depth": study.depth, "model.width": study.width, "model.norm": study.norm,
         "epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr, "monitor.figure": "false",
     }
-    for group_name, choice_key in (("dataset", "name"), ("init", "name"), ("device", "type")):
-        node = to_plain(getattr(study, group_name))  # the study's group choice, every field passed on
-        base[group_name] = node.pop(choice_key)
-        base.update({f"{group_name}.{k}": "null" if v is None else v for k, v in node.items()})
+    base.update(group_overrides(study, {"dataset": "name", "init": "name", "device": "type"}))
     if study.subset is not None:
         base["subset"] = study.subset
     variants: List[Tuple[str, Dict[str, Any]]] = [(MAIN, {})]
@@ -371,9 +360,4 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
                "- Clevert et al. 2016, ELU; Klambauer et al. 2017, Self-normalizing neural networks (SELU).",
                "- Hendrycks & Gimpel 2016, GELU; Ramachandran et al. 2017, Searching for activation functions (Swish).",
                "- Lu et al. 2019, Dying ReLU and initialization.", ""]
-    path = exp_dir / "report.md"
-    write_text(path, "\n".join(report))
-
-    print_table(console, f"activation study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))
-    console.print(f"report: {path}", highlight=False)
-    return path
+    return publish_report(exp_dir, report, console, f"activation study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -19,25 +18,18 @@ import numpy as np
 from omegaconf import DictConfig
 
 from .. import plots
-from ..config import ResidualConfig, to_plain, validate
+from ..config import ResidualConfig
 from ..measure import count_macs, count_params
 from ..models import create_model
-from ..results import Group, group, markdown_table, print_table, welch, write_csv, write_text
-from .runner import RunSpec, experiment_dir, run_all, study_console
+from ..results import Group, group, markdown_table, publish_report, welch, write_csv, write_text
+from .runner import RunSpec, group_overrides, run_study
 
 MAIN = "main"
 ALPHA = 0.05
 
 
 def residual_command(cfg: DictConfig) -> int:
-    study: ResidualConfig = validate(cfg)
-    exp_dir, console = experiment_dir(), study_console()
-    start = time.perf_counter()
-    specs = plan(study)
-    console.print(f"residual study: {len(specs)} runs in {exp_dir}", highlight=False)
-    results = run_all(specs, exp_dir, console, "residual")
-    write_study(study, results, exp_dir, console, time.perf_counter() - start)
-    return 0
+    return run_study(cfg, "residual", plan, write_study)
 
 
 # --- the runs ------------------------------------------------------------------------------
@@ -49,10 +41,7 @@ def plan(study: ResidualConfig) -> List[RunSpec]:
                             "weight_decay": study.weight_decay, "sched": "cosine", "monitor.figure": "false"}
     if study.subset is not None:
         base["subset"] = study.subset
-    for group_name, choice_key in (("dataset", "name"), ("act", "name"), ("device", "type")):
-        node = to_plain(getattr(study, group_name))
-        base[group_name] = node.pop(choice_key)
-        base.update({f"{group_name}.{k}": "null" if v is None else v for k, v in node.items()})
+    base.update(group_overrides(study, {"dataset": "name", "act": "name", "device": "type"}))
 
     networks: List[Tuple[str, str, Dict[str, Any]]] = []  # (variant, model, changes)
     for depth in study.depths:
@@ -317,8 +306,4 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
                "- He, Zhang, Ren, Sun 2016, Deep residual learning for image recognition (CVPR): plain vs residual, options A/B/C, Fig. 1 and 6.",
                "- Huang, Liu, van der Maaten, Weinberger 2017, Densely connected convolutional networks (DenseNet-BC).",
                "- Ioffe & Szegedy 2015, Batch normalization.", ""]
-    path = exp_dir / "report.md"
-    write_text(path, "\n".join(report))
-    print_table(console, f"residual study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))
-    console.print(f"report: {path}", highlight=False)
-    return path
+    return publish_report(exp_dir, report, console, f"residual study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))

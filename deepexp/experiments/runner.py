@@ -10,14 +10,39 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from hydra.core.hydra_config import HydraConfig
 from rich.console import Console
 
-from ..config import compose_config, validate
+from ..config import compose_config, to_plain, validate
 from ..progress import QuietReporter
 from ..train import train
+
+
+def run_study(cfg, command: str, plan: Callable[[Any], List["RunSpec"]], write_study: Callable[..., Path]) -> int:
+    """What every study command does: validate, plan the runs, run them, write the report."""
+    study = validate(cfg)
+    exp_dir, console = experiment_dir(), study_console()
+    start = time.perf_counter()
+    specs = plan(study)
+    console.print(f"{command} study: {len(specs)} runs in {exp_dir}", highlight=False)
+    results = run_all(specs, exp_dir, console, command)
+    write_study(study, results, exp_dir, console, time.perf_counter() - start)
+    return 0
+
+
+def group_overrides(study: Any, groups: Dict[str, str]) -> Dict[str, Any]:
+    """`deepexp train` overrides for a study's own choices of trainer groups, every field included.
+
+    `groups` maps group name -> the field that names the choice (`name`, or `type` for device).
+    """
+    out: Dict[str, Any] = {}
+    for group_name, choice_key in groups.items():
+        node = to_plain(getattr(study, group_name))
+        out[group_name] = node.pop(choice_key)
+        out.update({f"{group_name}.{k}": "null" if v is None else v for k, v in node.items()})
+    return out
 
 
 def experiment_dir() -> Path:
