@@ -73,3 +73,21 @@ def test_auto_init_is_matched_to_the_activation(act, expected):
               "xavier": torch.nn.init.calculate_gain(act) * (2 / 1024) ** 0.5}[expected]
     assert w.std().item() == pytest.approx(target, rel=0.05)
     assert model.layers[0].bias.abs().sum() == 0
+
+
+RESNET_FAMILY = [n for n in list_models() if n.startswith(("resnet", "plain"))]
+
+
+@pytest.mark.parametrize("name", RESNET_FAMILY)
+@pytest.mark.parametrize("shortcut", ["A", "B", "C"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_every_resnet_and_plain_net_with_every_shortcut_option(name, shortcut, shape):
+    channels, size = SHAPES[shape]
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=channels, image_size=size, num_classes=10, act="relu", shortcut=shortcut)
+    out = model(torch.randn(2, channels, size, size))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    if name.startswith("plain"):  # no shortcuts at all, whatever the option says
+        assert not any("shortcut" in n for n, _ in model.named_modules() if n)
