@@ -119,8 +119,17 @@ def verdict(p: Optional[float]) -> str:
     return f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within the seed-to-seed spread (Welch p = {p:.3g})"
 
 
-def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group]) -> List[str]:
+STALLED_FRACTION = 0.9  # a final training loss above 90% of chance level ln(K): the run never really learned
+
+
+def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance: float) -> List[str]:
     lines = []
+    stalled = [f"{r['network']} ({r['variant']}) seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups.values()
+               for r in g.rows if r["final_train_loss"] is not None and r["final_train_loss"] > STALLED_FRACTION * chance]
+    if stalled:
+        lines.append(f"**Runs that never left chance level** (final training loss above {STALLED_FRACTION:.0%} of "
+                     f"ln K = {chance:.3f}): {'; '.join(stalled)}. Their comparisons say more about the budget than about the "
+                     f"architecture; He et al. warm up their deepest net at lr 0.01 for this reason (train=[sched.warmup_epochs=1]).")
     shallow, deep = min(study.depths), max(study.depths)
     get = lambda net, variant=MAIN: groups.get((variant, net))
     if shallow != deep:
@@ -300,7 +309,8 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
                       f"sums grow about 2x per block and those runs diverge within a few steps.")
     report += ["", "## Results", table, ""]
     report += [f"![{name}](plots/{file})" for name, file in files.items()]
-    report += ["", "## Findings"] + [f"- {line}" for line in findings(study, groups)]
+    chance = math.log(data.get("num_classes", 10))
+    report += ["", "## Findings"] + [f"- {line}" for line in findings(study, groups, chance)]
     report += ["", "## Limitations"] + [f"- {line}" for line in limitations(study, data)]
     report += ["", "## References",
                "- He, Zhang, Ren, Sun 2016, Deep residual learning for image recognition (CVPR): plain vs residual, options A/B/C, Fig. 1 and 6.",
