@@ -65,7 +65,7 @@ def test_bad_input_leaves_an_earlier_run_untouched(tmp_path):
     run = tmp_path / "run"
     assert run_cli(["train", *FAST, f"hydra.run.dir={run}"], tmp_path).returncode == 0
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
-    for args in (["lr=-1"], ["model=foo"], ["model.depth=3"]):  # the last one: a changed config
+    for args in (["lr=-1"], ["model=foo"], ["model.depth=3"], ["model=cnn"]):  # the last two: a changed config / another model
         out = run_cli(["train", *FAST, *args, f"hydra.run.dir={run}"], tmp_path)
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert {p: p.read_bytes() for p in before} == before
@@ -156,3 +156,11 @@ def test_resume_true_continues_the_newest_interrupted_run(tmp_path):
     (run / "metrics.json").write_text(json.dumps(metrics))
     out = run_cli([*args, "epochs=1", "resume=true"], tmp_path)
     assert out.returncode == 0 and f"continuing {run.relative_to(tmp_path)}" in out.stdout
+
+
+def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = run_cli(["train", "debug=fast", f"hydra.run.dir={blocker / 'run'}"], tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "cannot write" in out.stderr and "hydra.run.dir" in out.stderr
