@@ -8,9 +8,8 @@ objects, whose `__post_init__` rejects impossible values, before any work starts
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence
-
 from pathlib import Path
+from typing import Any, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf

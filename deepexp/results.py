@@ -103,6 +103,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+ALPHA = 0.05  # significance level of every comparison in the reports
+STALLED_FRACTION = 0.9  # a final training loss above 90% of chance level ln(K): the run never really learned
+
+
+def chance_loss(runs: Iterable[dict]) -> float:
+    """Cross-entropy of a uniform guess, ln(K), with K from the first run that recorded its data."""
+    return math.log(next((m["data"]["num_classes"] for m in runs if m.get("data")), 10))
+
+
+def stalled(loss: Optional[float], chance: float) -> bool:
+    return loss is not None and loss > STALLED_FRACTION * chance
+
+
 def welch(a: List[float], b: List[float]) -> Optional[float]:
     """Two-sided p-value of Welch's t-test, or None when a side has fewer than two values."""
     if len(a) < 2 or len(b) < 2:

@@ -20,15 +20,13 @@ from rich.console import Console
 
 from .. import plots
 from ..config import ActivationsConfig
-from ..results import Group, group, markdown_table, publish_report, welch, write_csv, write_text
+from ..results import ALPHA, Group, chance_loss, group, markdown_table, publish_report, stalled, welch, write_csv, write_text
 from .runner import RunSpec, group_overrides, run_study
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
-STALLED_FRACTION = 0.9  # final training loss above 90% of chance-level loss ln(K)
 SATURATED_PCT = 20.0
 DYING_PCT = 10.0
-ALPHA = 0.05
 
 
 def activations_command(cfg: DictConfig) -> int:
@@ -103,11 +101,6 @@ def run_row(spec: RunSpec, m: dict, study: ActivationsConfig) -> Dict[str, Any]:
 # --- findings, each computed from the runs -------------------------------------------------
 
 
-def chance_loss(results: List[Tuple[RunSpec, dict]]) -> float:
-    classes = next((m["data"]["num_classes"] for _, m in results if m.get("data")), 10)
-    return math.log(classes)
-
-
 def diagnose(g: Group, chance: float) -> Tuple[str, str]:
     """(label, sentence) for one activation, from its runs' gradients, units and losses."""
     n = len(g.rows)
@@ -115,18 +108,18 @@ def diagnose(g: Group, chance: float) -> Tuple[str, str]:
     ratio = g.stat("grad_log10_ratio_final").mean
     loss = g.stat("final_train_loss").mean
     dead, sat = g.stat("dead_pct").mean, g.stat("saturation_pct").mean
-    stalled = loss is not None and loss > STALLED_FRACTION * chance
+    stuck = stalled(loss, chance)
     found = []
     if diverged:
         found.append(("diverged", f"diverged in {diverged} of {n} runs (non-finite loss)"))
     if ratio is not None and ratio < VANISHING_LOG10:
-        if stalled:
+        if stuck:
             found.append(("vanishing gradient", f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's "
                                                 f"and the training loss stalled at {loss:.3f} (chance level {chance:.3f})"))
         else:
             found.append(("vanishing gradient", f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's, "
                                                 f"yet the loss fell to {loss:.3f}: the upper layers learned on nearly frozen lower layers"))
-    elif stalled and ratio is not None:
+    elif stuck and ratio is not None:
         found.append(("flat loss, healthy gradients", f"the training loss stayed at {loss:.3f} (chance level {chance:.3f}) while "
                                                       f"gradients stayed within 10^{ratio:.1f} across depth: a learning-rate or "
                                                       f"capacity problem, not a vanishing gradient"))
@@ -138,6 +131,16 @@ def diagnose(g: Group, chance: float) -> Tuple[str, str]:
         return "healthy", (f"healthy: gradients within 10^{ratio:.1f} from first to last layer, "
                            f"{dead or 0:.1f}% dead units, training loss down to {loss:.3f}")
     return ", ".join(label for label, _ in found), "; ".join(text for _, text in found)
+
+
+def rank_by_accuracy(groups: List[Group]) -> Tuple[List[Group], List[Group]]:
+    """Groups by mean test accuracy, best first, and those the Welch test cannot separate from the best."""
+    ranked = sorted(groups, key=lambda g: g.stat("test_acc").mean, reverse=True)
+    if not ranked:
+        return [], []
+    best = ranked[0].stat("test_acc").values
+    tied = [g for g in ranked[1:] if (p := welch(best, g.stat("test_acc").values)) is None or p >= ALPHA]
+    return ranked, tied
 
 
 def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> List[str]:
@@ -159,16 +162,15 @@ def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> Li
     else:
         lines.append(f"No activation reached {study.threshold:.0%} validation accuracy in every seed within {study.epochs} epochs.")
     # A loss that never moved is "stable" only in the sense that nothing happened: rank those that learned.
-    learned = [g for g in done if g.stat("stability").n and g.stat("final_train_loss").mean <= STALLED_FRACTION * chance]
+    learned = [g for g in done if g.stat("stability").n and not stalled(g.stat("final_train_loss").mean, chance)]
     if learned:
         best = min(learned, key=lambda g: g.stat("stability").mean)
         worst = max(learned, key=lambda g: g.stat("stability").mean)
         lines.append(f"**Most stable: {best.key['act']}** among the activations that learned (std of the training loss over the last "
                      f"{study.stability_epochs} epochs {best.stat('stability').fmt(4, sci=True)}; least stable: {worst.key['act']}, "
                      f"{worst.stat('stability').fmt(4, sci=True)}).")
-    ranked = sorted(done, key=lambda g: g.stat("test_acc").mean, reverse=True)
+    ranked, tied = rank_by_accuracy(done)
     top = ranked[0]
-    tied = [g for g in ranked[1:] if (p := welch(top.stat("test_acc").values, g.stat("test_acc").values)) is None or p >= ALPHA]
     sentence = f"**Best test accuracy: {top.key['act']}** ({top.stat('test_acc').fmt(4)})"
     if len(ranked) > 1:
         second = ranked[1]
@@ -186,11 +188,11 @@ def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> Li
 
 
 def recommendations(groups: List[Group], diagnoses: Dict[str, Tuple[str, str]]) -> List[str]:
-    done = sorted((g for g in groups if g.stat("test_acc").n), key=lambda g: g.stat("test_acc").mean, reverse=True)
+    done, tied_groups = rank_by_accuracy([g for g in groups if g.stat("test_acc").n])
     if not done:
         return []
     top = done[0]
-    tied = [g.key["act"] for g in done[1:] if (p := welch(top.stat("test_acc").values, g.stat("test_acc").values)) is None or p >= ALPHA]
+    tied = [g.key["act"] for g in tied_groups]
     healthy = [g.key["act"] for g in done if diagnoses[g.key["act"]][0] == "healthy"]
     troubled = [f"{g.key['act']} ({diagnoses[g.key['act']][0]})" for g in groups if diagnoses[g.key["act"]][0] != "healthy"]
     out = [f"For this depth and budget, use {top.key['act']}" + (f" or any of {', '.join(tied)} (not separable from it with these seeds)" if tied else "") + "."]
@@ -309,7 +311,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     main_rows = [r for r in rows if r["variant"] == MAIN]
     groups = group(main_rows, ["act"])
     write_csv(exp_dir / "summary_by_activation.csv", grouped_csv_rows(groups))
-    chance = chance_loss(results)
+    chance = chance_loss(m for _, m in results)
     diagnoses = {g.key["act"]: diagnose(g, chance) for g in groups}
 
     first = next((m for _, m in results if m.get("data")), {})

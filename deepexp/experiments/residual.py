@@ -21,11 +21,10 @@ from .. import plots
 from ..config import ResidualConfig
 from ..measure import count_macs, count_params
 from ..models import create_model
-from ..results import Group, group, markdown_table, publish_report, welch, write_csv, write_text
+from ..results import ALPHA, STALLED_FRACTION, Group, chance_loss, group, markdown_table, publish_report, stalled, welch, write_csv, write_text
 from .runner import RunSpec, group_overrides, run_study
 
 MAIN = "main"
-ALPHA = 0.05
 
 
 def residual_command(cfg: DictConfig) -> int:
@@ -96,6 +95,7 @@ def run_row(spec: RunSpec, m: dict, costs: Dict[str, Tuple[int, int]]) -> Dict[s
         "final_train_error": 1 - last["train_acc"] if history else None,
         "test_acc": (m.get("test") or {}).get("acc"),
         "seconds_per_epoch": statistics.fmean(h["seconds"] for h in history) if history else None,
+        "seconds": m.get("seconds"),
         "grad_first_layer_epoch1": first.get("grad_norm_first"),
         "grad_first_layer_final": last.get("grad_norm_first"),
         "grad_log10_first_over_last_final": math.log10(last["grad_norm_first"] / last["grad_norm_last"])
@@ -119,16 +119,13 @@ def verdict(p: Optional[float]) -> str:
     return f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within the seed-to-seed spread (Welch p = {p:.3g})"
 
 
-STALLED_FRACTION = 0.9  # a final training loss above 90% of chance level ln(K): the run never really learned
-
-
 def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance: float) -> List[str]:
     lines = []
-    stalled = [f"{r['network']} ({r['variant']}) seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups.values()
-               for r in g.rows if r["final_train_loss"] is not None and r["final_train_loss"] > STALLED_FRACTION * chance]
-    if stalled:
+    stuck = [f"{r['network']} ({r['variant']}) seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups.values()
+             for r in g.rows if stalled(r["final_train_loss"], chance)]
+    if stuck:
         lines.append(f"**Runs that never left chance level** (final training loss above {STALLED_FRACTION:.0%} of "
-                     f"ln K = {chance:.3f}): {'; '.join(stalled)}. Their comparisons say more about the budget than about the "
+                     f"ln K = {chance:.3f}): {'; '.join(stuck)}. Their comparisons say more about the budget than about the "
                      f"architecture; He et al. warm up their deepest net at lr 0.01 for this reason (train=[sched.warmup_epochs=1]).")
     shallow, deep = min(study.depths), max(study.depths)
     get = lambda net, variant=MAIN: groups.get((variant, net))
@@ -289,7 +286,7 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
     table = markdown_table(SUMMARY_HEADER, summary_rows(groups))
     write_text(exp_dir / "summary.md", f"# Plain vs residual: {subtitle}\n\nMean ± std over seeds.\n\n{table}\n")
     files = write_plots(study, results, exp_dir, subtitle)
-    train_seconds = sum(r["seconds_per_epoch"] * study.epochs for r in rows if r["seconds_per_epoch"])
+    train_seconds = sum(r["seconds"] or 0 for r in rows)
     report = [
         "# Plain against residual networks: do shortcuts make depth trainable?", "", "## Setup",
         f"- Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} validation, "
@@ -309,7 +306,7 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
                       f"sums grow about 2x per block and those runs diverge within a few steps.")
     report += ["", "## Results", table, ""]
     report += [f"![{name}](plots/{file})" for name, file in files.items()]
-    chance = math.log(data.get("num_classes", 10))
+    chance = chance_loss(m for _, m in results)
     report += ["", "## Findings"] + [f"- {line}" for line in findings(study, groups, chance)]
     report += ["", "## Limitations"] + [f"- {line}" for line in limitations(study, data)]
     report += ["", "## References",
