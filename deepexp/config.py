@@ -81,7 +81,19 @@ class DenseNetConfig:
         check_choice("model.norm", self.norm, NORMS)
 
 
-MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "densenet": DenseNetConfig}
+@dataclass
+class EfficientModelConfig:
+    name: str = MISSING
+    width: float = MISSING  # width multiplier: every layer's channels x width (rounded to multiples of 8)
+    norm: str = MISSING
+
+    def __post_init__(self) -> None:
+        check(0 < self.width <= 8, f"model.width must be in (0, 8], got {self.width}")
+        check_choice("model.norm", self.norm, NORMS)
+
+
+MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "densenet": DenseNetConfig,
+                 "efficient": EfficientModelConfig}
 
 
 # --- the other groups -------------------------------------------------------------
@@ -291,12 +303,59 @@ class ResidualConfig:
             check_choice("ablations", ablation, ("shortcut", "norm"))
 
 
+@dataclass
+class EfficientConfig:
+    """`deepexp efficient`: a baseline CNN against cheaper designs, measured for deployment."""
+
+    preset: str = MISSING
+    dataset: DatasetConfig = MISSING  # the trainer's own groups
+    act: ActConfig = MISSING
+    device: DeviceConfig = MISSING
+    models: List[str] = MISSING  # registered model names; each keeps its configs/model/<name>.yaml options
+    baseline: str = MISSING  # the model the others are compared with
+    width: Optional[float] = MISSING  # null: each model's own width multiplier
+    train: bool = MISSING  # false: measure size and speed only (untrained weights, no accuracy)
+    seeds: int = MISSING
+    epochs: int = MISSING
+    subset: Optional[int] = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    threads: Optional[int] = MISSING  # intra-op threads for every latency figure; null: all cores
+    latency_batches: List[int] = MISSING
+    min_run_time: float = MISSING  # seconds of timed calls behind each latency figure
+    quantize: bool = MISSING  # INT8 post-training static quantization through ONNX Runtime
+    calibration_images: int = MISSING
+    parity_tolerance: float = MISSING  # max |logit difference| between PyTorch and the ONNX export
+    max_params: int = MISSING  # the project's targets: fewer parameters than this ...
+    max_drop: float = MISSING  # ... and an accuracy drop against the baseline below this
+    overrides: List[str] = MISSING  # extra deepexp-train overrides for every run
+
+    def __post_init__(self) -> None:
+        from .models import list_models
+
+        check(len(self.models) >= 1, "models must name at least one model")
+        for name in [*self.models, self.baseline]:
+            check_choice("models", name, list_models())
+        check(self.baseline in self.models, f"baseline {self.baseline!r} must be one of models {list(self.models)}")
+        check(self.width is None or 0 < self.width <= 8, f"width must be in (0, 8], got {self.width}")
+        check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
+        check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        check(self.lr > 0, f"lr must be positive, got {self.lr}")
+        check(self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}")
+        check(len(self.latency_batches) >= 1 and all(b >= 1 for b in self.latency_batches), "latency_batches must be positive")
+        check(self.min_run_time > 0, f"min_run_time must be positive, got {self.min_run_time}")
+        check(self.calibration_images >= 1, f"calibration_images must be at least 1, got {self.calibration_images}")
+        check(self.parity_tolerance > 0, f"parity_tolerance must be positive, got {self.parity_tolerance}")
+
+
 def register_schemas() -> None:
     """Put every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="activations_schema", node=ActivationsConfig)
     cs.store(name="residual_schema", node=ResidualConfig)
+    cs.store(name="efficient_schema", node=EfficientConfig)
     for family, schema in MODEL_SCHEMAS.items():
         # Root-level names, referenced as `/schema_<family>@_here_` from configs/model/*.yaml,
         # so that schemas never show up as model choices.

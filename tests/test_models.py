@@ -26,7 +26,8 @@ def test_forward_backward_every_model(name, shape):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18", "resnet20", "plain20", "resnet50"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18", "resnet20", "plain20", "resnet50", "baseline_cnn", "dws_cnn",
+                                  "bottleneck_cnn", "squeeze_cnn", "inception_cnn", "mobilenet_v2"])
 @pytest.mark.parametrize("act", ACTIVATIONS.names())
 def test_activation_reaches_every_block(name, act):
     model = create_model(name, in_channels=3, image_size=32, num_classes=10, act=act)
