@@ -46,12 +46,20 @@ def _residual_task(cfg) -> int:
     return residual_command(cfg)
 
 
+def _efficient_task(cfg) -> int:
+    from .experiments.efficient import efficient_command
+
+    return efficient_command(cfg)
+
+
 COMMANDS: Dict[str, Command] = {
     "train": Command("train one model with per-layer monitoring (TensorBoard, metrics.json, checkpoints)", _train_task),
     "activations": Command("project 1: the activation-function study (9 activations x seeds, diagnosis, report)",
                            _activations_task, presets=True),
     "residual": Command("project 2: plain vs residual networks, shortcuts, dense connections, gradient flow",
                         _residual_task, presets=True),
+    "efficient": Command("project 3: baseline CNN vs efficient designs: params, MACs, latency, accuracy, INT8, ONNX",
+                         _efficient_task, presets=True),
 }
 
 

@@ -75,6 +75,13 @@ class Splits:
         return replace(self, **moved)
 
 
+# Label names of the datasets that have them, for predictions a person reads.
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
 Loader = Callable[[DatasetConfig, List[Path], bool], RawDataset]
 DATASETS: Registry[Loader] = Registry("dataset")
 

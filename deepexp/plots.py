@@ -54,3 +54,16 @@ def bars(ax, labels: Sequence[str], means: Sequence[float], stds: Sequence[float
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
+
+
+def pareto_scatter(ax, xs: Sequence[float], ys: Sequence[float], yerr: Sequence[float], sizes: Sequence[float],
+                   labels: Sequence[str], front: Sequence[int], marker: str = "o", color: str = "C0", legend: str = "") -> None:
+    """Points with error bars, marker area proportional to `sizes`, labels beside them, and the
+    Pareto front (indices `front`, sorted by x) drawn as a dashed step line."""
+    area = 600 * np.asarray(sizes, dtype=float) / max(max(sizes), 1)
+    ax.errorbar(xs, ys, yerr=yerr, fmt="none", ecolor="grey", alpha=0.6, capsize=3)
+    ax.scatter(xs, ys, s=np.maximum(area, 25), marker=marker, color=color, alpha=0.55, edgecolors="black", label=legend)
+    for x, y, label in zip(xs, ys, labels):
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    if len(front) > 1:
+        ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", linestyle="--", color=color, alpha=0.8)

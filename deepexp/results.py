@@ -151,3 +151,14 @@ def publish_report(exp_dir: Path, lines: List[str], console, title: str, header:
 
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def pareto_front(costs: Sequence[float], values: Sequence[float]) -> List[int]:
+    """Indices of the points no other point beats (lower or equal cost and higher or equal value,
+    one of them strictly), sorted by cost."""
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], -values[i]))
+    front: List[int] = []
+    for i in order:
+        if not front or values[i] > values[front[-1]]:
+            front.append(i)
+    return front

@@ -71,12 +71,17 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")
 
 
-def read_metrics(run_dir: Path) -> Optional[dict]:
-    """The run's metrics.json, or None when there is none (or it cannot be parsed)."""
+def read_json(path: Path) -> Optional[Any]:
+    """A JSON file's content, or None when it is missing or cannot be parsed."""
     try:
-        return json.loads((Path(run_dir) / METRICS).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_metrics(run_dir: Path) -> Optional[dict]:
+    """The run's metrics.json, or None when there is none (or it cannot be parsed)."""
+    return read_json(Path(run_dir) / METRICS)
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:

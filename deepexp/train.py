@@ -106,6 +106,13 @@ def resolve_device(kind: str) -> torch.device:
     return torch.device(kind)
 
 
+def build_model(cfg: TrainConfig, data: Splits) -> nn.Module:
+    """The run's network, shaped for its data (weights as the model's constructor leaves them)."""
+    options = {k: v for k, v in to_plain(cfg.model).items() if k != "name"}
+    return create_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
+                        num_classes=data.num_classes, act=cfg.act.name, **options)
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params, o = model.parameters(), cfg.optim
     if o.name == "sgd":
@@ -214,10 +221,8 @@ class _Run:
         cfg = self.cfg
         seed_everything(cfg.seed, cfg.deterministic)
         self.data = load_splits(cfg.dataset, cfg.data, cfg.seed, cfg.val_fraction, cfg.subset).to(self.device)
-        model_options = {k: v for k, v in to_plain(cfg.model).items() if k != "name"}
         torch.manual_seed(cfg.seed)  # the same initial weights whatever the data loading consumed
-        self.model = create_model(cfg.model.name, in_channels=self.data.in_channels, image_size=self.data.image_size,
-                                  num_classes=self.data.num_classes, act=cfg.act.name, **model_options)
+        self.model = build_model(cfg, self.data)
         self.init_scheme = init_weights(self.model, cfg.init.name, cfg.act.name)
         self.model.to(self.device, memory_format=self.memory_format)
         self.forward = torch.compile(self.model) if cfg.compile and self.device.type == "cuda" else self.model
