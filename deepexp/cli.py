@@ -52,6 +52,12 @@ def _efficient_task(cfg) -> int:
     return efficient_command(cfg)
 
 
+def _report_task(cfg) -> int:
+    from .commands.report import report_command
+
+    return report_command(cfg)
+
+
 COMMANDS: Dict[str, Command] = {
     "train": Command("train one model with per-layer monitoring (TensorBoard, metrics.json, checkpoints)", _train_task),
     "activations": Command("project 1: the activation-function study (9 activations x seeds, diagnosis, report)",
@@ -60,6 +66,8 @@ COMMANDS: Dict[str, Command] = {
                         _residual_task, presets=True),
     "efficient": Command("project 3: baseline CNN vs efficient designs: params, MACs, latency, accuracy, INT8, ONNX",
                          _efficient_task, presets=True),
+    "report": Command("summarise any folder of runs: group over seeds, mean ± std, curves, bars, report.md",
+                      _report_task),
 }
 
 
@@ -120,9 +128,12 @@ def launch(name: str, args: List[str]) -> int:
     codes: List[int] = []
     command = COMMANDS[name]
 
-    def task(cfg) -> None:
+    def task(cfg) -> int:
+        # Under a launcher that runs jobs in other processes (joblib, submitit), `codes` stays
+        # empty here; each job's outcome is in its metrics.json (`deepexp report` counts them).
         try:
             codes.append(command.task(cfg))
+            return codes[-1]
         except DeepexpError as exc:
             # SystemExit passes through Hydra's job runner untouched (it catches Exception only),
             # which keeps Hydra from adding its own multi-line report.

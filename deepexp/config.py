@@ -13,6 +13,7 @@ from typing import Any, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from .errors import ConfigError
 
@@ -349,6 +350,20 @@ class EfficientConfig:
         check(self.parity_tolerance > 0, f"parity_tolerance must be positive, got {self.parity_tolerance}")
 
 
+@dataclass
+class ReportConfig:
+    """`deepexp report`: every run directory below `path`, grouped over seeds."""
+
+    path: str = MISSING  # the folder to search (a sweep, experiment folders, copied runs)
+    group_by: Optional[List[str]] = MISSING  # config keys; null: every key that varies between runs, seed excluded
+    metric: str = MISSING
+
+    def __post_init__(self) -> None:
+        from .commands.report import METRICS
+
+        check_choice("metric", self.metric, METRICS)
+
+
 def register_schemas() -> None:
     """Put every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
@@ -356,6 +371,7 @@ def register_schemas() -> None:
     cs.store(name="activations_schema", node=ActivationsConfig)
     cs.store(name="residual_schema", node=ResidualConfig)
     cs.store(name="efficient_schema", node=EfficientConfig)
+    cs.store(name="report_schema", node=ReportConfig)
     for family, schema in MODEL_SCHEMAS.items():
         # Root-level names, referenced as `/schema_<family>@_here_` from configs/model/*.yaml,
         # so that schemas never show up as model choices.
@@ -380,7 +396,9 @@ def validate(cfg: DictConfig) -> TrainConfig:
         typed = OmegaConf.to_object(cfg)
     except ConfigError:
         raise
-    except Exception as exc:  # a MISSING value or a type OmegaConf could not convert
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{exc.full_key} is required: add {exc.full_key}=...") from None
+    except Exception as exc:  # a type OmegaConf could not convert
         raise ConfigError(first_line(exc)) from None
     return typed  # type: ignore[return-value]
 

@@ -1,5 +1,7 @@
 """The real `deepexp` command, as a user types it: help, sweeps, crash safety, bad input."""
+import csv
 import json
+import statistics
 import signal
 import subprocess
 import sys
@@ -41,6 +43,9 @@ BAD_INPUT = [
     (["train", "device=cuda"], "no CUDA GPU is visible"),
     (["train", "dataset=npz", "dataset.path=/no/such/file.npz"], "not found"),
     (["train", "data.root=EMPTY", "data.download=false"], "mnist: the idx files not found"),
+    (["report"], "path is required: add path=..."),
+    (["report", "path=EMPTY"], "no such folder"),
+    (["report", "path=.", "metric=accuracy"], "metric='accuracy' is not valid"),
 ]
 
 
@@ -72,7 +77,7 @@ def test_bad_input_leaves_an_earlier_run_untouched(tmp_path):
 
 
 @needs_mnist
-def test_multirun_gives_each_job_its_own_folder(tmp_path):
+def test_multirun_gives_each_job_its_own_folder_and_report_summarises_it(tmp_path):
     out = run_cli(["train", "-m", "act=relu,gelu", "seed=0,1", *FAST, "subset=300", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
     assert out.returncode == 0, out.stderr
     runs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
@@ -81,6 +86,33 @@ def test_multirun_gives_each_job_its_own_folder(tmp_path):
     assert sorted((c["act"], c["seed"]) for c in configs) == [("gelu", 0), ("gelu", 1), ("relu", 0), ("relu", 1)]
     assert all(json.loads(p.read_text())["status"] == "completed" for p in runs)
     assert all(list(p.parent.glob("events.out.tfevents.*")) for p in runs)
+
+    # `deepexp report` on that sweep: grouped by act (the only factor besides the seed), numbers from metrics.json.
+    report = run_cli(["report", f"path={tmp_path / 'sweep'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert "test_acc by act" in report.stdout
+    with open(tmp_path / "report" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    table = (tmp_path / "report" / "summary.md").read_text()
+    for act in ("relu", "gelu"):
+        accs = [json.loads(p.read_text())["test"]["acc"] for p, c in zip(runs, configs) if c["act"] == act]
+        assert sorted(float(r["test_acc"]) for r in rows if r["act"] == act) == sorted(accs)
+        assert f"| {act} | 2 | " in table and f"{statistics.fmean(accs):.4f} ± {statistics.stdev(accs):.4f}" in table
+    for name in ("report.md", "plots/learning_curves.png", "plots/test_acc.png"):
+        assert (tmp_path / "report" / name).is_file()
+
+
+@needs_mnist
+def test_joblib_launcher_runs_jobs_in_parallel_processes_with_their_own_threads(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_cli(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "device.threads=1", "act=relu,tanh",
+                   *FAST, "subset=300", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    metrics = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert sorted(m["config"]["act"] for m in metrics) == ["relu", "tanh"]
+    assert all(m["status"] == "completed" and m["provenance"]["threads"] == 1 for m in metrics)
+    assert len({m["provenance"]["pid"] for m in metrics}) == 2  # two worker processes
 
 
 @needs_mnist

@@ -1,0 +1,145 @@
+"""`deepexp report path=DIR`: any pile of run directories turned into one comparison.
+
+Finds every run (a folder with a metrics.json) below `path` (a multirun sweep,
+experiment folders, runs copied from a cluster), groups runs that differ only by
+seed (or by `group_by=[...]`), and writes `summary.csv` (one row per run),
+`summary.md` (mean ± std per group), learning curves with bands, final-metric
+bars with error bars, and a `report.md`, into this command's own output folder.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+from omegaconf import DictConfig
+
+from .. import plots
+from ..config import ReportConfig, validate
+from ..errors import ConfigError
+from ..experiments.runner import experiment_dir, study_console
+from ..results import ALPHA, Group, find_runs, group, load_run, markdown_table, publish_report, welch, write_csv, write_text
+
+# Config keys that never define a group: the seed is what groups average over; the rest
+# change where or how a run executed, not what it computed.
+NOT_A_FACTOR = ("seed", "resume", "data.root", "data.download", "device.threads")
+METRICS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_val_loss", "final_train_loss",
+           "final_train_acc", "seconds", "params", "epochs_done")
+
+
+def run_row(metrics: dict) -> Dict[str, Any]:
+    """One flat row per run: its config keys, its status and its final numbers."""
+    history = metrics.get("history") or []
+    last, test = (history[-1] if history else {}), (metrics.get("test") or {})
+    return {
+        **metrics.get("config", {}),
+        "status": metrics.get("status"),
+        "test_acc": test.get("acc"), "test_loss": test.get("loss"), "best_val_acc": metrics.get("best_val_acc"),
+        "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
+        "final_train_loss": last.get("train_loss"), "final_train_acc": last.get("train_acc"),
+        "seconds": metrics.get("seconds"), "params": metrics.get("params"), "epochs_done": metrics.get("epochs_done"),
+        "run_dir": metrics["run_dir"],
+    }
+
+
+def varying_keys(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """Config keys whose value differs between runs (the factors of the comparison), seed excluded."""
+    config_keys = [k for k in dict.fromkeys(itertools.chain.from_iterable(rows)) if k not in METRICS and k not in
+                   ("status", "run_dir") and k not in NOT_A_FACTOR]
+    return [k for k in config_keys if len({repr(r.get(k)) for r in rows}) > 1]
+
+
+def label(g: Group) -> str:
+    return ", ".join(f"{k}={v}" for k, v in g.key.items()) or "all runs"
+
+
+def report_command(cfg: DictConfig) -> int:
+    study: ReportConfig = validate(cfg)
+    root = Path(study.path).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"path={study.path}: no such folder; give the folder that holds the run directories")
+    out, console = experiment_dir(), study_console()
+    runs = [m for m in (load_run(p) for p in find_runs(root) if out not in p.parents and p != out) if m is not None]
+    if not runs:
+        raise ConfigError(f"path={study.path}: no run directories (folders with a metrics.json) below it")
+    rows = [run_row(m) for m in runs]
+    by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
+    unknown = [k for k in by if all(k not in r for r in rows)]
+    if unknown:
+        raise ConfigError(f"group_by={unknown}: no run has these config keys; choose from {', '.join(varying_keys(rows)) or 'seed only'}")
+    metric = study.metric
+    groups = group(rows, by)
+    groups.sort(key=lambda g: -(g.stat(metric).mean if g.stat(metric).n else float("-inf")))
+    write_csv(out / "summary.csv", rows)
+    header = [*(by or ["group"]), "runs", "seeds", f"{metric} (mean ± std)", "95% CI ±", "diverged"]
+    table_rows = [[*(g.key.values() if by else ["all runs"]), len(g.rows), ",".join(str(r.get("seed")) for r in g.rows),
+                   g.stat(metric).fmt(4), f"{g.stat(metric).ci95:.4f}" if g.stat(metric).ci95 is not None else "-",
+                   g.count(lambda r: r["status"] == "diverged")] for g in groups]
+    table = markdown_table(header, table_rows)
+    epochs = sorted({r["epochs_done"] for r in rows if r["epochs_done"] is not None})
+    datasets = sorted({str(r.get("dataset")) for r in rows})
+    subtitle = f"{', '.join(datasets)}, {'/'.join(map(str, epochs))} epochs, {len(rows)} runs in {len(groups)} groups"
+    write_text(out / "summary.md", f"# Runs below {root}: {subtitle}\n\nGrouped by {by or 'nothing'}; "
+                                   f"{metric}: mean ± std over the runs of each group.\n\n{table}\n")
+    files = write_plots(runs, rows, groups, by, metric, out, subtitle)
+    lines = ["# Report", "", "## Setup",
+             f"- Runs: {len(rows)} run directories below `{root}` ({sum(r['status'] == 'completed' for r in rows)} completed, "
+             f"{sum(r['status'] == 'diverged' for r in rows)} diverged, {sum(r['status'] not in ('completed', 'diverged') for r in rows)} "
+             f"other); datasets {', '.join(datasets)}; epochs {epochs}.",
+             f"- Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
+             f"each group's statistics are over its runs (mean, sample std, Student-t 95% CI).",
+             "", "## Results", table, ""]
+    lines += [f"![{name}](plots/{file})" for name, file in files.items()]
+    lines += ["", "## Findings"] + [f"- {line}" for line in findings(groups, metric)]
+    lines += ["", "Every run's own numbers: `summary.csv`.", ""]
+    publish_report(out, lines, console, f"{metric} by {', '.join(by) or 'run'}: {subtitle}", header, table_rows)
+    return 0
+
+
+def findings(groups: List[Group], metric: str) -> List[str]:
+    scored = [g for g in groups if g.stat(metric).n]
+    if not scored:
+        return [f"No run has {metric}."]
+    best = scored[0]
+    lines = [f"Highest mean {metric}: {label(best)} with {best.stat(metric).fmt(4)} ({best.stat(metric).n} runs)."]
+    if len(scored) > 1:
+        second = scored[1]
+        p = welch(best.stat(metric).values, second.stat(metric).values)
+        verdict = "cannot be tested (fewer than two runs in a group)" if p is None else (
+            f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within the run-to-run spread (Welch p = {p:.3g})")
+        lines.append(f"Against the runner-up, {label(second)} ({second.stat(metric).fmt(4)}): "
+                     f"{best.stat(metric).mean - second.stat(metric).mean:+.4f}, {verdict}.")
+    diverged = [f"{label(g)} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups
+                if g.count(lambda r: r["status"] == "diverged")]
+    if diverged:
+        lines.append(f"Diverged runs: {'; '.join(diverged)}.")
+    return lines
+
+
+def write_plots(runs: List[dict], rows: List[Dict[str, Any]], groups: List[Group], by: List[str], metric: str,
+                out: Path, subtitle: str) -> Dict[str, str]:
+    histories = {m["run_dir"]: m.get("history") or [] for m in runs}
+    files: Dict[str, str] = {}
+    fig, axes = plots.panels(2)
+    for g in groups:
+        curves = [histories[r["run_dir"]] for r in g.rows if histories[r["run_dir"]]]
+        length = min((len(c) for c in curves), default=0)  # a band needs runs of equal length
+        if not length:
+            continue
+        epochs = list(range(1, length + 1))
+        plots.band(axes[0], epochs, [[h["train_loss"] for h in c[:length]] for c in curves], label(g))
+        plots.band(axes[1], epochs, [[h["val_acc"] for h in c[:length]] for c in curves], label(g))
+    for ax, ylabel in zip(axes, ("training loss", "validation accuracy")):
+        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel} (mean ± std over runs)\n{subtitle}")
+        ax.grid(alpha=0.3)
+    if len(groups) <= 12:
+        axes[1].legend(fontsize=7)
+    files["learning_curves"] = plots.save(fig, out / "plots" / "learning_curves.png")
+    scored = [g for g in groups if g.stat(metric).n]
+    if scored:
+        fig, (ax,) = plots.panels(1, width=max(5.5, 0.6 * len(scored) + 2))
+        plots.bars(ax, [label(g) for g in scored], [g.stat(metric).mean for g in scored], [g.stat(metric).std for g in scored],
+                   f"{metric} (mean ± std)")
+        ax.set_title(f"{metric} by group\n{subtitle}", fontsize=9)
+        files[metric] = plots.save(fig, out / "plots" / f"{metric}.png")
+    return files
