@@ -235,6 +235,8 @@ def describe(exc: Exception) -> tuple[str, int]:
         return f"cannot parse the overrides: {first}", EXIT_BAD_INPUT
     if isinstance(exc, OmegaConfBaseException):
         return first, EXIT_BAD_INPUT
+    if isinstance(exc, ValueError) and first.startswith("Only one of --run"):  # e.g. -m together with --cfg
+        return first, EXIT_BAD_INPUT
     if isinstance(exc, OSError) and exc.filename:  # Hydra could not create or write the output folder
         return f"cannot write {exc.filename}: {exc.strerror}; choose a writable hydra.run.dir", EXIT_BAD_INPUT
     return f"internal error: {type(exc).__name__}: {first} (HYDRA_FULL_ERROR=1 shows the traceback)", 1

@@ -209,6 +209,7 @@ class TrainConfig:
     val_fraction: float = MISSING
     subset: Optional[int] = MISSING
     grad_clip: Optional[float] = MISSING
+    on_nan: str = MISSING  # stop: the run ends as diverged (exit 3); skip_batch: drop that batch's update
     amp: bool = MISSING
     channels_last: bool = MISSING
     compile: bool = MISSING
@@ -225,6 +226,7 @@ class TrainConfig:
         check(0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         check(self.subset is None or self.subset >= 2, f"subset must be at least 2 images, got {self.subset}")
         check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}")
+        check_choice("on_nan", self.on_nan, ("stop", "skip_batch"))
 
 
 @dataclass

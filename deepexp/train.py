@@ -17,6 +17,7 @@ import platform
 import random
 import subprocess
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,14 +234,15 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg.epochs, cfg.sched))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and self.amp_dtype == torch.float16)
-        self.params = sum(p.numel() for p in self.model.parameters())
+        self.params_list = list(self.model.parameters())
+        self.params = sum(p.numel() for p in self.params_list)
         probe = min(cfg.monitor.probe_size, len(self.data.y_val))
         self.probe_x = normalize(self.data.x_val[:probe], self.data.mean, self.data.std).contiguous(memory_format=self.memory_format)
         self.probe_y = self.data.y_val[:probe]
 
     def _restore(self) -> None:
         """Continue from the newest good checkpoint, if the run directory has one."""
-        self.epoch, self.step, self.history, self.seconds = 0, 0, [], 0.0
+        self.epoch, self.step, self.history, self.seconds, self.skipped = 0, 0, [], 0.0, 0
         self.init_layers: Optional[dict] = None
         found = load_latest_checkpoint(self.run_dir, self.reporter.warn)
         if found is None:
@@ -256,6 +258,7 @@ class _Run:
             raise CheckpointError(f"{path} does not fit model {self.cfg.model.name!r}: {str(exc).splitlines()[0]}") from None
         set_rng_state(state["rng"])
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
+        self.skipped = state.get("skipped", 0)
         self.history, self.init_layers = state["history"], state["init_layers"]
         self.reporter.info(f"resuming {self.run_dir} after epoch {self.epoch} ({path.name})")
 
@@ -263,7 +266,7 @@ class _Run:
         save_checkpoint(self.run_dir, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(), "epoch": self.epoch, "step": self.step, "seconds": self.seconds,
+            "rng": rng_state(), "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "skipped": self.skipped,
             "history": self.history, "init_layers": self.init_layers, "config": self.flat,
         })
 
@@ -272,7 +275,7 @@ class _Run:
         return {
             "status": status, "config": self.flat, "params": self.params, "epochs_done": self.epoch,
             "history": self.history, "test": None, "diverged_at_step": None, "seconds": round(self.seconds, 3),
-            "best_val_acc": best, "init": self.init_scheme,
+            "best_val_acc": best, "init": self.init_scheme, "skipped_batches": self.skipped,
             "layers": {"weights": self.monitor.weight_names, "activations": self.monitor.act_names} if self.monitor else None,
             "init_layers": self.init_layers,
             "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes,
@@ -326,6 +329,7 @@ class _Run:
         # On the CPU a host check per step is free; on the GPU it would stall the queue.
         check_every = 1 if self.device.type == "cpu" else cfg.monitor.every_n_steps
         seen, report_every = 0, max(1, self.steps_per_epoch // 50)
+        skip_bad = cfg.on_nan == "skip_batch"
         for i in range(self.steps_per_epoch):
             self.step += 1
             last = i == self.steps_per_epoch - 1
@@ -341,15 +345,30 @@ class _Run:
             with self.autocast():
                 logits = self.forward(xb)
                 loss = F.cross_entropy(logits.float(), yb)
-            first_bad = torch.where(~torch.isfinite(loss.detach()) & (first_bad < 0), self.step, first_bad)
+            bad_loss = ~torch.isfinite(loss.detach())
+            if skip_bad and bool(bad_loss):  # on_nan=skip_batch: one host sync per step, by the user's choice
+                self._skip_batch()
+                continue
+            first_bad = torch.where(bad_loss & (first_bad < 0), self.step, first_bad)
             if (last or self.step % check_every == 0) and int(first_bad) >= 0:
                 return int(first_bad)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip is not None or (log and self.scaler.is_enabled()):
                 self.scaler.unscale_(self.optimizer)  # clip and measure true (unscaled) gradients
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if not self.scaler.is_enabled():  # (fp16's GradScaler skips steps with inf gradients itself)
+                grads = [p.grad for p in self.params_list if p.grad is not None]
+                total = (nn.utils.clip_grad_norm_(self.params_list, cfg.grad_clip) if cfg.grad_clip is not None
+                         else nn.utils.get_total_norm(grads))
+                bad_grad = ~torch.isfinite(total)
+                if skip_bad and bool(bad_grad):
+                    self._skip_batch()
+                    continue
+                first_bad = torch.where(bad_grad & (first_bad < 0), self.step, first_bad)
+                if self.device.type == "cpu" and int(first_bad) >= 0:  # before the step spoils the weights
+                    return int(first_bad)
+            elif cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.params_list, cfg.grad_clip)
             if log:
                 grad_norms = monitor.grad_norms()
                 monitor.snapshot_weights()
@@ -367,8 +386,20 @@ class _Run:
                 elapsed = time.perf_counter() - start
                 self.reporter.step(self.epoch + 1, self.epoch * self.steps_per_epoch + i + 1,
                                    loss_sum.item() / seen, correct.item() / seen, seen / max(elapsed, 1e-9))
+        if seen == 0:  # every batch of the epoch was skipped: nothing is being learned
+            return self.step
         self._epoch_train = (loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start, seen)
         return None
+
+    def _skip_batch(self) -> None:
+        """on_nan=skip_batch: drop this batch's update but keep the schedule on its step count."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+        self.skipped += 1
+        if self.skipped <= 3 or self.skipped % 100 == 0:
+            self.reporter.warn(f"non-finite loss or gradient at step {self.step}; batch skipped ({self.skipped} so far)")
 
     def _end_epoch(self) -> None:
         cfg, writer = self.cfg, self.writer
@@ -407,7 +438,8 @@ class _Run:
         return RunResult(metrics, EXIT_OK)
 
     def _diverged(self, step: int) -> RunResult:
-        self.reporter.warn(f"non-finite loss at step {step} (epoch {self.epoch + 1}); run stopped as diverged")
+        self.reporter.warn(f"non-finite loss or gradient at step {step} (epoch {self.epoch + 1}); run stopped as diverged"
+                           + ("" if self.cfg.on_nan == "skip_batch" else " (on_nan=skip_batch skips such batches instead)"))
         metrics = self._metrics("diverged", diverged_at_step=step)
         self._hparams(metrics)
         write_metrics(self.run_dir, metrics)

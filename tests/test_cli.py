@@ -115,6 +115,14 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes_with_their_own_threads(
     assert len({m["provenance"]["pid"] for m in metrics}) == 2  # two worker processes
 
 
+@pytest.mark.parametrize("launcher, key", [("joblib", "n_jobs: -1"), ("submitit_slurm", "partition: debug")])
+def test_launchers_compose(tmp_path, launcher, key):
+    out = run_cli(["train", f"hydra/launcher={launcher}", "hydra.launcher.partition=debug" if "slurm" in launcher else "",
+                   "--cfg", "hydra"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert key in out.stdout
+
+
 @needs_mnist
 def test_sigkill_mid_run_then_rerun_gives_the_same_result(tmp_path):
     """Kill -9 while training epoch 2 (and again while checkpointing), rerun, compare with an uninterrupted run."""

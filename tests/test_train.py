@@ -107,3 +107,72 @@ def test_lr_schedule_is_a_pure_function_of_the_step():
     assert lr_factor(49, 10, 5, cosine) == pytest.approx(0.1, abs=0.01)
     step = SchedConfig(name="step", step_size=2, gamma=0.5)
     assert [lr_factor(s, 10, 6, step) for s in (0, 19, 20, 40)] == [1.0, 1.0, 0.5, 0.25]
+
+
+# --- non-finite losses and gradients ------------------------------------------------------------
+
+
+class _InfGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+class _Poisoned(torch.nn.Module):
+    """An MLP whose training forward pass number k gives NaN logits (k in `nan_loss`) or a finite
+    loss with infinite gradients (k in `inf_grad`): the trouble a real run meets, on cue."""
+
+    nan_loss: tuple = ()
+    inf_grad: tuple = ()
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        out = self.inner(x)
+        if self.training:
+            self.calls += 1
+            if self.calls in self.nan_loss:
+                out = out * float("nan")
+            if self.calls in self.inf_grad:
+                out = _InfGrad.apply(out)
+        return out
+
+
+def poisoned_config(nan_loss=(), inf_grad=(), extra=()):
+    from deepexp.models.registry import MODELS, create_model, register_model
+
+    if "poisoned_mlp" not in MODELS.names():
+        register_model("poisoned_mlp")(lambda **kw: _Poisoned(create_model("mlp", **kw)))
+    _Poisoned.nan_loss, _Poisoned.inf_grad = tuple(nan_loss), tuple(inf_grad)
+    cfg = compose_train(QUICK + ["model.depth=2", *extra])
+    cfg.model.name = "poisoned_mlp"
+    return cfg
+
+
+@needs_mnist
+def test_non_finite_gradient_with_a_finite_loss_ends_the_run_before_the_weights_are_spoiled(tmp_path):
+    result = train(poisoned_config(inf_grad=[3]), tmp_path)
+    m = read_metrics(tmp_path)
+    assert result.exit_code == EXIT_DIVERGED and m["status"] == "diverged" and m["diverged_at_step"] == 3
+
+
+@needs_mnist
+def test_on_nan_skip_batch_drops_only_the_bad_batches_and_finishes(tmp_path):
+    result = train(poisoned_config(nan_loss=[2], inf_grad=[5], extra=["on_nan=skip_batch"]), tmp_path)
+    m = read_metrics(tmp_path)
+    assert result.exit_code == 0 and m["status"] == "completed" and m["skipped_batches"] == 2
+    assert m["test"]["acc"] > 0.7
+    weights = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@needs_mnist
+def test_on_nan_skip_batch_with_every_batch_bad_is_still_divergence(tmp_path):
+    result = train(poisoned_config(nan_loss=range(1, 1000), extra=["on_nan=skip_batch"]), tmp_path)
+    assert result.exit_code == EXIT_DIVERGED and read_metrics(tmp_path)["status"] == "diverged"
