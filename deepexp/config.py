@@ -93,8 +93,18 @@ class EfficientModelConfig:
         check_choice("model.norm", self.norm, NORMS)
 
 
+@dataclass
+class NASModelConfig:
+    name: str = MISSING
+    arch: str = MISSING  # path of a JSON/YAML spec (deepexp/models/nas_space.py)
+    norm: str = MISSING
+
+    def __post_init__(self) -> None:
+        check_choice("model.norm", self.norm, NORMS)
+
+
 MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "densenet": DenseNetConfig,
-                 "efficient": EfficientModelConfig}
+                 "efficient": EfficientModelConfig, "nas": NASModelConfig}
 
 
 # --- the other groups -------------------------------------------------------------
@@ -353,6 +363,58 @@ class EfficientConfig:
 
 
 @dataclass
+class NASConfig:
+    """`deepexp nas`: search the conv / dws / residual space, then retrain the best with the full budget."""
+
+    preset: str = MISSING
+    dataset: DatasetConfig = MISSING  # the trainer's own groups
+    act: ActConfig = MISSING
+    device: DeviceConfig = MISSING
+    strategies: List[str] = MISSING  # random | evolution | nsga2 | zero_cost, each searched with the same budget
+    search_seeds: int = MISSING
+    trials: int = MISSING  # evaluations per search (the budget)
+    max_minutes: Optional[float] = MISSING  # wall-clock budget per search; null: trials only
+    population: int = MISSING  # aging evolution: the population is the most recent N evaluations ...
+    sample_size: int = MISSING  # ... and a parent is the best of N drawn from it
+    second_objective: str = MISSING  # nsga2's cost: params | macs | latency
+    max_macs: Optional[int] = MISSING  # candidates above this many MACs per image are skipped untrained (not counted)
+    zero_cost_pool: int = MISSING  # strategy zero_cost: random candidates scored per trial, the best is trained
+    zero_cost_proxy: str = MISSING
+    proxy_epochs: int = MISSING  # the short training that rates a candidate (validation accuracy)
+    proxy_subset: Optional[int] = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    top_k: int = MISSING
+    final_epochs: int = MISSING  # the full budget for the top architectures and the hand-designed baselines
+    final_seeds: int = MISSING
+    final_subset: Optional[int] = MISSING
+    baselines: List[str] = MISSING  # registered models retrained with the same final budget
+    storage: Optional[str] = MISSING  # Optuna storage URL; null: sqlite in the experiment folder
+    latency_threads: int = MISSING
+    overrides: List[str] = MISSING
+
+    def __post_init__(self) -> None:
+        from .models import list_models
+        from .zero_cost import PROXIES
+
+        check(len(self.strategies) >= 1, "strategies must name at least one strategy")
+        for strategy in self.strategies:
+            check_choice("strategies", strategy, ("random", "evolution", "nsga2", "zero_cost"))
+        check(self.search_seeds >= 1 and self.trials >= 1, "search_seeds and trials must be at least 1")
+        check(self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be positive, got {self.max_minutes}")
+        check(1 <= self.sample_size <= self.population, "sample_size must be between 1 and population")
+        check_choice("second_objective", self.second_objective, ("params", "macs", "latency"))
+        check(self.zero_cost_pool >= 1, "zero_cost_pool must be at least 1")
+        check_choice("zero_cost_proxy", self.zero_cost_proxy, PROXIES)
+        check(self.proxy_epochs >= 1 and self.final_epochs >= 1, "proxy_epochs and final_epochs must be at least 1")
+        check(self.top_k >= 1 and self.final_seeds >= 1, "top_k and final_seeds must be at least 1")
+        for name in self.baselines:
+            check_choice("baselines", name, [m for m in list_models() if m != "nas"])
+        check(self.latency_threads >= 1, "latency_threads must be at least 1")
+
+
+@dataclass
 class ReportConfig:
     """`deepexp report`: every run directory below `path`, grouped over seeds."""
 
@@ -374,6 +436,7 @@ def register_schemas() -> None:
     cs.store(name="residual_schema", node=ResidualConfig)
     cs.store(name="efficient_schema", node=EfficientConfig)
     cs.store(name="report_schema", node=ReportConfig)
+    cs.store(name="nas_schema", node=NASConfig)
     for family, schema in MODEL_SCHEMAS.items():
         # Root-level names, referenced as `/schema_<family>@_here_` from configs/model/*.yaml,
         # so that schemas never show up as model choices.

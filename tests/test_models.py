@@ -7,6 +7,8 @@ from deepexp.models import ACTIVATIONS, create_model, init_weights, is_activatio
 from deepexp.models.activations import act_layer
 
 SHAPES = {"mnist": (1, 28), "cifar": (3, 32)}
+NAS_EXAMPLE = {"layers": [{"type": t, "channels": 32, "stride": s} for t, s in
+                          (("conv", 1), ("dws", 2), ("residual", 1), ("residual", 2), ("dws", 1), ("conv", 2))]}
 
 
 def n_params(model: nn.Module) -> int:
@@ -18,7 +20,8 @@ def n_params(model: nn.Module) -> int:
 def test_forward_backward_every_model(name, shape):
     channels, size = SHAPES[shape]
     torch.manual_seed(0)
-    model = create_model(name, in_channels=channels, image_size=size, num_classes=10, act="gelu")
+    options = {"arch": NAS_EXAMPLE} if name == "nas" else {}  # the one model without a default architecture
+    model = create_model(name, in_channels=channels, image_size=size, num_classes=10, act="gelu", **options)
     x = torch.randn(2, channels, size, size)
     out = model(x)
     assert out.shape == (2, 10) and torch.isfinite(out).all()

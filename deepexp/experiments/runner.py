@@ -65,14 +65,18 @@ class RunSpec:
 
 def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str) -> List[Tuple[RunSpec, dict]]:
     """Train every spec (or pick up its finished result); returns (spec, metrics) pairs in order."""
-    results = []
     configs = [validate(compose_config("train", spec.overrides)) for spec in specs]  # all bad input before any work
-    for i, (spec, cfg) in enumerate(zip(specs, configs), 1):
-        start = time.perf_counter()
-        result = train(cfg, exp_dir / "runs" / spec.name, QuietReporter(label=spec.name),
-                       provenance={"command": command, "overrides": spec.overrides, "labels": spec.labels})
-        m = result.metrics
-        test = f"test acc {m['test']['acc']:.4f}" if m.get("test") else f"diverged at step {m.get('diverged_at_step')}"
-        console.print(f"[{i}/{len(specs)}] {spec.name}: {m['status']}, {test} ({time.perf_counter() - start:.1f} s)", highlight=False)
-        results.append((spec, m))
-    return results
+    return [(spec, run_one(spec, cfg, exp_dir, console, command, f"{i}/{len(specs)}"))
+            for i, (spec, cfg) in enumerate(zip(specs, configs), 1)]
+
+
+def run_one(spec: RunSpec, cfg: Any, exp_dir: Path, console: Console, command: str, counter: str) -> dict:
+    """Train one run in `<exp_dir>/runs/<spec.name>` (or pick up its result) and print one line about it."""
+    start = time.perf_counter()
+    result = train(cfg, exp_dir / "runs" / spec.name, QuietReporter(label=spec.name),
+                   provenance={"command": command, "overrides": spec.overrides, "labels": spec.labels})
+    m = result.metrics
+    test = f"test acc {m['test']['acc']:.4f}" if m.get("test") else f"diverged at step {m.get('diverged_at_step')}"
+    console.print(f"[{counter}] {spec.name}: {m['status']}, {test} ({time.perf_counter() - start:.1f} s)",
+                  highlight=False, markup=False)
+    return m

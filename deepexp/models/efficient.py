@@ -53,9 +53,9 @@ def standard_block(c_in: int, c_out: int, act: Act, bn: bool) -> nn.Module:
     return conv_norm_act(c_in, c_out, 3, act, bn)
 
 
-def depthwise_separable_block(c_in: int, c_out: int, act: Act, bn: bool) -> nn.Module:
+def depthwise_separable_block(c_in: int, c_out: int, act: Act, bn: bool, stride: int = 1) -> nn.Module:
     """k*k*c_in + c_in*c_out weights instead of k*k*c_in*c_out (about 8-9x fewer for 3x3)."""
-    return nn.Sequential(conv_norm_act(c_in, c_in, 3, act, bn, groups=c_in), conv_norm_act(c_in, c_out, 1, act, bn))
+    return nn.Sequential(conv_norm_act(c_in, c_in, 3, act, bn, stride=stride, groups=c_in), conv_norm_act(c_in, c_out, 1, act, bn))
 
 
 def bottleneck_block(c_in: int, c_out: int, act: Act, bn: bool) -> nn.Module:

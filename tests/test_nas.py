@@ -1,0 +1,126 @@
+"""Project 4: the search space, its counters, the proxies, `deepexp nas` on real data and its resumption."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import needs_cifar, run_cli
+from deepexp.errors import ConfigError
+from deepexp.measure import count_macs, count_params
+from deepexp.models import create_model
+from deepexp.models.nas_space import MAX_DOWNSAMPLES, check_spec, mac_count, mutate, param_count, random_spec
+from deepexp.zero_cost import PROXIES, score_all
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_every_sampled_spec_builds_runs_and_has_the_predicted_parameters_and_macs(seed):
+    spec = random_spec(random.Random(seed))
+    assert check_spec(spec) == spec
+    for channels, size in ((3, 16), (1, 13)):  # small images keep 15-layer 256-channel specs cheap; 13 tests odd sizes
+        model = create_model("nas", in_channels=channels, image_size=size, num_classes=10, act="relu", arch=spec)
+        assert model(torch.rand(1, channels, size, size)).shape == (1, 10)
+        assert count_params(model) == param_count(spec, channels, 10)
+        assert count_macs(model, channels, size) == mac_count(spec, channels, size, 10)
+
+
+def test_mutation_keeps_every_spec_valid_and_changes_it():
+    rng, spec = random.Random(0), random_spec(random.Random(1))
+    for _ in range(2000):
+        child = mutate(spec, rng)
+        assert check_spec(child) == child and child != spec
+        assert 5 <= len(child["layers"]) <= 15 and sum(layer["stride"] == 2 for layer in child["layers"]) <= MAX_DOWNSAMPLES
+        spec = child
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"layers": [{"type": "attention", "channels": 32}] * 6}, "unknown type 'attention'"),
+    ({"layers": [{"type": "conv", "channels": 48}] * 6}, "channels 48"),
+    ({"layers": [{"type": "conv", "channels": 32}] * 3}, "3 layers"),
+    ({"layers": [{"type": "conv", "channels": 32, "stride": 2}] * 6}, "more than 3 layers with stride 2"),
+    ({"blocks": []}, "a 'layers' list"),
+])
+def test_invalid_specs_are_one_line_errors(bad, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        check_spec(bad)
+
+
+def test_invalid_spec_file_through_the_cli_is_exit_2_and_one_line(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"layers": [{"type": "conv", "channels": 1024}] * 6}))
+    out = run_cli(["train", "model=nas", f"arch={path}", "dataset=synthetic", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 2 and "channels 1024" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_zero_cost_proxies_are_finite_and_leave_the_model_untouched():
+    torch.manual_seed(0)
+    model = create_model("nas", in_channels=3, image_size=32, num_classes=10, act="relu", arch=random_spec(random.Random(3)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scores = score_all(model.eval(), torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,)))
+    assert set(scores) == set(PROXIES) and all(torch.isfinite(torch.tensor(v)) for v in scores.values())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+TINY = ["trials=2", "search_seeds=1", "population=2", "sample_size=1", "proxy_subset=300", "max_macs=15000000",
+        "zero_cost_pool=3", "top_k=1", "final_epochs=1", "final_seeds=1", "final_subset=300", "baselines=[dws_cnn]"]
+
+
+@needs_cifar
+def test_tiny_search_with_every_strategy_writes_every_file_and_a_top_spec_retrains(tmp_path):
+    out = tmp_path / "exp"
+    result = run_cli(["nas", "preset=quick", "strategies=[random,evolution,nsga2,zero_cost]", *TINY, f"hydra.run.dir={out}"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("evaluated.csv", "summary.csv", "summary.md", "report.md", "search.db", "plots/pareto_params.png",
+                 "plots/pareto_latency_ms.png", "plots/best_so_far.png"):
+        assert (out / name).is_file(), name
+    with open(out / "evaluated.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["strategy"] for r in rows) == sorted(["random", "evolution", "nsga2", "zero_cost"] * 2)
+    for r in rows:  # every evaluated architecture with its cost, proxies and accuracy
+        assert int(r["macs"]) <= 15_000_000 and int(r["params"]) > 0 and float(r["latency_ms"]) > 0
+        assert all(r[p] != "" for p in PROXIES) and 0 <= float(r["val_acc"]) <= 1
+    report = (out / "report.md").read_text()
+    assert "Zero-cost proxies" in report and "Evolution against random" in report
+    top = next((out / "top5").glob("1-*.json"))
+    retrain = run_cli(["train", "model=nas", f"arch={top}", "dataset=cifar10", "epochs=1", "subset=300",
+                       f"hydra.run.dir={tmp_path / 'retrain'}"], tmp_path)
+    assert retrain.returncode == 0, retrain.stderr
+    assert json.loads((tmp_path / "retrain" / "metrics.json").read_text())["status"] == "completed"
+
+
+@needs_cifar
+def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
+    import optuna
+
+    out = tmp_path / "exp"
+    args = [sys.executable, "-m", "deepexp", "nas", "preset=quick", "strategies=[random]", *TINY, "trials=3",
+            "proxy_epochs=2", f"hydra.run.dir={out}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = f"sqlite:///{out / 'search.db'}"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill after the second trial's first epoch (its checkpoint is on disk)
+        time.sleep(0.2)
+        runs = sorted((out / "runs" / "random-s0").glob("t*/metrics.json"))
+        if len(runs) == 2 and json.loads(runs[-1].read_text() or "{}").get("status") == "running":
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {t.number: t.user_attrs["spec"] for t in optuna.load_study(study_name="random-s0", storage=storage).get_trials()
+             if t.state.name == "COMPLETE"}
+    assert len(first) == 1
+    result = run_cli(args[3:], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resuming trial" in result.stdout
+    done = [t for t in optuna.load_study(study_name="random-s0", storage=storage).get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 3 and all(done_t.user_attrs["spec"] == first[done_t.number] for done_t in done if done_t.number in first)
+    assert not [t for t in optuna.load_study(study_name="random-s0", storage=storage).get_trials() if t.state.name == "RUNNING"]
