@@ -40,6 +40,8 @@ from .rundir import RunLock, load_latest_checkpoint, read_metrics, save_checkpoi
 EXIT_OK, EXIT_DIVERGED = 0, 3
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
+# Options added after runs were already on disk, with the value that reproduces the old behaviour.
+NEW_OPTION_DEFAULTS = {"on_nan": "stop"}
 RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "compile")
 
 
@@ -165,9 +167,12 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, data: Splits, batch_size: i
 
 
 def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path) -> None:
-    """Refuse to continue a run whose config changed in a way that changes the numbers."""
+    """Refuse to continue a run whose config changed in a way that changes the numbers.
+
+    Keys the saved run does not have are options added to deepexp since; their defaults
+    keep the old behaviour, so only a non-default value there counts as a change."""
     changed = sorted(k for k in set(saved) | set(current)
-                     if saved.get(k) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
+                     if saved.get(k, NEW_OPTION_DEFAULTS.get(k)) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
         raise CheckpointError(f"{where} holds a run with another config ({diffs}); choose a new hydra.run.dir to start afresh")

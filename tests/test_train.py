@@ -176,3 +176,12 @@ def test_on_nan_skip_batch_drops_only_the_bad_batches_and_finishes(tmp_path):
 def test_on_nan_skip_batch_with_every_batch_bad_is_still_divergence(tmp_path):
     result = train(poisoned_config(nan_loss=range(1, 1000), extra=["on_nan=skip_batch"]), tmp_path)
     assert result.exit_code == EXIT_DIVERGED and read_metrics(tmp_path)["status"] == "diverged"
+
+
+def test_a_run_saved_before_an_option_existed_resumes_unless_the_option_is_set_otherwise(tmp_path):
+    from deepexp.train import check_resumable
+
+    old = {"model": "mlp", "lr": 0.05}  # written by a deepexp without on_nan
+    check_resumable(old, {**old, "on_nan": "stop"}, tmp_path)
+    with pytest.raises(CheckpointError, match="on_nan"):
+        check_resumable(old, {**old, "on_nan": "skip_batch"}, tmp_path)

@@ -347,7 +347,7 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
 
     files, folder = {}, exp_dir / "plots"
     hand = [g for g in groups if g.key["kind"] == "hand-designed"]
-    for cost, label in (("params", "parameters"), ("latency_ms", "CPU latency at batch 1 (ms)")):
+    for cost, label in (("params", "parameters"), ("latency_ms", "CPU latency at batch 1 (ms)")) if trials else ():
         fig, (ax,) = plots.panels(1, width=7.5, height=5.0)
         xs, ys = [t[cost] for t in trials], [t["val_acc"] for t in trials]
         front = pareto_front(xs, ys)
@@ -411,6 +411,8 @@ def findings(study: NASConfig, trials: List[Dict[str, Any]], groups) -> List[str
                 f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within the spread between searches (Welch p = {p:.3g})")
             lines.append(f"**Evolution against random at {study.trials} evaluations**: best proxy accuracy "
                          f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)} ({d:+.4f}, {verdict}).")
+    if not trials:
+        return ["No candidate was evaluated (max_minutes too short, or every sample over max_macs)."]
     accs = [t["val_acc"] for t in trials]
     corr = {name: spearman([t[name] for t in trials], accs) for name in (*PROXIES, "params", "macs")}
     lines.append("**Zero-cost proxies** (Spearman rho with proxy-trained accuracy over " f"{len(trials)} candidates): "
