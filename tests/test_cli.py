@@ -117,8 +117,8 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes_with_their_own_threads(
 
 @pytest.mark.parametrize("launcher, key", [("joblib", "n_jobs: -1"), ("submitit_slurm", "partition: debug")])
 def test_launchers_compose(tmp_path, launcher, key):
-    out = run_cli(["train", f"hydra/launcher={launcher}", "hydra.launcher.partition=debug" if "slurm" in launcher else "",
-                   "--cfg", "hydra"], tmp_path)
+    extra = ["hydra.launcher.partition=debug"] if "slurm" in launcher else []
+    out = run_cli(["train", f"hydra/launcher={launcher}", *extra, "--cfg", "hydra"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert key in out.stdout
 
