@@ -40,9 +40,9 @@ from .rundir import RunLock, load_latest_checkpoint, read_metrics, save_checkpoi
 EXIT_OK, EXIT_DIVERGED = 0, 3
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
+RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "compile")
 # Options added after runs were already on disk, with the value that reproduces the old behaviour.
 NEW_OPTION_DEFAULTS = {"on_nan": "stop"}
-RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "compile")
 
 
 @dataclass
@@ -362,9 +362,8 @@ class _Run:
             if cfg.grad_clip is not None or (log and self.scaler.is_enabled()):
                 self.scaler.unscale_(self.optimizer)  # clip and measure true (unscaled) gradients
             if not self.scaler.is_enabled():  # (fp16's GradScaler skips steps with inf gradients itself)
-                grads = [p.grad for p in self.params_list if p.grad is not None]
                 total = (nn.utils.clip_grad_norm_(self.params_list, cfg.grad_clip) if cfg.grad_clip is not None
-                         else nn.utils.get_total_norm(grads))
+                         else nn.utils.get_total_norm([p.grad for p in self.params_list if p.grad is not None]))
                 bad_grad = ~torch.isfinite(total)
                 if skip_bad and bool(bad_grad):
                     self._skip_batch()
