@@ -7,12 +7,13 @@ data) ends with one line on stderr and exit code 2; a diverged run with 3
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 from .errors import ConfigError, DeepexpError
 
@@ -24,58 +25,28 @@ HYDRA_FLAGS_WITHOUT_RUN = ("--help", "-h", "--hydra-help", "--info", "-i", "--cf
 @dataclass(frozen=True)
 class Command:
     summary: str
-    task: Callable[[object], int]  # runs one composed config, returns an exit code
+    task: str  # "module:function" under deepexp, imported only when the command runs (a fast --help)
     presets: bool = False  # `preset=X` picks configs/<command>/preset/X.yaml
 
-
-def _train_task(cfg) -> int:
-    from .commands.train import train_command
-
-    return train_command(cfg)
-
-
-def _activations_task(cfg) -> int:
-    from .experiments.activations import activations_command
-
-    return activations_command(cfg)
-
-
-def _residual_task(cfg) -> int:
-    from .experiments.residual import residual_command
-
-    return residual_command(cfg)
-
-
-def _efficient_task(cfg) -> int:
-    from .experiments.efficient import efficient_command
-
-    return efficient_command(cfg)
-
-
-def _report_task(cfg) -> int:
-    from .commands.report import report_command
-
-    return report_command(cfg)
-
-
-def _nas_task(cfg) -> int:
-    from .experiments.nas import nas_command
-
-    return nas_command(cfg)
+    def run(self, cfg) -> int:
+        """Import the task function and run it on one composed config; returns an exit code."""
+        module, function = self.task.split(":")
+        return getattr(importlib.import_module(f".{module}", __package__), function)(cfg)
 
 
 COMMANDS: Dict[str, Command] = {
-    "train": Command("train one model with per-layer monitoring (TensorBoard, metrics.json, checkpoints)", _train_task),
+    "train": Command("train one model with per-layer monitoring (TensorBoard, metrics.json, checkpoints)",
+                     "commands.train:train_command"),
     "activations": Command("project 1: the activation-function study (9 activations x seeds, diagnosis, report)",
-                           _activations_task, presets=True),
+                           "experiments.activations:activations_command", presets=True),
     "residual": Command("project 2: plain vs residual networks, shortcuts, dense connections, gradient flow",
-                        _residual_task, presets=True),
+                        "experiments.residual:residual_command", presets=True),
     "efficient": Command("project 3: baseline CNN vs efficient designs: params, MACs, latency, accuracy, INT8, ONNX",
-                         _efficient_task, presets=True),
+                         "experiments.efficient:efficient_command", presets=True),
     "nas": Command("project 4: architecture search (random, evolution, NSGA-II, zero-cost), Pareto front, top 5",
-                   _nas_task, presets=True),
+                   "experiments.nas:nas_command", presets=True),
     "report": Command("summarise any folder of runs: group over seeds, mean ± std, curves, bars, report.md",
-                      _report_task),
+                      "commands.report:report_command"),
 }
 
 
@@ -142,7 +113,7 @@ def launch(name: str, args: List[str]) -> int:
         # Under a launcher that runs jobs in other processes (joblib, submitit), `codes` stays
         # empty here; each job's outcome is in its metrics.json (`deepexp report` counts them).
         try:
-            codes.append(command.task(cfg))
+            codes.append(command.run(cfg))
             return codes[-1]
         except DeepexpError as exc:
             # SystemExit passes through Hydra's job runner untouched (it catches Exception only),

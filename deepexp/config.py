@@ -280,13 +280,19 @@ class ActivationsConfig:
 
 
 @dataclass
-class ResidualConfig:
-    """`deepexp residual`: plain against residual networks of the same depth, and why shortcuts help."""
+class StudyConfig:
+    """What the residual, efficient and nas studies share: the preset and the trainer's own groups."""
 
-    preset: str = MISSING
-    dataset: DatasetConfig = MISSING  # the trainer's own groups
+    preset: str = MISSING  # which preset filled the defaults (quick | full)
+    dataset: DatasetConfig = MISSING  # the same `dataset=` group as deepexp train
     act: ActConfig = MISSING
     device: DeviceConfig = MISSING
+
+
+@dataclass
+class ResidualConfig(StudyConfig):
+    """`deepexp residual`: plain against residual networks of the same depth, and why shortcuts help."""
+
     depths: List[int] = MISSING  # CIFAR family 6n+2: 20, 32, 44, 56, 110
     seeds: int = MISSING
     epochs: int = MISSING
@@ -317,13 +323,9 @@ class ResidualConfig:
 
 
 @dataclass
-class EfficientConfig:
+class EfficientConfig(StudyConfig):
     """`deepexp efficient`: a baseline CNN against cheaper designs, measured for deployment."""
 
-    preset: str = MISSING
-    dataset: DatasetConfig = MISSING  # the trainer's own groups
-    act: ActConfig = MISSING
-    device: DeviceConfig = MISSING
     models: List[str] = MISSING  # registered model names; each keeps its configs/model/<name>.yaml options
     baseline: str = MISSING  # the model the others are compared with
     width: Optional[float] = MISSING  # null: each model's own width multiplier
@@ -363,13 +365,9 @@ class EfficientConfig:
 
 
 @dataclass
-class NASConfig:
+class NASConfig(StudyConfig):
     """`deepexp nas`: search the conv / dws / residual space, then retrain the best with the full budget."""
 
-    preset: str = MISSING
-    dataset: DatasetConfig = MISSING  # the trainer's own groups
-    act: ActConfig = MISSING
-    device: DeviceConfig = MISSING
     strategies: List[str] = MISSING  # random | evolution | nsga2 | zero_cost, each searched with the same budget
     search_seeds: int = MISSING
     trials: int = MISSING  # evaluations per search (the budget)
