@@ -109,6 +109,11 @@ def resolve_device(kind: str) -> torch.device:
     return torch.device(kind)
 
 
+def run_splits(cfg: TrainConfig) -> Splits:
+    """The run's data split (seeded by the run's seed, so the same normalisation wherever it is rebuilt)."""
+    return load_splits(cfg.dataset, cfg.data, cfg.seed, cfg.val_fraction, cfg.subset)
+
+
 def build_model(cfg: TrainConfig, data: Splits) -> nn.Module:
     """The run's network, shaped for its data (weights as the model's constructor leaves them)."""
     options = {k: v for k, v in to_plain(cfg.model).items() if k != "name"}
@@ -226,7 +231,7 @@ class _Run:
     def _setup(self) -> None:
         cfg = self.cfg
         seed_everything(cfg.seed, cfg.deterministic)
-        self.data = load_splits(cfg.dataset, cfg.data, cfg.seed, cfg.val_fraction, cfg.subset).to(self.device)
+        self.data = run_splits(cfg).to(self.device)
         torch.manual_seed(cfg.seed)  # the same initial weights whatever the data loading consumed
         self.model = build_model(cfg, self.data)
         self.init_scheme = init_weights(self.model, cfg.init.name, cfg.act.name)

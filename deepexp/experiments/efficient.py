@@ -10,8 +10,8 @@ files under `deploy/`. `train=false` measures size and speed only.
 """
 from __future__ import annotations
 
+import functools
 import io
-import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -22,14 +22,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import plots
-from ..config import EfficientConfig, EfficientModelConfig, TrainConfig, compose_config, validate
-from ..data import CLASS_NAMES, Splits, load_splits
+from ..config import EfficientConfig, EfficientModelConfig, compose_config, validate
+from ..data import CLASS_NAMES, Splits
 from ..deploy import Deployable, export_onnx, onnx_latency, onnx_predictions, parity, quantize_int8, session
 from ..measure import count_macs, count_params, torch_latency
 from ..models import init_weights
 from ..results import ALPHA, Stat, markdown_table, pareto_front, publish_report, welch, write_csv, write_text
-from ..rundir import load_checkpoint, read_json, write_json
-from ..train import build_model
+from ..rundir import atomic_write, load_checkpoint, read_json, write_json
+from ..train import build_model, run_splits
 from .runner import RunSpec, group_overrides, run_study
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
@@ -54,6 +54,7 @@ def run_overrides(study: EfficientConfig, model: str, seed: int) -> List[str]:
     return [f"{k}={v}" for k, v in values.items()] + list(study.overrides)
 
 
+@functools.lru_cache(maxsize=None)  # one composition per model, not one per run
 def takes_width(model: str) -> bool:
     """Whether `model` has the width multiplier of configs/model/<efficient family>.yaml."""
     return OmegaConf.get_type(compose_config("train", [f"model={model}"]).model) is EfficientModelConfig
@@ -80,11 +81,6 @@ class Measured:
     def accuracies(self, runtime: str) -> List[float]:
         key = {PYTORCH: "test_acc", ORT_FP32: "onnx_fp32_acc", ORT_INT8: "onnx_int8_acc"}[runtime]
         return [s[key] for s in self.seeds if s.get(key) is not None]
-
-
-def splits_for(cfg: TrainConfig) -> Splits:
-    """The run's own data split (same seed, so the same normalisation the trainer used)."""
-    return load_splits(cfg.dataset, cfg.data, cfg.seed, cfg.val_fraction, cfg.subset)
 
 
 def state_dict_bytes(model: torch.nn.Module) -> int:
@@ -155,7 +151,7 @@ def measure_all(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
         seeds, first_export = [], None
         for spec, metrics in runs:
             cfg = validate(compose_config("train", spec.overrides))
-            data = splits_for(cfg)
+            data = run_splits(cfg)
             model = build_model(cfg, data)
             checkpoint = exp_dir / "runs" / spec.name / "checkpoints" / "last.pt"
             model.load_state_dict(load_checkpoint(checkpoint)["model"])
@@ -169,7 +165,7 @@ def measure_all(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
             first_export = first_export or (model, data, folder)
         if first_export is None:  # train=false, or no seed of this model completed: untrained weights
             cfg = validate(compose_config("train", run_overrides(study, name, 0)))
-            data = splits_for(cfg)
+            data = run_splits(cfg)
             torch.manual_seed(0)
             model = build_model(cfg, data)
             init_weights(model, cfg.init.name, cfg.act.name)
@@ -277,10 +273,8 @@ def recommend(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List
     files = []
     for key, suffix in (("onnx_fp32", ".onnx"), ("onnx_int8", ".int8.onnx")):
         if seed.get(key):
-            target = deploy / f"{m.name}{suffix}"
-            tmp = deploy / f".{target.name}.tmp"
-            shutil.copyfile(seed["folder"] / seed[key], tmp)
-            tmp.replace(target)
+            target, source = deploy / f"{m.name}{suffix}", seed["folder"] / seed[key]
+            atomic_write(target, lambda f, source=source: f.write(source.read_bytes()))
             files.append(target)
     info = {"model": m.name, "runtime": best["runtime"], "seed": seed["seed"], "dataset": study.dataset.name,
             "input": {"name": "image", "shape": ["batch", *m.cost["input"]], "dtype": "float32",

@@ -26,13 +26,14 @@ from omegaconf import DictConfig
 
 from .. import plots
 from ..config import NASConfig, compose_config, validate
-from ..data import load_splits, normalize
+from ..data import normalize
 from ..measure import count_macs, count_params, torch_latency
 from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
 from ..results import ALPHA, Stat, group, markdown_table, pareto_front, publish_report, welch, write_csv, write_text
 from ..rundir import write_json
 from ..zero_cost import PROXIES, score_all
+from ..train import run_splits
 from .runner import RunSpec, experiment_dir, group_overrides, run_all, run_one, study_console
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
@@ -73,8 +74,7 @@ class Search:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study, self.exp_dir, self.storage, self.console = study, exp_dir, storage, console
-        cfg = validate(compose_config("train", base_overrides(study, 1, study.proxy_subset, 0)))
-        data = load_splits(cfg.dataset, cfg.data, 0, cfg.val_fraction, cfg.subset)
+        data = run_splits(validate(compose_config("train", base_overrides(study, 1, study.proxy_subset, 0))))
         self.shape = (data.in_channels, data.image_size, data.num_classes)
         g = torch.Generator().manual_seed(0)
         pick = torch.randperm(len(data.y_train), generator=g)[:PROXY_BATCH]
@@ -159,16 +159,16 @@ class Search:
         init_weights(model, "auto", self.study.act.name)
         return model
 
-    def measure(self, spec) -> Dict[str, float]:
+    def measure(self, spec, latency: bool = False) -> Dict[str, float]:
+        """Parameters, MACs and the zero-cost proxies of one freshly built candidate (and its
+        batch-1 latency when asked: pre-screening needs only the proxies)."""
         c, s, _ = self.shape
         model = self.build(spec)
         out: Dict[str, float] = {"params": count_params(model), "macs": count_macs(model, c, s)}
         out.update(score_all(model, self.proxy_x, self.proxy_y))
+        if latency:
+            out["latency_ms"] = torch_latency(model, c, s, 1, self.study.latency_threads, 0.1).median_ms
         return out
-
-    def latency(self, spec) -> float:
-        c, s, _ = self.shape
-        return torch_latency(self.build(spec), c, s, 1, self.study.latency_threads, 0.1).median_ms
 
     def evaluate(self, spec, name: str, counter: str) -> Tuple[float, dict]:
         path = self.exp_dir / "specs" / f"{spec_key(spec)}.json"
@@ -213,7 +213,7 @@ class Search:
     def complete(self, opt, trial, spec, name: str, counter: str, strategy: str) -> None:
         number = trial.number
         start = time.perf_counter()
-        attrs = {**self.measure(spec), "latency_ms": self.latency(spec), "spec_key": spec_key(spec),
+        attrs = {**self.measure(spec, latency=True), "spec_key": spec_key(spec),
                  "depth": len(spec["layers"])}
         val_acc, m = self.evaluate(spec, f"{name}/t{number:03d}", counter)
         attrs.update({"status": m["status"], "test_acc": (m.get("test") or {}).get("acc"), "train_seconds": m.get("seconds"),
