@@ -127,6 +127,13 @@ def welch(a: List[float], b: List[float]) -> Optional[float]:
     return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def verdict(p: Optional[float], spread: str = "the seed-to-seed spread", untestable: str = "cannot be tested with one seed") -> str:
+    """How a report states a comparison's Welch p-value (None: fewer than two values on a side)."""
+    if p is None:
+        return untestable
+    return f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within {spread} (Welch p = {p:.3g})"
+
+
 def print_table(console, title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """The summary table in the terminal (rich), first column left-aligned."""
     from rich.table import Table

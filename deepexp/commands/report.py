@@ -18,7 +18,7 @@ from .. import plots
 from ..config import ReportConfig, validate
 from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, study_console
-from ..results import ALPHA, Group, find_runs, group, load_run, markdown_table, publish_report, welch, write_csv, write_text
+from ..results import Group, find_runs, group, load_run, markdown_table, publish_report, verdict, welch, write_csv, write_text
 
 # Config keys that never define a group: the seed is what groups average over; the rest
 # change where or how a run executed, not what it computed.
@@ -105,10 +105,9 @@ def findings(groups: List[Group], metric: str) -> List[str]:
     if len(scored) > 1:
         second = scored[1]
         p = welch(best.stat(metric).values, second.stat(metric).values)
-        verdict = "cannot be tested (fewer than two runs in a group)" if p is None else (
-            f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within the run-to-run spread (Welch p = {p:.3g})")
+        said = verdict(p, "the run-to-run spread", "cannot be tested (fewer than two runs in a group)")
         lines.append(f"Against the runner-up, {label(second)} ({second.stat(metric).fmt(4)}): "
-                     f"{best.stat(metric).mean - second.stat(metric).mean:+.4f}, {verdict}.")
+                     f"{best.stat(metric).mean - second.stat(metric).mean:+.4f}, {said}.")
     diverged = [f"{label(g)} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups
                 if g.count(lambda r: r["status"] == "diverged")]
     if diverged:

@@ -27,7 +27,7 @@ from ..data import CLASS_NAMES, Splits
 from ..deploy import Deployable, export_onnx, onnx_latency, onnx_predictions, parity, quantize_int8, session
 from ..measure import count_macs, count_params, torch_latency
 from ..models import init_weights
-from ..results import ALPHA, Stat, markdown_table, pareto_front, publish_report, welch, write_csv, write_text
+from ..results import Stat, markdown_table, pareto_front, publish_report, verdict, welch, write_csv, write_text
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
 from .runner import RunSpec, group_overrides, run_study
@@ -348,10 +348,8 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
                 f"of {study.baseline}; speed (baseline latency / this latency) {speed(PYTORCH, b1)} at batch {b1} and "
                 f"{speed(PYTORCH, bn)} at batch {bn} in PyTorch, {speed(ORT_FP32, b1)} and {speed(ORT_FP32, bn)} in ONNX Runtime")
         if scored and r["test_acc_mean"] is not None:
-            p = r["drop_p_value"]
-            significance = "one seed, not testable" if p is None else (
-                f"significant, Welch p = {p:.3g}" if p < ALPHA else f"within the seed-to-seed spread, Welch p = {p:.3g}")
-            line += f"; test accuracy {fmt_acc(r)}, a drop of {r['drop_vs_baseline']:+.4f} against the baseline ({significance})"
+            line += (f"; test accuracy {fmt_acc(r)}, a drop of {r['drop_vs_baseline']:+.4f} against the baseline, "
+                     f"{verdict(r['drop_p_value'])}")
         lines.append(line + ".")
     pt = [r for r in rows if r["runtime"] == PYTORCH]
     if len(pt) >= 3:

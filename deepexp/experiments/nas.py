@@ -30,7 +30,7 @@ from ..data import normalize
 from ..measure import count_macs, count_params, torch_latency
 from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
-from ..results import ALPHA, Stat, group, markdown_table, pareto_front, publish_report, welch, write_csv, write_text
+from ..results import Stat, group, markdown_table, pareto_front, publish_report, verdict, welch, write_csv, write_text
 from ..rundir import write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
@@ -407,10 +407,9 @@ def findings(study: NASConfig, trials: List[Dict[str, Any]], groups) -> List[str
         if finals["random"] and finals["evolution"]:
             p = welch(finals["evolution"], finals["random"])
             d = statistics.fmean(finals["evolution"]) - statistics.fmean(finals["random"])
-            verdict = "one search each, not testable" if p is None else (
-                f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within the spread between searches (Welch p = {p:.3g})")
+            said = verdict(p, "the spread between searches", "one search each, not testable")
             lines.append(f"**Evolution against random at {study.trials} evaluations**: best proxy accuracy "
-                         f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)} ({d:+.4f}, {verdict}).")
+                         f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)} ({d:+.4f}, {said}).")
     if not trials:
         return ["No candidate was evaluated (max_minutes too short, or every sample over max_macs)."]
     accs = [t["val_acc"] for t in trials]
@@ -429,8 +428,7 @@ def findings(study: NASConfig, trials: List[Dict[str, Any]], groups) -> List[str
     if searched and hand:
         s, h = max(searched, key=lambda g: g.stat("test_acc").mean), max(hand, key=lambda g: g.stat("test_acc").mean)
         p = welch(s.stat("test_acc").values, h.stat("test_acc").values)
-        verdict = "not testable" if p is None else (f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within the seed spread (Welch p = {p:.3g})")
         lines.append(f"**Searched against hand-designed at equal budget**: best searched {s.key['model']} ({s.rows[0]['params']:,} parameters) "
                      f"{s.stat('test_acc').fmt(4)} against {h.key['model']} ({h.rows[0]['params']:,}) {h.stat('test_acc').fmt(4)}: "
-                     f"{s.stat('test_acc').mean - h.stat('test_acc').mean:+.4f}, {verdict}.")
+                     f"{s.stat('test_acc').mean - h.stat('test_acc').mean:+.4f}, {verdict(p, untestable='not testable')}.")
     return lines

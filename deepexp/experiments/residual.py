@@ -21,7 +21,7 @@ from .. import plots
 from ..config import ResidualConfig
 from ..measure import count_macs, count_params
 from ..models import create_model
-from ..results import ALPHA, STALLED_FRACTION, Group, chance_loss, group, markdown_table, publish_report, stalled, welch, write_csv, write_text
+from ..results import ALPHA, STALLED_FRACTION, Group, chance_loss, group, markdown_table, publish_report, stalled, verdict, welch, write_csv, write_text
 from .runner import RunSpec, group_overrides, run_study
 
 MAIN = "main"
@@ -111,12 +111,6 @@ def compare(a: Group, b: Group, column: str) -> Tuple[float, Optional[float]]:
     """(mean(b) - mean(a), Welch p-value) for one column."""
     sa, sb = a.stat(column), b.stat(column)
     return sb.mean - sa.mean, welch(sa.values, sb.values)
-
-
-def verdict(p: Optional[float]) -> str:
-    if p is None:
-        return "cannot be tested with one seed"
-    return f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within the seed-to-seed spread (Welch p = {p:.3g})"
 
 
 def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance: float) -> List[str]:
