@@ -8,12 +8,13 @@ leaves either the old or the new version, never half of one.
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
@@ -32,8 +33,10 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through `write(file)` to a temp file in the same folder, fsync, then rename over `path`."""
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb",
+                 before_replace: Optional[Callable[[], None]] = None) -> None:
+    """Write through `write(file)` to a temp file in the same folder, fsync, then rename over `path`
+    (calling `before_replace()` just before the rename)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,13 +49,13 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace:
+            before_replace()
         os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # after a failure; after the rename there is nothing left to remove
 
 
 def _json_safe(obj: Any) -> Any:
@@ -94,26 +97,19 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write checkpoints/last.pt atomically, keeping the previous good one as prev.pt."""
     folder = Path(run_dir) / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
     last = folder / LAST
-    # The new file is complete on disk before last.pt moves to prev.pt, so at every
-    # instant at least one good checkpoint exists under one of the two names.
-    fd, tmp = tempfile.mkstemp(prefix=".last.", suffix=".tmp", dir=folder)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # serialised first: a full disk then fails in write() as an OSError, not inside torch
+    for stale in folder.glob(f".{LAST}.*.tmp"):  # left by a killed write; the run lock keeps out live writers
+        stale.unlink(missing_ok=True)
+
+    def keep_previous() -> None:
+        # The new file is complete on disk before last.pt moves to prev.pt, so at every
+        # instant at least one good checkpoint exists under one of the two names.
         if last.exists():
             os.replace(last, folder / PREV)
-        os.replace(tmp, last)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise ConfigError(f"cannot write checkpoint in {folder}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(last, lambda f: f.write(buffer.getbuffer()), before_replace=keep_previous)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -131,13 +127,16 @@ def load_latest_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Option
     """The newest good checkpoint of a run: last.pt, else prev.pt with a warning, else None."""
     folder = Path(run_dir) / "checkpoints"
     candidates = [p for p in (folder / LAST, folder / PREV) if p.exists()]
-    errors = []
+    errors: List[str] = []
     for path in candidates:
         try:
-            return load_checkpoint(path), path
+            state = load_checkpoint(path)
         except CheckpointError as exc:
             errors.append(str(exc))
-            warn(f"{exc}; falling back to the previous checkpoint")
+            continue
+        for error in errors:  # only when the fallback worked; otherwise the one line below says it all
+            warn(f"{error}; falling back to the previous checkpoint")
+        return state, path
     if errors:
         raise CheckpointError(f"no usable checkpoint in {folder}: {errors[-1]}")
     return None

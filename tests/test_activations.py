@@ -2,13 +2,17 @@
 import csv
 import json
 import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import needs_mnist, run_cli
 
 ARGS = ["activations", "preset=quick", "acts=[sigmoid,relu,tanh]", "subset=1500", "epochs=2", "seeds=2",
-        "ablations=[init]"]
+        "ablations=[init]", "n_workers=2"]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +33,8 @@ def test_quick_study_writes_every_file(study):
     runs = sorted(exp.glob("runs/*/*/metrics.json"))
     assert len(runs) == 3 * 2 * 2  # 3 activations x 2 seeds x (main + init ablation)
     assert all(list(p.parent.glob("events.out.tfevents.*")) for p in runs)  # each run is visible in TensorBoard
+    provenance = [json.loads(p.read_text())["provenance"] for p in runs]
+    assert {p["threads"] for p in provenance} == {1} and len({p["pid"] for p in provenance}) == 2  # n_workers=2
     assert "activation study" in out.stdout  # the rich summary table
 
 
@@ -62,13 +68,30 @@ def test_report_numbers_match_summary_csv(study):
 
 
 @needs_mnist
-def test_rerun_on_the_same_folder_skips_finished_runs(study, tmp_path):
-    exp, _ = study
-    before = {p: p.stat().st_mtime_ns for p in exp.glob("runs/*/*/checkpoints/last.pt")}
-    out = run_cli([*ARGS, f"hydra.run.dir={exp}"], tmp_path)
+def test_a_killed_study_skips_finished_runs_resumes_the_interrupted_one_and_rebuilds_its_report(tmp_path):
+    """SIGKILL while the second run writes its first checkpoint; the rerun must not retrain the first
+    run, must continue the second from disk, and must write the summary and report from both.
+    (activations, residual and efficient share this path: experiments/runner.py.)"""
+    exp = tmp_path / "exp"
+    args = ["activations", "preset=quick", "acts=[relu,tanh]", "seeds=1", "epochs=2", "subset=600", "n_workers=1",
+            f"hydra.run.dir={exp}"]
+    kill_at = Path(__file__).with_name("kill_at.py")
+    killed = subprocess.run([sys.executable, str(kill_at), "checkpoint_written", "3", *args], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    runs = sorted(exp.glob("runs/*/*/metrics.json"))
+    assert [json.loads(p.read_text())["status"] for p in runs] == ["completed", "running"]
+    finished = {p: p.read_bytes() for p in runs[0].parent.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert not (exp / "summary.csv").exists()
+
+    out = run_cli(args, tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("completed, test acc") == 12
-    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing retrained
+    assert {p: p.read_bytes() for p in finished} == finished  # the finished run was skipped, not retrained
+    resumed = json.loads(runs[1].read_text())
+    assert resumed["status"] == "completed" and [h["epoch"] for h in resumed["history"]] == [1, 2]
+    with open(exp / "summary.csv") as f:
+        assert sorted(r["act"] for r in csv.DictReader(f)) == ["relu", "tanh"]
+    assert (exp / "report.md").is_file()
 
 
 def test_bad_study_input_is_one_line(tmp_path):

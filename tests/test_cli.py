@@ -1,11 +1,13 @@
 """The real `deepexp` command, as a user types it: help, sweeps, crash safety, bad input."""
 import csv
 import json
+import os
 import statistics
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +45,8 @@ BAD_INPUT = [
     (["train", "device=cuda"], "no CUDA GPU is visible"),
     (["train", "dataset=npz", "dataset.path=/no/such/file.npz"], "not found"),
     (["train", "data.root=EMPTY", "data.download=false"], "mnist: the idx files not found"),
+    (["train", "dataset=npz", "dataset.path=BADNPZ"], "missing arrays"),
+    (["nas", "strategies=[grid]"], "strategies='grid' is not valid"),
     (["report"], "path is required: add path=..."),
     (["report", "path=EMPTY"], "no such folder"),
     (["report", "path=.", "metric=accuracy"], "metric='accuracy' is not valid"),
@@ -56,7 +60,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 
         if torch.cuda.is_available():
             pytest.skip("a GPU is visible here")
-    args = [a.replace("EMPTY", str(tmp_path / "empty")) for a in args]
+    if any("BADNPZ" in a for a in args):  # Keras-style arrays with x_test and y_test missing
+        import numpy as np
+
+        np.savez(tmp_path / "bad.npz", x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.zeros(4, np.int64))
+    args = [a.replace("EMPTY", str(tmp_path / "empty")).replace("BADNPZ", str(tmp_path / "bad.npz")) for a in args]
     out = run_cli([*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
@@ -123,26 +131,34 @@ def test_launchers_compose(tmp_path, launcher, key):
     assert key in out.stdout
 
 
+KILL_AT = Path(__file__).with_name("kill_at.py")
+
+# One run killed again and again, each time at another point, each restart resuming what the last
+# one left: (point, Nth time that process reaches it, what it leaves behind).
+KILL_CHAIN = [
+    ("batch", 10, "epoch 1 half trained, no checkpoint yet"),
+    ("evaluate", 2, "epoch 1 checkpointed, killed validating epoch 2"),
+    ("checkpoint_written", 1, "epoch 2's checkpoint complete in its temp file, not renamed"),
+    ("checkpoint_rotated", 1, "epoch 1's checkpoint moved to prev.pt, epoch 2's not yet last.pt"),
+    ("metrics_written", 2, "epoch 2 checkpointed, its metrics.json not yet renamed"),
+    ("evaluate", 2, "all epochs done, killed evaluating the test set"),
+]
+
+
 @needs_mnist
-def test_sigkill_mid_run_then_rerun_gives_the_same_result(tmp_path):
-    """Kill -9 while training epoch 2 (and again while checkpointing), rerun, compare with an uninterrupted run."""
+def test_sigkill_at_every_point_then_rerun_gives_exactly_the_uninterrupted_result(tmp_path):
     args = ["train", "epochs=3", "subset=4000", "model.depth=6", "monitor.every_n_steps=5", "monitor.figure=false",
             "deterministic=true"]
     reference = tmp_path / "reference"
     assert run_cli([*args, f"hydra.run.dir={reference}"], tmp_path).returncode == 0
 
     run = tmp_path / "killed"
-    for kill_after_epochs in (1, 2):
-        proc = subprocess.Popen([sys.executable, "-m", "deepexp", *args, f"hydra.run.dir={run}"], cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            metrics = run / "metrics.json"
-            if metrics.exists() and json.loads(metrics.read_text())["epochs_done"] >= kill_after_epochs:
-                break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    for point, nth, leaves in KILL_CHAIN:
+        killed = subprocess.run([sys.executable, str(KILL_AT), point, str(nth), *args, f"hydra.run.dir={run}"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -signal.SIGKILL, f"{point} {nth} ({leaves}) was never reached: {killed.stderr}"
+        if point == "checkpoint_rotated":
+            assert (run / "checkpoints" / "prev.pt").exists() and not (run / "checkpoints" / "last.pt").exists()
     out = run_cli([*args, f"hydra.run.dir={run}"], tmp_path)
     assert out.returncode == 0, out.stderr
     a = json.loads((reference / "metrics.json").read_text())
@@ -196,6 +212,62 @@ def test_resume_true_continues_the_newest_interrupted_run(tmp_path):
     (run / "metrics.json").write_text(json.dumps(metrics))
     out = run_cli([*args, "epochs=1", "resume=true"], tmp_path)
     assert out.returncode == 0 and f"continuing {run.relative_to(tmp_path)}" in out.stdout
+
+
+@needs_mnist
+def test_a_run_whose_every_checkpoint_is_corrupt_is_one_line_and_left_as_it_was(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(["train", *FAST, "epochs=2", f"hydra.run.dir={run}"], tmp_path).returncode == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["status"] = "running"  # as if killed before the test evaluation
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    for name in ("last.pt", "prev.pt"):
+        (run / "checkpoints" / name).write_bytes(b"garbage")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    out = run_cli(["train", *FAST, "epochs=2", f"hydra.run.dir={run}"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepexp: no usable checkpoint in"), out.stderr
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MB tmpfs of our own (root only), so that a full or read-only output folder is real."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (and mount permission)")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+COMMANDS = [["train", "debug=fast"], ["activations", "preset=quick"], ["residual", "preset=quick"], ["efficient", "preset=quick"],
+            ["nas", "preset=quick"], ["report", "path=."]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_a_read_only_output_folder_is_one_line_for_every_command(small_fs, tmp_path, command):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    out = run_cli([*command, f"hydra.run.dir={small_fs / 'run'}"], tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Read-only file system" in out.stderr and "hydra.run.dir" in out.stderr
+
+
+@needs_mnist
+def test_a_full_disk_is_one_line_keeps_what_was_written_and_the_run_resumes_once_there_is_room(small_fs, tmp_path):
+    run = small_fs / "run"
+    args = ["train", *FAST, "model.depth=4", f"hydra.run.dir={run}"]  # its checkpoint (~3.7 MB) does not fit in 2 MB
+    out = run_cli(args, tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "No space left on device" in out.stderr and "Traceback" not in out.stderr + out.stdout
+    assert json.loads((run / "metrics.json").read_text())["status"] == "running"  # intact, not truncated
+    assert not list((run / "checkpoints").glob("*"))  # no half-written checkpoint or temp file
+    subprocess.run(["mount", "-o", "remount,size=50m", str(small_fs)], check=True)
+    out = run_cli(args, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
 
 
 def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path):
