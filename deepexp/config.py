@@ -261,6 +261,7 @@ class ActivationsConfig:
     ablations: List[str] = MISSING  # any of: init, norm, depth
     ablation_depths: List[int] = MISSING
     train: List[str] = MISSING  # extra `deepexp train` overrides for every run
+    n_workers: int = MISSING  # runs training at once, the CPU threads split between them
 
     def __post_init__(self) -> None:
         from .models.activations import ACTIVATIONS
@@ -269,6 +270,7 @@ class ActivationsConfig:
         for act in self.acts:
             check_choice("acts", act, ACTIVATIONS.names())
         check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
+        check(self.n_workers >= 1, f"n_workers must be at least 1, got {self.n_workers}")
         check(self.depth >= 1 and self.width >= 1, f"depth and width must be at least 1, got {self.depth}, {self.width}")
         check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         check_choice("norm", self.norm, NORMS)
@@ -287,6 +289,10 @@ class StudyConfig:
     dataset: DatasetConfig = MISSING  # the same `dataset=` group as deepexp train
     act: ActConfig = MISSING
     device: DeviceConfig = MISSING
+    n_workers: int = MISSING  # processes training at once, the CPU threads split between them
+
+    def __post_init__(self) -> None:
+        check(self.n_workers >= 1, f"n_workers must be at least 1, got {self.n_workers}")
 
 
 @dataclass
@@ -308,6 +314,7 @@ class ResidualConfig(StudyConfig):
     train: List[str] = MISSING
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         from .models import list_models
 
         check(len(self.depths) >= 1, "depths must name at least one depth")
@@ -347,6 +354,7 @@ class EfficientConfig(StudyConfig):
     overrides: List[str] = MISSING  # extra deepexp-train overrides for every run
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         from .models import list_models
 
         check(len(self.models) >= 1, "models must name at least one model")
@@ -390,9 +398,11 @@ class NASConfig(StudyConfig):
     baselines: List[str] = MISSING  # registered models retrained with the same final budget
     storage: Optional[str] = MISSING  # Optuna storage URL; null: sqlite in the experiment folder
     latency_threads: int = MISSING
+    retrain: bool = MISSING  # false: search only (an extra worker on a shared storage), no final retraining
     overrides: List[str] = MISSING
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         from .models import list_models
         from .zero_cost import PROXIES
 

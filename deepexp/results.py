@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import statistics
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
@@ -124,7 +125,21 @@ def welch(a: List[float], b: List[float]) -> Optional[float]:
         return 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
     from scipy.stats import ttest_ind
 
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # near-identical values warn of precision loss; the p-value is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
+    """Spearman's rho, or None with fewer than three points or a constant column (no correlation defined)."""
+    if len(xs) < 3:
+        return None
+    from scipy.stats import spearmanr
+
+    with warnings.catch_warnings():  # a constant column warns and gives nan: None below
+        warnings.simplefilter("ignore")
+        rho = spearmanr(xs, ys).statistic
+    return None if rho != rho else float(rho)
 
 
 def verdict(p: Optional[float], spread: str = "the seed-to-seed spread", untestable: str = "cannot be tested with one seed") -> str:
@@ -151,7 +166,8 @@ def publish_report(exp_dir: Path, lines: List[str], console, title: str, header:
     """Write `report.md` (atomically) and show the summary table in the terminal."""
     path = Path(exp_dir) / "report.md"
     write_text(path, "\n".join(lines))
-    print_table(console, title, header, rows)
+    if rows:
+        print_table(console, title, header, rows)
     console.print(f"report: {path}", highlight=False)
     return path
 

@@ -71,26 +71,52 @@ def test_zero_cost_proxies_are_finite_and_leave_the_model_untouched():
     assert not model.training and all(p.grad is None for p in model.parameters())
 
 
-TINY = ["trials=2", "search_seeds=1", "population=2", "sample_size=1", "proxy_subset=300", "max_macs=15000000",
+TINY = ["trials=2", "search_seeds=1", "population=2", "sample_size=1", "proxy_epochs=1", "proxy_subset=300", "max_macs=40000000",
         "zero_cost_pool=3", "top_k=1", "final_epochs=1", "final_seeds=1", "final_subset=300", "baselines=[dws_cnn]"]
 
 
 @needs_cifar
-def test_tiny_search_with_every_strategy_writes_every_file_and_a_top_spec_retrains(tmp_path):
+def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_top_spec_retrains(tmp_path):
+    import optuna
+
     out = tmp_path / "exp"
-    result = run_cli(["nas", "preset=quick", "strategies=[random,evolution,nsga2,zero_cost]", *TINY, f"hydra.run.dir={out}"], tmp_path)
+    strategies = ["random", "evolution", "nsga2", "zero_cost"]
+    result = run_cli(["nas", "preset=quick", f"strategies=[{','.join(strategies)}]", *TINY, "n_workers=2", f"hydra.run.dir={out}"],
+                     tmp_path)
     assert result.returncode == 0, result.stderr
     for name in ("evaluated.csv", "summary.csv", "summary.md", "report.md", "search.db", "plots/pareto_params.png",
                  "plots/pareto_latency_ms.png", "plots/best_so_far.png"):
         assert (out / name).is_file(), name
     with open(out / "evaluated.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["strategy"] for r in rows) == sorted(["random", "evolution", "nsga2", "zero_cost"] * 2)
+    assert sorted(r["strategy"] for r in rows) == sorted(strategies * 2)  # the first `trials` of each search
     for r in rows:  # every evaluated architecture with its cost, proxies and accuracy
-        assert int(r["macs"]) <= 15_000_000 and int(r["params"]) > 0 and float(r["latency_ms"]) > 0
+        assert int(r["macs"]) <= 40_000_000 and int(r["params"]) > 0 and float(r["latency_ms"]) > 0
         assert all(r[p] != "" for p in PROXIES) and 0 <= float(r["val_acc"]) <= 1
     report = (out / "report.md").read_text()
     assert "Zero-cost proxies" in report and "Evolution against random" in report
+
+    # The two workers shared one SQLite file and the budget: both evaluated, nothing was left running,
+    # at most one trial too many per search (a race the report leaves out), different random candidates.
+    storage = f"sqlite:///{out / 'search.db'}"
+    pids = set()
+    for strategy in strategies:
+        trials = optuna.load_study(study_name=f"{strategy}-s0", storage=storage).get_trials()
+        done = [t for t in trials if t.state.name == "COMPLETE"]
+        assert 2 <= len(done) <= 3 and not [t for t in trials if t.state.name == "RUNNING"]
+        pids |= {t.user_attrs["worker"]["pid"] for t in done}
+        if strategy == "random":
+            assert len({json.dumps(t.user_attrs["spec"]) for t in done}) == len(done)
+    assert len(pids) == 2
+
+    # Another invocation on the same storage finds every search complete and evaluates nothing again.
+    again = run_cli(["nas", "preset=quick", f"strategies=[{','.join(strategies)}]", *TINY, "retrain=false",
+                     f"storage={storage}", f"hydra.run.dir={tmp_path / 'again'}"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert not (tmp_path / "again" / "runs").exists() and "retrain=false" in (tmp_path / "again" / "summary.md").read_text()
+    with open(tmp_path / "again" / "evaluated.csv") as f:
+        assert [r["spec_key"] for r in csv.DictReader(f)] == [r["spec_key"] for r in rows]
+
     top = next((out / "top5").glob("1-*.json"))
     retrain = run_cli(["train", "model=nas", f"arch={top}", "dataset=cifar10", "epochs=1", "subset=300",
                        f"hydra.run.dir={tmp_path / 'retrain'}"], tmp_path)
@@ -103,7 +129,7 @@ def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     import optuna
 
     out = tmp_path / "exp"
-    args = [sys.executable, "-m", "deepexp", "nas", "preset=quick", "strategies=[random]", *TINY, "proxy_epochs=2",
+    args = [sys.executable, "-m", "deepexp", "nas", "preset=quick", "strategies=[random]", *TINY, "proxy_epochs=2", "n_workers=1",
             "baselines=[]", f"hydra.run.dir={out}"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage = f"sqlite:///{out / 'search.db'}"
@@ -124,3 +150,4 @@ def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     done = [t for t in optuna.load_study(study_name="random-s0", storage=storage).get_trials() if t.state.name == "COMPLETE"]
     assert len(done) == 2 and all(done_t.user_attrs["spec"] == first[done_t.number] for done_t in done if done_t.number in first)
     assert not [t for t in optuna.load_study(study_name="random-s0", storage=storage).get_trials() if t.state.name == "RUNNING"]
+

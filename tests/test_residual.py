@@ -10,7 +10,7 @@ from conftest import needs_cifar, run_cli
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("residual")
     out = run_cli(["residual", "preset=quick", "depths=[20]", "seeds=2", "epochs=1", "subset=300", "ablations=[norm,shortcut]",
-                   f"hydra.run.dir={root / 'exp'}"], root, timeout=600)
+                   "n_workers=2", f"hydra.run.dir={root / 'exp'}"], root, timeout=600)
     assert out.returncode == 0, out.stderr
     return root / "exp"
 

@@ -27,7 +27,7 @@ from ..data import CLASS_NAMES, Splits
 from ..deploy import Deployable, export_onnx, onnx_latency, onnx_predictions, parity, quantize_int8, session
 from ..measure import count_macs, count_params, torch_latency
 from ..models import init_weights
-from ..results import Stat, markdown_table, pareto_front, publish_report, verdict, welch, write_csv, write_text
+from ..results import Stat, markdown_table, pareto_front, publish_report, spearman, verdict, welch, write_csv, write_text
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
 from .runner import RunSpec, group_overrides, run_study
@@ -352,10 +352,8 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
                      f"{verdict(r['drop_p_value'])}")
         lines.append(line + ".")
     pt = [r for r in rows if r["runtime"] == PYTORCH]
-    if len(pt) >= 3:
-        from scipy.stats import spearmanr
-
-        rho = spearmanr([r["macs"] for r in pt], [r[f"latency_b{b1}_ms"] for r in pt]).statistic
+    rho = spearman([r["macs"] for r in pt], [r[f"latency_b{b1}_ms"] for r in pt])
+    if rho is not None:
         speed = sorted(pt, key=lambda r: r["macs"] / r[f"latency_b{b1}_ms"])
         lines.append(f"**MACs against latency**: Spearman rho = {rho:.2f} over {len(pt)} models (PyTorch, batch {b1}). "
                      f"Throughput ranges from {speed[0]['macs'] / speed[0][f'latency_b{b1}_ms'] / 1e6:.2f} GMAC/s ({speed[0]['model']}) to "

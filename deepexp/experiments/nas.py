@@ -7,11 +7,16 @@ zero-cost proxies, measures its parameters, MACs and latency, and rates it by th
 validation accuracy of a short proxy training through the ordinary trainer. All
 strategies get the same number of evaluations. A killed search resumes: its
 unfinished trial is trained again from its run directory's checkpoint and told
-to the study. Afterwards the top architectures and the hand-designed baselines
-are retrained with the full budget and several seeds, and the report compares them.
+to the study. `n_workers` processes (or several `deepexp nas` invocations given one
+`storage`) work on the same searches at once: each asks the storage for the next
+trial, so the budget is shared, not repeated. Afterwards the top architectures
+and the hand-designed baselines are retrained with the full budget and several
+seeds, and the report compares them.
 """
 from __future__ import annotations
 
+import copy
+import datetime
 import json
 import os
 import random
@@ -27,10 +32,11 @@ from omegaconf import DictConfig
 from .. import plots
 from ..config import NASConfig, compose_config, validate
 from ..data import normalize
-from ..measure import count_macs, count_params, torch_latency
+from ..measure import count_params, torch_latency
+from ..parallel import map_in_processes, threads_per_worker
 from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
-from ..results import Stat, group, markdown_table, pareto_front, publish_report, verdict, welch, write_csv, write_text
+from ..results import Stat, group, markdown_table, pareto_front, publish_report, spearman, verdict, welch, write_csv, write_text
 from ..rundir import write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
@@ -45,11 +51,15 @@ def nas_command(cfg: DictConfig) -> int:
     start = time.perf_counter()
     storage = study.storage or f"sqlite:///{exp_dir / 'search.db'}"
     search = Search(study, exp_dir, storage, console)
-    for strategy in study.strategies:
-        for seed in range(study.search_seeds):
+    for strategy, seed in search.searches():  # before any worker starts, so that one process redoes each
+        search.finish_abandoned(strategy, seed)
+    if study.n_workers > 1:
+        run_workers(study, exp_dir, storage, console)
+    else:
+        for strategy, seed in search.searches():
             search.run(strategy, seed)
     trials = search.all_trials()
-    final = retrain(study, trials, exp_dir, console)
+    final = retrain(study, trials, exp_dir, console) if study.retrain else []
     write_study(study, trials, final, exp_dir, console, time.perf_counter() - start, storage, search.count_skipped())
     return 0
 
@@ -66,14 +76,35 @@ def base_overrides(study: NASConfig, epochs: int, subset: Optional[int], seed: i
     return [f"{k}={v}" for k, v in values.items()] + list(study.overrides)
 
 
+def run_workers(study: NASConfig, exp_dir: Path, storage: str, console) -> None:
+    """`n_workers` processes running every search on one storage, each with its share of the CPU
+    threads (evolution becomes asynchronous, as in Real et al. 2019)."""
+    threads = threads_per_worker(study.device.threads, study.n_workers)
+    console.print(f"{study.n_workers} search workers, {threads} thread(s) each", highlight=False)
+    worker_study = copy.deepcopy(study)
+    worker_study.device.threads = threads  # the trainer runs the workers ask for use this many threads too
+    map_in_processes(search_worker, [(worker_study, exp_dir, storage, i) for i in range(study.n_workers)],
+                     study.n_workers, threads)
+
+
+def search_worker(study: NASConfig, exp_dir: Path, storage: str, worker: int) -> None:
+    """The body of one worker process: every search, until each has its budget of trials."""
+    search = Search(study, exp_dir, storage, study_console(), worker)
+    for strategy, seed in search.searches():
+        search.run(strategy, seed)
+
+
 class Search:
     """Optuna ask/tell around deepexp's trainer; one object serves every strategy and seed."""
 
-    def __init__(self, study: NASConfig, exp_dir: Path, storage: str, console):
+    def __init__(self, study: NASConfig, exp_dir: Path, storage: str, console, worker: int = 0):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study, self.exp_dir, self.storage, self.console = study, exp_dir, storage, console
+        self.study, self.exp_dir, self.console, self.worker = study, exp_dir, console, worker
+        # SQLite serialises writers; several workers wait for the lock instead of failing at once.
+        self.storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 300}}
+                                                  if storage.startswith("sqlite") else {})
         data = run_splits(validate(compose_config("train", base_overrides(study, 1, study.proxy_subset, 0))))
         self.shape = (data.in_channels, data.image_size, data.num_classes)
         g = torch.Generator().manual_seed(0)
@@ -87,34 +118,41 @@ class Search:
     def optuna_study(self, strategy: str, seed: int):
         import optuna
 
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, self.study.population)) if strategy == "nsga2" \
-            else optuna.samplers.RandomSampler(seed=seed)
+        # Only NSGA-II proposes through Optuna's sampler; each worker seeds its own so that they differ.
+        sampler = optuna.samplers.NSGAIISampler(seed=seed + 1000 * self.worker, population_size=max(4, self.study.population)) \
+            if strategy == "nsga2" else optuna.samplers.RandomSampler(seed=seed)
         directions = ["maximize", "minimize"] if strategy == "nsga2" else ["maximize"]
         return optuna.create_study(storage=self.storage, study_name=f"{strategy}-s{seed}", sampler=sampler,
                                    directions=directions, load_if_exists=True)
 
+    def searches(self) -> List[Tuple[str, int]]:
+        return [(strategy, seed) for strategy in self.study.strategies for seed in range(self.study.search_seeds)]
+
     def all_trials(self) -> List[Dict[str, Any]]:
+        """Every search's first `trials` completed trials (parallel workers can overshoot by a trial or
+        two; the extra ones are left out so that every strategy is compared at the same budget)."""
         import optuna
 
         rows = []
-        for strategy in self.study.strategies:
-            for seed in range(self.study.search_seeds):
-                for t in self.optuna_study(strategy, seed).get_trials(states=[optuna.trial.TrialState.COMPLETE]):
-                    rows.append({"strategy": strategy, "search_seed": seed, "trial": t.number, "val_acc": t.values[0],
-                                 **{k: v for k, v in t.user_attrs.items() if k != "spec"}, "spec": t.user_attrs["spec"]})
+        for strategy, seed in self.searches():
+            done = self.optuna_study(strategy, seed).get_trials(states=[optuna.trial.TrialState.COMPLETE])
+            for t in sorted(done, key=lambda t: t.number)[:self.study.trials]:
+                rows.append({"strategy": strategy, "search_seed": seed, "trial": t.number, "val_acc": t.values[0],
+                             **{k: v for k, v in t.user_attrs.items() if k not in ("spec", "worker")}, "spec": t.user_attrs["spec"],
+                             "worker_pid": t.user_attrs.get("worker", {}).get("pid")})
         return rows
 
     def count_skipped(self) -> int:
         """Candidates skipped untrained for exceeding max_macs, over every search (all sessions)."""
         import optuna
 
-        return sum(len(self.optuna_study(strategy, seed).get_trials(states=[optuna.trial.TrialState.PRUNED]))
-                   for strategy in self.study.strategies for seed in range(self.study.search_seeds))
+        trials = [t for strategy, seed in self.searches() for t in self.optuna_study(strategy, seed).get_trials(deepcopy=False)]
+        return sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) + sum(t.user_attrs.get("rejected", 0) for t in trials)
 
     # -- proposing --
 
     def suggest_spec(self, trial) -> Dict[str, Any]:
-        """A spec drawn through Optuna's distributions (random search, NSGA-II)."""
+        """A spec drawn through Optuna's distributions, which NSGA-II's crossover and mutation work on."""
         depth = trial.suggest_int("depth", 5, 15)
         layers = [{"type": trial.suggest_categorical(f"type_{i}", LAYER_TYPES),
                    "channels": trial.suggest_categorical(f"channels_{i}", CHANNELS),
@@ -140,8 +178,16 @@ class Search:
         return max(pool, key=lambda spec: self.measure(spec)[self.study.zero_cost_proxy])
 
     def affordable(self, rng: random.Random, tries: int = 500) -> Dict[str, Any]:
-        specs = (random_spec(rng) for _ in range(tries))
-        return next((s for s in specs if self.within_budget(s)), random_spec(rng))
+        return self.affordable_counted(rng, tries)[0]
+
+    def affordable_counted(self, rng: random.Random, tries: int = 500) -> Tuple[Dict[str, Any], int]:
+        """The first random spec within max_macs, and how many were drawn and rejected before it
+        (after `tries`, an unaffordable one, which the search then skips)."""
+        for rejected in range(tries):
+            spec = random_spec(rng)
+            if self.within_budget(spec):
+                return spec, rejected
+        return random_spec(rng), tries
 
     def within_budget(self, spec) -> bool:
         return self.study.max_macs is None or self.macs(spec) <= self.study.max_macs
@@ -164,7 +210,8 @@ class Search:
         batch-1 latency when asked: pre-screening needs only the proxies)."""
         c, s, _ = self.shape
         model = self.build(spec)
-        out: Dict[str, float] = {"params": count_params(model), "macs": count_macs(model, c, s)}
+        # MACs by formula (exact: tests/test_nas.py checks it against FlopCounter), which saves a forward pass
+        out: Dict[str, float] = {"params": count_params(model), "macs": self.macs(spec)}
         out.update(score_all(model, self.proxy_x, self.proxy_y))
         if latency:
             out["latency_ms"] = torch_latency(model, c, s, 1, self.study.latency_threads, 0.1).median_ms
@@ -186,15 +233,20 @@ class Search:
 
         opt = self.optuna_study(strategy, seed)
         name = f"{strategy}-s{seed}"
-        self.finish_abandoned(opt, name)
         deadline = time.time() + 60 * self.study.max_minutes if self.study.max_minutes else None
         while True:
-            done = opt.get_trials(states=[optuna.trial.TrialState.COMPLETE])
-            if len(done) >= self.study.trials or (deadline and time.time() > deadline):
+            trials = opt.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING])
+            done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+            elsewhere = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and _in_progress(t)]
+            if len(done) + len(elsewhere) >= self.study.trials or (deadline and time.time() > deadline):
                 break
             trial = opt.ask()
-            rng = random.Random(f"{name}/{trial.number}")
-            if strategy in ("random", "nsga2"):
+            trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})  # first, so others see it
+            rng = random.Random(f"{name}/{trial.number}")  # per trial, so that parallel workers draw different specs
+            if strategy == "random":  # rejection sampling: draws over max_macs are counted, not stored as trials
+                spec, rejected = self.affordable_counted(rng)
+                trial.set_user_attr("rejected", rejected)
+            elif strategy == "nsga2":
                 spec = self.suggest_spec(trial)
             elif strategy == "evolution":
                 spec = self.evolve_spec(done, rng)
@@ -202,13 +254,11 @@ class Search:
                 spec = self.prescreen_spec(rng)
             spec = check_spec(spec)
             trial.set_user_attr("spec", spec)
-            macs = self.macs(spec)
-            if self.study.max_macs is not None and macs > self.study.max_macs:
-                trial.set_user_attr("macs", macs)
+            if not self.within_budget(spec):
+                trial.set_user_attr("macs", self.macs(spec))
                 opt.tell(trial, state=optuna.trial.TrialState.PRUNED)  # over the cost limit: not an evaluation
                 continue
-            trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-            self.complete(opt, trial, spec, name, f"{name} {len(done) + 1}/{self.study.trials}", strategy)
+            self.complete(opt, trial, spec, name, f"{name} {len(done) + len(elsewhere) + 1}/{self.study.trials}", strategy)
 
     def complete(self, opt, trial, spec, name: str, counter: str, strategy: str) -> None:
         number = trial.number
@@ -223,15 +273,14 @@ class Search:
         cost = {"params": attrs["params"], "macs": attrs["macs"], "latency": attrs["latency_ms"]}[self.study.second_objective]
         opt.tell(number, [val_acc, cost] if strategy == "nsga2" else val_acc)
 
-    def finish_abandoned(self, opt, name: str) -> None:
+    def finish_abandoned(self, strategy: str, seed: int) -> None:
         """Trials left RUNNING by a dead process of this machine are evaluated again (resuming their
         run directory) and told; those of live or other-machine workers are left alone."""
         import optuna
 
-        strategy = name.rsplit("-s", 1)[0]
+        opt, name = self.optuna_study(strategy, seed), f"{strategy}-s{seed}"
         for t in opt.get_trials(states=[optuna.trial.TrialState.RUNNING]):
-            worker = t.user_attrs.get("worker", {})
-            if worker.get("host") != socket.gethostname() or _alive(worker.get("pid")):
+            if _in_progress(t):
                 continue
             if "spec" not in t.user_attrs:  # killed before the spec was recorded: nothing to redo
                 opt.tell(t.number, state=optuna.trial.TrialState.FAIL)
@@ -243,6 +292,17 @@ class Search:
             trial = optuna.trial.Trial(opt, t._trial_id)  # the same trial, reopened in this process
             trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
             self.complete(opt, trial, t.user_attrs["spec"], name, f"{name} resumed", strategy)
+
+
+def _in_progress(trial) -> bool:
+    """Whether a RUNNING trial belongs to a live worker other than this process. One on another
+    machine counts as live; an unsigned one (a worker signs right after asking) only for a minute."""
+    worker = trial.user_attrs.get("worker")
+    if not worker:
+        return (datetime.datetime.now() - trial.datetime_start).total_seconds() < 60
+    if worker.get("host") != socket.gethostname():
+        return True
+    return _alive(worker.get("pid"))
 
 
 def _alive(pid: Optional[int]) -> bool:
@@ -294,19 +354,10 @@ def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, conso
             specs.append(RunSpec(f"final/{name}-s{seed}", {"model": name, "kind": "hand-designed", "seed": seed}, overrides))
     console.print(f"retraining {len(top)} searched and {len(study.baselines)} hand-designed networks x {study.final_seeds} seeds, "
                   f"{study.final_epochs} epochs", highlight=False)
-    return run_all(specs, exp_dir, console, "nas")
+    return run_all(specs, exp_dir, console, "nas", study.n_workers)
 
 
 # --- writing -----------------------------------------------------------------------------------
-
-
-def spearman(xs: List[float], ys: List[float]) -> Optional[float]:
-    if len(xs) < 3:
-        return None
-    from scipy.stats import spearmanr
-
-    rho = spearmanr(xs, ys).statistic
-    return None if rho != rho else float(rho)
 
 
 def best_so_far(trials: List[Dict[str, Any]], strategy: str, seeds: int, n: int) -> List[List[float]]:
@@ -339,7 +390,8 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     header = ["network", "kind", "architecture", "params", "runs", "test acc (mean ± std)", "best val acc (mean ± std)"]
     table_rows = [[g.key["model"], g.key["kind"], g.rows[0].get("spec", g.key["model"]), f"{g.rows[0]['params']:,}", len(g.rows),
                    g.stat("test_acc").fmt(4), g.stat("best_val_acc").fmt(4)] for g in groups]
-    table = markdown_table(header, table_rows)
+    table = markdown_table(header, table_rows) if final_rows else \
+        "No full-budget retraining in this invocation (retrain=false): the search's candidates are in evaluated.csv."
     first = next((m for _, m in final if m.get("data")), {})
     data = first.get("data", {})
     subtitle = f"{study.dataset.name}, proxy {study.proxy_epochs} epochs on {study.proxy_subset or 'all'} images"

@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from rich.console import Console
 
 from ..config import compose_config, to_plain, validate
+from ..parallel import map_in_processes, threads_per_worker
 from ..progress import QuietReporter
 from ..train import train
 
@@ -27,7 +28,7 @@ def run_study(cfg, command: str, plan: Callable[[Any], List["RunSpec"]], write_s
     start = time.perf_counter()
     specs = plan(study)
     console.print(f"{command} study: {len(specs)} runs in {exp_dir}", highlight=False)
-    results = run_all(specs, exp_dir, console, command)
+    results = run_all(specs, exp_dir, console, command, study.n_workers)
     write_study(study, results, exp_dir, console, time.perf_counter() - start)
     return 0
 
@@ -63,11 +64,26 @@ class RunSpec:
     overrides: List[str] = field(default_factory=list)  # `deepexp train` overrides
 
 
-def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str) -> List[Tuple[RunSpec, dict]]:
-    """Train every spec (or pick up its finished result); returns (spec, metrics) pairs in order."""
+def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str, n_workers: int = 1) -> List[Tuple[RunSpec, dict]]:
+    """Train every spec (or pick up its finished result), `n_workers` at a time in separate processes
+    that share the CPU threads; returns (spec, metrics) pairs in order."""
     configs = [validate(compose_config("train", spec.overrides)) for spec in specs]  # all bad input before any work
-    return [(spec, run_one(spec, cfg, exp_dir, console, command, f"{i}/{len(specs)}"))
-            for i, (spec, cfg) in enumerate(zip(specs, configs), 1)]
+    counters = [f"{i}/{len(specs)}" for i in range(1, len(specs) + 1)]
+    if n_workers == 1 or len(specs) == 1:
+        metrics = [run_one(spec, cfg, exp_dir, console, command, counter) for spec, cfg, counter in zip(specs, configs, counters)]
+    else:
+        threads = threads_per_worker(configs[0].device.threads, n_workers)
+        console.print(f"{n_workers} runs at a time, {threads} thread(s) each", highlight=False)
+        for cfg in configs:
+            cfg.device.threads = threads
+        jobs = [(spec, cfg, exp_dir, command, counter) for spec, cfg, counter in zip(specs, configs, counters)]
+        metrics = map_in_processes(run_in_worker, jobs, n_workers, threads)
+    return list(zip(specs, metrics))
+
+
+def run_in_worker(spec: RunSpec, cfg: Any, exp_dir: Path, command: str, counter: str) -> dict:
+    """run_one in a worker process (which has its own console)."""
+    return run_one(spec, cfg, exp_dir, study_console(), command, counter)
 
 
 def run_one(spec: RunSpec, cfg: Any, exp_dir: Path, console: Console, command: str, counter: str) -> dict:
