@@ -213,7 +213,7 @@ class _Run:
             "deepexp": __version__, "git_commit": git_commit(), "torch": torch.__version__,
             "python": platform.python_version(), "host": platform.node(), "device": str(self.device),
             "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
-            "threads": torch.get_num_threads(), "pid": os.getpid(), **provenance,
+            "threads": torch.get_num_threads(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **provenance,
         }
         on_cuda = self.device.type == "cuda"
         for option in ("amp", "channels_last", "compile"):
