@@ -91,6 +91,21 @@ def test_synthetic_data_and_every_optimizer_and_schedule_run(tmp_path):
         assert train(cfg, tmp_path / str(i)).metrics["status"] == "completed"
 
 
+def test_fast_paths_give_the_plain_results(tmp_path):
+    """Monitoring off trains exactly as monitoring with histograms at every step does (the monitor only
+    reads), and large evaluation batches give the loss and accuracy of small ones."""
+    base = ["dataset=synthetic", "dataset.train_size=512", "dataset.test_size=100", "epochs=2", "batch_size=64",
+            "model.depth=3", "model.width=32", "monitor.figure=false"]
+    plain = train(compose_train(base + ["monitor.every_n_steps=1", "monitor.hist_every_n_steps=1"]), tmp_path / "on").metrics
+    fast = train(compose_train(base + ["monitor.enabled=false"]), tmp_path / "off").metrics
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+    assert [[h[k] for k in keys] for h in fast["history"]] == [[h[k] for k in keys] for h in plain["history"]]
+    assert fast["test"] == plain["test"]
+    small = train(compose_train(base + ["monitor.enabled=false", "eval_batch_size=7"]), tmp_path / "small").metrics
+    assert small["test"]["acc"] == fast["test"]["acc"]
+    assert small["test"]["loss"] == pytest.approx(fast["test"]["loss"], rel=1e-5)
+
+
 def test_amp_channels_last_compile_fall_back_with_a_warning_on_cpu(tmp_path, capsys):
     cfg = compose_train(["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32", "epochs=1",
                          "batch_size=64", "amp=true", "channels_last=true", "compile=true", "monitor.figure=false"])

@@ -1,0 +1,72 @@
+"""Evaluation speed: `deepexp efficient train=false` and the zero-cost ranking of 100 NAS candidates.
+
+1. `deepexp efficient train=false` as a user runs it (a subprocess, into a fresh folder): every
+   model built, counted, exported to ONNX, quantized to INT8 and timed. Wall clock, start-up included.
+2. 100 random NAS candidates within the default max_macs (60M), each built, initialised and
+   scored with all four zero-cost proxies on the 64 training images `deepexp nas` uses
+   (`Search.measure`, the code the search runs), then ranked by synflow. Seconds in all and per
+   candidate (median, min-max), against the seconds of one proxy training for scale.
+
+    python scripts/bench_eval.py
+    python scripts/bench_eval.py --candidates 20 --skip-efficient
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from deepexp.config import compose_config, validate
+from deepexp.experiments.nas import Search
+from deepexp.models.nas_space import spec_key
+
+
+def efficient_measure_only(folder: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "deepexp", "efficient", "train=false", f"hydra.run.dir={folder}"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"deepexp efficient failed: {done.stderr.strip()[-500:]}")
+    return time.perf_counter() - start
+
+
+def zero_cost_ranking(folder: Path, n: int) -> None:
+    study = validate(compose_config("nas"))
+    search = Search(study, folder, f"sqlite:///{folder / 'bench.db'}", Console())
+    specs = [search.affordable(random.Random(i)) for i in range(n)]
+    seconds, scores = [], []
+    start = time.perf_counter()
+    for spec in specs:
+        t = time.perf_counter()
+        scores.append(search.measure(spec))
+        seconds.append(time.perf_counter() - t)
+    total = time.perf_counter() - start
+    ranked = sorted(zip(specs, scores), key=lambda pair: -pair[1]["synflow"])
+    macs = [s["macs"] / 1e6 for s in scores]
+    print(f"zero-cost ranking of {n} candidates (MACs {min(macs):.1f}M-{max(macs):.1f}M, median {statistics.median(macs):.1f}M): "
+          f"{total:.1f} s, per candidate {statistics.median(seconds):.2f} s (min {min(seconds):.2f}, max {max(seconds):.2f}); "
+          f"best by synflow {spec_key(ranked[0][0])}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--skip-efficient", action="store_true")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_efficient:
+            print(f"deepexp efficient train=false: {efficient_measure_only(Path(tmp) / 'efficient'):.1f} s wall")
+        zero_cost_ranking(Path(tmp), args.candidates)
+
+
+if __name__ == "__main__":
+    main()

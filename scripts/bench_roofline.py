@@ -1,0 +1,86 @@
+"""Roofline: training images/s of the 12-layer MLP against what its matrix multiplications reach alone.
+
+A training step of the MLP is, arithmetically, three matmuls per Linear layer (forward
+X @ W^T, backward dY @ W for the input gradient, dY^T @ X for the weight gradient; the
+first layer needs no input gradient). This script times exactly those matmuls on the
+same shapes with `torch.utils.benchmark` (the ceiling: nothing but arithmetic), then
+deepexp's trainer on real MNIST with monitoring off, at the same batch size and threads,
+and prints trainer images/s as a fraction of the matmul-only rate. The hand-written loop
+of bench_trainer.py gets the same treatment, which separates what any PyTorch training
+step costs beyond its matmuls (activations, bias gradients, the SGD update, the loss)
+from what deepexp adds.
+
+    python scripts/bench_roofline.py                    # batch 256, 4 epochs
+    python scripts/bench_roofline.py --batch-sizes 128 256 512 --threads 2
+
+Target (issue #8): at least 60% of the matmul rate at batch 256.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+import torch.utils.benchmark as benchmark
+from torch import nn
+
+from bench_trainer import raw_loop, trainer_history  # the same timings as the overhead benchmark
+from deepexp.models import create_model
+
+BASE = ["model=mlp", "dataset=mnist", "monitor.enabled=false"]
+
+
+def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def matmul_images_per_s(shapes: list[tuple[int, int]], batch: int, min_run_time: float) -> tuple[float, float, float]:
+    """(images/s, GFLOP/s, spread as IQR/median) of the step's matmuls alone, in float32."""
+    ops = []
+    for i, (d_in, d_out) in enumerate(shapes):
+        x, w, dy = torch.randn(batch, d_in), torch.randn(d_out, d_in), torch.randn(batch, d_out)
+        ops.append((x, w, dy, i > 0))
+
+    def step() -> None:
+        for x, w, dy, needs_input_grad in ops:
+            torch.matmul(x, w.t())  # forward
+            if needs_input_grad:
+                torch.matmul(dy, w)  # gradient to the layer below
+            torch.matmul(dy.t(), x)  # weight gradient
+
+    flops = sum(2 * batch * d_in * d_out * (3 if i else 2) for i, (d_in, d_out) in enumerate(shapes))
+    # Timer runs its statement single-threaded unless told otherwise
+    m = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads()).blocked_autorange(
+        min_run_time=min_run_time)
+    return batch / m.median, flops / m.median / 1e9, m.iqr / m.median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=int, nargs="*", default=[256])
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--min-run-time", type=float, default=2.0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = create_model("mlp", in_channels=1, image_size=28, num_classes=10, act="relu", depth=12, width=256)
+    shapes = linear_shapes(model)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; MLP Linear shapes {shapes}")
+    for batch in args.batch_sizes:
+        overrides = BASE + [f"batch_size={batch}", f"device.threads={args.threads}"]
+        before = matmul_images_per_s(shapes, batch, args.min_run_time)
+        history, _ = trainer_history(overrides, args.epochs)
+        raw_times, images = raw_loop(overrides, args.epochs)
+        after = matmul_images_per_s(shapes, batch, args.min_run_time)  # before and after: clock drift hits both
+        ceiling = statistics.fmean([before[0], after[0]])
+        print(f"batch {batch}: matmuls alone {before[0]:,.0f} / {after[0]:,.0f} images/s "
+              f"({before[1]:.1f} / {after[1]:.1f} GFLOP/s, IQR {before[2]:.1%})")
+        for name, rates in (("deepexp trainer", [h["images_per_s"] for h in history]),  # training loop, as metrics.json has it
+                            ("hand-written PyTorch loop", [images / t for t in raw_times])):
+            print(f"  {name:<26} {statistics.median(rates):,.0f} images/s (min {min(rates):,.0f}, max {max(rates):,.0f}) = "
+                  f"{statistics.median(rates) / ceiling:.2f} of the matmul rate "
+                  f"(min {min(rates) / ceiling:.2f}, max {max(rates) / ceiling:.2f})")
+
+
+if __name__ == "__main__":
+    main()
