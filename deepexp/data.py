@@ -184,56 +184,84 @@ def _from_torchvision_arrays(train, test, root: Path, label: str) -> RawDataset:
                       _nchw(test.data), torch.as_tensor(test.targets).long(), f"{label} in {root}")
 
 
-def _mnist_like(cls, name: str, roots: List[Path], download: bool, extra: Callable[[], Optional[RawDataset]] = lambda: None) -> RawDataset:
-    found = _torchvision(cls, roots)
-    if found:
-        return _from_torchvision_arrays(*found, label=f"torchvision {cls.__name__}")
+def _torchvision_dataset(name: str):
+    # Imported only to download (or for a full CIFAR-10 folder): importing torchvision costs
+    # about 2 s, more than a short training run, and the idx files need none of it.
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, name)
+
+
+def _mnist_like(cls_name: str, name: str, roots: List[Path], download: bool,
+                extra: Callable[[], Optional[RawDataset]] = lambda: None) -> RawDataset:
+    """MNIST-format data: torchvision's folder layout (ROOT/MNIST/raw/*-ubyte) in the first root that
+    has it, else `extra()`, else torchvision's download into the first root."""
+    for root in roots:
+        found = read_idx_folder(root / cls_name / "raw", f"{cls_name} idx files")
+        if found is not None:
+            return found
     local = extra()
     if local is not None:
         return local
     error = None
     if download:
         try:
-            return _from_torchvision_arrays(*_download(cls, roots[0]), label=f"torchvision {cls.__name__} (downloaded)")
+            cls = _torchvision_dataset(cls_name)
+            return _from_torchvision_arrays(*_download(cls, roots[0]), label=f"torchvision {cls_name} (downloaded)")
         except Exception as exc:  # no network, refused, partial file ...
             error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    looked = [r / cls.__name__ / "raw" for r in roots]
+    looked = [r / cls_name / "raw" for r in roots]
     raise _missing(name, looked, "the idx files", error,
-                   f"put {cls.__name__}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA), or allow the download")
+                   f"put {cls_name}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA), or allow the download")
+
+
+IDX_FILES = [f"{split}-{kind}-ubyte" for split in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")]
+
+
+def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
+    """The four MNIST-format files in `folder`, each plain or gzipped; None where any is missing."""
+    files = []
+    for name in IDX_FILES:
+        found = next((p for p in (folder / name, folder / f"{name}.gz") if p.exists()), None)
+        if found is None:
+            return None
+        files.append(found)
+    try:
+        xtr, ytr, xte, yte = (read_idx(f) for f in files)
+        if xtr.ndim != 3 or xte.ndim != 3 or len(xtr) != len(ytr) or len(xte) != len(yte) or len(xtr) == 0:
+            raise ValueError(f"{len(xtr)} train images for {len(ytr)} labels, {len(xte)} test images for {len(yte)} labels")
+    except (OSError, ValueError, EOFError, IndexError) as exc:  # truncated, corrupt, not idx at all
+        raise DataError(f"{label} files in {folder} are unreadable ({type(exc).__name__}: {exc}); "
+                        f"fix: delete them to re-download, or replace them") from None
+    return RawDataset(_nchw(xtr), torch.from_numpy(ytr.astype(np.int64)), _nchw(xte), torch.from_numpy(yte.astype(np.int64)),
+                      f"{label} in {folder}")
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an idx file (the MNIST format), gzipped or not."""
+    """Read an idx file (the MNIST format: a 4-byte magic with the dimension count, then big-endian
+    sizes, then uint8 data), gzipped or not."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path.name} is not an idx file of unsigned bytes")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def _debian_fashion_mnist() -> Optional[RawDataset]:
-    d = DEBIAN_FASHION_MNIST
-    files = [d / f"{p}-{k}-idx{n}-ubyte.gz" for p in ("train", "t10k") for k, n in (("images", 3), ("labels", 1))]
-    if not all(f.exists() for f in files):
-        return None
-    xtr, ytr, xte, yte = (read_idx(f) for f in files)
-    return RawDataset(_nchw(xtr), torch.from_numpy(ytr.astype(np.int64)), _nchw(xte), torch.from_numpy(yte.astype(np.int64)),
-                      f"Debian dataset-fashion-mnist in {d}")
+    return read_idx_folder(DEBIAN_FASHION_MNIST, "Debian dataset-fashion-mnist")
 
 
 @DATASETS.register("mnist")
 def load_mnist(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
-    from torchvision.datasets import MNIST
-
-    return _mnist_like(MNIST, "mnist", roots, download)
+    return _mnist_like("MNIST", "mnist", roots, download)
 
 
 @DATASETS.register("fashion_mnist")
 def load_fashion_mnist(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
-    from torchvision.datasets import FashionMNIST
-
-    return _mnist_like(FashionMNIST, "fashion_mnist", roots, download, extra=_debian_fashion_mnist)
+    return _mnist_like("FashionMNIST", "fashion_mnist", roots, download, extra=_debian_fashion_mnist)
 
 
 CIFAR_SUBSET = "cifar10-subset.npz"
@@ -242,9 +270,8 @@ CIFAR_SUBSET = "cifar10-subset.npz"
 @DATASETS.register("cifar10")
 def load_cifar10(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
     """The full CIFAR-10 where it is on disk, else the offline subset npz, else a download."""
-    from torchvision.datasets import CIFAR10
-
-    found = _torchvision(CIFAR10, roots)
+    full = [root for root in roots if (root / "cifar-10-batches-py").is_dir()]
+    found = _torchvision(_torchvision_dataset("CIFAR10"), full) if full else None
     if found:
         return _from_torchvision_arrays(*found, label="torchvision CIFAR10")
     for root in roots:
@@ -254,7 +281,8 @@ def load_cifar10(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDa
     error = None
     if download:
         try:
-            return _from_torchvision_arrays(*_download(CIFAR10, roots[0]), label="torchvision CIFAR10 (downloaded)")
+            cifar10 = _torchvision_dataset("CIFAR10")
+            return _from_torchvision_arrays(*_download(cifar10, roots[0]), label="torchvision CIFAR10 (downloaded)")
         except Exception as exc:
             error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     raise _missing("cifar10", roots, f"cifar-10-batches-py (or {CIFAR_SUBSET})", error,
