@@ -159,26 +159,32 @@ class _Poisoned(torch.nn.Module):
         return out
 
 
-def poisoned_config(nan_loss=(), inf_grad=(), extra=()):
-    from deepexp.models.registry import MODELS, create_model, register_model
+@pytest.fixture
+def poisoned_config(monkeypatch):
+    """Makes configs for the poisoned MLP, registered for this test only (so that no other test,
+    e.g. one listing the registered models, sees it)."""
+    from deepexp.models.registry import MODELS, create_model
 
-    if "poisoned_mlp" not in MODELS.names():
-        register_model("poisoned_mlp")(lambda **kw: _Poisoned(create_model("mlp", **kw)))
-    _Poisoned.nan_loss, _Poisoned.inf_grad = tuple(nan_loss), tuple(inf_grad)
-    cfg = compose_train(QUICK + ["model.depth=2", *extra])
-    cfg.model.name = "poisoned_mlp"
-    return cfg
+    monkeypatch.setitem(MODELS._entries, "poisoned_mlp", lambda **kw: _Poisoned(create_model("mlp", **kw)))
+
+    def make(nan_loss=(), inf_grad=(), extra=()):
+        _Poisoned.nan_loss, _Poisoned.inf_grad = tuple(nan_loss), tuple(inf_grad)
+        cfg = compose_train(QUICK + ["model.depth=2", *extra])
+        cfg.model.name = "poisoned_mlp"
+        return cfg
+
+    return make
 
 
 @needs_mnist
-def test_non_finite_gradient_with_a_finite_loss_ends_the_run_before_the_weights_are_spoiled(tmp_path):
+def test_non_finite_gradient_with_a_finite_loss_ends_the_run_before_the_weights_are_spoiled(tmp_path, poisoned_config):
     result = train(poisoned_config(inf_grad=[3]), tmp_path)
     m = read_metrics(tmp_path)
     assert result.exit_code == EXIT_DIVERGED and m["status"] == "diverged" and m["diverged_at_step"] == 3
 
 
 @needs_mnist
-def test_on_nan_skip_batch_drops_only_the_bad_batches_and_finishes(tmp_path):
+def test_on_nan_skip_batch_drops_only_the_bad_batches_and_finishes(tmp_path, poisoned_config):
     result = train(poisoned_config(nan_loss=[2], inf_grad=[5], extra=["on_nan=skip_batch"]), tmp_path)
     m = read_metrics(tmp_path)
     assert result.exit_code == 0 and m["status"] == "completed" and m["skipped_batches"] == 2
@@ -188,7 +194,7 @@ def test_on_nan_skip_batch_drops_only_the_bad_batches_and_finishes(tmp_path):
 
 
 @needs_mnist
-def test_on_nan_skip_batch_with_every_batch_bad_is_still_divergence(tmp_path):
+def test_on_nan_skip_batch_with_every_batch_bad_is_still_divergence(tmp_path, poisoned_config):
     result = train(poisoned_config(nan_loss=range(1, 1000), extra=["on_nan=skip_batch"]), tmp_path)
     assert result.exit_code == EXIT_DIVERGED and read_metrics(tmp_path)["status"] == "diverged"
 
