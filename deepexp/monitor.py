@@ -20,7 +20,7 @@ statistics in metrics.json compare across epochs, activations and runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +68,7 @@ class LayerMonitor:
         self._values: Dict[str, Tensor] = {}
         self._ever_active: Dict[str, Tensor] = {}
         self._before: Optional[List[Tensor]] = None
-        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.acts]
+        self._handles: List[Any] = []
 
     @property
     def weight_names(self) -> List[str]:
@@ -79,8 +79,18 @@ class LayerMonitor:
         return [name for name, _ in self.acts]
 
     def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
+        self._set_mode(None)
+
+    def _set_mode(self, mode: Optional[str]) -> None:
+        """Hooks are attached only while there is something to record: a module with a forward
+        hook leaves PyTorch's fast call path, which costs every step, logged or not."""
+        self._mode = mode
+        if mode is not None and not self._handles:
+            self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.acts]
+        elif mode is None:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
 
     # --- the training-step path -----------------------------------------------------
 
@@ -93,7 +103,7 @@ class LayerMonitor:
 
     def capture(self, on: bool, values: bool = False) -> None:
         """Switch the hooks on for the next forward pass (and keep raw outputs for histograms)."""
-        self._mode = "step" if on else None
+        self._set_mode("step" if on else None)
         self._keep_values = values
         self._stats.clear()
         self._values.clear()
@@ -128,7 +138,7 @@ class LayerMonitor:
             for k, tag in enumerate(STEP_ACT_STATS):
                 if tag != "saturation" or self.bounds is not None:
                     add(f"{tag}/{name}", row[k], step)
-        self._mode = None
+        self._set_mode(None)
 
     def log_histograms(self, step: int) -> None:
         for name, w in self.weights:
@@ -145,7 +155,8 @@ class LayerMonitor:
         """Eval-mode forward + backward on fixed images; gradients go to a list, not to `.grad`."""
         was_training = model.training
         model.eval()
-        self._mode, self._keep_values = "probe", False
+        self._set_mode("probe")
+        self._keep_values = False
         self._stats.clear()
         self._ever_active.clear()
         try:
@@ -153,7 +164,7 @@ class LayerMonitor:
                 loss = F.cross_entropy(model(x).float(), y)
                 grads = torch.autograd.grad(loss, [w for _, w in self.weights], allow_unused=True)
         finally:
-            self._mode = None
+            self._set_mode(None)
             model.train(was_training)
         grads = [g if g is not None else torch.zeros_like(w) for g, (_, w) in zip(grads, self.weights)]
         norms = torch.stack(torch._foreach_norm(grads)).float()
