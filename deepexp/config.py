@@ -213,6 +213,7 @@ class TrainConfig:
     epochs: int = MISSING
     batch_size: int = MISSING
     eval_batch_size: int = MISSING
+    eval_test: bool = MISSING  # false: no test-set evaluation at the end (NAS proxy runs select on validation)
     lr: float = MISSING
     weight_decay: float = MISSING
     seed: int = MISSING

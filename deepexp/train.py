@@ -40,9 +40,9 @@ from .rundir import RunLock, load_latest_checkpoint, read_metrics, save_checkpoi
 EXIT_OK, EXIT_DIVERGED = 0, 3
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
-RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "compile")
+RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "compile")
 # Options added after runs were already on disk, with the value that reproduces the old behaviour.
-NEW_OPTION_DEFAULTS = {"on_nan": "stop"}
+NEW_OPTION_DEFAULTS = {"on_nan": "stop", "eval_test": True}
 
 
 @dataclass
@@ -477,11 +477,14 @@ class _Run:
         self.reporter.epoch_end(row)
 
     def _finish(self) -> RunResult:
-        test_loss, test_acc = evaluate(self.model, self.data.x_test, self.data.y_test, self.data, self.cfg.eval_batch_size,
-                                       self.autocast, self.memory_format)
-        self.writer.add_scalar("loss/test", test_loss, self.step)
-        self.writer.add_scalar("acc/test", test_acc, self.step)
-        metrics = self._metrics("completed", test={"loss": test_loss, "acc": test_acc})
+        test = None
+        if self.cfg.eval_test:
+            test_loss, test_acc = evaluate(self.model, self.data.x_test, self.data.y_test, self.data, self.cfg.eval_batch_size,
+                                           self.autocast, self.memory_format)
+            self.writer.add_scalar("loss/test", test_loss, self.step)
+            self.writer.add_scalar("acc/test", test_acc, self.step)
+            test = {"loss": test_loss, "acc": test_acc}
+        metrics = self._metrics("completed", test=test)
         self._hparams(metrics)
         write_metrics(self.run_dir, metrics)
         return RunResult(metrics, EXIT_OK)

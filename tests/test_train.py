@@ -106,6 +106,16 @@ def test_fast_paths_give_the_plain_results(tmp_path):
     assert small["test"]["loss"] == pytest.approx(fast["test"]["loss"], rel=1e-5)
 
 
+def test_eval_test_false_skips_only_the_test_set(tmp_path):
+    base = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "epochs=1", "model.depth=2", "monitor.figure=false"]
+    skipped = train(compose_train(base + ["eval_test=false"]), tmp_path / "skipped").metrics
+    full = train(compose_train(base), tmp_path / "full").metrics
+    assert skipped["status"] == "completed" and skipped["test"] is None and full["test"]["acc"] is not None
+    timing = ("seconds", "images_per_s")
+    assert [{k: v for k, v in h.items() if k not in timing} for h in skipped["history"]] == \
+        [{k: v for k, v in h.items() if k not in timing} for h in full["history"]]  # the same training and validation
+
+
 def test_amp_channels_last_compile_fall_back_with_a_warning_on_cpu(tmp_path, capsys):
     cfg = compose_train(["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32", "epochs=1",
                          "batch_size=64", "amp=true", "channels_last=true", "compile=true", "monitor.figure=false"])

@@ -221,7 +221,9 @@ class Search:
         path = self.exp_dir / "specs" / f"{spec_key(spec)}.json"
         if not path.exists():
             write_json(path, spec)
-        overrides = base_overrides(self.study, self.study.proxy_epochs, self.study.proxy_subset, 0) + ["model=nas", f"model.arch={path}"]
+        # No test set: a candidate is rated on validation, and the test set is for the final retraining only.
+        overrides = (base_overrides(self.study, self.study.proxy_epochs, self.study.proxy_subset, 0)
+                     + ["model=nas", f"model.arch={path}", "eval_test=false"])
         run = RunSpec(name, {"spec": spec_key(spec)}, overrides)
         m = run_one(run, validate(compose_config("train", overrides)), self.exp_dir, self.console, "nas", counter)
         return (m["best_val_acc"] or 0.0) if m["status"] == "completed" else 0.0, m
@@ -266,7 +268,7 @@ class Search:
         attrs = {**self.measure(spec, latency=True), "spec_key": spec_key(spec),
                  "depth": len(spec["layers"])}
         val_acc, m = self.evaluate(spec, f"{name}/t{number:03d}", counter)
-        attrs.update({"status": m["status"], "test_acc": (m.get("test") or {}).get("acc"), "train_seconds": m.get("seconds"),
+        attrs.update({"status": m["status"], "train_seconds": m.get("seconds"),
                       "wall_seconds": time.perf_counter() - start, "run_dir": f"runs/{name}/t{number:03d}"})
         for key, value in attrs.items():
             trial.set_user_attr(key, value)

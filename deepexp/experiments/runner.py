@@ -92,7 +92,12 @@ def run_one(spec: RunSpec, cfg: Any, exp_dir: Path, console: Console, command: s
     result = train(cfg, exp_dir / "runs" / spec.name, QuietReporter(label=spec.name),
                    provenance={"command": command, "overrides": spec.overrides, "labels": spec.labels})
     m = result.metrics
-    test = f"test acc {m['test']['acc']:.4f}" if m.get("test") else f"diverged at step {m.get('diverged_at_step')}"
-    console.print(f"[{counter}] {spec.name}: {m['status']}, {test} ({time.perf_counter() - start:.1f} s)",
+    if m["status"] != "completed":
+        outcome = f"diverged at step {m.get('diverged_at_step')}"
+    elif m.get("test"):
+        outcome = f"test acc {m['test']['acc']:.4f}"
+    else:  # eval_test=false
+        outcome = f"best val acc {m['best_val_acc']:.4f}"
+    console.print(f"[{counter}] {spec.name}: {m['status']}, {outcome} ({time.perf_counter() - start:.1f} s)",
                   highlight=False, markup=False)
     return m
