@@ -2,7 +2,9 @@
 
 Same model, same in-memory uint8 data, same batch size, same thread count, timed
 in the same process. The raw loop is what one would write by hand: index a batch,
-normalise, forward, cross-entropy, backward, SGD step. This VM's speed drifts by
+normalise, forward, cross-entropy, backward, SGD step; it runs twice per round, once
+with the trainer's fused SGD and channels_last layout (the ratio is then the trainer's
+own overhead) and once with PyTorch's defaults (what a loop by hand usually gets). This VM's speed drifts by
 10-20% over minutes, more than the overhead being measured, so the configurations
 take turns: each round runs the raw loop and every trainer configuration for a few
 epochs, and a ratio is taken within a round (median epoch time, training loop only,
@@ -46,15 +48,15 @@ MODES = {
 }
 
 
-def raw_loop_epochs(overrides: list[str], epochs: int, fused: bool = False) -> list[float]:
+def raw_loop_epochs(overrides: list[str], epochs: int, as_trainer: bool = False) -> list[float]:
     """The hand-written baseline: per-epoch seconds of a bare SGD loop over the same tensors."""
-    return raw_loop(overrides, epochs, fused)[0]
+    return raw_loop(overrides, epochs, as_trainer)[0]
 
 
-def raw_loop(overrides: list[str], epochs: int, fused: bool = False) -> tuple[list[float], int]:
-    """Per-epoch seconds of the bare loop, and the images it trains on per epoch. `fused`: the
-    optimizer the trainer uses (PyTorch's fused SGD) rather than the default one a loop written
-    by hand gets, so that the ratio isolates the trainer's own overhead."""
+def raw_loop(overrides: list[str], epochs: int, as_trainer: bool = False) -> tuple[list[float], int]:
+    """Per-epoch seconds of the bare loop, and the images it trains on per epoch. `as_trainer`: the
+    fused SGD and the memory format (channels_last) the trainer uses, rather than the defaults a
+    loop written by hand gets, so that the ratio isolates the trainer's own overhead."""
     cfg = compose_train(overrides)
     data = load_splits(cfg.dataset, cfg.data, cfg.seed, cfg.val_fraction, cfg.subset)
     torch.manual_seed(cfg.seed)
@@ -62,7 +64,9 @@ def raw_loop(overrides: list[str], epochs: int, fused: bool = False) -> tuple[li
                          num_classes=data.num_classes, act=cfg.act.name,
                          **{k: v for k, v in vars(cfg.model).items() if k != "name"})
     init_weights(model, cfg.init.name, cfg.act.name)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum, fused=fused or None)
+    layout = torch.channels_last if as_trainer and cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum, fused=as_trainer or None)
     n, bs = len(data.y_train), cfg.batch_size
     times = []
     for epoch in range(epochs):
@@ -74,7 +78,7 @@ def raw_loop(overrides: list[str], epochs: int, fused: bool = False) -> tuple[li
             x = data.x_train[idx]
             if data.augment:
                 x = random_crop_flip(x, g)
-            loss = F.cross_entropy(model(normalize(x, data.mean, data.std)), data.y_train[idx])
+            loss = F.cross_entropy(model(normalize(x, data.mean, data.std).contiguous(memory_format=layout)), data.y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -121,7 +125,7 @@ def main() -> None:
         hand_ratios: dict[str, list[float]] = {mode: [] for mode in MODES}
         walls: dict[str, list[float]] = {mode: [] for mode in MODES}
         for _ in range(args.rounds):
-            round_raw = raw_loop_epochs(base, args.epochs, fused=True)
+            round_raw = raw_loop_epochs(base, args.epochs, as_trainer=True)
             round_hand = raw_loop_epochs(base, args.epochs)
             raw += round_raw
             by_hand += round_hand
@@ -131,12 +135,12 @@ def main() -> None:
                 walls[mode].append(wall)
                 ratios[mode].append(statistics.median(epochs) / statistics.median(round_raw))
                 hand_ratios[mode].append(statistics.median(epochs) / statistics.median(round_hand))
-        print(f"\n{case}: raw PyTorch loop {summary(raw)} per epoch (fused SGD, as the trainer); "
-              f"with PyTorch's default SGD {summary(by_hand)}")
+        print(f"\n{case}: raw PyTorch loop {summary(raw)} per epoch (fused SGD and channels_last, as the trainer); "
+              f"with PyTorch's defaults {summary(by_hand)}")
         for mode in MODES:
             r, h = ratios[mode], hand_ratios[mode]
             print(f"  {mode:<32} {summary(times[mode])}  ratio {statistics.median(r):.3f} (rounds: min {min(r):.3f}, "
-                  f"max {max(r):.3f}); against the default-SGD loop {statistics.median(h):.3f}; "
+                  f"max {max(r):.3f}); against the loop with defaults {statistics.median(h):.3f}; "
                   f"whole epoch incl. val/probe/checkpoint {statistics.median(walls[mode]):.3f}s")
 
 
