@@ -437,6 +437,9 @@ class _Run:
                 elapsed = time.perf_counter() - start
                 self.reporter.step(self.epoch + 1, self.epoch * self.steps_per_epoch + i + 1,
                                    loss_sum.item() / seen, correct.item() / seen, seen / max(elapsed, 1e-9))
+        first_bad = watch.first_bad(self.step, last=True)  # on the GPU: a bad gradient in the epoch's last step
+        if first_bad is not None:
+            return first_bad
         if seen == 0:  # every batch of the epoch was skipped: nothing is being learned
             return self.step
         self._epoch_train = (loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start, seen)

@@ -223,6 +223,19 @@ def poisoned_config(monkeypatch):
     return make
 
 
+def test_the_deferred_watch_reports_the_first_bad_step_when_it_reads():
+    """The GPU's bookkeeping (no host read per step), exercised on the CPU."""
+    from deepexp.train import NonFiniteWatch
+
+    watch = NonFiniteWatch(torch.device("cpu"), eager=False, every=4)
+    for step, bad in ((1, False), (2, False), (3, True), (4, False), (5, True)):
+        assert not watch.bad_now(torch.tensor(bad), step)
+        if step < 4:
+            assert watch.first_bad(step, last=False) is None
+    assert watch.first_bad(4, last=False) == 3 and watch.first_bad(5, last=True) == 3
+    assert NonFiniteWatch(torch.device("cpu"), eager=True, every=4).bad_now(torch.tensor(True), 1)
+
+
 @needs_mnist
 def test_non_finite_gradient_with_a_finite_loss_ends_the_run_before_the_weights_are_spoiled(tmp_path, poisoned_config):
     result = train(poisoned_config(inf_grad=[3]), tmp_path)
