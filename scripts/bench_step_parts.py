@@ -22,9 +22,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import compose_train  # noqa: E402
 
-from deepexp.data import load_splits, normalize  # noqa: E402
-from deepexp.models import create_model, init_weights  # noqa: E402
-from deepexp.train import non_finite_grads  # noqa: E402
+from deepexp.data import normalize  # noqa: E402
+from deepexp.models import init_weights  # noqa: E402
+from deepexp.train import build_model, non_finite_grads, run_splits  # noqa: E402
 
 VARIANTS = {
     "bare loop": set(),
@@ -44,13 +44,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = compose_train([])
-    data = load_splits(cfg.dataset, cfg.data, cfg.seed, cfg.val_fraction, cfg.subset)
+    data = run_splits(cfg)
 
     def setup():
         torch.manual_seed(0)
-        model = create_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
-                             num_classes=data.num_classes, act=cfg.act.name,
-                             **{k: v for k, v in vars(cfg.model).items() if k != "name"})
+        model = build_model(cfg, data)
         init_weights(model, cfg.init.name, cfg.act.name)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum)
         return model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0), list(model.parameters())

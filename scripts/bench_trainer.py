@@ -32,10 +32,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import compose_train  # noqa: E402  (the real config, composed like the tests do)
 
-from deepexp.data import load_splits, normalize, random_crop_flip  # noqa: E402
-from deepexp.models import create_model, init_weights  # noqa: E402
+from deepexp.data import normalize, random_crop_flip  # noqa: E402
+from deepexp.models import init_weights  # noqa: E402
 from deepexp.progress import QuietReporter  # noqa: E402
-from deepexp.train import train  # noqa: E402
+from deepexp.train import build_model, build_optimizer, run_splits, train  # noqa: E402
 
 CASES = {
     "mlp-mnist": ["model=mlp", "dataset=mnist"],
@@ -58,15 +58,14 @@ def raw_loop(overrides: list[str], epochs: int, as_trainer: bool = False) -> tup
     fused SGD and the memory format (channels_last) the trainer uses, rather than the defaults a
     loop written by hand gets, so that the ratio isolates the trainer's own overhead."""
     cfg = compose_train(overrides)
-    data = load_splits(cfg.dataset, cfg.data, cfg.seed, cfg.val_fraction, cfg.subset)
+    data = run_splits(cfg)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
-                         num_classes=data.num_classes, act=cfg.act.name,
-                         **{k: v for k, v in vars(cfg.model).items() if k != "name"})
+    model = build_model(cfg, data)
     init_weights(model, cfg.init.name, cfg.act.name)
     layout = torch.channels_last if as_trainer and cfg.channels_last else torch.contiguous_format
     model.to(memory_format=layout)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum, fused=as_trainer or None)
+    opt = build_optimizer(model, cfg) if as_trainer else \
+        torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum)
     n, bs = len(data.y_train), cfg.batch_size
     times = []
     for epoch in range(epochs):
