@@ -5,12 +5,13 @@
   synflow    sum |W * dR/dW| with R the output of the all-|W| network on ones (Tanaka et al. 2020), data-free
   naswot     log|K| of the Hamming-similarity kernel of the batch's binary activation codes (Mellor et al. 2021)
 
-Higher is better for every one of them. Each needs one forward (and backward) pass.
+Higher is better for every one of them. Together they cost one forward and backward pass on the
+batch (grad_norm and snip share it), one forward pass (naswot) and synflow's pass on one image.
 """
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,27 +21,30 @@ from .models import is_activation
 
 PROXIES = ("synflow", "naswot", "grad_norm", "snip")
 
+Gradients = List[Tuple[Tensor, Tensor]]  # (weight, dLoss/dweight) per scored connection
+
 
 def _weights(model: nn.Module):
     """Conv and linear weights: the connections the proxies score."""
     return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def _loss_gradients(model: nn.Module, x: Tensor, y: Tensor):
+def loss_gradients(model: nn.Module, x: Tensor, y: Tensor) -> Gradients:
+    """One forward and backward pass of the cross-entropy on (x, y)."""
     model.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
-    return [(w, w.grad) for w in _weights(model) if w.grad is not None]
+    return [(w.detach(), w.grad) for w in _weights(model) if w.grad is not None]
 
 
-def grad_norm(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    return float(sum(g.norm() for _, g in _loss_gradients(model, x, y)))
+def grad_norm(grads: Gradients) -> float:
+    return float(sum(g.norm() for _, g in grads))
 
 
-def snip(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    return float(sum((w.detach() * g).abs().sum() for w, g in _loss_gradients(model, x, y)))
+def snip(grads: Gradients) -> float:
+    return float(sum((w * g).abs().sum() for w, g in grads))
 
 
-def synflow(model: nn.Module, x: Tensor, y: Tensor) -> float:
+def synflow(model: nn.Module, x: Tensor) -> float:
     net = copy.deepcopy(model).double().eval()  # eval: BatchNorm uses its (initial) running statistics
     with torch.no_grad():
         for p in net.parameters():
@@ -50,30 +54,37 @@ def synflow(model: nn.Module, x: Tensor, y: Tensor) -> float:
     return float(sum((w.detach() * w.grad).abs().sum() for w in _weights(net) if w.grad is not None))
 
 
-def naswot(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    codes = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: codes.append((out.detach().flatten(1) > 0).double()))
-             for m in model.modules() if is_activation(m)]
+def naswot(model: nn.Module, x: Tensor) -> float:
+    """log|K| with K[i, j] the number of units on which images i and j agree (both active or both not).
+
+    Summed layer by layer: for a layer's binary codes c (images x D units) with r active units per
+    image, c c^T + (1 - c)(1 - c)^T = 2 c c^T + D - r_i - r_j, so one matrix product per layer and
+    no concatenated code matrix. A layer's counts are integers far below 2**24: exact in float32."""
+    agree = torch.zeros(len(x), len(x), dtype=torch.float64)
+
+    def add_layer(_module: nn.Module, _inputs, out: Tensor) -> None:
+        c = (out.detach().flatten(1) > 0).float()
+        active = c.sum(1).double()
+        agree.add_((2 * (c @ c.T)).double() + c.shape[1] - active[:, None] - active[None, :])
+
+    hooks = [m.register_forward_hook(add_layer) for m in model.modules() if is_activation(m)]
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in hooks:
             h.remove()
-    c = torch.cat(codes, dim=1)
-    kernel = c @ c.T + (1 - c) @ (1 - c).T  # units on which each pair of images agrees
-    return float(torch.linalg.slogdet(kernel).logabsdet)
-
-
-SCORERS: Dict[str, Callable[[nn.Module, Tensor, Tensor], float]] = {
-    "synflow": synflow, "naswot": naswot, "grad_norm": grad_norm, "snip": snip}
+    return float(torch.linalg.slogdet(agree).logabsdet)
 
 
 def score_all(model: nn.Module, x: Tensor, y: Tensor) -> Dict[str, float]:
     """Every proxy on one batch; the model's weights and mode are left as they were."""
     was_training = model.training
     model.train()
-    out = {name: fn(model, x, y) for name, fn in SCORERS.items()}
+    # synflow first: it evaluates with BatchNorm's running statistics, which the training-mode passes move.
+    out = {"synflow": synflow(model, x), "naswot": naswot(model, x)}
+    grads = loss_gradients(model, x, y)  # one backward pass serves both gradient proxies
+    out.update(grad_norm=grad_norm(grads), snip=snip(grads))
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return out

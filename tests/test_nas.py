@@ -15,9 +15,9 @@ import torch
 from conftest import needs_cifar, run_cli
 from deepexp.errors import ConfigError
 from deepexp.measure import count_macs, count_params
-from deepexp.models import create_model
+from deepexp.models import create_model, is_activation
 from deepexp.models.nas_space import MAX_DOWNSAMPLES, check_spec, mac_count, mutate, param_count, random_spec
-from deepexp.zero_cost import PROXIES, score_all
+from deepexp.zero_cost import PROXIES, naswot, score_all
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -69,6 +69,23 @@ def test_zero_cost_proxies_are_finite_and_leave_the_model_untouched():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_naswot_sums_per_layer_the_kernel_of_the_paper():
+    # Mellor et al.'s kernel on the concatenated binary codes of every activation, c c^T + (1 - c)(1 - c)^T,
+    # against naswot's per-layer float32 products: the same integers, so the same log-determinant exactly.
+    torch.manual_seed(0)
+    model = create_model("nas", in_channels=3, image_size=32, num_classes=10, act="relu", arch=random_spec(random.Random(3)))
+    x = torch.randn(16, 3, 32, 32)
+    codes = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: codes.append((out.flatten(1) > 0).double()))
+             for m in model.modules() if is_activation(m)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    c = torch.cat(codes, dim=1)
+    assert naswot(model, x) == float(torch.linalg.slogdet(c @ c.T + (1 - c) @ (1 - c).T).logabsdet)
 
 
 TINY = ["trials=2", "search_seeds=1", "population=2", "sample_size=1", "proxy_epochs=1", "proxy_subset=300", "max_macs=40000000",
