@@ -12,13 +12,13 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, List, Sequence
 
-import torch
-
 from .errors import DeepexpError
 
 
 def threads_per_worker(threads: int, n_workers: int) -> int:
     """Each worker's share of `threads` (0: torch's default, all cores)."""
+    import torch  # here, not at the top: `deepexp report` imports the study helpers without torch
+
     return max(1, (threads or torch.get_num_threads()) // n_workers)
 
 
@@ -27,6 +27,8 @@ def map_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], n_workers: i
 
     Results come back in order; an exception in a job (a DeepexpError keeps its one-line message)
     is raised here. `fn` must be importable (a module-level function)."""
+    import torch
+
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     try:
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=torch.set_num_threads,

@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
-import torch
-
 from .errors import CheckpointError, ConfigError, RunLockedError
 
 METRICS = "metrics.json"
@@ -97,6 +95,8 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write checkpoints/last.pt atomically, keeping the previous good one as prev.pt."""
     folder = Path(run_dir) / "checkpoints"
+    import torch  # here, not at the top: `deepexp report` reads run directories without importing torch
+
     last = folder / LAST
     buffer = io.BytesIO()
     torch.save(state, buffer)  # serialised first: a full disk then fails in write() as an OSError, not inside torch
@@ -114,6 +114,8 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     """Load one checkpoint with `weights_only=True`; a damaged file raises CheckpointError."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

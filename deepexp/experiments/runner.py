@@ -18,7 +18,6 @@ from rich.console import Console
 from ..config import compose_config, to_plain, validate
 from ..parallel import map_in_processes, threads_per_worker
 from ..progress import QuietReporter
-from ..train import train
 
 
 def run_study(cfg, command: str, plan: Callable[[Any], List["RunSpec"]], write_study: Callable[..., Path]) -> int:
@@ -88,6 +87,8 @@ def run_in_worker(spec: RunSpec, cfg: Any, exp_dir: Path, command: str, counter:
 
 def run_one(spec: RunSpec, cfg: Any, exp_dir: Path, console: Console, command: str, counter: str) -> dict:
     """Train one run in `<exp_dir>/runs/<spec.name>` (or pick up its result) and print one line about it."""
+    from ..train import train  # here, not at the top: `deepexp report` uses this module without torch
+
     start = time.perf_counter()
     result = train(cfg, exp_dir / "runs" / spec.name, QuietReporter(label=spec.name),
                    provenance={"command": command, "overrides": spec.overrides, "labels": spec.labels})
