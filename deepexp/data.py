@@ -121,7 +121,15 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """uint8 (N, C, H, W) -> float, per-channel standardised."""
     scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
     shift = (mean / std).view(1, -1, 1, 1)
-    return torch.addcmul(-shift, x.float(), scale)
+    # In place on the fresh float copy: on the CPU 2x faster than addcmul with broadcast
+    # operands (scripts/bench_data_path.py), equal to it within one rounding.
+    return x.float().mul_(scale).sub_(shift)
+
+
+def take(x: Tensor, idx: Tensor) -> Tensor:
+    """`x[idx]` for a batch of indices: index_select copies whole rows, on the CPU 10-20x faster
+    than advanced indexing for a batch of images (scripts/bench_data_path.py)."""
+    return x.index_select(0, idx)
 
 
 def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .config import SchedConfig, TrainConfig, to_plain
-from .data import Splits, load_splits, normalize, random_crop_flip
+from .data import Splits, load_splits, normalize, random_crop_flip, take
 from .errors import CheckpointError, ConfigError
 from .models import create_model, init_weights
 from .monitor import LayerMonitor, grad_depth_figure
@@ -38,6 +38,9 @@ from .progress import ConsoleReporter
 from .rundir import RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
 
 EXIT_OK, EXIT_DIVERGED = 0, 3
+# The progress bar is redrawn 10 times a second; reading the running loss more often than this is wasted,
+# and on a GPU each read is a host sync in the hot loop.
+PROGRESS_EVERY_S = 0.25
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
 RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
@@ -381,14 +384,14 @@ class _Run:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         skip_bad = cfg.on_nan == "skip_batch"
         watch = NonFiniteWatch(self.device, eager=self.device.type == "cpu" or skip_bad, every=cfg.monitor.every_n_steps)
-        seen, report_every = 0, max(1, self.steps_per_epoch // 50)
+        seen, next_report = 0, start
         for i in range(self.steps_per_epoch):
             self.step += 1
             last = i == self.steps_per_epoch - 1
             log = monitor is not None and monitor.due(self.step, last)
             hist = log and monitor.hist_due(self.step)
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            xb, yb = data.x_train[idx], data.y_train[idx]
+            xb, yb = take(data.x_train, idx), take(data.y_train, idx)
             if data.augment:
                 xb = random_crop_flip(xb, generator)
             xb = normalize(xb, data.mean, data.std).contiguous(memory_format=self.memory_format)
@@ -433,8 +436,9 @@ class _Run:
             loss_sum.add_(loss.detach(), alpha=len(yb))
             correct.add_((logits.argmax(1) == yb).sum())
             seen += len(yb)
-            if last or i % report_every == 0:
-                elapsed = time.perf_counter() - start
+            now = time.perf_counter()
+            if last or now >= next_report:
+                next_report, elapsed = now + PROGRESS_EVERY_S, now - start
                 self.reporter.step(self.epoch + 1, self.epoch * self.steps_per_epoch + i + 1,
                                    loss_sum.item() / seen, correct.item() / seen, seen / max(elapsed, 1e-9))
         first_bad = watch.first_bad(self.step, last=True)  # on the GPU: a bad gradient in the epoch's last step

@@ -1,10 +1,12 @@
 """Data path: batched augmentation and normalisation as a fraction of a CIFAR-10 training step.
 
-The trainer keeps the images as uint8 tensors in memory and, per step, slices a batch,
-applies `random_crop_flip` (one gather for the whole batch) and `normalize`, then runs
-forward, backward and the SGD step. This script times the data part alone and the whole
-step (data included) with `torch.utils.benchmark`, on the same batch, model and threads,
-and prints the fraction.
+The trainer keeps the images as uint8 tensors in memory and, per step, takes a batch
+(`take`, one index_select), applies `random_crop_flip` (one gather for the whole batch) and
+`normalize`, then runs forward, backward and the SGD step. This script times the data part
+alone and the whole step (data included, the trainer's channels_last layout and fused SGD)
+with `torch.utils.benchmark`, on the same batch, model and threads, and prints the fraction.
+First it times the batch gather and the normalisation against the kernels they replaced
+(advanced indexing `x[idx]`, a broadcast `addcmul`) on MNIST- and CIFAR-shaped batches.
 
     python scripts/bench_data_path.py                       # cnn and resnet20, batch 128
     python scripts/bench_data_path.py --models cnn --batch-size 256
@@ -24,8 +26,33 @@ import torch.utils.benchmark as benchmark
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import compose_train  # noqa: E402
 
-from deepexp.data import load_splits, normalize, random_crop_flip  # noqa: E402
-from deepexp.models import create_model, init_weights  # noqa: E402
+from deepexp.data import normalize, random_crop_flip, take  # noqa: E402
+from deepexp.models import init_weights  # noqa: E402
+from deepexp.train import build_model, build_optimizer, run_splits  # noqa: E402
+
+
+def timed(fn, threads: int, min_run_time: float):
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)  # (its default is 1 thread)
+    return timer.blocked_autorange(min_run_time=min_run_time)
+
+
+def addcmul_normalize(x, mean, std):
+    """The normalisation before 2026-11-23, kept here as the baseline."""
+    return torch.addcmul(-(mean / std).view(1, -1, 1, 1), x.float(), (1.0 / (255.0 * std)).view(1, -1, 1, 1))
+
+
+def gather_and_normalize(batch_size: int, threads: int, min_run_time: float) -> None:
+    for shape in ((15_691, 1, 28, 28), (4_577, 3, 32, 32)):  # the MNIST and CIFAR-10 training sets here
+        x = torch.randint(0, 256, shape, dtype=torch.uint8)
+        idx = torch.randperm(shape[0], generator=torch.Generator().manual_seed(0))[:batch_size]
+        mean, std = torch.full((shape[1],), 0.45), torch.full((shape[1],), 0.25)
+        xb = take(x, idx)
+        t = {label: timed(fn, threads, min_run_time).median * 1e6 for label, fn in (
+            ("x[idx]", lambda: x[idx]), ("take", lambda: take(x, idx)),
+            ("addcmul", lambda: addcmul_normalize(xb, mean, std)), ("normalize", lambda: normalize(xb, mean, std)))}
+        print(f"uint8 batch {(batch_size, *shape[1:])}: gather x[idx] {t['x[idx]']:.1f} us, take (index_select) {t['take']:.1f} us "
+              f"({t['x[idx]'] / t['take']:.1f}x); normalise with a broadcast addcmul {t['addcmul']:.1f} us, normalize "
+              f"{t['normalize']:.1f} us ({t['addcmul'] / t['normalize']:.1f}x)")
 
 
 def main() -> None:
@@ -36,8 +63,8 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=3.0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = compose_train(["dataset=cifar10"])
-    data = load_splits(cfg.dataset, cfg.data, cfg.seed, cfg.val_fraction, cfg.subset)
+    gather_and_normalize(args.batch_size, args.threads, args.min_run_time / 3)
+    data = run_splits(compose_train(["dataset=cifar10"]))
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(data.y_train), generator=generator)
     idx = order[:args.batch_size]
@@ -45,14 +72,16 @@ def main() -> None:
           f"(uint8 {tuple(data.x_train.shape)}), batch {args.batch_size}, augment={data.augment}")
 
     def data_part():
-        x = random_crop_flip(data.x_train[idx], generator)  # exactly the trainer's per-step data work
-        return normalize(x, data.mean, data.std), data.y_train[idx]
+        x = random_crop_flip(take(data.x_train, idx), generator)  # exactly the trainer's per-step data work
+        return normalize(x, data.mean, data.std).contiguous(memory_format=torch.channels_last), take(data.y_train, idx)
 
     for name in args.models:
+        cfg = compose_train(["dataset=cifar10", f"model={name}"])
         torch.manual_seed(0)
-        model = create_model(name, in_channels=3, image_size=32, num_classes=10, act="relu")
-        init_weights(model, "auto", "relu")
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        model = build_model(cfg, data)
+        init_weights(model, cfg.init.name, cfg.act.name)
+        model.to(memory_format=torch.channels_last)
+        opt = build_optimizer(model, cfg)
 
         def step():
             x, y = data_part()
@@ -61,10 +90,8 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-        timings = {}
-        for label, fn in (("data", data_part), ("step", step), ("data again", data_part)):
-            timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=args.threads)  # (its default is 1 thread)
-            timings[label] = timer.blocked_autorange(min_run_time=args.min_run_time)
+        timings = {label: timed(fn, args.threads, args.min_run_time)
+                   for label, fn in (("data", data_part), ("step", step), ("data again", data_part))}
         data_ms = (timings["data"].median + timings["data again"].median) / 2 * 1e3  # before and after the steps
         step_ms = timings["step"].median * 1e3
         print(f"{name}: augmentation + normalisation {data_ms:.2f} ms (IQR {timings['data'].iqr * 1e3:.2f}), "

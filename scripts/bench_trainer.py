@@ -3,8 +3,9 @@
 Same model, same in-memory uint8 data, same batch size, same thread count, timed
 in the same process. The raw loop is what one would write by hand: index a batch,
 normalise, forward, cross-entropy, backward, SGD step; it runs twice per round, once
-with the trainer's fused SGD and channels_last layout (the ratio is then the trainer's
-own overhead) and once with PyTorch's defaults (what a loop by hand usually gets). This VM's speed drifts by
+with the trainer's batch gather, fused SGD and channels_last layout (the ratio is then
+the trainer's own overhead) and once with `x[idx]` and PyTorch's defaults (what a loop
+written by hand usually gets). This VM's speed drifts by
 10-20% over minutes, more than the overhead being measured, so the configurations
 take turns: each round runs the raw loop and every trainer configuration for a few
 epochs, and a ratio is taken within a round (median epoch time, training loop only,
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import compose_train  # noqa: E402  (the real config, composed like the tests do)
 
-from deepexp.data import normalize, random_crop_flip  # noqa: E402
+from deepexp.data import normalize, random_crop_flip, take  # noqa: E402
 from deepexp.models import init_weights  # noqa: E402
 from deepexp.progress import QuietReporter  # noqa: E402
 from deepexp.train import build_model, build_optimizer, run_splits, train  # noqa: E402
@@ -55,8 +56,8 @@ def raw_loop_epochs(overrides: list[str], epochs: int, as_trainer: bool = False)
 
 def raw_loop(overrides: list[str], epochs: int, as_trainer: bool = False) -> tuple[list[float], int]:
     """Per-epoch seconds of the bare loop, and the images it trains on per epoch. `as_trainer`: the
-    fused SGD and the memory format (channels_last) the trainer uses, rather than the defaults a
-    loop written by hand gets, so that the ratio isolates the trainer's own overhead."""
+    batch gather (index_select), fused SGD and memory format (channels_last) the trainer uses, rather
+    than what a loop written by hand gets, so that the ratio isolates the trainer's own overhead."""
     cfg = compose_train(overrides)
     data = run_splits(cfg)
     torch.manual_seed(cfg.seed)
@@ -74,10 +75,10 @@ def raw_loop(overrides: list[str], epochs: int, as_trainer: bool = False) -> tup
         start = time.perf_counter()
         for i in range(n // bs):
             idx = order[i * bs:(i + 1) * bs]
-            x = data.x_train[idx]
+            x, y = (take(data.x_train, idx), take(data.y_train, idx)) if as_trainer else (data.x_train[idx], data.y_train[idx])
             if data.augment:
                 x = random_crop_flip(x, g)
-            loss = F.cross_entropy(model(normalize(x, data.mean, data.std).contiguous(memory_format=layout)), data.y_train[idx])
+            loss = F.cross_entropy(model(normalize(x, data.mean, data.std).contiguous(memory_format=layout)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
