@@ -97,6 +97,7 @@ def read_csv(path: Path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_measure_only_mode_covers_every_model_without_training(tmp_path):
     out = tmp_path / "exp"
     result = run_cli(["efficient", "train=false", "width=0.25", "min_run_time=0.02", "calibration_images=32", "latency_batches=[1,4]",
@@ -114,6 +115,7 @@ def test_measure_only_mode_covers_every_model_without_training(tmp_path):
     assert (out / "plots" / "latency_vs_macs.png").is_file() and (out / "report.md").is_file()
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_quick_study_writes_every_file_and_int8_stays_close_to_fp32_on_real_data(tmp_path):
     # MNIST, so that two short epochs already give models well above chance whose INT8 copies can be compared.
@@ -121,7 +123,7 @@ def test_quick_study_writes_every_file_and_int8_stays_close_to_fp32_on_real_data
     # Quarter width and batch 32: 2 epochs reach 0.8-0.9 test accuracy, each run in about half the time of 3 epochs at half width.
     args = ["efficient", "preset=quick", "dataset=mnist", "models=[dws_cnn,bottleneck_cnn]", "baseline=dws_cnn", "width=0.25",
             "subset=3000", "epochs=2", "batch_size=32", "lr=0.05", "min_run_time=0.02", "calibration_images=64",
-            "overrides=['eval_batch_size=256']", f"hydra.run.dir={out}"]
+            f"hydra.run.dir={out}"]
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for name in ("summary.csv", "summary.md", "runs.csv", "report.md", "plots/accuracy_vs_latency.png",
