@@ -33,6 +33,13 @@ def check_choice(key: str, value: str, choices: Sequence[str]) -> None:
     check(value in choices, f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
 
 
+def config_choices(group: str) -> List[str]:
+    """The choices of a config group, `configs/<group>/*.yaml`: for `model` and `act` the same names as
+    the registries (tests/test_models.py), read without importing torch, so that a typo in a study's
+    model or activation list is refused in a fraction of a second."""
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
 # --- models: one schema per family; `name` is the registry key -------------------
 
 
@@ -265,11 +272,9 @@ class ActivationsConfig:
     n_workers: int = MISSING  # runs training at once, the CPU threads split between them
 
     def __post_init__(self) -> None:
-        from .models.activations import ACTIVATIONS
-
         check(len(self.acts) >= 1, "acts must name at least one activation")
         for act in self.acts:
-            check_choice("acts", act, ACTIVATIONS.names())
+            check_choice("acts", act, config_choices("act"))
         check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
         check(self.n_workers >= 1, f"n_workers must be at least 1, got {self.n_workers}")
         check(self.depth >= 1 and self.width >= 1, f"depth and width must be at least 1, got {self.depth}, {self.width}")
@@ -316,11 +321,9 @@ class ResidualConfig(StudyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from .models import list_models
-
         check(len(self.depths) >= 1, "depths must name at least one depth")
         for depth in self.depths:
-            check(f"resnet{depth}" in list_models(), f"depth {depth} has no CIFAR ResNet; choose from 20, 32, 44, 56, 110")
+            check(f"resnet{depth}" in config_choices("model"), f"depth {depth} has no CIFAR ResNet; choose from 20, 32, 44, 56, 110")
         check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
         check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         check(self.lr > 0, f"lr must be positive, got {self.lr}")
@@ -356,11 +359,9 @@ class EfficientConfig(StudyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from .models import list_models
-
         check(len(self.models) >= 1, "models must name at least one model")
         for name in [*self.models, self.baseline]:
-            check_choice("models", name, list_models())
+            check_choice("models", name, config_choices("model"))
         check(self.baseline in self.models, f"baseline {self.baseline!r} must be one of models {list(self.models)}")
         check(self.width is None or 0 < self.width <= 8, f"width must be in (0, 8], got {self.width}")
         check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
@@ -404,9 +405,6 @@ class NASConfig(StudyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from .models import list_models
-        from .zero_cost import PROXIES
-
         check(len(self.strategies) >= 1, "strategies must name at least one strategy")
         for strategy in self.strategies:
             check_choice("strategies", strategy, ("random", "evolution", "nsga2", "zero_cost"))
@@ -415,12 +413,14 @@ class NASConfig(StudyConfig):
         check(1 <= self.sample_size <= self.population, "sample_size must be between 1 and population")
         check_choice("second_objective", self.second_objective, ("params", "macs", "latency"))
         check(self.zero_cost_pool >= 1, "zero_cost_pool must be at least 1")
-        check_choice("zero_cost_proxy", self.zero_cost_proxy, PROXIES)
         check(self.proxy_epochs >= 1 and self.final_epochs >= 1, "proxy_epochs and final_epochs must be at least 1")
         check(self.top_k >= 1 and self.final_seeds >= 1, "top_k and final_seeds must be at least 1")
         for name in self.baselines:
-            check_choice("baselines", name, [m for m in list_models() if m != "nas"])
+            check_choice("baselines", name, [m for m in config_choices("model") if m != "nas"])
         check(self.latency_threads >= 1, "latency_threads must be at least 1")
+        from .zero_cost import PROXIES  # last: the proxies' module imports torch
+
+        check_choice("zero_cost_proxy", self.zero_cost_proxy, PROXIES)
 
 
 @dataclass

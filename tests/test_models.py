@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from deepexp.config import config_choices
 from deepexp.models import ACTIVATIONS, create_model, init_weights, is_activation, list_models
 from deepexp.models.activations import act_layer
 
@@ -13,6 +14,13 @@ NAS_EXAMPLE = {"layers": [{"type": t, "channels": 32, "stride": s} for t, s in
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def test_every_registered_model_and_activation_has_its_config_file_and_no_other():
+    # One name everywhere: registry key, configs/<group>/<name>.yaml and command-line choice. The study
+    # configs check names against the files, which needs no torch.
+    assert sorted(list_models()) == config_choices("model")
+    assert sorted(ACTIVATIONS.names()) == config_choices("act")
 
 
 @pytest.mark.parametrize("name", list_models())
