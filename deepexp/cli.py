@@ -178,10 +178,11 @@ def prevalidate(name: str, args: List[str]) -> None:
     if run_dir and len(typed) == 1 and name == "train":
         # Refuse a changed config here, before Hydra rewrites the run's .hydra/ record.
         from .rundir import read_metrics
-        from .train import check_resumable, flat_config
 
         earlier = read_metrics(Path(run_dir))
         if earlier:
+            from .train import check_resumable, flat_config  # (imports torch: only when there is a run to check)
+
             check_resumable(earlier.get("config", {}), flat_config(typed[0]), Path(run_dir))
 
 
