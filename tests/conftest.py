@@ -9,8 +9,16 @@ from typing import List
 
 import pytest
 
-from deepexp.config import DataConfig, TrainConfig, compose_config, validate
-from deepexp.data import data_roots
+# pytest-xdist runs one test process per core (pyproject.toml). Each, with every deepexp process its tests
+# start, gets an equal share of the threads, so that processes divide the cores instead of fighting over
+# them. Set before torch is imported, which reads it once.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _CORES // _WORKERS)))
+
+from deepexp.config import DataConfig, TrainConfig, compose_config, validate  # noqa: E402 (after the thread share)
+from deepexp.data import data_roots  # noqa: E402
 
 
 
@@ -33,6 +41,12 @@ needs_cifar = pytest.mark.skipif(not cifar_available(), reason="CIFAR-10 (full o
 def compose_train(overrides: List[str] = ()) -> TrainConfig:
     """The real `deepexp train` config with `overrides`, validated into typed objects."""
     return validate(compose_config("train", overrides))
+
+
+def pytest_collection_modifyitems(items):
+    """Long end-to-end tests (marked slow) first: parallel workers start them together and the
+    short tests fill the gaps, instead of one long test starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 QUICK = ["subset=2000", "epochs=2", "monitor.every_n_steps=5", "monitor.probe_size=128", "monitor.figure=false"]

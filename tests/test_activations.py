@@ -15,6 +15,10 @@ ARGS = ["activations", "preset=quick", "acts=[sigmoid,relu,tanh]", "subset=1500"
         "ablations=[init]", "n_workers=2"]
 
 
+# The tests that read the one quick study below run on one xdist worker, so that it runs once.
+SHARES_STUDY = pytest.mark.xdist_group("activations_study")
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
@@ -23,6 +27,8 @@ def study(tmp_path_factory):
     return root / "exp", out
 
 
+@pytest.mark.slow
+@SHARES_STUDY
 @needs_mnist
 def test_quick_study_writes_every_file(study):
     exp, out = study
@@ -38,6 +44,8 @@ def test_quick_study_writes_every_file(study):
     assert "activation study" in out.stdout  # the rich summary table
 
 
+@pytest.mark.slow
+@SHARES_STUDY
 @needs_mnist
 def test_sigmoid_gradient_ratio_is_far_below_relu_with_he_init(study):
     exp, _ = study
@@ -48,6 +56,8 @@ def test_sigmoid_gradient_ratio_is_far_below_relu_with_he_init(study):
     assert {r["variant"] for r in rows} == {"main", "init=default"}
 
 
+@pytest.mark.slow
+@SHARES_STUDY
 @needs_mnist
 def test_report_numbers_match_summary_csv(study):
     exp, _ = study
@@ -67,6 +77,7 @@ def test_report_numbers_match_summary_csv(study):
         assert section in report
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_killed_study_skips_finished_runs_resumes_the_interrupted_one_and_rebuilds_its_report(tmp_path):
     """SIGKILL while the second run writes its first checkpoint; the rerun must not retrain the first
@@ -101,10 +112,11 @@ def test_bad_study_input_is_one_line(tmp_path):
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     exp = tmp_path / "exp"
-    out = run_cli(["activations", "preset=quick", "acts=[elu,tanh]", "seeds=1", "subset=600", "epochs=1", "lr=2.0",
+    out = run_cli(["activations", "preset=quick", "acts=[elu,tanh]", "seeds=1", "subset=600", "epochs=1", "lr=2.0", "n_workers=1",
                    f"hydra.run.dir={exp}"], tmp_path)
     assert out.returncode == 0, out.stderr
     rows = {r["act"]: r for r in csv.DictReader(open(exp / "summary.csv"))}
@@ -123,5 +135,6 @@ def test_dataset_init_and_device_groups_reach_every_run(tmp_path):
                                                     "acts=[relu]", "seeds=1"]))
     (spec,) = plan(study)
     assert {"dataset=npz", "dataset.path=/x.npz", "init=default", "device=auto", "act=relu", "seed=0"} <= set(spec.overrides)
-    out = run_cli(["activations", "dataset=npz", "dataset.path=/no/such.npz", f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
+    out = run_cli(["activations", "dataset=npz", "dataset.path=/no/such.npz", "acts=[relu]", "seeds=1", "n_workers=1",
+                   f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
     assert out.returncode == 2 and "not found" in out.stderr, out.stderr

@@ -73,6 +73,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert "Traceback" not in out.stderr + out.stdout
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_bad_input_leaves_an_earlier_run_untouched(tmp_path):
     run = tmp_path / "run"
@@ -84,6 +85,7 @@ def test_bad_input_leaves_an_earlier_run_untouched(tmp_path):
     assert {p: p.read_bytes() for p in before} == before
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_multirun_gives_each_job_its_own_folder_and_report_summarises_it(tmp_path):
     out = run_cli(["train", "-m", "act=relu,gelu", "seed=0,1", *FAST, "subset=300", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
@@ -111,6 +113,7 @@ def test_multirun_gives_each_job_its_own_folder_and_report_summarises_it(tmp_pat
         assert (tmp_path / "report" / name).is_file()
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_joblib_launcher_runs_jobs_in_parallel_processes_with_their_own_threads(tmp_path):
     sweep = tmp_path / "sweep"
@@ -145,6 +148,7 @@ KILL_CHAIN = [
 ]
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_sigkill_at_every_point_then_rerun_gives_exactly_the_uninterrupted_result(tmp_path):
     args = ["train", "epochs=3", "subset=4000", "model.depth=6", "monitor.every_n_steps=5", "monitor.figure=false",
@@ -173,6 +177,7 @@ def test_sigkill_at_every_point_then_rerun_gives_exactly_the_uninterrupted_resul
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
     run = tmp_path / "run"
@@ -194,6 +199,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError if still held
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_diverged_run_exits_3_with_status_in_metrics(tmp_path):
     run = tmp_path / "run"
@@ -202,6 +208,7 @@ def test_diverged_run_exits_3_with_status_in_metrics(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["status"] == "diverged"
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_resume_true_continues_the_newest_interrupted_run(tmp_path):
     run = tmp_path / "outputs" / "train" / "2026-01-01" / "00-00-00"
@@ -214,6 +221,7 @@ def test_resume_true_continues_the_newest_interrupted_run(tmp_path):
     assert out.returncode == 0 and f"continuing {run.relative_to(tmp_path)}" in out.stdout
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_run_whose_every_checkpoint_is_corrupt_is_one_line_and_left_as_it_was(tmp_path):
     run = tmp_path / "run"
@@ -255,6 +263,7 @@ def test_a_read_only_output_folder_is_one_line_for_every_command(small_fs, tmp_p
     assert "Read-only file system" in out.stderr and "hydra.run.dir" in out.stderr
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_a_full_disk_is_one_line_keeps_what_was_written_and_the_run_resumes_once_there_is_room(small_fs, tmp_path):
     run = small_fs / "run"

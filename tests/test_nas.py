@@ -92,20 +92,22 @@ TINY = ["trials=2", "search_seeds=1", "population=2", "sample_size=1", "proxy_ep
         "zero_cost_pool=3", "top_k=1", "final_epochs=1", "final_seeds=1", "final_subset=300", "baselines=[dws_cnn]"]
 
 
+@pytest.mark.slow
 @needs_cifar
 def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_top_spec_retrains(tmp_path):
     import optuna
 
     out = tmp_path / "exp"
     strategies = ["random", "evolution", "nsga2", "zero_cost"]
-    result = run_cli(["nas", "preset=quick", f"strategies=[{','.join(strategies)}]", *TINY, "n_workers=2", f"hydra.run.dir={out}"],
-                     tmp_path)
+    search = ["nas", "preset=quick", f"strategies=[{','.join(strategies)}]", *TINY]
+    # Two workers search; the retraining is left to a second invocation on the same storage (below).
+    result = run_cli([*search, "n_workers=2", "retrain=false", f"hydra.run.dir={out}"], tmp_path)
     assert result.returncode == 0, result.stderr
     for name in ("evaluated.csv", "summary.csv", "summary.md", "report.md", "search.db", "plots/pareto_params.png",
                  "plots/pareto_latency_ms.png", "plots/best_so_far.png"):
         assert (out / name).is_file(), name
-    with open(out / "evaluated.csv") as f:
-        rows = list(csv.DictReader(f))
+    assert not (out / "runs" / "final").exists() and "retrain=false" in (out / "summary.md").read_text()
+    rows = read_csv(out / "evaluated.csv")
     assert sorted(r["strategy"] for r in rows) == sorted(strategies * 2)  # the first `trials` of each search
     for r in rows:  # every evaluated architecture with its cost, proxies and accuracy
         assert int(r["macs"]) <= 40_000_000 and int(r["params"]) > 0 and float(r["latency_ms"]) > 0
@@ -126,28 +128,37 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
             assert len({json.dumps(t.user_attrs["spec"]) for t in done}) == len(done)
     assert len(pids) == 2
 
-    # Another invocation on the same storage finds every search complete and evaluates nothing again.
-    again = run_cli(["nas", "preset=quick", f"strategies=[{','.join(strategies)}]", *TINY, "retrain=false",
-                     f"storage={storage}", f"hydra.run.dir={tmp_path / 'again'}"], tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert not (tmp_path / "again" / "runs").exists() and "retrain=false" in (tmp_path / "again" / "summary.md").read_text()
-    with open(tmp_path / "again" / "evaluated.csv") as f:
-        assert [r["spec_key"] for r in csv.DictReader(f)] == [r["spec_key"] for r in rows]
+    # Another invocation on the same storage finds every search complete, evaluates nothing again,
+    # and retrains the top architecture next to the hand-designed baseline.
+    again = tmp_path / "again"
+    result = run_cli([*search, f"storage={storage}", f"hydra.run.dir={again}"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [r["spec_key"] for r in read_csv(again / "evaluated.csv")] == [r["spec_key"] for r in rows]
+    assert [p.name for p in (again / "runs").iterdir()] == ["final"]  # no search trial was trained again
+    final = read_csv(again / "summary.csv")
+    assert sorted(r["model"] for r in final) == ["dws_cnn", "top1"] and {r["status"] for r in final} == {"completed"}
+    assert "Searched against hand-designed" in (again / "report.md").read_text()
 
-    top = next((out / "top5").glob("1-*.json"))
+    top = next((again / "top5").glob("1-*.json"))
     retrain = run_cli(["train", "model=nas", f"arch={top}", "dataset=cifar10", "epochs=1", "subset=300",
                        f"hydra.run.dir={tmp_path / 'retrain'}"], tmp_path)
     assert retrain.returncode == 0, retrain.stderr
     assert json.loads((tmp_path / "retrain" / "metrics.json").read_text())["status"] == "completed"
 
 
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
 @needs_cifar
 def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     import optuna
 
     out = tmp_path / "exp"
     args = [sys.executable, "-m", "deepexp", "nas", "preset=quick", "strategies=[random]", *TINY, "proxy_epochs=2", "n_workers=1",
-            "baselines=[]", f"hydra.run.dir={out}"]
+            "retrain=false", f"hydra.run.dir={out}"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage = f"sqlite:///{out / 'search.db'}"
     deadline = time.time() + 240

@@ -5,16 +5,21 @@ import pytest
 
 from conftest import needs_cifar, run_cli
 
+pytestmark = pytest.mark.xdist_group("residual_study")  # one xdist worker, so the module's study runs once
+
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("residual")
+    # One worker: two would each pay a process start-up (torch alone is seconds) for runs of two steps;
+    # tests/test_activations.py checks n_workers=2.
     out = run_cli(["residual", "preset=quick", "depths=[20]", "seeds=2", "epochs=1", "subset=300", "ablations=[norm,shortcut]",
-                   "n_workers=2", f"hydra.run.dir={root / 'exp'}"], root, timeout=600)
+                   "n_workers=1", f"hydra.run.dir={root / 'exp'}"], root, timeout=600)
     assert out.returncode == 0, out.stderr
     return root / "exp"
 
 
+@pytest.mark.slow
 @needs_cifar
 def test_quick_comparison_writes_every_file(study):
     for name in ("summary.csv", "summary.md", "report.md"):
@@ -27,6 +32,7 @@ def test_quick_comparison_writes_every_file(study):
     assert "far shorter than He et al." in report and "under-trained" in report  # says plainly that one epoch shows little
 
 
+@pytest.mark.slow
 @needs_cifar
 def test_costs_are_counted_per_network(study):
     rows = list(csv.DictReader(open(study / "summary.csv")))
@@ -36,6 +42,7 @@ def test_costs_are_counted_per_network(study):
     assert cost[("resnet20", "shortcut=C")][0] > cost[("resnet20", "shortcut=B")][0] > cost[("resnet20", "main")][0]
 
 
+@pytest.mark.slow
 @needs_cifar
 def test_shortcuts_keep_first_layer_gradients_alive_without_batch_norm(study):
     rows = [r for r in csv.DictReader(open(study / "summary.csv")) if r["variant"] == "norm=none"]

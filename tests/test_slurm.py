@@ -30,6 +30,7 @@ def slurm_conf(tmp_path_factory):
     subprocess.run([sys.executable, str(SCRIPT), "stop", str(folder)], timeout=120)
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_slurm_launcher_runs_each_job_of_a_sweep_as_a_slurm_job(slurm_conf, tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", slurm_conf)  # sbatch (called by submitit) finds the local cluster

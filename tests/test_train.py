@@ -25,6 +25,7 @@ def test_short_mlp_run_on_real_mnist_beats_90_percent(tmp_path):
     assert (tmp_path / "checkpoints" / "last.pt").exists() and (tmp_path / "checkpoints" / "prev.pt").exists()
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_cnn_trains_on_real_mnist(tmp_path):
     cfg = compose_train(["model=cnn", "model.width=16", "subset=3000", "epochs=3", "monitor.figure=false"])
