@@ -139,8 +139,10 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) ->
     device) and index the padded batch in one gather.
     """
     n, _, h, w = x.shape
-    shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    if x.is_cuda:  # pinned and asynchronous: a copy from pageable memory would wait for the GPU, every step
+        shifts, flip = (t.pin_memory().to(x.device, non_blocking=True) for t in (shifts, flip))
     padded = F.pad(x, (padding,) * 4)
     rows = (shifts[0, :, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
     cols = torch.arange(w, device=x.device).expand(n, w)

@@ -67,6 +67,22 @@ def test_random_crop_flip_is_reproducible_from_the_generator():
     assert torch.equal(a, b)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_augmentation_gives_the_cpu_result_without_waiting_for_the_gpu():
+    """The random numbers come from a CPU generator (the same crops on any device) and reach the GPU
+    by a pinned, asynchronous copy: a plain copy would make every training step wait for the last."""
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    expected = random_crop_flip(x, torch.Generator().manual_seed(3))
+    on_gpu = x.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronizing CUDA call raises
+    try:
+        out = random_crop_flip(on_gpu, torch.Generator().manual_seed(3))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.equal(out.cpu(), expected)
+
+
 def test_missing_data_without_download_is_one_clear_line(tmp_path):
     with pytest.raises(DataError) as err:
         load_splits(dataset("mnist"), DataConfig(root=str(tmp_path), download=False), 0, 0.1, None)
