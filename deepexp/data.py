@@ -127,7 +127,7 @@ def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 
 
 def take(x: Tensor, idx: Tensor) -> Tensor:
-    """`x[idx]` for a batch of indices: index_select copies whole rows, on the CPU 10-20x faster
+    """`x[idx]` for a batch of indices: index_select copies whole rows, on the CPU 9-24x faster
     than advanced indexing for a batch of images (scripts/bench_data_path.py)."""
     return x.index_select(0, idx)
 

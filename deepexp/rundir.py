@@ -94,9 +94,9 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write checkpoints/last.pt atomically, keeping the previous good one as prev.pt."""
-    folder = Path(run_dir) / "checkpoints"
     import torch  # here, not at the top: `deepexp report` reads run directories without importing torch
 
+    folder = Path(run_dir) / "checkpoints"
     last = folder / LAST
     buffer = io.BytesIO()
     torch.save(state, buffer)  # serialised first: a full disk then fails in write() as an OSError, not inside torch

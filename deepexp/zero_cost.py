@@ -59,11 +59,13 @@ def naswot(model: nn.Module, x: Tensor) -> float:
 
     Summed layer by layer: for a layer's binary codes c (images x D units) with r active units per
     image, c c^T + (1 - c)(1 - c)^T = 2 c c^T + D - r_i - r_j, so one matrix product per layer and
-    no concatenated code matrix. A layer's counts are integers far below 2**24: exact in float32."""
+    no concatenated code matrix. Counts are integers: exact in float32 while a layer has fewer than
+    2**24 units (CIFAR's largest here: 256 x 32 x 32 = 262,144), in float64 beyond."""
     agree = torch.zeros(len(x), len(x), dtype=torch.float64)
 
     def add_layer(_module: nn.Module, _inputs, out: Tensor) -> None:
-        c = (out.detach().flatten(1) > 0).float()
+        units = out[0].numel()
+        c = (out.detach().flatten(1) > 0).to(torch.float32 if units < 2**24 else torch.float64)
         active = c.sum(1).double()
         agree.add_((2 * (c @ c.T)).double() + c.shape[1] - active[:, None] - active[None, :])
 
