@@ -1,6 +1,7 @@
 """Shared fixtures: compose the real config (Hydra's compose API) and shrink it for tests."""
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -36,6 +37,12 @@ def cifar_available() -> bool:
 
 needs_mnist = pytest.mark.skipif(not mnist_available(), reason="real MNIST not found (set DEEPEXP_DATA to a folder with MNIST/raw, e.g. ../shared/data)")
 needs_cifar = pytest.mark.skipif(not cifar_available(), reason="CIFAR-10 (full or cifar10-subset.npz) not found in the data root")
+
+
+def read_csv(path: Path) -> List[dict]:
+    """The rows of a CSV file a command wrote, as dicts."""
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def compose_train(overrides: List[str] = ()) -> TrainConfig:

@@ -1,7 +1,6 @@
 """Project 3: the efficient models, their counters, ONNX export, INT8, and `deepexp efficient`."""
 from __future__ import annotations
 
-import csv
 import json
 import re
 import statistics
@@ -17,7 +16,7 @@ from deepexp.measure import count_macs, count_params, torch_latency
 from deepexp.models import create_model
 from deepexp.models.efficient import depthwise_separable_block
 
-from conftest import compose_train, needs_mnist, run_cli
+from conftest import compose_train, needs_mnist, read_csv, run_cli
 
 VARIANTS = ["dws_cnn", "bottleneck_cnn", "squeeze_cnn", "inception_cnn", "mobilenet_v2"]
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -90,11 +89,6 @@ def test_latency_is_positive_with_the_recorded_threads():
 
 
 # --- the command -------------------------------------------------------------------------------
-
-
-def read_csv(path: Path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.slow

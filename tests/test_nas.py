@@ -1,7 +1,6 @@
 """Project 4: the search space, its counters, the proxies, `deepexp nas` on real data and its resumption."""
 from __future__ import annotations
 
-import csv
 import json
 import random
 import signal
@@ -12,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import needs_cifar, run_cli
+from conftest import needs_cifar, read_csv, run_cli
 from deepexp.errors import ConfigError
 from deepexp.measure import count_macs, count_params
 from deepexp.models import create_model, is_activation
@@ -144,11 +143,6 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
                        f"hydra.run.dir={tmp_path / 'retrain'}"], tmp_path)
     assert retrain.returncode == 0, retrain.stderr
     assert json.loads((tmp_path / "retrain" / "metrics.json").read_text())["status"] == "completed"
-
-
-def read_csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.slow
