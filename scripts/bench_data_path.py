@@ -21,19 +21,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torch.utils.benchmark as benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import compose_train  # noqa: E402
 
 from deepexp.data import normalize, random_crop_flip, take  # noqa: E402
+from deepexp.measure import time_call  # noqa: E402
 from deepexp.models import init_weights  # noqa: E402
 from deepexp.train import build_model, build_optimizer, run_splits  # noqa: E402
-
-
-def timed(fn, threads: int, min_run_time: float):
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)  # (its default is 1 thread)
-    return timer.blocked_autorange(min_run_time=min_run_time)
 
 
 def addcmul_normalize(x, mean, std):
@@ -47,7 +42,7 @@ def gather_and_normalize(batch_size: int, threads: int, min_run_time: float) -> 
         idx = torch.randperm(shape[0], generator=torch.Generator().manual_seed(0))[:batch_size]
         mean, std = torch.full((shape[1],), 0.45), torch.full((shape[1],), 0.25)
         xb = take(x, idx)
-        t = {label: timed(fn, threads, min_run_time).median * 1e6 for label, fn in (
+        t = {label: time_call(fn, batch_size, threads, min_run_time).median_ms * 1e3 for label, fn in (
             ("x[idx]", lambda: x[idx]), ("take", lambda: take(x, idx)),
             ("addcmul", lambda: addcmul_normalize(xb, mean, std)), ("normalize", lambda: normalize(xb, mean, std)))}
         print(f"uint8 batch {(batch_size, *shape[1:])}: gather x[idx] {t['x[idx]']:.1f} us, take (index_select) {t['take']:.1f} us "
@@ -90,12 +85,12 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-        timings = {label: timed(fn, args.threads, args.min_run_time)
+        timings = {label: time_call(fn, args.batch_size, args.threads, args.min_run_time)
                    for label, fn in (("data", data_part), ("step", step), ("data again", data_part))}
-        data_ms = (timings["data"].median + timings["data again"].median) / 2 * 1e3  # before and after the steps
-        step_ms = timings["step"].median * 1e3
-        print(f"{name}: augmentation + normalisation {data_ms:.2f} ms (IQR {timings['data'].iqr * 1e3:.2f}), "
-              f"whole step {step_ms:.1f} ms (IQR {timings['step'].iqr * 1e3:.1f}): data path = {data_ms / step_ms:.1%} of a step")
+        data_ms = (timings["data"].median_ms + timings["data again"].median_ms) / 2  # before and after the steps
+        step_ms = timings["step"].median_ms
+        print(f"{name}: augmentation + normalisation {data_ms:.2f} ms (IQR {timings['data'].iqr_ms:.2f}), "
+              f"whole step {step_ms:.1f} ms (IQR {timings['step'].iqr_ms:.1f}): data path = {data_ms / step_ms:.1%} of a step")
 
 
 if __name__ == "__main__":
