@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .host import keep_freed_memory
+
 WARMUP_CALLS = 3  # first calls allocate buffers and pick kernels
 
 
@@ -58,6 +60,7 @@ def time_call(call: Callable[[], object], batch: int, threads: int, min_run_time
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import benchmark
 
+    keep_freed_memory()  # as in training, so a latency does not depend on whether this process trained first
     for _ in range(WARMUP_CALLS):
         call()
     timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads)

@@ -28,6 +28,7 @@ import torch.utils.benchmark as benchmark
 from torch import nn
 
 from bench_trainer import raw_loop, trainer_history  # the same timings as the overhead benchmark
+from deepexp.host import keep_freed_memory
 from deepexp.models import create_model
 
 BASE = ["model=mlp", "dataset=mnist", "monitor.enabled=false"]
@@ -67,6 +68,9 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=1.0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # The trainer sets this on its first run, process-wide; set it first so the baselines of every round,
+    # the first included, run under the same malloc settings (its own gain: bench_page_faults.py).
+    keep_freed_memory()
     model = create_model("mlp", in_channels=1, image_size=28, num_classes=10, act="relu", depth=12, width=256)
     shapes = linear_shapes(model)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; MLP Linear shapes {shapes}; "

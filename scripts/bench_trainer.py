@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import compose_train  # noqa: E402  (the real config, composed like the tests do)
 
 from deepexp.data import normalize, random_crop_flip, take  # noqa: E402
+from deepexp.host import keep_freed_memory  # noqa: E402
 from deepexp.models import init_weights  # noqa: E402
 from deepexp.progress import QuietReporter  # noqa: E402
 from deepexp.train import build_model, build_optimizer, run_splits, train  # noqa: E402
@@ -114,6 +115,9 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # The trainer sets this on its first run, process-wide; set it first so the baselines of every round,
+    # the first included, run under the same malloc settings (its own gain: bench_page_faults.py).
+    keep_freed_memory()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.rounds} rounds of {args.epochs} epochs "
           "per configuration")
     for case in args.cases:
