@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "sinfo")
+BINARIES = ("munged", "munge", "slurmctld", "slurmd", "sbatch", "sinfo")
 CTLD_PORT, SLURMD_PORT = 6917, 6918  # not SLURM's 6817/6818, which a real installation may hold
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 
@@ -60,10 +60,14 @@ def start(folder: Path) -> str:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     conf = folder / "slurm.conf"
     conf.write_text(config(folder))
-    if not MUNGE_SOCKET.exists():  # munge authenticates every SLURM message; one daemon serves any cluster
+    # munge authenticates every SLURM message; one daemon serves any cluster. Ask it for a credential rather
+    # than look for its socket: a machine restarted without its daemons keeps a stale one, and then slurmd hangs.
+    if run(["munge", "-n"], timeout=5).returncode != 0:
         MUNGE_SOCKET.parent.mkdir(parents=True, exist_ok=True)
         shutil.chown(MUNGE_SOCKET.parent, "munge", "munge")
-        run(["su", "-s", "/bin/sh", "munge", "-c", "munged"])
+        run(["su", "-s", "/bin/sh", "munge", "-c", "munged --force"])  # --force: past a stale socket and lock
+        if run(["munge", "-n"], timeout=5).returncode != 0:
+            raise RuntimeError(f"munged did not start (socket {MUNGE_SOCKET}): SLURM cannot authenticate")
     env = {**os.environ, "SLURM_CONF": str(conf)}
     for daemon in ("slurmctld", "slurmd"):
         done = run([daemon, "-f", str(conf)], env)
