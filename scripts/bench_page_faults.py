@@ -17,7 +17,7 @@ reports. The two settings take turns, round by round, and the speed-up is taken 
 round. Page faults are exact counts; only the times drift with this VM.
 
     python scripts/bench_page_faults.py                 # mlp, cnn, resnet20; 3 rounds
-    python scripts/bench_page_faults.py --models cnn --rounds 5 --kinds trainer
+    python scripts/bench_page_faults.py --models cnn --rounds 5 --kinds "trainer epoch"
 """
 from __future__ import annotations
 
@@ -70,8 +70,7 @@ def trainer_epoch(model_name: str, threads: int) -> dict:
     deepexp.train._Run._train_epoch = counted
     history, _ = trainer_history([f"model={model_name}", f"dataset={case['dataset']}", f"batch_size={case['batch']}",
                                   "monitor.enabled=false", f"device.threads={threads}"], epochs=2)
-    last = history[-1]
-    return {"step_ms": last["seconds"] / (last["images_per_s"] * last["seconds"] / case["batch"]) * 1e3, **loops[-1]}
+    return {"step_ms": case["batch"] / history[-1]["images_per_s"] * 1e3, **loops[-1]}
 
 
 def measure(kind: str, model_name: str, steps: int, threads: int, keep: bool) -> dict:
