@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 from .. import plots
 from ..config import NASConfig, compose_config, validate
 from ..data import normalize
+from ..host import keep_freed_memory
 from ..measure import count_params, torch_latency
 from ..parallel import map_in_processes, threads_per_worker
 from ..models import create_model, init_weights
@@ -101,6 +102,7 @@ class Search:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        keep_freed_memory()  # as the trainer does: scoring candidates one after another frees and refills as much
         self.study, self.exp_dir, self.console, self.worker = study, exp_dir, console, worker
         # SQLite serialises writers; several workers wait for the lock instead of failing at once.
         self.storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 300}}
