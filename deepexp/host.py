@@ -6,12 +6,13 @@ its mmap threshold (128 KiB at first) with `mmap` and gives them back with `munm
 and trims the top of its heap once more than 2x that threshold is free there, so the next
 step page-faults that memory in again, zeroed by the kernel. glibc raises both thresholds
 as it sees large blocks freed, but only up to 32 MiB and 64 MiB, below what a conv net
-frees per step. Measured on a 2-core Xeon (scripts/bench_page_faults.py, BENCHMARKS.md),
-a bare training step in a fresh process: ResNet-20 at batch 128 faults 26,000 pages and
-spends 50 ms in the kernel per step, the small CIFAR CNN 22,000 and 50 ms, 12-16% of the
-step; the MLP at batch 256, 900 and 2 ms. Raising both thresholds keeps freed memory in
-the heap for the next step; peak resident memory stays within 3% of what it was, since
-that memory was in use at the peak anyway.
+frees per step. Measured on a 2-core Xeon (scripts/bench_page_faults.py, BENCHMARKS.md
+section 8), per training step at batch 128: ResNet-20 in a bare loop in a fresh process
+faults 20,000 pages in and spends 69 ms in the kernel, the small CIFAR CNN 8,400 and 31 ms
+(15-17% of the step); in the trainer, whose data loading has already raised glibc's
+thresholds, 7,000-9,000 pages and 15-18 ms. Raising both thresholds keeps freed memory in
+the heap for the next step (then 15-410 faults, about 1 ms); peak resident memory stays
+within 2% of what it was, since that memory was in use at the peak anyway.
 """
 from __future__ import annotations
 

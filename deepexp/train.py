@@ -255,7 +255,7 @@ class _Run:
         self.device = resolve_device(cfg.device.type)
         if cfg.device.threads:
             torch.set_num_threads(cfg.device.threads)
-        kept_freed_memory = keep_freed_memory()  # else conv nets spend 12-16% of a CPU step on page faults (host.py)
+        kept_freed_memory = keep_freed_memory()  # else a conv net's CPU step faults thousands of pages in again (host.py)
         self.provenance = {  # enough to rerun this elsewhere: code version, libraries, hardware
             "deepexp": __version__, "git_commit": git_commit(), "torch": torch.__version__,
             "python": platform.python_version(), "host": platform.node(), "device": str(self.device),

@@ -131,7 +131,6 @@ def test_amp_and_compile_fall_back_with_a_warning_on_cpu(tmp_path, capsys):
     assert "amp=true has no effect on cpu" in err and "compile=true has no effect on cpu" in err
 
 
-
 glibc_linux = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned_malloc(),
                                  reason="glibc's malloc settings only (and not where the environment sets its own)")
 
