@@ -11,7 +11,9 @@ step costs beyond its matmuls (activations, bias gradients, the SGD update, the 
 from what deepexp adds. This VM's speed drifts (the matmul rate alone has moved between
 137 and 270 GFLOP/s from one minute to the next), so the measurements take turns: each
 round times the matmuls, the trainer and the loop (2 epochs each) and the matmuls again,
-and a fraction is taken within its round; the median over rounds is reported.
+and a fraction is taken within its round; the median over rounds is reported with a 95%
+bootstrap interval (scipy.stats.bootstrap over the rounds), which says whether a target
+inside the spread is met, missed, or not resolved by this many rounds.
 
     python scripts/bench_roofline.py                    # batch 256, 5 rounds
     python scripts/bench_roofline.py --batch-sizes 128 256 512 --threads 2
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
+import numpy as np
 import torch
 import torch.utils.benchmark as benchmark
 from torch import nn
@@ -57,6 +60,15 @@ def matmul_images_per_s(shapes: list[tuple[int, int]], batch: int, min_run_time:
     m = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads()).blocked_autorange(
         min_run_time=min_run_time)
     return batch / m.median, flops / m.median / 1e9, m.iqr / m.median
+
+
+def median_interval(values: list[float]) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median of `values` (one per round)."""
+    from scipy.stats import bootstrap
+
+    result = bootstrap((np.asarray(values),), np.median, confidence_level=0.95, method="percentile",
+                       random_state=np.random.default_rng(0))
+    return result.confidence_interval.low, result.confidence_interval.high
 
 
 def main() -> None:
@@ -94,8 +106,9 @@ def main() -> None:
         print(f"batch {batch}: matmuls alone {statistics.median(ceilings):.1f} GFLOP/s (rounds: min {min(ceilings):.1f}, "
               f"max {max(ceilings):.1f})")
         for name, f in fractions.items():
+            low, high = median_interval(f)
             print(f"  {name:<26} {statistics.median(rates[name]):,.0f} images/s = {statistics.median(f):.2f} of the matmul rate "
-                  f"(rounds: min {min(f):.2f}, max {max(f):.2f})")
+                  f"(95% interval of the median {low:.2f}-{high:.2f}; rounds: min {min(f):.2f}, max {max(f):.2f})")
 
 
 if __name__ == "__main__":
