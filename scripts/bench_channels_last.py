@@ -20,14 +20,14 @@ import torch
 import torch.nn.functional as F
 import torch.utils.benchmark as benchmark
 
-from deepexp.models import create_model, init_weights
+from deepexp.models import create_model, init_weights, list_models
 
 FORMATS = {"contiguous (NCHW)": torch.contiguous_format, "channels_last (NHWC)": torch.channels_last}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=["cnn", "resnet20", "dws_cnn"])
+    parser.add_argument("--models", nargs="*", default=["cnn", "resnet20", "dws_cnn"], choices=list_models())
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the two formats")

@@ -27,7 +27,7 @@ from conftest import compose_train  # noqa: E402
 
 from deepexp.data import normalize, random_crop_flip, take  # noqa: E402
 from deepexp.measure import time_call  # noqa: E402
-from deepexp.models import init_weights  # noqa: E402
+from deepexp.models import init_weights, list_models  # noqa: E402
 from deepexp.train import build_model, build_optimizer, run_splits  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def gather_and_normalize(batch_size: int, threads: int, min_run_time: float) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=["cnn", "resnet20"])
+    parser.add_argument("--models", nargs="*", default=["cnn", "resnet20"], choices=list_models())
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--min-run-time", type=float, default=3.0)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import compose_train  # noqa: E402
 
 from deepexp.data import Splits  # noqa: E402
-from deepexp.models import create_model  # noqa: E402
+from deepexp.models import create_model, list_models  # noqa: E402
 from deepexp.train import evaluate  # noqa: E402
 
 SHAPES = {"mlp": (10_000, 1, 28, 28)}  # MNIST's test set; the conv nets get CIFAR-10's subset (1,017 images)
@@ -49,7 +49,8 @@ def time_evaluate(name: str, batch_sizes: list[int], rounds: int) -> dict[int, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=["mlp", "cnn", "resnet20", "dws_cnn", "mobilenet_v2", "baseline_cnn"])
+    parser.add_argument("--models", nargs="*", default=["mlp", "cnn", "resnet20", "dws_cnn", "mobilenet_v2", "baseline_cnn"],
+                        choices=list_models())
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[1024, 512, 256, 128, 64])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2, help="epochs per configuration per round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # The trainer sets this on its first run, process-wide; set it first so the baselines of every round,
