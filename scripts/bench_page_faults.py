@@ -150,5 +150,6 @@ def compare(kind: str, name: str, args: argparse.Namespace) -> None:
     speedups = [d["step_ms"] / k["step_ms"] for d, k in zip(runs["glibc default"], runs["keep_freed_memory"])]
     print(f"  step speed-up within a round: {statistics.median(speedups):.2f}x ({min(speedups):.2f}-{max(speedups):.2f})")
 
+
 if __name__ == "__main__":
     main()

@@ -22,7 +22,6 @@ from deepexp.config import DataConfig, TrainConfig, compose_config, validate  # 
 from deepexp.data import data_roots  # noqa: E402
 
 
-
 def dataset_in_roots(*relative: str) -> bool:
     return any((root / rel).exists() for root in data_roots(DataConfig()) for rel in relative)
 
