@@ -99,9 +99,11 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    # cuDNN's algorithm search picks the fastest convolution kernels for the fixed shapes of a run (PyTorch's
+    # performance tuning guide); the kernels it picks may differ between runs, so not when deterministic.
+    torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from deepexp.errors import CheckpointError
 from deepexp.host import keep_freed_memory, user_tuned_malloc
 from deepexp.rundir import read_metrics
-from deepexp.train import EXIT_DIVERGED, lr_factor, train
+from deepexp.train import EXIT_DIVERGED, lr_factor, seed_everything, train
 from deepexp.config import SchedConfig
 from conftest import QUICK, compose_train, needs_mnist
 
@@ -129,6 +129,16 @@ def test_amp_and_compile_fall_back_with_a_warning_on_cpu(tmp_path, capsys):
     assert train(cfg, tmp_path).exit_code == 0
     err = capsys.readouterr().err
     assert "amp=true has no effect on cpu" in err and "compile=true has no effect on cpu" in err
+
+
+def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # all three restored after the test
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *args, **kwargs: None)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seed_everything(0, deterministic=False)
+    assert torch.backends.cudnn.benchmark
+    seed_everything(0, deterministic=True)
+    assert not torch.backends.cudnn.benchmark
 
 
 glibc_linux = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned_malloc(),

@@ -1,0 +1,93 @@
+"""GPU throughput: training images/s of ResNet-18 and ResNet-20 with and without each CUDA option.
+
+Every configuration is one run of deepexp's own trainer (monitoring off) on CIFAR-shaped
+synthetic images (3x32x32, 10 classes, uint8 on the GPU, as the trainer keeps any dataset):
+first plain fp32, NCHW and eager, then AMP (bf16 autocast where the GPU has it), channels_last
+and `compile=true` one at a time, then all three. The configurations take turns within each
+round, and each one's images/s is divided by the plain run's of the same round, so drift
+between rounds cancels. Images/s is the median over the epochs after the first; the first
+epoch (cuDNN's algorithm search, torch.compile's compilation) is reported as warm-up.
+
+    python scripts/bench_gpu.py                            # resnet18 + resnet20, batch 256, 3 rounds
+    python scripts/bench_gpu.py --models resnet20 --batch-size 512 --rounds 5
+    python scripts/bench_gpu.py --device cpu --train-size 1024 --epochs 2 --rounds 1 --models resnet20
+                                                           # a dry run of the mechanics: on the CPU amp and
+                                                           # compile fall back (with a warning) to plain
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import compose_train  # noqa: E402  (the real config, composed like the tests do)
+
+from deepexp.models import list_models  # noqa: E402
+from deepexp.progress import QuietReporter  # noqa: E402
+from deepexp.train import train  # noqa: E402
+
+PLAIN = "plain (fp32, NCHW, eager)"
+CONFIGS = {
+    PLAIN: ["amp=false", "channels_last=false", "compile=false"],
+    "amp": ["amp=true", "channels_last=false", "compile=false"],
+    "channels_last": ["amp=false", "channels_last=true", "compile=false"],
+    "compile": ["amp=false", "channels_last=false", "compile=true"],
+    "amp + channels_last + compile": ["amp=true", "channels_last=true", "compile=true"],
+}
+
+
+def run(overrides: list[str]) -> tuple[float, float]:
+    """One trainer run: (median images/s over the epochs after the first, first-epoch seconds)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        history = train(compose_train(overrides), Path(tmp), QuietReporter()).metrics["history"]
+    steady = history[1:] or history
+    return statistics.median(h["images_per_s"] for h in steady), history[0]["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=["resnet18", "resnet20"], choices=list_models())
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--train-size", type=int, default=25_600, help="synthetic images per epoch (a tenth is held out)")
+    parser.add_argument("--epochs", type=int, default=4, help="per run; the first is warm-up")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of every configuration")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench_gpu.py: no CUDA GPU is visible (torch.cuda.is_available() is False); run it on a GPU machine, "
+                 "or pass --device cpu for a dry run")
+    if args.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        where = (f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
+                 f"cuDNN {torch.backends.cudnn.version()}, bf16 {torch.cuda.is_bf16_supported()}")
+    else:
+        where = f"CPU, {torch.get_num_threads()} threads (dry run: amp and compile fall back to plain here)"
+    print(f"torch {torch.__version__}, {where}")
+    print(f"batch {args.batch_size}, {args.train_size:,} synthetic 3x32x32 images (90% trained on per epoch), "
+          f"{args.epochs} epochs per run (images/s: median of epochs 2-{args.epochs}), {args.rounds} rounds, monitoring off")
+    data = ["dataset=synthetic", "dataset.channels=3", "dataset.image_size=32", f"dataset.train_size={args.train_size}",
+            "dataset.test_size=16", "eval_test=false", "monitor.enabled=false"]
+    for name in args.models:
+        base = [f"model={name}", f"device={args.device}", f"batch_size={args.batch_size}", f"epochs={args.epochs}", *data]
+        rates: dict[str, list[float]] = {c: [] for c in CONFIGS}
+        warmup: dict[str, float] = {}
+        for _ in range(args.rounds):
+            for config, overrides in CONFIGS.items():
+                rate, first = run(base + overrides)
+                rates[config].append(rate)
+                warmup.setdefault(config, first)  # the first round's: later rounds reuse compiled code
+        print(f"\n{name}")
+        for config, values in rates.items():
+            ratios = [v / p for v, p in zip(values, rates[PLAIN])]
+            print(f"  {config:<30} {statistics.median(values):>9,.0f} images/s (rounds {min(values):,.0f}-{max(values):,.0f})  "
+                  f"{statistics.median(ratios):.2f}x plain (rounds {min(ratios):.2f}-{max(ratios):.2f})  "
+                  f"first epoch {warmup[config]:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
