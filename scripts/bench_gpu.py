@@ -80,7 +80,7 @@ def main() -> None:
             for config, overrides in CONFIGS.items():
                 rate, first = run(base + overrides)
                 rates[config].append(rate)
-                warmup.setdefault(config, first)  # the first round's: later rounds reuse compiled code
+                warmup.setdefault(config, first)  # the first round's: a fresh process pays the same (later rounds may hit caches)
         print(f"\n{name}")
         for config, values in rates.items():
             ratios = [v / p for v, p in zip(values, rates[PLAIN])]
