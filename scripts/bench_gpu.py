@@ -4,9 +4,10 @@ Every configuration is one run of deepexp's own trainer (monitoring off) on CIFA
 synthetic images (3x32x32, 10 classes, uint8 on the GPU, as the trainer keeps any dataset):
 first plain fp32, NCHW and eager, then AMP (bf16 autocast where the GPU has it), channels_last
 and `compile=true` one at a time, then all three. The configurations take turns within each
-round, and each one's images/s is divided by the plain run's of the same round, so drift
-between rounds cancels. Images/s is the median over the epochs after the first; the first
-epoch (cuDNN's algorithm search, torch.compile's compilation) is reported as warm-up.
+round (each round starting with the next one), and each one's images/s is divided by the plain
+run's of the same round, so drift between rounds cancels. Images/s is the median over the epochs
+after the first; the first epoch (cuDNN's algorithm search, torch.compile's compilation) is
+reported as warm-up.
 
     python scripts/bench_gpu.py                            # resnet18 + resnet20, batch 256, 3 rounds
     python scripts/bench_gpu.py --models resnet20 --batch-size 512 --rounds 5
@@ -44,7 +45,10 @@ CONFIGS = {
 def run(overrides: list[str]) -> tuple[float, float]:
     """One trainer run: (median images/s over the epochs after the first, first-epoch seconds)."""
     with tempfile.TemporaryDirectory() as tmp:
-        history = train(compose_train(overrides), Path(tmp), QuietReporter()).metrics["history"]
+        metrics = train(compose_train(overrides), Path(tmp), QuietReporter()).metrics
+    if metrics["status"] != "completed" or not metrics["history"]:
+        sys.exit(f"bench_gpu.py: the run {' '.join(overrides)} ended {metrics['status']}, with no epoch to time")
+    history = metrics["history"]
     steady = history[1:] or history
     return statistics.median(h["images_per_s"] for h in steady), history[0]["seconds"]
 
@@ -76,9 +80,10 @@ def main() -> None:
         base = [f"model={name}", f"device={args.device}", f"batch_size={args.batch_size}", f"epochs={args.epochs}", *data]
         rates: dict[str, list[float]] = {c: [] for c in CONFIGS}
         warmup: dict[str, float] = {}
-        for _ in range(args.rounds):
-            for config, overrides in CONFIGS.items():
-                rate, first = run(base + overrides)
+        order = list(CONFIGS)
+        for r in range(args.rounds):
+            for config in order[r % len(order):] + order[:r % len(order)]:  # each round starts with another one
+                rate, first = run(base + CONFIGS[config])
                 rates[config].append(rate)
                 warmup.setdefault(config, first)  # the first round's: a fresh process pays the same (later rounds may hit caches)
         print(f"\n{name}")
