@@ -85,7 +85,7 @@ def main() -> None:
             for config in order[r % len(order):] + order[:r % len(order)]:  # each round starts with another one
                 rate, first = run(base + CONFIGS[config])
                 rates[config].append(rate)
-                warmup.setdefault(config, first)  # the first round's: a fresh process pays the same (later rounds may hit caches)
+                warmup.setdefault(config, first)  # the first round's, before this process has cached anything for it
         print(f"\n{name}")
         for config, values in rates.items():
             ratios = [v / p for v, p in zip(values, rates[PLAIN])]
