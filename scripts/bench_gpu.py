@@ -20,17 +20,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import compose_train  # noqa: E402  (the real config, composed like the tests do)
-
-from deepexp.models import list_models  # noqa: E402
-from deepexp.progress import QuietReporter  # noqa: E402
-from deepexp.train import train  # noqa: E402
+from bench_trainer import trainer_history  # one trainer run in a scratch folder, as the other benchmarks time it
+from deepexp.models import list_models
 
 PLAIN = "plain (fp32, NCHW, eager)"
 CONFIGS = {
@@ -42,13 +36,11 @@ CONFIGS = {
 }
 
 
-def run(overrides: list[str]) -> tuple[float, float]:
+def run(overrides: list[str], epochs: int) -> tuple[float, float]:
     """One trainer run: (median images/s over the epochs after the first, first-epoch seconds)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = train(compose_train(overrides), Path(tmp), QuietReporter()).metrics
-    if metrics["status"] != "completed" or not metrics["history"]:
-        sys.exit(f"bench_gpu.py: the run {' '.join(overrides)} ended {metrics['status']}, with no epoch to time")
-    history = metrics["history"]
+    history, _ = trainer_history(overrides, epochs)
+    if len(history) < epochs:  # diverged: the epochs it has are not the ones asked for
+        sys.exit(f"bench_gpu.py: the run {' '.join(overrides)} stopped after {len(history)} of {epochs} epochs")
     steady = history[1:] or history
     return statistics.median(h["images_per_s"] for h in steady), history[0]["seconds"]
 
@@ -77,13 +69,13 @@ def main() -> None:
     data = ["dataset=synthetic", "dataset.channels=3", "dataset.image_size=32", f"dataset.train_size={args.train_size}",
             "dataset.test_size=16", "eval_test=false", "monitor.enabled=false"]
     for name in args.models:
-        base = [f"model={name}", f"device={args.device}", f"batch_size={args.batch_size}", f"epochs={args.epochs}", *data]
+        base = [f"model={name}", f"device={args.device}", f"batch_size={args.batch_size}", *data]
         rates: dict[str, list[float]] = {c: [] for c in CONFIGS}
         warmup: dict[str, float] = {}
         order = list(CONFIGS)
         for r in range(args.rounds):
             for config in order[r % len(order):] + order[:r % len(order)]:  # each round starts with another one
-                rate, first = run(base + CONFIGS[config])
+                rate, first = run(base + CONFIGS[config], args.epochs)
                 rates[config].append(rate)
                 warmup.setdefault(config, first)  # the first round's, before this process has cached anything for it
         print(f"\n{name}")
