@@ -17,6 +17,7 @@ inside the spread is met, missed, or not resolved by this many rounds.
 
     python scripts/bench_roofline.py                    # batch 256, 5 rounds
     python scripts/bench_roofline.py --batch-sizes 128 256 512 --threads 2
+    python scripts/bench_roofline.py --profile          # instead: where a step's time goes, op by op
 
 Target (issue #8): at least 60% of the matmul rate at batch 256.
 """
@@ -30,7 +31,7 @@ import torch
 import torch.utils.benchmark as benchmark
 from torch import nn
 
-from bench_trainer import raw_loop, trainer_history  # the same timings as the overhead benchmark
+from bench_trainer import RawLoop, raw_loop, trainer_history  # the same timings as the overhead benchmark
 from deepexp.host import keep_freed_memory
 from deepexp.models import create_model
 
@@ -71,6 +72,27 @@ def median_interval(values: list[float]) -> tuple[float, float]:
     return result.confidence_interval.low, result.confidence_interval.high
 
 
+def profile_loop(overrides: list[str], rows: int) -> None:
+    """Print the ops that an epoch of the bare loop (with the trainer's kernels) spends its time in.
+
+    Self CPU time per op as a share of the epoch's, from torch.profiler. The profiler adds a cost
+    of its own to every op: read the shares, not the absolute times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    loop = RawLoop(overrides, as_trainer=True)
+    loop.epoch(0)  # warm-up: first calls, allocations
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loop.epoch(1)
+    ops = sorted(prof.key_averages(), key=lambda op: op.self_cpu_time_total, reverse=True)
+    total = sum(op.self_cpu_time_total for op in ops)
+    matmuls = sum(op.self_cpu_time_total for op in ops if op.key in ("aten::mm", "aten::addmm"))
+    print(f"  an epoch of the loop, profiled: {total / loop.steps / 1e3:.2f} ms of self CPU time per step, "
+          f"{matmuls / total:.0%} of it in matmuls (aten::mm, aten::addmm)")
+    for op in ops[:rows]:
+        print(f"    {op.key[:44]:<44} {op.self_cpu_time_total / total:6.1%}  {op.count / loop.steps:5.1f} per step, "
+              f"{op.self_cpu_time_total / op.count:7.1f} us each")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[256])
@@ -78,6 +100,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the trainer and of the loop per round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--min-run-time", type=float, default=1.0)
+    parser.add_argument("--profile", action="store_true", help="instead of the rounds, profile one epoch of the loop")
+    parser.add_argument("--profile-rows", type=int, default=15)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # The trainer sets this on its first run, process-wide; set it first so the baselines of every round,
@@ -85,10 +109,14 @@ def main() -> None:
     keep_freed_memory()
     model = create_model("mlp", in_channels=1, image_size=28, num_classes=10, act="relu", depth=12, width=256)
     shapes = linear_shapes(model)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; MLP Linear shapes {shapes}; "
-          f"{args.rounds} rounds of {args.epochs} epochs")
+    plan = "a profile of one epoch" if args.profile else f"{args.rounds} rounds of {args.epochs} epochs"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; MLP Linear shapes {shapes}; {plan}")
     for batch in args.batch_sizes:
         overrides = BASE + [f"batch_size={batch}", f"device.threads={args.threads}"]
+        if args.profile:
+            print(f"batch {batch}:")
+            profile_loop(overrides, args.profile_rows)
+            continue
         ceilings: list[float] = []
         fractions: dict[str, list[float]] = {"deepexp trainer": [], "hand-written PyTorch loop": []}
         rates: dict[str, list[float]] = {name: [] for name in fractions}

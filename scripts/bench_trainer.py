@@ -55,36 +55,51 @@ def raw_loop_epochs(overrides: list[str], epochs: int, as_trainer: bool = False)
     return raw_loop(overrides, epochs, as_trainer)[0]
 
 
-def raw_loop(overrides: list[str], epochs: int, as_trainer: bool = False) -> tuple[list[float], int]:
-    """Per-epoch seconds of the bare loop, and the images it trains on per epoch. `as_trainer`: the
-    batch gather (index_select), fused SGD and memory format (channels_last) the trainer uses, rather
-    than what a loop written by hand gets, so that the ratio isolates the trainer's own overhead."""
-    cfg = compose_train(overrides)
-    data = run_splits(cfg)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data)
-    init_weights(model, cfg.init.name, cfg.act.name)
-    layout = torch.channels_last if as_trainer and cfg.channels_last else torch.contiguous_format
-    model.to(memory_format=layout)
-    opt = build_optimizer(model, cfg) if as_trainer else \
-        torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum)
-    n, bs = len(data.y_train), cfg.batch_size
-    times = []
-    for epoch in range(epochs):
+class RawLoop:
+    """The bare loop, built once (data, model, optimizer); `epoch` trains one pass and returns its seconds.
+
+    `as_trainer`: the batch gather (index_select), fused SGD and memory format (channels_last) the
+    trainer uses, rather than what a loop written by hand gets, so that the ratio isolates the
+    trainer's own overhead."""
+
+    def __init__(self, overrides: list[str], as_trainer: bool = False):
+        cfg = compose_train(overrides)
+        self.data = run_splits(cfg)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg, self.data)
+        init_weights(self.model, cfg.init.name, cfg.act.name)
+        self.layout = torch.channels_last if as_trainer and cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.layout)
+        self.opt = build_optimizer(self.model, cfg) if as_trainer else \
+            torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum)
+        self.as_trainer, self.batch_size = as_trainer, cfg.batch_size
+        self.steps = len(self.data.y_train) // self.batch_size
+        self.images = self.steps * self.batch_size  # per epoch: the incomplete last batch is dropped
+
+    def epoch(self, epoch: int) -> float:
+        data, model, opt, bs = self.data, self.model, self.opt, self.batch_size
         g = torch.Generator().manual_seed(epoch)
-        order = torch.randperm(n, generator=g)
+        order = torch.randperm(len(data.y_train), generator=g)
         start = time.perf_counter()
-        for i in range(n // bs):
+        for i in range(self.steps):
             idx = order[i * bs:(i + 1) * bs]
-            x, y = (take(data.x_train, idx), take(data.y_train, idx)) if as_trainer else (data.x_train[idx], data.y_train[idx])
+            if self.as_trainer:
+                x, y = take(data.x_train, idx), take(data.y_train, idx)
+            else:
+                x, y = data.x_train[idx], data.y_train[idx]
             if data.augment:
                 x = random_crop_flip(x, g)
-            loss = F.cross_entropy(model(normalize(x, data.mean, data.std).contiguous(memory_format=layout)), y)
+            loss = F.cross_entropy(model(normalize(x, data.mean, data.std).contiguous(memory_format=self.layout)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        times.append(time.perf_counter() - start)
-    return times, n // bs * bs
+        return time.perf_counter() - start
+
+
+def raw_loop(overrides: list[str], epochs: int, as_trainer: bool = False) -> tuple[list[float], int]:
+    """Per-epoch seconds of the bare loop (a fresh one: RawLoop), and the images it trains on per epoch."""
+    loop = RawLoop(overrides, as_trainer)
+    return [loop.epoch(e) for e in range(epochs)], loop.images
 
 
 def trainer_history(overrides: list[str], epochs: int) -> tuple[list[dict], float]:
