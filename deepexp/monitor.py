@@ -20,7 +20,7 @@ statistics in metrics.json compare across epochs, activations and runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -129,15 +129,13 @@ class LayerMonitor:
         acts = torch.stack([self._stats[name] for name in self.act_names]) if self._stats else grad_norms.new_zeros(0, 4)
         host = torch.cat([grad_norms.float(), update_ratios.float(), acts.flatten().float()]).cpu().tolist()
         n = len(self.weights)
-        add = self.writer.add_scalar
-        for i, name in enumerate(self.weight_names):
-            add(f"grad_norm/{name}", host[i], step)
-            add(f"update_ratio/{name}", host[n + i], step)
+        scalars = [(f"grad_norm/{name}", host[i]) for i, name in enumerate(self.weight_names)]
+        scalars += [(f"update_ratio/{name}", host[n + i]) for i, name in enumerate(self.weight_names)]
         for j, name in enumerate(self.act_names):
             row = host[2 * n + 4 * j: 2 * n + 4 * j + 4]
-            for k, tag in enumerate(STEP_ACT_STATS):
-                if tag != "saturation" or self.bounds is not None:
-                    add(f"{tag}/{name}", row[k], step)
+            scalars += [(f"{tag}/{name}", value) for tag, value in zip(STEP_ACT_STATS, row)
+                        if tag != "saturation" or self.bounds is not None]
+        write_scalars(self.writer, scalars, step)
         self._set_mode(None)
 
     def log_histograms(self, step: int) -> None:
@@ -182,8 +180,7 @@ class LayerMonitor:
         )
 
     def log_probe(self, stats: LayerStats, step: int) -> None:
-        for name, value in zip(self.act_names, stats.dead):
-            self.writer.add_scalar(f"dead/{name}", value, step)
+        write_scalars(self.writer, [(f"dead/{name}", value) for name, value in zip(self.act_names, stats.dead)], step)
 
     # --- the hook ----------------------------------------------------------------------
 
@@ -225,6 +222,21 @@ class LayerMonitor:
         slope = (module(x.float() + FD_EPS) - y.float()).abs() / FD_EPS
         active = slope > DEAD_DERIVATIVE
         return active.transpose(0, 1).reshape(active.shape[1], -1).any(dim=1)
+
+
+def write_scalars(writer, scalars: Iterable[Tuple[str, float]], step: int) -> None:
+    """Write scalars of one step as a single TensorBoard event.
+
+    The values are what `writer.add_scalar` writes, one `simple_value` per tag, and TensorBoard
+    reads them the same way. But `add_scalar` makes an event per value, at 25-70 us of Python
+    each, and a logged step of the 12-layer MLP writes 70: one event took that step's transfer
+    and write from 2.3-2.7 ms to 0.8-1.0 ms (scripts/bench_step_parts.py, BENCHMARKS.md section 1).
+    """
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars]
+    if values:
+        writer._get_file_writer().add_summary(Summary(value=values), step)
 
 
 def grad_depth_figure(names: List[str], norms: List[float], title: str):

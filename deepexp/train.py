@@ -34,7 +34,7 @@ from .data import Splits, load_splits, normalize, random_crop_flip, take
 from .errors import CheckpointError, ConfigError
 from .host import keep_freed_memory
 from .models import create_model, init_weights
-from .monitor import LayerMonitor, grad_depth_figure
+from .monitor import LayerMonitor, grad_depth_figure, write_scalars
 from .progress import ConsoleReporter
 from .rundir import RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
 
@@ -482,9 +482,9 @@ class _Run:
                 fig = grad_depth_figure(self.monitor.weight_names, stats.grad_norm,
                                         f"{cfg.model.name} / {cfg.act.name}, epoch {self.epoch} (probe set)")
                 writer.add_figure("grad_norm_vs_depth", fig, self.step, close=True)
-        for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("acc/train", "train_acc"),
-                         ("acc/val", "val_acc"), ("lr", "lr"), ("throughput/images_per_s", "images_per_s")):
-            writer.add_scalar(tag, row[key], self.step)
+        write_scalars(writer, [(tag, row[key]) for tag, key in (
+            ("loss/train", "train_loss"), ("loss/val", "val_loss"), ("acc/train", "train_acc"), ("acc/val", "val_acc"),
+            ("lr", "lr"), ("throughput/images_per_s", "images_per_s"))], self.step)
         self.history.append(row)
         self._checkpoint()
         write_metrics(self.run_dir, self._metrics("running"))
@@ -495,8 +495,7 @@ class _Run:
         if self.cfg.eval_test:
             test_loss, test_acc = evaluate(self.model, self.data.x_test, self.data.y_test, self.data, self.cfg.eval_batch_size,
                                            self.autocast, self.memory_format)
-            self.writer.add_scalar("loss/test", test_loss, self.step)
-            self.writer.add_scalar("acc/test", test_acc, self.step)
+            write_scalars(self.writer, [("loss/test", test_loss), ("acc/test", test_acc)], self.step)
             test = {"loss": test_loss, "acc": test_acc}
         metrics = self._metrics("completed", test=test)
         self._hparams(metrics)
@@ -536,5 +535,4 @@ def write_hparams(writer, hparams: Dict[str, Any], results: Dict[str, float], st
     file_writer = writer._get_file_writer()
     for summary in hparams_summary(clean, results):
         file_writer.add_summary(summary)
-    for tag, value in results.items():
-        writer.add_scalar(tag, value, step)
+    write_scalars(writer, results.items(), step)

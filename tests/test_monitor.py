@@ -9,13 +9,8 @@ from deepexp.train import train
 from conftest import QUICK, compose_train, needs_mnist
 
 
-class NullWriter:
-    def add_scalar(self, *a, **k):
-        pass
-
-
 def probe(model, act, x, y):
-    return LayerMonitor(model, act, NullWriter(), every_n_steps=1).probe(model, x, y)
+    return LayerMonitor(model, act, writer=None, every_n_steps=1).probe(model, x, y)
 
 
 @needs_mnist
@@ -64,7 +59,7 @@ def test_probe_leaves_grads_and_mode_untouched():
 def test_update_ratio_and_grad_norms_match_a_direct_computation():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
-    monitor = LayerMonitor(model, "relu", NullWriter(), every_n_steps=1)
+    monitor = LayerMonitor(model, "relu", writer=None, every_n_steps=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     monitor.capture(True)
     model(torch.randn(16, 5)).pow(2).mean().backward()
@@ -82,7 +77,7 @@ def test_tensorboard_event_files_hold_the_per_layer_tags(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = compose_train(QUICK + ["model.depth=3", "act=tanh", "monitor.figure=true", "monitor.hist_every_n_steps=10"])
-    train(cfg, tmp_path)
+    history = train(cfg, tmp_path).metrics["history"]
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
     events.Reload()
     tags = set(events.Tags()["scalars"])
@@ -101,3 +96,7 @@ def test_tensorboard_event_files_hold_the_per_layer_tags(tmp_path):
     assert "weights/layers.0" in events.Tags()["histograms"]
     steps = [e.step for e in events.Scalars("grad_norm/layers.0")]
     assert steps == sorted(steps) and len(steps) >= 2 * 3  # every 5 steps over 2 epochs of 14 steps
+    # the values are those of metrics.json (float32 in the event file)
+    assert [e.value for e in events.Scalars("loss/val")] == pytest.approx([row["val_loss"] for row in history], rel=1e-6)
+    last_probe = history[-1]["layers"]["dead"]
+    assert [events.Scalars(f"dead/{layer}")[-1].value for layer in ("layers.1", "layers.3", "layers.5")] == pytest.approx(last_probe, abs=1e-7)
