@@ -228,9 +228,9 @@ def write_scalars(writer, scalars: Iterable[Tuple[str, float]], step: int) -> No
     """Write scalars of one step as a single TensorBoard event.
 
     The values are what `writer.add_scalar` writes, one `simple_value` per tag, and TensorBoard
-    reads them the same way. But `add_scalar` makes an event per value, at 25-70 us of Python
-    each, and a logged step of the 12-layer MLP writes 70: one event took that step's transfer
-    and write from 2.3-2.7 ms to 0.8-1.0 ms (scripts/bench_step_parts.py, BENCHMARKS.md section 1).
+    reads them the same way. But `add_scalar` makes an event per value, at 20-70 us of Python
+    each, and a logged step of the 12-layer MLP writes 62: one event took that step's transfer
+    and write from 2.1-3.1 ms to 0.8-1.0 ms (scripts/bench_step_parts.py, BENCHMARKS.md section 1).
     """
     from tensorboard.compat.proto.summary_pb2 import Summary
 
