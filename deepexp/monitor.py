@@ -252,5 +252,7 @@ def grad_depth_figure(names: List[str], norms: List[float], title: str):
     ax.set_ylabel("gradient L2 norm of the weight")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
+    # Fixed margins that fit these labels: tight_layout would draw the figure once more to measure
+    # them, a third of the figure's cost, which the trainer pays every epoch (BENCHMARKS.md, section 1).
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.14, top=0.9)
     return fig
