@@ -86,6 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     overrides = args.overrides if any(o.startswith("epochs=") for o in args.overrides) else args.overrides + ["epochs=5"]
     cfg = compose_train(overrides)
+    if cfg.epochs < 2:
+        sys.exit("bench_epoch_end.py: needs epochs=2 or more (the first epoch, which imports matplotlib, is left out)")
     timer = EpochEndTimer()
     with tempfile.TemporaryDirectory() as tmp:
         history = deepexp.train.train(cfg, Path(tmp), QuietReporter()).metrics["history"]
