@@ -217,11 +217,13 @@ class LayerMonitor:
     def _units_alive(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Per unit (dim 1): does the local slope exceed DEAD_DERIVATIVE for any input?
 
-        A one-sided difference that reuses the output `y` the forward pass already made.
+        A one-sided difference that reuses the output `y` the forward pass already made. The
+        largest change per unit is one float reduction over the other dimensions: comparing
+        every element and reducing the booleans took 2-3x as long on a conv net's activations.
         """
-        slope = (module(x.float() + FD_EPS) - y.float()).abs() / FD_EPS
-        active = slope > DEAD_DERIVATIVE
-        return active.transpose(0, 1).reshape(active.shape[1], -1).any(dim=1)
+        change = (module(x.float() + FD_EPS) - y.float()).abs()
+        largest = change.amax(dim=[d for d in range(change.dim()) if d != 1])
+        return largest > DEAD_DERIVATIVE * FD_EPS
 
 
 def write_scalars(writer, scalars: Iterable[Tuple[str, float]], step: int) -> None:

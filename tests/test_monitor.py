@@ -49,6 +49,20 @@ def test_dead_units_sparsity_and_saturation_are_measured():
     assert stats.sparsity[0] == 0.0
 
 
+def test_dead_channels_of_a_conv_net_are_counted_per_channel():
+    torch.manual_seed(0)
+    model = create_model("cnn", in_channels=1, image_size=28, num_classes=10, act="relu", width=4)
+    x = torch.zeros(16, 1, 28, 28)
+    x[:, :, 10:14, 10:14] = 1.0  # the images are blank outside a small square
+    with torch.no_grad():  # in eval mode, the first block's BatchNorm adds its bias to the convolution
+        model.features[0][0].weight.fill_(1.0)
+        model.features[0][1].bias.copy_(torch.tensor([-1e3, -0.5, 1e3, 1e3]))
+    # channel 0 never fires; channel 1 fires only on and around the square; channels 2 and 3 always
+    model = model.to(memory_format=torch.channels_last)  # as the trainer runs conv nets
+    stats = probe(model, "relu", x.contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (16,)))
+    assert stats.dead[0] == pytest.approx(0.25)  # a unit is a channel: alive if it fires at any pixel
+
+
 def test_probe_leaves_grads_and_mode_untouched():
     model = create_model("cnn", in_channels=1, image_size=28, num_classes=10, act="relu", width=4)
     model.train()
