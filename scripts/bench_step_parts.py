@@ -116,10 +116,11 @@ def main() -> None:
         ratios = [t / bare for t, bare in zip(times[name], times["bare loop"])]
         print(f"  {name:<34} {statistics.median(times[name]):.3f} s per epoch, ratio {statistics.median(ratios):.3f} "
               f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
-    logged_step_parts(*states["+ monitoring every 50 steps"], data, cfg.batch_size, args.logged_steps)
+    model, opt, _, _, monitor = states["+ monitoring every 50 steps"]
+    logged_step_parts(model, opt, monitor, data, cfg.batch_size, args.logged_steps)
 
 
-def logged_step_parts(model, opt, sched, params, monitor, data, batch_size: int, pairs: int) -> None:
+def logged_step_parts(model, opt, monitor, data, batch_size: int, pairs: int) -> None:
     """Median milliseconds of each part of the monitoring on a logged step (see the module docstring)."""
     x = normalize(data.x_train[:batch_size], data.mean, data.std)
     y = data.y_train[:batch_size]
