@@ -26,12 +26,11 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import numpy as np
 import torch
 import torch.utils.benchmark as benchmark
 from torch import nn
 
-from bench_trainer import RawLoop, raw_loop, trainer_history  # the same timings as the overhead benchmark
+from bench_trainer import RawLoop, median_interval, raw_loop, trainer_history  # the same timings as the overhead benchmark
 from deepexp.host import keep_freed_memory
 from deepexp.models import create_model
 
@@ -61,15 +60,6 @@ def matmul_images_per_s(shapes: list[tuple[int, int]], batch: int, min_run_time:
     m = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads()).blocked_autorange(
         min_run_time=min_run_time)
     return batch / m.median, flops / m.median / 1e9, m.iqr / m.median
-
-
-def median_interval(values: list[float]) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median of `values` (one per round)."""
-    from scipy.stats import bootstrap
-
-    result = bootstrap((np.asarray(values),), np.median, confidence_level=0.95, method="percentile",
-                       random_state=np.random.default_rng(0))
-    return result.confidence_interval.low, result.confidence_interval.high
 
 
 def profile_loop(overrides: list[str], rows: int) -> None:

@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -118,6 +119,15 @@ def trainer_epochs(overrides: list[str], epochs: int) -> tuple[list[float], floa
     return [h["seconds"] for h in history], wall
 
 
+def median_interval(values: list[float]) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median of `values` (one per round)."""
+    from scipy.stats import bootstrap
+
+    result = bootstrap((np.asarray(values),), np.median, confidence_level=0.95, method="percentile",
+                       random_state=np.random.default_rng(0))
+    return result.confidence_interval.low, result.confidence_interval.high
+
+
 def summary(times: list[float]) -> str:
     return f"{statistics.median(times):.3f}s (min {min(times):.3f}, max {max(times):.3f})"
 
@@ -128,6 +138,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per configuration per round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES),
+                        help="trainer configurations to time (quote each: they contain spaces)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # The trainer sets this on its first run, process-wide; set it first so the baselines of every round,
@@ -139,27 +151,29 @@ def main() -> None:
         base = CASES[case] + [f"device.threads={args.threads}"]
         raw: list[float] = []
         by_hand: list[float] = []
-        times: dict[str, list[float]] = {mode: [] for mode in MODES}
-        ratios: dict[str, list[float]] = {mode: [] for mode in MODES}
-        hand_ratios: dict[str, list[float]] = {mode: [] for mode in MODES}
-        walls: dict[str, list[float]] = {mode: [] for mode in MODES}
+        times: dict[str, list[float]] = {mode: [] for mode in args.modes}
+        ratios: dict[str, list[float]] = {mode: [] for mode in args.modes}
+        hand_ratios: dict[str, list[float]] = {mode: [] for mode in args.modes}
+        walls: dict[str, list[float]] = {mode: [] for mode in args.modes}
         for _ in range(args.rounds):
             round_raw = raw_loop_epochs(base, args.epochs, as_trainer=True)
             round_hand = raw_loop_epochs(base, args.epochs)
             raw += round_raw
             by_hand += round_hand
-            for mode, extra in MODES.items():
-                epochs, wall = trainer_epochs(base + extra, args.epochs)
+            for mode in args.modes:
+                epochs, wall = trainer_epochs(base + MODES[mode], args.epochs)
                 times[mode] += epochs
                 walls[mode].append(wall)
                 ratios[mode].append(statistics.median(epochs) / statistics.median(round_raw))
                 hand_ratios[mode].append(statistics.median(epochs) / statistics.median(round_hand))
         print(f"\n{case}: raw PyTorch loop {summary(raw)} per epoch (fused SGD and channels_last, as the trainer); "
               f"with PyTorch's defaults {summary(by_hand)}")
-        for mode in MODES:
+        for mode in args.modes:
             r, h = ratios[mode], hand_ratios[mode]
+            low, high = median_interval(r) if len(r) > 1 else (r[0], r[0])
             print(f"  {mode:<32} {summary(times[mode])}  ratio {statistics.median(r):.3f} (rounds: min {min(r):.3f}, "
-                  f"max {max(r):.3f}); against the loop with defaults {statistics.median(h):.3f}; "
+                  f"max {max(r):.3f}; 95% interval of the median {low:.3f}-{high:.3f}); "
+                  f"against the loop with defaults {statistics.median(h):.3f}; "
                   f"whole epoch incl. val/probe/checkpoint {statistics.median(walls[mode]):.3f}s")
 
 
