@@ -120,8 +120,11 @@ def trainer_epochs(overrides: list[str], epochs: int) -> tuple[list[float], floa
 
 
 def median_interval(values: list[float]) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median of `values` (one per round)."""
+    """95% percentile-bootstrap interval of the median of `values` (one per round); one round is its own interval."""
     from scipy.stats import bootstrap
+
+    if len(values) < 2:  # bootstrap needs two observations
+        return values[0], values[0]
 
     result = bootstrap((np.asarray(values),), np.median, confidence_level=0.95, method="percentile",
                        random_state=np.random.default_rng(0))
@@ -170,7 +173,7 @@ def main() -> None:
               f"with PyTorch's defaults {summary(by_hand)}")
         for mode in args.modes:
             r, h = ratios[mode], hand_ratios[mode]
-            low, high = median_interval(r) if len(r) > 1 else (r[0], r[0])
+            low, high = median_interval(r)
             print(f"  {mode:<32} {summary(times[mode])}  ratio {statistics.median(r):.3f} (rounds: min {min(r):.3f}, "
                   f"max {max(r):.3f}; 95% interval of the median {low:.3f}-{high:.3f}); "
                   f"against the loop with defaults {statistics.median(h):.3f}; "
