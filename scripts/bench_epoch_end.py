@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_trainer import QuietReporter  # noqa: E402
 from conftest import compose_train  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 import deepexp.train  # noqa: E402
 from deepexp.monitor import LayerMonitor  # noqa: E402
+from deepexp.progress import QuietReporter  # noqa: E402
 
 # part -> (where the trainer finds the function, its name there)
 PARTS = {

@@ -93,8 +93,7 @@ def main() -> None:
             if "norm" in parts and bool(~torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params]))):
                 break
             if log:
-                grad_norms = monitor.grad_norms()
-                monitor.snapshot_weights()
+                grad_norms = norms_and_snapshot(monitor)
             opt.step()
             if log:
                 monitor.log_step(i, grad_norms, monitor.update_ratios())
@@ -120,17 +119,19 @@ def main() -> None:
     logged_step_parts(model, opt, monitor, data, cfg.batch_size, args.logged_steps)
 
 
+def norms_and_snapshot(monitor: LayerMonitor):
+    """What the trainer does on a logged step between backward and the optimizer step."""
+    norms = monitor.grad_norms()
+    monitor.snapshot_weights()
+    return norms
+
+
 def logged_step_parts(model, opt, monitor, data, batch_size: int, pairs: int) -> None:
     """Median milliseconds of each part of the monitoring on a logged step (see the module docstring)."""
     x = normalize(data.x_train[:batch_size], data.mean, data.std)
     y = data.y_train[:batch_size]
     parts = {name: [] for name in ("forward, unlogged", "forward, logged", "gradient norms + weight snapshot",
                                    "update ratios", "to the host + TensorBoard")}
-
-    def norms_and_snapshot():
-        norms = monitor.grad_norms()
-        monitor.snapshot_weights()
-        return norms
 
     def timed(name, fn):
         start = time.perf_counter()
@@ -145,7 +146,7 @@ def logged_step_parts(model, opt, monitor, data, batch_size: int, pairs: int) ->
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if log:
-                grad_norms = timed("gradient norms + weight snapshot", norms_and_snapshot)
+                grad_norms = timed("gradient norms + weight snapshot", lambda: norms_and_snapshot(monitor))
             opt.step()
             if log:
                 ratios = timed("update ratios", monitor.update_ratios)
