@@ -6,12 +6,13 @@ import re
 import statistics
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 import torchvision
 
 from deepexp.config import to_plain
-from deepexp.deploy import Deployable, export_onnx, parity, session
+from deepexp.deploy import Deployable, OnnxExporter, parity, session
 from deepexp.measure import count_macs, count_params, torch_latency
 from deepexp.models import create_model
 from deepexp.models.efficient import depthwise_separable_block
@@ -75,11 +76,36 @@ def test_onnx_export_matches_pytorch_at_any_batch_size(tmp_path):
     torch.manual_seed(0)
     model = build("inception_cnn", width=0.25, act="swish").eval()
     deployable = Deployable(model, torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3]))
-    path = export_onnx(deployable, torch.rand(2, 3, 32, 32), tmp_path / "m.onnx")
+    path = OnnxExporter().export(deployable, torch.rand(2, 3, 32, 32), tmp_path / "m.onnx")
     sess = session(path, threads=1)
     for batch in (1, 5):
         assert parity(deployable, sess, torch.rand(batch, 3, 32, 32)) < 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary files left behind
+
+
+def test_models_of_one_architecture_share_a_trace_and_each_file_holds_its_own_weights(tmp_path):
+    def trained_looking(seed: int) -> Deployable:  # BatchNorm statistics away from their defaults, as after training
+        torch.manual_seed(seed)
+        model = build("bottleneck_cnn", width=0.25)
+        model.train()(torch.randn(64, 3, 32, 32))
+        return Deployable(model, torch.rand(3), torch.rand(3) + 0.5).eval()
+
+    first, second = trained_looking(0), trained_looking(1)
+    exporter, example, images = OnnxExporter(), torch.rand(2, 3, 32, 32), torch.rand(5, 3, 32, 32)
+    exporter.export(first, example, tmp_path / "first.onnx", architecture="bottleneck_cnn")
+    exporter.export(second, example, tmp_path / "second.onnx", architecture="bottleneck_cnn")
+    fresh = OnnxExporter().export(second, example, tmp_path / "fresh.onnx")
+    # Each file computes its own model, not the one traced first; the reused trace is the graph a fresh export gives.
+    assert parity(first, session(tmp_path / "first.onnx", threads=1), images) < 1e-4
+    assert parity(second, session(tmp_path / "second.onnx", threads=1), images) < 1e-4
+    assert parity(first, session(tmp_path / "second.onnx", threads=1), images) > 1e-2
+    ops = lambda path: [node.op_type for node in onnx.load(path).graph.node]
+    assert ops(tmp_path / "second.onnx") == ops(fresh)
+    # A key reused for another architecture is refused rather than mixing two models' weights.
+    with pytest.raises(ValueError, match="other parameters"):
+        exporter.export(Deployable(build("dws_cnn", width=0.25), torch.rand(3), torch.rand(3)), example,
+                        tmp_path / "other.onnx", architecture="bottleneck_cnn")
+    assert not (tmp_path / "other.onnx").exists()
 
 
 def test_latency_is_positive_with_the_recorded_threads():

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import plots
 from ..config import EfficientConfig, EfficientModelConfig, compose_config, validate
 from ..data import CLASS_NAMES, Splits
-from ..deploy import Deployable, export_onnx, onnx_latency, onnx_predictions, parity, quantize_int8, session
+from ..deploy import Deployable, OnnxExporter, onnx_latency, onnx_predictions, parity, quantize_int8, session
 from ..measure import count_macs, count_params, torch_latency
 from ..models import init_weights
 from ..results import Stat, markdown_table, pareto_front, publish_report, spearman, verdict, welch, write_csv, write_text
@@ -89,9 +89,9 @@ def state_dict_bytes(model: torch.nn.Module) -> int:
     return buffer.tell()
 
 
-def export_and_score(study: EfficientConfig, model: torch.nn.Module, data: Splits, folder: Path, threads: int,
-                     score: bool, key: Dict[str, Any]) -> Dict[str, Any]:
-    """Export FP32 (and INT8) ONNX into `folder`, check parity, and score on the test set.
+def export_and_score(study: EfficientConfig, model: torch.nn.Module, name: str, data: Splits, folder: Path, threads: int,
+                     score: bool, key: Dict[str, Any], exporter: OnnxExporter) -> Dict[str, Any]:
+    """Export FP32 (and INT8) ONNX of the study model `name` into `folder`, check parity, and score on the test set.
 
     The result is cached in `folder/export.json` under `key`, so rerunning the study
     on the same directory does not redo finished exports."""
@@ -101,7 +101,7 @@ def export_and_score(study: EfficientConfig, model: torch.nn.Module, data: Split
         return cached
     deployable = Deployable(model, data.mean, data.std).eval()
     test_images = data.x_test.float() / 255
-    fp32 = export_onnx(deployable, test_images[:2], folder / "model.onnx")
+    fp32 = exporter.export(deployable, test_images[:2], folder / "model.onnx", architecture=name)  # seeds share a trace
     fp32_session = session(fp32, threads)
     out: Dict[str, Any] = {"key": key, "onnx_fp32": fp32.name, "parity_max_abs": parity(deployable, fp32_session, test_images[:PARITY_IMAGES])}
     predictions = onnx_predictions(fp32_session, data.x_test) if score else None
@@ -145,6 +145,7 @@ def measure_cost(study: EfficientConfig, model: torch.nn.Module, data: Splits, f
 
 def measure_all(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp_dir: Path, console) -> List[Measured]:
     threads = study.threads or torch.get_num_threads()
+    exporter = OnnxExporter()
     measured = []
     for name in study.models:
         runs = [(spec, m) for spec, m in results if spec.labels["model"] == name and m["status"] == "completed"]
@@ -157,7 +158,7 @@ def measure_all(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
             model.load_state_dict(load_checkpoint(checkpoint)["model"])
             folder = exp_dir / "models" / name / f"s{cfg.seed}"
             key = {"weights": checkpoint.stat().st_mtime_ns, "calibration_images": study.calibration_images, "quantize": study.quantize}
-            exported = export_and_score(study, model.eval(), data, folder, threads, score=True, key=key)
+            exported = export_and_score(study, model.eval(), name, data, folder, threads, score=True, key=key, exporter=exporter)
             history = metrics["history"]
             seeds.append({"seed": cfg.seed, "test_acc": metrics["test"]["acc"], "val_acc": history[-1]["val_acc"] if history else None,
                           "seconds": metrics.get("seconds"), "folder": folder, "mean": data.mean.tolist(), "std": data.std.tolist(),
@@ -170,7 +171,8 @@ def measure_all(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
             model = build_model(cfg, data)
             init_weights(model, cfg.init.name, cfg.act.name)
             folder = exp_dir / "models" / name / "untrained"
-            export_and_score(study, model.eval(), data, folder, threads, score=False, key={"quantize": study.quantize})
+            export_and_score(study, model.eval(), name, data, folder, threads, score=False, key={"quantize": study.quantize},
+                             exporter=exporter)
             first_export = (model, data, folder)
         model, data, folder = first_export
         console.print(f"measuring {name}: latency at batch {list(study.latency_batches)}, {threads} threads", highlight=False)
