@@ -82,14 +82,14 @@ class OnnxExporter:
         from onnxscript import ir  # the exporter's own graph library (onnx_ir)
 
         model = model.eval().cpu()
-        shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+        state = model.state_dict()
+        shapes = {name: tuple(value.shape) for name, value in state.items()}
         with _quiet():
             if architecture in self._traces:
                 trace, traced_shapes = self._traces[architecture]
                 if shapes != traced_shapes:  # a wrong key would leave another model's weights in the file
                     raise ValueError(f"architecture {architecture!r} was traced for a model with other parameters")
-                trace.apply_weights({name: value for name, value in model.state_dict().items()
-                                     if name in trace.model.graph.initializers})
+                trace.apply_weights({name: value for name, value in state.items() if name in trace.model.graph.initializers})
             else:
                 trace = torch.onnx.export(model, (example.cpu(),), None, input_names=[INPUT], output_names=[OUTPUT],
                                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
