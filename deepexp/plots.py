@@ -1,4 +1,5 @@
-"""Matplotlib figures shared by the reports: curves with mean ± std bands, bars with error bars.
+"""Matplotlib figures shared by the reports: curves with mean ± std bands, bars with error bars,
+Pareto scatters with their points named, log axes written as plain numbers.
 
 Every figure is saved as PNG with labelled axes and a title that says which data,
 how many epochs and how many seeds it shows.
@@ -57,13 +58,41 @@ def bars(ax, labels: Sequence[str], means: Sequence[float], stds: Sequence[float
 
 
 def pareto_scatter(ax, xs: Sequence[float], ys: Sequence[float], yerr: Sequence[float], sizes: Sequence[float],
-                   labels: Sequence[str], front: Sequence[int], marker: str = "o", color: str = "C0", legend: str = "") -> None:
-    """Points with error bars, marker area proportional to `sizes`, labels beside them, and the
-    Pareto front (indices `front`, sorted by x) drawn as a dashed step line."""
+                   front: Sequence[int], marker: str = "o", color: str = "C0", legend: str = "") -> None:
+    """Points with error bars, marker area proportional to `sizes`, and the Pareto front
+    (indices `front`, sorted by x) drawn as a dashed step line."""
     area = 600 * np.asarray(sizes, dtype=float) / max(max(sizes), 1)
     ax.errorbar(xs, ys, yerr=yerr, fmt="none", ecolor="grey", alpha=0.6, capsize=3)
     ax.scatter(xs, ys, s=np.maximum(area, 25), marker=marker, color=color, alpha=0.55, edgecolors="black", label=legend)
-    for x, y, label in zip(xs, ys, labels):
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     if len(front) > 1:
         ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", linestyle="--", color=color, alpha=0.8)
+
+
+def label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> None:
+    """Name each point, then move the names apart (adjustText) so that none covers another name
+    or a marker; a thin line joins a moved name to its point. Call it once everything else is on
+    `ax`: the placement depends on the final axis limits and markers."""
+    from adjustText import adjust_text, get_bboxes
+    from matplotlib.collections import PathCollection
+
+    markers = [box for c in ax.collections if isinstance(c, PathCollection) for box in get_bboxes(c, ax=ax)]
+    texts = [ax.text(x, y, label, fontsize=7) for x, y, label in zip(xs, ys, labels)]
+    adjust_text(texts, objects=markers or None, ax=ax, iter_lim=150, arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
+
+
+def log_axis(ax, which: str) -> None:
+    """Log scale on axis `which` ("x" or "y") with ticks written as plain numbers (0.2, 0.5, 20).
+    These axes span one or two decades, where matplotlib labels minor ticks as 2×10^-1 and
+    the labels run into each other."""
+    from matplotlib import ticker
+
+    class Plain(ticker.LogFormatter):
+        # LogFormatter decides which ticks get a label (all of them on a short axis, a few on a
+        # longer one); the label itself is the number as Python writes it.
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    getattr(ax, f"set_{which}scale")("log")
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))

@@ -299,29 +299,34 @@ def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Pat
                 ("accuracy_vs_latency", lambda r: r[f"latency_b{b1}_ms"], f"CPU latency at batch {b1} (ms, median)", runtimes(study)),
                 ("accuracy_vs_macs", lambda r: r["macs"] / 1e6, "MACs per image (millions)", [PYTORCH])):
             fig, (ax,) = plots.panels(1, width=7.5, height=5.0)
+            pts = [r for r in rows if r["runtime"] in shown and r["test_acc_mean"] is not None]
             for runtime in shown:
-                pts = [r for r in rows if r["runtime"] == runtime and r["test_acc_mean"] is not None]
-                xs, ys = [x_of(r) for r in pts], [r["test_acc_mean"] for r in pts]
-                plots.pareto_scatter(ax, xs, ys, [r["test_acc_std"] or 0 for r in pts], [r["params"] for r in pts],
-                                     [r["model"] for r in pts], pareto_front(xs, ys), *styles[runtime], legend=runtime)
-            ax.set_xscale("log")
+                mine = [r for r in pts if r["runtime"] == runtime]
+                xs, ys = [x_of(r) for r in mine], [r["test_acc_mean"] for r in mine]
+                plots.pareto_scatter(ax, xs, ys, [r["test_acc_std"] or 0 for r in mine], [r["params"] for r in mine],
+                                     pareto_front(xs, ys), *styles[runtime], legend=runtime)
+            plots.log_axis(ax, "x")
             ax.set(xlabel=xlabel, ylabel="test accuracy (mean ± std over seeds)",
                    title=f"accuracy against {'latency' if 'latency' in name else 'MACs'} (marker area ~ parameters; "
                          f"dashed: Pareto front)\n{subtitle}")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8, markerscale=0.5)
+            plots.label_points(ax, [x_of(r) for r in pts], [r["test_acc_mean"] for r in pts], [r["model"] for r in pts])
             files[name] = plots.save(fig, folder / f"{name}.png")
     fig, (ax,) = plots.panels(1, width=7.5, height=5.0)
+    pts = [r for r in rows if r["runtime"] in runtimes(study)]
+    macs, latency = [r["macs"] / 1e6 for r in pts], [r[f"latency_b{b1}_ms"] for r in pts]
     for runtime in runtimes(study):
-        pts = [r for r in rows if r["runtime"] == runtime]
         marker, color = styles[runtime]
-        ax.scatter([r["macs"] / 1e6 for r in pts], [r[f"latency_b{b1}_ms"] for r in pts], marker=marker, color=color, label=runtime)
-        for r in pts:
-            ax.annotate(r["model"], (r["macs"] / 1e6, r[f"latency_b{b1}_ms"]), textcoords="offset points", xytext=(5, 3), fontsize=7)
-    ax.set(xscale="log", yscale="log", xlabel="MACs per image (millions)", ylabel=f"CPU latency at batch {b1} (ms, median)",
+        mine = [i for i, r in enumerate(pts) if r["runtime"] == runtime]
+        ax.scatter([macs[i] for i in mine], [latency[i] for i in mine], marker=marker, color=color, label=runtime)
+    plots.log_axis(ax, "x")
+    plots.log_axis(ax, "y")
+    ax.set(xlabel="MACs per image (millions)", ylabel=f"CPU latency at batch {b1} (ms, median)",
            title=f"MACs are not latency: measured time against counted work\n{subtitle}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    plots.label_points(ax, macs, latency, [r["model"] for r in pts])
     files["latency_vs_macs"] = plots.save(fig, folder / "latency_vs_macs.png")
     return files
 

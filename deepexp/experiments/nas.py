@@ -410,7 +410,11 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
         ax.scatter(xs, ys, s=14, alpha=0.45, color="grey", label="evaluated candidates")
         ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=40, color="C3", label="Pareto front")
         ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", color="C3", linestyle="--")
-        ax.set(xscale="log", xlabel=label, ylabel="proxy validation accuracy",
+        if cost == "latency_ms":
+            plots.log_axis(ax, "x")  # a decade or so of milliseconds: plain numbers read best
+        else:
+            ax.set_xscale("log")
+        ax.set(xlabel=label, ylabel="proxy validation accuracy",
                title=f"accuracy against {label.split(' (')[0]}, every candidate\n{subtitle}")
         if cost == "params":
             for g in hand:
