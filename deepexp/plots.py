@@ -21,8 +21,9 @@ def _plt():
     return plt
 
 
-def band(ax, x: Sequence[float], series: List[Sequence[float]], label: str, log: bool = False) -> None:
-    """Mean line with a ±1 std band over the seeds in `series` (all the same length)."""
+def band(ax, x: Sequence[int], series: List[Sequence[float]], label: str, log: bool = False) -> None:
+    """Mean line with a ±1 std band over the seeds in `series` (all the same length). `x` counts
+    something (epochs, layers, trials), so its ticks are whole numbers."""
     arr = np.asarray(series, dtype=float)
     mean, std = arr.mean(0), arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1])
     line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
@@ -30,6 +31,14 @@ def band(ax, x: Sequence[float], series: List[Sequence[float]], label: str, log:
     ax.fill_between(x, low, mean + std, color=line.get_color(), alpha=0.2)
     if log:
         ax.set_yscale("log")
+    integer_ticks(ax.xaxis)
+
+
+def integer_ticks(axis) -> None:
+    """Ticks only at whole numbers on `axis` (ax.xaxis or ax.yaxis): no "epoch 1.25" or "layer 2.5"."""
+    from matplotlib import ticker
+
+    axis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def save(fig, path: Path) -> str:

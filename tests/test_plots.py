@@ -1,4 +1,4 @@
-"""The shared figure helpers: point labels that stay readable, log axes that read as numbers."""
+"""The shared figure helpers: point labels that stay readable, axes that read as plain numbers."""
 from itertools import combinations
 
 import matplotlib
@@ -37,4 +37,13 @@ def test_a_log_axis_over_a_decade_or_two_labels_its_ticks_as_plain_numbers():
     labels = [t.get_text() for t in ax.get_xticklabels(which="both") if t.get_text()]
     assert {"1", "0.2"} <= set(labels)  # a major tick and a labelled minor one
     assert all(float(label) > 0 for label in labels)  # no 10^k or 2×10^-1 mathtext
+    matplotlib.pyplot.close(fig)
+
+
+def test_curves_over_epochs_have_ticks_only_at_whole_epochs():
+    fig, (ax,) = plots.panels(1)
+    plots.band(ax, [1, 2, 3], [[2.3, 1.1, 0.6], [2.2, 1.0, 0.5]], "relu")
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # no "epoch 1.25"
     matplotlib.pyplot.close(fig)

@@ -259,6 +259,8 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
             image = ax.imshow(grid.T, aspect="auto", origin="lower", cmap="viridis", vmin=low, vmax=high,
                               extent=(0.5, grid.shape[0] + 0.5, 0.5, grid.shape[1] + 0.5))
             ax.set(xlabel="epoch", ylabel="weight layer", title=f"{key[1]}: log10 gradient norm")
+            plots.integer_ticks(ax.xaxis)
+            plots.integer_ticks(ax.yaxis)
             fig.colorbar(image, ax=ax)
         fig.suptitle(f"gradient norm by layer and epoch (mean over seeds), {subtitle}", fontsize=9)
         files["grad_heatmap"] = plots.save(fig, folder / "grad_heatmap.png")
