@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models.activations import ACTIVATIONS, is_activation
+from .plots import integer_ticks
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 STEP_ACT_STATS = ("act_mean", "act_std", "sparsity", "saturation")
@@ -250,6 +251,7 @@ def grad_depth_figure(names: List[str], norms: List[float], title: str):
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.semilogy(range(1, len(norms) + 1), [max(v, 1e-30) for v in norms], marker="o")
+    integer_ticks(ax.xaxis)
     ax.set_xlabel("layer (input to output)")
     ax.set_ylabel("gradient L2 norm of the weight")
     ax.set_title(title)
