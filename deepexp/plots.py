@@ -87,7 +87,9 @@ def label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[
     ax.figure.tight_layout()  # as `save` will: names are placed in the axes' final size
     markers = [box for c in ax.collections if isinstance(c, PathCollection) for box in get_bboxes(c, ax=ax)]
     texts = [ax.text(x, y, label, fontsize=7) for x, y, label in zip(xs, ys, labels)]
-    adjust_text(texts, objects=markers or None, ax=ax, iter_lim=150, expand=(1.3, 1.6), arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
+    # A fixed number of iterations, not adjustText's default time limit: the same figure on any machine.
+    adjust_text(texts, objects=markers or None, ax=ax, iter_lim=150, expand=(1.3, 1.6),
+                arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
 
 
 def log_axis(ax, which: str) -> None:
