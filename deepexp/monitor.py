@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models.activations import ACTIVATIONS, is_activation
-from .plots import integer_ticks
+from .plots import integer_ticks, panels
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 STEP_ACT_STATS = ("act_mean", "act_std", "sparsity", "saturation")
@@ -244,12 +244,7 @@ def write_scalars(writer, scalars: Iterable[Tuple[str, float]], step: int) -> No
 
 def grad_depth_figure(names: List[str], norms: List[float], title: str):
     """A matplotlib figure of gradient norm against depth (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, (ax,) = panels(1, width=6, height=3.5)
     ax.semilogy(range(1, len(norms) + 1), [max(v, 1e-30) for v in norms], marker="o")
     integer_ticks(ax.xaxis)
     ax.set_xlabel("layer (input to output)")
