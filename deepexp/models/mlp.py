@@ -1,11 +1,11 @@
 """A deep multilayer perceptron, the subject of the activation-function study.
 
 `depth` hidden layers of `width` units, each Linear -> [BatchNorm] -> activation
--> [Dropout], then a linear classifier. The dropout is the one the activation table
-pairs with the activation: alpha dropout for SELU, which keeps a self-normalising
-network's activations at zero mean and unit variance (Klambauer et al. 2017), plain
-dropout otherwise. Module paths read `layers.0` (the first
-Linear), `layers.1` (its activation), ..., `head`.
+-> [Dropout], then a linear classifier. Module paths read `layers.0` (the first
+Linear), `layers.1` (its activation), ..., `head`. The dropout is the one the
+activation table pairs with the activation: alpha dropout for SELU, which keeps a
+self-normalising network's activations at zero mean and unit variance (Klambauer
+et al. 2017), plain dropout otherwise.
 """
 from __future__ import annotations
 
