@@ -373,8 +373,9 @@ class _Run:
             reporter.info(f"{cfg.model.name} ({self.params:,} parameters, act={cfg.act.name}, init={self.init_scheme}) "
                           f"on {cfg.dataset.name}: {self.data.sizes()} images ({self.data.source}), device {self.device}")
         with ExitStack() as stack:
-            # purge_step drops events logged after the checkpoint by an interrupted attempt.
-            self.writer = stack.enter_context(SummaryWriter(str(self.run_dir), purge_step=self.step if self.step else None))
+            # purge_step drops events logged after the checkpoint by an interrupted attempt: those of steps from
+            # purge_step on. The checkpointed epoch logged its own numbers at its last step, self.step, which stay.
+            self.writer = stack.enter_context(SummaryWriter(str(self.run_dir), purge_step=self.step + 1 if self.step else None))
             self.monitor = LayerMonitor(self.model, cfg.act.name, self.writer, cfg.monitor.every_n_steps,
                                         cfg.monitor.hist_every_n_steps) if cfg.monitor.enabled else None
             if self.monitor:

@@ -454,6 +454,9 @@ def test_warm_up_and_cosine_record_each_epochs_mean_rate_and_a_resumed_run_the_s
     monkeypatch.setattr(deepexp.train, "evaluate", real_evaluate)
     resumed = train(cfg, tmp_path / "cut").metrics
     assert [row["lr"] for row in resumed["history"]] == [row["lr"] for row in full["history"]]
+    # TensorBoard too, epoch 1's numbers included: they were logged at step 7, where the resumed run starts
+    for tag in ("lr", "lr/step", "loss/val"):
+        assert scalars(tmp_path / "cut", tag) == scalars(tmp_path / "full", tag), tag
     assert resumed["epochs_done"] == 3
     assert resumed["seconds"] == pytest.approx(sum(row["seconds"] for row in resumed["history"]), abs=0.01)
 
