@@ -154,12 +154,24 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return optim_class(params, lr=cfg.lr, betas=tuple(o.betas), weight_decay=cfg.weight_decay, fused=fused)
 
 
-def git_commit() -> Optional[str]:
+def _git(*args: str) -> Optional[str]:
+    """The output of `git ARGS` in deepexp's source folder; None outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def git_commit() -> Optional[str]:
+    return _git("rev-parse", "HEAD")
+
+
+def git_dirty() -> Optional[bool]:
+    """Whether tracked files differ from the commit `git_commit` names: then the commit alone does not
+    say which code ran. None outside a git checkout."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
 
 
 def rng_state() -> dict:
@@ -273,8 +285,10 @@ class _Run:
         if cfg.device.threads:
             torch.set_num_threads(cfg.device.threads)
         kept_freed_memory = keep_freed_memory()  # else a conv net's CPU step faults thousands of pages in again (host.py)
-        self.provenance = {  # enough to rerun this elsewhere: code version, libraries, hardware
-            "deepexp": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+        # Enough to rerun this elsewhere: code version, libraries, hardware. (str(torch.__version__): checkpoints
+        # keep a copy, and torch.load(weights_only=True) refuses its str subclass.)
+        self.provenance = {
+            "deepexp": __version__, "git_commit": git_commit(), "git_dirty": git_dirty(), "torch": str(torch.__version__),
             "python": platform.python_version(), "host": platform.node(), "device": str(self.device),
             "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
             "threads": torch.get_num_threads(), "malloc_keeps_freed_memory": kept_freed_memory,
@@ -321,6 +335,9 @@ class _Run:
         """Continue from the newest good checkpoint, if the run directory has one."""
         self.epoch, self.step, self.history, self.seconds, self.skipped = 0, 0, [], 0.0, 0
         self.init_layers: Optional[dict] = None
+        # Where the epochs came from: a resumed run's earlier epochs ran in other processes, maybe elsewhere.
+        self.resumed_after: Optional[int] = None
+        self.earlier_attempts: List[dict] = []
         found = load_latest_checkpoint(self.run_dir, self.reporter.warn)
         if found is None:
             return
@@ -337,6 +354,7 @@ class _Run:
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.skipped = state.get("skipped", 0)
         self.history, self.init_layers = state["history"], state["init_layers"]
+        self.resumed_after, self.earlier_attempts = self.epoch, state.get("provenance", [])
         self.reporter.info(f"resuming {self.run_dir} after epoch {self.epoch} ({path.name})")
 
     def _checkpoint(self) -> None:
@@ -345,7 +363,14 @@ class _Run:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": rng_state(), "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "skipped": self.skipped,
             "history": self.history, "init_layers": self.init_layers, "config": self.flat,
+            "provenance": [*self.earlier_attempts, self._provenance(with_earlier=False)],
         })
+
+    def _provenance(self, with_earlier: bool = True) -> dict:
+        """This process's provenance; for a resumed run, after which epoch it took over, and the provenance
+        of the processes that trained the epochs before (each with its own `resumed_after_epoch`)."""
+        own = {**self.provenance, "resumed_after_epoch": self.resumed_after}
+        return {**own, "earlier_attempts": self.earlier_attempts} if with_earlier else own
 
     def _metrics(self, status: str, **extra: Any) -> dict:
         best = max((h["val_acc"] for h in self.history), default=None)
@@ -357,7 +382,7 @@ class _Run:
             "init_layers": self.init_layers,
             "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes,
                      "in_channels": self.data.in_channels, "image_size": self.data.image_size},
-            "provenance": self.provenance,
+            "provenance": self._provenance(),
             **extra,
         }
 

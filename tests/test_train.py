@@ -459,6 +459,24 @@ def test_warm_up_and_cosine_record_each_epochs_mean_rate_and_a_resumed_run_the_s
         assert scalars(tmp_path / "cut", tag) == scalars(tmp_path / "full", tag), tag
     assert resumed["epochs_done"] == 3
     assert resumed["seconds"] == pytest.approx(sum(row["seconds"] for row in resumed["history"]), abs=0.01)
+    # and the provenance says which process trained which epochs
+    assert full["provenance"]["resumed_after_epoch"] is None and full["provenance"]["earlier_attempts"] == []
+    assert resumed["provenance"]["resumed_after_epoch"] == 1
+    (earlier,) = resumed["provenance"]["earlier_attempts"]
+    assert earlier["resumed_after_epoch"] is None and earlier["host"] == resumed["provenance"]["host"]
+
+
+def test_provenance_says_whether_the_code_differed_from_its_commit(tmp_path, monkeypatch):
+    import deepexp.train
+
+    answers = {("rev-parse", "HEAD"): "abc123", ("status", "--porcelain", "--untracked-files=no"): " M deepexp/train.py"}
+    monkeypatch.setattr(deepexp.train, "_git", lambda *args: answers[args])
+    m = train(compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false"]), tmp_path).metrics
+    assert (m["provenance"]["git_commit"], m["provenance"]["git_dirty"]) == ("abc123", True)
+    answers[("status", "--porcelain", "--untracked-files=no")] = ""
+    assert deepexp.train.git_dirty() is False
+    monkeypatch.setattr(deepexp.train, "_git", lambda *args: None)  # not a git checkout
+    assert deepexp.train.git_dirty() is None and deepexp.train.git_commit() is None
 
 
 def test_a_diverged_run_counts_the_training_time_of_its_last_partial_epoch(tmp_path):
