@@ -65,7 +65,7 @@ class EpochStats:
     loss: float = math.nan  # mean cross-entropy of the batches whose update was applied (before the update)
     acc: float = math.nan  # training accuracy of the same batches
     lr: float = math.nan  # mean learning rate of the applied updates
-    updates: int = 0  # optimizer steps taken
+    updates: int = 0  # optimizer steps taken (under fp16 AMP, GradScaler itself may still skip one with inf gradients)
     skipped: int = 0  # batches dropped by on_nan=skip_batch
     clipped: Optional[int] = None  # updates whose gradient norm exceeded grad_clip (None: no clipping)
 
@@ -164,6 +164,7 @@ def _git(*args: str) -> Optional[str]:
 
 
 def git_commit() -> Optional[str]:
+    """The commit checked out in deepexp's source folder; None outside a git checkout."""
     return _git("rev-parse", "HEAD")
 
 

@@ -488,11 +488,14 @@ def test_a_diverged_run_counts_the_training_time_of_its_last_partial_epoch(tmp_p
 @needs_mnist
 def test_an_epoch_with_skipped_batches_counts_them_in_its_throughput_and_its_row(tmp_path, poisoned_config):
     """Skipped batches went through forward and backward: they took time, so the throughput counts their
-    images; the loss and accuracy are those of the batches whose update was applied."""
-    train(poisoned_config(nan_loss=[2], inf_grad=[5], extra=["on_nan=skip_batch"]), tmp_path)
+    images; the loss, accuracy and learning rate are those of the batches whose update was applied."""
+    cfg = poisoned_config(nan_loss=[2], inf_grad=[5], extra=["on_nan=skip_batch", "sched=cosine"])
+    train(cfg, tmp_path)
     m = read_metrics(tmp_path)
     assert [row["skipped_batches"] for row in m["history"]] == [2, 0] and m["skipped_batches"] == 2
     steps, batch = 14, 128  # 1,800 training images
+    applied = [step for step in range(steps) if step not in (1, 4)]  # steps 2 and 5 (0-based 1 and 4) were skipped
+    assert m["history"][0]["lr"] == pytest.approx(statistics.fmean(cfg.lr * lr_factor(s, steps, 2, cfg.sched) for s in applied))
     for row in m["history"]:  # seconds are rounded to the millisecond, images/s to 0.1
         low, high = steps * batch / (row["seconds"] + 5e-4), steps * batch / (row["seconds"] - 5e-4)
         assert low - 0.05 <= row["images_per_s"] <= high + 0.05, row  # skipped images left out: 12/14 of this
