@@ -2,7 +2,8 @@
 
 What is measured, per layer:
 - every Linear/Conv weight (tagged by its module path, e.g. `layers.0`): the L2
-  norm of its gradient and the update-to-weight ratio ||dW|| / ||W|| of the step;
+  norm of its gradient as backward produced it (unscaled, before any clipping) and
+  the update-to-weight ratio ||dW|| / ||W|| of the step;
 - every activation module (e.g. `layers.1`): mean, std, sparsity (fraction of
   outputs exactly zero), saturation (bounded activations only: fraction within 1%
   of the output range of a bound), and dead units (fraction of units that pass no
@@ -20,7 +21,7 @@ statistics in metrics.json compare across epochs, activations and runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,7 @@ class LayerMonitor:
         self._keep_values = False
         self._stats: Dict[str, Tensor] = {}
         self._values: Dict[str, Tensor] = {}
+        self._grads: Dict[str, Tensor] = {}
         self._ever_active: Dict[str, Tensor] = {}
         self._before: Optional[List[Tensor]] = None
         self._handles: List[Any] = []
@@ -108,10 +110,16 @@ class LayerMonitor:
         self._keep_values = values
         self._stats.clear()
         self._values.clear()
+        self._grads.clear()
 
     def grad_norms(self) -> Tensor:
-        """L2 norm of each weight's gradient, on the device (call after backward)."""
+        """L2 norm of each weight's gradient, shape (n_weights,), on the device. Call after backward and
+        before anything rescales the gradients (gradient clipping, an AMP scale not yet unscaled): the
+        logged norms are to be those backward produced. On a step captured with values (histograms),
+        the gradients are kept as they are now, for `log_histograms`."""
         grads = [w.grad if w.grad is not None else torch.zeros_like(w) for _, w in self.weights]
+        if self._keep_values:
+            self._grads = {name: g.detach().clone() for (name, w), g in zip(self.weights, grads) if w.grad is not None}
         return torch.stack(torch._foreach_norm(grads))
 
     def snapshot_weights(self) -> None:
@@ -125,12 +133,21 @@ class LayerMonitor:
         self._before = None
         return torch.stack(torch._foreach_norm(deltas)) / torch.stack(torch._foreach_norm(weights)).clamp_min(1e-12)
 
-    def log_step(self, step: int, grad_norms: Tensor, update_ratios: Tensor) -> None:
-        """Write one step's statistics, moving them to the host in a single transfer."""
+    def log_step(self, step: int, grad_norms: Tensor, update_ratios: Tensor,
+                 extra: Optional[Dict[str, Union[Tensor, float]]] = None) -> None:
+        """Write one step's statistics, moving them to the host in a single transfer.
+
+        grad_norms, update_ratios: shape (n_weights,); extra: more scalars of the step by tag (the trainer's
+        learning rate and global gradient norms), each a float or a 0-d tensor on the device."""
         acts = torch.stack([self._stats[name] for name in self.act_names]) if self._stats else grad_norms.new_zeros(0, 4)
-        host = torch.cat([grad_norms.float(), update_ratios.float(), acts.flatten().float()]).cpu().tolist()
+        extra = extra or {}
+        tensors = {tag: v for tag, v in extra.items() if isinstance(v, Tensor)}
+        host = torch.cat([grad_norms.float(), update_ratios.float(), acts.flatten().float(),
+                          *(v.detach().float().reshape(1) for v in tensors.values())]).cpu().tolist()
         n = len(self.weights)
-        scalars = [(f"grad_norm/{name}", host[i]) for i, name in enumerate(self.weight_names)]
+        from_device = dict(zip(tensors, host[len(host) - len(tensors):]))
+        scalars = [(tag, from_device.get(tag, value)) for tag, value in extra.items()]
+        scalars += [(f"grad_norm/{name}", host[i]) for i, name in enumerate(self.weight_names)]
         scalars += [(f"update_ratio/{name}", host[n + i]) for i, name in enumerate(self.weight_names)]
         for j, name in enumerate(self.act_names):
             row = host[2 * n + 4 * j: 2 * n + 4 * j + 4]
@@ -140,13 +157,16 @@ class LayerMonitor:
         self._set_mode(None)
 
     def log_histograms(self, step: int) -> None:
+        """Histograms of the step: weights after its update, gradients as `grad_norms` saw them
+        (before clipping), activations of its forward pass."""
         for name, w in self.weights:
             self.writer.add_histogram(f"weights/{name}", w.detach().float().cpu(), step)
-            if w.grad is not None:
-                self.writer.add_histogram(f"grads/{name}", w.grad.detach().float().cpu(), step)
+        for name, grad in self._grads.items():
+            self.writer.add_histogram(f"grads/{name}", grad.float().cpu(), step)
         for name, values in self._values.items():
             self.writer.add_histogram(f"activations/{name}", values.float().cpu(), step)
         self._values.clear()
+        self._grads.clear()
 
     # --- the per-epoch probe ---------------------------------------------------------
 

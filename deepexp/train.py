@@ -55,6 +55,21 @@ class RunResult:
     exit_code: int
 
 
+@dataclass
+class EpochStats:
+    """What one pass over the training images did, as host numbers."""
+
+    seconds: float  # wall clock of the pass, monitoring included (validation and the probe are not)
+    images: int  # images that went through a training step, skipped batches included (they took their time)
+    diverged_at: Optional[int] = None  # the step of a non-finite loss or gradient that ends the run
+    loss: float = math.nan  # mean cross-entropy of the batches whose update was applied (before the update)
+    acc: float = math.nan  # training accuracy of the same batches
+    lr: float = math.nan  # mean learning rate of the applied updates
+    updates: int = 0  # optimizer steps taken (under fp16 AMP, GradScaler itself may still skip one with inf gradients)
+    skipped: int = 0  # batches dropped by on_nan=skip_batch
+    clipped: Optional[int] = None  # updates whose gradient norm exceeded grad_clip (None: no clipping)
+
+
 # --- small pure helpers -------------------------------------------------------------------
 
 
@@ -139,12 +154,25 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return optim_class(params, lr=cfg.lr, betas=tuple(o.betas), weight_decay=cfg.weight_decay, fused=fused)
 
 
-def git_commit() -> Optional[str]:
+def _git(*args: str) -> Optional[str]:
+    """The output of `git ARGS` in deepexp's source folder; None outside a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def git_commit() -> Optional[str]:
+    """The commit checked out in deepexp's source folder; None outside a git checkout."""
+    return _git("rev-parse", "HEAD")
+
+
+def git_dirty() -> Optional[bool]:
+    """Whether tracked files differ from the commit `git_commit` names: then the commit alone does not
+    say which code ran. None outside a git checkout."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
 
 
 def rng_state() -> dict:
@@ -258,8 +286,10 @@ class _Run:
         if cfg.device.threads:
             torch.set_num_threads(cfg.device.threads)
         kept_freed_memory = keep_freed_memory()  # else a conv net's CPU step faults thousands of pages in again (host.py)
-        self.provenance = {  # enough to rerun this elsewhere: code version, libraries, hardware
-            "deepexp": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+        # Enough to rerun this elsewhere: code version, libraries, hardware. (str(torch.__version__): checkpoints
+        # keep a copy, and torch.load(weights_only=True) refuses its str subclass.)
+        self.provenance = {
+            "deepexp": __version__, "git_commit": git_commit(), "git_dirty": git_dirty(), "torch": str(torch.__version__),
             "python": platform.python_version(), "host": platform.node(), "device": str(self.device),
             "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
             "threads": torch.get_num_threads(), "malloc_keeps_freed_memory": kept_freed_memory,
@@ -306,6 +336,9 @@ class _Run:
         """Continue from the newest good checkpoint, if the run directory has one."""
         self.epoch, self.step, self.history, self.seconds, self.skipped = 0, 0, [], 0.0, 0
         self.init_layers: Optional[dict] = None
+        # Where the epochs came from: a resumed run's earlier epochs ran in other processes, maybe elsewhere.
+        self.resumed_after: Optional[int] = None
+        self.earlier_attempts: List[dict] = []
         found = load_latest_checkpoint(self.run_dir, self.reporter.warn)
         if found is None:
             return
@@ -322,6 +355,7 @@ class _Run:
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.skipped = state.get("skipped", 0)
         self.history, self.init_layers = state["history"], state["init_layers"]
+        self.resumed_after, self.earlier_attempts = self.epoch, state.get("provenance", [])
         self.reporter.info(f"resuming {self.run_dir} after epoch {self.epoch} ({path.name})")
 
     def _checkpoint(self) -> None:
@@ -330,7 +364,14 @@ class _Run:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": rng_state(), "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "skipped": self.skipped,
             "history": self.history, "init_layers": self.init_layers, "config": self.flat,
+            "provenance": [*self.earlier_attempts, self._provenance(with_earlier=False)],
         })
+
+    def _provenance(self, with_earlier: bool = True) -> dict:
+        """This process's provenance; for a resumed run, after which epoch it took over, and the provenance
+        of the processes that trained the epochs before (each with its own `resumed_after_epoch`)."""
+        own = {**self.provenance, "resumed_after_epoch": self.resumed_after}
+        return {**own, "earlier_attempts": self.earlier_attempts} if with_earlier else own
 
     def _metrics(self, status: str, **extra: Any) -> dict:
         best = max((h["val_acc"] for h in self.history), default=None)
@@ -342,7 +383,7 @@ class _Run:
             "init_layers": self.init_layers,
             "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes,
                      "in_channels": self.data.in_channels, "image_size": self.data.image_size},
-            "provenance": self.provenance,
+            "provenance": self._provenance(),
             **extra,
         }
 
@@ -358,8 +399,9 @@ class _Run:
             reporter.info(f"{cfg.model.name} ({self.params:,} parameters, act={cfg.act.name}, init={self.init_scheme}) "
                           f"on {cfg.dataset.name}: {self.data.sizes()} images ({self.data.source}), device {self.device}")
         with ExitStack() as stack:
-            # purge_step drops events logged after the checkpoint by an interrupted attempt.
-            self.writer = stack.enter_context(SummaryWriter(str(self.run_dir), purge_step=self.step if self.step else None))
+            # purge_step drops events logged after the checkpoint by an interrupted attempt: those of steps from
+            # purge_step on. The checkpointed epoch logged its own numbers at its last step, self.step, which stay.
+            self.writer = stack.enter_context(SummaryWriter(str(self.run_dir), purge_step=self.step + 1 if self.step else None))
             self.monitor = LayerMonitor(self.model, cfg.act.name, self.writer, cfg.monitor.every_n_steps,
                                         cfg.monitor.hist_every_n_steps) if cfg.monitor.enabled else None
             if self.monitor:
@@ -371,14 +413,20 @@ class _Run:
             stack.callback(reporter.close)
             write_metrics(self.run_dir, self._metrics("running"))
             while self.epoch < cfg.epochs:
-                diverged_at = self._train_epoch()
-                if diverged_at is not None:
-                    return self._diverged(diverged_at)
-                self._end_epoch()
+                epoch = self._train_epoch()
+                self.seconds += epoch.seconds  # a diverged run's last, partial epoch trained too
+                if epoch.diverged_at is not None:
+                    return self._diverged(epoch.diverged_at)
+                self._end_epoch(epoch)
             return self._finish()
 
-    def _train_epoch(self) -> Optional[int]:
-        """One pass over the training images; returns the step of a non-finite loss, if any."""
+    def _train_epoch(self) -> EpochStats:
+        """One pass over the training images; its statistics, or the step of a non-finite loss or gradient.
+
+        Each step: forward, backward, measure the gradients as backward made them (unscaled, before
+        clipping), clip, check for non-finite values, update with the step's learning rate, then move
+        the schedule on. The logged numbers are those of the update itself: the gradient norms before
+        clipping (and, with grad_clip, the global norm before and after), the rate the update used."""
         cfg, data, model, monitor = self.cfg, self.data, self.model, self.monitor
         model.train()
         start = time.perf_counter()
@@ -387,9 +435,21 @@ class _Run:
         order = torch.randperm(len(data.y_train), generator=generator).to(self.device)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        skip_bad = cfg.on_nan == "skip_batch"
+        clipped = torch.zeros((), device=self.device, dtype=torch.long)
+        skip_bad, skipped_before = cfg.on_nan == "skip_batch", self.skipped
         watch = NonFiniteWatch(self.device, eager=self.device.type == "cpu" or skip_bad, every=cfg.monitor.every_n_steps)
-        seen, next_report = 0, start
+        seen, images, rates, next_report = 0, 0, [], start
+
+        def stats(diverged_at: Optional[int] = None) -> EpochStats:
+            """The epoch so far. A finished epoch's sums are read before the clock: the read waits for the device."""
+            done = EpochStats(0.0, images, diverged_at, updates=len(rates), skipped=self.skipped - skipped_before)
+            if diverged_at is None:
+                done.loss, done.acc = loss_sum.item() / seen, correct.item() / seen
+                done.lr = math.fsum(rates) / len(rates)
+                done.clipped = int(clipped) if cfg.grad_clip is not None else None
+            done.seconds = time.perf_counter() - start
+            return done
+
         for i in range(self.steps_per_epoch):
             self.step += 1
             last = i == self.steps_per_epoch - 1
@@ -397,11 +457,13 @@ class _Run:
             hist = log and monitor.hist_due(self.step)
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
             xb, yb = take(data.x_train, idx), take(data.y_train, idx)
+            images += len(yb)
             if data.augment:
                 xb = random_crop_flip(xb, generator)
             xb = normalize(xb, data.mean, data.std).contiguous(memory_format=self.memory_format)
             if monitor:
                 monitor.capture(log, values=hist)
+            # forward
             with self.autocast():
                 logits = self.forward(xb)
                 loss = F.cross_entropy(logits.float(), yb)
@@ -409,33 +471,43 @@ class _Run:
                 if skip_bad:
                     self._skip_batch()
                     continue
-                return self.step
+                return stats(self.step)
             first_bad = watch.first_bad(self.step, last)
             if first_bad is not None:
-                return first_bad
+                return stats(first_bad)
+            # backward; the gradients measured as backward made them, in true (unscaled) units
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip is not None or (log and self.scaler.is_enabled()):
-                self.scaler.unscale_(self.optimizer)  # clip and measure true (unscaled) gradients
+                self.scaler.unscale_(self.optimizer)
+            if log:
+                grad_norms = monitor.grad_norms()
+            # clip; clip_grad_norm_ returns the global norm before clipping
+            norm = nn.utils.clip_grad_norm_(self.params_list, cfg.grad_clip) if cfg.grad_clip is not None else None
             if not self.scaler.is_enabled():  # (fp16's GradScaler skips steps with inf gradients itself)
                 # Checked before the step, so that a bad gradient never reaches the weights.
-                bad = (~torch.isfinite(nn.utils.clip_grad_norm_(self.params_list, cfg.grad_clip)) if cfg.grad_clip is not None
-                       else non_finite_grads(self.params_list))
+                bad = ~torch.isfinite(norm) if norm is not None else non_finite_grads(self.params_list)
                 if watch.bad_now(bad, self.step):
                     if skip_bad:
                         self._skip_batch()
                         continue
-                    return self.step
-            elif cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.params_list, cfg.grad_clip)
+                    return stats(self.step)
+            if norm is not None:  # clip_grad_norm_ scales by grad_clip / (norm + 1e-6) where that is below 1
+                clipped.add_(torch.isfinite(norm) & (norm + 1e-6 > cfg.grad_clip))
+            # update, with the rate the schedule gives this step; then the schedule moves on
+            rates.append(self.optimizer.param_groups[0]["lr"])
             if log:
-                grad_norms = monitor.grad_norms()
+                extra = {"lr/step": rates[-1]}
+                if norm is not None:
+                    after = nn.utils.get_total_norm([p.grad for p in self.params_list if p.grad is not None])
+                    extra.update({"grad_clip/norm_before": norm, "grad_clip/norm_after": after})
                 monitor.snapshot_weights()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            # log
             if log:
-                monitor.log_step(self.step, grad_norms, monitor.update_ratios())
+                monitor.log_step(self.step, grad_norms, monitor.update_ratios(), extra)
                 if hist:
                     monitor.log_histograms(self.step)
             loss_sum.add_(loss.detach(), alpha=len(yb))
@@ -445,14 +517,13 @@ class _Run:
             if last or now >= next_report:
                 next_report, elapsed = now + PROGRESS_EVERY_S, now - start
                 self.reporter.step(self.epoch + 1, self.epoch * self.steps_per_epoch + i + 1,
-                                   loss_sum.item() / seen, correct.item() / seen, seen / max(elapsed, 1e-9))
+                                   loss_sum.item() / seen, correct.item() / seen, images / max(elapsed, 1e-9))
         first_bad = watch.first_bad(self.step, last=True)  # on the GPU: a bad gradient in the epoch's last step
         if first_bad is not None:
-            return first_bad
+            return stats(first_bad)
         if seen == 0:  # every batch of the epoch was skipped: nothing is being learned
-            return self.step
-        self._epoch_train = (loss_sum.item() / seen, correct.item() / seen, time.perf_counter() - start, seen)
-        return None
+            return stats(self.step)
+        return stats()
 
     def _skip_batch(self) -> None:
         """on_nan=skip_batch: drop this batch's update but keep the schedule on its step count."""
@@ -464,16 +535,18 @@ class _Run:
         if self.skipped <= 3 or self.skipped % 100 == 0:
             self.reporter.warn(f"non-finite loss or gradient at step {self.step}; batch skipped ({self.skipped} so far)")
 
-    def _end_epoch(self) -> None:
+    def _end_epoch(self, epoch: EpochStats) -> None:
         cfg, writer = self.cfg, self.writer
-        train_loss, train_acc, seconds, seen = self._epoch_train
         val_loss, val_acc = evaluate(self.model, self.data.x_val, self.data.y_val, self.data, cfg.eval_batch_size,
                                      self.autocast, self.memory_format)
         self.epoch += 1
-        self.seconds += seconds
-        row = {"epoch": self.epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-               "val_acc": val_acc, "seconds": round(seconds, 3), "images_per_s": round(seen / max(seconds, 1e-9), 1),
-               "lr": self.optimizer.param_groups[0]["lr"]}
+        row = {"epoch": self.epoch, "train_loss": epoch.loss, "train_acc": epoch.acc, "val_loss": val_loss,
+               "val_acc": val_acc, "seconds": round(epoch.seconds, 3),
+               "images_per_s": round(epoch.images / max(epoch.seconds, 1e-9), 1), "lr": epoch.lr}
+        if cfg.on_nan == "skip_batch":
+            row["skipped_batches"] = epoch.skipped
+        if epoch.clipped is not None:
+            row.update(clipped_steps=epoch.clipped, clipped_fraction=epoch.clipped / epoch.updates)
         if self.monitor:
             stats = self.monitor.probe(self.model, self.probe_x, self.probe_y)
             row.update(grad_norm_first=stats.grad_norm[0], grad_norm_last=stats.grad_norm[-1], layers=stats.as_dict())
@@ -484,7 +557,8 @@ class _Run:
                 writer.add_figure("grad_norm_vs_depth", fig, self.step, close=True)
         write_scalars(writer, [(tag, row[key]) for tag, key in (
             ("loss/train", "train_loss"), ("loss/val", "val_loss"), ("acc/train", "train_acc"), ("acc/val", "val_acc"),
-            ("lr", "lr"), ("throughput/images_per_s", "images_per_s"))], self.step)
+            ("lr", "lr"), ("throughput/images_per_s", "images_per_s"), ("grad_clip/clipped_fraction", "clipped_fraction"))
+            if key in row], self.step)
         self.history.append(row)
         self._checkpoint()
         write_metrics(self.run_dir, self._metrics("running"))
@@ -524,7 +598,8 @@ class _Run:
 def custom_layout() -> dict:
     """TensorBoard's Custom Scalars tab: each per-layer statistic of a run in one chart."""
     charts = {tag: ["Multiline", [f"^{tag}/"]] for tag in ("grad_norm", "update_ratio", "act_mean", "act_std", "sparsity", "saturation", "dead")}
-    return {"layers": charts, "training": {"loss": ["Multiline", ["^loss/"]], "accuracy": ["Multiline", ["^acc/"]]}}
+    return {"layers": charts, "training": {"loss": ["Multiline", ["^loss/"]], "accuracy": ["Multiline", ["^acc/"]],
+                                           "gradient norm before / after clipping": ["Multiline", ["^grad_clip/norm_"]]}}
 
 
 def write_hparams(writer, hparams: Dict[str, Any], results: Dict[str, float], step: int) -> None:

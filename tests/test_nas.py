@@ -113,6 +113,7 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
         assert all(r[p] != "" for p in PROXIES) and 0 <= float(r["val_acc"]) <= 1
     report = (out / "report.md").read_text()
     assert "Zero-cost proxies" in report and "Evolution against random" in report
+    assert "wall-clock time on cpu (" in report and {r["device"] for r in rows} == {"cpu"}  # where the candidates trained
 
     # The two workers shared one SQLite file and the budget: both evaluated, nothing was left running,
     # at most one trial too many per search (a race the report leaves out), different random candidates.

@@ -14,7 +14,7 @@ from deepexp.host import keep_freed_memory, user_tuned_malloc
 from deepexp.rundir import read_metrics
 from deepexp.train import EXIT_DIVERGED, lr_factor, seed_everything, train
 from deepexp.config import SchedConfig
-from conftest import QUICK, compose_train, needs_mnist
+from conftest import QUICK, compose_train, needs_mnist, run_cli
 
 
 @needs_mnist
@@ -315,3 +315,187 @@ def test_a_run_saved_before_an_option_existed_resumes_unless_the_option_is_set_o
     check_resumable(old, {**old, "on_nan": "stop"}, tmp_path)
     with pytest.raises(CheckpointError, match="on_nan"):
         check_resumable(old, {**old, "on_nan": "skip_batch"}, tmp_path)
+
+
+# --- what a run records is what the run did ----------------------------------------------------
+
+# A one-step epoch: the batch is the whole training split (230 images), so the first step's gradient
+# does not depend on the data order, and the test can compute it from the run's first weights alone.
+ONE_BATCH = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=32", "batch_size=4096", "model.depth=3",
+             "model.width=32", "monitor.every_n_steps=1", "monitor.figure=false"]
+SYNTHETIC = ["dataset=synthetic", "dataset.train_size=512", "dataset.test_size=32", "batch_size=64", "model.depth=3",
+             "model.width=32", "monitor.figure=false"]
+
+
+def scalars(run_dir, tag):
+    """(step, value) of every event of TensorBoard scalar `tag` in a run directory, as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)] if tag in events.Tags()["scalars"] else []
+
+
+def first_step_gradients(cfg):
+    """By hand: the gradient norm of every weight, and of all parameters together, at the run's first
+    step (its initial weights, its whole training split as the batch)."""
+    from deepexp.models import init_weights
+    from deepexp.data import normalize
+    from deepexp.monitor import WEIGHT_LAYERS
+    from deepexp.train import build_model, run_splits
+
+    data = run_splits(cfg)
+    torch.manual_seed(cfg.seed)  # the trainer's initial weights
+    model = build_model(cfg, data)
+    init_weights(model, cfg.init.name, cfg.act.name)
+    F.cross_entropy(model(normalize(data.x_train, data.mean, data.std)), data.y_train).backward()
+    per_weight = {name: m.weight.grad.norm().item() for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+    return per_weight, torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+
+
+def test_gradients_are_logged_as_backward_made_them_not_as_clipped(tmp_path):
+    """grad_clip=0.01 scales every step's gradient down to norm 0.01; TensorBoard still shows the
+    norms (and histograms) of the gradients backward produced, and the global norm before and after clipping."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ONE_BATCH + ["epochs=1", "grad_clip=0.01", "monitor.hist_every_n_steps=1"]
+    out = run_cli(["train", *args, f"hydra.run.dir={tmp_path}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    per_weight, total = first_step_gradients(compose_train(args))
+    assert total > 1.0  # far above the threshold: this step was clipped
+    for name, norm in per_weight.items():
+        assert scalars(tmp_path, f"grad_norm/{name}") == [(1, pytest.approx(norm, rel=1e-4))], name
+    assert scalars(tmp_path, "grad_clip/norm_before") == [(1, pytest.approx(total, rel=1e-4))]
+    assert scalars(tmp_path, "grad_clip/norm_after") == [(1, pytest.approx(0.01, rel=1e-4))]
+    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
+    events.Reload()
+    for name, norm in per_weight.items():
+        (hist,) = events.Histograms(f"grads/{name}")
+        assert hist.histogram_value.sum_squares == pytest.approx(norm ** 2, rel=1e-4), name
+    row = json.loads((tmp_path / "metrics.json").read_text())["history"][0]
+    assert (row["clipped_steps"], row["clipped_fraction"]) == (1, 1.0)
+    assert scalars(tmp_path, "grad_clip/clipped_fraction") == [(1, 1.0)]
+
+
+def test_the_clipped_fraction_counts_the_steps_whose_norm_exceeded_grad_clip(tmp_path):
+    cfg = compose_train(SYNTHETIC + ["epochs=2", "grad_clip=2.5", "monitor.every_n_steps=1"])
+    history = train(cfg, tmp_path).metrics["history"]
+    norms = scalars(tmp_path, "grad_clip/norm_before")
+    assert len(norms) == 2 * 7  # every step logged (460 training images, batches of 64)
+    for epoch, row in enumerate(history):
+        over = sum(norm > 2.5 for step, norm in norms[7 * epoch: 7 * (epoch + 1)])
+        assert row["clipped_steps"] == over and row["clipped_fraction"] == pytest.approx(over / 7)
+    assert 0 < sum(row["clipped_steps"] for row in history) < 14  # the threshold sits among this run's norms
+    after = dict(scalars(tmp_path, "grad_clip/norm_after"))
+    assert all(after[step] == pytest.approx(min(norm, 2.5), rel=1e-4) for step, norm in norms)
+
+
+def test_gradient_norms_under_a_grad_scaler_are_of_the_unscaled_gradients(tmp_path, monkeypatch):
+    """fp16 AMP scales the loss (here by 2**16) before backward; the logged norms are in true units.
+    GradScaler runs on the CPU too, so the CUDA-only path is exercised here with the scaler forced on."""
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: real(device, init_scale=2.0 ** 16, enabled=True))
+    cfg = compose_train(ONE_BATCH + ["epochs=1", "grad_clip=0.01"])
+    train(cfg, tmp_path)
+    per_weight, total = first_step_gradients(cfg)
+    for name, norm in per_weight.items():
+        assert scalars(tmp_path, f"grad_norm/{name}") == [(1, pytest.approx(norm, rel=1e-4))], name
+    assert scalars(tmp_path, "grad_clip/norm_before") == [(1, pytest.approx(total, rel=1e-4))]
+
+
+def test_each_epoch_records_the_learning_rate_its_updates_used(tmp_path):
+    """The step schedule of the example: epoch 1 trains at 0.05, epoch 2 at 0.005 (not the rate the
+    scheduler holds after the epoch, 0.005 and 0.0005), in metrics.json and in TensorBoard alike."""
+    out = run_cli(["train", *SYNTHETIC, "epochs=2", "sched=step", "sched.step_size=1", "sched.gamma=0.1", "lr=0.05",
+                   f"hydra.run.dir={tmp_path}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert [row["lr"] for row in history] == [pytest.approx(0.05), pytest.approx(0.005)]
+    assert [value for step, value in scalars(tmp_path, "lr")] == [pytest.approx(0.05), pytest.approx(0.005)]
+
+
+def expected_rates(cfg, steps_per_epoch):
+    """Per epoch, the mean over its steps of lr x lr_factor (the schedule's pure function)."""
+    return [statistics.fmean(cfg.lr * lr_factor(step, steps_per_epoch, cfg.epochs, cfg.sched)
+                             for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch))
+            for epoch in range(cfg.epochs)]
+
+
+def test_warm_up_and_cosine_record_each_epochs_mean_rate_and_a_resumed_run_the_same(tmp_path, monkeypatch):
+    """Warm-up and cosine change the rate every step: each epoch records the mean rate of its updates
+    (the last epoch of a cosine schedule is not 0), TensorBoard's lr/step the rate of each logged step,
+    and a run interrupted after epoch 1 and resumed records what an uninterrupted run does."""
+    import deepexp.train
+
+    cfg = compose_train(SYNTHETIC + ["epochs=3", "sched=cosine", "sched.warmup_epochs=1", "monitor.every_n_steps=3"])
+    full = train(cfg, tmp_path / "full").metrics
+    expected = expected_rates(cfg, steps_per_epoch=7)
+    assert [row["lr"] for row in full["history"]] == pytest.approx(expected, rel=1e-12)
+    assert full["history"][-1]["lr"] > 0.1 * cfg.lr
+    per_step = scalars(tmp_path / "full", "lr/step")
+    assert [step for step, _ in per_step] == [3, 6, 7, 9, 12, 14, 15, 18, 21]  # every 3rd step and each epoch's last
+    assert [value for _, value in per_step] == [pytest.approx(cfg.lr * lr_factor(step - 1, 7, 3, cfg.sched), rel=1e-6)
+                                                for step, _ in per_step]
+
+    class Interrupted(Exception):
+        pass
+
+    real_evaluate, calls = deepexp.train.evaluate, []
+
+    def evaluate_until_the_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # validating epoch 2: epoch 1 is checkpointed, epoch 2 is lost
+            raise Interrupted
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(deepexp.train, "evaluate", evaluate_until_the_second_epoch)
+    with pytest.raises(Interrupted):
+        train(cfg, tmp_path / "cut")
+    monkeypatch.setattr(deepexp.train, "evaluate", real_evaluate)
+    resumed = train(cfg, tmp_path / "cut").metrics
+    assert [row["lr"] for row in resumed["history"]] == [row["lr"] for row in full["history"]]
+    # TensorBoard too, epoch 1's numbers included: they were logged at step 7, where the resumed run starts
+    for tag in ("lr", "lr/step", "loss/val"):
+        assert scalars(tmp_path / "cut", tag) == scalars(tmp_path / "full", tag), tag
+    assert resumed["epochs_done"] == 3
+    assert resumed["seconds"] == pytest.approx(sum(row["seconds"] for row in resumed["history"]), abs=0.01)
+    # and the provenance says which process trained which epochs
+    assert full["provenance"]["resumed_after_epoch"] is None and full["provenance"]["earlier_attempts"] == []
+    assert resumed["provenance"]["resumed_after_epoch"] == 1
+    (earlier,) = resumed["provenance"]["earlier_attempts"]
+    assert earlier["resumed_after_epoch"] is None and earlier["host"] == resumed["provenance"]["host"]
+
+
+def test_provenance_says_whether_the_code_differed_from_its_commit(tmp_path, monkeypatch):
+    import deepexp.train
+
+    answers = {("rev-parse", "HEAD"): "abc123", ("status", "--porcelain", "--untracked-files=no"): " M deepexp/train.py"}
+    monkeypatch.setattr(deepexp.train, "_git", lambda *args: answers[args])
+    m = train(compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false"]), tmp_path).metrics
+    assert (m["provenance"]["git_commit"], m["provenance"]["git_dirty"]) == ("abc123", True)
+    answers[("status", "--porcelain", "--untracked-files=no")] = ""
+    assert deepexp.train.git_dirty() is False
+    monkeypatch.setattr(deepexp.train, "_git", lambda *args: None)  # not a git checkout
+    assert deepexp.train.git_dirty() is None and deepexp.train.git_commit() is None
+
+
+def test_a_diverged_run_counts_the_training_time_of_its_last_partial_epoch(tmp_path):
+    m = train(compose_train(SYNTHETIC + ["epochs=2", "lr=1e6"]), tmp_path).metrics
+    assert m["status"] == "diverged" and m["epochs_done"] == 0 and m["diverged_at_step"] == 3
+    assert m["seconds"] > 0  # three steps trained before the loss went non-finite
+
+
+@needs_mnist
+def test_an_epoch_with_skipped_batches_counts_them_in_its_throughput_and_its_row(tmp_path, poisoned_config):
+    """Skipped batches went through forward and backward: they took time, so the throughput counts their
+    images; the loss, accuracy and learning rate are those of the batches whose update was applied."""
+    cfg = poisoned_config(nan_loss=[2], inf_grad=[5], extra=["on_nan=skip_batch", "sched=cosine"])
+    train(cfg, tmp_path)
+    m = read_metrics(tmp_path)
+    assert [row["skipped_batches"] for row in m["history"]] == [2, 0] and m["skipped_batches"] == 2
+    steps, batch = 14, 128  # 1,800 training images
+    applied = [step for step in range(steps) if step not in (1, 4)]  # steps 2 and 5 (0-based 1 and 4) were skipped
+    assert m["history"][0]["lr"] == pytest.approx(statistics.fmean(cfg.lr * lr_factor(s, steps, 2, cfg.sched) for s in applied))
+    for row in m["history"]:  # seconds are rounded to the millisecond, images/s to 0.1
+        low, high = steps * batch / (row["seconds"] + 5e-4), steps * batch / (row["seconds"] - 5e-4)
+        assert low - 0.05 <= row["images_per_s"] <= high + 0.05, row  # skipped images left out: 12/14 of this

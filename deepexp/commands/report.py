@@ -24,13 +24,16 @@ from ..results import Group, find_runs, group, load_run, markdown_table, publish
 # change where or how a run executed, not what it computed.
 NOT_A_FACTOR = ("seed", "resume", "data.root", "data.download", "device.threads")
 METRICS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_val_loss", "final_train_loss",
-           "final_train_acc", "seconds", "params", "epochs_done")
+           "final_train_acc", "seconds", "params", "epochs_done", "clipped_fraction")
 
 
 def run_row(metrics: dict) -> Dict[str, Any]:
-    """One flat row per run: its config keys, its status and its final numbers."""
+    """One flat row per run: its config keys, its status and its final numbers; `clipped_fraction` is the
+    mean over epochs of the fraction of updates whose gradient norm grad_clip cut (None without clipping)."""
     history = metrics.get("history") or []
     last, test = (history[-1] if history else {}), (metrics.get("test") or {})
+    # (the epochs of a run take the same number of steps, but for batches skipped by on_nan=skip_batch)
+    clipped = [h["clipped_fraction"] for h in history if "clipped_fraction" in h]
     return {
         **metrics.get("config", {}),
         "status": metrics.get("status"),
@@ -38,6 +41,7 @@ def run_row(metrics: dict) -> Dict[str, Any]:
         "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
         "final_train_loss": last.get("train_loss"), "final_train_acc": last.get("train_acc"),
         "seconds": metrics.get("seconds"), "params": metrics.get("params"), "epochs_done": metrics.get("epochs_done"),
+        "clipped_fraction": sum(clipped) / len(clipped) if clipped else None,
         "run_dir": metrics["run_dir"],
     }
 

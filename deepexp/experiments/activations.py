@@ -10,7 +10,6 @@ gradients, saturation, dying units, a flat loss with healthy gradients, or healt
 from __future__ import annotations
 
 import math
-import platform
 import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -21,7 +20,7 @@ from rich.console import Console
 from .. import plots
 from ..config import ActivationsConfig
 from ..results import ALPHA, Group, chance_loss, group, markdown_table, publish_report, stalled, welch, write_csv, write_text
-from .runner import RunSpec, group_overrides, run_study
+from .runner import RunSpec, group_overrides, provenance_values, run_study
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
@@ -316,7 +315,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
 
     first = next((m for _, m in results if m.get("data")), {})
     data = first.get("data", {})
-    prov = first.get("provenance", {})
+    hardware = lambda key: provenance_values((m for _, m in results), key)  # where the runs trained, not this machine
     subtitle = f"{study.dataset.name}, {data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds"
     files = write_plots(study, results, exp_dir, subtitle)
     table = markdown_table(SUMMARY_HEADER, summary_rows(groups))
@@ -334,7 +333,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
         f"{first.get('params', 0):,} parameters; init={study.init.name} (auto = He for the ReLU family, LeCun for SELU, Xavier for tanh/sigmoid).",
         f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD with momentum 0.9, lr {study.lr}"
         + (f", extra overrides {list(study.train)}" if study.train else "") + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
-        f"- Hardware: {prov.get('device', '?')}, {prov.get('threads', '?')} threads, torch {prov.get('torch', '?')}, host {platform.node()}. "
+        f"- Hardware: {hardware('device')}, {hardware('threads')} threads, torch {hardware('torch')}, host {hardware('host')}. "
         f"Training time summed over runs: {train_seconds:.0f} s; this invocation's wall clock: {wall_seconds:.0f} s (runs already on disk are not retrained).",
         f"- Measures: *epochs to threshold* = first epoch with validation accuracy ≥ {study.threshold}; *stability* = std of the "
         f"training loss over the last {study.stability_epochs} epochs; gradient ratio, dead units and saturation come from the final "
@@ -355,7 +354,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
                f"- {study.epochs} epochs and {study.seeds} seeds" + (f" on the first {study.subset} training images" if study.subset else "")
                + f" (preset `{study.preset}`): differences smaller than the seed-to-seed spread are not claims.",
                "- One learning rate and optimizer for every activation: a tuned rate per activation may reorder the ranking.",
-               f"- {prov.get('device', 'cpu')} only; no data augmentation; MNIST-like data saturate near 98%, so run `dataset=fashion_mnist` for a harder test.",
+               f"- {hardware('device')} only; no data augmentation; MNIST-like data saturate near 98%, so run `dataset=fashion_mnist` for a harder test.",
                "", "## References",
                "- Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks.",
                "- He et al. 2015, Delving deep into rectifiers (He init, PReLU).",

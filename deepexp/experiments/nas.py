@@ -41,7 +41,7 @@ from ..results import Stat, group, markdown_table, pareto_front, publish_report,
 from ..rundir import write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
-from .runner import RunSpec, experiment_dir, group_overrides, run_all, run_one, study_console
+from .runner import RunSpec, experiment_dir, group_overrides, provenance_values, run_all, run_one, study_console
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 
@@ -270,7 +270,7 @@ class Search:
         attrs = {**self.measure(spec, latency=True), "spec_key": spec_key(spec),
                  "depth": len(spec["layers"])}
         val_acc, m = self.evaluate(spec, f"{name}/t{number:03d}", counter)
-        attrs.update({"status": m["status"], "train_seconds": m.get("seconds"),
+        attrs.update({"status": m["status"], "train_seconds": m.get("seconds"), "device": m.get("provenance", {}).get("device"),
                       "wall_seconds": time.perf_counter() - start, "run_dir": f"runs/{name}/t{number:03d}"})
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
@@ -436,6 +436,8 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
 
     hours = sum(t["wall_seconds"] for t in trials) / 3600
     threads = first.get("provenance", {}).get("threads", torch.get_num_threads())
+    # where the candidates and the retrained networks trained (trials recorded before "device" was kept: unknown)
+    devices = provenance_values([*({"provenance": {"device": t.get("device")}} for t in trials), *(m for _, m in final)], "device")
     lines = ["# Neural architecture search: conv / depthwise-separable / residual chains", "", "## Setup",
              f"- Space: {5}-{15} layers of {', '.join(LAYER_TYPES)}; channels {list(CHANNELS)}; at most {MAX_DOWNSAMPLES} stride-2 layers; "
              f"act={study.act.name} (deepexp/models/nas_space.py).",
@@ -446,8 +448,8 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
              f"- Final: top {study.top_k} architectures and baselines {list(study.baselines)} retrained {study.final_epochs} epochs, "
              f"{study.final_seeds} seeds, on {data.get('train', '?')} training images; test accuracy mean ± std.",
              f"- Storage: `{storage}` (Optuna; every trial with its spec and measurements). "
-             f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time ({hours * threads:.2f} CPU-hours at "
-             f"{threads} threads, no GPU); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
+             f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time on {devices} ({threads} threads, "
+             f"{hours * threads:.2f} CPU-hours); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
              f"This invocation: {wall_seconds:.0f} s (searches and runs on disk are reused).", "", "## Results", table, ""]
     lines += [f"![{name}](plots/{file})" for name, file in files.items()]
     lines += ["", "## Findings"] + [f"- {line}" for line in findings(study, trials, groups)]

@@ -22,7 +22,7 @@ from ..config import ResidualConfig
 from ..measure import count_macs, count_params
 from ..models import create_model
 from ..results import ALPHA, STALLED_FRACTION, Group, chance_loss, group, markdown_table, publish_report, stalled, verdict, welch, write_csv, write_text
-from .runner import RunSpec, group_overrides, run_study
+from .runner import RunSpec, group_overrides, provenance_values, run_study
 
 MAIN = "main"
 
@@ -277,7 +277,8 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
     write_csv(exp_dir / "summary.csv", rows)
     groups = {(g.key["variant"], g.key["network"]): g for g in group(rows, ["variant", "network"])}
     first = next((m for _, m in results if m.get("data")), {})
-    data, prov = first.get("data", {}), first.get("provenance", {})
+    data = first.get("data", {})
+    hardware = lambda key: provenance_values((m for _, m in results), key)  # every run's, not the first run's
     subtitle = f"{study.dataset.name}, {data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds"
     table = markdown_table(SUMMARY_HEADER, summary_rows(groups))
     write_text(exp_dir / "summary.md", f"# Plain vs residual: {subtitle}\n\nMean ± std over seeds.\n\n{table}\n")
@@ -292,7 +293,7 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
         + ("; DenseNet-BC-100 (k=12)" if study.densenet else "") + ".",
         f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine schedule, "
         f"weight decay {study.weight_decay}; {study.seeds} seeds per network ({len(rows)} runs).",
-        f"- Hardware: {prov.get('device', '?')}, {prov.get('threads', '?')} threads, torch {prov.get('torch', '?')}. Training time "
+        f"- Hardware: {hardware('device')}, {hardware('threads')} threads, torch {hardware('torch')}. Training time "
         f"summed over runs: {train_seconds:.0f} s; this invocation: {wall_seconds:.0f} s (runs on disk are not retrained).",
         "- MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Training error is measured on the augmented "
         "training batches of the last epoch, as in He et al.; gradient norms come from each epoch's probe pass (README).",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 from hydra.core.hydra_config import HydraConfig
 from rich.console import Console
@@ -78,6 +78,21 @@ def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str,
         jobs = [(spec, cfg, exp_dir, command, counter) for spec, cfg, counter in zip(specs, configs, counters)]
         metrics = map_in_processes(run_in_worker, jobs, n_workers, threads)
     return list(zip(specs, metrics))
+
+
+def provenance_values(runs: Iterable[dict], key: str) -> str:
+    """The distinct values of provenance `key` (host, device, threads, torch, ...) over the metrics dicts
+    `runs`, the earlier processes of resumed runs included, in order of first appearance and joined by
+    ", "; "?" where no run recorded it. A study's runs may have trained on several hosts or devices
+    (a Slurm sweep, a run resumed elsewhere), and the machine writing the report may be none of them."""
+    values: List[Any] = []
+    for m in runs:
+        prov = m.get("provenance") or {}
+        for attempt in (prov, *prov.get("earlier_attempts", [])):
+            value = attempt.get(key)
+            if value is not None and value not in values:
+                values.append(value)
+    return ", ".join(map(str, values)) or "?"
 
 
 def run_in_worker(spec: RunSpec, cfg: Any, exp_dir: Path, command: str, counter: str) -> dict:

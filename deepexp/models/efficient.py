@@ -171,6 +171,9 @@ class MobileNetV2(nn.Module):
         layers.append(conv_norm_act(c_in, last, 1, act, batch_norm))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
+        # Plain dropout whatever the activation, SELU included: it feeds the linear classifier and no
+        # activation after it, so there is no self-normalisation to keep; alpha dropout's correction
+        # also assumes zero-mean unit-variance inputs, which pooled features are not.
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(last, num_classes)
 
