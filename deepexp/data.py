@@ -225,14 +225,25 @@ def _mnist_like(cls_name: str, name: str, roots: List[Path], download: bool,
                    f"put {cls_name}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA), or allow the download")
 
 
-IDX_FILES = [f"{split}-{kind}-ubyte" for split in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")]
+# The four files of an MNIST-format dataset, each under the names mirrors use: torchvision's
+# `train-images-idx3-ubyte` and the original site's `train-images.idx3-ubyte`, either one plain or gzipped.
+IDX_FILES = [(split, kind, idx) for split in ("train", "t10k") for kind, idx in (("images", "idx3"), ("labels", "idx1"))]
+GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952: every gzip member starts with these two bytes
+
+
+def idx_names(split: str, kind: str, idx: str) -> List[str]:
+    """The file names one idx file is found under, in the order they are looked for."""
+    names = [f"{split}-{kind}-{idx}-ubyte", f"{split}-{kind}.{idx}-ubyte"]
+    return names + [f"{name}.gz" for name in names]
 
 
 def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
-    """The four MNIST-format files in `folder`, each plain or gzipped; None where any is missing."""
+    """The four MNIST-format files in `folder` (any spelling of `idx_names`); None where any is missing.
+
+    Raises DataError where all four are there but one is unreadable (truncated, corrupt, not idx data)."""
     files = []
-    for name in IDX_FILES:
-        found = next((p for p in (folder / name, folder / f"{name}.gz") if p.exists()), None)
+    for split, kind, idx in IDX_FILES:
+        found = next((folder / name for name in idx_names(split, kind, idx) if (folder / name).is_file()), None)
         if found is None:
             return None
         files.append(found)
@@ -241,7 +252,7 @@ def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
         if xtr.ndim != 3 or xte.ndim != 3 or len(xtr) != len(ytr) or len(xte) != len(yte) or len(xtr) == 0:
             raise ValueError(f"{len(xtr)} train images for {len(ytr)} labels, {len(xte)} test images for {len(yte)} labels")
     except (OSError, ValueError, EOFError, IndexError) as exc:  # truncated, corrupt, not idx at all
-        raise DataError(f"{label} files in {folder} are unreadable ({type(exc).__name__}: {exc}); "
+        raise DataError(f"{label} in {folder} are unreadable ({type(exc).__name__}: {exc}); "
                         f"fix: delete them to re-download, or replace them") from None
     return RawDataset(_nchw(xtr), torch.from_numpy(ytr.astype(np.int64)), _nchw(xte), torch.from_numpy(yte.astype(np.int64)),
                       f"{label} in {folder}")
@@ -249,19 +260,28 @@ def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an idx file (the MNIST format: a 4-byte magic with the dimension count, then big-endian
-    sizes, then uint8 data), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    sizes, then uint8 data), gzipped or not: compression is told by the content's first bytes, not the name.
+
+    Returns an array of the header's shape, e.g. (N, H, W) images or (N,) labels, dtype uint8.
+    Raises ValueError (not idx data of unsigned bytes, or a data size that differs from the header's
+    shape), OSError or EOFError (a corrupt or truncated gzip stream)."""
+    data = path.read_bytes()
+    if data[:2] == GZIP_MAGIC:
+        data = gzip.decompress(data)
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path.name} is not an idx file of unsigned bytes")
     ndim = data[3]
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise ValueError(f"{path.name} ends inside its header")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    if len(data) - offset != int(np.prod(shape)):
+        raise ValueError(f"{path.name} holds {len(data) - offset} bytes of data for a header shape {shape}")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
 def _debian_fashion_mnist() -> Optional[RawDataset]:
-    return read_idx_folder(DEBIAN_FASHION_MNIST, "Debian dataset-fashion-mnist")
+    return read_idx_folder(DEBIAN_FASHION_MNIST, "Debian dataset-fashion-mnist idx files")
 
 
 @DATASETS.register("mnist")

@@ -144,3 +144,66 @@ def test_truncated_mnist_files_are_one_clear_line(tmp_path):
     with pytest.raises(DataError, match="unreadable") as err:
         load_splits(dataset("mnist"), DataConfig(root=str(tmp_path), download=False), 0, 0.1, None)
     assert "\n" not in str(err.value)
+
+
+# --- MNIST-format files: found by any mirror's name, read by their content ----------------------
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An idx file of unsigned bytes: magic 0x00000803 (dimension count last), big-endian sizes, data."""
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_folder(folder, names, compress, h=6, w=6):
+    """Four idx files of a 3-class toy set (30 train, 9 test images of h x w) under `names` (split, kind -> file name)."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    arrays = {("train", "images"): rng.integers(0, 256, (30, h, w)), ("train", "labels"): np.arange(30) % 3,
+              ("t10k", "images"): rng.integers(0, 256, (9, h, w)), ("t10k", "labels"): np.arange(9) % 3}
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, array in arrays.items():
+        data = idx_bytes(array)
+        (folder / names(*key)).write_bytes(gzip.compress(data) if compress else data)
+    return arrays
+
+
+IDX_LAYOUTS = {  # how mirrors name and pack the files; every one holds the same data
+    "torchvision names, plain": (lambda split, kind: f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte", False),
+    "original site names, gzipped": (lambda split, kind: f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz", True),
+    "plain data under .gz names": (lambda split, kind: f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz", False),
+    "gzipped data under plain names": (lambda split, kind: f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte", True),
+    "dot spelling, plain": (lambda split, kind: f"{split}-{kind}.idx{3 if kind == 'images' else 1}-ubyte", False),
+    "dot spelling, gzipped": (lambda split, kind: f"{split}-{kind}.idx{3 if kind == 'images' else 1}-ubyte.gz", True),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(IDX_LAYOUTS))
+def test_idx_files_are_read_by_content_under_every_mirror_name(tmp_path, layout):
+    names, compress = IDX_LAYOUTS[layout]
+    arrays = write_idx_folder(tmp_path / "MNIST" / "raw", names, compress)
+    s = load_splits(dataset("mnist"), DataConfig(root=str(tmp_path), download=False), 0, 0.1, None)
+    assert s.sizes() == {"train": 27, "val": 3, "test": 9}
+    assert torch.equal(s.x_test[:, 0], torch.as_tensor(arrays[("t10k", "images")], dtype=torch.uint8))
+    assert torch.equal(s.y_test, torch.as_tensor(arrays[("t10k", "labels")]))
+
+
+def test_unreadable_idx_files_name_the_files_once(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    write_idx_folder(raw, IDX_LAYOUTS["torchvision names, plain"][0], compress=False)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(DataError) as err:
+        load_splits(dataset("mnist"), DataConfig(root=str(tmp_path), download=False), 0, 0.1, None)
+    assert str(err.value).startswith(f"MNIST idx files in {raw} are unreadable (") and "files files" not in str(err.value)
+
+
+def test_mnist_named_gz_but_uncompressed_trains_through_the_cli(tmp_path):
+    from conftest import run_cli
+
+    write_idx_folder(tmp_path / "data" / "MNIST" / "raw", IDX_LAYOUTS["plain data under .gz names"][0], compress=False)
+    out = run_cli(["train", f"data.root={tmp_path / 'data'}", "data.download=false", "model.depth=1", "model.width=8", "epochs=1",
+                   "batch_size=9", "monitor.figure=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    metrics = __import__("json").loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["data"]["test"] == 9
