@@ -64,8 +64,14 @@ class Splits:
         return self.x_train.shape[1]
 
     @property
-    def image_size(self) -> int:
-        return self.x_train.shape[2]
+    def image_shape(self) -> Tuple[int, int]:
+        """(H, W) of every image, in pixels; images need not be square."""
+        return tuple(self.x_train.shape[2:])
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        """(C, H, W) of one image: what a model, its MAC count and its latency are measured at."""
+        return tuple(self.x_train.shape[1:])
 
     def sizes(self) -> dict:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
@@ -361,9 +367,10 @@ def load_npz(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDatase
 
 @DATASETS.register("synthetic")
 def load_synthetic(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
-    """Random uint8 images with random labels, fixed by seed 0 (the run seed never changes the data)."""
+    """Random uint8 images (N, channels, *image_shape) with random labels, fixed by seed 0 (the run seed never
+    changes the data)."""
     g = torch.Generator().manual_seed(0)
-    shape = (cfg.channels, cfg.image_size, cfg.image_size)
+    shape = (cfg.channels, *cfg.image_shape)
 
     def make(n: int) -> Tuple[Tensor, Tensor]:
         return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8), torch.randint(0, cfg.num_classes, (n,), generator=g)

@@ -123,7 +123,7 @@ def run_splits(cfg: TrainConfig) -> Splits:
 def build_model(cfg: TrainConfig, data: Splits) -> nn.Module:
     """The run's network, shaped for its data (weights as the model's constructor leaves them)."""
     options = {k: v for k, v in to_plain(cfg.model).items() if k != "name"}
-    return create_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
+    return create_model(cfg.model.name, in_channels=data.in_channels, image_shape=data.image_shape,
                         num_classes=data.num_classes, act=cfg.act.name, **options)
 
 
@@ -341,7 +341,7 @@ class _Run:
             "layers": {"weights": self.monitor.weight_names, "activations": self.monitor.act_names} if self.monitor else None,
             "init_layers": self.init_layers,
             "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes,
-                     "in_channels": self.data.in_channels, "image_size": self.data.image_size},
+                     "in_channels": self.data.in_channels, "image_shape": list(self.data.image_shape)},
             "provenance": self.provenance,
             **extra,
         }

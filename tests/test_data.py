@@ -43,18 +43,19 @@ def test_normalize_standardises_per_channel():
     assert torch.allclose(out.std((0, 2, 3)), torch.ones(3), atol=1e-3)
 
 
-def test_random_crop_flip_is_a_padded_crop_with_optional_flip():
-    """Each output image equals one of the 81 x 2 padded crops of its input, and many differ."""
+@pytest.mark.parametrize("h, w", [(32, 32), (20, 36), (36, 20)])
+def test_random_crop_flip_is_a_padded_crop_with_optional_flip(h, w):
+    """Each output image equals one of the 81 x 2 padded crops of its input, and many differ; square or not."""
     import torch.nn.functional as F
 
-    x = torch.randint(1, 256, (48, 3, 32, 32), dtype=torch.uint8)
+    x = torch.randint(1, 256, (48, 3, h, w), dtype=torch.uint8)
     out = random_crop_flip(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.dtype == torch.uint8
     padded = F.pad(x, (4, 4, 4, 4))
     seen = set()
     for i in range(len(x)):
         matches = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
-                   if torch.equal(out[i], (padded[i].flip(-1) if f else padded[i])[:, dy:dy + 32, dx:dx + 32])]
+                   if torch.equal(out[i], (padded[i].flip(-1) if f else padded[i])[:, dy:dy + h, dx:dx + w])]
         assert matches, f"image {i} is not a padded crop of its input"
         seen.add(matches[0])
     assert len(seen) > 20 and {f for _, _, f in seen} == {False, True}
@@ -207,3 +208,33 @@ def test_mnist_named_gz_but_uncompressed_trains_through_the_cli(tmp_path):
     assert out.returncode == 0, out.stderr
     metrics = __import__("json").loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["data"]["test"] == 9
+
+
+# --- non-square images -------------------------------------------------------------------------
+
+
+def write_rect_npz(path, h=28, w=32):
+    """A 3-class npz of h x w grey images (60 train, 12 test), as (N, H, W)."""
+    rng = np.random.default_rng(0)
+    return write_npz(path, x_train=rng.integers(0, 256, (60, h, w), dtype=np.uint8), y_train=np.arange(60) % 3,
+                     x_test=rng.integers(0, 256, (12, h, w), dtype=np.uint8), y_test=np.arange(12) % 3)
+
+
+def test_splits_carry_the_image_shape_of_non_square_data(tmp_path):
+    s = load_splits(dataset("npz", path=str(write_rect_npz(tmp_path / "rect.npz"))), DataConfig(), 0, 0.1, None)
+    assert s.image_shape == (28, 32) and s.input_shape == (1, 28, 32) and s.x_test.shape == (12, 1, 28, 32)
+    synthetic = load_splits(dataset("synthetic", channels=2, image_shape=[12, 20], train_size=40, test_size=8), DataConfig(), 0, 0.1, None)
+    assert synthetic.input_shape == (2, 12, 20)
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_non_square_npz_trains_through_the_cli(tmp_path, model):
+    from conftest import run_cli
+
+    path = write_rect_npz(tmp_path / "rect.npz")
+    options = ["model.depth=1", "model.width=8"] if model == "mlp" else ["model.width=4"]
+    out = run_cli(["train", "dataset=npz", f"dataset.path={path}", f"model={model}", *options, "epochs=1", "batch_size=18",
+                   "monitor.figure=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    metrics = __import__("json").loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["data"]["image_shape"] == [28, 32] and metrics["data"]["test"] == 12

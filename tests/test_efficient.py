@@ -26,7 +26,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def build(name: str, **kw):
     """`name` with the options of configs/model/<name>.yaml (overridden by `kw`), CIFAR-shaped."""
     options = {k: v for k, v in to_plain(compose_train([f"model={name}"]).model).items() if k != "name"}
-    return create_model(name, **{"in_channels": 3, "image_size": 32, "num_classes": 10, "act": "relu", **options, **kw})
+    return create_model(name, **{"in_channels": 3, "image_shape": (32, 32), "num_classes": 10, "act": "relu", **options, **kw})
 
 
 # --- counters against published figures ----------------------------------------------------
@@ -35,22 +35,22 @@ def build(name: str, **kw):
 def test_resnet18_counters_match_published_figures():
     model = torchvision.models.resnet18()
     assert count_params(model) == 11_689_512  # 11.69M
-    assert count_macs(model, 3, 224) == pytest.approx(1.82e9, rel=0.01)  # 1.82 GMACs
+    assert count_macs(model, (3, 224, 224)) == pytest.approx(1.82e9, rel=0.01)  # 1.82 GMACs
 
 
 def test_mobilenet_v2_counters_match_published_figures_and_torchvision():
-    ours = create_model("mobilenet_v2", in_channels=3, image_size=224, num_classes=1000, act="relu", width=1.0)
+    ours = create_model("mobilenet_v2", in_channels=3, image_shape=(224, 224), num_classes=1000, act="relu", width=1.0)
     assert count_params(ours) == count_params(torchvision.models.mobilenet_v2()) == 3_504_872  # 3.5M
-    assert count_macs(ours, 3, 224) == pytest.approx(300e6, rel=0.01)  # about 300M MACs
+    assert count_macs(ours, (3, 224, 224)) == pytest.approx(300e6, rel=0.01)  # about 300M MACs
 
 
 def test_depthwise_separable_conv_has_the_expected_parameters_and_macs():
     c_in, c_out, size = 32, 64, 16
     block = depthwise_separable_block(c_in, c_out, torch.nn.ReLU, bn=False)
     assert count_params(block) == (9 * c_in + c_in) + (c_in * c_out + c_out)  # depthwise + pointwise, with biases
-    assert count_macs(block, c_in, size) == size * size * (9 * c_in + c_in * c_out)
+    assert count_macs(block, (c_in, size, size)) == size * size * (9 * c_in + c_in * c_out)
     standard = torch.nn.Conv2d(c_in, c_out, 3, padding=1)
-    ratio = count_macs(standard, c_in, size) / count_macs(block, c_in, size)
+    ratio = count_macs(standard, (c_in, size, size)) / count_macs(block, (c_in, size, size))
     assert ratio == pytest.approx(1 / (1 / c_out + 1 / 9))  # Howard et al. 2017, eq. 5
 
 
@@ -109,7 +109,7 @@ def test_models_of_one_architecture_share_a_trace_and_each_file_holds_its_own_we
 
 
 def test_latency_is_positive_with_the_recorded_threads():
-    lat = torch_latency(build("dws_cnn", width=0.25), 3, 32, batch=4, threads=1, min_run_time=0.05)
+    lat = torch_latency(build("dws_cnn", width=0.25), (3, 32, 32), batch=4, threads=1, min_run_time=0.05)
     assert lat.threads == 1 and lat.batch == 4 and lat.median_ms > 0 and lat.iqr_ms >= 0
     assert lat.images_per_s == pytest.approx(4000 / lat.median_ms)
 
@@ -133,6 +133,25 @@ def test_measure_only_mode_covers_every_model_without_training(tmp_path):
     # (for the 10K-parameter models at width 0.25, per-channel scales make the int8 file no smaller)
     assert not (out / "runs").exists() and not (out / "deploy").exists()
     assert (out / "plots" / "latency_vs_macs.png").is_file() and (out / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_measure_only_mode_times_non_square_images_at_their_own_shape(tmp_path):
+    """Latency, MACs and the ONNX export use (C, H, W), not H x H: a 28 x 32 npz is measured at 28 x 32."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "rect.npz", x_train=rng.integers(0, 256, (40, 28, 32), dtype=np.uint8), y_train=np.arange(40) % 2,
+             x_test=rng.integers(0, 256, (8, 28, 32), dtype=np.uint8), y_test=np.arange(8) % 2)
+    out = tmp_path / "exp"
+    result = run_cli(["efficient", "train=false", "models=[baseline_cnn,dws_cnn]", "width=0.25", "quantize=false", "min_run_time=0.01",
+                      "latency_batches=[1]", "dataset=npz", f"dataset.path={tmp_path / 'rect.npz'}", f"hydra.run.dir={out}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cost = json.loads((out / "models" / "dws_cnn" / "cost.json").read_text())
+    assert cost["input"] == [1, 28, 32]
+    model = build("dws_cnn", width=0.25, in_channels=1, image_shape=(28, 32), num_classes=2)
+    assert cost["macs"] == count_macs(model, (1, 28, 32)) != count_macs(model, (1, 28, 28))
+    assert all(float(r["latency_b1_ms"]) > 0 for r in read_csv(out / "summary.csv"))
 
 
 @pytest.mark.slow

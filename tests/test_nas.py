@@ -23,11 +23,12 @@ from deepexp.zero_cost import PROXIES, naswot, score_all
 def test_every_sampled_spec_builds_runs_and_has_the_predicted_parameters_and_macs(seed):
     spec = random_spec(random.Random(seed))
     assert check_spec(spec) == spec
-    for channels, size in ((3, 16), (1, 13)):  # small images keep 15-layer 256-channel specs cheap; 13 tests odd sizes
-        model = create_model("nas", in_channels=channels, image_size=size, num_classes=10, act="relu", arch=spec)
-        assert model(torch.rand(1, channels, size, size)).shape == (1, 10)
+    # Small images keep 15-layer 256-channel specs cheap; 13 tests odd sizes, 11 x 18 non-square ones.
+    for channels, h, w in ((3, 16, 16), (1, 13, 13), (2, 11, 18)):
+        model = create_model("nas", in_channels=channels, image_shape=(h, w), num_classes=10, act="relu", arch=spec)
+        assert model(torch.rand(1, channels, h, w)).shape == (1, 10)
         assert count_params(model) == param_count(spec, channels, 10)
-        assert count_macs(model, channels, size) == mac_count(spec, channels, size, 10)
+        assert count_macs(model, (channels, h, w)) == mac_count(spec, (channels, h, w), 10)
 
 
 def test_mutation_keeps_every_spec_valid_and_changes_it():
@@ -61,7 +62,7 @@ def test_invalid_spec_file_through_the_cli_is_exit_2_and_one_line(tmp_path):
 
 def test_zero_cost_proxies_are_finite_and_leave_the_model_untouched():
     torch.manual_seed(0)
-    model = create_model("nas", in_channels=3, image_size=32, num_classes=10, act="relu", arch=random_spec(random.Random(3)))
+    model = create_model("nas", in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", arch=random_spec(random.Random(3)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     scores = score_all(model.eval(), torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,)))
     assert set(scores) == set(PROXIES) and all(torch.isfinite(torch.tensor(v)) for v in scores.values())
@@ -74,7 +75,7 @@ def test_naswot_sums_per_layer_the_kernel_of_the_paper():
     # Mellor et al.'s kernel on the concatenated binary codes of every activation, c c^T + (1 - c)(1 - c)^T,
     # against naswot's per-layer float32 products: the same integers, so the same log-determinant exactly.
     torch.manual_seed(0)
-    model = create_model("nas", in_channels=3, image_size=32, num_classes=10, act="relu", arch=random_spec(random.Random(3)))
+    model = create_model("nas", in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", arch=random_spec(random.Random(3)))
     x = torch.randn(16, 3, 32, 32)
     codes = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: codes.append((out.flatten(1) > 0).double()))

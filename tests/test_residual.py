@@ -53,3 +53,17 @@ def test_shortcuts_keep_first_layer_gradients_alive_without_batch_norm(study):
 def test_bad_residual_input_is_one_line(tmp_path):
     out = run_cli(["residual", "depths=[21]", f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
     assert out.returncode == 2 and "depth 21 has no CIFAR ResNet" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_model_cost_is_counted_at_the_runs_own_image_shape():
+    """The rebuilt network is measured at the (H, W) its run trained on; runs recorded before (H, W) hold a square side."""
+    from deepexp.experiments.residual import model_cost
+    from deepexp.measure import count_macs
+    from deepexp.models import create_model
+
+    config = {"model": "resnet20", "act": "relu", "model.norm": "batch", "model.shortcut": "A"}
+    wide = model_cost({"config": config, "data": {"in_channels": 3, "image_shape": [20, 36], "num_classes": 10}})
+    net = create_model("resnet20", in_channels=3, image_shape=(20, 36), num_classes=10, act="relu", shortcut="A")
+    assert wide == (269_722, count_macs(net, (3, 20, 36)))
+    square = model_cost({"config": config, "data": {"in_channels": 3, "image_size": 32, "num_classes": 10}})
+    assert square[0] == 269_722 and 40e6 < square[1] < 42e6 and square[1] != wide[1]

@@ -127,8 +127,8 @@ def measure_cost(study: EfficientConfig, model: torch.nn.Module, data: Splits, f
     cached = read_json(record)
     if cached is not None and cached.get("settings") == settings:
         return cached
-    c, s = data.in_channels, data.image_size
-    cost: Dict[str, Any] = {"settings": settings, "input": [c, s, s], "params": count_params(model), "macs": count_macs(model, c, s),
+    shape = data.input_shape  # (C, H, W): the exported model's fixed image shape
+    cost: Dict[str, Any] = {"settings": settings, "input": list(shape), "params": count_params(model), "macs": count_macs(model, shape),
                             "size_bytes": {PYTORCH: state_dict_bytes(model), ORT_FP32: (folder / "model.onnx").stat().st_size},
                             "latency": {}}
     sessions = {ORT_FP32: session(folder / "model.onnx", threads)}
@@ -136,9 +136,9 @@ def measure_cost(study: EfficientConfig, model: torch.nn.Module, data: Splits, f
         cost["size_bytes"][ORT_INT8] = (folder / "model.int8.onnx").stat().st_size
         sessions[ORT_INT8] = session(folder / "model.int8.onnx", threads)
     for batch in study.latency_batches:
-        cost["latency"].setdefault(PYTORCH, {})[str(batch)] = torch_latency(model, c, s, batch, threads, study.min_run_time).as_dict()
+        cost["latency"].setdefault(PYTORCH, {})[str(batch)] = torch_latency(model, shape, batch, threads, study.min_run_time).as_dict()
         for runtime, sess in sessions.items():
-            cost["latency"].setdefault(runtime, {})[str(batch)] = onnx_latency(sess, c, s, batch, threads, study.min_run_time).as_dict()
+            cost["latency"].setdefault(runtime, {})[str(batch)] = onnx_latency(sess, shape, batch, threads, study.min_run_time).as_dict()
     write_json(record, cost)
     return cost
 

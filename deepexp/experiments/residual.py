@@ -77,9 +77,11 @@ def model_cost(metrics: dict) -> Tuple[int, int]:
     """(parameters, MACs per image) of a run's network, rebuilt from its config."""
     c, d = metrics["config"], metrics["data"]
     options = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("model.")}
-    model = create_model(c["model"], in_channels=d["in_channels"], image_size=d["image_size"], num_classes=d["num_classes"],
+    # Runs written before the image shape was recorded as [H, W] hold the side of their square images.
+    h, w = d["image_shape"] if "image_shape" in d else (d["image_size"], d["image_size"])
+    model = create_model(c["model"], in_channels=d["in_channels"], image_shape=(h, w), num_classes=d["num_classes"],
                          act=c["act"], **options)
-    return count_params(model), count_macs(model, d["in_channels"], d["image_size"])
+    return count_params(model), count_macs(model, (d["in_channels"], h, w))
 
 
 def run_row(spec: RunSpec, m: dict, costs: Dict[str, Tuple[int, int]]) -> Dict[str, Any]:
