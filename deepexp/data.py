@@ -55,9 +55,10 @@ class Splits:
     y_test: Tensor
     mean: Tensor  # per channel, in [0, 1] units, from the training split
     std: Tensor
-    num_classes: int
+    num_classes: int  # K: labels are 0..K-1 (count_classes)
     augment: bool
     source: str
+    warnings: Tuple[str, ...] = ()  # what the run should say about its training split (split_warnings)
 
     @property
     def in_channels(self) -> int:
@@ -101,8 +102,12 @@ def data_roots(data: DataConfig) -> List[Path]:
 
 
 def load_splits(dataset: DatasetConfig, data: DataConfig, seed: int, val_fraction: float, subset: Optional[int]) -> Splits:
-    """Load `dataset` and carve a seeded validation split from its (optionally truncated) training set."""
+    """Load `dataset` and carve a seeded validation split from its (optionally truncated) training set.
+
+    The classes are checked on the whole dataset (count_classes: a bad label raises DataError), so
+    that K is the dataset's whatever `subset` is; the split trained on only warns (split_warnings)."""
     raw = DATASETS.get(dataset.name)(dataset, data_roots(data), data.download)
+    num_classes = count_classes(dataset.name, raw.y_train, raw.y_test, dataset.num_classes)
     x, y = raw.x_train, raw.y_train
     if subset is not None:
         x, y = x[:subset], y[:subset]
@@ -116,8 +121,70 @@ def load_splits(dataset: DatasetConfig, data: DataConfig, seed: int, val_fractio
     return Splits(
         x_train=x_train, y_train=y[train], x_val=x[val], y_val=y[val], x_test=raw.x_test, y_test=raw.y_test,
         mean=pixels.mean(1).float(), std=pixels.std(1).clamp_min(1e-3).float(),
-        num_classes=int(max(y.max(), raw.y_test.max())) + 1, augment=dataset.augment, source=raw.source,
+        num_classes=num_classes, augment=dataset.augment, source=raw.source,
+        warnings=tuple(split_warnings(dataset.name, y[train], num_classes, subset)),
     )
+
+
+# --- classes ---------------------------------------------------------------------------------
+
+# Largest over smallest class in the training split (the imbalance ratio) above which a run warns:
+# past 10:1, accuracy mostly reflects the large classes (He & Garcia 2009, "Learning from imbalanced data").
+IMBALANCE_WARNING = 10.0
+
+
+def _listed(values: List[int], most: int = 6) -> str:
+    shown = ", ".join(str(v) for v in values[:most])
+    return shown + (f" and {len(values) - most} more" if len(values) > most else "")
+
+
+def count_classes(name: str, y_train: Tensor, y_test: Tensor, num_classes: Optional[int]) -> int:
+    """K, the number of classes of a dataset, checked against its labels.
+
+    Args:
+        y_train, y_test: int64 labels (N,) of the whole training and test sets.
+        num_classes: K as given (`dataset.num_classes`); None infers it as the largest training label + 1.
+    Returns K.
+    Raises DataError unless every label lies in 0..K-1, each of the K classes has training images,
+    every test label is therefore a training class, and K >= 2.
+    """
+    if len(y_train) == 0:
+        raise DataError(f"{name}: no training images")
+    for split, y in (("training", y_train), ("test", y_test)):
+        if len(y) and int(y.min()) < 0:
+            raise DataError(f"{name}: {split} label {int(y.min())} is negative; labels must be the classes 0..K-1")
+    k = num_classes if num_classes is not None else int(y_train.max()) + 1
+    source = f"dataset.num_classes={k}" if num_classes is not None else "K inferred from the largest training label"
+    for split, y in (("training", y_train), ("test", y_test)):
+        if len(y) and int(y.max()) >= k:
+            what = "outside 0..K-1" if num_classes is not None else "a class no training image has"
+            raise DataError(f"{name}: {split} label {int(y.max())} is {what} (K={k}, {source}); labels must be the classes 0..K-1")
+    missing = (torch.bincount(y_train, minlength=k) == 0).nonzero().flatten().tolist()
+    if missing:
+        raise DataError(f"{name}: classes {_listed(missing)} of 0..{k - 1} have no training images (K={k}, {source}); "
+                        f"labels must be the classes 0..K-1, each with training images")
+    if k < 2:
+        raise DataError(f"{name}: every training label is 0; a classifier needs at least 2 classes")
+    return k
+
+
+def split_warnings(name: str, y: Tensor, num_classes: int, subset: Optional[int]) -> List[str]:
+    """What to tell the user about the labels (N,) a run trains on: classes the split lacks (a small
+    `subset` can miss some; the test set still counts them), and an imbalance ratio over IMBALANCE_WARNING."""
+    counts = torch.bincount(y, minlength=num_classes)
+    out = []
+    missing = (counts == 0).nonzero().flatten().tolist()
+    if missing:
+        cause = f"subset={subset} leaves" if subset is not None else "it has"
+        out.append(f"{name}: the training split ({len(y)} images) has no images of classes {_listed(missing)} of "
+                   f"{num_classes} ({cause} none after the validation split); the test set still counts them")
+    present = counts[counts > 0]
+    large, small = int(present.max()), int(present.min())
+    if large > IMBALANCE_WARNING * small:
+        biggest, smallest = int(counts.argmax()), int(torch.where(counts > 0, counts, large + 1).argmin())
+        out.append(f"{name}: classes are imbalanced in the training split: class {biggest} has {large} images, class {smallest} "
+                   f"{small} ({large / small:.0f}:1); accuracy mostly reflects the large classes")
+    return out
 
 
 # --- per-batch transforms (run on the training device) -------------------------------
@@ -342,14 +409,10 @@ def read_npz(path: Path) -> RawDataset:
             raise DataError(f"{path}: x_{split} must be uint8 images (N, H, W) or (N, H, W, C), got {x.dtype} {x.shape}")
         if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{path}: y_{split} must be N integer labels for x_{split}'s {len(x)} images, got {y.dtype} {arrays[f'y_{split}'].shape}")
-        if len(y) and y.min() < 0:
-            raise DataError(f"{path}: y_{split} has negative labels (min {y.min()}); labels must be 0..K-1")
         out[split] = (_nchw(x), torch.as_tensor(y.astype(np.int64)))
     (xtr, ytr), (xte, yte) = out["train"], out["test"]
     if xtr.shape[1:] != xte.shape[1:]:
         raise DataError(f"{path}: x_train images {tuple(xtr.shape[1:])} and x_test images {tuple(xte.shape[1:])} differ in shape")
-    if len(yte) and int(yte.max()) > int(ytr.max()):
-        raise DataError(f"{path}: y_test has label {int(yte.max())}, beyond the training labels 0..{int(ytr.max())}")
     return RawDataset(xtr, ytr, xte, yte, f"from {path}")
 
 
@@ -367,8 +430,8 @@ def load_npz(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDatase
 
 @DATASETS.register("synthetic")
 def load_synthetic(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
-    """Random uint8 images (N, channels, *image_shape) with random labels, fixed by seed 0 (the run seed never
-    changes the data)."""
+    """Random uint8 images (N, channels, *image_shape) with random labels 0..num_classes-1, fixed by seed 0
+    (the run seed never changes the data)."""
     g = torch.Generator().manual_seed(0)
     shape = (cfg.channels, *cfg.image_shape)
 

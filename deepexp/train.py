@@ -354,6 +354,8 @@ class _Run:
         self._setup()
         self._restore()
         cfg, reporter = self.cfg, self.reporter
+        for line in self.data.warnings:  # a subset missing a class, imbalanced classes
+            reporter.warn(line)
         if self.epoch == 0:
             reporter.info(f"{cfg.model.name} ({self.params:,} parameters, act={cfg.act.name}, init={self.init_scheme}) "
                           f"on {cfg.dataset.name}: {self.data.sizes()} images ({self.data.source}), device {self.device}")
