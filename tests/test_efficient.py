@@ -230,3 +230,45 @@ def test_bad_study_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+# --- report sentences, from hand-built measurements --------------------------------------------
+
+
+def measured_by_hand(batches, quantize):
+    """Two models measured at `batches`: dws_cnn with half the baseline's parameters, a quarter of its MACs and
+    4x its speed in both runtimes; INT8 1.5x faster than ONNX FP32, its files 3x smaller."""
+    from deepexp.experiments.efficient import ORT_FP32, ORT_INT8, PYTORCH, Measured
+
+    def cost(params, macs, ms):
+        runtimes = {PYTORCH: ms, ORT_FP32: ms / 2, **({ORT_INT8: ms / 3} if quantize else {})}
+        return {"settings": {"threads": 2}, "params": params, "macs": macs,
+                "size_bytes": {PYTORCH: 4 * params, ORT_FP32: 4 * params, ORT_INT8: 4 * params // 3},
+                "latency": {rt: {str(b): {"median_ms": t * b, "iqr_ms": 0.1, "images_per_s": 1000 / t} for b in batches}
+                            for rt, t in runtimes.items()}}
+
+    return [Measured("baseline_cnn", cost(1000, 4_000_000, 8.0)), Measured("dws_cnn", cost(500, 1_000_000, 2.0))]
+
+
+@pytest.mark.parametrize("batches", [[1], [1, 32]])
+def test_report_sentences_name_each_latency_batch_once(batches):
+    from deepexp.config import compose_config, validate
+    from deepexp.experiments.efficient import PYTORCH, findings, summary_rows, table
+
+    study = validate(compose_config("efficient", ["models=[baseline_cnn,dws_cnn]", "train=false", f"latency_batches=[{','.join(map(str, batches))}]"]))
+    measured = measured_by_hand(batches, study.quantize)
+    rows = summary_rows(study, measured)
+    lines = findings(study, rows, measured, None)
+    dws = next(line for line in lines if line.startswith("**dws_cnn**"))
+    int8 = next(line for line in lines if line.startswith("**INT8**"))
+    header, _ = table(study, rows, [PYTORCH])
+    if batches == [1]:
+        assert dws == ("**dws_cnn**: 0.50x the parameters and 0.25x the MACs of baseline_cnn; speed (baseline latency / this latency) "
+                       "4.00x at batch 1 in PyTorch, 4.00x in ONNX Runtime.")
+        assert int8.endswith("latency speed-up over ONNX Runtime FP32 1.50-1.50x at batch 1 (median 1.50x).")
+        assert [h for h in header if h.startswith("latency")] == ["latency b=1 ms (IQR)"]
+    else:
+        assert dws.endswith("speed (baseline latency / this latency) 4.00x at batch 1 and 4.00x at batch 32 in PyTorch, "
+                            "4.00x and 4.00x in ONNX Runtime.")
+        assert int8.endswith("1.50-1.50x at batch 1 (median 1.50x) and 1.50-1.50x at batch 32 (median 1.50x).")
+        assert [h for h in header if h.startswith("latency")] == ["latency b=1 ms (IQR)", "latency b=32 ms (IQR)"]

@@ -160,9 +160,10 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance
                       if plain.stat(c).mean and res.stat(c).n]
             within = [g.stat("grad_log10_first_over_last_final").mean for g in (plain, res)]
             label = "" if variant == MAIN else f" ({variant})"
+            when = f"after epoch 1 and {ratios[-1]:.2f}x after the last epoch" if study.epochs > 1 else "after its one epoch"
             lines.append(
                 f"**Gradient flow at depth {depth}{label}**: the first layer's gradient is {ratios[0]:.2f}x the plain net's "
-                f"after epoch 1 and {ratios[-1]:.2f}x after the last epoch; first/last-layer gradient ratio "
+                f"{when}; first/last-layer gradient ratio "
                 f"10^{within[0]:.2f} (plain) against 10^{within[1]:.2f} (residual).")
             d_acc, p_acc = compare(plain, res, "test_acc")
             lines.append(f"Test accuracy at depth {depth}{label}: residual {res.stat('test_acc').fmt(4)} against plain "
