@@ -60,6 +60,38 @@ def test_invalid_spec_file_through_the_cli_is_exit_2_and_one_line(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 
+SMALL_SPEC = {"layers": [{"type": "conv", "channels": 32, "stride": 1}] * 5}
+SMALL_SPEC_YAML = "layers:\n" + "  - {type: conv, channels: 32, stride: 1}\n" * 5
+
+
+@pytest.mark.parametrize("name, text", [("spec.json", json.dumps(SMALL_SPEC)), ("spec.yaml", json.dumps(SMALL_SPEC)),
+                                        ("spec.json", SMALL_SPEC_YAML), ("spec.txt", SMALL_SPEC_YAML), ("spec", json.dumps(SMALL_SPEC))],
+                         ids=["json as .json", "json as .yaml", "yaml as .json", "yaml as .txt", "json, no suffix"])
+def test_spec_files_are_read_by_content_not_by_name(tmp_path, name, text):
+    from deepexp.models.nas_space import load_spec
+
+    (tmp_path / name).write_text(text)
+    assert load_spec(tmp_path / name) == SMALL_SPEC
+
+
+def test_a_spec_that_is_neither_json_nor_yaml_is_one_line(tmp_path):
+    from deepexp.models.nas_space import load_spec
+
+    (tmp_path / "spec.json").write_text("layers: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"spec.json: neither JSON nor YAML \(") as err:
+        load_spec(tmp_path / "spec.json")
+    assert "\n" not in str(err.value)
+
+
+def test_a_yaml_spec_named_json_trains_through_the_cli(tmp_path):
+    (tmp_path / "spec.json").write_text(SMALL_SPEC_YAML)
+    out = run_cli(["train", "model=nas", f"arch={tmp_path / 'spec.json'}", "dataset=synthetic", "dataset.train_size=40",
+                   "dataset.test_size=10", "dataset.image_shape=[8,8]", "epochs=1", "batch_size=12", "monitor.figure=false",
+                   f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
+
+
 def test_zero_cost_proxies_are_finite_and_leave_the_model_untouched():
     torch.manual_seed(0)
     model = create_model("nas", in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", arch=random_spec(random.Random(3)))

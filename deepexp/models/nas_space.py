@@ -55,20 +55,23 @@ def check_spec(spec: Any, where: str = "arch") -> Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
+    """The checked spec in the JSON or YAML file `path`, told apart by content whatever the file is named.
+
+    Raises ConfigError (one line) for a file that cannot be read, is neither JSON nor YAML, or is no valid spec."""
     path = Path(path).expanduser()
     try:
         text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"model.arch={path}: cannot read the spec ({exc.strerror or exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"model.arch={path}: cannot read the spec ({getattr(exc, 'strerror', None) or exc})") from None
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        spec = json.loads(text)
+    except ValueError:
+        import yaml  # JSON first, as the search writes it; YAML (a superset) for specs written by hand
 
+        try:
             spec = yaml.safe_load(text)
-        else:
-            spec = json.loads(text)
-    except Exception as exc:
-        raise ConfigError(f"model.arch={path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} ({str(exc).splitlines()[0]})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"model.arch={path}: neither JSON nor YAML ({str(exc).splitlines()[0]})") from None
     return check_spec(spec, f"model.arch={path}")
 
 
