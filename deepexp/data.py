@@ -228,12 +228,19 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) ->
 # --- loaders ---------------------------------------------------------------------------
 
 
+CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: the sizes a channel axis has
+
+
 def _nchw(images: np.ndarray | Tensor) -> Tensor:
-    """(N, H, W) or (N, H, W, C) uint8 -> (N, C, H, W) contiguous tensor."""
+    """uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) -> (N, C, H, W) contiguous tensor.
+
+    A 4-d array is read as channels-first only where its axis 1 has a channel count (1, 3 or 4)
+    and its last axis has not; otherwise as the documented Keras layout (N, H, W, C), so that an
+    RGBA (N, H, W, 4) array keeps its 4 channels."""
     t = torch.as_tensor(np.array(images)) if isinstance(images, np.ndarray) else images
     if t.ndim == 3:
         t = t.unsqueeze(1)
-    elif t.ndim == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+    elif t.ndim == 4 and not (t.shape[1] in CHANNEL_COUNTS and t.shape[-1] not in CHANNEL_COUNTS):
         t = t.permute(0, 3, 1, 2)
     return t.contiguous()
 

@@ -107,6 +107,23 @@ def test_npz_reads_keras_layout(tmp_path):
     assert raw.x_train.shape == (20, 3, 8, 8) and raw.y_train.dtype == torch.int64
 
 
+@pytest.mark.parametrize("shape, channels_last, expected", [
+    ((6, 10), False, (1, 6, 10)),  # (N, H, W) grey
+    ((6, 10, 3), True, (3, 6, 10)),  # (N, H, W, C), the documented layout
+    ((6, 10, 4), True, (4, 6, 10)),  # RGBA keeps its 4 channels (it was read as 6 channels of 10 x 4)
+    ((6, 10, 1), True, (1, 6, 10)),
+    ((3, 6, 10), False, (3, 6, 10)),  # (N, C, H, W), where unambiguous
+    ((4, 6, 10), False, (4, 6, 10)),
+])
+def test_npz_images_keep_their_channels_and_shape(tmp_path, shape, channels_last, expected):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (5, *shape), dtype=np.uint8)
+    raw = read_npz(write_npz(tmp_path / "x.npz", x_train=x, y_train=np.arange(5) % 2, x_test=x, y_test=np.arange(5) % 2))
+    assert tuple(raw.x_train.shape[1:]) == expected
+    nchw = np.moveaxis(x, -1, 1) if channels_last else x.reshape(5, *expected)
+    assert np.array_equal(raw.x_train.numpy(), nchw)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda a: a.pop("y_test"), "missing arrays"),
     (lambda a: a.update(x_train=a["x_train"].astype(np.float32)), "must be uint8"),
