@@ -33,7 +33,7 @@ from .config import SchedConfig, TrainConfig, to_plain
 from .data import Splits, load_splits, normalize, random_crop_flip, take
 from .errors import CheckpointError, ConfigError
 from .host import keep_freed_memory
-from .models import create_model, init_weights
+from .models import check_input_fits, create_model, init_weights
 from .monitor import LayerMonitor, grad_depth_figure, write_scalars
 from .progress import ConsoleReporter
 from .rundir import RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
@@ -123,8 +123,10 @@ def run_splits(cfg: TrainConfig) -> Splits:
 def build_model(cfg: TrainConfig, data: Splits) -> nn.Module:
     """The run's network, shaped for its data (weights as the model's constructor leaves them)."""
     options = {k: v for k, v in to_plain(cfg.model).items() if k != "name"}
-    return create_model(cfg.model.name, in_channels=data.in_channels, image_shape=data.image_shape,
-                        num_classes=data.num_classes, act=cfg.act.name, **options)
+    model = create_model(cfg.model.name, in_channels=data.in_channels, image_shape=data.image_shape,
+                         num_classes=data.num_classes, act=cfg.act.name, **options)
+    check_input_fits(model, cfg.model.name, data.input_shape)  # images too small for the model's pooling: one line
+    return model
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

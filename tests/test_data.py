@@ -329,3 +329,16 @@ def test_a_subset_missing_a_class_trains_with_the_datasets_k_and_says_so(tmp_pat
     assert "warning: npz: the training split (18 images) has no images of classes 2 of 3" in out.stderr
     metrics = __import__("json").loads((run / "metrics.json").read_text())
     assert metrics["data"]["num_classes"] == 3 and metrics["data"]["train"] == 18
+
+
+def test_images_too_small_for_a_models_pooling_are_one_line_through_the_cli(tmp_path):
+    """cnn halves each side three times: a 6 px side is gone before the last pooling."""
+    from conftest import run_cli
+
+    path = write_rect_npz(tmp_path / "thin.npz", h=6, w=28)
+    out = run_cli(["train", "dataset=npz", f"dataset.path={path}", "model=cnn", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepexp: model 'cnn' cannot take 6x28 images with 1 channel(s) (")
+    assert lines[0].endswith("); use larger images or a model that downsamples less")
+    assert not (tmp_path / "run" / "metrics.json").exists()

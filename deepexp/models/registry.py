@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, List, Tuple
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -26,6 +27,22 @@ def create_model(name: str, *, in_channels: int, image_shape: Tuple[int, int], n
         return builder(in_channels=in_channels, image_shape=tuple(image_shape), num_classes=num_classes, act=act, **options)
     except TypeError as exc:  # an option this family does not take
         raise ConfigError(f"model {name!r}: {exc}") from None
+
+
+@torch.no_grad()
+def check_input_fits(model: nn.Module, name: str, input_shape: Tuple[int, int, int]) -> None:
+    """Raise ConfigError (one line) where `model` cannot take one image of `input_shape` = (C, H, W), e.g.
+    a side too small for its pooling; found by one forward pass on zeros (eval mode, on the model's device)."""
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    except RuntimeError as exc:
+        c, h, w = input_shape
+        raise ConfigError(f"model {name!r} cannot take {h}x{w} images with {c} channel(s) ({str(exc).splitlines()[0]}); "
+                          f"use larger images or a model that downsamples less") from None
+    finally:
+        model.train(was_training)
 
 
 def list_models() -> List[str]:
