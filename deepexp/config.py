@@ -127,16 +127,19 @@ class DatasetConfig:
     name: str = MISSING
     augment: bool = MISSING  # random crop with padding + horizontal flip, on whole batches
     path: Optional[str] = None  # npz only: file with x_train, y_train, x_test, y_test
+    num_classes: Optional[int] = None  # K, labels 0..K-1; null: the largest training label + 1 (synthetic: labels drawn)
     # synthetic only: the shape of the random images
     channels: int = 1
-    image_size: int = 28
-    num_classes: int = 10
+    image_shape: List[int] = field(default_factory=lambda: [28, 28])  # (H, W) in pixels
     train_size: int = 2048
     test_size: int = 512
 
     def __post_init__(self) -> None:
-        check(self.channels >= 1 and self.image_size >= 1, "dataset.channels and dataset.image_size must be positive")
-        check(self.num_classes >= 2, f"dataset.num_classes must be at least 2, got {self.num_classes}")
+        check(self.channels >= 1, f"dataset.channels must be positive, got {self.channels}")
+        check(len(self.image_shape) == 2 and all(n >= 1 for n in self.image_shape),
+              f"dataset.image_shape must be [H, W] with positive sizes, got {list(self.image_shape)}")
+        check(self.num_classes is None or self.num_classes >= 2, f"dataset.num_classes must be at least 2, got {self.num_classes}")
+        check(self.name != "synthetic" or self.num_classes is not None, "dataset=synthetic needs dataset.num_classes=K, the labels to draw")
         check(self.train_size >= 2 and self.test_size >= 1, "dataset.train_size must be >= 2 and test_size >= 1")
 
 

@@ -55,17 +55,24 @@ class Splits:
     y_test: Tensor
     mean: Tensor  # per channel, in [0, 1] units, from the training split
     std: Tensor
-    num_classes: int
+    num_classes: int  # K: labels are 0..K-1 (count_classes)
     augment: bool
     source: str
+    warnings: Tuple[str, ...] = ()  # what the run should say about its training split (split_warnings)
 
     @property
     def in_channels(self) -> int:
         return self.x_train.shape[1]
 
     @property
-    def image_size(self) -> int:
-        return self.x_train.shape[2]
+    def image_shape(self) -> Tuple[int, int]:
+        """(H, W) of every image, in pixels; images need not be square."""
+        return tuple(self.x_train.shape[2:])
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        """(C, H, W) of one image: what a model, its MAC count and its latency are measured at."""
+        return tuple(self.x_train.shape[1:])
 
     def sizes(self) -> dict:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
@@ -95,8 +102,12 @@ def data_roots(data: DataConfig) -> List[Path]:
 
 
 def load_splits(dataset: DatasetConfig, data: DataConfig, seed: int, val_fraction: float, subset: Optional[int]) -> Splits:
-    """Load `dataset` and carve a seeded validation split from its (optionally truncated) training set."""
+    """Load `dataset` and carve a seeded validation split from its (optionally truncated) training set.
+
+    The classes are checked on the whole dataset (count_classes: a bad label raises DataError), so
+    that K is the dataset's whatever `subset` is; the split trained on only warns (split_warnings)."""
     raw = DATASETS.get(dataset.name)(dataset, data_roots(data), data.download)
+    num_classes = count_classes(dataset.name, raw.y_train, raw.y_test, dataset.num_classes)
     x, y = raw.x_train, raw.y_train
     if subset is not None:
         x, y = x[:subset], y[:subset]
@@ -110,8 +121,71 @@ def load_splits(dataset: DatasetConfig, data: DataConfig, seed: int, val_fractio
     return Splits(
         x_train=x_train, y_train=y[train], x_val=x[val], y_val=y[val], x_test=raw.x_test, y_test=raw.y_test,
         mean=pixels.mean(1).float(), std=pixels.std(1).clamp_min(1e-3).float(),
-        num_classes=int(max(y.max(), raw.y_test.max())) + 1, augment=dataset.augment, source=raw.source,
+        num_classes=num_classes, augment=dataset.augment, source=raw.source,
+        warnings=tuple(split_warnings(dataset.name, y[train], num_classes, subset)),
     )
+
+
+# --- classes ---------------------------------------------------------------------------------
+
+# Largest over smallest class in the training split (the imbalance ratio) above which a run warns. A
+# judgement, not a standard: at 10:1 a model that never predicts the small class still gets over 90% of
+# that pair's images right, so accuracy no longer shows whether the small class was learned.
+IMBALANCE_WARNING = 10.0
+
+
+def _listed(values: List[int], most: int = 6) -> str:
+    shown = ", ".join(str(v) for v in values[:most])
+    return shown + (f" and {len(values) - most} more" if len(values) > most else "")
+
+
+def count_classes(name: str, y_train: Tensor, y_test: Tensor, num_classes: Optional[int]) -> int:
+    """K, the number of classes of a dataset, checked against its labels.
+
+    Args:
+        y_train, y_test: int64 labels (N,) of the whole training and test sets.
+        num_classes: K as given (`dataset.num_classes`); None infers it as the largest training label + 1.
+    Returns K.
+    Raises DataError unless every label lies in 0..K-1, each of the K classes has training images,
+    every test label is therefore a training class, and K >= 2.
+    """
+    if len(y_train) == 0:
+        raise DataError(f"{name}: no training images")
+    for split, y in (("training", y_train), ("test", y_test)):
+        if len(y) and int(y.min()) < 0:
+            raise DataError(f"{name}: {split} label {int(y.min())} is negative; labels must be the classes 0..K-1")
+    k = num_classes if num_classes is not None else int(y_train.max()) + 1
+    source = f"dataset.num_classes={k}" if num_classes is not None else "K inferred from the largest training label"
+    for split, y in (("training", y_train), ("test", y_test)):
+        if len(y) and int(y.max()) >= k:
+            what = "outside 0..K-1" if num_classes is not None else "a class no training image has"
+            raise DataError(f"{name}: {split} label {int(y.max())} is {what} (K={k}, {source}); labels must be the classes 0..K-1")
+    missing = (torch.bincount(y_train, minlength=k) == 0).nonzero().flatten().tolist()
+    if missing:
+        raise DataError(f"{name}: classes {_listed(missing)} of 0..{k - 1} have no training images (K={k}, {source}); "
+                        f"labels must be the classes 0..K-1, each with training images")
+    if k < 2:
+        raise DataError(f"{name}: every training label is 0; a classifier needs at least 2 classes")
+    return k
+
+
+def split_warnings(name: str, y: Tensor, num_classes: int, subset: Optional[int]) -> List[str]:
+    """What to tell the user about the labels (N,) a run trains on: classes the split lacks (a small
+    `subset` can miss some; the test set still counts them), and an imbalance ratio over IMBALANCE_WARNING."""
+    counts = torch.bincount(y, minlength=num_classes)
+    out = []
+    missing = (counts == 0).nonzero().flatten().tolist()
+    if missing:
+        cause = f"subset={subset} leaves" if subset is not None else "it has"
+        out.append(f"{name}: the training split ({len(y)} images) has no images of classes {_listed(missing)} of "
+                   f"{num_classes} ({cause} none after the validation split); the test set still counts them")
+    present = counts[counts > 0]
+    large, small = int(present.max()), int(present.min())
+    if large > IMBALANCE_WARNING * small:
+        biggest, smallest = int(counts.argmax()), int(torch.where(counts > 0, counts, large + 1).argmin())
+        out.append(f"{name}: classes are imbalanced in the training split: class {biggest} has {large} images, class {smallest} "
+                   f"{small} ({large / small:.0f}:1); accuracy mostly reflects the large classes")
+    return out
 
 
 # --- per-batch transforms (run on the training device) -------------------------------
@@ -155,12 +229,19 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) ->
 # --- loaders ---------------------------------------------------------------------------
 
 
+CHANNEL_COUNTS = (1, 3, 4)  # grey, RGB, RGBA: the sizes a channel axis has
+
+
 def _nchw(images: np.ndarray | Tensor) -> Tensor:
-    """(N, H, W) or (N, H, W, C) uint8 -> (N, C, H, W) contiguous tensor."""
+    """uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) -> (N, C, H, W) contiguous tensor.
+
+    A 4-d array is read as channels-first only where its axis 1 has a channel count (1, 3 or 4)
+    and its last axis has not; otherwise as the documented Keras layout (N, H, W, C), so that an
+    RGBA (N, H, W, 4) array keeps its 4 channels."""
     t = torch.as_tensor(np.array(images)) if isinstance(images, np.ndarray) else images
     if t.ndim == 3:
         t = t.unsqueeze(1)
-    elif t.ndim == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+    elif t.ndim == 4 and not (t.shape[1] in CHANNEL_COUNTS and t.shape[-1] not in CHANNEL_COUNTS):
         t = t.permute(0, 3, 1, 2)
     return t.contiguous()
 
@@ -225,14 +306,25 @@ def _mnist_like(cls_name: str, name: str, roots: List[Path], download: bool,
                    f"put {cls_name}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA), or allow the download")
 
 
-IDX_FILES = [f"{split}-{kind}-ubyte" for split in ("train", "t10k") for kind in ("images-idx3", "labels-idx1")]
+# The four files of an MNIST-format dataset, each under the names mirrors use: torchvision's
+# `train-images-idx3-ubyte` and the original site's `train-images.idx3-ubyte`, either one plain or gzipped.
+IDX_FILES = [(split, kind, idx) for split in ("train", "t10k") for kind, idx in (("images", "idx3"), ("labels", "idx1"))]
+GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952: every gzip member starts with these two bytes
+
+
+def idx_names(split: str, kind: str, idx: str) -> List[str]:
+    """The file names one idx file is found under, in the order they are looked for."""
+    names = [f"{split}-{kind}-{idx}-ubyte", f"{split}-{kind}.{idx}-ubyte"]
+    return names + [f"{name}.gz" for name in names]
 
 
 def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
-    """The four MNIST-format files in `folder`, each plain or gzipped; None where any is missing."""
+    """The four MNIST-format files in `folder` (any spelling of `idx_names`); None where any is missing.
+
+    Raises DataError where all four are there but one is unreadable (truncated, corrupt, not idx data)."""
     files = []
-    for name in IDX_FILES:
-        found = next((p for p in (folder / name, folder / f"{name}.gz") if p.exists()), None)
+    for split, kind, idx in IDX_FILES:
+        found = next((folder / name for name in idx_names(split, kind, idx) if (folder / name).is_file()), None)
         if found is None:
             return None
         files.append(found)
@@ -241,7 +333,7 @@ def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
         if xtr.ndim != 3 or xte.ndim != 3 or len(xtr) != len(ytr) or len(xte) != len(yte) or len(xtr) == 0:
             raise ValueError(f"{len(xtr)} train images for {len(ytr)} labels, {len(xte)} test images for {len(yte)} labels")
     except (OSError, ValueError, EOFError, IndexError) as exc:  # truncated, corrupt, not idx at all
-        raise DataError(f"{label} files in {folder} are unreadable ({type(exc).__name__}: {exc}); "
+        raise DataError(f"{label} in {folder} are unreadable ({type(exc).__name__}: {exc}); "
                         f"fix: delete them to re-download, or replace them") from None
     return RawDataset(_nchw(xtr), torch.from_numpy(ytr.astype(np.int64)), _nchw(xte), torch.from_numpy(yte.astype(np.int64)),
                       f"{label} in {folder}")
@@ -249,19 +341,28 @@ def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an idx file (the MNIST format: a 4-byte magic with the dimension count, then big-endian
-    sizes, then uint8 data), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    sizes, then uint8 data), gzipped or not: compression is told by the content's first bytes, not the name.
+
+    Returns an array of the header's shape, e.g. (N, H, W) images or (N,) labels, dtype uint8.
+    Raises ValueError (not idx data of unsigned bytes, or a data size that differs from the header's
+    shape), OSError or EOFError (a corrupt or truncated gzip stream)."""
+    data = path.read_bytes()
+    if data[:2] == GZIP_MAGIC:
+        data = gzip.decompress(data)
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path.name} is not an idx file of unsigned bytes")
     ndim = data[3]
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise ValueError(f"{path.name} ends inside its header")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    if len(data) - offset != int(np.prod(shape)):
+        raise ValueError(f"{path.name} holds {len(data) - offset} bytes of data for a header shape {shape}")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
 def _debian_fashion_mnist() -> Optional[RawDataset]:
-    return read_idx_folder(DEBIAN_FASHION_MNIST, "Debian dataset-fashion-mnist")
+    return read_idx_folder(DEBIAN_FASHION_MNIST, "Debian dataset-fashion-mnist idx files")
 
 
 @DATASETS.register("mnist")
@@ -316,14 +417,10 @@ def read_npz(path: Path) -> RawDataset:
             raise DataError(f"{path}: x_{split} must be uint8 images (N, H, W) or (N, H, W, C), got {x.dtype} {x.shape}")
         if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{path}: y_{split} must be N integer labels for x_{split}'s {len(x)} images, got {y.dtype} {arrays[f'y_{split}'].shape}")
-        if len(y) and y.min() < 0:
-            raise DataError(f"{path}: y_{split} has negative labels (min {y.min()}); labels must be 0..K-1")
         out[split] = (_nchw(x), torch.as_tensor(y.astype(np.int64)))
     (xtr, ytr), (xte, yte) = out["train"], out["test"]
     if xtr.shape[1:] != xte.shape[1:]:
         raise DataError(f"{path}: x_train images {tuple(xtr.shape[1:])} and x_test images {tuple(xte.shape[1:])} differ in shape")
-    if len(yte) and int(yte.max()) > int(ytr.max()):
-        raise DataError(f"{path}: y_test has label {int(yte.max())}, beyond the training labels 0..{int(ytr.max())}")
     return RawDataset(xtr, ytr, xte, yte, f"from {path}")
 
 
@@ -341,9 +438,10 @@ def load_npz(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDatase
 
 @DATASETS.register("synthetic")
 def load_synthetic(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
-    """Random uint8 images with random labels, fixed by seed 0 (the run seed never changes the data)."""
+    """Random uint8 images (N, channels, *image_shape) with random labels 0..num_classes-1, fixed by seed 0
+    (the run seed never changes the data)."""
     g = torch.Generator().manual_seed(0)
-    shape = (cfg.channels, cfg.image_size, cfg.image_size)
+    shape = (cfg.channels, *cfg.image_shape)
 
     def make(n: int) -> Tuple[Tensor, Tensor]:
         return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8), torch.randint(0, cfg.num_classes, (n,), generator=g)

@@ -173,6 +173,8 @@ def onnx_predictions(sess, images: Tensor, batch: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def onnx_latency(sess, in_channels: int, image_size: int, batch: int, threads: int, min_run_time: float) -> Latency:
-    x = np.random.default_rng(0).random((batch, in_channels, image_size, image_size), dtype=np.float32)
+def onnx_latency(sess, input_shape: Tuple[int, int, int], batch: int, threads: int, min_run_time: float) -> Latency:
+    """ONNX Runtime latency of `sess` on a float32 batch (batch, C, H, W), with (C, H, W) = `input_shape` (the
+    exported model's fixed image shape); `min_run_time` in seconds."""
+    x = np.random.default_rng(0).random((batch, *input_shape), dtype=np.float32)
     return time_call(lambda: run_onnx(sess, x), batch, threads, min_run_time)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Tuple
 
 import torch
 from torch import nn
@@ -26,11 +26,11 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, in_channels: int, image_size: int) -> int:
-    """Multiply-accumulates of one forward pass on one image (eval mode)."""
+def count_macs(model: nn.Module, input_shape: Tuple[int, int, int]) -> int:
+    """Multiply-accumulates of one forward pass (eval mode) on one image of `input_shape` = (C, H, W)."""
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, in_channels, image_size, image_size, device=next(model.parameters()).device)
+    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
     with FlopCounterMode(display=False) as counter:
         model(x)
     model.train(was_training)
@@ -68,10 +68,11 @@ def time_call(call: Callable[[], object], batch: int, threads: int, min_run_time
     return Latency(batch, threads, m.median * 1000, m.iqr * 1000, len(m.times))
 
 
-def torch_latency(model: nn.Module, in_channels: int, image_size: int, batch: int, threads: int, min_run_time: float) -> Latency:
-    """PyTorch FP32 CPU inference latency (eval mode, `torch.inference_mode`)."""
+def torch_latency(model: nn.Module, input_shape: Tuple[int, int, int], batch: int, threads: int, min_run_time: float) -> Latency:
+    """PyTorch FP32 CPU inference latency (eval mode, `torch.inference_mode`) on a batch (batch, C, H, W),
+    with (C, H, W) = `input_shape`; `min_run_time` in seconds."""
     model = model.eval().cpu()
-    x = torch.rand(batch, in_channels, image_size, image_size)
+    x = torch.rand(batch, *input_shape)
 
     def call() -> None:
         with torch.inference_mode():

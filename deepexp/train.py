@@ -33,7 +33,7 @@ from .config import SchedConfig, TrainConfig, to_plain
 from .data import Splits, load_splits, normalize, random_crop_flip, take
 from .errors import CheckpointError, ConfigError
 from .host import keep_freed_memory
-from .models import create_model, init_weights
+from .models import check_input_fits, create_model, init_weights
 from .monitor import LayerMonitor, grad_depth_figure, write_scalars
 from .progress import ConsoleReporter
 from .rundir import RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
@@ -138,8 +138,10 @@ def run_splits(cfg: TrainConfig) -> Splits:
 def build_model(cfg: TrainConfig, data: Splits) -> nn.Module:
     """The run's network, shaped for its data (weights as the model's constructor leaves them)."""
     options = {k: v for k, v in to_plain(cfg.model).items() if k != "name"}
-    return create_model(cfg.model.name, in_channels=data.in_channels, image_size=data.image_size,
-                        num_classes=data.num_classes, act=cfg.act.name, **options)
+    model = create_model(cfg.model.name, in_channels=data.in_channels, image_shape=data.image_shape,
+                         num_classes=data.num_classes, act=cfg.act.name, **options)
+    check_input_fits(model, cfg.model.name, data.input_shape)  # images too small for the model's pooling: one line
+    return model
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -382,7 +384,7 @@ class _Run:
             "layers": {"weights": self.monitor.weight_names, "activations": self.monitor.act_names} if self.monitor else None,
             "init_layers": self.init_layers,
             "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes,
-                     "in_channels": self.data.in_channels, "image_size": self.data.image_size},
+                     "in_channels": self.data.in_channels, "image_shape": list(self.data.image_shape)},
             "provenance": self._provenance(),
             **extra,
         }
@@ -395,6 +397,8 @@ class _Run:
         self._setup()
         self._restore()
         cfg, reporter = self.cfg, self.reporter
+        for line in self.data.warnings:  # a subset missing a class, imbalanced classes
+            reporter.warn(line)
         if self.epoch == 0:
             reporter.info(f"{cfg.model.name} ({self.params:,} parameters, act={cfg.act.name}, init={self.init_scheme}) "
                           f"on {cfg.dataset.name}: {self.data.sizes()} images ({self.data.source}), device {self.device}")

@@ -42,7 +42,7 @@ def main() -> None:
         models = {}
         for label, fmt in FORMATS.items():
             torch.manual_seed(0)
-            model = create_model(name, in_channels=3, image_size=32, num_classes=10, act="relu")
+            model = create_model(name, in_channels=3, image_shape=(32, 32), num_classes=10, act="relu")
             init_weights(model, "auto", "relu")
             models[label] = (model.to(memory_format=fmt), x.contiguous(memory_format=fmt),
                              torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True))

@@ -66,7 +66,7 @@ def trained_looking(name: str, seed: int) -> Deployable:
     """`name` as `deepexp efficient` builds it for CIFAR-10, its BatchNorm statistics moved off their defaults."""
     torch.manual_seed(seed)
     options = {k: v for k, v in to_plain(validate(compose_config("train", [f"model={name}"])).model).items() if k != "name"}
-    model = create_model(name, in_channels=3, image_size=32, num_classes=10, act="relu", **options)
+    model = create_model(name, in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", **options)
     with torch.no_grad():
         model.train()(torch.randn(64, 3, 32, 32))
     return Deployable(model, torch.rand(3), torch.rand(3) + 0.5).eval()

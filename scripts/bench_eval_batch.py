@@ -33,9 +33,9 @@ SHAPES = {"mlp": (10_000, 1, 28, 28)}  # MNIST's test set; the conv nets get CIF
 
 
 def time_evaluate(name: str, batch_sizes: list[int], rounds: int) -> dict[int, float]:
-    n, c, s, _ = SHAPES.get(name, (1_017, 3, 32, 32))
-    model = create_model(name, in_channels=c, image_size=s, num_classes=10, act="relu").to(memory_format=torch.channels_last)
-    x, y = torch.randint(0, 256, (n, c, s, s), dtype=torch.uint8), torch.randint(0, 10, (n,))
+    n, c, h, w = SHAPES.get(name, (1_017, 3, 32, 32))
+    model = create_model(name, in_channels=c, image_shape=(h, w), num_classes=10, act="relu").to(memory_format=torch.channels_last)
+    x, y = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8), torch.randint(0, 10, (n,))
     data = Splits(x, y, x, y, x, y, torch.zeros(c), torch.ones(c), 10, False, "random")
     evaluate(model, x, y, data, batch_sizes[0], nullcontext, torch.channels_last)  # warm-up
     times: dict[int, list[float]] = {b: [] for b in batch_sizes}

@@ -66,7 +66,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {where}")
     print(f"batch {args.batch_size}, {args.train_size:,} synthetic 3x32x32 images (90% trained on per epoch), "
           f"{args.epochs} epochs per run (images/s: median of epochs 2-{args.epochs}), {args.rounds} rounds, monitoring off")
-    data = ["dataset=synthetic", "dataset.channels=3", "dataset.image_size=32", f"dataset.train_size={args.train_size}",
+    data = ["dataset=synthetic", "dataset.channels=3", "dataset.image_shape=[32,32]", f"dataset.train_size={args.train_size}",
             "dataset.test_size=16", "eval_test=false", "monitor.enabled=false"]
     for name in args.models:
         base = [f"model={name}", f"device={args.device}", f"batch_size={args.batch_size}", *data]

@@ -39,9 +39,9 @@ from deepexp.models import create_model
 
 # Each model on the dataset and at the batch size of its study.
 CASES = {
-    "mlp": dict(dataset="mnist", in_channels=1, image_size=28, batch=256),
-    "cnn": dict(dataset="cifar10", in_channels=3, image_size=32, batch=128),
-    "resnet20": dict(dataset="cifar10", in_channels=3, image_size=32, batch=128),
+    "mlp": dict(dataset="mnist", in_channels=1, image_shape=(28, 28), batch=256),
+    "cnn": dict(dataset="cifar10", in_channels=3, image_shape=(32, 32), batch=128),
+    "resnet20": dict(dataset="cifar10", in_channels=3, image_shape=(32, 32), batch=128),
 }
 SETTINGS = ("glibc default", "keep_freed_memory")
 KINDS = ("bare step", "trainer epoch")
@@ -84,9 +84,9 @@ def measure(kind: str, model_name: str, steps: int, threads: int, keep: bool) ->
         return {"kept": kept, **trainer_epoch(model_name, threads)}
     case = CASES[model_name]
     torch.manual_seed(0)
-    model = create_model(model_name, in_channels=case["in_channels"], image_size=case["image_size"], num_classes=10, act="relu")
+    model = create_model(model_name, in_channels=case["in_channels"], image_shape=case["image_shape"], num_classes=10, act="relu")
     model.to(memory_format=torch.channels_last)  # as the trainer does; an MLP is untouched
-    x = torch.randn(case["batch"], case["in_channels"], case["image_size"], case["image_size"]).contiguous(
+    x = torch.randn(case["batch"], case["in_channels"], *case["image_shape"]).contiguous(
         memory_format=torch.channels_last)
     y = torch.randint(0, 10, (case["batch"],))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True)

@@ -97,7 +97,7 @@ def main() -> None:
     # The trainer sets this on its first run, process-wide; set it first so the baselines of every round,
     # the first included, run under the same malloc settings (its own gain: bench_page_faults.py).
     keep_freed_memory()
-    model = create_model("mlp", in_channels=1, image_size=28, num_classes=10, act="relu", depth=12, width=256)
+    model = create_model("mlp", in_channels=1, image_shape=(28, 28), num_classes=10, act="relu", depth=12, width=256)
     shapes = linear_shapes(model)
     plan = "a profile of one epoch" if args.profile else f"{args.rounds} rounds of {args.epochs} epochs"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; MLP Linear shapes {shapes}; {plan}")

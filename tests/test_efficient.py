@@ -26,7 +26,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def build(name: str, **kw):
     """`name` with the options of configs/model/<name>.yaml (overridden by `kw`), CIFAR-shaped."""
     options = {k: v for k, v in to_plain(compose_train([f"model={name}"]).model).items() if k != "name"}
-    return create_model(name, **{"in_channels": 3, "image_size": 32, "num_classes": 10, "act": "relu", **options, **kw})
+    return create_model(name, **{"in_channels": 3, "image_shape": (32, 32), "num_classes": 10, "act": "relu", **options, **kw})
 
 
 # --- counters against published figures ----------------------------------------------------
@@ -35,22 +35,22 @@ def build(name: str, **kw):
 def test_resnet18_counters_match_published_figures():
     model = torchvision.models.resnet18()
     assert count_params(model) == 11_689_512  # 11.69M
-    assert count_macs(model, 3, 224) == pytest.approx(1.82e9, rel=0.01)  # 1.82 GMACs
+    assert count_macs(model, (3, 224, 224)) == pytest.approx(1.82e9, rel=0.01)  # 1.82 GMACs
 
 
 def test_mobilenet_v2_counters_match_published_figures_and_torchvision():
-    ours = create_model("mobilenet_v2", in_channels=3, image_size=224, num_classes=1000, act="relu", width=1.0)
+    ours = create_model("mobilenet_v2", in_channels=3, image_shape=(224, 224), num_classes=1000, act="relu", width=1.0)
     assert count_params(ours) == count_params(torchvision.models.mobilenet_v2()) == 3_504_872  # 3.5M
-    assert count_macs(ours, 3, 224) == pytest.approx(300e6, rel=0.01)  # about 300M MACs
+    assert count_macs(ours, (3, 224, 224)) == pytest.approx(300e6, rel=0.01)  # about 300M MACs
 
 
 def test_depthwise_separable_conv_has_the_expected_parameters_and_macs():
     c_in, c_out, size = 32, 64, 16
     block = depthwise_separable_block(c_in, c_out, torch.nn.ReLU, bn=False)
     assert count_params(block) == (9 * c_in + c_in) + (c_in * c_out + c_out)  # depthwise + pointwise, with biases
-    assert count_macs(block, c_in, size) == size * size * (9 * c_in + c_in * c_out)
+    assert count_macs(block, (c_in, size, size)) == size * size * (9 * c_in + c_in * c_out)
     standard = torch.nn.Conv2d(c_in, c_out, 3, padding=1)
-    ratio = count_macs(standard, c_in, size) / count_macs(block, c_in, size)
+    ratio = count_macs(standard, (c_in, size, size)) / count_macs(block, (c_in, size, size))
     assert ratio == pytest.approx(1 / (1 / c_out + 1 / 9))  # Howard et al. 2017, eq. 5
 
 
@@ -109,7 +109,7 @@ def test_models_of_one_architecture_share_a_trace_and_each_file_holds_its_own_we
 
 
 def test_latency_is_positive_with_the_recorded_threads():
-    lat = torch_latency(build("dws_cnn", width=0.25), 3, 32, batch=4, threads=1, min_run_time=0.05)
+    lat = torch_latency(build("dws_cnn", width=0.25), (3, 32, 32), batch=4, threads=1, min_run_time=0.05)
     assert lat.threads == 1 and lat.batch == 4 and lat.median_ms > 0 and lat.iqr_ms >= 0
     assert lat.images_per_s == pytest.approx(4000 / lat.median_ms)
 
@@ -133,6 +133,25 @@ def test_measure_only_mode_covers_every_model_without_training(tmp_path):
     # (for the 10K-parameter models at width 0.25, per-channel scales make the int8 file no smaller)
     assert not (out / "runs").exists() and not (out / "deploy").exists()
     assert (out / "plots" / "latency_vs_macs.png").is_file() and (out / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_measure_only_mode_times_non_square_images_at_their_own_shape(tmp_path):
+    """Latency, MACs and the ONNX export use (C, H, W), not H x H: a 28 x 32 npz is measured at 28 x 32."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "rect.npz", x_train=rng.integers(0, 256, (40, 28, 32), dtype=np.uint8), y_train=np.arange(40) % 2,
+             x_test=rng.integers(0, 256, (8, 28, 32), dtype=np.uint8), y_test=np.arange(8) % 2)
+    out = tmp_path / "exp"
+    result = run_cli(["efficient", "train=false", "models=[baseline_cnn,dws_cnn]", "width=0.25", "quantize=false", "min_run_time=0.01",
+                      "latency_batches=[1]", "dataset=npz", f"dataset.path={tmp_path / 'rect.npz'}", f"hydra.run.dir={out}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cost = json.loads((out / "models" / "dws_cnn" / "cost.json").read_text())
+    assert cost["input"] == [1, 28, 32]
+    model = build("dws_cnn", width=0.25, in_channels=1, image_shape=(28, 32), num_classes=2)
+    assert cost["macs"] == count_macs(model, (1, 28, 32)) != count_macs(model, (1, 28, 28))
+    assert all(float(r["latency_b1_ms"]) > 0 for r in read_csv(out / "summary.csv"))
 
 
 @pytest.mark.slow
@@ -211,3 +230,45 @@ def test_bad_study_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+# --- report sentences, from hand-built measurements --------------------------------------------
+
+
+def measured_by_hand(batches, quantize):
+    """Two models measured at `batches`: dws_cnn with half the baseline's parameters, a quarter of its MACs and
+    4x its speed in both runtimes; INT8 1.5x faster than ONNX FP32, its files 3x smaller."""
+    from deepexp.experiments.efficient import ORT_FP32, ORT_INT8, PYTORCH, Measured
+
+    def cost(params, macs, ms):
+        runtimes = {PYTORCH: ms, ORT_FP32: ms / 2, **({ORT_INT8: ms / 3} if quantize else {})}
+        return {"settings": {"threads": 2}, "params": params, "macs": macs,
+                "size_bytes": {PYTORCH: 4 * params, ORT_FP32: 4 * params, ORT_INT8: 4 * params // 3},
+                "latency": {rt: {str(b): {"median_ms": t * b, "iqr_ms": 0.1, "images_per_s": 1000 / t} for b in batches}
+                            for rt, t in runtimes.items()}}
+
+    return [Measured("baseline_cnn", cost(1000, 4_000_000, 8.0)), Measured("dws_cnn", cost(500, 1_000_000, 2.0))]
+
+
+@pytest.mark.parametrize("batches", [[1], [1, 32]])
+def test_report_sentences_name_each_latency_batch_once(batches):
+    from deepexp.config import compose_config, validate
+    from deepexp.experiments.efficient import PYTORCH, findings, summary_rows, table
+
+    study = validate(compose_config("efficient", ["models=[baseline_cnn,dws_cnn]", "train=false", f"latency_batches=[{','.join(map(str, batches))}]"]))
+    measured = measured_by_hand(batches, study.quantize)
+    rows = summary_rows(study, measured)
+    lines = findings(study, rows, measured, None)
+    dws = next(line for line in lines if line.startswith("**dws_cnn**"))
+    int8 = next(line for line in lines if line.startswith("**INT8**"))
+    header, _ = table(study, rows, [PYTORCH])
+    if batches == [1]:
+        assert dws == ("**dws_cnn**: 0.50x the parameters and 0.25x the MACs of baseline_cnn; speed (baseline latency / this latency) "
+                       "4.00x at batch 1 in PyTorch, 4.00x in ONNX Runtime.")
+        assert int8.endswith("latency speed-up over ONNX Runtime FP32 1.50-1.50x at batch 1 (median 1.50x).")
+        assert [h for h in header if h.startswith("latency")] == ["latency b=1 ms (IQR)"]
+    else:
+        assert dws.endswith("speed (baseline latency / this latency) 4.00x at batch 1 and 4.00x at batch 32 in PyTorch, "
+                            "4.00x and 4.00x in ONNX Runtime.")
+        assert int8.endswith("1.50-1.50x at batch 1 (median 1.50x) and 1.50-1.50x at batch 32 (median 1.50x).")
+        assert [h for h in header if h.startswith("latency")] == ["latency b=1 ms (IQR)", "latency b=32 ms (IQR)"]

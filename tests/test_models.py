@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from deepexp.config import config_choices
+from deepexp.measure import count_macs
 from deepexp.models import ACTIVATIONS, create_model, init_weights, is_activation, list_models
 from deepexp.models.activations import act_layer
 
@@ -29,7 +30,7 @@ def test_forward_backward_every_model(name, shape):
     channels, size = SHAPES[shape]
     torch.manual_seed(0)
     options = {"arch": NAS_EXAMPLE} if name == "nas" else {}  # the one model without a default architecture
-    model = create_model(name, in_channels=channels, image_size=size, num_classes=10, act="gelu", **options)
+    model = create_model(name, in_channels=channels, image_shape=(size, size), num_classes=10, act="gelu", **options)
     x = torch.randn(2, channels, size, size)
     out = model(x)
     assert out.shape == (2, 10) and torch.isfinite(out).all()
@@ -37,11 +38,25 @@ def test_forward_backward_every_model(name, shape):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_takes_non_square_images(name):
+    """Images need not be square: each model is built for (H, W) and runs, and its MACs are counted, at that shape."""
+    c, h, w = 3, 20, 36
+    torch.manual_seed(0)
+    options = {"arch": NAS_EXAMPLE} if name == "nas" else {}
+    model = create_model(name, in_channels=c, image_shape=(h, w), num_classes=7, act="relu", **options)
+    out = model(torch.randn(2, c, h, w))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    assert count_macs(model, (c, h, w)) > 0
+    if name == "mlp":  # the flattened input: C * H * W features, not C * H * H
+        assert model.layers[0].in_features == c * h * w
+
+
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18", "resnet20", "plain20", "resnet50", "baseline_cnn", "dws_cnn",
                                   "bottleneck_cnn", "squeeze_cnn", "inception_cnn", "mobilenet_v2"])
 @pytest.mark.parametrize("act", ACTIVATIONS.names())
 def test_activation_reaches_every_block(name, act):
-    model = create_model(name, in_channels=3, image_size=32, num_classes=10, act=act)
+    model = create_model(name, in_channels=3, image_shape=(32, 32), num_classes=10, act=act)
     expected = type(act_layer(act)())
     acts = [m for m in model.modules() if is_activation(m)]
     assert acts and all(type(m) is expected for m in acts)
@@ -50,18 +65,18 @@ def test_activation_reaches_every_block(name, act):
 @pytest.mark.parametrize("name, millions", [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66),
                                              ("resnet56", 0.85), ("resnet110", 1.7)])
 def test_cifar_resnet_parameter_counts_match_he_et_al(name, millions):
-    model = create_model(name, in_channels=3, image_size=32, num_classes=10, act="relu", shortcut="A")
+    model = create_model(name, in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", shortcut="A")
     assert round(n_params(model) / 1e6, 2 if millions < 1 else 1) == millions
 
 
 def test_resnet18_cifar_stem_has_11_17m_parameters():
-    model = create_model("resnet18", in_channels=3, image_size=32, num_classes=10, act="relu")
+    model = create_model("resnet18", in_channels=3, image_shape=(32, 32), num_classes=10, act="relu")
     assert n_params(model) == 11_173_962
 
 
 def test_plain_net_equals_resnet_without_shortcuts():
-    resnet = create_model("resnet20", in_channels=3, image_size=32, num_classes=10, act="relu", shortcut="A")
-    plain = create_model("plain20", in_channels=3, image_size=32, num_classes=10, act="relu", shortcut="A")
+    resnet = create_model("resnet20", in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", shortcut="A")
+    plain = create_model("plain20", in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", shortcut="A")
     # Option A shortcuts have no parameters, so the two nets have exactly the same weights.
     assert n_params(resnet) == n_params(plain)
     assert [n for n, _ in resnet.named_parameters()] == [n for n, _ in plain.named_parameters()]
@@ -71,14 +86,14 @@ def test_unknown_model_and_option_are_one_line_errors():
     from deepexp.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown model 'nope'; choose one of"):
-        create_model("nope", in_channels=1, image_size=28, num_classes=10)
+        create_model("nope", in_channels=1, image_shape=(28, 28), num_classes=10)
     with pytest.raises(ConfigError, match="model 'mlp'"):
-        create_model("mlp", in_channels=1, image_size=28, num_classes=10, shortcut="A")
+        create_model("mlp", in_channels=1, image_shape=(28, 28), num_classes=10, shortcut="A")
 
 
 @pytest.mark.parametrize("act, expected", [("relu", "kaiming"), ("selu", "lecun"), ("tanh", "xavier"), ("sigmoid", "xavier")])
 def test_auto_init_is_matched_to_the_activation(act, expected):
-    model = create_model("mlp", in_channels=1, image_size=28, num_classes=10, act=act, depth=3, width=512)
+    model = create_model("mlp", in_channels=1, image_shape=(28, 28), num_classes=10, act=act, depth=3, width=512)
     assert init_weights(model, "auto", act) == expected
     w = model.layers[2].weight  # the second hidden layer: fan_in 512
     target = {"kaiming": (2 / 512) ** 0.5, "lecun": (1 / 512) ** 0.5,
@@ -91,7 +106,7 @@ def test_a_selu_mlp_with_dropout_uses_alpha_dropout_and_stays_self_normalising()
     """Klambauer et al. 2017: a deep SELU net (LeCun init) keeps zero mean and unit variance from layer
     to layer in training only with alpha dropout; plain dropout drifts (mean 0.14, std 1.46 at layer 12)."""
     torch.manual_seed(0)
-    model = create_model("mlp", in_channels=1, image_size=28, num_classes=10, act="selu", depth=12, width=256, dropout=0.2)
+    model = create_model("mlp", in_channels=1, image_shape=(28, 28), num_classes=10, act="selu", depth=12, width=256, dropout=0.2)
     init_weights(model, "auto", "selu")
     drops = [type(m) for m in model.modules() if "Dropout" in type(m).__name__]
     assert drops == [nn.AlphaDropout] * 12
@@ -103,7 +118,7 @@ def test_a_selu_mlp_with_dropout_uses_alpha_dropout_and_stays_self_normalising()
     mean, std = seen[0].mean().item(), seen[0].std().item()
     assert abs(mean) < 0.05 and abs(std - 1) < 0.05, (mean, std)  # measured: 0.003, 1.001 (seeds 0-2 within 0.003)
     # every other activation keeps plain dropout
-    relu = create_model("mlp", in_channels=1, image_size=28, num_classes=10, act="relu", depth=2, width=8, dropout=0.2)
+    relu = create_model("mlp", in_channels=1, image_shape=(28, 28), num_classes=10, act="relu", depth=2, width=8, dropout=0.2)
     assert [type(m) for m in relu.modules() if "Dropout" in type(m).__name__] == [nn.Dropout] * 2
 
 
@@ -116,7 +131,7 @@ RESNET_FAMILY = [n for n in list_models() if n.startswith(("resnet", "plain"))]
 def test_every_resnet_and_plain_net_with_every_shortcut_option(name, shortcut, shape):
     channels, size = SHAPES[shape]
     torch.manual_seed(0)
-    model = create_model(name, in_channels=channels, image_size=size, num_classes=10, act="relu", shortcut=shortcut)
+    model = create_model(name, in_channels=channels, image_shape=(size, size), num_classes=10, act="relu", shortcut=shortcut)
     out = model(torch.randn(2, channels, size, size))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     out.sum().backward()

@@ -30,7 +30,7 @@ def test_sigmoid_gradients_vanish_in_a_12_layer_mlp_while_relu_he_does_not(tmp_p
 
 def test_dead_units_sparsity_and_saturation_are_measured():
     torch.manual_seed(0)
-    model = create_model("mlp", in_channels=1, image_size=4, num_classes=3, act="relu", depth=2, width=8)
+    model = create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=3, act="relu", depth=2, width=8)
     init_weights(model, "kaiming", "relu")
     with torch.no_grad():
         model.layers[0].bias[:4] = -1e3  # units 0-3 of the first layer can never fire
@@ -40,7 +40,7 @@ def test_dead_units_sparsity_and_saturation_are_measured():
     assert stats.sparsity[0] >= 0.5  # the dead half outputs exact zeros
     assert stats.saturation is None  # ReLU is unbounded above: no saturation measure
 
-    sig = create_model("mlp", in_channels=1, image_size=4, num_classes=3, act="sigmoid", depth=2, width=8)
+    sig = create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=3, act="sigmoid", depth=2, width=8)
     with torch.no_grad():
         sig.layers[0].bias.fill_(50.0)  # every first-layer unit pinned at 1
     stats = probe(sig, "sigmoid", x, y)
@@ -51,7 +51,7 @@ def test_dead_units_sparsity_and_saturation_are_measured():
 
 def test_dead_channels_of_a_conv_net_are_counted_per_channel():
     torch.manual_seed(0)
-    model = create_model("cnn", in_channels=1, image_size=28, num_classes=10, act="relu", width=4)
+    model = create_model("cnn", in_channels=1, image_shape=(28, 28), num_classes=10, act="relu", width=4)
     x = torch.zeros(16, 1, 28, 28)
     x[:, :, 10:14, 10:14] = 1.0  # the images are blank outside a small square
     with torch.no_grad():  # in eval mode, the first block's BatchNorm adds its bias to the convolution
@@ -64,7 +64,7 @@ def test_dead_channels_of_a_conv_net_are_counted_per_channel():
 
 
 def test_probe_leaves_grads_and_mode_untouched():
-    model = create_model("cnn", in_channels=1, image_size=28, num_classes=10, act="relu", width=4)
+    model = create_model("cnn", in_channels=1, image_shape=(28, 28), num_classes=10, act="relu", width=4)
     model.train()
     probe(model, "relu", torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))
     assert model.training and all(p.grad is None for p in model.parameters())

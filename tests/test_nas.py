@@ -23,11 +23,12 @@ from deepexp.zero_cost import PROXIES, naswot, score_all
 def test_every_sampled_spec_builds_runs_and_has_the_predicted_parameters_and_macs(seed):
     spec = random_spec(random.Random(seed))
     assert check_spec(spec) == spec
-    for channels, size in ((3, 16), (1, 13)):  # small images keep 15-layer 256-channel specs cheap; 13 tests odd sizes
-        model = create_model("nas", in_channels=channels, image_size=size, num_classes=10, act="relu", arch=spec)
-        assert model(torch.rand(1, channels, size, size)).shape == (1, 10)
+    # Small images keep 15-layer 256-channel specs cheap; 13 tests odd sizes, 11 x 18 non-square ones.
+    for channels, h, w in ((3, 16, 16), (1, 13, 13), (2, 11, 18)):
+        model = create_model("nas", in_channels=channels, image_shape=(h, w), num_classes=10, act="relu", arch=spec)
+        assert model(torch.rand(1, channels, h, w)).shape == (1, 10)
         assert count_params(model) == param_count(spec, channels, 10)
-        assert count_macs(model, channels, size) == mac_count(spec, channels, size, 10)
+        assert count_macs(model, (channels, h, w)) == mac_count(spec, (channels, h, w), 10)
 
 
 def test_mutation_keeps_every_spec_valid_and_changes_it():
@@ -59,9 +60,41 @@ def test_invalid_spec_file_through_the_cli_is_exit_2_and_one_line(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 
+SMALL_SPEC = {"layers": [{"type": "conv", "channels": 32, "stride": 1}] * 5}
+SMALL_SPEC_YAML = "layers:\n" + "  - {type: conv, channels: 32, stride: 1}\n" * 5
+
+
+@pytest.mark.parametrize("name, text", [("spec.json", json.dumps(SMALL_SPEC)), ("spec.yaml", json.dumps(SMALL_SPEC)),
+                                        ("spec.json", SMALL_SPEC_YAML), ("spec.txt", SMALL_SPEC_YAML), ("spec", json.dumps(SMALL_SPEC))],
+                         ids=["json as .json", "json as .yaml", "yaml as .json", "yaml as .txt", "json, no suffix"])
+def test_spec_files_are_read_by_content_not_by_name(tmp_path, name, text):
+    from deepexp.models.nas_space import load_spec
+
+    (tmp_path / name).write_text(text)
+    assert load_spec(tmp_path / name) == SMALL_SPEC
+
+
+def test_a_spec_that_is_neither_json_nor_yaml_is_one_line(tmp_path):
+    from deepexp.models.nas_space import load_spec
+
+    (tmp_path / "spec.json").write_text("layers: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"spec.json: neither JSON nor YAML \(") as err:
+        load_spec(tmp_path / "spec.json")
+    assert "\n" not in str(err.value)
+
+
+def test_a_yaml_spec_named_json_trains_through_the_cli(tmp_path):
+    (tmp_path / "spec.json").write_text(SMALL_SPEC_YAML)
+    out = run_cli(["train", "model=nas", f"arch={tmp_path / 'spec.json'}", "dataset=synthetic", "dataset.train_size=40",
+                   "dataset.test_size=10", "dataset.image_shape=[8,8]", "epochs=1", "batch_size=12", "monitor.figure=false",
+                   f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
+
+
 def test_zero_cost_proxies_are_finite_and_leave_the_model_untouched():
     torch.manual_seed(0)
-    model = create_model("nas", in_channels=3, image_size=32, num_classes=10, act="relu", arch=random_spec(random.Random(3)))
+    model = create_model("nas", in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", arch=random_spec(random.Random(3)))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     scores = score_all(model.eval(), torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,)))
     assert set(scores) == set(PROXIES) and all(torch.isfinite(torch.tensor(v)) for v in scores.values())
@@ -74,7 +107,7 @@ def test_naswot_sums_per_layer_the_kernel_of_the_paper():
     # Mellor et al.'s kernel on the concatenated binary codes of every activation, c c^T + (1 - c)(1 - c)^T,
     # against naswot's per-layer float32 products: the same integers, so the same log-determinant exactly.
     torch.manual_seed(0)
-    model = create_model("nas", in_channels=3, image_size=32, num_classes=10, act="relu", arch=random_spec(random.Random(3)))
+    model = create_model("nas", in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", arch=random_spec(random.Random(3)))
     x = torch.randn(16, 3, 32, 32)
     codes = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: codes.append((out.flatten(1) > 0).double()))

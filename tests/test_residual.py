@@ -53,3 +53,39 @@ def test_shortcuts_keep_first_layer_gradients_alive_without_batch_norm(study):
 def test_bad_residual_input_is_one_line(tmp_path):
     out = run_cli(["residual", "depths=[21]", f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
     assert out.returncode == 2 and "depth 21 has no CIFAR ResNet" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_model_cost_is_counted_at_the_runs_own_image_shape():
+    """The rebuilt network is measured at the (H, W) its run trained on; runs recorded before (H, W) hold a square side."""
+    from deepexp.experiments.residual import model_cost
+    from deepexp.measure import count_macs
+    from deepexp.models import create_model
+
+    config = {"model": "resnet20", "act": "relu", "model.norm": "batch", "model.shortcut": "A"}
+    wide = model_cost({"config": config, "data": {"in_channels": 3, "image_shape": [20, 36], "num_classes": 10}})
+    net = create_model("resnet20", in_channels=3, image_shape=(20, 36), num_classes=10, act="relu", shortcut="A")
+    assert wide == (269_722, count_macs(net, (3, 20, 36)))
+    square = model_cost({"config": config, "data": {"in_channels": 3, "image_size": 32, "num_classes": 10}})
+    assert square[0] == 269_722 and 40e6 < square[1] < 42e6 and square[1] != wide[1]
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_gradient_flow_sentence_names_epoch_1_and_the_last_only_when_they_differ(epochs):
+    from deepexp.config import compose_config, validate
+    from deepexp.experiments.residual import MAIN, findings
+    from deepexp.results import Group
+
+    study = validate(compose_config("residual", ["depths=[20]", f"epochs={epochs}", "ablations=[]", "densenet=false"]))
+
+    def runs(network, grad_epoch1, grad_final):
+        rows = [{"network": network, "variant": MAIN, "seed": seed, "params": 1, "macs": 1, "final_train_loss": 0.5,
+                 "final_train_error": 0.2, "test_acc": 0.8 + seed / 100, "grad_first_layer_epoch1": grad_epoch1,
+                 "grad_first_layer_final": grad_final, "grad_log10_first_over_last_final": -1.0} for seed in range(2)]
+        return Group({"variant": MAIN, "network": network}, rows)
+
+    # one epoch: the epoch-1 and final gradients are the same measurement
+    groups = {(MAIN, "plain20"): runs("plain20", 0.01, 0.01 if epochs == 1 else 0.02),
+              (MAIN, "resnet20"): runs("resnet20", 0.05, 0.05 if epochs == 1 else 0.02)}
+    line = next(line for line in findings(study, groups, chance=2.3) if line.startswith("**Gradient flow"))
+    said = "5.00x the plain net's after its one epoch;" if epochs == 1 else "5.00x the plain net's after epoch 1 and 1.00x after the last epoch;"
+    assert said in line

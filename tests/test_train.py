@@ -181,7 +181,7 @@ def test_channels_last_computes_the_same_function_and_gradients(model):
     results = []
     for fmt in (torch.contiguous_format, torch.channels_last):
         torch.manual_seed(0)
-        net = create_model(model, in_channels=3, image_size=16, num_classes=10, act="relu")
+        net = create_model(model, in_channels=3, image_shape=(16, 16), num_classes=10, act="relu")
         init_weights(net, "auto", "relu")
         net = net.double().to(memory_format=fmt).train()
         g = torch.Generator().manual_seed(1)
@@ -201,7 +201,7 @@ def test_channels_last_trains_like_the_default_layout(tmp_path, model):
     """The same run in either layout: float32 kernels sum in another order, and the gradients of
     BatchNorm in small late feature maps are ill-conditioned (fp32 NCHW itself is 0.8% off fp64
     there), so a few steps later the losses agree to about 1e-3, not to the last digit."""
-    base = ["dataset=synthetic", "dataset.image_size=16", "dataset.channels=3", "dataset.train_size=96", "dataset.test_size=32",
+    base = ["dataset=synthetic", "dataset.image_shape=[16,16]", "dataset.channels=3", "dataset.train_size=96", "dataset.test_size=32",
             "epochs=1", "batch_size=32", f"model={model}", "monitor.figure=false"]
     fast = train(compose_train(base + ["channels_last=true"]), tmp_path / "nhwc").metrics
     plain = train(compose_train(base + ["channels_last=false"]), tmp_path / "nchw").metrics

@@ -127,8 +127,8 @@ def measure_cost(study: EfficientConfig, model: torch.nn.Module, data: Splits, f
     cached = read_json(record)
     if cached is not None and cached.get("settings") == settings:
         return cached
-    c, s = data.in_channels, data.image_size
-    cost: Dict[str, Any] = {"settings": settings, "input": [c, s, s], "params": count_params(model), "macs": count_macs(model, c, s),
+    shape = data.input_shape  # (C, H, W): the exported model's fixed image shape
+    cost: Dict[str, Any] = {"settings": settings, "input": list(shape), "params": count_params(model), "macs": count_macs(model, shape),
                             "size_bytes": {PYTORCH: state_dict_bytes(model), ORT_FP32: (folder / "model.onnx").stat().st_size},
                             "latency": {}}
     sessions = {ORT_FP32: session(folder / "model.onnx", threads)}
@@ -136,9 +136,9 @@ def measure_cost(study: EfficientConfig, model: torch.nn.Module, data: Splits, f
         cost["size_bytes"][ORT_INT8] = (folder / "model.int8.onnx").stat().st_size
         sessions[ORT_INT8] = session(folder / "model.int8.onnx", threads)
     for batch in study.latency_batches:
-        cost["latency"].setdefault(PYTORCH, {})[str(batch)] = torch_latency(model, c, s, batch, threads, study.min_run_time).as_dict()
+        cost["latency"].setdefault(PYTORCH, {})[str(batch)] = torch_latency(model, shape, batch, threads, study.min_run_time).as_dict()
         for runtime, sess in sessions.items():
-            cost["latency"].setdefault(runtime, {})[str(batch)] = onnx_latency(sess, c, s, batch, threads, study.min_run_time).as_dict()
+            cost["latency"].setdefault(runtime, {})[str(batch)] = onnx_latency(sess, shape, batch, threads, study.min_run_time).as_dict()
     write_json(record, cost)
     return cost
 
@@ -231,12 +231,17 @@ def fmt_acc(row: Dict[str, Any]) -> str:
     return f"{row['test_acc_mean']:.4f}" + (f" ± {row['test_acc_std']:.4f}" if row["seeds"] > 1 else "")
 
 
+def quoted_batches(study: EfficientConfig) -> List[int]:
+    """The batch sizes tables and sentences quote: the first and the last of latency_batches, once each."""
+    return list(dict.fromkeys((study.latency_batches[0], study.latency_batches[-1])))
+
+
 def table(study: EfficientConfig, rows: List[Dict[str, Any]], runtime_names: Sequence[str]) -> Tuple[List[str], List[List[str]]]:
-    b1, bn = study.latency_batches[0], study.latency_batches[-1]
-    header = ["model", "runtime", "params", "MACs", "size", f"latency b={b1} ms (IQR)", f"latency b={bn} ms (IQR)",
+    batches, bn = quoted_batches(study), study.latency_batches[-1]
+    header = ["model", "runtime", "params", "MACs", "size", *[f"latency b={b} ms (IQR)" for b in batches],
               f"images/s b={bn}", "test acc (mean ± std)", "drop vs baseline", "meets targets"]
     body = [[r["model"], r["runtime"], f"{r['params'] / 1e3:,.0f}K", f"{r['macs'] / 1e6:.1f}M", fmt_bytes(r["size_bytes"]),
-             fmt_latency(r, b1), fmt_latency(r, bn), f"{r[f'throughput_b{bn}_img_s']:,.0f}", fmt_acc(r),
+             *[fmt_latency(r, b) for b in batches], f"{r[f'throughput_b{bn}_img_s']:,.0f}", fmt_acc(r),
              "-" if r["drop_vs_baseline"] is None else f"{r['drop_vs_baseline']:+.4f}",
              "-" if r["meets_targets"] is None else ("yes" if r["meets_targets"] else "no")]
             for r in rows if r["runtime"] in runtime_names]
@@ -337,7 +342,7 @@ def ratio(a: float, b: float) -> str:
 
 def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[Measured], rec: Optional[Recommendation]) -> List[str]:
     get = {(r["model"], r["runtime"]): r for r in rows}
-    b1, bn = study.latency_batches[0], study.latency_batches[-1]
+    b1, batches = study.latency_batches[0], quoted_batches(study)
     base = get[(study.baseline, PYTORCH)]
     scored = base["test_acc_mean"] is not None
     lines = []
@@ -352,8 +357,9 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
         r = get[(m.name, PYTORCH)]
         speed = lambda runtime, b: ratio(get[(study.baseline, runtime)][f"latency_b{b}_ms"], get[(m.name, runtime)][f"latency_b{b}_ms"])
         line = (f"**{m.name}**: {ratio(r['params'], base['params'])} the parameters and {ratio(r['macs'], base['macs'])} the MACs "
-                f"of {study.baseline}; speed (baseline latency / this latency) {speed(PYTORCH, b1)} at batch {b1} and "
-                f"{speed(PYTORCH, bn)} at batch {bn} in PyTorch, {speed(ORT_FP32, b1)} and {speed(ORT_FP32, bn)} in ONNX Runtime")
+                f"of {study.baseline}; speed (baseline latency / this latency) "
+                f"{' and '.join(f'{speed(PYTORCH, b)} at batch {b}' for b in batches)} in PyTorch, "
+                f"{' and '.join(speed(ORT_FP32, b) for b in batches)} in ONNX Runtime")
         if scored and r["test_acc_mean"] is not None:
             line += (f"; test accuracy {fmt_acc(r)}, a drop of {r['drop_vs_baseline']:+.4f} against the baseline, "
                      f"{verdict(r['drop_p_value'])}")
@@ -368,12 +374,12 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
                      f"convolutions do little arithmetic per byte moved, so cutting MACs buys less time than it promises.")
     if study.quantize:
         speedups = {b: [get[(m.name, ORT_FP32)][f"latency_b{b}_ms"] / get[(m.name, ORT_INT8)][f"latency_b{b}_ms"] for m in measured]
-                    for b in (b1, bn)}
+                    for b in batches}
         shrink = [get[(m.name, ORT_FP32)]["size_bytes"] / get[(m.name, ORT_INT8)]["size_bytes"] for m in measured]
         line = (f"**INT8** (ONNX Runtime static QDQ, per-channel weights, {study.calibration_images} calibration images): files "
                 f"{min(shrink):.1f}-{max(shrink):.1f}x smaller; latency speed-up over ONNX Runtime FP32 "
-                f"{min(speedups[b1]):.2f}-{max(speedups[b1]):.2f}x at batch {b1} (median {statistics.median(speedups[b1]):.2f}x) and "
-                f"{min(speedups[bn]):.2f}-{max(speedups[bn]):.2f}x at batch {bn} (median {statistics.median(speedups[bn]):.2f}x)")
+                + " and ".join(f"{min(speedups[b]):.2f}-{max(speedups[b]):.2f}x at batch {b} (median {statistics.median(speedups[b]):.2f}x)"
+                               for b in batches))
         paired = [s["onnx_int8_acc"] - s["onnx_fp32_acc"] for m in measured for s in m.seeds if s.get("onnx_int8_acc") is not None]
         agree = [s["int8_agreement"] for m in measured for s in m.seeds if s.get("int8_agreement") is not None]
         if paired:

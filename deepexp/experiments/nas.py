@@ -108,7 +108,7 @@ class Search:
         self.storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 300}}
                                                   if storage.startswith("sqlite") else {})
         data = run_splits(validate(compose_config("train", base_overrides(study, 1, study.proxy_subset, 0))))
-        self.shape = (data.in_channels, data.image_size, data.num_classes)
+        self.input_shape, self.num_classes = data.input_shape, data.num_classes  # (C, H, W), K
         g = torch.Generator().manual_seed(0)
         pick = torch.randperm(len(data.y_train), generator=g)[:PROXY_BATCH]
         self.proxy_x = normalize(data.x_train[pick], data.mean, data.std)  # training images only
@@ -195,28 +195,26 @@ class Search:
         return self.study.max_macs is None or self.macs(spec) <= self.study.max_macs
 
     def macs(self, spec) -> int:
-        c, s, k = self.shape
-        return mac_count(spec, c, s, k)
+        return mac_count(spec, self.input_shape, self.num_classes)
 
     # -- measuring and evaluating --
 
     def build(self, spec):
-        c, s, k = self.shape
+        c, h, w = self.input_shape
         torch.manual_seed(0)
-        model = create_model("nas", in_channels=c, image_size=s, num_classes=k, act=self.study.act.name, arch=spec)
+        model = create_model("nas", in_channels=c, image_shape=(h, w), num_classes=self.num_classes, act=self.study.act.name, arch=spec)
         init_weights(model, "auto", self.study.act.name)
         return model
 
     def measure(self, spec, latency: bool = False) -> Dict[str, float]:
         """Parameters, MACs and the zero-cost proxies of one freshly built candidate (and its
         batch-1 latency when asked: pre-screening needs only the proxies)."""
-        c, s, _ = self.shape
         model = self.build(spec)
         # MACs by formula (exact: tests/test_nas.py checks it against FlopCounter), which saves a forward pass
         out: Dict[str, float] = {"params": count_params(model), "macs": self.macs(spec)}
         out.update(score_all(model, self.proxy_x, self.proxy_y))
         if latency:
-            out["latency_ms"] = torch_latency(model, c, s, 1, self.study.latency_threads, 0.1).median_ms
+            out["latency_ms"] = torch_latency(model, self.input_shape, 1, self.study.latency_threads, 0.1).median_ms
         return out
 
     def evaluate(self, spec, name: str, counter: str) -> Tuple[float, dict]:

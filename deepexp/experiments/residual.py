@@ -77,9 +77,11 @@ def model_cost(metrics: dict) -> Tuple[int, int]:
     """(parameters, MACs per image) of a run's network, rebuilt from its config."""
     c, d = metrics["config"], metrics["data"]
     options = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("model.")}
-    model = create_model(c["model"], in_channels=d["in_channels"], image_size=d["image_size"], num_classes=d["num_classes"],
+    # Runs written before the image shape was recorded as [H, W] hold the side of their square images.
+    h, w = d["image_shape"] if "image_shape" in d else (d["image_size"], d["image_size"])
+    model = create_model(c["model"], in_channels=d["in_channels"], image_shape=(h, w), num_classes=d["num_classes"],
                          act=c["act"], **options)
-    return count_params(model), count_macs(model, d["in_channels"], d["image_size"])
+    return count_params(model), count_macs(model, (d["in_channels"], h, w))
 
 
 def run_row(spec: RunSpec, m: dict, costs: Dict[str, Tuple[int, int]]) -> Dict[str, Any]:
@@ -158,9 +160,10 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance
                       if plain.stat(c).mean and res.stat(c).n]
             within = [g.stat("grad_log10_first_over_last_final").mean for g in (plain, res)]
             label = "" if variant == MAIN else f" ({variant})"
+            when = f"after epoch 1 and {ratios[-1]:.2f}x after the last epoch" if study.epochs > 1 else "after its one epoch"
             lines.append(
                 f"**Gradient flow at depth {depth}{label}**: the first layer's gradient is {ratios[0]:.2f}x the plain net's "
-                f"after epoch 1 and {ratios[-1]:.2f}x after the last epoch; first/last-layer gradient ratio "
+                f"{when}; first/last-layer gradient ratio "
                 f"10^{within[0]:.2f} (plain) against 10^{within[1]:.2f} (residual).")
             d_acc, p_acc = compare(plain, res, "test_acc")
             lines.append(f"Test accuracy at depth {depth}{label}: residual {res.stat('test_acc').fmt(4)} against plain "

@@ -5,7 +5,7 @@ Three stages of two 3x3 convs (width, 2x width, 4x width), each stage followed b
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Tuple
 
 from torch import Tensor, nn
 
@@ -41,5 +41,5 @@ class SmallCNN(nn.Module):
 
 
 @register_model("cnn")
-def cnn(*, in_channels: int, image_size: int, num_classes: int, act: str, width: int = 32, norm: str = "batch") -> SmallCNN:
+def cnn(*, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str, width: int = 32, norm: str = "batch") -> SmallCNN:
     return SmallCNN(in_channels, num_classes, width, act_layer(act), batch_norm=norm == "batch")

@@ -8,7 +8,7 @@ classes, sized to compare with ResNet-56 (0.85M).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -71,7 +71,7 @@ class DenseNet(nn.Module):
         return self.head(self.pool(self.final(self.layers(self.stem(x)))).flatten(1))
 
 
-def _densenet(depth: int, growth: int, *, in_channels: int, image_size: int, num_classes: int, act: str,
+def _densenet(depth: int, growth: int, *, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str,
               norm: str = "batch") -> DenseNet:
     return DenseNet(depth, growth, in_channels, num_classes, act_layer(act), norm)
 

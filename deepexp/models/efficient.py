@@ -16,7 +16,7 @@ Every activation is the `act=` choice (MobileNetV2's paper uses ReLU6).
 """
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -119,7 +119,7 @@ class StagedCNN(nn.Module):
 
 def _staged(name: str, block: str) -> None:
     @register_model(name)
-    def build(*, in_channels: int, image_size: int, num_classes: int, act: str, width: float = 1.0,
+    def build(*, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str, width: float = 1.0,
               norm: str = "batch") -> StagedCNN:
         return StagedCNN(block, in_channels, num_classes, width, act_layer(act), batch_norm=norm == "batch")
 
@@ -153,12 +153,12 @@ MOBILENET_V2_SETTING = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 
 
 
 class MobileNetV2(nn.Module):
-    """Sandler et al. 2018. For images under 64 px the stem and the 24-channel stage keep stride 1
-    (the usual CIFAR adaptation), so a 32 px input ends at 4x4 instead of 1x1."""
+    """Sandler et al. 2018. For images under 64 px on either side the stem and the 24-channel stage keep
+    stride 1 (the usual CIFAR adaptation), so a 32 x 32 input ends at 4x4 instead of 1x1."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int, width: float, act: Act, batch_norm: bool):
+    def __init__(self, in_channels: int, num_classes: int, image_shape: Tuple[int, int], width: float, act: Act, batch_norm: bool):
         super().__init__()
-        small = image_size < 64
+        small = min(image_shape) < 64
         c_in = make_divisible(32 * width)
         layers: List[nn.Module] = [conv_norm_act(in_channels, c_in, 3, act, batch_norm, stride=1 if small else 2)]
         for i, (t, c, n, s) in enumerate(MOBILENET_V2_SETTING):
@@ -182,6 +182,6 @@ class MobileNetV2(nn.Module):
 
 
 @register_model("mobilenet_v2")
-def mobilenet_v2(*, in_channels: int, image_size: int, num_classes: int, act: str, width: float = 1.0,
+def mobilenet_v2(*, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str, width: float = 1.0,
                  norm: str = "batch") -> MobileNetV2:
-    return MobileNetV2(in_channels, num_classes, image_size, width, act_layer(act), norm == "batch")
+    return MobileNetV2(in_channels, num_classes, image_shape, width, act_layer(act), norm == "batch")

@@ -9,7 +9,7 @@ et al. 2017), plain dropout otherwise.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Tuple
 
 from torch import Tensor, nn
 
@@ -38,7 +38,8 @@ class MLP(nn.Module):
 
 
 @register_model("mlp")
-def mlp(*, in_channels: int, image_size: int, num_classes: int, act: str,
+def mlp(*, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str,
         depth: int = 12, width: int = 256, norm: str = "none", dropout: float = 0.0) -> MLP:
-    return MLP(in_channels * image_size * image_size, num_classes, depth, width, act_layer(act),
+    h, w = image_shape  # the input is flattened: C * H * W features
+    return MLP(in_channels * h * w, num_classes, depth, width, act_layer(act),
                batch_norm=norm == "batch", dropout=dropout, dropout_layer=dropout_layer(act))

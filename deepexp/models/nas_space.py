@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from torch import Tensor, nn
 
@@ -55,20 +55,23 @@ def check_spec(spec: Any, where: str = "arch") -> Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
+    """The checked spec in the JSON or YAML file `path`, told apart by content whatever the file is named.
+
+    Raises ConfigError (one line) for a file that cannot be read, is neither JSON nor YAML, or is no valid spec."""
     path = Path(path).expanduser()
     try:
         text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"model.arch={path}: cannot read the spec ({exc.strerror or exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"model.arch={path}: cannot read the spec ({getattr(exc, 'strerror', None) or exc})") from None
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        spec = json.loads(text)
+    except ValueError:
+        import yaml  # JSON first, as the search writes it; YAML (a superset) for specs written by hand
 
+        try:
             spec = yaml.safe_load(text)
-        else:
-            spec = json.loads(text)
-    except Exception as exc:
-        raise ConfigError(f"model.arch={path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'} ({str(exc).splitlines()[0]})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"model.arch={path}: neither JSON nor YAML ({str(exc).splitlines()[0]})") from None
     return check_spec(spec, f"model.arch={path}")
 
 
@@ -119,7 +122,7 @@ class NASNet(nn.Module):
 
 
 @register_model("nas")
-def nas(*, in_channels: int, image_size: int, num_classes: int, act: str, arch: str | Spec, norm: str = "batch") -> NASNet:
+def nas(*, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str, arch: str | Spec, norm: str = "batch") -> NASNet:
     spec = check_spec(arch) if isinstance(arch, dict) else load_spec(arch)
     return NASNet(spec, in_channels, num_classes, act_layer(act), batch_norm=norm == "batch")
 
@@ -145,14 +148,21 @@ def param_count(spec: Spec, in_channels: int, num_classes: int, batch_norm: bool
     return total + c_in * num_classes + num_classes
 
 
-def mac_count(spec: Spec, in_channels: int, image_size: int, num_classes: int) -> int:
-    """Multiply-accumulates per image of NASNet(spec) by formula (convolutions and the head, as
-    torch.utils.flop_counter counts them); instant, so candidates over a budget are skipped unbuilt."""
-    size = image_size
+def mac_count(spec: Spec, input_shape: Tuple[int, int, int], num_classes: int) -> int:
+    """Multiply-accumulates per image of NASNet(spec) on inputs of `input_shape` = (C, H, W), by formula
+    (convolutions and the head, as torch.utils.flop_counter counts them); instant, so candidates over a
+    budget are skipped unbuilt.
+
+    A k x k convolution (padding k // 2, stride s) on an H x W map gives H' x W' outputs, with
+    H' = (H - 1) // s + 1 (likewise W'), each costing k * k * (c_in / groups) * c_out MACs.
+    """
+    in_channels, h, w = input_shape
+
+    def out(n: int, stride: int) -> int:
+        return (n - 1) // stride + 1  # 3x3 with padding 1, or 1x1 without
 
     def conv(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> int:
-        out = (size - 1) // stride + 1  # 3x3 with padding 1, or 1x1 without
-        return out * out * k * k * (c_in // groups) * c_out
+        return out(h, stride) * out(w, stride) * k * k * (c_in // groups) * c_out
 
     c_in = spec["layers"][0]["channels"]
     total = conv(in_channels, c_in, 3)
@@ -162,15 +172,11 @@ def mac_count(spec: Spec, in_channels: int, image_size: int, num_classes: int) -
             total += conv(c_in, c, 3, s)
         elif layer["type"] == "dws":
             total += conv(c_in, c_in, 3, s, groups=c_in)
-            size = (size - 1) // s + 1
-            total += conv(c_in, c, 1)
-            c_in = c
-            continue
+            total += out(h, s) * out(w, s) * c_in * c  # the pointwise 1x1, at the strided resolution
         else:
             total += conv(c_in, c, 3, s) + (conv(c_in, c, 1, s) if s != 1 or c_in != c else 0)
-            size_after = (size - 1) // s + 1
-            total += size_after * size_after * 9 * c * c
-        size = (size - 1) // s + 1
+            total += out(h, s) * out(w, s) * 9 * c * c  # the second 3x3, at the strided resolution
+        h, w = out(h, s), out(w, s)
         c_in = c
     return total + c_in * num_classes
 

@@ -10,7 +10,7 @@ Structure follows torchvision's BasicBlock / Bottleneck / _make_layer.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Type, Union
+from typing import Callable, List, Sequence, Tuple, Type, Union
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -140,7 +140,7 @@ class ResNet(nn.Module):
 
 
 def _resnet(block: Block, blocks_per_stage: Sequence[int], widths: Sequence[int], *, in_channels: int,
-            image_size: int, num_classes: int, act: str, norm: str = "batch", shortcut: str = "B",
+            image_shape: Tuple[int, int], num_classes: int, act: str, norm: str = "batch", shortcut: str = "B",
             residual: bool = True) -> ResNet:
     return ResNet(block, blocks_per_stage, widths, in_channels, num_classes, act_layer(act), norm, shortcut, residual)
 
