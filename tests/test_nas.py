@@ -252,6 +252,44 @@ def test_a_spec_another_worker_is_still_evaluating_is_not_trained_again_but_wait
     assert trials[1].user_attrs["reused_from"] == 0 and trials[1].values == [0.25]
 
 
+def session_within(seconds, *args):
+    """session(*args) that must end within `seconds` (a search waiting on a dead worker would never end)."""
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(session(*args)), daemon=True)
+    thread.start()
+    thread.join(timeout=seconds)
+    assert outcome, f"the search did not end within {seconds} s"
+
+
+def trial_of_another_machine(tmp_path, name, **attrs):
+    """A RUNNING trial signed by a worker on another machine, which no process here can check."""
+    import optuna
+
+    trial = optuna.create_study(storage=f"sqlite:///{tmp_path / 'search.db'}", study_name=name, direction="maximize").ask()
+    for key, value in {"worker": {"host": "another-machine", "pid": 1}, **attrs}.items():
+        trial.set_user_attr(key, value)
+
+
+def test_a_proposal_another_machine_left_undecided_stalls_the_search_no_longer_than_decide_seconds(tmp_path, monkeypatch):
+    trial_of_another_machine(tmp_path, "random-s0")  # asked there, never decided: that worker stopped
+    monkeypatch.setattr(nas, "DECIDE_SECONDS", 0, raising=False)
+    fake = FakeEvaluation(monkeypatch)
+    session_within(60, tmp_path, fake, "strategies=[random]", "trials=2")
+    assert [counter for *_, counter in fake.calls] == ["1/2", "2/2"]
+
+
+def test_a_spec_another_machine_is_evaluating_is_not_trained_here_and_not_waited_for(tmp_path, monkeypatch):
+    a, b = (random_spec(random.Random(i)) for i in range(2))
+    trial_of_another_machine(tmp_path, "random-s0", spec=a, evaluation=1)
+    proposals = iter([a, b])
+    monkeypatch.setattr(nas, "random_spec", lambda rng: next(proposals))
+    fake = FakeEvaluation(monkeypatch)
+    session_within(60, tmp_path, fake, "strategies=[random]", "trials=2")
+    assert fake.calls == [(spec_key(b), "random-s0/t002", "2/2")]
+    trial = load_trials(tmp_path, "random-s0")[1]
+    assert trial.state.name == "FAIL" and trial.user_attrs["reused_from"] == 0 and "evaluation" not in trial.user_attrs
+
+
 TINY = ["trials=2", "search_seeds=1", "population=2", "sample_size=1", "proxy_epochs=1", "proxy_subset=300", "max_macs=40000000",
         "zero_cost_pool=3", "top_k=1", "final_epochs=1", "final_seeds=1", "final_subset=300", "baselines=[dws_cnn]"]
 

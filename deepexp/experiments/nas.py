@@ -49,6 +49,8 @@ from .runner import RunSpec, experiment_dir, group_overrides, run_all, run_one, 
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 POLL_SECONDS = 0.5  # how often a worker looks again at a trial another worker is still deciding or evaluating
+DECIDE_SECONDS = 600  # a proposal takes seconds (a zero-cost pool the longest); a trial of another machine still
+                      # undecided after this long is taken for abandoned: that machine's worker cannot be checked
 
 
 def nas_command(cfg: DictConfig) -> int:
@@ -176,7 +178,7 @@ class Search:
         live workers are still deciding on (if one turns out not to be an evaluation, that worker goes on), or
         max_minutes of time with a trial under way, summed over every session and worker (_busy_seconds)."""
         evaluations = sum("evaluation" in t.user_attrs for t in trials)
-        pending = sum(not _decided(t) and _in_progress(t) for t in trials)
+        pending = sum(_deciding(t) for t in trials)
         if evaluations + pending >= self.study.trials:
             return True
         return self.study.max_minutes is not None and _busy_seconds(trials) >= 60 * self.study.max_minutes
@@ -191,29 +193,31 @@ class Search:
         reused score, or finished. Deciding in trial-number order gives each evaluation a number of its own
         (1 + the evaluations before it) and lets no two workers evaluate the same spec; other workers decide
         within moments of asking, so the wait is short. An undecided trial of a stopped worker is not an
-        evaluation (the next invocation fails it: finish_abandoned)."""
+        evaluation (the next invocation on its machine fails it: finish_abandoned)."""
         while True:
             earlier = [t for t in opt.get_trials(deepcopy=False) if t.number < number]
-            if all(_decided(t) or not _in_progress(t) for t in earlier):
+            if not any(_deciding(t) for t in earlier):
                 return earlier
             time.sleep(POLL_SECONDS)
 
     def values_of(self, opt, number: int) -> Optional[List[float]]:
-        """The values of trial `number` once it is complete (waiting while a live worker evaluates it);
-        None if it failed or its worker stopped."""
+        """The values of trial `number` once it is complete (waiting while a live worker of this machine
+        evaluates it); None if it failed, its worker stopped, or it runs on another machine, whose worker
+        cannot be checked and might never finish it."""
         import optuna
 
         while True:
             t = next(t for t in opt.get_trials(deepcopy=False) if t.number == number)
             if t.state == optuna.trial.TrialState.COMPLETE:
                 return t.values
-            if t.state != optuna.trial.TrialState.RUNNING or not _in_progress(t):
+            if t.state != optuna.trial.TrialState.RUNNING or not _in_progress(t) or not _on_this_machine(t):
                 return None
             time.sleep(POLL_SECONDS)
 
     def reuse(self, opt, trial, twin: int, name: str, began: float) -> None:
         """Tell `trial`, whose spec trial `twin` evaluated, `twin`'s values: the strategy learns the score, no
-        budget is spent. If `twin` cannot be completed now (its worker stopped), `trial` fails instead."""
+        budget is spent. If `twin`'s values cannot be had here (values_of), `trial` fails instead: still no
+        evaluation, and a later proposal of the spec reuses the score."""
         import optuna
 
         trial.set_user_attr("reused_from", twin)  # first: decided, so later trials need not wait for this one
@@ -398,6 +402,19 @@ def _decided(trial) -> bool:
     import optuna
 
     return trial.state != optuna.trial.TrialState.RUNNING or "evaluation" in trial.user_attrs or "reused_from" in trial.user_attrs
+
+
+def _deciding(trial) -> bool:
+    """Whether a live worker other than this process is still deciding this trial (later trials wait for it).
+    A worker on another machine cannot be checked: its trial counts for DECIDE_SECONDS after it was asked."""
+    if _decided(trial) or not _in_progress(trial):
+        return False
+    return _on_this_machine(trial) or (datetime.datetime.now() - trial.datetime_start).total_seconds() < DECIDE_SECONDS
+
+
+def _on_this_machine(trial) -> bool:
+    """Whether a trial's worker runs here (an unsigned trial is taken to: its worker signs at once)."""
+    return (trial.user_attrs.get("worker") or {}).get("host", socket.gethostname()) == socket.gethostname()
 
 
 def _busy_seconds(trials) -> float:
