@@ -1,22 +1,35 @@
 """Project 4: the search space, its counters, the proxies, `deepexp nas` on real data and its resumption."""
 from __future__ import annotations
 
+import io
 import json
+import os
 import random
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import zlib
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from conftest import needs_cifar, read_csv, run_cli
+from deepexp.config import compose_config, validate
 from deepexp.errors import ConfigError
+from deepexp.experiments import nas
 from deepexp.measure import count_macs, count_params
 from deepexp.models import create_model, is_activation
-from deepexp.models.nas_space import MAX_DOWNSAMPLES, check_spec, mac_count, mutate, param_count, random_spec
+from deepexp.models.nas_space import MAX_DOWNSAMPLES, check_spec, mac_count, mutate, param_count, random_spec, spec_key
 from deepexp.zero_cost import PROXIES, naswot, score_all
+
+KILL_AT = Path(__file__).with_name("kill_at.py")
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -120,6 +133,196 @@ def test_naswot_sums_per_layer_the_kernel_of_the_paper():
     assert naswot(model, x) == float(torch.linalg.slogdet(c @ c.T + (1 - c) @ (1 - c).T).logabsdet)
 
 
+# --- the search loop, with a stand-in for training ---------------------------------------------
+
+
+class Killed(Exception):
+    """Stands for SIGKILL in the middle of an evaluation: the trial stays RUNNING in the storage."""
+
+
+class FakeEvaluation:
+    """Search.measure and Search.evaluate without training: a score that is a fixed function of the spec, and a
+    record of every evaluation started (spec key, run name, the progress counter's "k/trials")."""
+
+    def __init__(self, monkeypatch, kill_at=None, seconds=0.0):
+        self.calls, self.kill_at, self.seconds, self.now = [], kill_at, seconds, 1_000_000.0
+        monkeypatch.setattr(nas.Search, "measure", lambda search, spec, latency=False: self.measure(spec))
+        monkeypatch.setattr(nas.Search, "evaluate", lambda search, spec, name, counter: self.evaluate(spec, name, counter))
+
+    @staticmethod
+    def score(spec) -> float:
+        return zlib.crc32(spec_key(spec).encode()) % 1000 / 1000
+
+    def measure(self, spec):
+        params = sum(layer["channels"] for layer in spec["layers"])
+        return {"params": params, "macs": params, "latency_ms": 1.0, **{p: self.score(spec) + i for i, p in enumerate(PROXIES)}}
+
+    def evaluate(self, spec, name, counter):
+        self.calls.append((spec_key(spec), name, counter.split()[-1]))
+        self.now += self.seconds  # the search's clock (Search.clock) moves on by the evaluation's duration
+        if len(self.calls) == self.kill_at:
+            raise Killed
+        return self.score(spec), {"status": "completed", "seconds": self.seconds}
+
+    def clock(self) -> float:
+        return self.now
+
+
+def session(tmp_path, fake, *overrides):
+    """One `deepexp nas retrain=false` invocation's search on the storage in tmp_path, as nas_command runs it."""
+    study = validate(compose_config("nas", ["nas/preset=quick", "dataset=synthetic", "search_seeds=1", "population=2",
+                                            "sample_size=1", "max_macs=null", *overrides]))
+    search = nas.Search(study, tmp_path, f"sqlite:///{tmp_path / 'search.db'}", Console(file=io.StringIO()))
+    search.clock = fake.clock
+    for strategy, seed in search.searches():
+        search.finish_abandoned(strategy, seed)
+    for strategy, seed in search.searches():
+        search.run(strategy, seed)
+    return search
+
+
+def load_trials(tmp_path, name):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'search.db'}").get_trials()
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "nsga2", "zero_cost"])
+def test_a_search_killed_mid_evaluation_and_rerun_trains_each_spec_once_and_evaluates_trials_specs(tmp_path, monkeypatch, strategy):
+    fake = FakeEvaluation(monkeypatch, kill_at=3)
+    with pytest.raises(Killed):
+        session(tmp_path, fake, f"strategies=[{strategy}]", "trials=6")
+    search = session(tmp_path, fake, f"strategies=[{strategy}]", "trials=6")
+    names = {}
+    for key, name, _ in fake.calls:
+        names.setdefault(key, set()).add(name)
+    # Six distinct specs, each in one run directory (the killed one resumed in its own); the numbering goes on.
+    assert len(names) == 6 and all(len(n) == 1 for n in names.values()), fake.calls
+    assert [counter for *_, counter in fake.calls] == ["1/6", "2/6", "3/6", "3/6", "4/6", "5/6", "6/6"]
+    rows = search.all_trials()
+    assert sorted(r["spec_key"] for r in rows) == sorted(names) and [r["evaluation"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert not [t for t in load_trials(tmp_path, f"{strategy}-s0") if t.state.name == "RUNNING"]
+
+
+def test_a_proposal_the_search_already_evaluated_is_told_that_score_and_costs_no_evaluation(tmp_path, monkeypatch):
+    a, b, c = (random_spec(random.Random(i)) for i in range(3))
+    proposals = iter([a, b, a, c])
+    monkeypatch.setattr(nas, "random_spec", lambda rng: next(proposals))
+    fake = FakeEvaluation(monkeypatch)
+    search = session(tmp_path, fake, "strategies=[random]", "trials=3")
+    assert fake.calls == [(spec_key(a), "random-s0/t000", "1/3"), (spec_key(b), "random-s0/t001", "2/3"),
+                          (spec_key(c), "random-s0/t003", "3/3")]
+    trials = load_trials(tmp_path, "random-s0")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert trials[2].user_attrs["reused_from"] == 0 and trials[2].values == trials[0].values == [FakeEvaluation.score(a)]
+    assert "evaluation" not in trials[2].user_attrs
+    assert [r["spec_key"] for r in search.all_trials()] == [spec_key(a), spec_key(b), spec_key(c)]
+
+
+def test_max_minutes_is_one_budget_for_every_session_of_a_search(tmp_path, monkeypatch):
+    fake = FakeEvaluation(monkeypatch, seconds=60)
+    search = ["strategies=[random]", "trials=10"]
+    session(tmp_path, fake, *search, "max_minutes=2.5")
+    assert len(fake.calls) == 3  # evaluations start at 0, 60 and 120 s of the search's time; at 180 s its 150 s are spent
+    fake.now += 86_400
+    session(tmp_path, fake, *search, "max_minutes=2.5")  # the same command a day later: nothing left to spend
+    assert len(fake.calls) == 3
+    session(tmp_path, fake, *search, "max_minutes=4")  # the day between the sessions is not search time: 60 s left
+    assert len(fake.calls) == 4
+
+
+def another_worker(tmp_path, name, decide):
+    """A trial of another live worker on this machine (signed with this process's parent, which is alive), and a
+    thread that, once this process has asked its own first trial, lets that worker decide with `decide(study, trial)`."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    trial = optuna.create_study(storage=storage, study_name=name, direction="maximize").ask()
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getppid()})
+
+    def work():
+        study = optuna.load_study(study_name=name, storage=storage)
+        while len(study.get_trials(deepcopy=False)) < 2:
+            time.sleep(0.05)
+        decide(study, trial)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return trial, thread
+
+
+def test_evaluations_are_numbered_once_each_in_trial_order_when_another_worker_is_proposing(tmp_path, monkeypatch):
+    import optuna
+
+    # The other worker's proposal (trial 0) turns out over max_macs once this one has asked trial 1: this
+    # worker's two trials are the search's first and second evaluations, and say so.
+    _, thread = another_worker(tmp_path, "random-s0", lambda study, trial: study.tell(trial.number, state=optuna.trial.TrialState.PRUNED))
+    fake = FakeEvaluation(monkeypatch)
+    session(tmp_path, fake, "strategies=[random]", "trials=2")
+    thread.join(timeout=60)
+    assert [counter for *_, counter in fake.calls] == ["1/2", "2/2"]
+    assert [t.user_attrs.get("evaluation") for t in load_trials(tmp_path, "random-s0")] == [None, 1, 2]
+
+
+def test_a_spec_another_worker_is_still_evaluating_is_not_trained_again_but_waits_for_its_score(tmp_path, monkeypatch):
+    a, b = (random_spec(random.Random(i)) for i in range(2))
+
+    def evaluate_a(study, trial):  # the other worker evaluates a; this one proposes a too, meanwhile
+        trial.set_user_attr("spec", a)
+        trial.set_user_attr("evaluation", 1)
+        while "reused_from" not in study.get_trials(deepcopy=False)[1].user_attrs:
+            time.sleep(0.05)
+        study.tell(trial.number, 0.25)
+
+    _, thread = another_worker(tmp_path, "random-s0", evaluate_a)
+    proposals = iter([a, b])
+    monkeypatch.setattr(nas, "random_spec", lambda rng: next(proposals))
+    fake = FakeEvaluation(monkeypatch)
+    session(tmp_path, fake, "strategies=[random]", "trials=2")
+    thread.join(timeout=60)
+    assert fake.calls == [(spec_key(b), "random-s0/t002", "2/2")]
+    trials = load_trials(tmp_path, "random-s0")
+    assert trials[1].user_attrs["reused_from"] == 0 and trials[1].values == [0.25]
+
+
+def session_within(seconds, *args):
+    """session(*args) that must end within `seconds` (a search waiting on a dead worker would never end)."""
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(session(*args)), daemon=True)
+    thread.start()
+    thread.join(timeout=seconds)
+    assert outcome, f"the search did not end within {seconds} s"
+
+
+def trial_of_another_machine(tmp_path, name, **attrs):
+    """A RUNNING trial signed by a worker on another machine, which no process here can check."""
+    import optuna
+
+    trial = optuna.create_study(storage=f"sqlite:///{tmp_path / 'search.db'}", study_name=name, direction="maximize").ask()
+    for key, value in {"worker": {"host": "another-machine", "pid": 1}, **attrs}.items():
+        trial.set_user_attr(key, value)
+
+
+def test_a_proposal_another_machine_left_undecided_stalls_the_search_no_longer_than_decide_seconds(tmp_path, monkeypatch):
+    trial_of_another_machine(tmp_path, "random-s0")  # asked there, never decided: that worker stopped
+    monkeypatch.setattr(nas, "DECIDE_SECONDS", 0, raising=False)
+    fake = FakeEvaluation(monkeypatch)
+    session_within(60, tmp_path, fake, "strategies=[random]", "trials=2")
+    assert [counter for *_, counter in fake.calls] == ["1/2", "2/2"]
+
+
+def test_a_spec_another_machine_is_evaluating_is_not_trained_here_and_not_waited_for(tmp_path, monkeypatch):
+    a, b = (random_spec(random.Random(i)) for i in range(2))
+    trial_of_another_machine(tmp_path, "random-s0", spec=a, evaluation=1)
+    proposals = iter([a, b])
+    monkeypatch.setattr(nas, "random_spec", lambda rng: next(proposals))
+    fake = FakeEvaluation(monkeypatch)
+    session_within(60, tmp_path, fake, "strategies=[random]", "trials=2")
+    assert fake.calls == [(spec_key(b), "random-s0/t002", "2/2")]
+    trial = load_trials(tmp_path, "random-s0")[1]
+    assert trial.state.name == "FAIL" and trial.user_attrs["reused_from"] == 0 and "evaluation" not in trial.user_attrs
+
+
 TINY = ["trials=2", "search_seeds=1", "population=2", "sample_size=1", "proxy_epochs=1", "proxy_subset=300", "max_macs=40000000",
         "zero_cost_pool=3", "top_k=1", "final_epochs=1", "final_seeds=1", "final_subset=300", "baselines=[dws_cnn]"]
 
@@ -148,17 +351,19 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
     assert "Zero-cost proxies" in report and "Evolution against random" in report
     assert "wall-clock time on cpu (" in report and {r["device"] for r in rows} == {"cpu"}  # where the candidates trained
 
-    # The two workers shared one SQLite file and the budget: both evaluated, nothing was left running,
-    # at most one trial too many per search (a race the report leaves out), different random candidates.
+    # The two workers shared one SQLite file and the budget: both evaluated, nothing was left running, each
+    # search trained exactly `trials` distinct architectures, and printed each evaluation once with its own number.
     storage = f"sqlite:///{out / 'search.db'}"
     pids = set()
     for strategy in strategies:
         trials = optuna.load_study(study_name=f"{strategy}-s0", storage=storage).get_trials()
-        done = [t for t in trials if t.state.name == "COMPLETE"]
-        assert 2 <= len(done) <= 3 and not [t for t in trials if t.state.name == "RUNNING"]
-        pids |= {t.user_attrs["worker"]["pid"] for t in done}
-        if strategy == "random":
-            assert len({json.dumps(t.user_attrs["spec"]) for t in done}) == len(done)
+        evaluated = [t for t in trials if "evaluation" in t.user_attrs]
+        assert sorted(t.user_attrs["evaluation"] for t in evaluated) == [1, 2] and {t.state.name for t in evaluated} == {"COMPLETE"}
+        assert not [t for t in trials if t.state.name == "RUNNING"]
+        pids |= {t.user_attrs["worker"]["pid"] for t in evaluated}
+        runs = list((out / "runs" / f"{strategy}-s0").iterdir())
+        assert len(runs) == 2 and len({json.loads((r / "metrics.json").read_text())["provenance"]["labels"]["spec"] for r in runs}) == 2
+        assert sorted(re.findall(rf"^\[{strategy}-s0 (\d+)/2\]", result.stdout, re.MULTILINE)) == ["1", "2"]
     assert len(pids) == 2
 
     # Another invocation on the same storage finds every search complete, evaluates nothing again,
@@ -207,3 +412,25 @@ def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     assert len(done) == 2 and all(done_t.user_attrs["spec"] == first[done_t.number] for done_t in done if done_t.number in first)
     assert not [t for t in optuna.load_study(study_name="random-s0", storage=storage).get_trials() if t.state.name == "RUNNING"]
 
+
+
+@pytest.mark.slow
+@needs_cifar
+def test_nsga2_search_killed_after_two_evaluations_and_rerun_trains_no_architecture_twice(tmp_path):
+    out = tmp_path / "exp"
+    args = ["nas", "preset=quick", "strategies=[nsga2]", "search_seeds=1", "trials=5", "proxy_epochs=1", "proxy_subset=200",
+            "n_workers=1", "retrain=false", f"hydra.run.dir={out}"]
+    # SIGKILL at the third validation pass: two evaluations done, the third being trained.
+    killed = subprocess.run([sys.executable, str(KILL_AT), "evaluate", "3", *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(list((out / "runs" / "nsga2-s0").iterdir())) == 3
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resuming trial" in result.stdout
+    trained = Counter(json.loads((run / "metrics.json").read_text())["provenance"]["labels"]["spec"]
+                      for run in (out / "runs" / "nsga2-s0").iterdir())
+    assert len(trained) == 5 and set(trained.values()) == {1}, trained  # five architectures, each trained once
+    assert sorted(r["spec_key"] for r in read_csv(out / "evaluated.csv")) == sorted(trained)
+    counters = re.findall(r"^\[nsga2-s0 (\d+)/5\]", result.stdout, re.MULTILINE)
+    assert counters == ["3", "4", "5"]  # the resumed third evaluation, then the fourth and fifth

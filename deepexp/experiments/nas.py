@@ -7,11 +7,15 @@ zero-cost proxies, measures its parameters, MACs and latency, and rates it by th
 validation accuracy of a short proxy training through the ordinary trainer. All
 strategies get the same number of evaluations. A killed search resumes: its
 unfinished trial is trained again from its run directory's checkpoint and told
-to the study. `n_workers` processes (or several `deepexp nas` invocations given one
-`storage`) work on the same searches at once: each asks the storage for the next
-trial, so the budget is shared, not repeated. Afterwards the top architectures
-and the hand-designed baselines are retrained with the full budget and several
-seeds, and the report compares them.
+to the study, and the search goes on with new trials (each trial's random draws
+are seeded by its own number, so a resumed search continues its sequence instead
+of replaying it). `n_workers` processes (or several `deepexp nas` invocations given
+one `storage`) work on the same searches at once: each asks the storage for the
+next trial, so the budget is shared, not repeated. A proposal whose architecture
+the search has already evaluated (in any session, by any worker) is told that
+score and is not an evaluation. Afterwards the top architectures and the
+hand-designed baselines are retrained with the full budget and several seeds,
+and the report compares them.
 """
 from __future__ import annotations
 
@@ -44,6 +48,9 @@ from ..train import run_splits
 from .runner import RunSpec, experiment_dir, group_overrides, provenance_values, run_all, run_one, study_console
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
+POLL_SECONDS = 0.5  # how often a worker looks again at a trial another worker is still deciding or evaluating
+DECIDE_SECONDS = 600  # a proposal takes seconds (a zero-cost pool the longest); a trial of another machine still
+                      # undecided after this long is taken for abandoned: that machine's worker cannot be checked
 
 
 def nas_command(cfg: DictConfig) -> int:
@@ -104,6 +111,7 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         keep_freed_memory()  # as the trainer does: scoring candidates one after another frees and refills as much
         self.study, self.exp_dir, self.console, self.worker = study, exp_dir, console, worker
+        self.clock = time.time  # seconds since the epoch, for max_minutes across sessions and workers
         # SQLite serialises writers; several workers wait for the lock instead of failing at once.
         self.storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 300}}
                                                   if storage.startswith("sqlite") else {})
@@ -120,27 +128,41 @@ class Search:
     def optuna_study(self, strategy: str, seed: int):
         import optuna
 
-        # Only NSGA-II proposes through Optuna's sampler; each worker seeds its own so that they differ.
-        sampler = optuna.samplers.NSGAIISampler(seed=seed + 1000 * self.worker, population_size=max(4, self.study.population)) \
-            if strategy == "nsga2" else optuna.samplers.RandomSampler(seed=seed)
+        # The sampler only matters for NSGA-II, whose proposals run() draws through a sampler seeded per trial
+        # (nsga2_sampler); the other strategies propose specs themselves.
         directions = ["maximize", "minimize"] if strategy == "nsga2" else ["maximize"]
-        return optuna.create_study(storage=self.storage, study_name=f"{strategy}-s{seed}", sampler=sampler,
+        return optuna.create_study(storage=self.storage, study_name=f"{strategy}-s{seed}", sampler=optuna.samplers.RandomSampler(seed=seed),
                                    directions=directions, load_if_exists=True)
+
+    def nsga2_sampler(self, name: str, n_trials: int):
+        """NSGA-II (Deb et al. 2002) seeded by the search, the number of trials it already holds and the worker.
+
+        A sampler seeded once per process would replay its first proposals whenever a process starts on a
+        search that already has trials (a resumed search, a later invocation on a shared storage). Seeded by
+        the trial count, the proposal of the n-th trial is the same whether or not the search was interrupted
+        before it; the worker index keeps parallel workers apart. The generations and parents NSGA-II works
+        from live in the storage, so a fresh sampler per trial loses nothing."""
+        import optuna
+
+        seed = random.Random(f"{name}/{n_trials}/{self.worker}").getrandbits(32)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, self.study.population))
 
     def searches(self) -> List[Tuple[str, int]]:
         return [(strategy, seed) for strategy in self.study.strategies for seed in range(self.study.search_seeds)]
 
     def all_trials(self) -> List[Dict[str, Any]]:
-        """Every search's first `trials` completed trials (parallel workers can overshoot by a trial or
-        two; the extra ones are left out so that every strategy is compared at the same budget)."""
+        """Every search's first `trials` evaluations (fewer if it stopped at max_minutes), in order. Trials that
+        reused an earlier evaluation's score are left out: each evaluated architecture appears once."""
         import optuna
 
         rows = []
         for strategy, seed in self.searches():
             done = self.optuna_study(strategy, seed).get_trials(states=[optuna.trial.TrialState.COMPLETE])
-            for t in sorted(done, key=lambda t: t.number)[:self.study.trials]:
+            for t in sorted(done, key=lambda t: t.number):
+                if t.user_attrs.get("evaluation", self.study.trials + 1) > self.study.trials:
+                    continue
                 rows.append({"strategy": strategy, "search_seed": seed, "trial": t.number, "val_acc": t.values[0],
-                             **{k: v for k, v in t.user_attrs.items() if k not in ("spec", "worker")}, "spec": t.user_attrs["spec"],
+                             **{k: v for k, v in t.user_attrs.items() if k not in ("spec", "worker", "clock")}, "spec": t.user_attrs["spec"],
                              "worker_pid": t.user_attrs.get("worker", {}).get("pid")})
         return rows
 
@@ -150,6 +172,62 @@ class Search:
 
         trials = [t for strategy, seed in self.searches() for t in self.optuna_study(strategy, seed).get_trials(deepcopy=False)]
         return sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) + sum(t.user_attrs.get("rejected", 0) for t in trials)
+
+    def spent(self, trials) -> bool:
+        """Whether a search with these trials has its budget: `trials` evaluations, counting the proposals other
+        live workers are still deciding on (if one turns out not to be an evaluation, that worker goes on), or
+        max_minutes of time with a trial under way, summed over every session and worker (_busy_seconds)."""
+        evaluations = sum("evaluation" in t.user_attrs for t in trials)
+        pending = sum(_deciding(t) for t in trials)
+        if evaluations + pending >= self.study.trials:
+            return True
+        return self.study.max_minutes is not None and _busy_seconds(trials) >= 60 * self.study.max_minutes
+
+    def tell(self, opt, trial, began: float, values: Optional[List[float]] = None, state=None) -> None:
+        """Finish a trial, recording the span of time it took (seconds since the epoch) for max_minutes."""
+        trial.set_user_attr("clock", [began, self.clock()])
+        opt.tell(trial, values, state=state)
+
+    def settle(self, opt, number: int) -> List[Any]:
+        """The search's trials numbered below `number`, once every one of them is decided: an evaluation, a
+        reused score, or finished. Deciding in trial-number order gives each evaluation a number of its own
+        (1 + the evaluations before it) and lets no two workers evaluate the same spec; other workers decide
+        within moments of asking, so the wait is short. An undecided trial of a stopped worker is not an
+        evaluation (the next invocation on its machine fails it: finish_abandoned)."""
+        while True:
+            earlier = [t for t in opt.get_trials(deepcopy=False) if t.number < number]
+            if not any(_deciding(t) for t in earlier):
+                return earlier
+            time.sleep(POLL_SECONDS)
+
+    def values_of(self, opt, number: int) -> Optional[List[float]]:
+        """The values of trial `number` once it is complete (waiting while a live worker of this machine
+        evaluates it); None if it failed, its worker stopped, or it runs on another machine, whose worker
+        cannot be checked and might never finish it."""
+        import optuna
+
+        while True:
+            t = next(t for t in opt.get_trials(deepcopy=False) if t.number == number)
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                return t.values
+            if t.state != optuna.trial.TrialState.RUNNING or not _in_progress(t) or not _on_this_machine(t):
+                return None
+            time.sleep(POLL_SECONDS)
+
+    def reuse(self, opt, trial, twin: int, name: str, began: float) -> None:
+        """Tell `trial`, whose spec trial `twin` evaluated, `twin`'s values: the strategy learns the score, no
+        budget is spent. If `twin`'s values cannot be had here (values_of), `trial` fails instead: still no
+        evaluation, and a later proposal of the spec reuses the score."""
+        import optuna
+
+        trial.set_user_attr("reused_from", twin)  # first: decided, so later trials need not wait for this one
+        values = self.values_of(opt, twin)
+        if values is None:
+            self.tell(opt, trial, began, state=optuna.trial.TrialState.FAIL)
+            return
+        self.tell(opt, trial, began, values)
+        self.console.print(f"{name}/t{trial.number:03d}: the architecture of t{twin:03d}, already evaluated: its score reused",
+                           highlight=False, markup=False)
 
     # -- proposing --
 
@@ -231,69 +309,122 @@ class Search:
     # -- one search --
 
     def run(self, strategy: str, seed: int) -> None:
+        """Ask, propose, decide and evaluate until the search has its budget (spent()).
+
+        Each trial is decided before anything is trained: a spec over max_macs is skipped (PRUNED), a spec the
+        search already evaluated reuses that score (reuse()), and any other spec becomes the next evaluation,
+        numbered 1..trials across every worker and session (settle()). Random draws are seeded by the trial's
+        number, so neither a resumed search nor a second worker repeats the proposals of another process."""
         import optuna
 
-        opt = self.optuna_study(strategy, seed)
-        name = f"{strategy}-s{seed}"
-        deadline = time.time() + 60 * self.study.max_minutes if self.study.max_minutes else None
+        opt, name = self.optuna_study(strategy, seed), f"{strategy}-s{seed}"
         while True:
-            trials = opt.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING])
-            done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-            elsewhere = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and _in_progress(t)]
-            if len(done) + len(elsewhere) >= self.study.trials or (deadline and time.time() > deadline):
+            trials = opt.get_trials(deepcopy=False)
+            if self.spent(trials):
                 break
+            began = self.clock()
+            if strategy == "nsga2":
+                opt.sampler = self.nsga2_sampler(name, len(trials))
             trial = opt.ask()
             trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})  # first, so others see it
-            rng = random.Random(f"{name}/{trial.number}")  # per trial, so that parallel workers draw different specs
+            rng = random.Random(f"{name}/{trial.number}")  # per trial: a resumed search or another worker draws anew
             if strategy == "random":  # rejection sampling: draws over max_macs are counted, not stored as trials
                 spec, rejected = self.affordable_counted(rng)
                 trial.set_user_attr("rejected", rejected)
             elif strategy == "nsga2":
                 spec = self.suggest_spec(trial)
-            elif strategy == "evolution":
-                spec = self.evolve_spec(done, rng)
+            elif strategy == "evolution":  # the population: every told score, reused ones included
+                spec = self.evolve_spec([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE], rng)
             else:
                 spec = self.prescreen_spec(rng)
             spec = check_spec(spec)
             trial.set_user_attr("spec", spec)
             if not self.within_budget(spec):
                 trial.set_user_attr("macs", self.macs(spec))
-                opt.tell(trial, state=optuna.trial.TrialState.PRUNED)  # over the cost limit: not an evaluation
+                self.tell(opt, trial, began, state=optuna.trial.TrialState.PRUNED)  # over the cost limit: not an evaluation
                 continue
-            self.complete(opt, trial, spec, name, f"{name} {len(done) + len(elsewhere) + 1}/{self.study.trials}", strategy)
+            earlier = self.settle(opt, trial.number)
+            twin = next((t for t in earlier if "evaluation" in t.user_attrs and spec_key(t.user_attrs["spec"]) == spec_key(spec)), None)
+            if twin is not None:
+                self.reuse(opt, trial, twin.number, name, began)
+                continue
+            ordinal = 1 + sum("evaluation" in t.user_attrs for t in earlier)
+            if ordinal > self.study.trials:  # other workers took the last evaluations while this one proposed
+                self.tell(opt, trial, began, state=optuna.trial.TrialState.FAIL)
+                break
+            trial.set_user_attr("evaluation", ordinal)  # after the spec: an evaluation can always be resumed
+            self.complete(opt, trial, spec, name, ordinal, strategy, began)
 
-    def complete(self, opt, trial, spec, name: str, counter: str, strategy: str) -> None:
+    def complete(self, opt, trial, spec, name: str, ordinal: int, strategy: str, began: float) -> None:
+        """Measure and train evaluation number `ordinal` of the search and tell its score."""
         number = trial.number
         start = time.perf_counter()
         attrs = {**self.measure(spec, latency=True), "spec_key": spec_key(spec),
                  "depth": len(spec["layers"])}
-        val_acc, m = self.evaluate(spec, f"{name}/t{number:03d}", counter)
+        val_acc, m = self.evaluate(spec, f"{name}/t{number:03d}", f"{name} {ordinal}/{self.study.trials}")
         attrs.update({"status": m["status"], "train_seconds": m.get("seconds"), "device": m.get("provenance", {}).get("device"),
                       "wall_seconds": time.perf_counter() - start, "run_dir": f"runs/{name}/t{number:03d}"})
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         cost = {"params": attrs["params"], "macs": attrs["macs"], "latency": attrs["latency_ms"]}[self.study.second_objective]
-        opt.tell(number, [val_acc, cost] if strategy == "nsga2" else val_acc)
+        self.tell(opt, trial, began, [val_acc, cost] if strategy == "nsga2" else [val_acc])
 
     def finish_abandoned(self, strategy: str, seed: int) -> None:
-        """Trials left RUNNING by a dead process of this machine are evaluated again (resuming their
-        run directory) and told; those of live or other-machine workers are left alone."""
+        """Trials left RUNNING by a dead process of this machine are finished as that process would have:
+        an evaluation is trained again (resuming its run directory) and told, a reused score is told, a spec
+        over max_macs is skipped, and a trial killed before its decision fails (nothing of it was trained).
+        Those of live or other-machine workers are left alone."""
         import optuna
 
         opt, name = self.optuna_study(strategy, seed), f"{strategy}-s{seed}"
         for t in opt.get_trials(states=[optuna.trial.TrialState.RUNNING]):
             if _in_progress(t):
                 continue
-            if "spec" not in t.user_attrs:  # killed before the spec was recorded: nothing to redo
-                opt.tell(t.number, state=optuna.trial.TrialState.FAIL)
-                continue
-            if not self.within_budget(t.user_attrs["spec"]):  # killed before it was skipped
-                opt.tell(t.number, state=optuna.trial.TrialState.PRUNED)
-                continue
-            self.console.print(f"{name}: resuming trial {t.number} left by a stopped search", highlight=False)
+            began = self.clock()
             trial = optuna.trial.Trial(opt, t._trial_id)  # the same trial, reopened in this process
             trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-            self.complete(opt, trial, t.user_attrs["spec"], name, f"{name} resumed", strategy)
+            if "evaluation" in t.user_attrs:
+                self.console.print(f"{name}: resuming trial {t.number} left by a stopped search", highlight=False)
+                self.complete(opt, trial, t.user_attrs["spec"], name, t.user_attrs["evaluation"], strategy, began)
+            elif "reused_from" in t.user_attrs:
+                self.reuse(opt, trial, t.user_attrs["reused_from"], name, began)
+            elif "spec" in t.user_attrs and not self.within_budget(t.user_attrs["spec"]):  # killed before it was skipped
+                trial.set_user_attr("macs", self.macs(t.user_attrs["spec"]))
+                self.tell(opt, trial, began, state=optuna.trial.TrialState.PRUNED)
+            else:
+                self.tell(opt, trial, began, state=optuna.trial.TrialState.FAIL)
+
+
+def _decided(trial) -> bool:
+    """Whether a trial's fate is known: finished, or an evaluation, or waiting to reuse another's score."""
+    import optuna
+
+    return trial.state != optuna.trial.TrialState.RUNNING or "evaluation" in trial.user_attrs or "reused_from" in trial.user_attrs
+
+
+def _deciding(trial) -> bool:
+    """Whether a live worker other than this process is still deciding this trial (later trials wait for it).
+    A worker on another machine cannot be checked: its trial counts for DECIDE_SECONDS after it was asked."""
+    if _decided(trial) or not _in_progress(trial):
+        return False
+    return _on_this_machine(trial) or (datetime.datetime.now() - trial.datetime_start).total_seconds() < DECIDE_SECONDS
+
+
+def _on_this_machine(trial) -> bool:
+    """Whether a trial's worker runs here (an unsigned trial is taken to: its worker signs at once)."""
+    return (trial.user_attrs.get("worker") or {}).get("host", socket.gethostname()) == socket.gethostname()
+
+
+def _busy_seconds(trials) -> float:
+    """Wall-clock seconds during which the search had a trial under way: the length of the union of the
+    trials' recorded spans, so that parallel workers' overlapping trials count once and the time between
+    sessions not at all (a trial cut short by a kill records no span; its resumption does)."""
+    total, reached = 0.0, float("-inf")
+    for start, end in sorted(tuple(t.user_attrs["clock"]) for t in trials if "clock" in t.user_attrs):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
 
 
 def _in_progress(trial) -> bool:
