@@ -18,7 +18,8 @@ from .. import plots
 from ..config import ReportConfig, validate
 from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, study_console
-from ..results import Group, find_runs, group, load_run, markdown_table, publish_report, verdict, welch, write_csv, write_text
+from ..results import (Group, find_runs, group, load_run, markdown_table, publish_report, show_value, value_key, verdict, welch,
+                       write_csv, write_text)
 
 # Config keys that never define a group: the seed is what groups average over; the rest
 # change where or how a run executed, not what it computed.
@@ -46,11 +47,12 @@ def varying_keys(rows: Sequence[Dict[str, Any]]) -> List[str]:
     """Config keys whose value differs between runs (the factors of the comparison), seed excluded."""
     config_keys = [k for k in dict.fromkeys(itertools.chain.from_iterable(rows)) if k not in METRICS and k not in
                    ("status", "run_dir") and k not in NOT_A_FACTOR]
-    return [k for k in config_keys if len({repr(r.get(k)) for r in rows}) > 1]
+    return [k for k in config_keys if len({value_key(r.get(k)) for r in rows}) > 1]
 
 
 def label(g: Group) -> str:
-    return ", ".join(f"{k}={v}" for k, v in g.key.items()) or "all runs"
+    """The group's config values as overrides (`optim=adam, optim.betas=[0.5,0.9]`), or "all runs"."""
+    return ", ".join(f"{k}={show_value(v)}" for k, v in g.key.items()) or "all runs"
 
 
 def report_command(cfg: DictConfig) -> int:
@@ -72,7 +74,7 @@ def report_command(cfg: DictConfig) -> int:
     groups.sort(key=lambda g: -(g.stat(metric).mean if g.stat(metric).n else float("-inf")))
     write_csv(out / "summary.csv", rows)
     header = [*(by or ["group"]), "runs", "seeds", f"{metric} (mean ± std)", "95% CI ±", "diverged"]
-    table_rows = [[*(g.key.values() if by else ["all runs"]), len(g.rows), ",".join(str(r.get("seed")) for r in g.rows),
+    table_rows = [[*(map(show_value, g.key.values()) if by else ["all runs"]), len(g.rows), ",".join(str(r.get("seed")) for r in g.rows),
                    g.stat(metric).fmt(4), f"{g.stat(metric).ci95:.4f}" if g.stat(metric).ci95 is not None else "-",
                    g.count(lambda r: r["status"] == "diverged")] for g in groups]
     table = markdown_table(header, table_rows)
