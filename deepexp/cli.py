@@ -7,6 +7,7 @@ data) ends with one line on stderr and exit code 2; a diverged run with 3
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -80,12 +81,13 @@ def run(argv: List[str]) -> int:
     # Hydra re-raises instead of printing its own multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        record = None
-        if not any(a in HYDRA_FLAGS_WITHOUT_RUN for a in args):
+        record = sweep_dir = None
+        if not any(a.split("=", 1)[0] in HYDRA_FLAGS_WITHOUT_RUN for a in args):  # (also `--cfg=job`)
             args = resolve_resume(name, args)
             prevalidate(name, args)
             args, record = record_after_lock(args)
-        return launch(name, args, record)
+            sweep_dir = named_sweep_dir(args)
+        return launch(name, args, record, sweep_dir)
     except DeepexpError as exc:
         if show_traceback:
             raise
@@ -108,12 +110,13 @@ def hydra_args(name: str, args: List[str]) -> List[str]:
     return args
 
 
-def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None) -> int:
+def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None, sweep_dir: Optional[Path] = None) -> int:
     """Run the command's Hydra app on `args`; returns the exit code.
 
     Each job takes its output folder's RunLock before anything is written there, then writes
     Hydra's `.hydra/` record itself (`record`, see record_after_lock), then runs the task. A second
-    process on the same folder is refused with the record of the first left as it was."""
+    process on the same folder is refused with the record of the first left as it was; likewise a
+    second sweep into `sweep_dir`."""
     import hydra
 
     from .config import CONFIG_DIR, register_schemas
@@ -148,12 +151,38 @@ def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None) -
     saved_argv = sys.argv
     sys.argv = [f"deepexp {name}", *args]
     try:
-        app()
+        with sweep_lock(sweep_dir) if sweep_dir is not None else contextlib.nullcontext():
+            app()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     finally:
         sys.argv = saved_argv
     return max(codes, default=0)
+
+
+def named_sweep_dir(args: List[str]) -> Optional[Path]:
+    """The folder of a -m sweep when the command line names it (`hydra.sweep.dir=DIR`, no interpolation).
+    A default folder is new for each sweep: named by the second it started."""
+    folder = last_value(args, "hydra.sweep.dir") if is_multirun(args) else None
+    return Path(str(folder)) if folder is not None and "${" not in str(folder) else None
+
+
+@contextlib.contextmanager
+def sweep_lock(folder: Path):
+    """Hold the sweep folder's RunLock: Hydra's basic sweeper writes DIR/multirun.yaml before the first
+    job starts, so a second sweep into a folder in use is refused before that."""
+    from .errors import RunLockedError
+    from .rundir import RunLock
+
+    lock = RunLock(folder)
+    try:
+        lock.__enter__()
+    except RunLockedError:
+        raise RunLockedError(f"{folder} is in use by another deepexp sweep; wait for it or choose another hydra.sweep.dir") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 HYDRA_RECORD = ".hydra"  # Hydra's default hydra.output_subdir

@@ -33,6 +33,20 @@ def test_a_process_refused_by_the_lock_leaves_the_folder_byte_for_byte_as_it_was
         assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
+def test_a_second_sweep_into_a_folder_in_use_leaves_its_multirun_record_as_it_was(tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("# the sweep of the first process\n")
+    with open(sweep / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+        out = run_cli(["train", "-m", "act=relu,gelu", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
+        assert out.returncode == 2, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{sweep} is in use by another deepexp sweep" in lines[0], out.stderr
+        assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+
+
 def test_the_record_is_written_once_the_lock_is_held_and_says_what_ran(tmp_path):
     folder = tmp_path / "run"
     out = run_cli(["train", *TINY, "act=gelu", f"hydra.run.dir={folder}"], tmp_path)
