@@ -199,7 +199,8 @@ class HydraRecord:
     user_lines: Tuple[str, ...]  # the user's own hydra.output_subdir=... overrides, each replaced by NO_HYDRA_RECORD
 
     def write(self, cfg) -> None:
-        """The three files as Hydra writes them (same YAML), atomically, with the hydra overrides as the user gave them."""
+        """The three files as Hydra writes them (same YAML), atomically, with the hydra overrides as the user gave them.
+        Raises ConfigError when the folder cannot be written."""
         import copy
 
         from hydra.core.hydra_config import HydraConfig
@@ -284,6 +285,7 @@ def prevalidate(name: str, args: List[str]) -> None:
 
 
 def is_multirun(args: List[str]) -> bool:
+    """Whether the command line asks for a sweep (Hydra's -m / --multirun)."""
     return "-m" in args or "--multirun" in args
 
 

@@ -547,7 +547,8 @@ def parse_key(line: str) -> Optional[str]:
 
 
 def parse_value(line: str) -> Any:
-    """The value of one override as Hydra reads it: quotes removed, `null` as None, `true` as True."""
+    """The value of one override as Hydra reads it: quotes removed, `null` as None, `true` as True
+    (a sweep as Hydra's sweep object). Raises Hydra's OverrideParseException for what does not parse."""
     return override_parser().parse_override(line).value()
 
 

@@ -93,29 +93,52 @@ def test_resume_true_continues_a_run_whose_folder_name_holds_hydra_syntax(tmp_pa
 
 OWN_KEY_CASES = [  # (command, the option, an override of a key the study sets, the study option named instead)
     (["activations", "acts=[relu]", "seeds=1", "depth=2", "stability_epochs=2"], "train", "epochs=2", "epochs=..."),
-    (["activations", "acts=[relu]"], "train", "subset=500", "subset=..."),  # (the study's subset is null: all images)
-    (["activations", "acts=[relu]"], "train", "seed=3", "seeds=N"),
-    (["activations", "acts=[relu]"], "train", "act=gelu", "acts=[...]"),
-    (["activations", "acts=[relu]"], "train", "model=cnn", "depth=, width= and norm="),
     (["residual", "preset=quick"], "train", "model.shortcut=B", "shortcut=..."),
-    (["residual", "preset=quick"], "train", "epochs=1", "epochs=..."),
-    (["efficient", "preset=quick"], "overrides", "model=resnet20", "models=[...]"),
     (["efficient", "preset=quick"], "overrides", "++seed=1", "seeds=N"),
     (["nas", "preset=quick"], "overrides", "epochs=1", "proxy_epochs= and final_epochs="),
-    (["nas", "preset=quick"], "overrides", "eval_test=true", None),
 ]
 
 
-@pytest.mark.parametrize("command, option, line, instead", OWN_KEY_CASES, ids=[f"{c[0][0]} {c[2]}" for c in OWN_KEY_CASES])
+def refusal(line: str, instead) -> str:
+    key = line.lstrip("+~").split("=")[0]
+    advice = f"use the study's own {instead} instead" if instead else "the study does not let it change"
+    return f"{line!r} sets {key}, which the study sets itself in every run; {advice}"
+
+
+@pytest.mark.parametrize("command, option, line, instead", OWN_KEY_CASES, ids=[c[0][0] for c in OWN_KEY_CASES])
 def test_an_extra_override_of_a_key_the_study_sets_is_refused_before_anything_runs(tmp_path, command, option, line, instead):
     exp = tmp_path / "exp"
     out = run_cli([*command, f"{option}=['grad_clip=1.0','{line}']", f"hydra.run.dir={exp}"], tmp_path)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
-    key = line.lstrip("+").split("=")[0]
-    assert len(lines) == 1 and f"{line!r} sets {key}, which the study sets itself in every run" in lines[0], out.stderr
-    assert (f"use the study's own {instead} instead" if instead else "the study does not let it change") in lines[0]
+    assert len(lines) == 1 and lines[0] == f"deepexp: {option}=[...]: {refusal(line, instead)}", out.stderr
     assert sorted(p.name for p in exp.iterdir()) == [".hydra", ".lock"]  # no run, no search storage, no report
+
+
+OWN_KEYS_IN_PROCESS = [  # (study, its overrides, the option, the line, the study option named instead)
+    ("activations", [], "train", "subset=500", "subset=..."),  # (the full preset's subset is null: all images)
+    ("activations", [], "train", "seed=3", "seeds=N"),
+    ("activations", [], "train", "act=gelu", "acts=[...]"),
+    ("activations", [], "train", "model=cnn", "depth=, width= and norm="),
+    ("activations", [], "train", "~init", "init=..."),
+    ("residual", [], "train", "epochs=1", "epochs=..."),
+    ("residual", [], "train", "sched=step", None),
+    ("efficient", [], "overrides", "model=resnet20", "models=[...]"),
+    ("efficient", [], "overrides", "model.width=0.5", "width=..."),  # (width is null: each model's own)
+    ("nas", [], "overrides", "eval_test=true", None),
+    ("nas", [], "overrides", "model.arch=x.json", None),
+]
+
+
+@pytest.mark.parametrize("name, overrides, option, line, instead", OWN_KEYS_IN_PROCESS, ids=[f"{c[0]} {c[3]}" for c in OWN_KEYS_IN_PROCESS])
+def test_every_key_a_study_sets_is_refused_in_its_extra_overrides(name, overrides, option, line, instead):
+    from deepexp.errors import ConfigError
+
+    module = {"activations": activations, "residual": residual, "efficient": efficient, "nas": nas}[name]
+    study = validate(compose_config(name, [*overrides, f"{option}=['{line}']"]))
+    with pytest.raises(ConfigError) as refused:
+        nas.check_overrides(study) if module is nas else module.plan(study)
+    assert str(refused.value) == f"{option}=[...]: {refusal(line, instead)}"
 
 
 def test_an_extra_override_of_a_key_the_study_leaves_alone_reaches_every_run():

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import yaml
 
 from conftest import run_cli
 from deepexp.cli import sweep_variants
@@ -17,6 +18,9 @@ def test_a_glob_sweep_runs_one_job_per_matching_option(tmp_path):
     metrics = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert sorted(m["config"]["act"] for m in metrics) == ["selu", "sigmoid", "swish"]
     assert {m["status"] for m in metrics} == {"completed"}
+    for job, act in enumerate(["selu", "sigmoid", "swish"]):  # each job's .hydra/ record, written under its lock
+        recorded = yaml.safe_load((sweep / str(job) / ".hydra" / "overrides.yaml").read_text())
+        assert recorded[0] == f"act={act}" and len(recorded) == 1 + len(TINY)
 
 
 EXPANSIONS = [  # the overrides of the first job, then one variant per further value of each swept key

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Sequence
 from omegaconf import DictConfig
 
 from .. import plots
-from ..config import ReportConfig, validate
+from ..config import ReportConfig, hydra_override, validate
 from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, study_console
 from ..results import (Group, find_runs, group, load_run, markdown_table, publish_report, show_value, value_key, verdict, welch,
@@ -59,16 +59,16 @@ def report_command(cfg: DictConfig) -> int:
     study: ReportConfig = validate(cfg)
     root = Path(study.path).expanduser()
     if not root.is_dir():
-        raise ConfigError(f"path={study.path}: no such folder; give the folder that holds the run directories")
+        raise ConfigError(f"{hydra_override('path', study.path)}: no such folder; give the folder that holds the run directories")
     out, console = experiment_dir(), study_console()
     runs = [m for m in (load_run(p) for p in find_runs(root) if out not in p.parents and p != out) if m is not None]
     if not runs:
-        raise ConfigError(f"path={study.path}: no run directories (folders with a metrics.json) below it")
+        raise ConfigError(f"{hydra_override('path', study.path)}: no run directories (folders with a metrics.json) below it")
     rows = [run_row(m) for m in runs]
     by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
     unknown = [k for k in by if all(k not in r for r in rows)]
     if unknown:
-        raise ConfigError(f"group_by={unknown}: no run has these config keys; choose from {', '.join(varying_keys(rows)) or 'seed only'}")
+        raise ConfigError(f"{hydra_override('group_by', unknown)}: no run has these config keys; choose from {', '.join(varying_keys(rows)) or 'seed only'}")
     metric = study.metric
     groups = group(rows, by)
     groups.sort(key=lambda g: -(g.stat(metric).mean if g.stat(metric).n else float("-inf")))
