@@ -324,7 +324,8 @@ def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
         for override in parsed:
             line = override.input_line
             if override.is_sweep_override() and not override.is_discrete_sweep():
-                raise ConfigError(f"{line}: Hydra's basic sweeper cannot enumerate an {override.value_type.name.lower().replace('_', ' ')}; "
+                kind = override.value_type.name.lower().replace("_", " ")
+                raise ConfigError(f"{line}: Hydra's basic sweeper cannot enumerate an {kind}; "
                                   f"use a list (a,b,c), range(start,stop,step), choice(...) or glob(...)")
             (jobs,) = BasicSweeper.split_arguments([override], max_batch_size=None)
             if not jobs:

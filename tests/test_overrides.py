@@ -142,7 +142,8 @@ def test_every_key_a_study_sets_is_refused_in_its_extra_overrides(name, override
 
 
 def test_an_extra_override_of_a_key_the_study_leaves_alone_reaches_every_run():
-    study = validate(compose_config("activations", ["activations/preset=quick", "acts=[relu]", "seeds=1", "train=['optim=adam','optim.betas=[0.5,0.9]']"]))
+    study = validate(compose_config("activations", ["activations/preset=quick", "acts=[relu]", "seeds=1",
+                                                    "train=['optim=adam','optim.betas=[0.5,0.9]']"]))
     configs = [validate(compose_config("train", spec.overrides)) for spec in activations.plan(study)]
     assert {(c.optim.name, tuple(c.optim.betas)) for c in configs} == {("adam", (0.5, 0.9))}
 

@@ -37,7 +37,8 @@ def run_dir(root, name, config, acc):
 def test_dicts_nulls_and_nested_values_group_print_and_round_trip_through_summary_csv(tmp_path):
     a = {"grad_clip": None, "custom": {"widths": [8, 16], "name": "a b|c"}, "optim.betas": [0.9, 0.999]}
     b = {"grad_clip": 1.0, "custom": {"name": "a b|c", "widths": [8]}, "optim.betas": [0.5, 0.9]}
-    for i, (config, acc) in enumerate([(a, 0.5), (a, 0.7), (b, 0.2), (b, 0.3), ({**b, "custom": dict(reversed(b["custom"].items()))}, 0.4)]):
+    b_reordered = {**b, "custom": dict(reversed(b["custom"].items()))}  # the same settings, keys in another order
+    for i, (config, acc) in enumerate([(a, 0.5), (a, 0.7), (b, 0.2), (b, 0.3), (b_reordered, 0.4)]):
         run_dir(tmp_path / "runs", f"r{i}", {**config, "seed": i}, acc)
     out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
     assert out.returncode == 0, out.stderr

@@ -68,7 +68,8 @@ def report_command(cfg: DictConfig) -> int:
     by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
     unknown = [k for k in by if all(k not in r for r in rows)]
     if unknown:
-        raise ConfigError(f"{hydra_override('group_by', unknown)}: no run has these config keys; choose from {', '.join(varying_keys(rows)) or 'seed only'}")
+        raise ConfigError(f"{hydra_override('group_by', unknown)}: no run has these config keys; "
+                          f"choose from {', '.join(varying_keys(rows)) or 'seed only'}")
     metric = study.metric
     groups = group(rows, by)
     groups.sort(key=lambda g: -(g.stat(metric).mean if g.stat(metric).n else float("-inf")))

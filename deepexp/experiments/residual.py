@@ -124,7 +124,8 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance
     if stuck:
         lines.append(f"**Runs that never left chance level** (final training loss above {STALLED_FRACTION:.0%} of "
                      f"ln K = {chance:.3f}): {'; '.join(stuck)}. Their comparisons say more about the budget than about the "
-                     f"architecture; He et al. warm up their deepest net at lr 0.01 for this reason (`\"train=['sched.warmup_epochs=1']\"`).")
+                     f"architecture; He et al. warm up their deepest net at lr 0.01 for this reason "
+                     f"(`\"train=['sched.warmup_epochs=1']\"`).")
     shallow, deep = min(study.depths), max(study.depths)
     get = lambda net, variant=MAIN: groups.get((variant, net))
     if shallow != deep:
