@@ -7,13 +7,14 @@ data) ends with one line on stderr and exit code 2; a diverged run with 3
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import ConfigError, DeepexpError
 
@@ -76,17 +77,17 @@ def run(argv: List[str]) -> int:
         return fail(f"unknown command {name!r}; commands: {', '.join(COMMANDS)} (see deepexp --help)")
     global _show_traceback
     show_traceback = _show_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    if COMMANDS[name].presets:  # every study spells it `preset=quick`; Hydra's group is per command
-        args = [f"{name}/{a}" if a.startswith("preset=") else a for a in args]
-    if name == "train":  # `model=nas arch=PATH`, as the course writes it, is the model's own key
-        args = [f"model.{a}" if a.startswith("arch=") else a for a in args]
+    args = hydra_args(name, args)
     # Hydra re-raises instead of printing its own multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        if not any(a in HYDRA_FLAGS_WITHOUT_RUN for a in args):
+        record = sweep_dir = None
+        if not any(a.split("=", 1)[0] in HYDRA_FLAGS_WITHOUT_RUN for a in args):  # (also `--cfg=job`)
             args = resolve_resume(name, args)
             prevalidate(name, args)
-        return launch(name, args)
+            args, record = record_after_lock(args)
+            sweep_dir = named_sweep_dir(args)
+        return launch(name, args, record, sweep_dir)
     except DeepexpError as exc:
         if show_traceback:
             raise
@@ -100,7 +101,22 @@ def run(argv: List[str]) -> int:
         return fail(message, code)
 
 
-def launch(name: str, args: List[str]) -> int:
+def hydra_args(name: str, args: List[str]) -> List[str]:
+    """The command line as Hydra's overrides: deepexp's short spellings written out."""
+    if COMMANDS[name].presets:  # every study spells it `preset=quick`; Hydra's group is per command
+        args = [f"{name}/{a}" if a.startswith("preset=") else a for a in args]
+    if name == "train":  # `model=nas arch=PATH`, as the course writes it, is the model's own key
+        args = [f"model.{a}" if a.startswith("arch=") else a for a in args]
+    return args
+
+
+def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None, sweep_dir: Optional[Path] = None) -> int:
+    """Run the command's Hydra app on `args`; returns the exit code.
+
+    Each job takes its output folder's RunLock before anything is written there, then writes
+    Hydra's `.hydra/` record itself (`record`, see record_after_lock), then runs the task. A second
+    process on the same folder is refused with the record of the first left as it was; likewise a
+    second sweep into `sweep_dir`."""
     import hydra
 
     from .config import CONFIG_DIR, register_schemas
@@ -112,21 +128,31 @@ def launch(name: str, args: List[str]) -> int:
     def task(cfg) -> int:
         # Under a launcher that runs jobs in other processes (joblib, submitit), `codes` stays
         # empty here; each job's outcome is in its metrics.json (`deepexp report` counts them).
+        from hydra.core.hydra_config import HydraConfig
+
+        from .rundir import RunLock
+
         try:
-            codes.append(command.run(cfg))
+            with RunLock(Path(HydraConfig.get().runtime.output_dir)):
+                if record is not None:
+                    record.write(cfg)
+                codes.append(command.run(cfg))
             return codes[-1]
-        except DeepexpError as exc:
+        except Exception as exc:
             # SystemExit passes through Hydra's job runner untouched (it catches Exception only),
-            # which keeps Hydra from adding its own multi-line report.
+            # which keeps Hydra from adding its own multi-line report. A Hydra or OmegaConf error
+            # here comes from a study composing its runs' configs.
             if _show_traceback:
                 raise
-            sys.exit(fail(str(exc), exc.exit_code))
+            message, code = (str(exc), exc.exit_code) if isinstance(exc, DeepexpError) else describe(exc)
+            sys.exit(fail(message, code))
 
     app = hydra.main(config_path=str(CONFIG_DIR), config_name=name, version_base="1.3")(task)
     saved_argv = sys.argv
     sys.argv = [f"deepexp {name}", *args]
     try:
-        app()
+        with sweep_lock(sweep_dir) if sweep_dir is not None else contextlib.nullcontext():
+            app()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     finally:
@@ -134,12 +160,96 @@ def launch(name: str, args: List[str]) -> int:
     return max(codes, default=0)
 
 
+def named_sweep_dir(args: List[str]) -> Optional[Path]:
+    """The folder of a -m sweep when the command line names it (`hydra.sweep.dir=DIR`, no interpolation).
+    A default folder is new for each sweep: named by the second it started."""
+    folder = last_value(args, "hydra.sweep.dir") if is_multirun(args) else None
+    return Path(str(folder)) if folder is not None and "${" not in str(folder) else None
+
+
+@contextlib.contextmanager
+def sweep_lock(folder: Path):
+    """Hold the sweep folder's RunLock: Hydra's basic sweeper writes DIR/multirun.yaml before the first
+    job starts, so a second sweep into a folder in use is refused before that."""
+    from .errors import RunLockedError
+    from .rundir import RunLock
+
+    lock = RunLock(folder)
+    try:
+        lock.__enter__()
+    except RunLockedError:
+        raise RunLockedError(f"{folder} is in use by another deepexp sweep; wait for it or choose another hydra.sweep.dir") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+HYDRA_RECORD = ".hydra"  # Hydra's default hydra.output_subdir
+NO_HYDRA_RECORD = "hydra.output_subdir=null"
+
+
+@dataclass(frozen=True)
+class HydraRecord:
+    """Hydra's `.hydra/` record (config.yaml, hydra.yaml, overrides.yaml), written by the task once it
+    holds the run's lock instead of by Hydra before the task starts (Hydra's core/utils.py run_job
+    writes it before any callback or task could refuse the folder)."""
+
+    subdir: str  # the folder under the job's output folder (hydra.output_subdir)
+    user_lines: Tuple[str, ...]  # the user's own hydra.output_subdir=... overrides, each replaced by NO_HYDRA_RECORD
+
+    def write(self, cfg) -> None:
+        """The three files as Hydra writes them (same YAML), atomically, with the hydra overrides as the user gave them.
+        Raises ConfigError when the folder cannot be written."""
+        import copy
+
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf, open_dict, read_write
+
+        from .rundir import atomic_write
+
+        hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+        users = iter(self.user_lines)
+        with read_write(hydra_cfg.hydra), open_dict(hydra_cfg.hydra):  # HydraConfig keeps its node read-only
+            hydra_cfg.hydra.output_subdir = self.subdir
+            given = [next(users, None) if o == NO_HYDRA_RECORD else o for o in hydra_cfg.hydra.overrides.hydra]
+            hydra_cfg.hydra.overrides.hydra = [o for o in given if o is not None]
+        folder = Path(hydra_cfg.hydra.runtime.output_dir) / self.subdir
+        for file, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
+            text = OmegaConf.to_yaml(node)
+            atomic_write(folder / file, lambda f, text=text: f.write(text), mode="w")
+
+
+def record_after_lock(args: List[str]) -> Tuple[List[str], Optional[HydraRecord]]:
+    """Tell Hydra not to write its record (`hydra.output_subdir=null`, in place of the user's own
+    hydra.output_subdir overrides) and return what the task should write once it holds the lock
+    (None when the user's last hydra.output_subdir is null: no record)."""
+    from .config import parse_key, parse_value
+
+    user_lines = tuple(a for a in args if not a.startswith("-") and parse_key(a) == "hydra.output_subdir")
+    if not user_lines:
+        return [*args, NO_HYDRA_RECORD], HydraRecord(HYDRA_RECORD, ())
+    subdir = parse_value(user_lines[-1])  # Hydra: the last one wins
+    args = [NO_HYDRA_RECORD if a in user_lines else a for a in args]
+    return args, (HydraRecord(str(subdir), user_lines) if subdir is not None else None)
+
+
+def last_value(args: List[str], key: str, default: Any = None) -> Any:
+    """The value the last override of `key` in `args` gives it (Hydra: the last one wins), else `default`."""
+    from .config import parse_key, parse_value
+
+    lines = [a for a in args if not a.startswith("-") and parse_key(a) == key]
+    return parse_value(lines[-1]) if lines else default
+
+
 # --- before Hydra starts: resume=true and validation ---------------------------------------
 
 
 def resolve_resume(name: str, args: List[str]) -> List[str]:
     """`resume=true` without a run directory: continue the newest unfinished run of this command."""
-    if "resume=true" not in args or any(a.startswith("hydra.run.dir=") for a in args):
+    from .config import hydra_override
+
+    if last_value(args, "resume") is not True or last_value(args, "hydra.run.dir") is not None:
         return args
     from .rundir import read_metrics
 
@@ -147,7 +257,7 @@ def resolve_resume(name: str, args: List[str]) -> List[str]:
     for path in candidates:
         if (read_metrics(path.parent) or {}).get("status") == "running":
             print(f"resume=true: continuing {path.parent}")
-            return [*args, f"hydra.run.dir={path.parent}"]
+            return [*args, hydra_override("hydra.run.dir", str(path.parent))]
     raise ConfigError(f"resume=true: no unfinished run under {Path('outputs', name)}; pass hydra.run.dir=DIR of the run to continue")
 
 
@@ -158,32 +268,76 @@ def prevalidate(name: str, args: List[str]) -> None:
     other keys at their first value: every bad value is caught without composing the
     whole cartesian product.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     from .config import compose_config, validate
 
-    overrides = [a for a in args if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))]
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = []
-    for override in parsed:
-        if override.is_sweep_override():
-            key = override.get_key_element()
-            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        else:
-            choices.append([override.input_line])
-    firsts = [c[0] for c in choices]
-    variants = [firsts] + [firsts[:i] + [value] + firsts[i + 1:] for i, c in enumerate(choices) for value in c[1:]]
+    variants = sweep_variants(name, args)
     typed = [validate(compose_config(name, variant)) for variant in variants]
-    run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), None)
-    if run_dir and len(typed) == 1 and name == "train":
-        # Refuse a changed config here, before Hydra rewrites the run's .hydra/ record.
+    run_dir = last_value(args, "hydra.run.dir")
+    if run_dir is not None and not is_multirun(args) and name == "train":
+        # Refuse a changed config here, before Hydra creates anything in the run directory.
         from .rundir import read_metrics
 
-        earlier = read_metrics(Path(run_dir))
+        earlier = read_metrics(Path(str(run_dir)))
         if earlier:
             from .train import check_resumable, flat_config  # (imports torch: only when there is a run to check)
 
-            check_resumable(earlier.get("config", {}), flat_config(typed[0]), Path(run_dir))
+            check_resumable(earlier.get("config", {}), flat_config(typed[0]), Path(str(run_dir)))
+
+
+def is_multirun(args: List[str]) -> bool:
+    """Whether the command line asks for a sweep (Hydra's -m / --multirun)."""
+    return "-m" in args or "--multirun" in args
+
+
+def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
+    """The override lists that prevalidate composes: the first job of the sweep, then one variant per
+    further value of each swept key (the others at their first value). Without -m, the overrides as given.
+
+    With -m every override goes through Hydra's own BasicSweeper with the command's config loader, so
+    `glob(...)` sees the group's options and each override is written as the jobs will get it (the
+    sweeper turns `~key` into `~key=null`, for one).
+
+    Raises:
+        ConfigError: a sweep without -m, a sweep the basic sweeper cannot enumerate (interval), or
+            a sweep with no value (a glob that matches no option, an empty range).
+    """
+    from hydra import initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .config import CONFIG_DIR, register_schemas
+
+    lines = [a for a in args if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))]
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        parser = OverridesParser.create(config_loader=loader)
+        parsed = parser.parse_overrides(lines)
+        if not is_multirun(args):
+            for override in parsed:
+                if override.is_sweep_override():
+                    raise ConfigError(f"{override.input_line} is a sweep: add -m to run one job per value, or quote the value "
+                                      f"to give it as one string ({override.get_key_element()}='...')")
+            return [lines]
+        per_key: Dict[str, List[str]] = {}  # key -> the overrides of its values; a repeated key: the last wins, as in Hydra
+        for override in parsed:
+            line = override.input_line
+            if override.is_sweep_override() and not override.is_discrete_sweep():
+                kind = override.value_type.name.lower().replace("_", " ")
+                raise ConfigError(f"{line}: Hydra's basic sweeper cannot enumerate an {kind}; "
+                                  f"use a list (a,b,c), range(start,stop,step), choice(...) or glob(...)")
+            (jobs,) = BasicSweeper.split_arguments([override], max_batch_size=None)
+            if not jobs:
+                group = override.key_or_group
+                options = loader.get_group_options(group) if override.value_type.name == "GLOB_CHOICE_SWEEP" else None
+                said = (f"; the choices of {group}: {', '.join(options)}" if options else
+                        f"; glob(...) picks among the choices of a config group, and {group} is not one" if options is not None else "")
+                raise ConfigError(f"{line} gives no value to run{said}")
+            per_key[override.get_key_element()] = [job[0] for job in jobs]
+    choices = list(per_key.values())
+    firsts = [c[0] for c in choices]
+    return [firsts] + [firsts[:i] + [value] + firsts[i + 1:] for i, c in enumerate(choices) for value in c[1:]]
 
 
 def describe(exc: Exception) -> tuple[str, int]:
@@ -204,6 +358,9 @@ def describe(exc: Exception) -> tuple[str, int]:
             return f"unknown {group} {choice!r}{listed}", EXIT_BAD_INPUT
         return first, EXIT_BAD_INPUT
     if isinstance(exc, ConfigCompositionException):
+        twice = re.match(r"Multiple values for (\S+?)\.", first)
+        if twice:  # `+group=choice` for a group the defaults list already has
+            return f"{twice.group(1)} already has a choice in the defaults: choose with {twice.group(1)}=... (no +)", EXIT_BAD_INPUT
         key = re.search(r"Could not override '([^']+)'", first)
         if key and "not in" in cause_line:
             return f"unknown key {key.group(1)!r} ({cause_line}); see the keys with --help", EXIT_BAD_INPUT

@@ -7,12 +7,15 @@ objects, whose `__post_init__` rejects impossible values, before any work starts
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from hydra.core.override_parser.types import Quote, QuotedString
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from .errors import ConfigError
@@ -455,6 +458,103 @@ def register_schemas() -> None:
         cs.store(name=f"schema_{family}", node=schema)
 
 
+# --- overrides deepexp writes itself ----------------------------------------------------------
+
+
+def hydra_override(key: str, value: Any) -> str:
+    """`key=value` written in Hydra's override grammar so that Hydra reads back exactly `value`.
+
+    Args:
+        key: a config key or group (`lr`, `dataset.path`, `model`, `hydra.run.dir`), written as is.
+        value: None, bool, int, float, str, or a list / tuple / dict (also a ListConfig / DictConfig) of those.
+
+    Returns:
+        The override, e.g. `lr=0.01`, `acts=[relu,gelu]`, `dataset.path='/data/d=1/mini.npz'`.
+        A string stays bare where Hydra's parser reads it back unchanged as that string; otherwise it is
+        single-quoted with Hydra's own escaping (`QuotedString.with_quotes`), and a literal `${` is
+        written `\\${` so that OmegaConf does not take it for an interpolation (Hydra docs, "Override
+        grammar": quoted values; OmegaConf docs, "Escaping interpolations").
+
+    Raises:
+        ConfigError: a value of another type, or a dict key that is not an identifier.
+    """
+    return f"{key}={hydra_value(value)}"
+
+
+def hydra_overrides(values: Mapping[str, Any]) -> List[str]:
+    """`hydra_override` of every (key, value) pair, in order."""
+    return [hydra_override(k, v) for k, v in values.items()]
+
+
+def hydra_value(value: Any) -> str:
+    """The part of `hydra_override` after the `=`."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # 0.001, 1e-05, inf, nan: all in Hydra's number syntax
+    if isinstance(value, str):
+        return value if _reads_back_bare(value) else QuotedString(text=value.replace("${", "\\${"), quote=Quote.single).with_quotes()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        for k in value:
+            check(isinstance(k, str) and k.isidentifier(), f"cannot write the dict key {k!r} as a Hydra override")
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"cannot write a {type(value).__name__} ({value!r}) as a Hydra override")
+
+
+@functools.lru_cache(maxsize=4096)
+def _reads_back_bare(text: str) -> bool:
+    """Whether Hydra parses `key=<text>` as exactly the string `text` (not a number, bool, null,
+    list, sweep or interpolation, and nothing stripped or escaped)."""
+    if "$" in text or "\\" in text or any(c.isspace() for c in text):  # whitespace would read back, but quoted is clearer
+        return False
+    from hydra.errors import HydraException
+
+    # Alone, as a list element and as a dict value: `key=` is an empty string but `key=[]` an empty list.
+    for line, expected in ((f"key={text}", text), (f"key=[{text}]", [text]), (f"key={{k:{text}}}", {"k": text})):
+        try:
+            parsed = override_parser().parse_override(line)
+        except HydraException:
+            return False
+        if parsed.is_sweep_override() or parsed.value() != expected or not _all_str(parsed.value()):
+            return False
+    return True
+
+
+def _all_str(value: Any) -> bool:
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    return all(isinstance(v, str) for v in items)
+
+
+@functools.lru_cache(maxsize=1)
+def override_parser():
+    """Hydra's override parser, built once per process."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def parse_key(line: str) -> Optional[str]:
+    """The key (or group) an override sets, as Hydra reads it, or None for what is not an override."""
+    from hydra.errors import HydraException
+
+    try:
+        return override_parser().parse_override(line).key_or_group
+    except HydraException:
+        return None
+
+
+def parse_value(line: str) -> Any:
+    """The value of one override as Hydra reads it: quotes removed, `null` as None, `true` as True
+    (a sweep as Hydra's sweep object). Raises Hydra's OverrideParseException for what does not parse."""
+    return override_parser().parse_override(line).value()
+
+
 def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """Compose `configs/<name>.yaml` with overrides, inside or outside a running Hydra app."""
     from hydra import compose, initialize_config_dir
@@ -469,6 +569,9 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
 
 def validate(cfg: DictConfig) -> TrainConfig:
     """Turn a composed config into typed objects, raising ConfigError on impossible values."""
+    mismatch = schema_mismatch(cfg)
+    if mismatch:
+        raise ConfigError(mismatch)
     try:
         typed = OmegaConf.to_object(cfg)
     except ConfigError:
@@ -480,6 +583,29 @@ def validate(cfg: DictConfig) -> TrainConfig:
     return typed  # type: ignore[return-value]
 
 
+def schema_mismatch(node: DictConfig, prefix: str = "") -> Optional[str]:
+    """What `+key=...` or `~key` left out of line with the schemas, as one sentence, or None.
+
+    Hydra's `+key=value` adds a key even to a structured config, and `~key` deletes one; OmegaConf
+    would then drop the added key silently, or build the dataclass with its `???` placeholder."""
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        fields = dataclasses.fields(schema)
+        names = {f.name for f in fields}
+        extra = [k for k in node if k not in names]
+        if extra:
+            return f"unknown key '{prefix}{extra[0]}' ({schema.__name__} has no such key); see the keys with --help"
+        for f in fields:
+            if f.name not in node and f.default == MISSING:
+                return f"{prefix}{f.name} is required: add {prefix}{f.name}=..."
+    for key in node:
+        if not OmegaConf.is_missing(node, key) and isinstance(node[key], DictConfig):
+            found = schema_mismatch(node[key], f"{prefix}{key}.")
+            if found:
+                return found
+    return None
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -487,6 +613,7 @@ def first_line(exc: BaseException) -> str:
 
 def to_plain(cfg: Any) -> dict:
     """A JSON-ready dict of a DictConfig or a typed config object."""
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.structured(cfg)
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        # Not through OmegaConf again: a resolved string that holds `${` would become an interpolation.
+        return dataclasses.asdict(cfg)
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

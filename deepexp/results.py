@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
 import warnings
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
+from .config import hydra_value
+from .errors import ConfigError
 from .rundir import atomic_write, read_metrics
 
 
@@ -78,15 +81,41 @@ def load_run(run_dir: Path) -> Optional[dict]:
 
 
 def group(rows: Iterable[Dict[str, Any]], by: Sequence[str]) -> List[Group]:
-    """Rows with equal values of `by` (typically everything but the seed), in first-seen order."""
+    """Rows with equal values of `by` (typically everything but the seed), in first-seen order.
+    Any config value groups, lists and dicts included (compared by `value_key`)."""
     groups: Dict[tuple, Group] = {}
     for row in rows:
-        key = tuple(row.get(k) for k in by)
-        groups.setdefault(key, Group(dict(zip(by, key)))).rows.append(row)
+        values = [row.get(k) for k in by]
+        groups.setdefault(tuple(value_key(v) for v in values), Group(dict(zip(by, values)))).rows.append(row)
     return list(groups.values())
 
 
+def value_key(value: Any) -> str:
+    """A hashable stand-in for a config value (None, bool, number, str, list, dict, nested): equal
+    values, dicts in any key order, give equal keys; 1, 1.0 and True stay apart."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def show_value(value: Any) -> str:
+    """A config value as the command line writes it (`[0.9,0.999]`, `null`, `true`, a quoted path
+    with spaces), for labels and table cells."""
+    try:
+        return hydra_value(value)
+    except ConfigError:  # a dict key Hydra's grammar cannot write: JSON still says it exactly
+        return json.dumps(value, default=str)
+
+
+def csv_value(value: Any) -> Any:
+    """A CSV cell: empty for None, JSON for a list or dict (json.loads reads it back), else the value."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return value
+
+
 def write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
+    """One row per dict, the columns in first-seen order; cells by `csv_value`. Written atomically."""
     columns: List[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -94,13 +123,15 @@ def write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+        writer.writerow({k: csv_value(row.get(k)) for k in columns})
     atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    """A GitHub-flavoured markdown table; a `|` or a line break inside a cell is escaped."""
+    cell = lambda c: str(c).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import CheckpointError, ConfigError, RunLockedError
 
@@ -148,15 +148,27 @@ def load_latest_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Option
 
 
 class RunLock:
-    """An exclusive flock on `<run_dir>/.lock`: released by the kernel when the process dies."""
+    """An exclusive flock on `<run_dir>/.lock`: released by the kernel when the process dies.
+
+    Re-entrant within one process: the CLI takes a run's lock before anything is written in the
+    folder and the trainer takes it again for the same folder; the flock is released when the
+    outermost holder leaves."""
+
+    _held: Dict[Tuple[int, Path], int] = {}  # (pid, lock file) -> how many holders in that process
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / ".lock"
         self._fd: Optional[int] = None
+        self._key: Optional[Tuple[int, Path]] = None
 
     def __enter__(self) -> "RunLock":
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            key = (os.getpid(), self.path.resolve())
+            if RunLock._held.get(key):
+                RunLock._held[key] += 1
+                self._key = key
+                return self
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise ConfigError(f"cannot use run directory {self.path.parent}: {exc.strerror or exc}") from None
@@ -168,9 +180,17 @@ class RunLock:
             raise RunLockedError(f"{self.path.parent} is in use by another deepexp process; wait for it or choose another hydra.run.dir") from None
         os.ftruncate(self._fd, 0)
         os.write(self._fd, f"{os.getpid()}\n".encode())
+        self._key = key
+        RunLock._held[key] = 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._key is None:
+            return
+        RunLock._held[self._key] -= 1
+        if not RunLock._held[self._key]:
+            del RunLock._held[self._key]
+        self._key = None
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from deepexp.config import compose_config, to_plain, validate
+from deepexp.config import compose_config, hydra_override, to_plain, validate
 from deepexp.deploy import Deployable, OnnxExporter
 from deepexp.experiments.nas import Search
 from deepexp.models import create_model
@@ -37,7 +37,7 @@ from deepexp.models.nas_space import spec_key
 
 def efficient_measure_only(folder: Path) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "deepexp", "efficient", "train=false", f"hydra.run.dir={folder}"],
+    done = subprocess.run([sys.executable, "-m", "deepexp", "efficient", "train=false", hydra_override("hydra.run.dir", str(folder))],
                           capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"deepexp efficient failed: {done.stderr.strip()[-500:]}")

@@ -21,13 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from deepexp.config import hydra_override
+
 ACTS = "sigmoid,tanh,relu,leaky_relu,elu,selu,gelu,prelu,swish"
 GRID = ["model=mlp", "subset=3000", "epochs=3", "lr=0.01", "batch_size=128"]  # configs/activations/preset/quick.yaml
 
 
 def sweep(extra: list[str], acts: str, seeds: str, folder: Path) -> tuple[float, list[dict]]:
     args = [sys.executable, "-m", "deepexp", "train", "-m", f"act={acts}", f"seed={seeds}", *GRID, *extra,
-            f"hydra.sweep.dir={folder}"]
+            hydra_override("hydra.sweep.dir", str(folder))]
     start = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True)
     wall = time.perf_counter() - start

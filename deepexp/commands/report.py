@@ -15,10 +15,11 @@ from typing import Any, Dict, List, Sequence
 from omegaconf import DictConfig
 
 from .. import plots
-from ..config import ReportConfig, validate
+from ..config import ReportConfig, hydra_override, validate
 from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, study_console
-from ..results import Group, find_runs, group, load_run, markdown_table, publish_report, verdict, welch, write_csv, write_text
+from ..results import (Group, find_runs, group, load_run, markdown_table, publish_report, show_value, value_key, verdict, welch,
+                       write_csv, write_text)
 
 # Config keys that never define a group: the seed is what groups average over; the rest
 # change where or how a run executed, not what it computed.
@@ -50,33 +51,35 @@ def varying_keys(rows: Sequence[Dict[str, Any]]) -> List[str]:
     """Config keys whose value differs between runs (the factors of the comparison), seed excluded."""
     config_keys = [k for k in dict.fromkeys(itertools.chain.from_iterable(rows)) if k not in METRICS and k not in
                    ("status", "run_dir") and k not in NOT_A_FACTOR]
-    return [k for k in config_keys if len({repr(r.get(k)) for r in rows}) > 1]
+    return [k for k in config_keys if len({value_key(r.get(k)) for r in rows}) > 1]
 
 
 def label(g: Group) -> str:
-    return ", ".join(f"{k}={v}" for k, v in g.key.items()) or "all runs"
+    """The group's config values as overrides (`optim=adam, optim.betas=[0.5,0.9]`), or "all runs"."""
+    return ", ".join(f"{k}={show_value(v)}" for k, v in g.key.items()) or "all runs"
 
 
 def report_command(cfg: DictConfig) -> int:
     study: ReportConfig = validate(cfg)
     root = Path(study.path).expanduser()
     if not root.is_dir():
-        raise ConfigError(f"path={study.path}: no such folder; give the folder that holds the run directories")
+        raise ConfigError(f"{hydra_override('path', study.path)}: no such folder; give the folder that holds the run directories")
     out, console = experiment_dir(), study_console()
     runs = [m for m in (load_run(p) for p in find_runs(root) if out not in p.parents and p != out) if m is not None]
     if not runs:
-        raise ConfigError(f"path={study.path}: no run directories (folders with a metrics.json) below it")
+        raise ConfigError(f"{hydra_override('path', study.path)}: no run directories (folders with a metrics.json) below it")
     rows = [run_row(m) for m in runs]
     by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
     unknown = [k for k in by if all(k not in r for r in rows)]
     if unknown:
-        raise ConfigError(f"group_by={unknown}: no run has these config keys; choose from {', '.join(varying_keys(rows)) or 'seed only'}")
+        raise ConfigError(f"{hydra_override('group_by', unknown)}: no run has these config keys; "
+                          f"choose from {', '.join(varying_keys(rows)) or 'seed only'}")
     metric = study.metric
     groups = group(rows, by)
     groups.sort(key=lambda g: -(g.stat(metric).mean if g.stat(metric).n else float("-inf")))
     write_csv(out / "summary.csv", rows)
     header = [*(by or ["group"]), "runs", "seeds", f"{metric} (mean ± std)", "95% CI ±", "diverged"]
-    table_rows = [[*(g.key.values() if by else ["all runs"]), len(g.rows), ",".join(str(r.get("seed")) for r in g.rows),
+    table_rows = [[*(map(show_value, g.key.values()) if by else ["all runs"]), len(g.rows), ",".join(str(r.get("seed")) for r in g.rows),
                    g.stat(metric).fmt(4), f"{g.stat(metric).ci95:.4f}" if g.stat(metric).ci95 is not None else "-",
                    g.count(lambda r: r["status"] == "diverged")] for g in groups]
     table = markdown_table(header, table_rows)

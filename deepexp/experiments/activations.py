@@ -20,7 +20,7 @@ from rich.console import Console
 from .. import plots
 from ..config import ActivationsConfig
 from ..results import ALPHA, Group, chance_loss, group, markdown_table, publish_report, stalled, welch, write_csv, write_text
-from .runner import RunSpec, group_overrides, provenance_values, run_study
+from .runner import RunSpec, group_overrides, provenance_values, run_study, train_overrides
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
@@ -35,15 +35,19 @@ def activations_command(cfg: DictConfig) -> int:
 # --- the runs --------------------------------------------------------------------------
 
 
+# The study options behind the train keys it sets under another name (train=[...] may not set them).
+OWN_KEYS = {"act": "acts=[...]", "seed": "seeds=N", "model": "depth=, width= and norm=", "model.depth": "depth=...",
+            "model.width": "width=...", "model.norm": "norm=..."}
+
+
 def plan(study: ActivationsConfig) -> List[RunSpec]:
     """The main sweep (act x seed) and one extra sweep per ablation, each changing one thing."""
     base: Dict[str, Any] = {
         "model": "mlp", "model.depth": study.depth, "model.width": study.width, "model.norm": study.norm,
-        "epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr, "monitor.figure": "false",
+        "epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr, "monitor.figure": False,
     }
     base.update(group_overrides(study, {"dataset": "name", "init": "name", "device": "type"}))
-    if study.subset is not None:
-        base["subset"] = study.subset
+    base["subset"] = study.subset  # also when null (all images): the study's own key either way
     variants: List[Tuple[str, Dict[str, Any]]] = [(MAIN, {})]
     if "init" in study.ablations:
         other = "default" if study.init.name != "default" else "auto"
@@ -58,7 +62,7 @@ def plan(study: ActivationsConfig) -> List[RunSpec]:
         for act in study.acts:
             for seed in range(study.seeds):
                 values = {**base, **changes, "act": act, "seed": seed}
-                overrides = [f"{k}={v}" for k, v in values.items()] + list(study.train)
+                overrides = train_overrides(study, values, study.train, "train", OWN_KEYS)
                 folder = f"{variant.replace('=', '-')}/{act}-s{seed}"
                 specs.append(RunSpec(folder, {"variant": variant, "act": act, "seed": seed}, overrides))
     return specs
@@ -249,12 +253,15 @@ def write_plots(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     files: Dict[str, str] = {}
     if not by_act:
         return files
-    epochs = list(range(1, study.epochs + 1))
+    # The epochs every run has (a band needs runs of equal length): `epochs` for runs of this study,
+    # fewer where a run on disk was cut short.
+    last = min(len(m["history"]) for runs in by_act.values() for m in runs)
+    epochs = list(range(1, last + 1))
 
     fig, (ax_train, ax_val) = plots.panels(2)
     for act, runs in by_act.items():
-        plots.band(ax_train, epochs, [[h["train_loss"] for h in m["history"]] for m in runs], act)
-        plots.band(ax_val, epochs, [[h["val_loss"] for h in m["history"]] for m in runs], act)
+        plots.band(ax_train, epochs, [[h["train_loss"] for h in m["history"][:last]] for m in runs], act)
+        plots.band(ax_val, epochs, [[h["val_loss"] for h in m["history"][:last]] for m in runs], act)
     for ax, which in ((ax_train, "training"), (ax_val, "validation")):
         ax.set(xlabel="epoch", ylabel=f"{which} loss (cross-entropy)", title=f"{which} loss, mean ± std\n{subtitle}")
         ax.grid(alpha=0.3)
@@ -265,7 +272,7 @@ def write_plots(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
         return {act: [[v * scale for v in m["history"][epoch_index]["layers"][stat]] for m in runs] for act, runs in by_act.items()}
 
     fig, axes = plots.panels(2)
-    for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], -1, f"after epoch {study.epochs}")):
+    for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], last - 1, f"after epoch {last}")):
         for act, series in per_layer("grad_norm", index).items():
             plots.band(ax, list(range(1, len(series[0]) + 1)), series, act, log=True)
         ax.set(xlabel="layer (1 = input side, last = classifier)", ylabel="gradient L2 norm of the weight (log)",
@@ -277,9 +284,9 @@ def write_plots(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     for stat, name, label, scale in (("act_std", "act_std_vs_depth", "activation std (probe set)", 1.0),
                                      ("dead", "dead_units_by_layer", "dead units (%)", 100.0)):
         fig, (ax,) = plots.panels(1, width=7)
-        for act, series in per_layer(stat, -1, scale).items():
+        for act, series in per_layer(stat, last - 1, scale).items():
             plots.band(ax, list(range(1, len(series[0]) + 1)), series, act)
-        ax.set(xlabel="hidden layer (1 = input side)", ylabel=label, title=f"{label} by layer, after epoch {study.epochs}\n{subtitle}")
+        ax.set(xlabel="hidden layer (1 = input side)", ylabel=label, title=f"{label} by layer, after epoch {last}\n{subtitle}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         files[name] = plots.save(fig, folder / f"{name}.png")

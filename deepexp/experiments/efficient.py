@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import plots
-from ..config import EfficientConfig, EfficientModelConfig, compose_config, validate
+from ..config import EfficientConfig, EfficientModelConfig, compose_config, hydra_override, validate
 from ..data import CLASS_NAMES, Splits
 from ..deploy import Deployable, OnnxExporter, onnx_latency, onnx_predictions, parity, quantize_int8, session
 from ..measure import count_macs, count_params, torch_latency
@@ -30,7 +30,7 @@ from ..models import init_weights
 from ..results import Stat, markdown_table, pareto_front, publish_report, spearman, verdict, welch, write_csv, write_text
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
-from .runner import RunSpec, group_overrides, run_study
+from .runner import RunSpec, group_overrides, run_study, train_overrides
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64
@@ -43,21 +43,24 @@ def efficient_command(cfg: DictConfig) -> int:
 # --- the runs ------------------------------------------------------------------------------
 
 
+# The study options behind the train keys it sets under another name (overrides=[...] may not set them).
+OWN_KEYS = {"seed": "seeds=N", "model": "models=[...]", "model.width": "width=..."}
+
+
 def run_overrides(study: EfficientConfig, model: str, seed: int) -> List[str]:
     values: Dict[str, Any] = {"model": model, "epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr,
-                              "weight_decay": study.weight_decay, "sched": "cosine", "monitor.figure": "false", "seed": seed}
-    if study.subset is not None:
-        values["subset"] = study.subset
+                              "weight_decay": study.weight_decay, "sched": "cosine", "monitor.figure": False, "seed": seed}
+    values["subset"] = study.subset  # also when null (all images): the study's own key either way
     if study.width is not None and takes_width(model):
         values["model.width"] = study.width
     values.update(group_overrides(study, {"dataset": "name", "act": "name", "device": "type"}))
-    return [f"{k}={v}" for k, v in values.items()] + list(study.overrides)
+    return train_overrides(study, values, study.overrides, "overrides", OWN_KEYS)
 
 
 @functools.lru_cache(maxsize=None)  # one composition per model, not one per run
 def takes_width(model: str) -> bool:
     """Whether `model` has the width multiplier of configs/model/<efficient family>.yaml."""
-    return OmegaConf.get_type(compose_config("train", [f"model={model}"]).model) is EfficientModelConfig
+    return OmegaConf.get_type(compose_config("train", [hydra_override("model", model)]).model) is EfficientModelConfig
 
 
 def plan(study: EfficientConfig) -> List[RunSpec]:

@@ -45,7 +45,8 @@ from ..results import Stat, group, markdown_table, pareto_front, publish_report,
 from ..rundir import write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
-from .runner import RunSpec, experiment_dir, group_overrides, provenance_values, run_all, run_one, study_console
+from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, provenance_values, run_all, run_one,
+                     study_console, train_overrides)
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 POLL_SECONDS = 0.5  # how often a worker looks again at a trial another worker is still deciding or evaluating
@@ -57,6 +58,7 @@ def nas_command(cfg: DictConfig) -> int:
     study = validate(cfg)
     exp_dir, console = experiment_dir(), study_console()
     start = time.perf_counter()
+    check_overrides(study)
     storage = study.storage or f"sqlite:///{exp_dir / 'search.db'}"
     search = Search(study, exp_dir, storage, console)
     for strategy, seed in search.searches():  # before any worker starts, so that one process redoes each
@@ -75,13 +77,30 @@ def nas_command(cfg: DictConfig) -> int:
 # --- the search ----------------------------------------------------------------------------
 
 
-def base_overrides(study: NASConfig, epochs: int, subset: Optional[int], seed: int) -> List[str]:
+# The study options behind the train keys it sets under another name (overrides=[...] may not set them).
+OWN_KEYS = {"epochs": "proxy_epochs= and final_epochs=", "subset": "proxy_subset= and final_subset=",
+            "seed": "final_seeds=N", "model": "baselines=[...]"}
+RUN_KEYS = ("model", "model.arch", "eval_test")  # set per run, beyond the shared settings of base_overrides
+
+
+def base_overrides(study: NASConfig, epochs: int, subset: Optional[int], seed: int, run: Optional[Dict[str, Any]] = None) -> List[str]:
+    """The `deepexp train` overrides of one run: the settings every run shares, the run's own
+    (`run`: model, model.arch, eval_test), then the user's `overrides=[...]`."""
+    return train_overrides(study, {**shared_values(study, epochs, subset, seed), **(run or {})}, study.overrides, "overrides", OWN_KEYS)
+
+
+def shared_values(study: NASConfig, epochs: int, subset: Optional[int], seed: int) -> Dict[str, Any]:
+    """{train key: value} that every search and final run sets."""
     values: Dict[str, Any] = {"epochs": epochs, "batch_size": study.batch_size, "lr": study.lr, "weight_decay": study.weight_decay,
-                              "sched": "cosine", "monitor.figure": "false", "seed": seed}
-    if subset is not None:
-        values["subset"] = subset
+                              "sched": "cosine", "monitor.figure": False, "seed": seed}
+    values["subset"] = subset  # also when null (all images): the study's own key either way
     values.update(group_overrides(study, {"dataset": "name", "act": "name", "device": "type"}))
-    return [f"{k}={v}" for k, v in values.items()] + list(study.overrides)
+    return values
+
+
+def check_overrides(study: NASConfig) -> None:
+    """Refuse an `overrides=[...]` entry that any search or final run sets, before the search touches its storage."""
+    check_extra(study, [*shared_values(study, 1, 1, 0), *RUN_KEYS], study.overrides, "overrides", OWN_KEYS)
 
 
 def run_workers(study: NASConfig, exp_dir: Path, storage: str, console) -> None:
@@ -300,8 +319,8 @@ class Search:
         if not path.exists():
             write_json(path, spec)
         # No test set: a candidate is rated on validation, and the test set is for the final retraining only.
-        overrides = (base_overrides(self.study, self.study.proxy_epochs, self.study.proxy_subset, 0)
-                     + ["model=nas", f"model.arch={path}", "eval_test=false"])
+        overrides = base_overrides(self.study, self.study.proxy_epochs, self.study.proxy_subset, 0,
+                                   {"model": "nas", "model.arch": str(path), "eval_test": False})
         run = RunSpec(name, {"spec": spec_key(spec)}, overrides)
         m = run_one(run, validate(compose_config("train", overrides)), self.exp_dir, self.console, "nas", counter)
         return (m["best_val_acc"] or 0.0) if m["status"] == "completed" else 0.0, m
@@ -478,12 +497,12 @@ def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, conso
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, t["spec"])
         for seed in range(study.final_seeds):
-            overrides = base_overrides(study, study.final_epochs, study.final_subset, seed) + ["model=nas", f"model.arch={path}"]
+            overrides = base_overrides(study, study.final_epochs, study.final_subset, seed, {"model": "nas", "model.arch": str(path)})
             specs.append(RunSpec(f"final/top{rank}-s{seed}", {"model": f"top{rank}", "kind": "searched", "spec": t["spec_key"],
                                                                   "seed": seed, "file": str(path.relative_to(exp_dir))}, overrides))
     for name in study.baselines:
         for seed in range(study.final_seeds):
-            overrides = base_overrides(study, study.final_epochs, study.final_subset, seed) + [f"model={name}"]
+            overrides = base_overrides(study, study.final_epochs, study.final_subset, seed, {"model": name})
             specs.append(RunSpec(f"final/{name}-s{seed}", {"model": name, "kind": "hand-designed", "seed": seed}, overrides))
     console.print(f"retraining {len(top)} searched and {len(study.baselines)} hand-designed networks x {study.final_seeds} seeds, "
                   f"{study.final_epochs} epochs", highlight=False)

@@ -22,7 +22,7 @@ from ..config import ResidualConfig
 from ..measure import count_macs, count_params
 from ..models import create_model
 from ..results import ALPHA, STALLED_FRACTION, Group, chance_loss, group, markdown_table, publish_report, stalled, verdict, welch, write_csv, write_text
-from .runner import RunSpec, group_overrides, provenance_values, run_study
+from .runner import RunSpec, group_overrides, parse_pairs, provenance_values, run_study, train_overrides
 
 MAIN = "main"
 
@@ -34,12 +34,16 @@ def residual_command(cfg: DictConfig) -> int:
 # --- the runs ------------------------------------------------------------------------------
 
 
+# The study options behind the train keys it sets under another name (train=[...] may not set them).
+OWN_KEYS = {"seed": "seeds=N", "model": "depths=[...] and densenet=true", "model.norm": "norm=...",
+            "model.shortcut": "shortcut=..."}
+
+
 def plan(study: ResidualConfig) -> List[RunSpec]:
     """plainN and resnetN at every depth; optional DenseNet, shortcut and no-batch-norm sweeps."""
     base: Dict[str, Any] = {"epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr,
-                            "weight_decay": study.weight_decay, "sched": "cosine", "monitor.figure": "false"}
-    if study.subset is not None:
-        base["subset"] = study.subset
+                            "weight_decay": study.weight_decay, "sched": "cosine", "monitor.figure": False}
+    base["subset"] = study.subset  # also when null (all images): the study's own key either way
     base.update(group_overrides(study, {"dataset": "name", "act": "name", "device": "type"}))
 
     networks: List[Tuple[str, str, Dict[str, Any]]] = []  # (variant, model, changes)
@@ -52,7 +56,7 @@ def plan(study: ResidualConfig) -> List[RunSpec]:
     if "norm" in study.ablations:
         other = "none" if study.norm == "batch" else "batch"
         for depth in study.depths:
-            changes = {"model.norm": other, **(dict(o.split("=", 1) for o in study.no_norm_overrides) if other == "none" else {})}
+            changes = {"model.norm": other, **(parse_pairs(study.no_norm_overrides, "no_norm_overrides") if other == "none" else {})}
             networks += [(f"norm={other}", f"plain{depth}", changes), (f"norm={other}", f"resnet{depth}", changes)]
     specs = []
     for variant, model, changes in networks:
@@ -61,7 +65,7 @@ def plan(study: ResidualConfig) -> List[RunSpec]:
             values = {**base, "model": model, **options, **changes, "seed": seed}
             folder = f"{variant.replace('=', '-')}/{model}-s{seed}"
             labels = {"variant": variant, "network": model, "family": family(model), "depth": depth_of(model), "seed": seed}
-            specs.append(RunSpec(folder, labels, [f"{k}={v}" for k, v in values.items()] + list(study.train)))
+            specs.append(RunSpec(folder, labels, train_overrides(study, values, study.train, "train", OWN_KEYS)))
     return specs
 
 
@@ -122,7 +126,8 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance
     if stuck:
         lines.append(f"**Runs that never left chance level** (final training loss above {STALLED_FRACTION:.0%} of "
                      f"ln K = {chance:.3f}): {'; '.join(stuck)}. Their comparisons say more about the budget than about the "
-                     f"architecture; He et al. warm up their deepest net at lr 0.01 for this reason (train=[sched.warmup_epochs=1]).")
+                     f"architecture; He et al. warm up their deepest net at lr 0.01 for this reason "
+                     f"(`\"train=['sched.warmup_epochs=1']\"`).")
     shallow, deep = min(study.depths), max(study.depths)
     get = lambda net, variant=MAIN: groups.get((variant, net))
     if shallow != deep:
@@ -218,7 +223,10 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
         if m["status"] == "completed" and m["history"]:
             runs.setdefault((spec.labels["variant"], spec.labels["network"]), []).append(m)
     folder, files = exp_dir / "plots", {}
-    epochs = list(range(1, study.epochs + 1))
+    # The epochs every run has (a band needs runs of equal length): `epochs` for runs of this study,
+    # fewer where a run on disk was cut short.
+    last = min((len(m["history"]) for ms in runs.values() for m in ms), default=0)
+    epochs = list(range(1, last + 1))
     main_depths = [d for d in study.depths if (MAIN, f"plain{d}") in runs or (MAIN, f"resnet{d}") in runs]
     if main_depths:
         fig, axes = plots.panels(2)
@@ -227,7 +235,7 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
                 for key, style in (("train", "--"), ("val", "-")):
                     ms = runs.get((MAIN, f"{fam}{depth}"), [])
                     if ms:
-                        plots.band(ax, epochs, [[1 - h[f"{key}_acc"] for h in m["history"]] for m in ms],
+                        plots.band(ax, epochs, [[1 - h[f"{key}_acc"] for h in m["history"][:last]] for m in ms],
                                    f"{fam}-{depth} {'train' if key == 'train' else 'val'}")
                         ax.lines[-1].set_linestyle(style)
             ax.set(xlabel="epoch", ylabel="error (1 - accuracy)", title=f"{fam} networks: training (dashed) and validation error\n{subtitle}")
@@ -240,7 +248,7 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
         if not nets:
             continue
         fig, axes = plots.panels(2)
-        for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], -1, f"after epoch {study.epochs}")):
+        for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], last - 1, f"after epoch {last}")):
             for net in nets:
                 series = [m["history"][index]["layers"]["grad_norm"] for m in runs[(variant, net)]]
                 plots.band(ax, list(range(1, len(series[0]) + 1)), series, net, log=True)
@@ -254,7 +262,7 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
     nets = [key for key in runs if key[0] == MAIN]
     if nets:
         fig, axes = plots.panels(len(nets), width=4.0, height=3.6)
-        grids = {key: np.log10(np.maximum(np.mean([[h["layers"]["grad_norm"] for h in m["history"]] for m in runs[key]], axis=0), 1e-30))
+        grids = {key: np.log10(np.maximum(np.mean([[h["layers"]["grad_norm"] for h in m["history"][:last]] for m in runs[key]], axis=0), 1e-30))
                  for key in nets}
         low, high = min(g.min() for g in grids.values()), max(g.max() for g in grids.values())  # one colour scale for all
         for ax, key in zip(axes, nets):

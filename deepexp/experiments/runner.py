@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hydra.core.hydra_config import HydraConfig
 from rich.console import Console
 
-from ..config import compose_config, to_plain, validate
+from ..config import compose_config, hydra_overrides, override_parser, parse_key, to_plain, validate
+from ..errors import ConfigError
 from ..parallel import map_in_processes, threads_per_worker
 from ..progress import QuietReporter
 
@@ -33,7 +34,8 @@ def run_study(cfg, command: str, plan: Callable[[Any], List["RunSpec"]], write_s
 
 
 def group_overrides(study: Any, groups: Dict[str, str]) -> Dict[str, Any]:
-    """`deepexp train` overrides for a study's own choices of trainer groups, every field included.
+    """The study's own choices of trainer groups, every field included, as {train key: value}
+    (for `train_overrides`, which writes them in Hydra's grammar).
 
     `groups` maps group name -> the field that names the choice (`name`, or `type` for device).
     """
@@ -41,8 +43,68 @@ def group_overrides(study: Any, groups: Dict[str, str]) -> Dict[str, Any]:
     for group_name, choice_key in groups.items():
         node = to_plain(getattr(study, group_name))
         out[group_name] = node.pop(choice_key)
-        out.update({f"{group_name}.{k}": "null" if v is None else v for k, v in node.items()})
+        out.update({f"{group_name}.{k}": v for k, v in node.items()})
     return out
+
+
+def train_overrides(study: Any, values: Dict[str, Any], extra: Sequence[str], option: str,
+                    own_keys: Optional[Dict[str, str]] = None) -> List[str]:
+    """The `deepexp train` overrides of one run: the study's `values` ({train key: Python value}),
+    each written by `hydra_override` (so paths with `=`, spaces, commas, brackets or quotes stay one
+    value), then the user's `extra` overrides (the study's `train=[...]` or `overrides=[...]`) as given.
+
+    Raises:
+        ConfigError: an extra override sets a key in `values` or in `own_keys` (see `check_extra`).
+    """
+    check_extra(study, [*values, *(own_keys or {})], extra, option, own_keys)
+    return hydra_overrides(values) + list(extra)
+
+
+def check_extra(study: Any, keys: Iterable[str], extra: Sequence[str], option: str,
+                own_keys: Optional[Dict[str, str]] = None) -> None:
+    """Refuse an extra override (`option=[...]`) of a key the study sets in its runs (`keys`): the
+    study's tables, figures and report describe its own settings, and an epochs count or a seed
+    changed behind them makes them wrong. `own_keys` names the study option to use instead where it
+    is not the train key itself (`seed` -> `seeds=N`); a key the study also has (lr, dataset.path)
+    is named as it is.
+
+    Raises:
+        ConfigError: the first such override, in one line.
+    """
+    keys = set(keys)
+    for line in extra:
+        key = parse_key(line)
+        if key not in keys:
+            continue
+        instead = (own_keys or {}).get(key) or (f"{key}=..." if has_key(study, key) else None)
+        advice = f"use the study's own {instead} instead" if instead else "the study does not let it change"
+        raise ConfigError(f"{option}=[...]: {line!r} sets {key}, which the study sets itself in every run; {advice}")
+
+
+def has_key(study: Any, dotted: str) -> bool:
+    """Whether the typed study config has `dotted` (`lr`, `dataset.path`)."""
+    node = study
+    for part in dotted.split("."):
+        if not hasattr(node, part):
+            return False
+        node = getattr(node, part)
+    return True
+
+
+def parse_pairs(lines: Sequence[str], option: str) -> Dict[str, Any]:
+    """{key: value} of user overrides held in a study option (e.g. residual's `no_norm_overrides`),
+    read by Hydra's parser: quotes removed, numbers and bools typed.
+
+    Raises:
+        ConfigError: a line that is not a plain `key=value` (a sweep, `+key`, `~key`).
+    """
+    pairs: Dict[str, Any] = {}
+    for line in lines:
+        parsed = override_parser().parse_override(line)
+        if parsed.is_sweep_override() or parsed.is_add() or parsed.is_force_add() or parsed.is_delete():
+            raise ConfigError(f"{option}: {line!r} must be a plain key=value override")
+        pairs[parsed.key_or_group] = parsed.value()
+    return pairs
 
 
 def experiment_dir() -> Path:

@@ -1,0 +1,186 @@
+"""Overrides deepexp writes itself: quoted for Hydra's grammar, and a study's own keys kept its own."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from deepexp.config import compose_config, hydra_override, parse_value, validate
+from deepexp.experiments import activations, efficient, nas, residual
+
+# A file name with every character Hydra's grammar gives a meaning to (`=`, space, comma, brackets,
+# braces, colon, both quotes, backslash, an interpolation); `"` cannot appear in a quoted path on the
+# command line below, so it is tested in-process only.
+TRICKY = ["/data/d=1/mini.npz", "/data/my data, v2/[a] {b}/x.npz", "it's \"quoted\"", "back\\slash\\", "${oc.env:HOME}",
+          "a:b", "null", "true", "1.5", "", " padded ", "é"]
+
+
+@pytest.mark.parametrize("text", TRICKY, ids=repr)
+def test_a_string_reads_back_as_the_same_string_through_hydra_and_omegaconf(text):
+    line = hydra_override("dataset.path", text)
+    assert validate(compose_config("train", ["dataset=npz", line])).dataset.path == text
+
+
+@pytest.mark.parametrize("value", [None, True, False, 0, -3, 0.001, 1e-5, 1e16, [0.9, 0.999], [], ["a=1", "b c"],
+                                   {"a": [1, None], "b": {"c": "d=e"}}, [[1, 2], [3]]], ids=repr)
+def test_every_config_value_reads_back_as_itself(value):
+    assert parse_value(hydra_override("key", value)) == value
+
+
+def test_plain_names_stay_unquoted():
+    assert [hydra_override(k, v) for k, v in (("model", "mlp"), ("act", "leaky_relu"), ("arch", "outputs/nas/top5/1-x.json"))] \
+        == ["model=mlp", "act=leaky_relu", "arch=outputs/nas/top5/1-x.json"]
+
+
+STUDIES = [("activations", activations, ["acts=[relu,tanh]", "seeds=1"]), ("residual", residual, ["depths=[20]", "seeds=1"]),
+           ("efficient", efficient, ["models=[baseline_cnn,mobilenet_v2]", "seeds=1"]), ("nas", nas, [])]
+
+
+def run_configs(name, module, small, path):
+    """Every run config a (small) study composes, with `dataset.path` (and NAS's spec path) set to `path`."""
+    study = validate(compose_config(name, [f"{name}/preset=quick", *small, "dataset=npz", hydra_override("dataset.path", path)]))
+    if module is nas:
+        overrides = [nas.base_overrides(study, 1, 100, seed, {"model": "nas", "model.arch": path}) for seed in (0, 1)]
+    else:
+        overrides = [spec.overrides for spec in module.plan(study)]
+    return [validate(compose_config("train", o)) for o in overrides]
+
+
+@pytest.mark.parametrize("name, module, small", STUDIES, ids=[s[0] for s in STUDIES])
+@pytest.mark.parametrize("path", TRICKY[:2], ids=repr)
+def test_every_study_passes_any_data_path_to_its_runs_unchanged(name, module, small, path):
+    configs = run_configs(name, module, small, path)
+    assert configs and {c.dataset.path for c in configs} == {path}
+    if module is nas:
+        assert {c.model.arch for c in configs} == {path}
+
+
+def write_npz(path: Path, n: int = 96, size: int = 8) -> None:
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=rng.integers(0, 256, (n, size, size), dtype=np.uint8), y_train=rng.integers(0, 10, n),
+             x_test=rng.integers(0, 256, (32, size, size), dtype=np.uint8), y_test=rng.integers(0, 10, 32))
+
+
+def test_the_activation_study_trains_on_a_file_whose_name_holds_hydra_syntax(tmp_path):
+    data = tmp_path / "d=1, [x] {y} it's" / "mini.npz"
+    write_npz(data)
+    exp = tmp_path / "exp"
+    out = run_cli(["activations", "acts=[relu]", "seeds=1", "depth=1", "width=8", "epochs=2", "stability_epochs=2",
+                   "batch_size=16", "n_workers=1", "dataset=npz", f'dataset.path="{data}"', f"hydra.run.dir={exp}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((exp / "runs" / "main" / "relu-s0" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["config"]["dataset.path"] == str(data)
+    assert metrics["data"]["train"] + metrics["data"]["val"] == 96 and metrics["data"]["test"] == 32
+
+
+def test_resume_true_continues_a_run_whose_folder_name_holds_hydra_syntax(tmp_path):
+    from deepexp.train import flat_config
+
+    run = tmp_path / "outputs" / "train" / "d=1, [x] it's" / "00-00-00"
+    args = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1",
+            "monitor.figure=false"]
+    run.mkdir(parents=True)  # as a killed run leaves it before its first checkpoint
+    (run / "metrics.json").write_text(json.dumps({"status": "running", "config": flat_config(validate(compose_config("train", args)))}))
+    out = run_cli(["train", *args, "resume=true"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"continuing {run.relative_to(tmp_path)}" in out.stdout
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+
+
+# --- a study's own keys ----------------------------------------------------------------------
+
+OWN_KEY_CASES = [  # (command, the option, an override of a key the study sets, the study option named instead)
+    (["activations", "acts=[relu]", "seeds=1", "depth=2", "stability_epochs=2"], "train", "epochs=2", "epochs=..."),
+    (["residual", "preset=quick"], "train", "model.shortcut=B", "shortcut=..."),
+    (["efficient", "preset=quick"], "overrides", "++seed=1", "seeds=N"),
+    (["nas", "preset=quick"], "overrides", "epochs=1", "proxy_epochs= and final_epochs="),
+]
+
+
+def refusal(line: str, instead) -> str:
+    key = line.lstrip("+~").split("=")[0]
+    advice = f"use the study's own {instead} instead" if instead else "the study does not let it change"
+    return f"{line!r} sets {key}, which the study sets itself in every run; {advice}"
+
+
+@pytest.mark.parametrize("command, option, line, instead", OWN_KEY_CASES, ids=[c[0][0] for c in OWN_KEY_CASES])
+def test_an_extra_override_of_a_key_the_study_sets_is_refused_before_anything_runs(tmp_path, command, option, line, instead):
+    exp = tmp_path / "exp"
+    out = run_cli([*command, f"{option}=['grad_clip=1.0','{line}']", f"hydra.run.dir={exp}"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == f"deepexp: {option}=[...]: {refusal(line, instead)}", out.stderr
+    assert sorted(p.name for p in exp.iterdir()) == [".hydra", ".lock"]  # no run, no search storage, no report
+
+
+OWN_KEYS_IN_PROCESS = [  # (study, its overrides, the option, the line, the study option named instead)
+    ("activations", [], "train", "subset=500", "subset=..."),  # (the full preset's subset is null: all images)
+    ("activations", [], "train", "seed=3", "seeds=N"),
+    ("activations", [], "train", "act=gelu", "acts=[...]"),
+    ("activations", [], "train", "model=cnn", "depth=, width= and norm="),
+    ("activations", [], "train", "~init", "init=..."),
+    ("residual", [], "train", "epochs=1", "epochs=..."),
+    ("residual", [], "train", "sched=step", None),
+    ("efficient", [], "overrides", "model=resnet20", "models=[...]"),
+    ("efficient", [], "overrides", "model.width=0.5", "width=..."),  # (width is null: each model's own)
+    ("nas", [], "overrides", "eval_test=true", None),
+    ("nas", [], "overrides", "model.arch=x.json", None),
+]
+
+
+@pytest.mark.parametrize("name, overrides, option, line, instead", OWN_KEYS_IN_PROCESS, ids=[f"{c[0]} {c[3]}" for c in OWN_KEYS_IN_PROCESS])
+def test_every_key_a_study_sets_is_refused_in_its_extra_overrides(name, overrides, option, line, instead):
+    from deepexp.errors import ConfigError
+
+    module = {"activations": activations, "residual": residual, "efficient": efficient, "nas": nas}[name]
+    study = validate(compose_config(name, [*overrides, f"{option}=['{line}']"]))
+    with pytest.raises(ConfigError) as refused:
+        nas.check_overrides(study) if module is nas else module.plan(study)
+    assert str(refused.value) == f"{option}=[...]: {refusal(line, instead)}"
+
+
+def test_an_extra_override_of_a_key_the_study_leaves_alone_reaches_every_run():
+    study = validate(compose_config("activations", ["activations/preset=quick", "acts=[relu]", "seeds=1",
+                                                    "train=['optim=adam','optim.betas=[0.5,0.9]']"]))
+    configs = [validate(compose_config("train", spec.overrides)) for spec in activations.plan(study)]
+    assert {(c.optim.name, tuple(c.optim.betas)) for c in configs} == {("adam", (0.5, 0.9))}
+
+
+def history(epochs: int, layers: int = 3):
+    return [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e, "train_acc": 0.1 * e, "val_acc": 0.1 * e, "seconds": 1.0,
+             "layers": {"grad_norm": [1e-3 * e] * layers, "act_std": [0.5] * layers, "dead": [0.0] * layers}} for e in range(1, epochs + 1)]
+
+
+def recorded_bands(monkeypatch):
+    """The x values of every band the figures draw."""
+    from deepexp import plots
+
+    seen, band = [], plots.band
+    monkeypatch.setattr(plots, "band", lambda ax, x, series, *a, **k: (seen.append((list(x), [len(s) for s in series])),
+                                                                        band(ax, x, series, *a, **k)))
+    return seen
+
+
+def test_activation_figures_draw_the_epochs_every_run_has(tmp_path, monkeypatch):
+    study = validate(compose_config("activations", ["acts=[relu,tanh]", "epochs=3"]))
+    results = [(activations.RunSpec(f"main/{act}-s{seed}", {"variant": "main", "act": act, "seed": seed}),
+                {"status": "completed", "history": history(n), "test": {"acc": 0.5 + 0.1 * seed}})
+               for act, seed, n in (("relu", 0, 3), ("relu", 1, 2), ("tanh", 0, 3))]  # one relu run stopped after epoch 2
+    seen = recorded_bands(monkeypatch)
+    files = activations.write_plots(study, results, tmp_path, "test")
+    assert set(files) == {"loss", "grad", "act_std_vs_depth", "dead_units_by_layer", "accuracy"}
+    curves = [(x, lengths) for x, lengths in seen if lengths[0] != 3 or x == [1, 2]][:4]  # the loss bands come first
+    assert curves == [([1, 2], [2, 2]), ([1, 2], [2, 2]), ([1, 2], [2]), ([1, 2], [2])]
+
+
+def test_residual_figures_draw_the_epochs_every_run_has(tmp_path, monkeypatch):
+    study = validate(compose_config("residual", ["depths=[20]", "epochs=3"]))
+    results = [(residual.RunSpec(f"main/{net}-s{seed}", {"variant": "main", "network": net, "seed": seed}),
+                {"status": "completed", "history": history(n)})
+               for net, seed, n in (("plain20", 0, 3), ("plain20", 1, 2), ("resnet20", 0, 3))]
+    seen = recorded_bands(monkeypatch)
+    files = residual.write_plots(study, results, tmp_path, "test")
+    assert set(files) == {"training_error", "grad_norm_vs_depth", "grad_heatmap"}
+    assert [x for x, _ in seen[:4]] == [[1, 2]] * 4  # training and validation error of plain20 and resnet20

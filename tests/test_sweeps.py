@@ -1,0 +1,67 @@
+"""Hydra's sweep syntax on the deepexp command line: expanded as Hydra's basic sweeper does, checked first."""
+import json
+
+import pytest
+import yaml
+
+from conftest import run_cli
+from deepexp.cli import sweep_variants
+
+TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1",
+        "monitor.figure=false"]
+
+
+def test_a_glob_sweep_runs_one_job_per_matching_option(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_cli(["train", "-m", "act=glob(s*)", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    metrics = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert sorted(m["config"]["act"] for m in metrics) == ["selu", "sigmoid", "swish"]
+    assert {m["status"] for m in metrics} == {"completed"}
+    for job, act in enumerate(["selu", "sigmoid", "swish"]):  # each job's .hydra/ record, written under its lock
+        recorded = yaml.safe_load((sweep / str(job) / ".hydra" / "overrides.yaml").read_text())
+        assert recorded[0] == f"act={act}" and len(recorded) == 1 + len(TINY)
+
+
+EXPANSIONS = [  # the overrides of the first job, then one variant per further value of each swept key
+    (["act=glob(s*)", "seed=range(1,3)"], [["act=selu", "seed=1"], ["act=sigmoid", "seed=1"], ["act=swish", "seed=1"],
+                                          ["act=selu", "seed=2"]]),
+    (["act=glob(*,exclude=[s*,*elu])", "lr=0.1"], [["act=tanh", "lr=0.1"]]),
+    (["optim=choice(adam,sgd)", "seed=range(0,4,2)"], [["optim=adam", "seed=0"], ["optim=sgd", "seed=0"], ["optim=adam", "seed=2"]]),
+    (["optim.betas=[0.9,0.999],[0.5,0.9]"], [["optim.betas=[0.9,0.999]"], ["optim.betas=[0.5,0.9]"]]),
+    (["dataset=npz", "dataset.path='/d=1/a.npz','/b c.npz'"], [["dataset=npz", "dataset.path='/d=1/a.npz'"],
+                                                                ["dataset=npz", "dataset.path='/b c.npz'"]]),
+    (["seed=0,1", "seed=5"], [["seed=5"]]),  # the last override of a key wins, as in Hydra
+    (["~debug", "++seed=3,4"], [["~debug=null", "++seed=3"], ["~debug=null", "++seed=4"]]),
+]
+
+
+@pytest.mark.parametrize("overrides, variants", EXPANSIONS, ids=[" ".join(o) for o, _ in EXPANSIONS])
+def test_sweeps_expand_as_hydras_basic_sweeper_does(overrides, variants):
+    assert sweep_variants("train", ["-m", *overrides]) == variants
+
+
+REFUSED = [  # (command line, the one line it gets)
+    (["-m", "lr=interval(0.01,0.1)"], "lr=interval(0.01,0.1): Hydra's basic sweeper cannot enumerate an interval sweep"),
+    (["-m", "act=glob(zz*)"], "act=glob(zz*) gives no value to run; the choices of act: elu, gelu, leaky_relu, prelu, relu, "
+                              "selu, sigmoid, swish, tanh"),
+    (["-m", "seed=glob(*)"], "glob(...) picks among the choices of a config group, and seed is not one"),
+    (["-m", "seed=range(3,3)"], "seed=range(3,3) gives no value to run"),
+    (["act=relu,gelu"], "act=relu,gelu is a sweep: add -m"),
+    (["-m", "act=relu,nope"], "unknown act 'nope'"),
+    (["~seed"], "seed is required: add seed=..."),
+    (["+foo=1"], "unknown key 'foo' (TrainConfig has no such key)"),
+    (["+sched.foo=1"], "unknown key 'sched.foo' (SchedConfig has no such key)"),
+    (["+lr=0.1"], "Could not append to config. An item is already at 'lr'"),
+    (["+act=gelu"], "act already has a choice in the defaults: choose with act=... (no +)"),
+    (["~model.depth"], "MLPConfig (DictConfig) does not support deletion"),
+]
+
+
+@pytest.mark.parametrize("args, message", REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
+def test_a_sweep_or_key_change_that_cannot_run_is_one_line_and_exit_2(tmp_path, args, message):
+    out = run_cli(["train", *args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepexp: ") and message in lines[0], out.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
