@@ -72,14 +72,15 @@ def test_width_multiplier_scales_parameters_roughly_quadratically(name):
 # --- export, latency -------------------------------------------------------------------------
 
 
-def test_onnx_export_matches_pytorch_at_any_batch_size(tmp_path):
+def test_onnx_export_matches_pytorch_at_any_batch_size_and_leaves_the_model_in_training_mode(tmp_path):
     torch.manual_seed(0)
-    model = build("inception_cnn", width=0.25, act="swish").eval()
+    model = build("inception_cnn", width=0.25, act="swish")  # in training mode, as a trainer holds it
     deployable = Deployable(model, torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3]))
     path = OnnxExporter().export(deployable, torch.rand(2, 3, 32, 32), tmp_path / "m.onnx")
     sess = session(path, threads=1)
     for batch in (1, 5):
-        assert parity(deployable, sess, torch.rand(batch, 3, 32, 32)) < 1e-4
+        assert parity(deployable, sess, torch.rand(batch, 3, 32, 32)) < 1e-4  # both sides in eval mode
+    assert all(m.training for m in deployable.modules())  # exported and checked in eval mode, then given back as it was
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary files left behind
 
 
