@@ -328,7 +328,7 @@ def test_contended_or_sparse_latencies_are_starred_named_and_explain_nothing():
         "(see Measurement reliability); no correlation or explanation is drawn from them.")
     assert not any("arithmetic" in line for line in lines)  # no explanation attached to these numbers
     assert "0.17x* at batch 1 in PyTorch, 1.00x* in ONNX Runtime" in next(line for line in lines if line.startswith("**mobilenet_v2**"))
-    assert latency_title(rows, 1) == ("CPU latency against MACs at batch 1: 3 of 3 PyTorch figures not measured reliably (hollow), "
+    assert latency_title(rows, 1) == ("CPU latency against MACs at batch 1\n3 of 3 PyTorch figures not measured reliably (hollow): "
                                       "no correlation drawn")
     _, body = table(study, rows, ["pytorch-fp32"])
     assert body[0][5:7] == ["224.00* (11.20)", "4.90*"]  # the configured threads (IQR), then 1 thread
@@ -360,14 +360,14 @@ def test_reliable_latencies_get_a_computed_title_and_an_explanation_only_where_t
     # Both cheaper designs gain less speed than their MAC cut (2.5x for 7.5x, 2x for 15x) and the baseline runs the most
     # MACs per second: the explanation fits the numbers.
     title, line = macs_line(4.0)
-    assert title == "CPU latency against MACs at batch 1: Spearman rho = +0.50 over 3 models (PyTorch, 2 threads)"
+    assert title == "CPU latency against MACs at batch 1\nSpearman rho = +0.50 over 3 models (PyTorch, 2 threads)"
     assert line == ("**MACs against latency**: Spearman rho = +0.50 over 3 models (PyTorch, batch 1, 2 threads). Throughput ranges "
                     "from 2.00 GMAC/s (mobilenet_v2) to 15.00 GMAC/s (baseline_cnn); 2 of the 2 designs with fewer MACs than "
                     "baseline_cnn gain less speed than their MAC cut, as expected of depthwise and 1x1 convolutions, which do "
                     "little arithmetic per byte moved: cutting MACs buys less time than it promises.")
     # dws_cnn 10x faster for a 7.5x MAC cut: no explanation of a rule the numbers break.
     title, line = macs_line(1.0)
-    assert title == "CPU latency against MACs at batch 1: Spearman rho = +0.50 over 3 models (PyTorch, 2 threads)"
+    assert title == "CPU latency against MACs at batch 1\nSpearman rho = +0.50 over 3 models (PyTorch, 2 threads)"
     assert line.endswith("1 of the 2 designs with fewer MACs than baseline_cnn gain less speed than their MAC cut.")
     # Another process on one of the two cores: 2 timed threads wait, 1 does not; the finding rests on the 1-thread figures.
     title, line = macs_line(4.0, load=1.0, single=True)

@@ -500,18 +500,18 @@ def analysed_latency(rows: Sequence[Dict[str, Any]], batch: int) -> Optional[Tup
 
 
 def latency_title(rows: Sequence[Dict[str, Any]], batch: int) -> str:
-    """The latency-against-MACs figure's title: the Spearman rank correlation of the PyTorch figures, where they
-    were measured reliably (`analysed_latency`); else how many were not; else a neutral description."""
+    """The latency-against-MACs figure's title: a neutral line, then the Spearman rank correlation of the PyTorch
+    figures where they were measured reliably (`analysed_latency`), else how many were not."""
     pt = [r for r in rows if r["runtime"] == PYTORCH]
     used = analysed_latency(pt, batch)
     if used is None:
         bad = sum(not r[f"latency_b{batch}_reliable"] for r in pt)
-        return (f"CPU latency against MACs at batch {batch}: {bad} of {len(pt)} PyTorch figures not measured reliably "
-                f"(hollow), no correlation drawn")
+        return (f"CPU latency against MACs at batch {batch}\n{bad} of {len(pt)} PyTorch figures not measured reliably "
+                f"(hollow): no correlation drawn")
     rho = spearman([r["macs"] for r in pt], [r[f"{used[0]}_ms"] for r in pt])
     if rho is None:
         return f"CPU latency against MACs at batch {batch}"
-    return f"CPU latency against MACs at batch {batch}: Spearman rho = {rho:+.2f} over {len(pt)} models (PyTorch, {used[1]})"
+    return f"CPU latency against MACs at batch {batch}\nSpearman rho = {rho:+.2f} over {len(pt)} models (PyTorch, {used[1]})"
 
 
 def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Path, subtitle: str) -> Dict[str, str]:
@@ -533,10 +533,10 @@ def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Pat
                 plots.pareto_scatter(ax, xs, ys, [r["test_acc_std"] or 0 for r in mine], [r["params"] for r in mine],
                                      pareto_front(xs, ys), *styles[runtime], legend=runtime)
             plots.log_axis(ax, "x")
-            caveat = f"; {bad} of {len(shown_rows)} latencies not measured reliably" if "latency" in name and bad else ""
+            caveat = f"\n{bad} of {len(shown_rows)} latencies not measured reliably" if "latency" in name and bad else ""
             ax.set(xlabel=xlabel, ylabel="test accuracy (mean ± std over seeds)",
                    title=f"accuracy against {'latency' if 'latency' in name else 'MACs'} (marker area ~ parameters; "
-                         f"dashed: Pareto front{caveat})\n{subtitle}")
+                         f"dashed: Pareto front){caveat}\n{subtitle}")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8, markerscale=0.5)
             plots.label_points(ax, [x_of(r) for r in pts], [r["test_acc_mean"] for r in pts], [r["model"] for r in pts])
