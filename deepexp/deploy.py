@@ -6,6 +6,10 @@ normalisation itself, so a deployment needs only ONNX Runtime and the image
 (README, "Deploying a model"). INT8 models are ONNX Runtime's post-training
 static quantization in QDQ format: per-channel symmetric int8 weights, uint8
 activations with ranges calibrated (min/max) on training images.
+
+Nothing here changes the caller's model: exports work on a CPU copy where the model
+lives on another device, PyTorch's side of a parity check runs where the model is,
+and every module's train/eval mode is restored afterwards.
 """
 from __future__ import annotations
 
@@ -24,21 +28,24 @@ from torch import Tensor, nn
 
 from .config import first_line
 from .errors import ConfigError
-from .measure import Latency, time_call
+from .measure import Latency, evaluating, model_device, on_cpu, time_call
 
 INPUT, OUTPUT = "image", "logits"
 
 
 class Deployable(nn.Module):
-    """`model` behind its input normalisation: [0, 1] images in, logits out."""
+    """`model` behind its input normalisation: [0, 1] images (batch, C, H, W) in, logits (batch, classes) out.
+
+    `mean` and `std` (C,) are the training set's per-channel statistics; they are kept on the model's device."""
 
     def __init__(self, model: nn.Module, mean: Tensor, std: Tensor):
         super().__init__()
         self.model = model
+        device = model_device(model)
         # Not plain "mean"/"std": the exporter names a global-pooling node's output "mean", and an unoptimized
         # graph holding both is invalid.
-        self.register_buffer("input_mean", mean.detach().float().cpu().view(1, -1, 1, 1).clone())
-        self.register_buffer("input_std", std.detach().float().cpu().view(1, -1, 1, 1).clone())
+        self.register_buffer("input_mean", mean.detach().float().to(device).view(1, -1, 1, 1).clone())
+        self.register_buffer("input_std", std.detach().float().to(device).view(1, -1, 1, 1).clone())
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model((x - self.input_mean) / self.input_std)
@@ -79,12 +86,17 @@ class OnnxExporter:
         self._traces: Dict[Hashable, Tuple[torch.onnx.ONNXProgram, Dict[str, Tuple[int, ...]]]] = {}
 
     def export(self, model: Deployable, example: Tensor, path: Path, architecture: Optional[Hashable] = None) -> Path:
+        """Write `model` (eval mode) as ONNX to `path`; `example` is an input batch (N, C, H, W) for the trace.
+
+        Raises:
+            ValueError: `architecture` was traced for a model with other parameter names or shapes.
+        """
         from onnxscript import ir  # the exporter's own graph library (onnx_ir)
 
-        model = model.eval().cpu()
+        model = on_cpu(model)
         state = model.state_dict()
         shapes = {name: tuple(value.shape) for name, value in state.items()}
-        with _quiet():
+        with _quiet(), evaluating(model):
             if architecture in self._traces:
                 trace, traced_shapes = self._traces[architecture]
                 if shapes != traced_shapes:  # a wrong key would leave another model's weights in the file
@@ -128,9 +140,11 @@ def run_onnx(sess, images: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def parity(model: Deployable, sess, images: Tensor) -> float:
-    """Largest absolute difference between PyTorch and ONNX Runtime logits on `images`."""
-    expected = model.eval().cpu()(images.cpu()).numpy()
-    return float(np.abs(run_onnx(sess, images.cpu().numpy()) - expected).max())
+    """Largest absolute difference between PyTorch (eval mode, on the model's device) and ONNX Runtime logits
+    on `images` (N, C, H, W) in [0, 1]."""
+    with evaluating(model):
+        expected = model(images.to(model_device(model))).float().cpu().numpy()
+    return float(np.abs(run_onnx(sess, images.detach().cpu().float().numpy()) - expected).max())
 
 
 class _Calibration:
@@ -168,8 +182,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
 
 
 def onnx_predictions(sess, images: Tensor, batch: int = 256) -> np.ndarray:
-    """Predicted class of every uint8 (N, C, H, W) image."""
-    out = [run_onnx(sess, (images[i:i + batch].float() / 255).numpy()).argmax(1) for i in range(0, len(images), batch)]
+    """Predicted class (N,) of every uint8 (N, C, H, W) image, on any device."""
+    out = [run_onnx(sess, (images[i:i + batch].cpu().float() / 255).numpy()).argmax(1) for i in range(0, len(images), batch)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 

@@ -32,7 +32,7 @@ from . import __version__
 from .config import SchedConfig, TrainConfig, to_plain
 from .data import Splits, load_splits, normalize, random_crop_flip, take
 from .errors import CheckpointError, ConfigError
-from .host import keep_freed_memory
+from .host import host_load, keep_freed_memory, oversubscription_warning
 from .models import check_input_fits, create_model, init_weights
 from .monitor import LayerMonitor, grad_depth_figure, write_scalars
 from .progress import ConsoleReporter
@@ -288,6 +288,7 @@ class _Run:
         if cfg.device.threads:
             torch.set_num_threads(cfg.device.threads)
         kept_freed_memory = keep_freed_memory()  # else a conv net's CPU step faults thousands of pages in again (host.py)
+        load = host_load()  # before this run's threads add to it
         # Enough to rerun this elsewhere: code version, libraries, hardware. (str(torch.__version__): checkpoints
         # keep a copy, and torch.load(weights_only=True) refuses its str subclass.)
         self.provenance = {
@@ -295,8 +296,11 @@ class _Run:
             "python": platform.python_version(), "host": platform.node(), "device": str(self.device),
             "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
             "threads": torch.get_num_threads(), "malloc_keeps_freed_memory": kept_freed_memory,
-            "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **provenance,
+            "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **(load.as_dict() if load else {}), **provenance,
         }
+        busy = oversubscription_warning(load, torch.get_num_threads()) if self.device.type == "cpu" else None
+        if busy:
+            reporter.warn(busy)
         on_cuda = self.device.type == "cuda"
         for option in ("amp", "compile"):
             if getattr(cfg, option) and not on_cuda:

@@ -72,14 +72,15 @@ def test_width_multiplier_scales_parameters_roughly_quadratically(name):
 # --- export, latency -------------------------------------------------------------------------
 
 
-def test_onnx_export_matches_pytorch_at_any_batch_size(tmp_path):
+def test_onnx_export_matches_pytorch_at_any_batch_size_and_leaves_the_model_in_training_mode(tmp_path):
     torch.manual_seed(0)
-    model = build("inception_cnn", width=0.25, act="swish").eval()
+    model = build("inception_cnn", width=0.25, act="swish")  # in training mode, as a trainer holds it
     deployable = Deployable(model, torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3]))
     path = OnnxExporter().export(deployable, torch.rand(2, 3, 32, 32), tmp_path / "m.onnx")
     sess = session(path, threads=1)
     for batch in (1, 5):
-        assert parity(deployable, sess, torch.rand(batch, 3, 32, 32)) < 1e-4
+        assert parity(deployable, sess, torch.rand(batch, 3, 32, 32)) < 1e-4  # both sides in eval mode
+    assert all(m.training for m in deployable.modules())  # exported and checked in eval mode, then given back as it was
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary files left behind
 
 
@@ -133,6 +134,12 @@ def test_measure_only_mode_covers_every_model_without_training(tmp_path):
     # (for the 10K-parameter models at width 0.25, per-channel scales make the int8 file no smaller)
     assert not (out / "runs").exists() and not (out / "deploy").exists()
     assert (out / "plots" / "latency_vs_macs.png").is_file() and (out / "report.md").is_file()
+    cost = json.loads((out / "models" / "dws_cnn" / "cost.json").read_text())  # every figure has its spread and its verdict
+    figures = [fig for key in ("latency", "latency_1_thread") for by_batch in cost.get(key, {}).values() for fig in by_batch.values()]
+    assert len(figures) == 6 * (2 if cost["settings"]["threads"] != 1 else 1)  # 3 runtimes x 2 batches, at 1 thread too
+    assert all(fig["blocks"] >= 5 and fig["reliable"] == (not fig["problems"]) for fig in figures)
+    assert len(cost["host"]["before"]["load_average"]) == 3 and cost["host"]["cores"] >= 1
+    assert "## Measurement reliability" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow
@@ -185,6 +192,8 @@ def test_quick_study_writes_every_file_and_int8_stays_close_to_fp32_on_real_data
         assert float(row["test_acc_std"]) == pytest.approx(statistics.stdev(values))
     info = json.loads(next((out / "deploy").glob("*.json")).read_text())
     assert (out / "deploy" / info["file"]).is_file() and info["output"]["classes"][3] == "3"
+    deployed = next(r for r in runs if r["model"] == info["model"] and int(r["seed"]) == info["seed"])
+    assert info["test_acc"]["onnx_fp32"] == float(deployed["onnx_fp32_acc"])  # the deployed seed's, not the mean
     assert "Recommended for deployment" in (out / "report.md").read_text()
 
     # The README's deployment example classifies a real test image with nothing but ONNX Runtime.
@@ -244,7 +253,8 @@ def measured_by_hand(batches, quantize):
         runtimes = {PYTORCH: ms, ORT_FP32: ms / 2, **({ORT_INT8: ms / 3} if quantize else {})}
         return {"settings": {"threads": 2}, "params": params, "macs": macs,
                 "size_bytes": {PYTORCH: 4 * params, ORT_FP32: 4 * params, ORT_INT8: 4 * params // 3},
-                "latency": {rt: {str(b): {"median_ms": t * b, "iqr_ms": 0.1, "images_per_s": 1000 / t} for b in batches}
+                "latency": {rt: {str(b): {"median_ms": t * b, "iqr_ms": 0.1, "images_per_s": 1000 / t, "blocks": 10, "threads": 2}
+                                 for b in batches}
                             for rt, t in runtimes.items()}}
 
     return [Measured("baseline_cnn", cost(1000, 4_000_000, 8.0)), Measured("dws_cnn", cost(500, 1_000_000, 2.0))]
@@ -272,3 +282,146 @@ def test_report_sentences_name_each_latency_batch_once(batches):
                             "4.00x and 4.00x in ONNX Runtime.")
         assert int8.endswith("1.50-1.50x at batch 1 (median 1.50x) and 1.50-1.50x at batch 32 (median 1.50x).")
         assert [h for h in header if h.startswith("latency")] == ["latency b=1 ms (IQR)", "latency b=32 ms (IQR)"]
+
+
+def costed(params: int, macs: int, pytorch_ms: float, ort_ms: float, *, blocks: int = 10, single_ms: float = None,
+           load: float = 0.2) -> dict:
+    """One model's cost.json at batch 1, timed with 2 threads and with 1 on a 2-core host whose 1-minute load average is
+    `load` (none of it this process's): PyTorch `pytorch_ms` in `blocks` blocks (`single_ms` at 1 thread, default the
+    same), ONNX Runtime FP32 `ort_ms` and INT8 two thirds of it, each IQR 5% of its median."""
+    from deepexp.experiments.efficient import ORT_FP32, ORT_INT8, PYTORCH
+
+    def fig(ms, threads, n=10):
+        return {"median_ms": ms, "iqr_ms": 0.05 * ms, "blocks": n, "threads": threads, "images_per_s": 1000 / ms}
+
+    def figures(threads, torch_ms, n):
+        return {PYTORCH: {"1": fig(torch_ms, threads, n)}, ORT_FP32: {"1": fig(ort_ms, threads)}, ORT_INT8: {"1": fig(ort_ms * 2 / 3, threads)}}
+
+    load_record = {"load_average": [load, load, load], "load_own": 0.0, "cores": 2, "cpus": 2}
+    return {"settings": {"threads": 2}, "input": [3, 32, 32], "params": params, "macs": macs,
+            "size_bytes": {PYTORCH: 4 * params, ORT_FP32: 4 * params, ORT_INT8: params},
+            "latency": figures(2, pytorch_ms, blocks), "latency_1_thread": figures(1, single_ms or pytorch_ms, 10),
+            "host": {"name": "node", "cpu": "test CPU", "cores": 2, "cpus": 2, "before": load_record, "after": load_record}}
+
+
+def study_of(models, *extra):
+    from deepexp.config import compose_config, validate
+
+    return validate(compose_config("efficient", [f"models=[{','.join(models)}]", "latency_batches=[1]", *extra]))
+
+
+def test_contended_or_sparse_latencies_are_starred_named_and_explain_nothing():
+    """The figures of a loaded machine: one timed block of 224 ms for baseline_cnn, 392 and 1,340 ms against 9 ms in
+    ONNX Runtime, and 4.9 / 11.7 ms at one thread, with a load average of 3.3 on 2 cores."""
+    from deepexp.experiments.efficient import (Measured, findings, latency_title, reliability_lines, summary_rows, table,
+                                               unreliable_warning)
+
+    models = ["baseline_cnn", "dws_cnn", "mobilenet_v2"]
+    study = study_of(models, "train=false")
+    measured = [Measured("baseline_cnn", costed(1_150_000, 153_000_000, 224.0, 9.0, blocks=1, single_ms=4.9, load=3.3)),
+                Measured("dws_cnn", costed(140_000, 20_000_000, 392.0, 9.0, single_ms=11.7, load=3.3)),
+                Measured("mobilenet_v2", costed(409_000, 10_000_000, 1340.0, 9.0, single_ms=11.7, load=3.3))]
+    rows = summary_rows(study, measured)
+    lines = findings(study, rows, measured, None)
+    assert next(line for line in lines if line.startswith("**MACs against latency**")) == (
+        "**MACs against latency**: 3 of 3 PyTorch latencies at batch 1 were not measured reliably, at 2 threads and at 1 "
+        "(see Measurement reliability); no correlation or explanation is drawn from them.")
+    assert not any("arithmetic" in line for line in lines)  # no explanation attached to these numbers
+    assert "0.17x* at batch 1 in PyTorch, 1.00x* in ONNX Runtime" in next(line for line in lines if line.startswith("**mobilenet_v2**"))
+    assert latency_title(rows, 1) == ("CPU latency against MACs at batch 1\n3 of 3 PyTorch figures not measured reliably (hollow): "
+                                      "no correlation drawn")
+    _, body = table(study, rows, ["pytorch-fp32"])
+    assert body[0][5:7] == ["224.00* (11.20)", "4.90*"]  # the configured threads (IQR), then 1 thread
+    reliability = reliability_lines(measured)
+    base = next(line for line in reliability if line.startswith("**baseline_cnn**"))
+    assert base.startswith("**baseline_cnn** (load average 3.30 before and 3.30 after the timings on 2 cores): 6 of 6 figures not "
+                           "measured reliably: pytorch-fp32 b=1, 2 threads: 1 timed block (fewer than 5: no spread), cores taken "
+                           "(other processes 3.3 threads + 2 threads timed on 2 cores), 45.7x slower with 2 threads than with 1 "
+                           "(beyond 2x: threads waiting for cores); ")
+    assert "pytorch-fp32 b=1, 2 threads: cores taken" in reliability[2] and "44x slower than ONNX Runtime" in reliability[2]  # dws
+    assert unreliable_warning("baseline_cnn", measured[0].cost) == (
+        "warning: baseline_cnn: 6 of 6 latency figures not measured reliably (contention: load average 3.30 before and 3.30 "
+        "after the timings on 2 cores; too few timed blocks or an IQR above 25% of the median); starred in the tables, "
+        "report.md says why")
+
+
+def test_reliable_latencies_get_a_computed_title_and_an_explanation_only_where_the_numbers_show_it():
+    from deepexp.experiments.efficient import Measured, findings, latency_title, summary_rows
+
+    study = study_of(["baseline_cnn", "dws_cnn", "mobilenet_v2"], "train=false")
+
+    def macs_line(dws_ms, load=0.2, single=None):
+        measured = [Measured("baseline_cnn", costed(1_150_000, 150_000_000, 10.0, 2.0, load=load, single_ms=single and 10.0)),
+                    Measured("dws_cnn", costed(140_000, 20_000_000, dws_ms, 1.0, load=load, single_ms=single and dws_ms)),
+                    Measured("mobilenet_v2", costed(409_000, 10_000_000, 5.0, 1.0, load=load, single_ms=single and 5.0))]
+        rows = summary_rows(study, measured)
+        return latency_title(rows, 1), next(line for line in findings(study, rows, measured, None) if line.startswith("**MACs"))
+
+    # Both cheaper designs gain less speed than their MAC cut (2.5x for 7.5x, 2x for 15x) and the baseline runs the most
+    # MACs per second: the explanation fits the numbers.
+    title, line = macs_line(4.0)
+    assert title == "CPU latency against MACs at batch 1\nSpearman rho = +0.50 over 3 models (PyTorch, 2 threads)"
+    assert line == ("**MACs against latency**: Spearman rho = +0.50 over 3 models (PyTorch, batch 1, 2 threads). Throughput ranges "
+                    "from 2.00 GMAC/s (mobilenet_v2) to 15.00 GMAC/s (baseline_cnn); 2 of the 2 designs with fewer MACs than "
+                    "baseline_cnn gain less speed than their MAC cut, as expected of depthwise and 1x1 convolutions, which do "
+                    "little arithmetic per byte moved: cutting MACs buys less time than it promises.")
+    # dws_cnn 10x faster for a 7.5x MAC cut: no explanation of a rule the numbers break.
+    title, line = macs_line(1.0)
+    assert title == "CPU latency against MACs at batch 1\nSpearman rho = +0.50 over 3 models (PyTorch, 2 threads)"
+    assert line.endswith("1 of the 2 designs with fewer MACs than baseline_cnn gain less speed than their MAC cut.")
+    # Another process on one of the two cores: 2 timed threads wait, 1 does not; the finding rests on the 1-thread figures.
+    title, line = macs_line(4.0, load=1.0, single=True)
+    assert title.endswith("(PyTorch, 1 thread)") and line.startswith("**MACs against latency**: Spearman rho = +0.50 over 3 "
+                                                                      "models (PyTorch, batch 1, 1 thread).")
+
+
+def test_int8_that_changes_predictions_is_called_out_and_a_near_chance_deployment_says_so(tmp_path):
+    from deepexp.experiments.efficient import ORT_INT8, Measured, findings, recommend, summary_rows
+
+    study = study_of(["baseline_cnn", "dws_cnn", "mobilenet_v2"], "seeds=2")
+
+    def seeds(name, fp32, int8, val, agreement):
+        out = []
+        for seed in range(2):
+            folder = tmp_path / "models" / name / f"s{seed}"
+            folder.mkdir(parents=True)
+            (folder / "model.onnx").write_bytes(b"fp32")
+            (folder / "model.int8.onnx").write_bytes(b"int8")
+            out.append({"seed": seed, "test_acc": fp32[seed], "val_acc": val[seed], "onnx_fp32_acc": fp32[seed],
+                        "onnx_int8_acc": int8[seed], "int8_agreement": agreement[seed], "parity_max_abs": 1e-6, "seconds": 1.0,
+                        "folder": folder, "onnx_fp32": "model.onnx", "onnx_int8": "model.int8.onnx",
+                        "mean": [0.5] * 3, "std": [0.25] * 3, "num_classes": 10})
+        return out
+
+    measured = [Measured("baseline_cnn", costed(1_150_000, 150_000_000, 10.0, 4.0), seeds("baseline_cnn", [0.14, 0.15], [0.14, 0.15], [0.1, 0.1], [1.0, 1.0])),
+                Measured("dws_cnn", costed(140_000, 20_000_000, 4.0, 2.0), seeds("dws_cnn", [0.14, 0.145], [0.14, 0.145], [0.11, 0.13], [0.99, 0.98])),
+                # the fastest INT8 file, but one that changes a third of the predictions
+                Measured("mobilenet_v2", costed(409_000, 10_000_000, 5.0, 1.5), seeds("mobilenet_v2", [0.14, 0.145], [0.14, 0.145], [0.1, 0.1], [0.62, 0.66]))]
+    rows = summary_rows(study, measured)
+    rec = recommend(study, rows, measured, tmp_path)
+    assert (rec.model, rec.runtime, rec.seed["seed"]) == ("dws_cnn", ORT_INT8, 1)  # not mobilenet_v2's INT8; seed 1 on validation
+    info = json.loads((tmp_path / "deploy" / "dws_cnn.json").read_text())
+    assert info["seed"] == 1 and info["test_acc"]["onnx_int8"] == 0.145 and info["file"] == "dws_cnn.int8.onnx"
+    assert info["test_acc_mean_over_seeds"] == {"runtime": ORT_INT8, "mean": pytest.approx(0.1425), "std": pytest.approx(0.0035355, rel=1e-4), "seeds": 2}
+    assert info["chance"] == 0.1 and info["cautions"] == ["its test accuracy 0.1450 is near chance (0.1000 for 10 classes): not usable as trained"]
+    lines = findings(study, rows, measured, rec)
+    assert ("**INT8 changes the predictions of mobilenet_v2**: mobilenet_v2's INT8 copy differs from FP32 on up to 38.0% of test "
+            "images (more than 5%)") in next(line for line in lines if line.startswith("**INT8 changes"))
+    line = next(line for line in lines if line.startswith("**Recommended"))
+    assert "Deployed: seed 1, the highest validation accuracy, with test accuracy 0.1450 in onnxruntime-int8." in line
+    assert line.endswith("**Caution**: its test accuracy 0.1450 is near chance (0.1000 for 10 classes): not usable as trained.")
+
+
+def test_the_report_says_where_and_in_which_precision_the_runs_trained():
+    from deepexp.experiments.efficient import training_setup
+
+    cuda = {"device": "cuda:0", "gpu": "NVIDIA H200"}
+    assert training_setup([{"config": {"amp": True}, "provenance": {**cuda, "amp_dtype": "torch.bfloat16"}}]) == (
+        "trained and tested on cuda:0 (NVIDIA H200) in bfloat16 autocast (amp=true); so the pytorch-fp32 accuracies are that "
+        "precision's, and the onnxruntime-fp32 column is the float32 CPU accuracy of the same weights")
+    assert training_setup([{"config": {"amp": True}, "provenance": cuda}]).startswith(
+        "trained and tested on cuda:0 (NVIDIA H200) in float16 or bfloat16 autocast (amp=true; the run did not record which)")
+    # amp=true has no effect on the CPU; a run resumed there after a GPU started it names both
+    resumed = {"config": {"amp": True}, "provenance": {"device": "cpu", "earlier_attempts": [{**cuda, "amp_dtype": "float16"}]}}
+    assert training_setup([resumed]).startswith("trained and tested on cpu, cuda:0 (NVIDIA H200) in float32, float16 autocast")
+    assert training_setup([{"config": {"amp": False}, "provenance": cuda}]) == "trained and tested on cuda:0 (NVIDIA H200) in float32"

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import platform
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -25,7 +27,8 @@ from .. import plots
 from ..config import EfficientConfig, EfficientModelConfig, compose_config, hydra_override, validate
 from ..data import CLASS_NAMES, Splits
 from ..deploy import Deployable, OnnxExporter, onnx_latency, onnx_predictions, parity, quantize_int8, session
-from ..measure import count_macs, count_params, torch_latency
+from ..host import HostLoad, cores_available, cpu_name, host_load
+from ..measure import MAX_RELATIVE_IQR, MIN_BLOCKS, count_macs, count_params, spread_problems, torch_latency
 from ..models import init_weights
 from ..results import Stat, markdown_table, pareto_front, publish_report, spearman, verdict, welch, write_csv, write_text
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
@@ -34,6 +37,20 @@ from .runner import RunSpec, group_overrides, run_study, train_overrides
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64
+# Contention shows in the figures themselves. PyTorch eager dispatches every operator from Python where ONNX Runtime
+# runs a fused graph, so at batch 1 a small CNN is several times slower in PyTorch: 2-21x measured at one thread on
+# this project's 2-core VM (inception_cnn, 180 modules, the most). Threads waiting for cores made it 75-800x
+# (PyTorch at 2 threads on the same machine under a load of 5-10). Beyond this factor for the same model, batch and
+# thread count, the PyTorch figure timed the queue:
+PYTORCH_ORT_MAX_RATIO = 30.0
+# On a free CPU more intra-op threads make a call at worst a little slower than one thread (small tensors gain
+# little); 2 threads on that loaded VM were 2-330x slower than 1. Beyond this factor a figure timed the queue:
+THREADS_MAX_SLOWDOWN = 2.0
+# INT8 predictions that differ from the FP32 model's on more than this fraction of the test images: the INT8 file
+# is another classifier, whatever its accuracy; it is called out and not recommended.
+INT8_MAX_DISAGREEMENT = 0.05
+# Accuracy that covers less than this fraction of the way from chance (1/K) to 1: near chance, not deployable as is.
+NEAR_CHANCE = 0.2
 
 
 def efficient_command(cfg: DictConfig) -> int:
@@ -123,26 +140,103 @@ def export_and_score(study: EfficientConfig, model: torch.nn.Module, name: str, 
 
 
 def measure_cost(study: EfficientConfig, model: torch.nn.Module, data: Splits, folder: Path, threads: int) -> Dict[str, Any]:
-    """Parameters, MACs, sizes and latencies of one architecture (files exported in `folder`), cached."""
-    settings = {"threads": threads, "batches": list(study.latency_batches), "min_run_time": study.min_run_time,
-                "quantize": study.quantize, "torch": torch.__version__}
+    """Parameters, MACs, sizes and latencies of one architecture (files exported in `folder`), cached.
+
+    Latency at every batch of latency_batches in every runtime, with `threads` intra-op threads and with
+    one thread (`latency` and `latency_1_thread`: runtime -> batch -> Latency.as_dict() plus its
+    `problems` and `reliable`, see `assess`), and the host's load before and after the timings."""
+    thread_counts = list(dict.fromkeys((threads, 1)))
+    settings = {"threads": threads, "thread_counts": thread_counts, "batches": list(study.latency_batches),
+                "min_run_time": study.min_run_time, "min_blocks": MIN_BLOCKS, "quantize": study.quantize,
+                "torch": torch.__version__, "host": platform.node()}
     record = folder.parent / "cost.json"
     cached = read_json(record)
     if cached is not None and cached.get("settings") == settings:
         return cached
     shape = data.input_shape  # (C, H, W): the exported model's fixed image shape
     cost: Dict[str, Any] = {"settings": settings, "input": list(shape), "params": count_params(model), "macs": count_macs(model, shape),
-                            "size_bytes": {PYTORCH: state_dict_bytes(model), ORT_FP32: (folder / "model.onnx").stat().st_size},
-                            "latency": {}}
-    sessions = {ORT_FP32: session(folder / "model.onnx", threads)}
+                            "size_bytes": {PYTORCH: state_dict_bytes(model), ORT_FP32: (folder / "model.onnx").stat().st_size}}
+    files = {ORT_FP32: folder / "model.onnx"}
     if study.quantize:
         cost["size_bytes"][ORT_INT8] = (folder / "model.int8.onnx").stat().st_size
-        sessions[ORT_INT8] = session(folder / "model.int8.onnx", threads)
-    for batch in study.latency_batches:
-        cost["latency"].setdefault(PYTORCH, {})[str(batch)] = torch_latency(model, shape, batch, threads, study.min_run_time).as_dict()
-        for runtime, sess in sessions.items():
-            cost["latency"].setdefault(runtime, {})[str(batch)] = onnx_latency(sess, shape, batch, threads, study.min_run_time).as_dict()
-    write_json(record, cost)
+        files[ORT_INT8] = folder / "model.int8.onnx"
+    before = host_load()
+    for n in thread_counts:
+        figures: Dict[str, Dict[str, Any]] = {}
+        sessions = {runtime: session(path, n) for runtime, path in files.items()}  # ONNX Runtime fixes threads per session
+        for batch in study.latency_batches:
+            figures.setdefault(PYTORCH, {})[str(batch)] = torch_latency(model, shape, batch, n, study.min_run_time).as_dict()
+            for runtime, sess in sessions.items():
+                figures.setdefault(runtime, {})[str(batch)] = onnx_latency(sess, shape, batch, n, study.min_run_time).as_dict()
+        cost["latency" if n == threads else "latency_1_thread"] = figures
+    after = host_load()
+    cost["host"] = {"name": platform.node(), "cpu": cpu_name(), "cores": cores_available(), "cpus": os.cpu_count(),
+                    "before": before.as_dict() if before else None, "after": after.as_dict() if after else None}
+    write_json(record, assess(cost))
+    return cost
+
+
+def one_thread(cost: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The 1-thread latencies of `cost` (the configured ones where that was one thread)."""
+    return cost.get("latency_1_thread") or cost["latency"]
+
+
+def loads(cost: Dict[str, Any]) -> List[HostLoad]:
+    """The host's load before and after the timings of `cost` (none where the host had no load average)."""
+    host = cost.get("host") or {}
+    return [HostLoad.from_dict(host[k]) for k in ("before", "after") if host.get(k)]
+
+
+SPREAD, CONTENTION = "spread", "contention"  # the two kinds of check a latency figure can fail
+
+
+def latency_checks(cost: Dict[str, Any], runtime: str, batch: str, single_thread: bool = False) -> List[Tuple[str, str]]:
+    """The checks one latency figure of `cost` failed, as (kind, why); empty where it passed them all:
+    - SPREAD: fewer than MIN_BLOCKS timed blocks, or an IQR above MAX_RELATIVE_IQR of the median;
+    - CONTENTION: other processes' threads (the load average) plus the timed threads exceed the cores;
+      PyTorch more than PYTORCH_ORT_MAX_RATIO times slower than ONNX Runtime FP32 on the same model, batch
+      and threads; more than THREADS_MAX_SLOWDOWN times slower with the configured threads than with one."""
+    table = one_thread(cost) if single_thread else cost["latency"]
+    fig = table[runtime][batch]
+    failed = [(SPREAD, why) for why in spread_problems(fig["blocks"], fig["iqr_ms"] / fig["median_ms"] if fig["median_ms"] > 0 else float("inf"))]
+    busy = [load for load in loads(cost) if load.oversubscribed(fig["threads"])]
+    if busy:
+        worst = max(busy, key=lambda load: load.others)
+        failed.append((CONTENTION, f"cores taken (other processes {worst.others:.1f} threads + {threads_label(fig['threads'])} timed "
+                                   f"on {worst.cpus} cores)"))
+    ort = table.get(ORT_FP32, {}).get(batch)
+    if runtime == PYTORCH and ort and fig["median_ms"] > PYTORCH_ORT_MAX_RATIO * ort["median_ms"]:
+        failed.append((CONTENTION, f"{fig['median_ms'] / ort['median_ms']:.0f}x slower than ONNX Runtime on the same model "
+                                   f"(beyond {PYTORCH_ORT_MAX_RATIO:.0f}x: threads waiting for cores)"))
+    single = one_thread(cost)[runtime][batch]
+    if fig["threads"] > 1 and fig["median_ms"] > THREADS_MAX_SLOWDOWN * single["median_ms"]:
+        failed.append((CONTENTION, f"{fig['median_ms'] / single['median_ms']:.1f}x slower with {fig['threads']} threads than "
+                                   f"with 1 (beyond {THREADS_MAX_SLOWDOWN:g}x: threads waiting for cores)"))
+    return failed
+
+
+def latency_problems(cost: Dict[str, Any], runtime: str, batch: str, single_thread: bool = False) -> List[str]:
+    """Why one latency figure of `cost` is not measured reliably (latency_checks); empty where it is."""
+    return [why for _, why in latency_checks(cost, runtime, batch, single_thread)]
+
+
+def load_phrase(cost: Dict[str, Any]) -> str:
+    """'load average 3.31 before and 4.02 after the timings on 2 cores' (or '' without a load average)."""
+    found = loads(cost)
+    if not found:
+        return ""
+    mine = f", {found[0].cores} for this process" if found[0].cores != found[0].cpus else ""
+    return (f"load average {' before and '.join(f'{x.average[0]:.2f}' for x in found)}{' after' if len(found) == 2 else ''} "
+            f"the timings on {found[0].cpus} cores{mine}")
+
+
+def assess(cost: Dict[str, Any]) -> Dict[str, Any]:
+    """`cost` with `problems` (latency_problems) and `reliable` written into each of its latency figures."""
+    for key, single in (("latency", False), ("latency_1_thread", True)):
+        for runtime, by_batch in (cost.get(key) or {}).items():
+            for batch, fig in by_batch.items():
+                fig["problems"] = latency_problems(cost, runtime, batch, single)
+                fig["reliable"] = not fig["problems"]
     return cost
 
 
@@ -178,9 +272,42 @@ def measure_all(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
                              exporter=exporter)
             first_export = (model, data, folder)
         model, data, folder = first_export
-        console.print(f"measuring {name}: latency at batch {list(study.latency_batches)}, {threads} threads", highlight=False)
-        measured.append(Measured(name, measure_cost(study, model.eval(), data, folder, threads), seeds))
+        counts = f"{threads} and 1 threads" if threads != 1 else "1 thread"
+        console.print(f"measuring {name}: latency at batch {list(study.latency_batches)}, {counts}", highlight=False)
+        cost = measure_cost(study, model.eval(), data, folder, threads)
+        warning = unreliable_warning(name, cost)
+        if warning:
+            console.print(warning, highlight=False, soft_wrap=True)
+        measured.append(Measured(name, cost, seeds))
     return measured
+
+
+def unreliable_warning(name: str, cost: Dict[str, Any]) -> Optional[str]:
+    """The terminal's line for a model some of whose latency figures failed their checks, naming contention; else None."""
+    unreliable = unreliable_figures(cost)
+    if not unreliable:
+        return None
+    kinds = {kind for _, failed in unreliable for kind, _ in failed}
+    why = ([f"contention: {load_phrase(cost) or 'threads waiting for cores'}"] if CONTENTION in kinds else []) + \
+          ([f"too few timed blocks or an IQR above {MAX_RELATIVE_IQR:.0%} of the median"] if SPREAD in kinds else [])
+    return (f"warning: {name}: {len(unreliable)} of {count_figures(cost)} latency figures not measured reliably "
+            f"({'; '.join(why)}); starred in the tables, report.md says why")
+
+
+def unreliable_figures(cost: Dict[str, Any]) -> List[Tuple[str, List[Tuple[str, str]]]]:
+    """('pytorch-fp32 b=1, 2 threads', failed latency_checks) for every latency figure of `cost` that failed a check."""
+    out = []
+    for key, single in (("latency", False), ("latency_1_thread", True)):
+        for runtime, by_batch in (cost.get(key) or {}).items():
+            for batch, fig in by_batch.items():
+                failed = latency_checks(cost, runtime, batch, single)
+                if failed:
+                    out.append((f"{runtime} b={batch}, {threads_label(fig['threads'])}", failed))
+    return out
+
+
+def count_figures(cost: Dict[str, Any]) -> int:
+    return sum(len(by_batch) for key in ("latency", "latency_1_thread") for by_batch in (cost.get(key) or {}).values())
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -202,8 +329,12 @@ def summary_rows(study: EfficientConfig, measured: List[Measured]) -> List[Dict[
             row: Dict[str, Any] = {"model": m.name, "runtime": runtime, "params": m.cost["params"], "macs": m.cost["macs"],
                                    "size_bytes": m.cost["size_bytes"][runtime]}
             for batch, lat in m.cost["latency"][runtime].items():
+                single = one_thread(m.cost)[runtime][batch]
                 row.update({f"latency_b{batch}_ms": lat["median_ms"], f"latency_b{batch}_iqr_ms": lat["iqr_ms"],
-                            f"throughput_b{batch}_img_s": lat["images_per_s"]})
+                            f"latency_b{batch}_blocks": lat["blocks"], f"throughput_b{batch}_img_s": lat["images_per_s"],
+                            f"latency_b{batch}_reliable": not latency_problems(m.cost, runtime, batch),
+                            f"latency_b{batch}_1t_ms": single["median_ms"], f"latency_b{batch}_1t_iqr_ms": single["iqr_ms"],
+                            f"latency_b{batch}_1t_reliable": not latency_problems(m.cost, runtime, batch, single_thread=True)})
             row.update({"threads": m.cost["settings"]["threads"], "seeds": acc.n, "test_acc_mean": acc.mean, "test_acc_std": acc.std,
                         "drop_vs_baseline": drop,
                         "drop_p_value": welch(baseline, acc.values) if m.name != study.baseline or runtime != PYTORCH else None,
@@ -224,8 +355,21 @@ def fmt_bytes(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
 
 
-def fmt_latency(row: Dict[str, Any], batch: int) -> str:
-    return f"{row[f'latency_b{batch}_ms']:.2f} ({row[f'latency_b{batch}_iqr_ms']:.2f})"
+UNRELIABLE = "*"  # beside a latency figure that failed a check (latency_checks)
+UNRELIABLE_NOTE = (f"Figures marked {UNRELIABLE} were not measured reliably (too few timed blocks, an IQR above {MAX_RELATIVE_IQR:.0%} "
+                   "of the median, or threads waiting for cores): see Measurement reliability; no finding rests on them.")
+
+
+def fmt_latency(row: Dict[str, Any], batch: int, single_thread: bool = False) -> str:
+    """'12.30 (0.10)': median (IQR) in ms, starred where the figure is not measured reliably; one thread: median only."""
+    key = f"latency_b{batch}_1t" if single_thread else f"latency_b{batch}"
+    text = f"{row[f'{key}_ms']:.2f}{'' if row[f'{key}_reliable'] else UNRELIABLE}"
+    return text if single_thread else f"{text} ({row[f'{key}_iqr_ms']:.2f})"
+
+
+def reliable(rows: Sequence[Dict[str, Any]], batch: int, single_thread: bool = False) -> bool:
+    """Whether every latency figure of `rows` at `batch` passed its checks."""
+    return all(r[f"latency_b{batch}{'_1t' if single_thread else ''}_reliable"] for r in rows)
 
 
 def fmt_acc(row: Dict[str, Any]) -> str:
@@ -241,10 +385,12 @@ def quoted_batches(study: EfficientConfig) -> List[int]:
 
 def table(study: EfficientConfig, rows: List[Dict[str, Any]], runtime_names: Sequence[str]) -> Tuple[List[str], List[List[str]]]:
     batches, bn = quoted_batches(study), study.latency_batches[-1]
+    single = [b for b in batches if rows and rows[0]["threads"] != 1]  # a column of its own where threads is not 1
     header = ["model", "runtime", "params", "MACs", "size", *[f"latency b={b} ms (IQR)" for b in batches],
-              f"images/s b={bn}", "test acc (mean ± std)", "drop vs baseline", "meets targets"]
+              *[f"1 thread b={b} ms" for b in single], f"images/s b={bn}", "test acc (mean ± std)", "drop vs baseline", "meets targets"]
     body = [[r["model"], r["runtime"], f"{r['params'] / 1e3:,.0f}K", f"{r['macs'] / 1e6:.1f}M", fmt_bytes(r["size_bytes"]),
-             *[fmt_latency(r, b) for b in batches], f"{r[f'throughput_b{bn}_img_s']:,.0f}", fmt_acc(r),
+             *[fmt_latency(r, b) for b in batches], *[fmt_latency(r, b, single_thread=True) for b in single],
+             f"{r[f'throughput_b{bn}_img_s']:,.0f}{'' if r[f'latency_b{bn}_reliable'] else UNRELIABLE}", fmt_acc(r),
              "-" if r["drop_vs_baseline"] is None else f"{r['drop_vs_baseline']:+.4f}",
              "-" if r["meets_targets"] is None else ("yes" if r["meets_targets"] else "no")]
             for r in rows if r["runtime"] in runtime_names]
@@ -261,12 +407,38 @@ class Recommendation:
     row: Dict[str, Any]
     meets_targets: bool
     files: List[Path]
+    seed: Dict[str, Any]  # the deployed seed (Measured.seeds entry)
+    cautions: List[str]  # what a user of the deployed file must know (near chance, INT8 disagreement, latency)
+
+
+ACC_KEYS = {PYTORCH: "test_acc", ORT_FP32: "onnx_fp32_acc", ORT_INT8: "onnx_int8_acc"}
+
+
+def int8_disagreement(m: Measured) -> Optional[float]:
+    """The largest fraction of test images on which a seed's INT8 predictions differ from its FP32 model's; None
+    without INT8 scores."""
+    agree = [s["int8_agreement"] for s in m.seeds if s.get("int8_agreement") is not None]
+    return 1 - min(agree) if agree else None
+
+
+def near_chance(acc: float, num_classes: int) -> bool:
+    """Whether accuracy `acc` covers less than NEAR_CHANCE of the way from chance (1 / num_classes) to 1."""
+    chance = 1 / num_classes
+    return acc < chance + NEAR_CHANCE * (1 - chance)
 
 
 def recommend(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[Measured], exp_dir: Path) -> Optional[Recommendation]:
     """The fastest deployable (ONNX Runtime, batch 1) model that meets both targets; failing that, the most
-    accurate one under the parameter target. Its best-validation seed's ONNX files are copied to deploy/."""
-    scored = [r for r in rows if r["runtime"] != PYTORCH and r["test_acc_mean"] is not None and r["model"] != study.baseline]
+    accurate one under the parameter target. An INT8 copy whose predictions differ from its FP32 model's on more
+    than INT8_MAX_DISAGREEMENT of the test images is no candidate.
+
+    The seed with the best validation accuracy is deployed: its ONNX files are copied to deploy/, and
+    deploy/<model>.json gives that seed's test accuracies (and the mean over seeds beside them, labelled as
+    such), the chance level and the cautions: accuracy near chance, INT8 disagreement, latency not measured
+    reliably."""
+    risky_int8 = {m.name for m in measured if (int8_disagreement(m) or 0) > INT8_MAX_DISAGREEMENT}
+    scored = [r for r in rows if r["runtime"] != PYTORCH and r["test_acc_mean"] is not None and r["model"] != study.baseline
+              and not (r["runtime"] == ORT_INT8 and r["model"] in risky_int8)]
     if not scored:
         return None
     b1 = study.latency_batches[0]
@@ -278,6 +450,16 @@ def recommend(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List
         best, ok = max(small, key=lambda r: r["test_acc_mean"]), False
     m = next(x for x in measured if x.name == best["model"])
     seed = max(m.seeds, key=lambda s: s["val_acc"] or 0.0)  # chosen on validation, never on test
+    acc, classes = seed[ACC_KEYS[best["runtime"]]], seed["num_classes"]
+    cautions = []
+    if near_chance(acc, classes):
+        cautions.append(f"its test accuracy {acc:.4f} is near chance ({1 / classes:.4f} for {classes} classes): "
+                        f"not usable as trained")
+    if m.name in risky_int8:
+        cautions.append(f"its INT8 file's predictions differ from FP32 on up to {int8_disagreement(m):.1%} of test images "
+                        f"(beyond {INT8_MAX_DISAGREEMENT:.0%}); use the FP32 file")
+    if meeting and not best[f"latency_b{b1}_reliable"]:
+        cautions.append(f"it was chosen as the fastest on a batch-{b1} latency not measured reliably")
     deploy = exp_dir / "deploy"
     deploy.mkdir(parents=True, exist_ok=True)
     files = []
@@ -286,15 +468,50 @@ def recommend(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List
             target, source = deploy / f"{m.name}{suffix}", seed["folder"] / seed[key]
             atomic_write(target, lambda f, source=source: f.write(source.read_bytes()))
             files.append(target)
-    info = {"model": m.name, "runtime": best["runtime"], "seed": seed["seed"], "dataset": study.dataset.name,
+    info = {"model": m.name, "runtime": best["runtime"], "seed": seed["seed"],
+            "seed_choice": f"the highest validation accuracy of {len(m.seeds)} trained seed{'s' if len(m.seeds) != 1 else ''}",
+            "dataset": study.dataset.name,
             "input": {"name": "image", "shape": ["batch", *m.cost["input"]], "dtype": "float32",
                       "range": [0.0, 1.0], "normalisation": "inside the model", "mean": seed["mean"], "std": seed["std"]},
-            "output": {"name": "logits", "classes": CLASS_NAMES.get(study.dataset.name, list(range(seed["num_classes"])))},
+            "output": {"name": "logits", "classes": CLASS_NAMES.get(study.dataset.name, list(range(classes)))},
             "test_acc": {"pytorch": seed["test_acc"], "onnx_fp32": seed.get("onnx_fp32_acc"), "onnx_int8": seed.get("onnx_int8_acc")},
+            "test_acc_mean_over_seeds": {"runtime": best["runtime"], "mean": best["test_acc_mean"], "std": best["test_acc_std"],
+                                         "seeds": best["seeds"]},
+            "chance": 1 / classes, "int8_agreement": seed.get("int8_agreement"), "cautions": cautions,
             "file": files[-1 if best["runtime"] == ORT_INT8 else 0].name,  # the recommended runtime's model
             "files": [f.name for f in files]}
     write_json(deploy / f"{m.name}.json", info)
-    return Recommendation(m.name, best["runtime"], best, ok, files + [deploy / f"{m.name}.json"])
+    return Recommendation(m.name, best["runtime"], best, ok, files + [deploy / f"{m.name}.json"], seed, cautions)
+
+
+def threads_label(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def analysed_latency(rows: Sequence[Dict[str, Any]], batch: int) -> Optional[Tuple[str, str]]:
+    """The latency figures at `batch` a finding may rest on: ('latency_b1', 'N threads') where all of `rows`'
+    configured-thread figures passed their checks, else ('latency_b1_1t', '1 thread') where the 1-thread ones
+    did, else None."""
+    if rows and reliable(rows, batch):
+        return f"latency_b{batch}", threads_label(rows[0]["threads"])
+    if rows and reliable(rows, batch, single_thread=True):
+        return f"latency_b{batch}_1t", "1 thread"
+    return None
+
+
+def latency_title(rows: Sequence[Dict[str, Any]], batch: int) -> str:
+    """The latency-against-MACs figure's title: a neutral line, then the Spearman rank correlation of the PyTorch
+    figures where they were measured reliably (`analysed_latency`), else how many were not."""
+    pt = [r for r in rows if r["runtime"] == PYTORCH]
+    used = analysed_latency(pt, batch)
+    if used is None:
+        bad = sum(not r[f"latency_b{batch}_reliable"] for r in pt)
+        return (f"CPU latency against MACs at batch {batch}\n{bad} of {len(pt)} PyTorch figures not measured reliably "
+                f"(hollow): no correlation drawn")
+    rho = spearman([r["macs"] for r in pt], [r[f"{used[0]}_ms"] for r in pt])
+    if rho is None:
+        return f"CPU latency against MACs at batch {batch}"
+    return f"CPU latency against MACs at batch {batch}\nSpearman rho = {rho:+.2f} over {len(pt)} models (PyTorch, {used[1]})"
 
 
 def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Path, subtitle: str) -> Dict[str, str]:
@@ -302,6 +519,8 @@ def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Pat
     b1 = study.latency_batches[0]
     scored = any(r["test_acc_mean"] is not None for r in rows)
     styles = {PYTORCH: ("o", "C0"), ORT_FP32: ("s", "C2"), ORT_INT8: ("^", "C3")}
+    shown_rows = [r for r in rows if r["runtime"] in runtimes(study)]
+    bad = sum(not r[f"latency_b{b1}_reliable"] for r in shown_rows)
     if scored:
         for name, x_of, xlabel, shown in (
                 ("accuracy_vs_latency", lambda r: r[f"latency_b{b1}_ms"], f"CPU latency at batch {b1} (ms, median)", runtimes(study)),
@@ -314,27 +533,33 @@ def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Pat
                 plots.pareto_scatter(ax, xs, ys, [r["test_acc_std"] or 0 for r in mine], [r["params"] for r in mine],
                                      pareto_front(xs, ys), *styles[runtime], legend=runtime)
             plots.log_axis(ax, "x")
+            caveat = f"\n{bad} of {len(shown_rows)} latencies not measured reliably" if "latency" in name and bad else ""
             ax.set(xlabel=xlabel, ylabel="test accuracy (mean ± std over seeds)",
                    title=f"accuracy against {'latency' if 'latency' in name else 'MACs'} (marker area ~ parameters; "
-                         f"dashed: Pareto front)\n{subtitle}")
+                         f"dashed: Pareto front){caveat}\n{subtitle}")
             ax.grid(alpha=0.3, which="both")
             ax.legend(fontsize=8, markerscale=0.5)
             plots.label_points(ax, [x_of(r) for r in pts], [r["test_acc_mean"] for r in pts], [r["model"] for r in pts])
             files[name] = plots.save(fig, folder / f"{name}.png")
+    # The figures the title's correlation rests on: the configured threads' or, where those were not measured reliably,
+    # the 1-thread ones (analysed_latency).
+    key, label = analysed_latency([r for r in rows if r["runtime"] == PYTORCH], b1) or (f"latency_b{b1}", threads_label(shown_rows[0]["threads"]))
     fig, (ax,) = plots.panels(1, width=7.5, height=5.0)
-    pts = [r for r in rows if r["runtime"] in runtimes(study)]
-    macs, latency = [r["macs"] / 1e6 for r in pts], [r[f"latency_b{b1}_ms"] for r in pts]
+    macs, latency = [r["macs"] / 1e6 for r in shown_rows], [r[f"{key}_ms"] for r in shown_rows]
     for runtime in runtimes(study):
         marker, color = styles[runtime]
-        mine = [i for i, r in enumerate(pts) if r["runtime"] == runtime]
-        ax.scatter([macs[i] for i in mine], [latency[i] for i in mine], marker=marker, color=color, label=runtime)
+        for ok in (True, False):  # figures not measured reliably: hollow
+            mine = [i for i, r in enumerate(shown_rows) if r["runtime"] == runtime and r[f"{key}_reliable"] == ok]
+            if mine:
+                ax.scatter([macs[i] for i in mine], [latency[i] for i in mine], marker=marker, label=runtime + ("" if ok else " (unreliable)"),
+                           **({"color": color} if ok else {"facecolors": "none", "edgecolors": color}))
     plots.log_axis(ax, "x")
     plots.log_axis(ax, "y")
-    ax.set(xlabel="MACs per image (millions)", ylabel=f"CPU latency at batch {b1} (ms, median)",
-           title=f"MACs are not latency: measured time against counted work\n{subtitle}")
+    ax.set(xlabel="MACs per image (millions)", ylabel=f"CPU latency at batch {b1}, {label} (ms, median)",
+           title=f"{latency_title(rows, b1)}\n{subtitle}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    plots.label_points(ax, macs, latency, [r["model"] for r in pts])
+    plots.label_points(ax, macs, latency, [r["model"] for r in shown_rows])
     files["latency_vs_macs"] = plots.save(fig, folder / "latency_vs_macs.png")
     return files
 
@@ -354,11 +579,19 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
         lines.append(f"**Targets** (under {study.max_params:,} parameters and under {study.max_drop:.0%} absolute accuracy drop "
                      f"against {study.baseline}'s {base['test_acc_mean']:.4f}): "
                      + (f"met by {', '.join(meet)}." if meet else "met by no model at this training budget."))
+    starred = False
     for m in measured:
         if m.name == study.baseline:
             continue
         r = get[(m.name, PYTORCH)]
-        speed = lambda runtime, b: ratio(get[(study.baseline, runtime)][f"latency_b{b}_ms"], get[(m.name, runtime)][f"latency_b{b}_ms"])
+
+        def speed(runtime: str, b: int) -> str:
+            nonlocal starred
+            pair = (get[(study.baseline, runtime)], get[(m.name, runtime)])
+            ok = all(x[f"latency_b{b}_reliable"] for x in pair)
+            starred |= not ok
+            return ratio(pair[0][f"latency_b{b}_ms"], pair[1][f"latency_b{b}_ms"]) + ("" if ok else UNRELIABLE)
+
         line = (f"**{m.name}**: {ratio(r['params'], base['params'])} the parameters and {ratio(r['macs'], base['macs'])} the MACs "
                 f"of {study.baseline}; speed (baseline latency / this latency) "
                 f"{' and '.join(f'{speed(PYTORCH, b)} at batch {b}' for b in batches)} in PyTorch, "
@@ -367,29 +600,11 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
             line += (f"; test accuracy {fmt_acc(r)}, a drop of {r['drop_vs_baseline']:+.4f} against the baseline, "
                      f"{verdict(r['drop_p_value'])}")
         lines.append(line + ".")
-    pt = [r for r in rows if r["runtime"] == PYTORCH]
-    rho = spearman([r["macs"] for r in pt], [r[f"latency_b{b1}_ms"] for r in pt])
-    if rho is not None:
-        speed = sorted(pt, key=lambda r: r["macs"] / r[f"latency_b{b1}_ms"])
-        lines.append(f"**MACs against latency**: Spearman rho = {rho:.2f} over {len(pt)} models (PyTorch, batch {b1}). "
-                     f"Throughput ranges from {speed[0]['macs'] / speed[0][f'latency_b{b1}_ms'] / 1e6:.2f} GMAC/s ({speed[0]['model']}) to "
-                     f"{speed[-1]['macs'] / speed[-1][f'latency_b{b1}_ms'] / 1e6:.2f} GMAC/s ({speed[-1]['model']}): depthwise and 1x1 "
-                     f"convolutions do little arithmetic per byte moved, so cutting MACs buys less time than it promises.")
+    if starred:
+        lines.append(f"Speed ratios marked {UNRELIABLE} rest on a latency not measured reliably (see Measurement reliability).")
+    lines += macs_against_latency(study, rows)
     if study.quantize:
-        speedups = {b: [get[(m.name, ORT_FP32)][f"latency_b{b}_ms"] / get[(m.name, ORT_INT8)][f"latency_b{b}_ms"] for m in measured]
-                    for b in batches}
-        shrink = [get[(m.name, ORT_FP32)]["size_bytes"] / get[(m.name, ORT_INT8)]["size_bytes"] for m in measured]
-        line = (f"**INT8** (ONNX Runtime static QDQ, per-channel weights, {study.calibration_images} calibration images): files "
-                f"{min(shrink):.1f}-{max(shrink):.1f}x smaller; latency speed-up over ONNX Runtime FP32 "
-                + " and ".join(f"{min(speedups[b]):.2f}-{max(speedups[b]):.2f}x at batch {b} (median {statistics.median(speedups[b]):.2f}x)"
-                               for b in batches))
-        paired = [s["onnx_int8_acc"] - s["onnx_fp32_acc"] for m in measured for s in m.seeds if s.get("onnx_int8_acc") is not None]
-        agree = [s["int8_agreement"] for m in measured for s in m.seeds if s.get("int8_agreement") is not None]
-        if paired:
-            change = Stat(paired)
-            line += (f"; accuracy change against FP32 {change.mean:+.4f} ± {change.std:.4f} (mean ± std over {change.n} trained "
-                     f"models, worst {min(paired):+.4f}), predictions agreeing with FP32 on {min(agree):.1%}-{max(agree):.1%} of test images")
-        lines.append(line + ".")
+        lines += int8_findings(study, get, measured, batches)
     parities = [s["parity_max_abs"] for m in measured for s in m.seeds]
     if parities:
         worst = max(parities)
@@ -397,25 +612,144 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
                      f"{len(parities)} models and {PARITY_IMAGES} test images each is {worst:.2e} "
                      f"({'within' if worst <= study.parity_tolerance else 'OUTSIDE'} the tolerance {study.parity_tolerance:g}).")
     if rec:
-        r = rec.row
-        lines.append(f"**Recommended for deployment: {rec.model} in {rec.runtime}**"
-                     + ("" if rec.meets_targets else " (no model met both targets; this is the most accurate one under the parameter "
-                                                      "target, short of the accuracy target)")
-                     + f": {r['params']:,} parameters, {fmt_bytes(r['size_bytes'])}, {r[f'latency_b{b1}_ms']:.2f} ms at batch {b1}, "
-                       f"test accuracy {fmt_acc(r)}. Files: {', '.join(f'`deploy/{f.name}`' for f in rec.files)}.")
+        r, seed = rec.row, rec.seed
+        lat = f"{r[f'latency_b{b1}_ms']:.2f}{'' if r[f'latency_b{b1}_reliable'] else UNRELIABLE} ms"
+        line = (f"**Recommended for deployment: {rec.model} in {rec.runtime}**"
+                + ("" if rec.meets_targets else " (no model met both targets; this is the most accurate one under the parameter "
+                                                 "target, short of the accuracy target)")
+                + f": {r['params']:,} parameters, {fmt_bytes(r['size_bytes'])}, {lat} at batch {b1}, test accuracy {fmt_acc(r)} "
+                  f"(over seeds). Deployed: seed {seed['seed']}, the highest validation accuracy, with test accuracy "
+                  f"{seed[ACC_KEYS[rec.runtime]]:.4f} in {rec.runtime}. Files: {', '.join(f'`deploy/{f.name}`' for f in rec.files)}.")
+        if rec.cautions:
+            line += " **Caution**: " + "; ".join(rec.cautions) + "."
+        lines.append(line)
     return lines
 
 
-def limitations(study: EfficientConfig, data: dict) -> List[str]:
+def macs_against_latency(study: EfficientConfig, rows: List[Dict[str, Any]]) -> List[str]:
+    """How PyTorch latency follows MACs, on figures measured reliably only (`analysed_latency`). An explanation is
+    attached only where the numbers show what it explains: every design with fewer MACs than the baseline gains less
+    speed than its MAC cut, and the baseline (standard 3x3 convolutions) runs the most MACs per second."""
+    b1 = study.latency_batches[0]
+    pt = [r for r in rows if r["runtime"] == PYTORCH]
+    used = analysed_latency(pt, b1)
+    if used is None:
+        bad = sum(not r[f"latency_b{b1}_reliable"] for r in pt)
+        at = f"at {pt[0]['threads']} threads and at 1" if pt[0]["threads"] != 1 else "at 1 thread"
+        return [f"**MACs against latency**: {bad} of {len(pt)} PyTorch latencies at batch {b1} were not measured reliably, {at} "
+                f"(see Measurement reliability); no correlation or explanation is drawn from them."]
+    key, label = used
+    rho = spearman([r["macs"] for r in pt], [r[f"{key}_ms"] for r in pt])
+    if rho is None:
+        return []
+    rate = sorted(pt, key=lambda r: r["macs"] / r[f"{key}_ms"])
+    line = (f"**MACs against latency**: Spearman rho = {rho:+.2f} over {len(pt)} models (PyTorch, batch {b1}, {label}). "
+            f"Throughput ranges from {rate[0]['macs'] / rate[0][f'{key}_ms'] / 1e6:.2f} GMAC/s ({rate[0]['model']}) to "
+            f"{rate[-1]['macs'] / rate[-1][f'{key}_ms'] / 1e6:.2f} GMAC/s ({rate[-1]['model']})")
+    base = next((r for r in pt if r["model"] == study.baseline), None)
+    cheaper = [r for r in pt if base and r["macs"] < base["macs"]]
+    short = [r for r in cheaper if base[f"{key}_ms"] / r[f"{key}_ms"] < base["macs"] / r["macs"]]
+    if cheaper:
+        line += (f"; {len(short)} of the {len(cheaper)} designs with fewer MACs than {study.baseline} gain less speed than "
+                 f"their MAC cut")
+        if len(short) == len(cheaper) and rate[-1] is base:
+            line += (", as expected of depthwise and 1x1 convolutions, which do little arithmetic per byte moved: cutting MACs "
+                     "buys less time than it promises")
+    return [line + "."]
+
+
+def int8_findings(study: EfficientConfig, get: Dict[Tuple[str, str], Dict[str, Any]], measured: List[Measured],
+                  batches: List[int]) -> List[str]:
+    """INT8 against ONNX Runtime FP32: file size, latency, accuracy, agreement; and the models whose INT8 predictions
+    differ from FP32 on more than INT8_MAX_DISAGREEMENT of the test images."""
+    speedups = {b: [get[(m.name, ORT_FP32)][f"latency_b{b}_ms"] / get[(m.name, ORT_INT8)][f"latency_b{b}_ms"] for m in measured]
+                for b in batches}
+    ok = all(get[(m.name, rt)][f"latency_b{b}_reliable"] for m in measured for rt in (ORT_FP32, ORT_INT8) for b in batches)
+    shrink = [get[(m.name, ORT_FP32)]["size_bytes"] / get[(m.name, ORT_INT8)]["size_bytes"] for m in measured]
+    line = (f"**INT8** (ONNX Runtime static QDQ, per-channel weights, {study.calibration_images} calibration images): files "
+            f"{min(shrink):.1f}-{max(shrink):.1f}x smaller; latency speed-up over ONNX Runtime FP32 "
+            + " and ".join(f"{min(speedups[b]):.2f}-{max(speedups[b]):.2f}x at batch {b} (median {statistics.median(speedups[b]):.2f}x)"
+                           for b in batches)
+            + ("" if ok else " (some of these latencies were not measured reliably)"))
+    paired = [s["onnx_int8_acc"] - s["onnx_fp32_acc"] for m in measured for s in m.seeds if s.get("onnx_int8_acc") is not None]
+    agree = [s["int8_agreement"] for m in measured for s in m.seeds if s.get("int8_agreement") is not None]
+    if paired:
+        change = Stat(paired)
+        line += (f"; accuracy change against FP32 {change.mean:+.4f} ± {change.std:.4f} (mean ± std over {change.n} trained "
+                 f"models, worst {min(paired):+.4f}), predictions agreeing with FP32 on {min(agree):.1%}-{max(agree):.1%} of test images")
+    lines = [line + "."]
+    risky = [(m, int8_disagreement(m)) for m in measured if (int8_disagreement(m) or 0) > INT8_MAX_DISAGREEMENT]
+    if risky:
+        lines.append(f"**INT8 changes the predictions of {', '.join(m.name for m, _ in risky)}**: "
+                     + ", ".join(f"{m.name}'s INT8 copy differs from FP32 on up to {d:.1%} of test images" for m, d in risky)
+                     + f" (more than {INT8_MAX_DISAGREEMENT:.0%}): there, INT8 is another classifier than the one validated, so it is "
+                       f"not recommended for deployment; quantization-aware training or calibration on more images may close the gap.")
+    return lines
+
+
+def reliability_lines(measured: List[Measured]) -> List[str]:
+    """The report's Measurement reliability section: per model, the load while timing and each figure that failed a
+    check, with why; or that every figure passed."""
+    lines = []
+    for m in measured:
+        failed = unreliable_figures(m.cost)
+        if failed:
+            load = load_phrase(m.cost)
+            lines.append(f"**{m.name}**{f' ({load})' if load else ''}: {len(failed)} of {count_figures(m.cost)} figures not "
+                         f"measured reliably: " + "; ".join(f"{label}: {', '.join(why for _, why in checks)}" for label, checks in failed) + ".")
+    checks = (f"at least {MIN_BLOCKS} timed blocks, an IQR within {MAX_RELATIVE_IQR:.0%} of the median, other processes' threads "
+              f"(the load average) plus the timed ones within the cores, PyTorch within {PYTORCH_ORT_MAX_RATIO:.0f}x of ONNX Runtime "
+              f"on the same model and batch, and the configured threads within {THREADS_MAX_SLOWDOWN:g}x of one thread")
+    if not lines:
+        return [f"Every latency figure passed its checks: {checks}."]
+    return [f"A figure is measured reliably with {checks}. Figures that failed are marked {UNRELIABLE} in the tables and no "
+            f"finding rests on them; rerun on an idle machine (or with threads=1) for a ranking."] + lines
+
+
+def training_setup(runs: List[dict]) -> str:
+    """Where and in which precision the runs trained and were tested, from their provenance (every process of a
+    resumed run included) and config: the recorded `amp_dtype` where there is one, else float32 unless amp=true
+    ran on CUDA (then autocast in float16 or bfloat16, unrecorded)."""
+    places, precisions = [], []
+    for m in runs:
+        prov, amp = m.get("provenance") or {}, bool((m.get("config") or {}).get("amp"))
+        for attempt in (prov, *prov.get("earlier_attempts", [])):
+            device = str(attempt.get("device") or "cpu")
+            place = f"{device} ({attempt['gpu']})" if attempt.get("gpu") else device
+            if not (amp and device.startswith("cuda")):
+                precision = "float32"
+            elif attempt.get("amp_dtype"):
+                precision = f"{str(attempt['amp_dtype']).replace('torch.', '')} autocast (amp=true)"
+            else:
+                precision = "float16 or bfloat16 autocast (amp=true; the run did not record which)"
+            places += [place] if place not in places else []
+            precisions += [precision] if precision not in precisions else []
+    if not places:
+        return "no run recorded where it trained"
+    text = f"trained and tested on {', '.join(places)} in {', '.join(precisions)}"
+    if precisions != ["float32"]:
+        text += ("; so the pytorch-fp32 accuracies are that precision's, and the onnxruntime-fp32 column is the float32 "
+                 "CPU accuracy of the same weights")
+    return text
+
+
+def cores_phrase(host: Dict[str, Any]) -> str:
+    """'2 cores' or '64 cores, 4 available to this process' from a cost's `host` record."""
+    cores, cpus = host.get("cores", "?"), host.get("cpus") or host.get("cores", "?")
+    return f"{cpus} cores" + (f", {cores} available to this process" if cores != cpus else "")
+
+
+def limitations(study: EfficientConfig, data: dict, host: Dict[str, Any]) -> List[str]:
     out = []
     if study.train and (study.epochs < 30 or (data.get("train") or 0) < 20000):
         out.append(f"{study.epochs} epochs on {data.get('train', '?')} training images: far from converged CIFAR-10 training, "
                    f"so the accuracies rank designs at a small budget; smaller models may close or widen the gap with longer training.")
     if study.train and study.seeds < 3:
         out.append(f"{study.seeds} seed(s): the t-tests have little power.")
-    out.append("Latency is one 2-core CPU with a fixed thread count; other processes on the machine add noise (see the IQR). "
-               "INT8 gains depend on the CPU's integer instructions (VNNI), so measure on the deployment target.")
-    out.append("Knowledge distillation (kd=true in the issue) is not implemented.")
+    out.append(f"Latency is one CPU ({host.get('cpu', '?')}, {cores_phrase(host)}) with fixed thread counts; other "
+               f"processes on the machine add noise (see the IQR and Measurement reliability). INT8 gains depend on the CPU's integer "
+               f"instructions (VNNI), so measure on the deployment target.")
+    out.append("Knowledge distillation (a small model trained on the baseline's outputs) is not implemented.")
     return out
 
 
@@ -428,19 +762,24 @@ def write_study(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
     if study.train:
         write_csv(exp_dir / "runs.csv", run_rows(measured))
     first = next((m for _, m in results if m.get("data")), {})
-    data, prov = first.get("data", {}), first.get("provenance", {})
+    data = first.get("data", {})
     trained = f"{data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds" if study.train else "untrained (train=false)"
     subtitle = f"{study.dataset.name}, {trained}"
     main_header, main_rows = table(study, rows, [PYTORCH])
     ort_header, ort_rows = table(study, rows, [ORT_FP32, ORT_INT8])
-    tables = (f"### PyTorch FP32\n\n{markdown_table(main_header, main_rows)}\n\n### Deployed: ONNX Runtime FP32 and INT8\n\n"
-              f"{markdown_table(ort_header, ort_rows)}\n")
     threads = rows[0]["threads"]
+    starred = any(UNRELIABLE in cell for row in main_rows + ort_rows for cell in row)
+    note = f"\n\n{UNRELIABLE_NOTE}" if starred else ""
+    tables = (f"### PyTorch (CPU float32 latency; test accuracy as the trainer evaluated it)\n\n{markdown_table(main_header, main_rows)}\n\n"
+              f"### Deployed: ONNX Runtime FP32 and INT8\n\n{markdown_table(ort_header, ort_rows)}{note}\n")
+    reliability = reliability_lines(measured)
     write_text(exp_dir / "summary.md", f"# Efficient models: {subtitle}\n\nLatency: median per batch (interquartile range), "
-                                       f"{threads} threads. Accuracy: test set, mean ± std over seeds.\n\n{tables}")
+                                       f"{threads} threads{' and 1 thread' if threads != 1 else ''}. Accuracy: test set, mean ± std "
+                                       f"over seeds.\n\n{tables}\n## Measurement reliability\n\n" + "\n".join(f"- {line}" for line in reliability) + "\n")
     rec = recommend(study, rows, measured, exp_dir) if study.train else None
     files = write_plots(study, rows, exp_dir, subtitle)
     train_seconds = sum(s.get("seconds") or 0 for m in measured for s in m.seeds)
+    host = measured[0].cost.get("host") or {}
     report = [
         "# Efficient CNNs: what each design costs and what it buys", "", "## Setup",
         f"- Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} "
@@ -450,18 +789,22 @@ def write_study(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
     ]
     if study.train:
         report.append(f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine "
-                      f"schedule, weight decay {study.weight_decay}; {study.seeds} seeds per model.")
+                      f"schedule, weight decay {study.weight_decay}; {study.seeds} seeds per model; "
+                      f"{training_setup([m for _, m in results if m.get('status') == 'completed'])}.")
     report += [
-        f"- Hardware: {prov.get('device', 'cpu')}, torch {torch.__version__}; latency with {threads} intra-op threads "
-        f"(torch.utils.benchmark: warm-up, then blocks of calls for {study.min_run_time:g} s; median and IQR per batch), "
-        f"ONNX Runtime CPU execution provider with the same thread count. Training time summed over runs: {train_seconds:.0f} s; "
-        f"this invocation: {wall_seconds:.0f} s (runs and measurements on disk are reused).",
+        f"- Measured on {host.get('name', '?')}: CPU {host.get('cpu', '?')}, {cores_phrase(host)}, torch "
+        f"{torch.__version__}; latency in float32 with {threads_label(threads)}" + (" and with 1" if threads != 1 else "")
+        + f" (intra-op; torch.utils.benchmark: warm-up, then blocks of calls for {study.min_run_time:g} s and at least {MIN_BLOCKS} blocks; "
+          f"median and IQR per batch), ONNX Runtime CPU execution provider with the same thread counts; ONNX Runtime accuracy on "
+          f"the same CPU. Training time summed over runs: {train_seconds:.0f} s; this invocation: {wall_seconds:.0f} s (runs and "
+          f"measurements on disk are reused).",
         "- MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Size: the PyTorch state_dict and the ONNX files on disk. "
         "Exported models take [0, 1] images and normalise inside.",
         "", "## Results", tables, ""]
     report += [f"![{name}](plots/{file})" for name, file in files.items()]
     report += ["", "## Findings"] + [f"- {line}" for line in findings(study, rows, measured, rec)]
-    report += ["", "## Limitations"] + [f"- {line}" for line in limitations(study, data)]
+    report += ["", "## Measurement reliability"] + [f"- {line}" for line in reliability]
+    report += ["", "## Limitations"] + [f"- {line}" for line in limitations(study, data, host)]
     report += ["", "## References",
                "- Simonyan & Zisserman 2015 (VGG); Howard et al. 2017 (MobileNets, depthwise-separable convolutions); "
                "Sandler et al. 2018 (MobileNetV2); Iandola et al. 2016 (SqueezeNet); Szegedy et al. 2015, 2016 (Inception); "
