@@ -326,26 +326,6 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
     return None if rho != rho else float(rho)
 
 
-def welch(a: List[float], b: List[float]) -> Optional[float]:
-    """Two-sided p-value of Welch's t-test, or None when a side has fewer than two values."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    if statistics.stdev(a) == 0 and statistics.stdev(b) == 0:
-        return 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
-    from scipy.stats import ttest_ind
-
-    with warnings.catch_warnings():  # near-identical values warn of precision loss; the p-value is still right
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(ttest_ind(a, b, equal_var=False).pvalue)
-
-
-def verdict(p: Optional[float], spread: str = "the seed-to-seed spread", untestable: str = "cannot be tested with one seed") -> str:
-    """How a report states a comparison's Welch p-value (None: fewer than two values on a side)."""
-    if p is None:
-        return untestable
-    return f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within {spread} (Welch p = {p:.3g})"
-
-
 def print_table(console, title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """The summary table in the terminal (rich), first column left-aligned."""
     from rich.table import Table
