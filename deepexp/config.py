@@ -271,7 +271,7 @@ class ActivationsConfig:
     batch_size: int = MISSING
     lr: float = MISSING
     threshold: float = MISSING  # validation accuracy that counts as "converged"
-    stability_epochs: int = MISSING  # the last N epochs whose training-loss spread measures stability
+    stability_epochs: int = MISSING  # the last N epochs: training-loss slope, and its spread around that trend
     ablations: List[str] = MISSING  # any of: init, norm, depth
     ablation_depths: List[int] = MISSING
     train: List[str] = MISSING  # extra `deepexp train` overrides for every run

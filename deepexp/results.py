@@ -1,9 +1,11 @@
-"""From run directories to tables: load metrics.json files, group over seeds, mean ± std.
+"""From run directories to tables and comparisons: load metrics.json files, group over seeds,
+mean ± std, and the one way every report tests and words a difference.
 
-Shared by every experiment command (and meant for `deepexp report`): a study
-builds one row of numbers per run, then `group` turns rows that differ only by
-seed into mean, std and a 95% confidence interval (Student's t, n - 1 degrees
-of freedom).
+Shared by every experiment command and `deepexp report`: a study builds one row
+of numbers per run, then `group` turns rows that differ only by seed into mean,
+std and a 95% confidence interval (Student's t, n - 1 degrees of freedom).
+`compare` (Welch), `holm` (multiple comparisons) and `describe` (the sentence)
+state how two groups differ.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import json
 import math
 import statistics
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -145,20 +147,171 @@ def chance_loss(runs: Iterable[dict]) -> float:
 
 
 def stalled(loss: Optional[float], chance: float) -> bool:
+    """Whether a final training loss (nats) is above STALLED_FRACTION of the chance level `chance` = ln K:
+    a run that never left chance level. None (no epoch finished) is not stalled."""
     return loss is not None and loss > STALLED_FRACTION * chance
 
 
-def welch(a: List[float], b: List[float]) -> Optional[float]:
-    """Two-sided p-value of Welch's t-test, or None when a side has fewer than two values."""
+MIN_SEEDS = 3  # fewer values on a side: a comparison is indicative only, never "significant"
+LARGE_EFFECT = 0.8  # Cohen's (1988) "large" standardised difference, the yardstick of "little power"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Welch's comparison of two samples a and b (one value per seed): the difference of means
+    mean(a) - mean(b), its confidence interval and p-value, raw and Holm-adjusted.
+
+    `p_holm` is `p` adjusted over a family of `family` tests (see `holm`); a lone comparison is a
+    family of one (`p_holm == p`). `p`, the interval and `df` are None when a side has fewer than two
+    values (no spread to test against); `difference` is None when a side has none.
+    """
+
+    n_a: int
+    n_b: int
+    difference: Optional[float]
+    ci_low: Optional[float]
+    ci_high: Optional[float]
+    df: Optional[float]  # Welch-Satterthwaite degrees of freedom (None: no test, or no spread on either side)
+    p: Optional[float]
+    pooled_std: Optional[float]  # sqrt((s_a^2 + s_b^2) / 2), the scale of "little power"
+    alpha: float = ALPHA
+    p_holm: Optional[float] = None
+    family: int = 1
+
+    @property
+    def n(self) -> int:
+        """The smaller side: what a claim about the comparison rests on."""
+        return min(self.n_a, self.n_b)
+
+    @property
+    def testable(self) -> bool:
+        return self.p is not None
+
+    @property
+    def adjusted(self) -> Optional[float]:
+        return self.p if self.p_holm is None else self.p_holm
+
+    @property
+    def significant(self) -> bool:
+        """Adjusted p below alpha with at least MIN_SEEDS values on each side."""
+        return self.testable and self.n >= MIN_SEEDS and self.adjusted < self.alpha
+
+    @property
+    def indicative(self) -> bool:
+        """Adjusted p below alpha, but with fewer than MIN_SEEDS values on a side: not a claim."""
+        return self.testable and self.n < MIN_SEEDS and self.adjusted < self.alpha
+
+    @property
+    def little_power(self) -> bool:
+        """Not significant although the difference is at least LARGE_EFFECT pooled standard deviations
+        (Cohen's d >= 0.8, a "large" effect; Cohen 1988): the data show a gap that matters at this
+        seed-to-seed spread, and only the number of seeds keeps the test from confirming it. A
+        non-significant difference smaller than that is not called underpowered: its interval says
+        how large a difference the data still allow."""
+        return (self.testable and self.adjusted >= self.alpha and self.difference != 0
+                and abs(self.difference) >= LARGE_EFFECT * self.pooled_std)
+
+
+def compare(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> Comparison:
+    """Welch's two-sample comparison of mean(a) - mean(b) (Welch 1947): the difference, its
+    (1 - alpha) confidence interval and the two-sided p-value of Welch's t-test.
+
+    Args:
+        a, b: one value per run (any unit; the difference is in the same unit).
+        alpha: significance level; the interval is the (1 - alpha) one.
+
+    Returns:
+        A `Comparison` (a family of one; `holm` adjusts several). The interval is
+        d ± t_{1-alpha/2, nu} * sqrt(s_a^2/n_a + s_b^2/n_b) with the Welch-Satterthwaite degrees of
+        freedom nu = (s_a^2/n_a + s_b^2/n_b)^2 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1))
+        (Satterthwaite 1946; NIST/SEMATECH e-Handbook of Statistical Methods, 1.3.5.3), computed by
+        scipy.stats.ttest_ind(equal_var=False). With no spread on either side the difference is exact:
+        p = 0 if the means differ, else 1, and the interval is the difference itself.
+    """
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    d = statistics.fmean(a) - statistics.fmean(b) if a and b else None
     if len(a) < 2 or len(b) < 2:
-        return None
-    if statistics.stdev(a) == 0 and statistics.stdev(b) == 0:
-        return 0.0 if statistics.fmean(a) != statistics.fmean(b) else 1.0
+        return Comparison(len(a), len(b), d, None, None, None, None, None, alpha, None)
+    sa, sb = statistics.stdev(a), statistics.stdev(b)
+    pooled = math.sqrt((sa ** 2 + sb ** 2) / 2)
+    if sa == 0 and sb == 0:
+        return Comparison(len(a), len(b), d, d, d, None, 0.0 if d != 0 else 1.0, pooled, alpha, None)
     from scipy.stats import ttest_ind
 
     with warnings.catch_warnings():  # near-identical values warn of precision loss; the p-value is still right
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(ttest_ind(a, b, equal_var=False).pvalue)
+        result = ttest_ind(a, b, equal_var=False)
+        interval = result.confidence_interval(1 - alpha)
+    return Comparison(len(a), len(b), d, float(interval.low), float(interval.high), float(result.df),
+                      float(result.pvalue), pooled, alpha, None)
+
+
+def holm_adjust(pvalues: Sequence[float]) -> List[float]:
+    """Holm's step-down adjusted p-values (Holm 1979, A simple sequentially rejective multiple test
+    procedure, Scand. J. Statist. 6:65-70): with the m p-values sorted, p_(1) <= ... <= p_(m), the
+    adjusted p_(i) = max over j <= i of min(1, (m - j + 1) p_(j)). Rejecting where the adjusted value is
+    below alpha keeps the family-wise error rate at alpha for any dependence between the tests."""
+    m = len(pvalues)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def holm(comparisons: Sequence[Comparison]) -> List[Comparison]:
+    """The comparisons of one family with Holm-adjusted p-values (`holm_adjust`), in the same order;
+    the family is the testable ones, untestable comparisons come back unchanged."""
+    testable = [i for i, c in enumerate(comparisons) if c.testable]
+    adjusted = dict(zip(testable, holm_adjust([comparisons[i].p for i in testable])))
+    return [replace(c, p_holm=adjusted[i], family=len(testable)) if i in adjusted else c for i, c in enumerate(comparisons)]
+
+
+def counted(n: int, unit: str) -> str:
+    """`n` with its unit, plural where n != 1: counted(1, "seed") == "1 seed", counted(3, "search") == "3 searches"."""
+    return f"{n} {unit}" if n == 1 else f"{n} {unit}{'es' if unit.endswith(('s', 'sh', 'ch', 'x')) else 's'}"
+
+
+def describe(c: Comparison, unit: str = "seed", digits: int = 4) -> str:
+    """How every report words a comparison (the difference is mean(a) - mean(b)):
+
+    - significant (adjusted p < alpha, at least MIN_SEEDS per side):
+      "significant with 3 seeds (difference +0.0123, 95% CI [+0.0050, +0.0196], Welch p = 0.004)";
+    - adjusted p < alpha with fewer per side: "indicative only with 2 seeds (...)", never "significant";
+    - otherwise "not significant with 3 seeds (...)", followed by "; the test has little power" where
+      `Comparison.little_power` holds;
+    - fewer than two values on a side: the difference and "not testable".
+
+    With a family of several tests the p-value part reads "Welch p = 0.012, Holm-adjusted over 8 tests
+    p = 0.096", the adjusted value decides, and the interval is marked as the test's own (unadjusted).
+    `unit` names what one value is (seed, run, search); `digits` the decimals of the difference and the
+    interval.
+    """
+    sides = counted(c.n_a, unit) if c.n_a == c.n_b else f"{c.n_a} and {counted(c.n_b, unit)}"
+    if c.difference is None:
+        return f"not testable with {sides}"
+    difference = f"difference {c.difference:+.{digits}f}"
+    if not c.testable:
+        return f"{difference}; not testable with {sides} (a test needs at least two per side)"
+    interval = f"{1 - c.alpha:.0%} CI" + (" (unadjusted)" if c.family > 1 else "")
+    numbers = (f"{difference}, {interval} [{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}], "
+               f"Welch p = {c.p:.2g}" + (f", Holm-adjusted over {c.family} tests p = {c.p_holm:.2g}" if c.family > 1 else ""))
+    if c.significant:
+        return f"significant with {sides} ({numbers})"
+    if c.indicative:
+        return f"indicative only with {sides} ({numbers}; fewer than {MIN_SEEDS} per side cannot establish significance)"
+    return f"not significant with {sides} ({numbers})" + ("; the test has little power" if c.little_power else "")
+
+
+def comparison_method(unit: str = "seed") -> str:
+    """The report sentence that says how `describe` decides, for a report's setup."""
+    return (f"Comparisons: the difference of means with its {1 - ALPHA:.0%} confidence interval and Welch's t-test "
+            f"(unequal variances, Welch-Satterthwaite degrees of freedom); where the findings make several tests, "
+            f"their p-values are Holm-adjusted over all of them (Holm 1979) and each sentence names how many. Significant: "
+            f"adjusted p < {ALPHA} with at least {counted(MIN_SEEDS, unit)} per side; with fewer a comparison is indicative only. "
+            f"Little power: not significant although the difference is at least {LARGE_EFFECT} pooled standard deviations "
+            f"(Cohen's large effect).")
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
@@ -171,13 +324,6 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
         warnings.simplefilter("ignore")
         rho = spearmanr(xs, ys).statistic
     return None if rho != rho else float(rho)
-
-
-def verdict(p: Optional[float], spread: str = "the seed-to-seed spread", untestable: str = "cannot be tested with one seed") -> str:
-    """How a report states a comparison's Welch p-value (None: fewer than two values on a side)."""
-    if p is None:
-        return untestable
-    return f"significant (Welch p = {p:.3g})" if p < ALPHA else f"within {spread} (Welch p = {p:.3g})"
 
 
 def print_table(console, title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

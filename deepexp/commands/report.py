@@ -18,8 +18,8 @@ from .. import plots
 from ..config import ReportConfig, hydra_override, validate
 from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, study_console
-from ..results import (Group, find_runs, group, load_run, markdown_table, publish_report, show_value, value_key, verdict, welch,
-                       write_csv, write_text)
+from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm,
+                       load_run, markdown_table, publish_report, show_value, stalled, value_key, write_csv, write_text)
 
 # Config keys that never define a group: the seed is what groups average over; the rest
 # change where or how a run executed, not what it computed.
@@ -95,26 +95,36 @@ def report_command(cfg: DictConfig) -> int:
              f"other); datasets {', '.join(datasets)}; epochs {epochs}.",
              f"- Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
              f"each group's statistics are over its runs (mean, sample std, Student-t 95% CI).",
+             f"- {comparison_method('run')}",
              "", "## Results", table, ""]
     lines += [f"![{name}](plots/{file})" for name, file in files.items()]
-    lines += ["", "## Findings"] + [f"- {line}" for line in findings(groups, metric)]
+    lines += ["", "## Findings"] + [f"- {line}" for line in findings(groups, metric, chance_loss(runs))]
     lines += ["", "Every run's own numbers: `summary.csv`.", ""]
     publish_report(out, lines, console, f"{metric} by {', '.join(by) or 'run'}: {subtitle}", header, table_rows)
     return 0
 
 
-def findings(groups: List[Group], metric: str) -> List[str]:
+def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
+    """The best group (groups come sorted by mean `metric`, best first) against the runner-up, its Welch
+    test Holm-adjusted over every pair of groups (the best is picked by these same data), and diverged
+    runs. Runs whose final training loss never left chance level (`chance` = ln K, results.stalled) are
+    named first; they stay in their groups, whose setting may be what stalled them."""
+    lines = []
+    stuck = [f"{r['run_dir']}: {r['final_train_loss']:.3f}" for g in groups for r in g.rows if stalled(r.get("final_train_loss"), chance)]
+    if stuck:
+        lines.append(f"Runs that never left chance level (final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}), "
+                     f"counted in their groups: {'; '.join(stuck)}.")
     scored = [g for g in groups if g.stat(metric).n]
     if not scored:
-        return [f"No run has {metric}."]
+        return lines + [f"No run has {metric}."]
     best = scored[0]
-    lines = [f"Highest mean {metric}: {label(best)} with {best.stat(metric).fmt(4)} ({best.stat(metric).n} runs)."]
+    lines.append(f"Highest mean {metric}: {label(best)} with {best.stat(metric).fmt(4)} ({best.stat(metric).n} runs).")
     if len(scored) > 1:
         second = scored[1]
-        p = welch(best.stat(metric).values, second.stat(metric).values)
-        said = verdict(p, "the run-to-run spread", "cannot be tested (fewer than two runs in a group)")
+        pairs = list(itertools.combinations(range(len(scored)), 2))
+        tests = holm([compare(scored[i].stat(metric).values, scored[j].stat(metric).values) for i, j in pairs])
         lines.append(f"Against the runner-up, {label(second)} ({second.stat(metric).fmt(4)}): "
-                     f"{best.stat(metric).mean - second.stat(metric).mean:+.4f}, {said}.")
+                     f"{describe(tests[pairs.index((0, 1))], 'run')}.")
     diverged = [f"{label(g)} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups
                 if g.count(lambda r: r["status"] == "diverged")]
     if diverged:

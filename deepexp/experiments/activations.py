@@ -3,12 +3,15 @@
 Trains a deep MLP with every activation of the study for several seeds through
 the ordinary trainer (one run directory each), then turns the runs' metrics.json
 files into summary tables, plots and a report whose every sentence is computed
-from the runs: convergence speed, stability, accuracy (with a Welch t-test
-against the seed-to-seed spread), and a per-activation diagnosis (vanishing
-gradients, saturation, dying units, a flat loss with healthy gradients, or healthy).
+from the runs: convergence speed, how fast the loss still falls and how much it
+scatters around that trend, accuracy (Welch comparisons, Holm-adjusted over every
+pair of activations), the lecture's theory against the measurements, and a
+per-activation diagnosis (vanishing gradients, saturation, dying units, a flat loss
+with healthy gradients, or healthy).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from pathlib import Path
@@ -19,13 +22,15 @@ from rich.console import Console
 
 from .. import plots
 from ..config import ActivationsConfig
-from ..results import ALPHA, Group, chance_loss, group, markdown_table, publish_report, stalled, welch, write_csv, write_text
+from ..results import (MIN_SEEDS, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm, markdown_table,
+                       publish_report, spearman, stalled, write_csv, write_text)
 from .runner import RunSpec, group_overrides, provenance_values, run_study, train_overrides
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
 SATURATED_PCT = 20.0
 DYING_PCT = 10.0
+SIGMOID_MAX_SLOPE = 0.25  # sigma'(x) = sigma(x) (1 - sigma(x)) <= 1/4, at x = 0
 
 
 def activations_command(cfg: DictConfig) -> int:
@@ -74,7 +79,8 @@ def run_row(spec: RunSpec, m: dict, study: ActivationsConfig) -> Dict[str, Any]:
     reached = next((h["epoch"] for h in history if h["val_acc"] >= study.threshold), None)
     last = history[-1] if history else {}
     first = history[0] if history else {}
-    losses = [h["train_loss"] for h in history[-study.stability_epochs:]]
+    losses = [h["train_loss"] for h in history[-study.stability_epochs:]] if m["status"] == "completed" else []
+    slope, spread = loss_trend(losses)
     layers = last.get("layers") or {}
 
     def log_ratio(h: dict) -> Optional[float]:
@@ -89,16 +95,34 @@ def run_row(spec: RunSpec, m: dict, study: ActivationsConfig) -> Dict[str, Any]:
         "final_train_loss": last.get("train_loss"),
         "epochs_to_threshold": reached,
         "seconds_to_threshold": round(sum(h["seconds"] for h in history[:reached]), 3) if reached else None,
-        "stability": statistics.stdev(losses) if len(losses) >= 2 and m["status"] == "completed" else None,
+        "loss_slope": slope,
+        "loss_detrended_std": spread,
         "grad_log10_ratio_first_epoch": log_ratio(first),
         "grad_log10_ratio_final": log_ratio(last),
         "dead_pct": 100 * statistics.fmean(layers["dead"]) if layers.get("dead") else None,
+        "dead_pct_by_layer": [100 * v for v in layers["dead"]] if layers.get("dead") else None,
         "saturation_pct": 100 * statistics.fmean(layers["saturation"]) if layers.get("saturation") else None,
         "diverged_at_step": m.get("diverged_at_step"),
         "seconds": m.get("seconds"),
         "params": m.get("params"),
         "run_dir": str(Path("runs") / spec.name),
     }
+
+
+def loss_trend(losses: List[float]) -> Tuple[Optional[float], Optional[float]]:
+    """(slope, spread) of training losses of consecutive epochs: the least-squares slope in loss units
+    (nats) per epoch, how fast the loss still falls, and the standard deviation of the residuals around
+    that line, sqrt(sum r^2 / (n - 2)), how much the loss scatters around its trend: the stability.
+    The slope needs two epochs, the spread three (a line through two points leaves no residual);
+    None where there are too few."""
+    if len(losses) < 2:
+        return None, None
+    epochs = list(range(len(losses)))
+    slope, intercept = statistics.linear_regression(epochs, losses)
+    if len(losses) < 3:
+        return slope, None
+    residuals = [y - (intercept + slope * x) for x, y in zip(epochs, losses)]
+    return slope, math.sqrt(sum(r * r for r in residuals) / (len(losses) - 2))
 
 
 # --- findings, each computed from the runs -------------------------------------------------
@@ -136,69 +160,139 @@ def diagnose(g: Group, chance: float) -> Tuple[str, str]:
     return ", ".join(label for label, _ in found), "; ".join(text for _, text in found)
 
 
-def rank_by_accuracy(groups: List[Group]) -> Tuple[List[Group], List[Group]]:
-    """Groups by mean test accuracy, best first, and those the Welch test cannot separate from the best."""
+def accuracy_comparisons(groups: List[Group]) -> Tuple[List[Group], Dict[str, Comparison]]:
+    """Groups by mean test accuracy, best first, and the best one's comparison with each other activation
+    (mean(best) - mean(other), results.compare), Holm-adjusted over all k(k-1)/2 pairs of the k
+    activations: the best is picked by these same data, so the family is every pair, not only the best's."""
     ranked = sorted(groups, key=lambda g: g.stat("test_acc").mean, reverse=True)
-    if not ranked:
-        return [], []
-    best = ranked[0].stat("test_acc").values
-    tied = [g for g in ranked[1:] if (p := welch(best, g.stat("test_acc").values)) is None or p >= ALPHA]
-    return ranked, tied
+    pairs = list(itertools.combinations(range(len(ranked)), 2))
+    tests = holm([compare(ranked[i].stat("test_acc").values, ranked[j].stat("test_acc").values) for i, j in pairs])
+    return ranked, {ranked[j].key["act"]: c for (i, j), c in zip(pairs, tests) if i == 0}
 
 
 def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> List[str]:
+    """The report's findings: convergence, the loss's late trend and stability, accuracy and the theory lines."""
     lines = []
     done = [g for g in groups if g.stat("test_acc").n]
     if not done:
         return ["No run completed, so nothing can be ranked."]
-    # fastest convergence: every completed seed reached the threshold; fewest epochs, then seconds
+    # fastest convergence: every completed seed reached the threshold; fewest epochs. Equal epochs are a tie:
+    # wall-clock seconds on a shared machine measure the machine's load as much as the activation.
     reached = [g for g in done if g.stat("epochs_to_threshold").n == g.stat("test_acc").n]
     if reached:
-        fastest = min(reached, key=lambda g: (g.stat("epochs_to_threshold").mean, g.stat("seconds_to_threshold").mean))
-        others = ", ".join(f"{g.key['act']} {g.stat('epochs_to_threshold').mean:.1f}" for g in sorted(reached, key=lambda g: g.stat("epochs_to_threshold").mean) if g is not fastest)
-        lines.append(f"**Fastest convergence: {fastest.key['act']}**, reaching {study.threshold:.0%} validation accuracy after "
-                     f"{fastest.stat('epochs_to_threshold').fmt(1)} epochs ({fastest.stat('seconds_to_threshold').fmt(1)} s of training)"
-                     + (f"; others (mean epochs): {others}." if others else "."))
+        epochs = lambda g: g.stat("epochs_to_threshold").mean
+        fastest = [g for g in reached if math.isclose(epochs(g), min(map(epochs, reached)))]
+        others = ", ".join(f"{g.key['act']} {epochs(g):.1f}" for g in sorted(reached, key=epochs) if g not in fastest)
+        if len(fastest) == 1:
+            top = fastest[0]
+            lead = (f"**Fastest convergence: {top.key['act']}**, reaching {study.threshold:.0%} validation accuracy after "
+                    f"{top.stat('epochs_to_threshold').fmt(1)} epochs ({top.stat('seconds_to_threshold').fmt(1)} s of training)")
+        else:
+            lead = (f"**Fastest convergence: a tie between {', '.join(g.key['act'] for g in fastest)}**, each reaching "
+                    f"{study.threshold:.0%} validation accuracy after {epochs(fastest[0]):.1f} epochs on average (training "
+                    f"seconds on a shared machine do not break a tie)")
+        lines.append(lead + (f"; others (mean epochs): {others}." if others else "."))
         never = [g.key["act"] for g in done if g not in reached]
         if never:
             lines.append(f"Did not reach {study.threshold:.0%} validation accuracy in every seed within {study.epochs} epochs: {', '.join(never)}.")
     else:
         lines.append(f"No activation reached {study.threshold:.0%} validation accuracy in every seed within {study.epochs} epochs.")
     # A loss that never moved is "stable" only in the sense that nothing happened: rank those that learned.
-    learned = [g for g in done if g.stat("stability").n and not stalled(g.stat("final_train_loss").mean, chance)]
-    if learned:
-        best = min(learned, key=lambda g: g.stat("stability").mean)
-        worst = max(learned, key=lambda g: g.stat("stability").mean)
-        lines.append(f"**Most stable: {best.key['act']}** among the activations that learned (std of the training loss over the last "
-                     f"{study.stability_epochs} epochs {best.stat('stability').fmt(4, sci=True)}; least stable: {worst.key['act']}, "
-                     f"{worst.stat('stability').fmt(4, sci=True)}).")
-    ranked, tied = rank_by_accuracy(done)
+    learned = [g for g in done if not stalled(g.stat("final_train_loss").mean, chance)]
+    steady = [g for g in learned if g.stat("loss_detrended_std").n]
+    n = study.stability_epochs
+    trend = min(n, study.epochs)
+    if steady:
+        best = min(steady, key=lambda g: g.stat("loss_detrended_std").mean)
+        worst = max(steady, key=lambda g: g.stat("loss_detrended_std").mean)
+        measure = f"std of the training loss around its least-squares linear trend over the last {trend} epochs"
+        lines.append(f"**Most stable: {best.key['act']}** among the activations that learned ({measure} "
+                     f"{best.stat('loss_detrended_std').fmt(4, sci=True)}; least stable: {worst.key['act']}, "
+                     f"{worst.stat('loss_detrended_std').fmt(4, sci=True)})." if len(steady) > 1 else
+                     f"Stability of {best.key['act']}, the only activation that learned: {measure} "
+                     f"{best.stat('loss_detrended_std').fmt(4, sci=True)}.")
+    elif learned and trend < 3:
+        lines.append(f"Stability (the training loss's scatter around its trend) needs at least 3 epochs: this study fits the "
+                     f"trend over the last {trend} (stability_epochs={n}, epochs={study.epochs}).")
+    falling = [g for g in learned if g.stat("loss_slope").n]
+    if falling:
+        steep = min(falling, key=lambda g: g.stat("loss_slope").mean)
+        flat = max(falling, key=lambda g: g.stat("loss_slope").mean)
+        measure = f"least-squares slope over the last {trend} epochs"
+        lines.append(f"**Training loss still falling fastest: {steep.key['act']}** ({measure} {steep.stat('loss_slope').fmt(4)} "
+                     f"per epoch; slowest: {flat.key['act']}, {flat.stat('loss_slope').fmt(4)})." if len(falling) > 1 else
+                     f"Training loss of {steep.key['act']}, the only activation that learned: {measure} "
+                     f"{steep.stat('loss_slope').fmt(4)} per epoch.")
+    ranked, against_best = accuracy_comparisons(done)
     top = ranked[0]
     sentence = f"**Best test accuracy: {top.key['act']}** ({top.stat('test_acc').fmt(4)})"
     if len(ranked) > 1:
         second = ranked[1]
-        p = welch(top.stat("test_acc").values, second.stat("test_acc").values)
-        verdict = ("cannot be tested with one seed" if p is None else
-                   f"is significantly lower (Welch t-test p = {p:.3g})" if p < ALPHA else
-                   f"is within the seed-to-seed spread (Welch t-test p = {p:.3g}, not significant at {ALPHA})")
-        sentence += f"; the runner-up {second.key['act']} ({second.stat('test_acc').fmt(4)}) {verdict}."
-    lines.append(sentence)
-    if tied:
-        lines.append(f"Statistically indistinguishable from {top.key['act']} at p ≥ {ALPHA}: {', '.join(g.key['act'] for g in tied)}.")
+        sentence += (f"; against the runner-up {second.key['act']} ({second.stat('test_acc').fmt(4)}): "
+                     f"{describe(against_best[second.key['act']])}")
+    lines.append(sentence + ".")
+    unshown = [g for g in ranked[1:] if not against_best[g.key["act"]].significant]
+    if unshown:
+        family = max(c.family for c in against_best.values())
+        how = f"Holm-adjusted over the {family} pairwise tests of {len(ranked)} activations" if family > 1 else "Welch t-test"
+        listed = ", ".join(f"{g.key['act']} ({short(against_best[g.key['act']])})" for g in unshown)
+        lines.append(f"Not shown to be less accurate than {top.key['act']} ({how}; difference and 95% CI): {listed}.")
     diverged = [f"{g.key['act']} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups if g.count(lambda r: r["status"] == "diverged")]
     lines.append(f"Diverged runs: {', '.join(diverged)}." if diverged else "No run diverged.")
+    return lines + theory(groups, study)
+
+
+def short(c: Comparison) -> str:
+    """A comparison's difference and interval in a list ("+0.0123, CI [-0.0040, +0.0286]")."""
+    if c.ci_low is None:
+        return f"{c.difference:+.4f}, not testable"
+    return f"{c.difference:+.4f}, CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
+
+
+def theory(groups: List[Group], study: ActivationsConfig) -> List[str]:
+    """The lecture's reasoning against the measurements, each sentence only where its activation ran
+    and the probe measured it: sigmoid's bounded slope against its gradient ratio over the study's depth,
+    and ReLU's dead units by layer."""
+    lines = []
+    by_act = {g.key["act"]: g for g in groups}
+    sigmoid = by_act.get("sigmoid")
+    if sigmoid and sigmoid.stat("grad_log10_ratio_final").n:
+        bound = study.depth * math.log10(SIGMOID_MAX_SLOPE)
+        first, final = sigmoid.stat("grad_log10_ratio_first_epoch").mean, sigmoid.stat("grad_log10_ratio_final").mean
+        measured = (f"10^{final:.1f} after its one epoch" if study.epochs == 1 or first is None else
+                    f"10^{first:.1f} after epoch 1 and 10^{final:.1f} after epoch {study.epochs}")
+        lines.append(f"**Theory, sigmoid**: its slope σ'(x) = σ(x)(1 − σ(x)) is at most 1/4, so the error signal reaching the first "
+                     f"of {study.depth} hidden layers has been multiplied by {study.depth} such slopes: at most "
+                     f"0.25^{study.depth} ≈ 10^{bound:.1f} from the activation alone (the weights and the layers' inputs scale "
+                     f"the gradient further); measured first-layer gradient against the classifier's: {measured} (mean over seeds).")
+    relu = by_act.get("relu")
+    layers = [r["dead_pct_by_layer"] for r in relu.rows if r.get("dead_pct_by_layer")] if relu else []
+    if layers and len({len(v) for v in layers}) == 1 and len(layers[0]) >= 3:
+        dead = [statistics.fmean(v) for v in zip(*layers)]
+        if not any(dead):
+            lines.append(f"**Theory, ReLU**: a unit whose input is negative on every example passes no gradient and cannot "
+                         f"recover, and dead units become likelier with depth (Lu et al. 2019); here no relu unit is dead in any "
+                         f"of the {len(dead)} hidden layers.")
+        else:
+            rho = spearman(list(range(1, len(dead) + 1)), dead)
+            lines.append(f"**Theory, ReLU**: a unit whose input is negative on every example passes no gradient and cannot "
+                         f"recover, and dead units become likelier with depth (Lu et al. 2019); measured dead units of relu by "
+                         f"hidden layer (1 = input side, mean over seeds): {', '.join(f'{v:.1f}' for v in dead)}% "
+                         f"(Spearman rho between layer and dead share {'-' if rho is None else f'{rho:+.2f}'}).")
     return lines
 
 
 def recommendations(groups: List[Group], diagnoses: Dict[str, Tuple[str, str]]) -> List[str]:
-    done, tied_groups = rank_by_accuracy([g for g in groups if g.stat("test_acc").n])
+    done = [g for g in groups if g.stat("test_acc").n]
     if not done:
         return []
-    top = done[0]
-    tied = [g.key["act"] for g in tied_groups]
-    healthy = [g.key["act"] for g in done if diagnoses[g.key["act"]][0] == "healthy"]
+    ranked, against_best = accuracy_comparisons(done)
+    top = ranked[0]
+    unshown = [g.key["act"] for g in ranked[1:] if not against_best[g.key["act"]].significant]
+    healthy = [g.key["act"] for g in ranked if diagnoses[g.key["act"]][0] == "healthy"]
     troubled = [f"{g.key['act']} ({diagnoses[g.key['act']][0]})" for g in groups if diagnoses[g.key["act"]][0] != "healthy"]
-    out = [f"For this depth and budget, use {top.key['act']}" + (f" or any of {', '.join(tied)} (not separable from it with these seeds)" if tied else "") + "."]
+    out = [f"For this depth and budget, use {top.key['act']}"
+           + (f" or any of {', '.join(unshown)} (not shown to be less accurate with these seeds)" if unshown else "") + "."]
     if troubled:
         out.append(f"Avoid, or fix the cause named in the diagnosis first: {', '.join(troubled)}.")
     if healthy:
@@ -211,7 +305,8 @@ def recommendations(groups: List[Group], diagnoses: Dict[str, Tuple[str, str]]) 
 
 SUMMARY_COLUMNS = [("test_acc", "test acc", 4, False), ("best_val_acc", "best val acc", 4, False),
                    ("epochs_to_threshold", "epochs to thr.", 2, False), ("seconds_to_threshold", "s to thr.", 2, False),
-                   ("stability", "stability", 4, True), ("grad_log10_ratio_final", "log10 grad first/last", 2, False),
+                   ("loss_slope", "loss slope/epoch", 4, False), ("loss_detrended_std", "loss std around trend", 4, True),
+                   ("grad_log10_ratio_final", "log10 grad first/last", 2, False),
                    ("dead_pct", "dead %", 2, False), ("saturation_pct", "saturation %", 2, False)]
 
 
@@ -342,9 +437,12 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
         + (f", extra overrides {list(study.train)}" if study.train else "") + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
         f"- Hardware: {hardware('device')}, {hardware('threads')} threads, torch {hardware('torch')}, host {hardware('host')}. "
         f"Training time summed over runs: {train_seconds:.0f} s; this invocation's wall clock: {wall_seconds:.0f} s (runs already on disk are not retrained).",
-        f"- Measures: *epochs to threshold* = first epoch with validation accuracy ≥ {study.threshold}; *stability* = std of the "
-        f"training loss over the last {study.stability_epochs} epochs; gradient ratio, dead units and saturation come from the final "
-        f"epoch's probe pass over {first.get('config', {}).get('monitor.probe_size', '?')} fixed validation images (see README); 95% CI uses Student's t with n-1 degrees of freedom.",
+        f"- Measures: *epochs to threshold* = first epoch with validation accuracy ≥ {study.threshold}; over the last "
+        f"{study.stability_epochs} epochs, *loss slope* = least-squares slope of the training loss per epoch (how fast it still "
+        f"falls) and *stability* = std of the training loss around that line (needs 3 epochs); gradient ratio, dead units and "
+        f"saturation come from the final epoch's probe pass over {first.get('config', {}).get('monitor.probe_size', '?')} fixed "
+        f"validation images (see README); 95% CI uses Student's t with n-1 degrees of freedom.",
+        f"- {comparison_method()}",
         "",
         "## Results",
         table,
@@ -359,7 +457,8 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     report += ["", "## Recommendations"] + [f"- {line}" for line in recommendations(groups, diagnoses)]
     report += ["", "## Limitations",
                f"- {study.epochs} epochs and {study.seeds} seeds" + (f" on the first {study.subset} training images" if study.subset else "")
-               + f" (preset `{study.preset}`): differences smaller than the seed-to-seed spread are not claims.",
+               + f" (preset `{study.preset}`): only differences the findings call significant are claims"
+               + (f"; with fewer than {MIN_SEEDS} seeds every comparison is indicative only." if study.seeds < MIN_SEEDS else "."),
                "- One learning rate and optimizer for every activation: a tuned rate per activation may reorder the ranking.",
                f"- {hardware('device')} only; no data augmentation; MNIST-like data saturate near 98%, so run `dataset=fashion_mnist` for a harder test.",
                "", "## References",

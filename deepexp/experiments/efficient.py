@@ -29,8 +29,9 @@ from ..data import CLASS_NAMES, Splits
 from ..deploy import Deployable, OnnxExporter, onnx_latency, onnx_predictions, parity, quantize_int8, session
 from ..host import HostLoad, cores_available, cpu_name, host_load
 from ..measure import MAX_RELATIVE_IQR, MIN_BLOCKS, count_macs, count_params, spread_problems, torch_latency
-from ..models import init_weights
-from ..results import Stat, markdown_table, pareto_front, publish_report, spearman, verdict, welch, write_csv, write_text
+from ..models import create_model, init_weights
+from ..results import (MIN_SEEDS, STALLED_FRACTION, Stat, chance_loss, compare, comparison_method, describe, holm, markdown_table,
+                       pareto_front, publish_report, spearman, stalled, write_csv, write_text)
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
 from .runner import RunSpec, group_overrides, run_study, train_overrides
@@ -337,7 +338,7 @@ def summary_rows(study: EfficientConfig, measured: List[Measured]) -> List[Dict[
                             f"latency_b{batch}_1t_reliable": not latency_problems(m.cost, runtime, batch, single_thread=True)})
             row.update({"threads": m.cost["settings"]["threads"], "seeds": acc.n, "test_acc_mean": acc.mean, "test_acc_std": acc.std,
                         "drop_vs_baseline": drop,
-                        "drop_p_value": welch(baseline, acc.values) if m.name != study.baseline or runtime != PYTORCH else None,
+                        "drop_p_value": compare(baseline, acc.values).p if m.name != study.baseline or runtime != PYTORCH else None,
                         "under_max_params": m.cost["params"] < study.max_params,
                         "under_max_drop": drop < study.max_drop if drop is not None else None})
             row["meets_targets"] = bool(row["under_max_params"] and row["under_max_drop"]) if drop is not None else None
@@ -568,17 +569,31 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
-def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[Measured], rec: Optional[Recommendation]) -> List[str]:
+def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[Measured], rec: Optional[Recommendation],
+             final_losses: Optional[Dict[Tuple[str, int], float]] = None, chance: Optional[float] = None) -> List[str]:
+    """The report's findings. `final_losses` ({(model, seed): final training loss}) and `chance` (ln K) name
+    the runs that never left chance level (results.stalled): they are listed first and left out of the
+    accuracy comparisons against the baseline, which are Holm-adjusted over all models."""
     get = {(r["model"], r["runtime"]): r for r in rows}
     b1, batches = study.latency_batches[0], quoted_batches(study)
     base = get[(study.baseline, PYTORCH)]
     scored = base["test_acc_mean"] is not None
     lines = []
+    stuck = {key: loss for key, loss in (final_losses or {}).items() if chance is not None and stalled(loss, chance)}
+    if stuck:
+        lines.append(f"**Left out of the accuracy comparisons below: runs that never left chance level** (final training loss "
+                     f"above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): "
+                     f"{'; '.join(f'{name} seed {seed}: {loss:.3f}' for (name, seed), loss in stuck.items())}.")
+    learned = lambda m: [s["test_acc"] for s in m.seeds if (m.name, s["seed"]) not in stuck and s.get("test_acc") is not None]
+    baseline = next(m for m in measured if m.name == study.baseline)
+    others = [m for m in measured if m.name != study.baseline and learned(m)] if learned(baseline) else []
+    drops = dict(zip((m.name for m in others), holm([compare(learned(baseline), learned(m)) for m in others])))
     if scored:
         meet = [r["model"] for r in rows if r["runtime"] == PYTORCH and r["meets_targets"]]
         lines.append(f"**Targets** (under {study.max_params:,} parameters and under {study.max_drop:.0%} absolute accuracy drop "
                      f"against {study.baseline}'s {base['test_acc_mean']:.4f}): "
-                     + (f"met by {', '.join(meet)}." if meet else "met by no model at this training budget."))
+                     + (f"met by {', '.join(meet)}" if meet else "met by no model at this training budget")
+                     + ("; the targets compare means over every seed, runs at chance level included." if stuck else "."))
     starred = False
     for m in measured:
         if m.name == study.baseline:
@@ -597,14 +612,20 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
                 f"{' and '.join(f'{speed(PYTORCH, b)} at batch {b}' for b in batches)} in PyTorch, "
                 f"{' and '.join(speed(ORT_FP32, b) for b in batches)} in ONNX Runtime")
         if scored and r["test_acc_mean"] is not None:
-            line += (f"; test accuracy {fmt_acc(r)}, a drop of {r['drop_vs_baseline']:+.4f} against the baseline, "
-                     f"{verdict(r['drop_p_value'])}")
+            line += f"; test accuracy {fmt_acc(r)}"
+            if m.name in drops:
+                left_out = any(key[0] in (m.name, study.baseline) for key in stuck)
+                line += (f"; the drop against the baseline (baseline minus this{', runs at chance level left out' if left_out else ''}): "
+                         f"{describe(drops[m.name])}")
+            else:
+                line += "; not compared with the baseline: " + ("every run of one of them stayed at chance level" if stuck else "no runs")
         lines.append(line + ".")
     if starred:
         lines.append(f"Speed ratios marked {UNRELIABLE} rest on a latency not measured reliably (see Measurement reliability).")
     lines += macs_against_latency(study, rows)
     if study.quantize:
         lines += int8_findings(study, get, measured, batches)
+    lines += separable_theory(study, measured)
     parities = [s["parity_max_abs"] for m in measured for s in m.seeds]
     if parities:
         worst = max(parities)
@@ -739,17 +760,99 @@ def cores_phrase(host: Dict[str, Any]) -> str:
     return f"{cpus} cores" + (f", {cores} available to this process" if cores != cpus else "")
 
 
+def conv_layers(model: torch.nn.Module, input_shape: Sequence[int]) -> List[Tuple[int, int, int, int, Tuple[int, ...], int]]:
+    """Every Conv2d of `model` in the order one forward pass calls them, as (c_in, c_out, k, groups,
+    output (H, W), MACs per image); k is 0 for a non-square kernel. MACs = H_out W_out c_out (c_in / groups)
+    k_h k_w, the count torch.utils.flop_counter makes (1 MAC = 2 FLOPs)."""
+    found: List[Tuple[int, int, int, int, Tuple[int, ...], int]] = []
+
+    def record(conv: torch.nn.Conv2d, inputs, output: torch.Tensor) -> None:
+        kh, kw = conv.kernel_size
+        found.append((conv.in_channels, conv.out_channels, kh if kh == kw else 0, conv.groups, tuple(output.shape[-2:]),
+                      output[0].numel() * conv.in_channels // conv.groups * kh * kw))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
+def merge_separable(convs: List[Tuple[int, int, int, int, Tuple[int, ...], int]]) -> Tuple[List[tuple], List[Tuple[int, int, int]]]:
+    """The layer list with each depthwise-separable pair (a k x k depthwise conv, c -> c in c groups,
+    then a 1x1 conv c -> N at the same resolution) written as the standard k x k conv c -> N it
+    replaces, and the pairs as (position in that list, k, N). Layers are (c_in, c_out, k, groups, output (H, W))."""
+    merged: List[tuple] = []
+    pairs: List[Tuple[int, int, int]] = []
+    i = 0
+    while i < len(convs):
+        c_in, c_out, k, groups, hw, _ = convs[i]
+        after = convs[i + 1] if i + 1 < len(convs) else None
+        if k > 1 and groups == c_in == c_out > 1 and after and after[2:5] == (1, 1, hw) and after[0] == c_out:
+            pairs.append((len(merged), k, after[1]))
+            merged.append((c_in, after[1], k, 1, hw))
+            i += 2
+        else:
+            merged.append((c_in, c_out, k, groups, hw))
+            i += 1
+    return merged, pairs
+
+
+def separable_theory(study: EfficientConfig, measured: List[Measured]) -> List[str]:
+    """Howard et al. (2017): a k x k conv with N output channels made depthwise-separable costs
+    k^2 M + M N instead of k^2 M N multiply-accumulates per output position (M input channels), a ratio of
+    1/N + 1/k^2. For each model that is the baseline with some of its standard convs made separable (the
+    same layers otherwise: channels, kernels, resolutions), that ratio applied to the baseline's own layers
+    predicts the model's MACs; the sentence sets the prediction against the model's measured MACs."""
+    base = next(m for m in measured if m.name == study.baseline)
+    shape = base.cost.get("input")  # (C, H, W) the models were measured at
+    if not shape:
+        return []
+
+    def convs(name: str):
+        width = {"width": study.width} if study.width is not None and takes_width(name) else {}
+        # two classes: the classifier does not enter, only the convolutions are compared
+        model = create_model(name, in_channels=shape[0], image_shape=tuple(shape[1:]), num_classes=2, act=study.act.name, **width)
+        return conv_layers(model, shape)
+
+    baseline_convs = convs(base.name)
+    lines = []
+    for m in measured:
+        if m.name == base.name or m.cost.get("input") != shape:
+            continue
+        merged, pairs = merge_separable(convs(m.name))
+        if not pairs or merged != [c[:5] for c in baseline_convs]:
+            continue  # not the baseline with separable layers: the formula has no standard counterpart to predict from
+        ratios = [1 / n + 1 / k ** 2 for _, k, n in pairs]
+        replaced = [baseline_convs[i][5] for i, _, _ in pairs]
+        predicted = base.cost["macs"] - sum(replaced) + sum(macs * r for macs, r in zip(replaced, ratios))
+        ks, ns = sorted({k for _, k, _ in pairs}), sorted({n for _, _, n in pairs})
+        span = lambda values, fmt: fmt(values[0]) if len(values) == 1 else f"{fmt(values[0])}-{fmt(values[-1])}"
+        lines.append(
+            f"**Depthwise-separable cost, theory against measurement**: made depthwise-separable, a k×k convolution with N "
+            f"output channels costs 1/N + 1/k² of the original (Howard et al. 2017). {m.name} is {base.name} with {len(pairs)} of "
+            f"its convolutions made separable (k = {span(ks, str)}, N = {span(ns, str)}): {span(sorted(ratios), lambda r: f'{r:.3f}')} "
+            f"of each, which predicts {predicted / 1e6:.2f}M MACs ({predicted / base.cost['macs']:.3f}x {base.name}'s measured "
+            f"{base.cost['macs'] / 1e6:.2f}M, the layers it keeps included); measured: {m.cost['macs'] / 1e6:.2f}M "
+            f"({m.cost['macs'] / base.cost['macs']:.3f}x).")
+    return lines
+
+
 def limitations(study: EfficientConfig, data: dict, host: Dict[str, Any]) -> List[str]:
     out = []
     if study.train and (study.epochs < 30 or (data.get("train") or 0) < 20000):
         out.append(f"{study.epochs} epochs on {data.get('train', '?')} training images: far from converged CIFAR-10 training, "
                    f"so the accuracies rank designs at a small budget; smaller models may close or widen the gap with longer training.")
-    if study.train and study.seeds < 3:
-        out.append(f"{study.seeds} seed(s): the t-tests have little power.")
+    if study.train and study.seeds < MIN_SEEDS:
+        out.append(f"{study.seeds} seed(s) per model: every comparison is indicative only (fewer than {MIN_SEEDS} per side), "
+                   f"and the tests have little power.")
     out.append(f"Latency is one CPU ({host.get('cpu', '?')}, {cores_phrase(host)}) with fixed thread counts; other "
                f"processes on the machine add noise (see the IQR and Measurement reliability). INT8 gains depend on the CPU's integer "
                f"instructions (VNNI), so measure on the deployment target.")
-    out.append("Knowledge distillation (a small model trained on the baseline's outputs) is not implemented.")
+    out.append("No knowledge distillation: every small model learns from the labels alone, not from the baseline's outputs.")
     return out
 
 
@@ -800,9 +903,12 @@ def write_study(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
           f"measurements on disk are reused).",
         "- MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Size: the PyTorch state_dict and the ONNX files on disk. "
         "Exported models take [0, 1] images and normalise inside.",
+        *([f"- {comparison_method()}"] if study.train else []),
         "", "## Results", tables, ""]
     report += [f"![{name}](plots/{file})" for name, file in files.items()]
-    report += ["", "## Findings"] + [f"- {line}" for line in findings(study, rows, measured, rec)]
+    final_losses = {(spec.labels["model"], spec.labels["seed"]): m["history"][-1]["train_loss"] for spec, m in results if m["history"]}
+    chance = chance_loss(m for _, m in results)
+    report += ["", "## Findings"] + [f"- {line}" for line in findings(study, rows, measured, rec, final_losses, chance)]
     report += ["", "## Measurement reliability"] + [f"- {line}" for line in reliability]
     report += ["", "## Limitations"] + [f"- {line}" for line in limitations(study, data, host)]
     report += ["", "## References",

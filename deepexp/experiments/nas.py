@@ -41,7 +41,8 @@ from ..measure import count_params, torch_latency
 from ..parallel import map_in_processes, threads_per_worker
 from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
-from ..results import Stat, group, markdown_table, pareto_front, publish_report, spearman, verdict, welch, write_csv, write_text
+from ..results import (STALLED_FRACTION, Group, Stat, chance_loss, compare, comparison_method, describe, group, holm, markdown_table,
+                       pareto_front, publish_report, spearman, stalled, write_csv, write_text)
 from ..rundir import write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
@@ -536,7 +537,8 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     rows = [{k: v for k, v in t.items() if k != "spec"} | {"spec": json.dumps(t["spec"])} for t in trials]
     write_csv(exp_dir / "evaluated.csv", rows)
     final_rows = [{**spec.labels, "status": m["status"], "test_acc": (m.get("test") or {}).get("acc"),
-                   "best_val_acc": m.get("best_val_acc"), "params": m.get("params"), "seconds": m.get("seconds")} for spec, m in final]
+                   "best_val_acc": m.get("best_val_acc"), "params": m.get("params"), "seconds": m.get("seconds"),
+                   "final_train_loss": m["history"][-1]["train_loss"] if m.get("history") else None} for spec, m in final]
     write_csv(exp_dir / "summary.csv", final_rows)
     groups = group(final_rows, ["model", "kind"])
     header = ["network", "kind", "architecture", "params", "runs", "test acc (mean ± std)", "best val acc (mean ± std)"]
@@ -598,9 +600,10 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
              f"- Storage: `{storage}` (Optuna; every trial with its spec and measurements). "
              f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time on {devices} ({threads} threads, "
              f"{hours * threads:.2f} CPU-hours); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
-             f"This invocation: {wall_seconds:.0f} s (searches and runs on disk are reused).", "", "## Results", table, ""]
+             f"This invocation: {wall_seconds:.0f} s (searches and runs on disk are reused).",
+             f"- {comparison_method()}", "", "## Results", table, ""]
     lines += [f"![{name}](plots/{file})" for name, file in files.items()]
-    lines += ["", "## Findings"] + [f"- {line}" for line in findings(study, trials, groups)]
+    lines += ["", "## Findings"] + [f"- {line}" for line in findings(study, trials, groups, chance_loss(m for _, m in final))]
     lines += ["", "## Limitations",
               f"- Proxy training of {study.proxy_epochs} epoch(s) ranks candidates at a tiny budget; the ranking may change with full training.",
               f"- {study.search_seeds} search seeds and {study.trials} evaluations per search: the comparison of strategies has little power.",
@@ -610,18 +613,30 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     return publish_report(exp_dir, lines, console, f"NAS: {subtitle}", header, table_rows)
 
 
-def findings(study: NASConfig, trials: List[Dict[str, Any]], groups) -> List[str]:
+def findings(study: NASConfig, trials: List[Dict[str, Any]], groups: List[Group], chance: float) -> List[str]:
+    """The report's findings. Every Welch test here is one Holm family: evolution against random (searches
+    as samples), and every searched network against every hand-designed one (the best of each is picked
+    by these data, so all those pairs count). Retrained runs that never left chance level (results.stalled,
+    `chance` = ln K) are named first and left out of the comparison of designs."""
     lines = []
-    if "random" in study.strategies and "evolution" in study.strategies:
-        finals = {s: [c[-1] for c in best_so_far(trials, s, study.search_seeds, study.trials)] for s in ("random", "evolution")}
-        if finals["random"] and finals["evolution"]:
-            p = welch(finals["evolution"], finals["random"])
-            d = statistics.fmean(finals["evolution"]) - statistics.fmean(finals["random"])
-            said = verdict(p, "the spread between searches", "one search each, not testable")
-            lines.append(f"**Evolution against random at {study.trials} evaluations**: best proxy accuracy "
-                         f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)} ({d:+.4f}, {said}).")
+    stuck = [f"{r['model']} seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups for r in g.rows
+             if stalled(r.get("final_train_loss"), chance)]
+    if stuck:
+        lines.append(f"**Left out of the comparison of searched and hand-designed networks: retrained runs that never left "
+                     f"chance level** (final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): {'; '.join(stuck)}.")
+    learned = [Group(g.key, [r for r in g.rows if not stalled(r.get("final_train_loss"), chance)]) for g in groups]
+    searched = [g for g in learned if g.key["kind"] == "searched" and g.stat("test_acc").n]
+    hand = [g for g in learned if g.key["kind"] == "hand-designed" and g.stat("test_acc").n]
+    finals = {s: [c[-1] for c in best_so_far(trials, s, study.search_seeds, study.trials)] for s in ("random", "evolution")}
+    strategies = "random" in study.strategies and "evolution" in study.strategies and finals["random"] and finals["evolution"]
+    pairs = [(s, h) for s in searched for h in hand]
+    tests = holm(([compare(finals["evolution"], finals["random"])] if strategies else [])
+                 + [compare(s.stat("test_acc").values, h.stat("test_acc").values) for s, h in pairs])
+    if strategies:
+        lines.append(f"**Evolution against random at {study.trials} evaluations**: best proxy accuracy "
+                     f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)}: {describe(tests[0], 'search')}.")
     if not trials:
-        return ["No candidate was evaluated (max_minutes too short, or every sample over max_macs)."]
+        return lines + ["No candidate was evaluated (max_minutes too short, or every sample over max_macs)."]
     accs = [t["val_acc"] for t in trials]
     corr = {name: spearman([t[name] for t in trials], accs) for name in (*PROXIES, "params", "macs")}
     lines.append("**Zero-cost proxies** (Spearman rho with proxy-trained accuracy over " f"{len(trials)} candidates): "
@@ -633,12 +648,12 @@ def findings(study: NASConfig, trials: List[Dict[str, Any]], groups) -> List[str
         pt, pa = patterns(top), patterns(trials)
         lines.append("**Patterns** (top " + f"{len(top)} against all {len(trials)} candidates): "
                      + "; ".join(f"{k} {pt[k]:.2f} vs {pa[k]:.2f}" for k in pt) + ".")
-    searched = [g for g in groups if g.key["kind"] == "searched" and g.stat("test_acc").n]
-    hand = [g for g in groups if g.key["kind"] == "hand-designed" and g.stat("test_acc").n]
-    if searched and hand:
+    if pairs:
         s, h = max(searched, key=lambda g: g.stat("test_acc").mean), max(hand, key=lambda g: g.stat("test_acc").mean)
-        p = welch(s.stat("test_acc").values, h.stat("test_acc").values)
+        c = tests[(1 if strategies else 0) + pairs.index((s, h))]
         lines.append(f"**Searched against hand-designed at equal budget**: best searched {s.key['model']} ({s.rows[0]['params']:,} parameters) "
                      f"{s.stat('test_acc').fmt(4)} against {h.key['model']} ({h.rows[0]['params']:,}) {h.stat('test_acc').fmt(4)}: "
-                     f"{s.stat('test_acc').mean - h.stat('test_acc').mean:+.4f}, {verdict(p, untestable='not testable')}.")
+                     f"{describe(c)}.")
+    elif stuck and {g.key["kind"] for g in groups if g.stat("test_acc").n} == {"searched", "hand-designed"}:
+        lines.append("**Searched against hand-designed**: not compared, every run of one side stayed at chance level.")
     return lines

@@ -21,7 +21,8 @@ from .. import plots
 from ..config import ResidualConfig
 from ..measure import count_macs, count_params
 from ..models import create_model
-from ..results import ALPHA, STALLED_FRACTION, Group, chance_loss, group, markdown_table, publish_report, stalled, verdict, welch, write_csv, write_text
+from ..results import (MIN_SEEDS, STALLED_FRACTION, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm,
+                       markdown_table, publish_report, stalled, write_csv, write_text)
 from .runner import RunSpec, group_overrides, parse_pairs, provenance_values, run_study, train_overrides
 
 MAIN = "main"
@@ -113,82 +114,107 @@ def run_row(spec: RunSpec, m: dict, costs: Dict[str, Tuple[int, int]]) -> Dict[s
 # --- findings ---------------------------------------------------------------------------------
 
 
-def compare(a: Group, b: Group, column: str) -> Tuple[float, Optional[float]]:
-    """(mean(b) - mean(a), Welch p-value) for one column."""
-    sa, sb = a.stat(column), b.stat(column)
-    return sb.mean - sa.mean, welch(sa.values, sb.values)
+def difference(a: Group, b: Group, column: str) -> Optional[Comparison]:
+    """Welch comparison of mean(b) - mean(a) for one column (b: the deeper, residual or changed network),
+    or None when a side has no value of it."""
+    if not (a and b and a.stat(column).n and b.stat(column).n):
+        return None
+    return compare(b.stat(column).values, a.stat(column).values)
 
 
 def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance: float) -> List[str]:
+    """The report's findings, every comparison worded by results.describe with one Holm adjustment over
+    all the tests stated here. Runs that never left chance level (results.stalled) are named first and
+    left out of every training-error and accuracy comparison; the gradient measurements keep them."""
     lines = []
+    is_stuck = lambda r: stalled(r["final_train_loss"], chance)
     stuck = [f"{r['network']} ({r['variant']}) seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups.values()
-             for r in g.rows if stalled(r["final_train_loss"], chance)]
+             for r in g.rows if is_stuck(r)]
     if stuck:
-        lines.append(f"**Runs that never left chance level** (final training loss above {STALLED_FRACTION:.0%} of "
-                     f"ln K = {chance:.3f}): {'; '.join(stuck)}. Their comparisons say more about the budget than about the "
-                     f"architecture; He et al. warm up their deepest net at lr 0.01 for this reason "
-                     f"(`\"train=['sched.warmup_epochs=1']\"`).")
+        lines.append(f"**Left out of the training-error and accuracy comparisons below: runs that never left chance level** "
+                     f"(final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): {'; '.join(stuck)}. At this "
+                     f"budget they say more about the schedule than about the architecture; He et al. warm up their deepest net "
+                     f"at lr 0.01 for this reason (`\"train=['sched.warmup_epochs=1']\"`). The gradient measurements include them.")
+    learned = {key: Group(g.key, [r for r in g.rows if not is_stuck(r)]) for key, g in groups.items()}
+    get = lambda net, variant=MAIN: learned.get((variant, net))
+    everything = lambda net, variant=MAIN: groups.get((variant, net))
     shallow, deep = min(study.depths), max(study.depths)
-    get = lambda net, variant=MAIN: groups.get((variant, net))
+    variants = list(dict.fromkeys(v for v, _ in groups))
+    base = get(f"resnet{study.depths[0]}")
+
+    # Every test stated below, then one Holm adjustment over all of them.
+    tests: Dict[tuple, Optional[Comparison]] = {}
     if shallow != deep:
-        trails = {}  # family -> the deeper net's training error is higher
         for fam in ("plain", "resnet"):
+            for column in ("final_train_error", "test_acc"):
+                tests[(fam, column)] = difference(get(f"{fam}{shallow}"), get(f"{fam}{deep}"), column)
+    for variant in variants:
+        for depth in study.depths:
+            tests[("residual", variant, depth)] = difference(get(f"plain{depth}", variant), get(f"resnet{depth}", variant), "test_acc")
+    for variant, net in groups:
+        if variant.startswith("shortcut="):
+            tests[("shortcut", variant, net)] = difference(base, get(net, variant), "test_acc")
+    tests["densenet"] = difference(get(f"resnet{deep}"), get("densenet"), "test_acc")
+    done = {key: c for key, c in tests.items() if c is not None}
+    tests.update(zip(done, holm(list(done.values()))))
+
+    if shallow != deep:
+        significant = {}  # family -> the deeper net's training error is significantly higher
+        for fam in ("plain", "resnet"):
+            err, acc = tests[(fam, "final_train_error")], tests[(fam, "test_acc")]
             a, b = get(f"{fam}{shallow}"), get(f"{fam}{deep}")
-            if not (a and b and a.stat("final_train_error").n and b.stat("final_train_error").n):
+            if err is None:
+                if everything(f"{fam}{shallow}") and everything(f"{fam}{deep}"):
+                    lines.append(f"**{fam}{deep} against {fam}{shallow}**: not compared, every run of one of them stayed at chance level.")
                 continue
-            d_err, p_err = compare(a, b, "final_train_error")
-            d_acc, p_acc = compare(a, b, "test_acc")
-            trails[fam] = d_err > 0
+            significant[fam] = err.significant and err.difference > 0
+            compared = (f"{fam}{deep} ends with training error {b.stat('final_train_error').fmt(4)} against {fam}{shallow}'s "
+                        f"{a.stat('final_train_error').fmt(4)}: {describe(err)}" + (f"; test accuracy: {describe(acc)}." if acc else "."))
             if fam == "plain":
-                seen = d_err > 0 and p_err is not None and p_err < ALPHA
-                lines.append(
-                    f"**Degradation ({'observed' if seen else 'not shown'})**: plain{deep} ends with training error "
-                    f"{b.stat('final_train_error').fmt(4)} against plain{shallow}'s {a.stat('final_train_error').fmt(4)} "
-                    f"({'+' if d_err >= 0 else ''}{d_err:.4f}, {verdict(p_err)}); test accuracy {d_acc:+.4f} ({verdict(p_acc)}).")
+                lines.append(f"**Degradation ({'observed' if significant[fam] else 'not shown'})**: {compared}")
             else:
-                worse = d_err > 0 and p_err is not None and p_err < ALPHA
-                headline = "worse" if worse else "at least as good" if d_err <= 0 else "not significantly worse"
-                lines.append(
-                    f"**Deeper ResNet {headline}**: resnet{deep} training error "
-                    f"{b.stat('final_train_error').fmt(4)} against resnet{shallow}'s {a.stat('final_train_error').fmt(4)} "
-                    f"({d_err:+.4f}, {verdict(p_err)}); test accuracy {d_acc:+.4f} ({verdict(p_acc)}).")
-        if trails.get("plain") and trails.get("resnet"):
+                headline = ("Deeper ResNet worse" if significant[fam] else "Deeper ResNet better" if err.significant
+                            else "Deeper ResNet: no significant difference")
+                lines.append(f"**{headline}**: {compared}")
+        if significant.get("plain") and significant.get("resnet"):
             lines.append(f"Both {deep}-layer networks trail their {shallow}-layer versions, so at this budget the gap reflects "
                          f"under-training of the deeper nets, not the degradation problem (which He et al. show for plain nets only, "
                          f"after full training).")
-    for variant in dict.fromkeys(v for v, _ in groups):
+    for variant in variants:
         for depth in study.depths:
-            plain, res = get(f"plain{depth}", variant), get(f"resnet{depth}", variant)
-            if not (plain and res and plain.stat("grad_first_layer_epoch1").n and res.stat("grad_first_layer_epoch1").n):
-                continue
-            ratios = [res.stat(c).mean / plain.stat(c).mean for c in ("grad_first_layer_epoch1", "grad_first_layer_final")
-                      if plain.stat(c).mean and res.stat(c).n]
-            within = [g.stat("grad_log10_first_over_last_final").mean for g in (plain, res)]
+            plain, res = everything(f"plain{depth}", variant), everything(f"resnet{depth}", variant)
             label = "" if variant == MAIN else f" ({variant})"
-            when = f"after epoch 1 and {ratios[-1]:.2f}x after the last epoch" if study.epochs > 1 else "after its one epoch"
-            lines.append(
-                f"**Gradient flow at depth {depth}{label}**: the first layer's gradient is {ratios[0]:.2f}x the plain net's "
-                f"{when}; first/last-layer gradient ratio "
-                f"10^{within[0]:.2f} (plain) against 10^{within[1]:.2f} (residual).")
-            d_acc, p_acc = compare(plain, res, "test_acc")
-            lines.append(f"Test accuracy at depth {depth}{label}: residual {res.stat('test_acc').fmt(4)} against plain "
-                         f"{plain.stat('test_acc').fmt(4)} ({d_acc:+.4f}, {verdict(p_acc)}).")
-    base = get(f"resnet{study.depths[0]}")
+            if plain and res and plain.stat("grad_first_layer_epoch1").n and res.stat("grad_first_layer_epoch1").n:
+                lines.append(gradient_flow(study, plain, res, depth, label))
+            acc = tests[("residual", variant, depth)]
+            if acc is not None:
+                lines.append(f"Test accuracy at depth {depth}{label}: residual {get(f'resnet{depth}', variant).stat('test_acc').fmt(4)} "
+                             f"against plain {get(f'plain{depth}', variant).stat('test_acc').fmt(4)}: {describe(acc)}.")
     for variant, net in groups:
-        g = groups[(variant, net)]
-        if variant.startswith("shortcut=") and base and g.stat("test_acc").n:
-            d_acc, p = compare(base, g, "test_acc")
-            lines.append(f"**Shortcut {variant.split('=')[1]}** on {net}: {g.rows[0]['params'] - base.rows[0]['params']:+,} parameters and "
-                         f"{(g.rows[0]['macs'] - base.rows[0]['macs']) / 1e6:+.2f}M MACs against option {study.shortcut}; "
-                         f"test accuracy {d_acc:+.4f} ({verdict(p)}).")
-    dense, res56 = get("densenet"), get(f"resnet{deep}")
-    if dense and res56 and dense.stat("test_acc").n:
-        d_acc, p = compare(res56, dense, "test_acc")
+        acc = tests.get(("shortcut", variant, net))
+        if acc is not None:
+            g, b = groups[(variant, net)], everything(f"resnet{study.depths[0]}")
+            lines.append(f"**Shortcut {variant.split('=')[1]}** on {net}: {g.rows[0]['params'] - b.rows[0]['params']:+,} parameters and "
+                         f"{(g.rows[0]['macs'] - b.rows[0]['macs']) / 1e6:+.2f}M MACs against option {study.shortcut}; "
+                         f"test accuracy: {describe(acc)}.")
+    acc = tests["densenet"]
+    if acc is not None:
+        dense, res = everything("densenet"), everything(f"resnet{deep}")
         lines.append(f"**DenseNet-BC-100** ({dense.rows[0]['params']:,} parameters, {dense.rows[0]['macs'] / 1e6:.0f}M MACs) against "
-                     f"resnet{deep} ({res56.rows[0]['params']:,}, {res56.rows[0]['macs'] / 1e6:.0f}M MACs): test accuracy "
-                     f"{d_acc:+.4f} ({verdict(p)}), {dense.stat('seconds_per_epoch').mean / res56.stat('seconds_per_epoch').mean:.1f}x the "
+                     f"resnet{deep} ({res.rows[0]['params']:,}, {res.rows[0]['macs'] / 1e6:.0f}M MACs): test accuracy: "
+                     f"{describe(acc)}; {dense.stat('seconds_per_epoch').mean / res.stat('seconds_per_epoch').mean:.1f}x the "
                      f"time per epoch.")
     return lines
+
+
+def gradient_flow(study: ResidualConfig, plain: Group, res: Group, depth: int, label: str) -> str:
+    """The residual net's first-layer gradient against the plain net's, and each one's first/last-layer ratio."""
+    ratios = [res.stat(c).mean / plain.stat(c).mean for c in ("grad_first_layer_epoch1", "grad_first_layer_final")
+              if plain.stat(c).mean and res.stat(c).n]
+    within = [g.stat("grad_log10_first_over_last_final").mean for g in (plain, res)]
+    when = f"after epoch 1 and {ratios[-1]:.2f}x after the last epoch" if study.epochs > 1 else "after its one epoch"
+    return (f"**Gradient flow at depth {depth}{label}**: the first layer's gradient is {ratios[0]:.2f}x the plain net's "
+            f"{when}; first/last-layer gradient ratio 10^{within[0]:.2f} (plain) against 10^{within[1]:.2f} (residual).")
 
 
 def limitations(study: ResidualConfig, data: dict) -> List[str]:
@@ -196,9 +222,10 @@ def limitations(study: ResidualConfig, data: dict) -> List[str]:
     if study.epochs < 30 or (data.get("train") or 0) < 20000:
         out.append(f"These runs ({study.epochs} epochs on {data.get('train', '?')} training images) are far shorter than He et al.'s "
                    f"(64k iterations on 45k images): degradation needs full training to appear, deep nets of both kinds are still "
-                   f"under-trained this early, and small accuracy differences are not claims.")
-    if study.seeds < 3:
-        out.append(f"{study.seeds} seed(s): the t-tests have little power.")
+                   f"under-trained this early; only differences the findings call significant are claims.")
+    if study.seeds < MIN_SEEDS:
+        out.append(f"{study.seeds} seed(s) per network: every comparison is indicative only (fewer than {MIN_SEEDS} per side), "
+                   f"and the tests have little power.")
     out.append("CPU only; a cosine learning-rate schedule instead of the paper's steps at 32k and 48k iterations.")
     return out
 
@@ -308,6 +335,7 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
         f"summed over runs: {train_seconds:.0f} s; this invocation: {wall_seconds:.0f} s (runs on disk are not retrained).",
         "- MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Training error is measured on the augmented "
         "training batches of the last epoch, as in He et al.; gradient norms come from each epoch's probe pass (README).",
+        f"- {comparison_method()}",
     ]
     if "norm" in study.ablations:
         report.append(f"- The norm=none sweep also sets {list(study.no_norm_overrides)}: with He init, unnormalised residual "
