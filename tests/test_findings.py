@@ -244,7 +244,8 @@ def efficient_cost(params, macs, ms, shape=None):
 
     return {"settings": {"threads": 2}, "params": params, "macs": macs, **({"input": shape} if shape else {}),
             "size_bytes": {rt: 4 * params for rt in (PYTORCH, ORT_FP32, ORT_INT8)},
-            "latency": {rt: {"1": {"median_ms": ms, "iqr_ms": 0.1, "images_per_s": 1000 / ms}} for rt in (PYTORCH, ORT_FP32, ORT_INT8)}}
+            "latency": {rt: {"1": {"median_ms": ms, "iqr_ms": 0.1, "images_per_s": 1000 / ms, "blocks": 10, "threads": 2}}
+                        for rt in (PYTORCH, ORT_FP32, ORT_INT8)}}
 
 
 def efficient_seeds(accs):
