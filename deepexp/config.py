@@ -464,6 +464,12 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         return compose(config_name=name, overrides=list(overrides))
 
 
+def compose_train(overrides: Sequence[str] = ()) -> TrainConfig:
+    """The real `deepexp train` config with `overrides`, validated into typed objects (what the tests
+    and the benchmark scripts train with). Raises ConfigError on a bad override or value."""
+    return validate(compose_config("train", overrides))
+
+
 def validate(cfg: DictConfig) -> TrainConfig:
     """Turn a composed config into typed objects, raising ConfigError on impossible values."""
     try:
