@@ -47,6 +47,9 @@ PROGRESS_EVERY_S = 0.25
 RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
 # Options added after runs were already on disk, with the value that reproduces the old behaviour.
 NEW_OPTION_DEFAULTS = {"on_nan": "stop", "eval_test": True}
+# Where `compile=true` compiles the model; elsewhere it warns and the run stays eager. (The tests widen
+# this to the CPU, with torch.compile's "eager" backend, to run the compiled path without a GPU.)
+COMPILE_DEVICES = ("cuda",)
 
 
 @dataclass
@@ -68,6 +71,26 @@ class EpochStats:
     updates: int = 0  # optimizer steps taken (under fp16 AMP, GradScaler itself may still skip one with inf gradients)
     skipped: int = 0  # batches dropped by on_nan=skip_batch
     clipped: Optional[int] = None  # updates whose gradient norm exceeded grad_clip (None: no clipping)
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """What a run's CUDA options amount to on its device (on the CPU each is off, with a warning)."""
+
+    amp_dtype: Optional[torch.dtype]  # the autocast dtype of amp=true; None: float32 throughout
+    compile: bool  # the training forward runs through torch.compile
+
+    @property
+    def grad_scaler(self) -> bool:
+        """float16 needs loss scaling against underflowing gradients; bfloat16 has float32's exponent range."""
+        return self.amp_dtype == torch.float16
+
+
+def accelerator(device: torch.device, amp: bool, compile: bool) -> Accelerator:
+    """The CUDA options a run asked for, as they apply on `device`."""
+    on_cuda = device.type == "cuda"
+    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp and on_cuda else None
+    return Accelerator(amp_dtype=dtype, compile=compile and device.type in COMPILE_DEVICES)
 
 
 # --- small pure helpers -------------------------------------------------------------------
@@ -295,18 +318,17 @@ class _Run:
             "threads": torch.get_num_threads(), "malloc_keeps_freed_memory": kept_freed_memory,
             "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **provenance,
         }
-        on_cuda = self.device.type == "cuda"
-        for option in ("amp", "compile"):
-            if getattr(cfg, option) and not on_cuda:
+        self.accel = accelerator(self.device, cfg.amp, cfg.compile)
+        for option, applied in (("amp", self.accel.amp_dtype is not None), ("compile", self.accel.compile)):
+            if getattr(cfg, option) and not applied:
                 reporter.warn(f"{option}=true has no effect on {self.device.type}; running without it")
-        self.use_amp = cfg.amp and on_cuda
-        self.amp_dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
         # NHWC helps on both devices (oneDNN's CPU kernels: 1.2-1.5x per step, scripts/bench_channels_last.py);
         # it only changes the layout of 4-d tensors, so an MLP is untouched.
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+        dtype = self.accel.amp_dtype
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     # -- setup --
 
@@ -318,14 +340,14 @@ class _Run:
         self.model = build_model(cfg, self.data)
         self.init_scheme = init_weights(self.model, cfg.init.name, cfg.act.name)
         self.model.to(self.device, memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if cfg.compile and self.device.type == "cuda" else self.model
+        self.forward = torch.compile(self.model) if self.accel.compile else self.model
         self.optimizer = build_optimizer(self.model, cfg)
         n_train = len(self.data.y_train)
         self.batch_size = min(cfg.batch_size, n_train)
         self.steps_per_epoch = n_train // self.batch_size  # the incomplete last batch is dropped
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg.epochs, cfg.sched))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.accel.grad_scaler)
         self.params_list = list(self.model.parameters())
         self.params = sum(p.numel() for p in self.params_list)
         probe = min(cfg.monitor.probe_size, len(self.data.y_val))
