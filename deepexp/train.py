@@ -485,9 +485,11 @@ class _Run:
             xb = normalize(xb, data.mean, data.std).contiguous(memory_format=self.memory_format)
             if monitor:
                 monitor.capture(log, values=hist)
-            # forward
+            # forward; a logged step runs the uncompiled module, so that the monitor's forward hooks see it: a
+            # compiled module runs whichever hooks it was compiled with and notices none added later (torch.compile
+            # skips its module-hook guards by default, torch._dynamo.config.skip_nnmodule_hook_guards)
             with self.autocast():
-                logits = self.forward(xb)
+                logits = (self.model if log else self.forward)(xb)
                 loss = F.cross_entropy(logits.float(), yb)
             if watch.bad_now(~torch.isfinite(loss.detach()), self.step):
                 if skip_bad:

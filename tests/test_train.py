@@ -499,3 +499,36 @@ def test_an_epoch_with_skipped_batches_counts_them_in_its_throughput_and_its_row
     for row in m["history"]:  # seconds are rounded to the millisecond, images/s to 0.1
         low, high = steps * batch / (row["seconds"] + 5e-4), steps * batch / (row["seconds"] - 5e-4)
         assert low - 0.05 <= row["images_per_s"] <= high + 0.05, row  # skipped images left out: 12/14 of this
+
+
+def test_a_compiled_model_logs_the_activation_statistics_of_every_logged_step(tmp_path, monkeypatch):
+    """compile=true on the CPU, through the trainer's own compiled path: torch.compile with its "eager"
+    backend compiles in a fraction of a second and computes what the module computes, so the compiled run
+    logs every per-layer tag the eager run logs, at the same steps, with the same values."""
+    import deepexp.train
+
+    real_compile, compiled_calls = torch.compile, []
+
+    def compile_eager(model):
+        compiled = real_compile(model, backend="eager")
+
+        def forward(x):
+            compiled_calls.append(1)
+            return compiled(x)
+        return forward
+
+    monkeypatch.setattr(deepexp.train, "COMPILE_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(torch, "compile", compile_eager)
+    base = SYNTHETIC + ["epochs=1", "monitor.every_n_steps=3"]  # 7 steps: 3, 6 and the last, 7, are logged
+    compiled = train(compose_train(base + ["compile=true"]), tmp_path / "compiled").metrics
+    eager = train(compose_train(base), tmp_path / "eager").metrics
+    acts = compiled["layers"]["activations"]
+    assert acts == eager["layers"]["activations"] and len(acts) == 3
+    for name in acts:
+        for stat in ("act_mean", "act_std", "sparsity"):
+            logged = scalars(tmp_path / "compiled", f"{stat}/{name}")
+            assert [step for step, _ in logged] == [3, 6, 7], (stat, name)
+            assert logged == [(step, pytest.approx(value, rel=1e-5, abs=1e-7))
+                              for step, value in scalars(tmp_path / "eager", f"{stat}/{name}")], (stat, name)
+    assert compiled["history"][0]["train_loss"] == pytest.approx(eager["history"][0]["train_loss"], rel=1e-6)
+    assert len(compiled_calls) == 4  # the steps that are not logged went through the compiled module
