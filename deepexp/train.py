@@ -87,9 +87,17 @@ class Accelerator:
 
 
 def accelerator(device: torch.device, amp: bool, compile: bool) -> Accelerator:
-    """The CUDA options a run asked for, as they apply on `device`."""
+    """The CUDA options a run asked for, as they apply on `device`.
+
+    amp=true autocasts to bfloat16 where the GPU computes it natively (compute capability 8.0 and up:
+    Ampere, Hopper, ...), else to float16 with a GradScaler. `torch.cuda.is_bf16_supported()` alone
+    says yes on a T4 or V100 too, where bfloat16 is emulated (slower than float32, and cuDNN has no
+    bfloat16 convolution engines below 8.0); `including_emulation=False` asks for native support only.
+    """
     on_cuda = device.type == "cuda"
-    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp and on_cuda else None
+    dtype = None
+    if amp and on_cuda:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     return Accelerator(amp_dtype=dtype, compile=compile and device.type in COMPILE_DEVICES)
 
 
@@ -322,6 +330,9 @@ class _Run:
         for option, applied in (("amp", self.accel.amp_dtype is not None), ("compile", self.accel.compile)):
             if getattr(cfg, option) and not applied:
                 reporter.warn(f"{option}=true has no effect on {self.device.type}; running without it")
+        # The numerics as they ran, not as asked for: amp=true is bfloat16 or float16 depending on the GPU.
+        self.provenance.update(amp_dtype=str(self.accel.amp_dtype).removeprefix("torch.") if self.accel.amp_dtype else None,
+                               compiled=self.accel.compile)
         # NHWC helps on both devices (oneDNN's CPU kernels: 1.2-1.5x per step, scripts/bench_channels_last.py);
         # it only changes the layout of 4-d tensors, so an MLP is untouched.
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format

@@ -2,7 +2,7 @@
 
 Every configuration is one run of deepexp's own trainer (monitoring off) on CIFAR-shaped
 synthetic images (3x32x32, 10 classes, uint8 on the GPU, as the trainer keeps any dataset):
-first plain fp32, NCHW and eager, then AMP (bf16 autocast where the GPU has it), channels_last
+first plain fp32, NCHW and eager, then AMP (bf16 autocast where the GPU computes it natively, else fp16), channels_last
 and `compile=true` one at a time, then all three. The configurations take turns within each
 round (each round starting with the next one), and each one's images/s is divided by the plain
 run's of the same round, so drift between rounds cancels. Images/s is the median over the epochs
@@ -60,7 +60,7 @@ def main() -> None:
     if args.device == "cuda":
         props = torch.cuda.get_device_properties(0)
         where = (f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
-                 f"cuDNN {torch.backends.cudnn.version()}, bf16 {torch.cuda.is_bf16_supported()}")
+                 f"cuDNN {torch.backends.cudnn.version()}, native bf16 {torch.cuda.is_bf16_supported(including_emulation=False)}")
     else:
         where = f"CPU, {torch.get_num_threads()} threads (dry run: amp and compile fall back to plain here)"
     print(f"torch {torch.__version__}, {where}")

@@ -532,3 +532,32 @@ def test_a_compiled_model_logs_the_activation_statistics_of_every_logged_step(tm
                               for step, value in scalars(tmp_path / "eager", f"{stat}/{name}")], (stat, name)
     assert compiled["history"][0]["train_loss"] == pytest.approx(eager["history"][0]["train_loss"], rel=1e-6)
     assert len(compiled_calls) == 4  # the steps that are not logged went through the compiled module
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_amp_autocasts_to_bfloat16_only_on_gpus_that_compute_it_natively(monkeypatch, capability, expected):
+    """A T4 (compute capability 7.5) or V100 (7.0) emulates bfloat16, and torch.cuda.is_bf16_supported()
+    says yes there unless asked for native support (its own logic, with the device's capability faked)."""
+    from deepexp.train import accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: capability >= (8, 0) or including_emulation)
+    cuda = torch.device("cuda")
+    accel = accelerator(cuda, amp=True, compile=False)
+    assert accel.amp_dtype == expected
+    assert accel.grad_scaler == (expected == torch.float16)  # float16 needs loss scaling, bfloat16 does not
+    assert accelerator(cuda, amp=False, compile=False).amp_dtype is None
+    assert accelerator(torch.device("cpu"), amp=True, compile=False).amp_dtype is None
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float16])
+def test_provenance_records_the_autocast_dtype_the_run_used_and_float16_gets_a_grad_scaler(tmp_path, monkeypatch, dtype):
+    """CPU autocast takes both dtypes, so the trainer's AMP path runs here with the CUDA decision forced."""
+    import deepexp.train
+
+    monkeypatch.setattr(deepexp.train, "accelerator", lambda device, amp, compile: deepexp.train.Accelerator(dtype, False))
+    m = train(compose_train(SYNTHETIC + ["epochs=1", "amp=true", "monitor.enabled=false"]), tmp_path).metrics
+    assert m["status"] == "completed"
+    assert m["provenance"]["amp_dtype"] == {None: None, torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
+    scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["scaler"]
+    assert (scaler != {}) == (dtype == torch.float16)  # a disabled GradScaler's state is empty
