@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import __version__
-from .config import SchedConfig, TrainConfig, to_plain
+from .config import SchedConfig, TrainConfig, first_line, to_plain
 from .data import Splits, load_splits, normalize, random_crop_flip, take
 from .errors import CheckpointError, ConfigError
 from .host import keep_freed_memory
@@ -377,19 +377,34 @@ class _Run:
             return
         state, path = found
         check_resumable(state.get("config", {}), self.flat, self.run_dir)
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"{path} does not fit model {self.cfg.model.name!r}: {str(exc).splitlines()[0]}") from None
+        self._load_parts(state, path)
         set_rng_state(state["rng"])
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.skipped = state.get("skipped", 0)
         self.history, self.init_layers = state["history"], state["init_layers"]
         self.resumed_after, self.earlier_attempts = self.epoch, state.get("provenance", [])
         self.reporter.info(f"resuming {self.run_dir} after epoch {self.epoch} ({path.name})")
+
+    def _load_parts(self, state: dict, path: Path) -> None:
+        """Load model, optimizer, schedule and GradScaler state, naming the part that does not fit.
+
+        An empty GradScaler state was written by a disabled scaler (a CPU, bfloat16 or float32 run, all
+        resumable on a float16 GPU): the float16 run then starts its loss scale afresh, as GradScaler
+        does, instead of GradScaler.load_state_dict refusing an empty dict."""
+        parts = (("model", self.model, f"model {self.cfg.model.name!r}"),
+                 ("optimizer", self.optimizer, f"the {self.cfg.optim.name} optimizer's state"),
+                 ("scheduler", self.scheduler, "the learning-rate schedule's state"),
+                 ("scaler", self.scaler, "the GradScaler's state (amp with float16)"))
+        for key, part, what in parts:
+            saved = state.get(key)
+            if key == "scaler" and saved == {}:
+                continue
+            if not isinstance(saved, dict):
+                raise CheckpointError(f"{path} holds no {key} state; it cannot resume this run")
+            try:
+                part.load_state_dict(saved)
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                raise CheckpointError(f"{path} does not fit {what}: {type(exc).__name__}: {first_line(exc)}") from None
 
     def _checkpoint(self) -> None:
         save_checkpoint(self.run_dir, {

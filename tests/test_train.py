@@ -561,3 +561,64 @@ def test_provenance_records_the_autocast_dtype_the_run_used_and_float16_gets_a_g
     assert m["provenance"]["amp_dtype"] == {None: None, torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
     scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["scaler"]
     assert (scaler != {}) == (dtype == torch.float16)  # a disabled GradScaler's state is empty
+
+
+# --- resuming on another device ----------------------------------------------------------------
+
+
+def interrupt_after_epoch_1(overrides, run_dir, epochs=2, edit=None):
+    """A finished one-epoch run turned into an interrupted `epochs`-epoch run (what a crash after epoch 1
+    leaves behind); `edit(state)` may change the checkpoint first."""
+    train(compose_train(overrides + ["epochs=1"]), run_dir)
+    path = run_dir / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    state["config"]["epochs"] = epochs
+    if edit:
+        edit(state)
+    torch.save(state, path)
+    (run_dir / "metrics.json").unlink()
+
+
+def force_float16_amp(monkeypatch):
+    """The trainer's float16 path (autocast + GradScaler) on the CPU, which takes both."""
+    import deepexp.train
+
+    monkeypatch.setattr(deepexp.train, "accelerator", lambda device, amp, compile: deepexp.train.Accelerator(torch.float16, False))
+
+
+def test_a_float16_run_resumes_from_a_checkpoint_whose_grad_scaler_was_disabled(tmp_path, monkeypatch):
+    """A checkpoint written on the CPU or under bfloat16 holds an empty GradScaler state; resumed on a GPU
+    that autocasts to float16, the loss scale starts afresh (2**16, GradScaler's initial scale)."""
+    overrides = SYNTHETIC + ["amp=true", "monitor.enabled=false"]
+    interrupt_after_epoch_1(overrides, tmp_path)
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["scaler"] == {}
+    force_float16_amp(monkeypatch)
+    m = train(compose_train(overrides + ["epochs=2"]), tmp_path).metrics
+    assert m["status"] == "completed" and m["epochs_done"] == 2 and m["provenance"]["resumed_after_epoch"] == 1
+    assert m["provenance"]["amp_dtype"] == "float16"
+    scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["scaler"]
+    assert scaler["scale"] == 2.0 ** 16 and scaler["_growth_tracker"] == 7  # 7 finite float16 steps since
+
+
+def test_a_grad_scaler_state_that_does_not_fit_is_refused_naming_the_grad_scaler(tmp_path, monkeypatch):
+    overrides = SYNTHETIC + ["amp=true", "monitor.enabled=false"]
+    interrupt_after_epoch_1(overrides, tmp_path, edit=lambda state: state.update(scaler={"scale": 1024.0}))
+    force_float16_amp(monkeypatch)
+    with pytest.raises(CheckpointError) as refused:
+        train(compose_train(overrides + ["epochs=2"]), tmp_path)
+    message = str(refused.value)
+    assert "GradScaler's state" in message and "'growth_factor'" in message and "model 'mlp'" not in message
+
+
+def test_an_optimizer_state_that_does_not_fit_is_one_line_naming_the_optimizer(tmp_path):
+    """Through the CLI: exit 2, one line, and the line blames the optimizer's state, not the model."""
+    run = tmp_path / "run"
+
+    def drop_a_parameter(state):
+        state["optimizer"]["param_groups"][0]["params"].pop()
+
+    interrupt_after_epoch_1(SYNTHETIC + ["monitor.enabled=false"], run, edit=drop_a_parameter)
+    out = run_cli(["train", *SYNTHETIC, "monitor.enabled=false", "epochs=2", f"hydra.run.dir={run}"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "does not fit the sgd optimizer's state" in line and "ValueError" in line and "model 'mlp'" not in line
