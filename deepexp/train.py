@@ -207,14 +207,27 @@ def git_dirty() -> Optional[bool]:
 
 
 def rng_state() -> dict:
+    """Every generator a run draws from, as tensors and plain values (torch.load(weights_only=True) reads them):
+    torch's CPU generator, each CUDA device's (dropout on the GPU draws from it), Python's and NumPy's.
+
+    The CUDA states (torch.cuda.get_rng_state_all: one ByteTensor per visible device) are taken once CUDA is
+    in use in this process, as it is in a CUDA run; asking earlier would start a CUDA context for a CPU run."""
     np_state = np.random.get_state()
     return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": np_state[2],
                       "has_gauss": np_state[3], "cached": np_state[4]}}
 
 
 def set_rng_state(state: dict) -> None:
+    """Put back what `rng_state` saved. CUDA generators go back device by device, as many as both machines
+    have: a checkpoint from a machine with more GPUs restores the ones this one has, and devices it did not
+    have keep their seeded state (a run trains on one device, the current one, device 0 unless chosen)."""
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda", [])  # checkpoints written before CUDA states were saved have none
+    if cuda and torch.cuda.is_initialized():
+        for index, device_state in enumerate(cuda[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]

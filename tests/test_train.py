@@ -622,3 +622,30 @@ def test_an_optimizer_state_that_does_not_fit_is_one_line_naming_the_optimizer(t
     assert out.returncode == 2, out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert "does not fit the sgd optimizer's state" in line and "ValueError" in line and "model 'mlp'" not in line
+
+
+def test_checkpoints_keep_every_cuda_generator_and_restore_as_many_as_the_machine_has(tmp_path, monkeypatch):
+    """A resumed GPU run draws the dropout masks an uninterrupted one would: each CUDA generator's state
+    (faked here: two devices, 16 bytes each, as Philox's seed and offset) goes into the checkpoint and comes
+    back on a machine with the same, fewer or more devices."""
+    from deepexp.rundir import load_checkpoint, save_checkpoint
+    from deepexp.train import rng_state, set_rng_state
+
+    states = [torch.arange(16, dtype=torch.uint8) + 100 * i for i in range(2)]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    save_checkpoint(tmp_path, {"model": {}, "epoch": 1, "rng": rng_state()})
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["rng"]  # weights_only=True, as a resume loads it
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.__setitem__(device, state))
+    for devices, expected in ((2, [0, 1]), (1, [0]), (4, [0, 1])):
+        restored.clear()
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
+        set_rng_state(saved)
+        assert sorted(restored) == expected, devices
+        assert all(torch.equal(restored[i], states[i]) for i in expected)
+    restored.clear()
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # a CPU run: CUDA is left alone
+    set_rng_state(saved)
+    assert restored == {}
+    assert rng_state()["cuda"] == []
