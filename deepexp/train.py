@@ -185,6 +185,29 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return optim_class(params, lr=cfg.lr, betas=tuple(o.betas), weight_decay=cfg.weight_decay, fused=fused)
 
 
+def match_param_layouts(optimizer: torch.optim.Optimizer) -> int:
+    """Give every optimizer state tensor shaped like its parameter (momentum, Adam's moments) the
+    parameter's strides; returns how many were copied.
+
+    `Optimizer.load_state_dict` casts saved state to each parameter's dtype and device but keeps the
+    layout it was saved in: a run saved in NCHW and resumed with channels_last (or the reverse) has
+    NCHW moments against NHWC weights. PyTorch's fused CUDA optimizers require parameters, gradients and
+    state to share strides (ATen's check_fast_path_restrictions, "params, grads, exp_avgs, and
+    exp_avg_sqs must have same dtype, device, and layout") and raise; the fused CPU kernels take any
+    layout. Gradients follow their parameter's strides already (autograd's gradient layout contract), and
+    the check ignores the strides of size-1 dimensions (pytorch/pytorch#134546), where the gradient of a
+    compiled 1x1 convolution may differ from its weight's."""
+    moved = 0
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if isinstance(value, Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+                    moved += 1
+    return moved
+
+
 def _git(*args: str) -> Optional[str]:
     """The output of `git ARGS` in deepexp's source folder; None outside a git checkout."""
     try:
@@ -418,6 +441,7 @@ class _Run:
                 part.load_state_dict(saved)
             except (RuntimeError, KeyError, ValueError, TypeError) as exc:
                 raise CheckpointError(f"{path} does not fit {what}: {type(exc).__name__}: {first_line(exc)}") from None
+        match_param_layouts(self.optimizer)  # channels_last may differ from the checkpoint's (RESUMABLE_CHANGES)
 
     def _checkpoint(self) -> None:
         save_checkpoint(self.run_dir, {

@@ -649,3 +649,26 @@ def test_checkpoints_keep_every_cuda_generator_and_restore_as_many_as_the_machin
     set_rng_state(saved)
     assert restored == {}
     assert rng_state()["cuda"] == []
+
+
+def test_resuming_in_another_memory_format_gives_the_optimizer_state_its_parameters_layout(tmp_path):
+    """channels_last may change on resume. CUDA's fused Adam and SGD refuse moments whose strides differ from
+    their weights' ("params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout");
+    the CPU's fused kernels accept them, so the test checks the layouts the resumed run trained with."""
+    from deepexp.train import build_model, run_splits
+
+    base = ["dataset=synthetic", "dataset.channels=3", "dataset.image_size=8", "dataset.train_size=256",
+            "dataset.test_size=32", "batch_size=64", "model=cnn", "model.width=4", "optim=adam", "lr=1e-3",
+            "monitor.enabled=false"]
+    interrupt_after_epoch_1(base + ["channels_last=false"], tmp_path)
+    m = train(compose_train(base + ["channels_last=true", "epochs=2"]), tmp_path).metrics
+    assert m["status"] == "completed" and m["epochs_done"] == 2
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    cfg = compose_train(base)
+    names = [name for name, _ in build_model(cfg, run_splits(cfg)).named_parameters()]
+    convs = [name for name in names if state["model"][name].dim() == 4]
+    assert len(convs) == 6 and all(state["model"][name].is_contiguous(memory_format=torch.channels_last)
+                                   and not state["model"][name].is_contiguous() for name in convs)
+    for index, name in enumerate(names):
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert state["optimizer"]["state"][index][key].stride() == state["model"][name].stride(), (name, key)
