@@ -18,10 +18,10 @@ import random
 import subprocess
 import time
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, MutableMapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -141,16 +141,51 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, sched: SchedConfig) 
     return 1.0
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (torch.manual_seed seeds every CUDA device too)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    # cuDNN's algorithm search picks the fastest convolution kernels for the fixed shapes of a run (PyTorch's
-    # performance tuning guide); the kernels it picks may differ between runs, so not when deterministic.
+
+
+@contextmanager
+def run_flags(deterministic: bool) -> Iterator[None]:
+    """Set the process-wide flags a run's numerics depend on for the run, and put back what was there after it,
+    so that a study's next run, the tests, or whoever called `train` find them as they were.
+
+    deterministic=true: torch.use_deterministic_algorithms (warn_only: an op without a deterministic kernel
+    warns rather than stopping the run) and no cuDNN algorithm search. Otherwise cuDNN searches for the
+    fastest convolution kernels for the run's fixed shapes (PyTorch's performance tuning guide); the kernels
+    it picks may differ between runs."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+
+
+CUBLAS_DETERMINISTIC = ":4096:8"  # one of the two settings with which cuBLAS is deterministic (PyTorch's reproducibility notes)
+
+
+def fix_cublas_workspace(deterministic: bool, environ: MutableMapping[str, str] = os.environ,
+                         cuda_in_use: Optional[bool] = None) -> Optional[str]:
+    """For deterministic=true, fix cuBLAS's workspace (CUBLAS_WORKSPACE_CONFIG), which it must be before the
+    process's first CUDA work: PyTorch gives each cuBLAS handle its workspace, sized from this variable, when
+    the handle first runs (aten/src/ATen/cuda/CublasHandlePool.cpp), and keeps it. A variable the user set is
+    left as it is. Where CUDA is already in use in this process (`cuda_in_use`; default
+    torch.cuda.is_initialized()), setting it now would not change the workspaces handles already hold, so it
+    is not set, and the returned line says why the run's matrix products may not be deterministic."""
+    if not deterministic or "CUBLAS_WORKSPACE_CONFIG" in environ:
+        return None
+    if torch.cuda.is_initialized() if cuda_in_use is None else cuda_in_use:
+        return ("deterministic=true, but CUDA was in use in this process before CUBLAS_WORKSPACE_CONFIG was set, so "
+                f"cuBLAS may not be deterministic; set CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC} before starting it")
+    environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+    return None
 
 
 def resolve_device(kind: str) -> torch.device:
@@ -297,13 +332,17 @@ def train(cfg: TrainConfig, run_dir: Path | str, reporter: Optional[ConsoleRepor
     run_dir = Path(run_dir)
     reporter = reporter or ConsoleReporter()
     flat = flat_config(cfg)
+    warning = fix_cublas_workspace(cfg.deterministic)  # first: before this run's CUDA work
+    if warning:
+        reporter.warn(warning)
     with RunLock(run_dir):
         done = read_metrics(run_dir)
         if done and done.get("status") in ("completed", "diverged"):
             check_resumable(done.get("config", {}), flat, run_dir)
             reporter.info(f"{run_dir}: already {done['status']}; nothing to do")
             return RunResult(done, EXIT_OK if done["status"] == "completed" else EXIT_DIVERGED)
-        return _Run(cfg, flat, run_dir, reporter, provenance or {}).fit()
+        with run_flags(cfg.deterministic):
+            return _Run(cfg, flat, run_dir, reporter, provenance or {}).fit()
 
 
 class NonFiniteWatch:
@@ -381,7 +420,7 @@ class _Run:
 
     def _setup(self) -> None:
         cfg = self.cfg
-        seed_everything(cfg.seed, cfg.deterministic)
+        seed_everything(cfg.seed)
         self.data = run_splits(cfg).to(self.device)
         torch.manual_seed(cfg.seed)  # the same initial weights whatever the data loading consumed
         self.model = build_model(cfg, self.data)

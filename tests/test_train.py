@@ -12,7 +12,7 @@ from torch import nn
 from deepexp.errors import CheckpointError
 from deepexp.host import keep_freed_memory, user_tuned_malloc
 from deepexp.rundir import read_metrics
-from deepexp.train import EXIT_DIVERGED, lr_factor, seed_everything, train
+from deepexp.train import EXIT_DIVERGED, lr_factor, train
 from deepexp.config import SchedConfig
 from conftest import QUICK, compose_train, needs_mnist, run_cli
 
@@ -131,14 +131,38 @@ def test_amp_and_compile_fall_back_with_a_warning_on_cpu(tmp_path, capsys):
     assert "amp=true has no effect on cpu" in err and "compile=true has no effect on cpu" in err
 
 
-def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # all three restored after the test
-    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *args, **kwargs: None)
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    seed_everything(0, deterministic=False)
-    assert torch.backends.cudnn.benchmark
-    seed_everything(0, deterministic=True)
-    assert not torch.backends.cudnn.benchmark
+def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(tmp_path, monkeypatch):
+    """Inside each run its own flags; after it, the flags as they were before (a study's next run, the
+    tests, and a caller of `train` are not affected)."""
+    import deepexp.train
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored after the test
+    real_evaluate, during = deepexp.train.evaluate, []
+
+    def evaluate(*args, **kwargs):  # called inside the run, after its first epoch
+        during.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark))
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(deepexp.train, "evaluate", evaluate)
+    for deterministic in (True, False):
+        during.clear()
+        cfg = compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", f"deterministic={deterministic}"])
+        train(cfg, tmp_path / str(deterministic))
+        assert set(during) == {(deterministic, not deterministic)}
+        assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == (False, False)
+
+
+def test_cublas_workspace_is_fixed_for_deterministic_runs_before_cuda_work_and_never_under_it():
+    from deepexp.train import fix_cublas_workspace
+
+    env = {}
+    assert fix_cublas_workspace(True, env, cuda_in_use=False) is None and env == {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    env = {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}  # the user's own choice stays
+    assert fix_cublas_workspace(True, env, cuda_in_use=False) is None and env == {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}
+    env = {}
+    assert fix_cublas_workspace(False, env, cuda_in_use=False) is None and env == {}
+    warning = fix_cublas_workspace(True, env, cuda_in_use=True)  # too late: handles keep their workspace
+    assert env == {} and "CUBLAS_WORKSPACE_CONFIG=:4096:8" in warning and "may not be deterministic" in warning
 
 
 glibc_linux = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned_malloc(),
