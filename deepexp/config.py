@@ -229,6 +229,7 @@ class TrainConfig:
     grad_clip: Optional[float] = MISSING
     on_nan: str = MISSING  # stop: the run ends as diverged (exit 3); skip_batch: drop that batch's update
     amp: bool = MISSING
+    tf32: bool = MISSING  # float32 matmuls and convolutions on TF32 tensor cores (CUDA, compute capability 8.0+)
     channels_last: bool = MISSING
     compile: bool = MISSING
     deterministic: bool = MISSING

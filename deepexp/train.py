@@ -46,7 +46,8 @@ PROGRESS_EVERY_S = 0.25
 # runs, and what it logs, but nothing that changes the numbers.
 RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
 # Options added after runs were already on disk, with the value that reproduces the old behaviour.
-NEW_OPTION_DEFAULTS = {"on_nan": "stop", "eval_test": True}
+NEW_OPTION_DEFAULTS = {"on_nan": "stop", "eval_test": True, "tf32": False}  # (tf32: exact on the CPU; earlier CUDA
+# runs had PyTorch's defaults, float32 matmuls and TF32 convolutions on 8.0+, so a resumed one continues in float32)
 # Where `compile=true` compiles the model; elsewhere it warns and the run stays eager. (The tests widen
 # this to the CPU, with torch.compile's "eager" backend, to run the compiled path without a GPU.)
 COMPILE_DEVICES = ("cuda",)
@@ -79,6 +80,7 @@ class Accelerator:
 
     amp_dtype: Optional[torch.dtype]  # the autocast dtype of amp=true; None: float32 throughout
     compile: bool  # the training forward runs through torch.compile
+    tf32: bool = False  # float32 matmuls and convolutions run on TF32 tensor cores
 
     @property
     def grad_scaler(self) -> bool:
@@ -86,8 +88,11 @@ class Accelerator:
         return self.amp_dtype == torch.float16
 
 
-def accelerator(device: torch.device, amp: bool, compile: bool) -> Accelerator:
+def accelerator(device: torch.device, amp: bool, compile: bool, tf32: bool = False) -> Accelerator:
     """The CUDA options a run asked for, as they apply on `device`.
+
+    tf32=true takes effect on GPUs with TF32 tensor cores (compute capability 8.0 and up); elsewhere, and
+    with tf32=false, float32 matmuls and convolutions compute in IEEE float32.
 
     amp=true autocasts to bfloat16 where the GPU computes it natively (compute capability 8.0 and up:
     Ampere, Hopper, ...), else to float16 with a GradScaler. `torch.cuda.is_bf16_supported()` alone
@@ -98,7 +103,8 @@ def accelerator(device: torch.device, amp: bool, compile: bool) -> Accelerator:
     dtype = None
     if amp and on_cuda:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
-    return Accelerator(amp_dtype=dtype, compile=compile and device.type in COMPILE_DEVICES)
+    tf32 = tf32 and on_cuda and torch.cuda.get_device_capability(device) >= (8, 0)
+    return Accelerator(amp_dtype=dtype, compile=compile and device.type in COMPILE_DEVICES, tf32=tf32)
 
 
 # --- small pure helpers -------------------------------------------------------------------
@@ -149,23 +155,30 @@ def seed_everything(seed: int) -> None:
 
 
 @contextmanager
-def run_flags(deterministic: bool) -> Iterator[None]:
+def run_flags(deterministic: bool, tf32: bool) -> Iterator[None]:
     """Set the process-wide flags a run's numerics depend on for the run, and put back what was there after it,
     so that a study's next run, the tests, or whoever called `train` find them as they were.
 
     deterministic=true: torch.use_deterministic_algorithms (warn_only: an op without a deterministic kernel
     warns rather than stopping the run) and no cuDNN algorithm search. Otherwise cuDNN searches for the
     fastest convolution kernels for the run's fixed shapes (PyTorch's performance tuning guide); the kernels
-    it picks may differ between runs."""
+    it picks may differ between runs.
+
+    tf32: cuBLAS matmuls and cuDNN convolutions both, explicitly. PyTorch's defaults differ between the two
+    (matmuls float32, convolutions TF32: torch.backends.cuda.matmul.allow_tf32 False, cudnn.allow_tf32
+    True); both flags are set through this one API, as PyTorch refuses to read flags set through a mix of
+    it and the newer fp32_precision settings (notes on TensorFloat-32 in its CUDA semantics)."""
+    cuda_matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark)
+             cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32)
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    torch.backends.cudnn.benchmark = not deterministic
+    cudnn.benchmark = not deterministic
+    cuda_matmul.allow_tf32 = cudnn.allow_tf32 = tf32
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.benchmark = saved[2]
+        cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32 = saved[2:]
 
 
 CUBLAS_DETERMINISTIC = ":4096:8"  # one of the two settings with which cuBLAS is deterministic (PyTorch's reproducibility notes)
@@ -341,7 +354,7 @@ def train(cfg: TrainConfig, run_dir: Path | str, reporter: Optional[ConsoleRepor
             check_resumable(done.get("config", {}), flat, run_dir)
             reporter.info(f"{run_dir}: already {done['status']}; nothing to do")
             return RunResult(done, EXIT_OK if done["status"] == "completed" else EXIT_DIVERGED)
-        with run_flags(cfg.deterministic):
+        with run_flags(cfg.deterministic, cfg.tf32):
             return _Run(cfg, flat, run_dir, reporter, provenance or {}).fit()
 
 
@@ -401,13 +414,16 @@ class _Run:
             "threads": torch.get_num_threads(), "malloc_keeps_freed_memory": kept_freed_memory,
             "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **provenance,
         }
-        self.accel = accelerator(self.device, cfg.amp, cfg.compile)
-        for option, applied in (("amp", self.accel.amp_dtype is not None), ("compile", self.accel.compile)):
+        self.accel = accelerator(self.device, cfg.amp, cfg.compile, cfg.tf32)
+        where = self.provenance["gpu"] or self.device.type
+        for option, applied in (("amp", self.accel.amp_dtype is not None), ("compile", self.accel.compile),
+                                ("tf32", self.accel.tf32)):
             if getattr(cfg, option) and not applied:
-                reporter.warn(f"{option}=true has no effect on {self.device.type}; running without it")
-        # The numerics as they ran, not as asked for: amp=true is bfloat16 or float16 depending on the GPU.
+                reporter.warn(f"{option}=true has no effect on {where}; running without it")
+        # The numerics as they ran, not as asked for: amp=true is bfloat16 or float16 depending on the GPU, and
+        # tf32=true is float32 below compute capability 8.0.
         self.provenance.update(amp_dtype=str(self.accel.amp_dtype).removeprefix("torch.") if self.accel.amp_dtype else None,
-                               compiled=self.accel.compile)
+                               tf32=self.accel.tf32, compiled=self.accel.compile)
         # NHWC helps on both devices (oneDNN's CPU kernels: 1.2-1.5x per step, scripts/bench_channels_last.py);
         # it only changes the layout of 4-d tensors, so an MLP is untouched.
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format

@@ -27,12 +27,13 @@ from bench_trainer import trainer_history  # one trainer run in a scratch folder
 from deepexp.models import list_models
 
 PLAIN = "plain (fp32, NCHW, eager)"
+# tf32=false in every configuration: float32 matmuls and convolutions are IEEE float32, as the labels say.
 CONFIGS = {
-    PLAIN: ["amp=false", "channels_last=false", "compile=false"],
-    "amp": ["amp=true", "channels_last=false", "compile=false"],
-    "channels_last": ["amp=false", "channels_last=true", "compile=false"],
-    "compile": ["amp=false", "channels_last=false", "compile=true"],
-    "amp + channels_last + compile": ["amp=true", "channels_last=true", "compile=true"],
+    PLAIN: ["amp=false", "channels_last=false", "compile=false", "tf32=false"],
+    "amp": ["amp=true", "channels_last=false", "compile=false", "tf32=false"],
+    "channels_last": ["amp=false", "channels_last=true", "compile=false", "tf32=false"],
+    "compile": ["amp=false", "channels_last=false", "compile=true", "tf32=false"],
+    "amp + channels_last + compile": ["amp=true", "channels_last=true", "compile=true", "tf32=false"],
 }
 
 

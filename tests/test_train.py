@@ -579,7 +579,7 @@ def test_provenance_records_the_autocast_dtype_the_run_used_and_float16_gets_a_g
     """CPU autocast takes both dtypes, so the trainer's AMP path runs here with the CUDA decision forced."""
     import deepexp.train
 
-    monkeypatch.setattr(deepexp.train, "accelerator", lambda device, amp, compile: deepexp.train.Accelerator(dtype, False))
+    monkeypatch.setattr(deepexp.train, "accelerator", lambda *args: deepexp.train.Accelerator(dtype, False))
     m = train(compose_train(SYNTHETIC + ["epochs=1", "amp=true", "monitor.enabled=false"]), tmp_path).metrics
     assert m["status"] == "completed"
     assert m["provenance"]["amp_dtype"] == {None: None, torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
@@ -607,7 +607,7 @@ def force_float16_amp(monkeypatch):
     """The trainer's float16 path (autocast + GradScaler) on the CPU, which takes both."""
     import deepexp.train
 
-    monkeypatch.setattr(deepexp.train, "accelerator", lambda device, amp, compile: deepexp.train.Accelerator(torch.float16, False))
+    monkeypatch.setattr(deepexp.train, "accelerator", lambda *args: deepexp.train.Accelerator(torch.float16, False))
 
 
 def test_a_float16_run_resumes_from_a_checkpoint_whose_grad_scaler_was_disabled(tmp_path, monkeypatch):
@@ -696,3 +696,36 @@ def test_resuming_in_another_memory_format_gives_the_optimizer_state_its_paramet
     for index, name in enumerate(names):
         for key in ("exp_avg", "exp_avg_sq"):
             assert state["optimizer"]["state"][index][key].stride() == state["model"][name].stride(), (name, key)
+
+
+@pytest.mark.parametrize("capability, in_effect", [((7, 0), False), ((8, 0), True), ((9, 0), True)])
+def test_tf32_takes_effect_only_on_gpus_with_tf32_tensor_cores(monkeypatch, capability, in_effect):
+    from deepexp.train import accelerator
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert accelerator(torch.device("cuda"), amp=False, compile=False, tf32=True).tf32 is in_effect
+    assert accelerator(torch.device("cuda"), amp=False, compile=False, tf32=False).tf32 is False
+    assert accelerator(torch.device("cpu"), amp=False, compile=False, tf32=True).tf32 is False
+
+
+def test_tf32_is_set_for_the_run_recorded_and_restored_after_it(tmp_path, monkeypatch, capsys):
+    """cuBLAS and cuDNN get the run's choice explicitly (PyTorch's own defaults differ: matmuls in float32,
+    convolutions in TF32); provenance records what ran (on the CPU: float32, with a warning for tf32=true);
+    after the run the flags are as they were."""
+    import deepexp.train
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    real_evaluate, during = deepexp.train.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        during.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(deepexp.train, "evaluate", evaluate)
+    for tf32 in (False, True):
+        during.clear()
+        m = train(compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", f"tf32={tf32}"]), tmp_path / str(tf32)).metrics
+        assert set(during) == {(tf32, tf32)}
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+        assert m["provenance"]["tf32"] is False and m["config"]["tf32"] is tf32
+    assert "tf32=true has no effect on cpu" in capsys.readouterr().err
