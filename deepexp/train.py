@@ -442,7 +442,13 @@ class _Run:
         self.model = build_model(cfg, self.data)
         self.init_scheme = init_weights(self.model, cfg.init.name, cfg.act.name)
         self.model.to(self.device, memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if self.accel.compile else self.model
+        self.forward = self.model
+        if self.accel.compile:
+            # Each run compiles its own model afresh. Dynamo keeps what it compiled for earlier runs of this process,
+            # and once it holds 8 versions of one forward (torch._dynamo.config.recompile_limit: resnet20, resnet32, ...
+            # share ResNet.forward) it silently runs that forward uncompiled.
+            torch._dynamo.reset()
+            self.forward = torch.compile(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
         n_train = len(self.data.y_train)
         self.batch_size = min(cfg.batch_size, n_train)

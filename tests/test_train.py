@@ -729,3 +729,20 @@ def test_tf32_is_set_for_the_run_recorded_and_restored_after_it(tmp_path, monkey
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
         assert m["provenance"]["tf32"] is False and m["config"]["tf32"] is tf32
     assert "tf32=true has no effect on cpu" in capsys.readouterr().err
+
+
+def test_every_run_of_a_study_is_compiled_however_many_models_of_one_class_came_before(tmp_path, monkeypatch):
+    """Dynamo stops compiling a forward it holds `recompile_limit` versions of (8 by default; 2 here), and
+    runs it uncompiled with only a log line: a study's ninth ResNet would silently train eager."""
+    import deepexp.train
+
+    real_compile = torch.compile
+    monkeypatch.setattr(deepexp.train, "COMPILE_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(torch, "compile", lambda model: real_compile(model, backend="eager"))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    graphs = torch._dynamo.utils.counters["stats"]
+    for width in (8, 12, 16, 20):  # four MLPs, one class, four shapes
+        before = graphs["unique_graphs"]
+        cfg = compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", "compile=true", f"model.width={width}"])
+        train(cfg, tmp_path / str(width))
+        assert graphs["unique_graphs"] > before, width
