@@ -2,8 +2,9 @@
 
 Every configuration is one run of deepexp's own trainer (monitoring off) on CIFAR-shaped
 synthetic images (3x32x32, 10 classes, uint8 on the GPU, as the trainer keeps any dataset):
-first plain fp32, NCHW and eager, then AMP (bf16 autocast where the GPU computes it natively, else fp16), channels_last
-and `compile=true` one at a time, then all three. The configurations take turns within each
+first plain fp32 (tf32=false: IEEE float32 matmuls and convolutions), NCHW and eager, then AMP
+(bf16 autocast where the GPU computes it natively, else fp16), channels_last and `compile=true`
+one at a time, then all three. The configurations take turns within each
 round (each round starting with the next one), and each one's images/s is divided by the plain
 run's of the same round, so drift between rounds cancels. Images/s is the median over the epochs
 after the first; the first epoch (cuDNN's algorithm search, torch.compile's compilation) is
