@@ -45,9 +45,10 @@ PROGRESS_EVERY_S = 0.25
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
 RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
-# Options added after runs were already on disk, with the value that reproduces the old behaviour.
-NEW_OPTION_DEFAULTS = {"on_nan": "stop", "eval_test": True, "tf32": False}  # (tf32: exact on the CPU; earlier CUDA
-# runs had PyTorch's defaults, float32 matmuls and TF32 convolutions on 8.0+, so a resumed one continues in float32)
+# Options added after runs were already on disk, with the value that reproduces the old behaviour. (tf32: exactly
+# on the CPU; earlier CUDA runs had PyTorch's defaults, float32 matmuls but TF32 convolutions on compute capability
+# 8.0+, and continue in float32.)
+NEW_OPTION_DEFAULTS = {"on_nan": "stop", "eval_test": True, "tf32": False}
 # Where `compile=true` compiles the model; elsewhere it warns and the run stays eager. (The tests widen
 # this to the CPU, with torch.compile's "eager" backend, to run the compiled path without a GPU.)
 COMPILE_DEVICES = ("cuda",)
@@ -181,7 +182,8 @@ def run_flags(deterministic: bool, tf32: bool) -> Iterator[None]:
         cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32 = saved[2:]
 
 
-CUBLAS_DETERMINISTIC = ":4096:8"  # one of the two settings with which cuBLAS is deterministic (PyTorch's reproducibility notes)
+# One of the two workspace settings with which cuBLAS is deterministic (PyTorch's reproducibility notes).
+CUBLAS_DETERMINISTIC = ":4096:8"
 
 
 def fix_cublas_workspace(deterministic: bool, environ: MutableMapping[str, str] = os.environ,
