@@ -1,6 +1,6 @@
 """The first command to run on a machine with a CUDA GPU: does deepexp's CUDA path do what it claims?
 
-    python scripts/gpu_check.py                    # every check, about 6-7 minutes on one H100/H200
+    python scripts/gpu_check.py                    # every check; checks stop at --budget (450 s by default)
     python scripts/gpu_check.py --quick            # fewer compiled runs and one benchmark model
     python scripts/gpu_check.py --out DIR          # gpu_check.json and gpu_check.md in DIR (default: .)
     python scripts/gpu_check.py --device cpu       # the dry run the tests execute: every check, tiny, on the CPU
