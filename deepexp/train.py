@@ -156,9 +156,11 @@ def seed_everything(seed: int) -> None:
 
 
 @contextmanager
-def run_flags(deterministic: bool, tf32: bool) -> Iterator[None]:
-    """Set the process-wide flags a run's numerics depend on for the run, and put back what was there after it,
-    so that a study's next run, the tests, or whoever called `train` find them as they were.
+def run_flags(deterministic: bool, tf32: bool, threads: int = 0) -> Iterator[None]:
+    """Set the process-wide flags a run depends on for the run, and put back what was there after it, so
+    that a study's next run, the tests, or whoever called `train` find them as they were.
+
+    threads: torch's intra-op CPU threads (device.threads; 0 leaves the process's setting).
 
     deterministic=true: torch.use_deterministic_algorithms (warn_only: an op without a deterministic kernel
     warns rather than stopping the run) and no cuDNN algorithm search. Otherwise cuDNN searches for the
@@ -171,15 +173,19 @@ def run_flags(deterministic: bool, tf32: bool) -> Iterator[None]:
     it and the newer fp32_precision settings (notes on TensorFloat-32 in its CUDA semantics)."""
     cuda_matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32)
+             cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32, torch.get_num_threads())
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     cudnn.benchmark = not deterministic
     cuda_matmul.allow_tf32 = cudnn.allow_tf32 = tf32
+    if threads:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32 = saved[2:]
+        cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32 = saved[2:5]
+        if torch.get_num_threads() != saved[5]:
+            torch.set_num_threads(saved[5])
 
 
 # One of the two workspace settings with which cuBLAS is deterministic (PyTorch's reproducibility notes).
@@ -356,7 +362,7 @@ def train(cfg: TrainConfig, run_dir: Path | str, reporter: Optional[ConsoleRepor
             check_resumable(done.get("config", {}), flat, run_dir)
             reporter.info(f"{run_dir}: already {done['status']}; nothing to do")
             return RunResult(done, EXIT_OK if done["status"] == "completed" else EXIT_DIVERGED)
-        with run_flags(cfg.deterministic, cfg.tf32):
+        with run_flags(cfg.deterministic, cfg.tf32, cfg.device.threads):
             return _Run(cfg, flat, run_dir, reporter, provenance or {}).fit()
 
 
@@ -404,8 +410,6 @@ class _Run:
     def __init__(self, cfg: TrainConfig, flat: dict, run_dir: Path, reporter: ConsoleReporter, provenance: dict):
         self.cfg, self.flat, self.run_dir, self.reporter = cfg, flat, run_dir, reporter
         self.device = resolve_device(cfg.device.type)
-        if cfg.device.threads:
-            torch.set_num_threads(cfg.device.threads)
         kept_freed_memory = keep_freed_memory()  # else a conv net's CPU step faults thousands of pages in again (host.py)
         # Enough to rerun this elsewhere: code version, libraries, hardware. (str(torch.__version__): checkpoints
         # keep a copy, and torch.load(weights_only=True) refuses its str subclass.)

@@ -137,19 +137,21 @@ def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(tmp_path, monkey
     import deepexp.train
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored after the test
-    real_evaluate, during = deepexp.train.evaluate, []
+    real_evaluate, during, threads = deepexp.train.evaluate, [], torch.get_num_threads()
 
     def evaluate(*args, **kwargs):  # called inside the run, after its first epoch
-        during.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark))
+        during.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark, torch.get_num_threads()))
         return real_evaluate(*args, **kwargs)
 
     monkeypatch.setattr(deepexp.train, "evaluate", evaluate)
     for deterministic in (True, False):
         during.clear()
-        cfg = compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", f"deterministic={deterministic}"])
+        cfg = compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", f"deterministic={deterministic}",
+                                         f"device.threads={threads + 1}"])  # device.threads, also the process's
         train(cfg, tmp_path / str(deterministic))
-        assert set(during) == {(deterministic, not deterministic)}
+        assert set(during) == {(deterministic, not deterministic, threads + 1)}
         assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == (False, False)
+        assert torch.get_num_threads() == threads
 
 
 def test_cublas_workspace_is_fixed_for_deterministic_runs_before_cuda_work_and_never_under_it():
