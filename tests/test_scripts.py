@@ -43,13 +43,14 @@ GPU_CHECKS = ["environment", "deterministic", "kill_resume", "fp16_resume", "lay
 
 def gpu_check(args, cwd):
     return subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=1800)
 
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu_runs_every_check_to_a_verdict(tmp_path):
-    """scripts/gpu_check.py --device cpu: every check of the GPU run, tiny, through the same code."""
-    out = gpu_check(["--device", "cpu", "--budget", "300", "--out", str(tmp_path / "out")], tmp_path)
+    """scripts/gpu_check.py --device cpu: every check of the GPU run, tiny, through the same code (about 30 s
+    on two idle cores; the budget is only a ceiling, wide enough for a machine shared with other jobs)."""
+    out = gpu_check(["--device", "cpu", "--budget", "1500", "--out", str(tmp_path / "out")], tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     checks = {c["name"]: c for c in report["checks"]}
