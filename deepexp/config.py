@@ -235,6 +235,7 @@ class TrainConfig:
     grad_clip: Optional[float] = MISSING
     on_nan: str = MISSING  # stop: the run ends as diverged (exit 3); skip_batch: drop that batch's update
     amp: bool = MISSING
+    tf32: bool = MISSING  # float32 matmuls and convolutions on TF32 tensor cores (CUDA, compute capability 8.0+)
     channels_last: bool = MISSING
     compile: bool = MISSING
     deterministic: bool = MISSING
@@ -565,6 +566,12 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         return compose(config_name=name, overrides=list(overrides))
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
+
+
+def compose_train(overrides: Sequence[str] = ()) -> TrainConfig:
+    """The real `deepexp train` config with `overrides`, validated into typed objects (what the tests
+    and the benchmark scripts train with). Raises ConfigError on a bad override or value."""
+    return validate(compose_config("train", overrides))
 
 
 def validate(cfg: DictConfig) -> TrainConfig:

@@ -12,7 +12,9 @@ What is measured, per layer:
 How: forward hooks on the activation modules and the weights' `.grad` after
 backward (not `register_full_backward_hook`, which breaks with in-place ops and
 residual additions). Statistics stay on the device, are stacked, and cross to the
-host once per log step. Hooks do nothing on steps that are not logged.
+host once per log step. Hooks do nothing on steps that are not logged. They are added
+on logged steps only, so with `compile=true` the trainer runs those steps through the
+uncompiled module: a compiled module does not run hooks added after it was compiled.
 
 Each epoch ends with a probe: one eval-mode forward and backward pass on the same
 probe images (without touching `.grad` or the optimizer), so the per-epoch layer

@@ -18,10 +18,10 @@ import random
 import subprocess
 import time
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, MutableMapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import __version__
-from .config import SchedConfig, TrainConfig, to_plain
+from .config import SchedConfig, TrainConfig, first_line, to_plain
 from .data import Splits, load_splits, normalize, random_crop_flip, take
 from .errors import CheckpointError, ConfigError
 from .host import host_load, keep_freed_memory, oversubscription_warning
@@ -45,8 +45,13 @@ PROGRESS_EVERY_S = 0.25
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
 RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
-# Options added after runs were already on disk, with the value that reproduces the old behaviour.
-NEW_OPTION_DEFAULTS = {"on_nan": "stop", "eval_test": True}
+# Options added after runs were already on disk, with the value that reproduces the old behaviour. (tf32: exactly
+# on the CPU; earlier CUDA runs had PyTorch's defaults, float32 matmuls but TF32 convolutions on compute capability
+# 8.0+, and continue in float32.)
+NEW_OPTION_DEFAULTS = {"on_nan": "stop", "eval_test": True, "tf32": False}
+# Where `compile=true` compiles the model; elsewhere it warns and the run stays eager. (The tests widen
+# this to the CPU, with torch.compile's "eager" backend, to run the compiled path without a GPU.)
+COMPILE_DEVICES = ("cuda",)
 
 
 @dataclass
@@ -68,6 +73,39 @@ class EpochStats:
     updates: int = 0  # optimizer steps taken (under fp16 AMP, GradScaler itself may still skip one with inf gradients)
     skipped: int = 0  # batches dropped by on_nan=skip_batch
     clipped: Optional[int] = None  # updates whose gradient norm exceeded grad_clip (None: no clipping)
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """What a run's CUDA options amount to on its device (on the CPU each is off, with a warning)."""
+
+    amp_dtype: Optional[torch.dtype]  # the autocast dtype of amp=true; None: float32 throughout
+    compile: bool  # the training forward runs through torch.compile
+    tf32: bool = False  # float32 matmuls and convolutions run on TF32 tensor cores
+
+    @property
+    def grad_scaler(self) -> bool:
+        """float16 needs loss scaling against underflowing gradients; bfloat16 has float32's exponent range."""
+        return self.amp_dtype == torch.float16
+
+
+def accelerator(device: torch.device, amp: bool, compile: bool, tf32: bool = False) -> Accelerator:
+    """The CUDA options a run asked for, as they apply on `device`.
+
+    tf32=true takes effect on GPUs with TF32 tensor cores (compute capability 8.0 and up); elsewhere, and
+    with tf32=false, float32 matmuls and convolutions compute in IEEE float32.
+
+    amp=true autocasts to bfloat16 where the GPU computes it natively (compute capability 8.0 and up:
+    Ampere, Hopper, ...), else to float16 with a GradScaler. `torch.cuda.is_bf16_supported()` alone
+    says yes on a T4 or V100 too, where bfloat16 is emulated (slower than float32, and cuDNN has no
+    bfloat16 convolution engines below 8.0); `including_emulation=False` asks for native support only.
+    """
+    on_cuda = device.type == "cuda"
+    dtype = None
+    if amp and on_cuda:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    tf32 = tf32 and on_cuda and torch.cuda.get_device_capability(device) >= (8, 0)
+    return Accelerator(amp_dtype=dtype, compile=compile and device.type in COMPILE_DEVICES, tf32=tf32)
 
 
 # --- small pure helpers -------------------------------------------------------------------
@@ -110,16 +148,65 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, sched: SchedConfig) 
     return 1.0
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (torch.manual_seed seeds every CUDA device too)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    # cuDNN's algorithm search picks the fastest convolution kernels for the fixed shapes of a run (PyTorch's
-    # performance tuning guide); the kernels it picks may differ between runs, so not when deterministic.
-    torch.backends.cudnn.benchmark = not deterministic
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@contextmanager
+def run_flags(deterministic: bool, tf32: bool, threads: int = 0) -> Iterator[None]:
+    """Set the process-wide flags a run depends on for the run, and put back what was there after it, so
+    that a study's next run, the tests, or whoever called `train` find them as they were.
+
+    threads: torch's intra-op CPU threads (device.threads; 0 leaves the process's setting).
+
+    deterministic=true: torch.use_deterministic_algorithms (warn_only: an op without a deterministic kernel
+    warns rather than stopping the run) and no cuDNN algorithm search. Otherwise cuDNN searches for the
+    fastest convolution kernels for the run's fixed shapes (PyTorch's performance tuning guide); the kernels
+    it picks may differ between runs.
+
+    tf32: cuBLAS matmuls and cuDNN convolutions both, explicitly. PyTorch's defaults differ between the two
+    (matmuls float32, convolutions TF32: torch.backends.cuda.matmul.allow_tf32 False, cudnn.allow_tf32
+    True); both flags are set through this one API, as PyTorch refuses to read flags set through a mix of
+    it and the newer fp32_precision settings (notes on TensorFloat-32 in its CUDA semantics)."""
+    cuda_matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32, torch.get_num_threads())
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    cudnn.benchmark = not deterministic
+    cuda_matmul.allow_tf32 = cudnn.allow_tf32 = tf32
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32 = saved[2:5]
+        if torch.get_num_threads() != saved[5]:
+            torch.set_num_threads(saved[5])
+
+
+# One of the two workspace settings with which cuBLAS is deterministic (PyTorch's reproducibility notes).
+CUBLAS_DETERMINISTIC = ":4096:8"
+
+
+def fix_cublas_workspace(deterministic: bool, environ: MutableMapping[str, str] = os.environ,
+                         cuda_in_use: Optional[bool] = None) -> Optional[str]:
+    """For deterministic=true, fix cuBLAS's workspace (CUBLAS_WORKSPACE_CONFIG), which it must be before the
+    process's first CUDA work: PyTorch gives each cuBLAS handle its workspace, sized from this variable, when
+    the handle first runs (aten/src/ATen/cuda/CublasHandlePool.cpp), and keeps it. A variable the user set is
+    left as it is. Where CUDA is already in use in this process (`cuda_in_use`; default
+    torch.cuda.is_initialized()), setting it now would not change the workspaces handles already hold, so it
+    is not set, and the returned line says why the run's matrix products may not be deterministic."""
+    if not deterministic or "CUBLAS_WORKSPACE_CONFIG" in environ:
+        return None
+    if torch.cuda.is_initialized() if cuda_in_use is None else cuda_in_use:
+        return ("deterministic=true, but CUDA was in use in this process before CUBLAS_WORKSPACE_CONFIG was set, so "
+                f"cuBLAS may not be deterministic; set CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC} before starting it")
+    environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+    return None
 
 
 def resolve_device(kind: str) -> torch.device:
@@ -156,6 +243,29 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return optim_class(params, lr=cfg.lr, betas=tuple(o.betas), weight_decay=cfg.weight_decay, fused=fused)
 
 
+def match_param_layouts(optimizer: torch.optim.Optimizer) -> int:
+    """Give every optimizer state tensor shaped like its parameter (momentum, Adam's moments) the
+    parameter's strides; returns how many were copied.
+
+    `Optimizer.load_state_dict` casts saved state to each parameter's dtype and device but keeps the
+    layout it was saved in: a run saved in NCHW and resumed with channels_last (or the reverse) has
+    NCHW moments against NHWC weights. PyTorch's fused CUDA optimizers require parameters, gradients and
+    state to share strides (ATen's check_fast_path_restrictions, "params, grads, exp_avgs, and
+    exp_avg_sqs must have same dtype, device, and layout") and raise; the fused CPU kernels take any
+    layout. Gradients follow their parameter's strides already (autograd's gradient layout contract), and
+    the check ignores the strides of size-1 dimensions (pytorch/pytorch#134546), where the gradient of a
+    compiled 1x1 convolution may differ from its weight's."""
+    moved = 0
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if isinstance(value, Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+                    moved += 1
+    return moved
+
+
 def _git(*args: str) -> Optional[str]:
     """The output of `git ARGS` in deepexp's source folder; None outside a git checkout."""
     try:
@@ -178,14 +288,27 @@ def git_dirty() -> Optional[bool]:
 
 
 def rng_state() -> dict:
+    """Every generator a run draws from, as tensors and plain values (torch.load(weights_only=True) reads them):
+    torch's CPU generator, each CUDA device's (dropout on the GPU draws from it), Python's and NumPy's.
+
+    The CUDA states (torch.cuda.get_rng_state_all: one ByteTensor per visible device) are taken once CUDA is
+    in use in this process, as it is in a CUDA run; asking earlier would start a CUDA context for a CPU run."""
     np_state = np.random.get_state()
     return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": np_state[2],
                       "has_gauss": np_state[3], "cached": np_state[4]}}
 
 
 def set_rng_state(state: dict) -> None:
+    """Put back what `rng_state` saved. CUDA generators go back device by device, as many as both machines
+    have: a checkpoint from a machine with more GPUs restores the ones this one has, and devices it did not
+    have keep their seeded state (a run trains on one device, the current one, device 0 unless chosen)."""
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda", [])  # checkpoints written before CUDA states were saved have none
+    if cuda and torch.cuda.is_initialized():
+        for index, device_state in enumerate(cuda[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
@@ -232,13 +355,17 @@ def train(cfg: TrainConfig, run_dir: Path | str, reporter: Optional[ConsoleRepor
     run_dir = Path(run_dir)
     reporter = reporter or ConsoleReporter()
     flat = flat_config(cfg)
+    warning = fix_cublas_workspace(cfg.deterministic)  # first: before this run's CUDA work
+    if warning:
+        reporter.warn(warning)
     with RunLock(run_dir):
         done = read_metrics(run_dir)
         if done and done.get("status") in ("completed", "diverged"):
             check_resumable(done.get("config", {}), flat, run_dir)
             reporter.info(f"{run_dir}: already {done['status']}; nothing to do")
             return RunResult(done, EXIT_OK if done["status"] == "completed" else EXIT_DIVERGED)
-        return _Run(cfg, flat, run_dir, reporter, provenance or {}).fit()
+        with run_flags(cfg.deterministic, cfg.tf32, cfg.device.threads):
+            return _Run(cfg, flat, run_dir, reporter, provenance or {}).fit()
 
 
 class NonFiniteWatch:
@@ -285,8 +412,6 @@ class _Run:
     def __init__(self, cfg: TrainConfig, flat: dict, run_dir: Path, reporter: ConsoleReporter, provenance: dict):
         self.cfg, self.flat, self.run_dir, self.reporter = cfg, flat, run_dir, reporter
         self.device = resolve_device(cfg.device.type)
-        if cfg.device.threads:
-            torch.set_num_threads(cfg.device.threads)
         kept_freed_memory = keep_freed_memory()  # else a conv net's CPU step faults thousands of pages in again (host.py)
         load = host_load()  # before this run's threads add to it
         # Enough to rerun this elsewhere: code version, libraries, hardware. (str(torch.__version__): checkpoints
@@ -301,37 +426,48 @@ class _Run:
         busy = oversubscription_warning(load, torch.get_num_threads()) if self.device.type == "cpu" else None
         if busy:
             reporter.warn(busy)
-        on_cuda = self.device.type == "cuda"
-        for option in ("amp", "compile"):
-            if getattr(cfg, option) and not on_cuda:
-                reporter.warn(f"{option}=true has no effect on {self.device.type}; running without it")
-        self.use_amp = cfg.amp and on_cuda
-        self.amp_dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
+        self.accel = accelerator(self.device, cfg.amp, cfg.compile, cfg.tf32)
+        where = self.provenance["gpu"] or self.device.type
+        for option, applied in (("amp", self.accel.amp_dtype is not None), ("compile", self.accel.compile),
+                                ("tf32", self.accel.tf32)):
+            if getattr(cfg, option) and not applied:
+                reporter.warn(f"{option}=true has no effect on {where}; running without it")
+        # The numerics as they ran, not as asked for: amp=true is bfloat16 or float16 depending on the GPU, and
+        # tf32=true is float32 below compute capability 8.0.
+        self.provenance.update(amp_dtype=str(self.accel.amp_dtype).removeprefix("torch.") if self.accel.amp_dtype else None,
+                               tf32=self.accel.tf32, compiled=self.accel.compile)
         # NHWC helps on both devices (oneDNN's CPU kernels: 1.2-1.5x per step, scripts/bench_channels_last.py);
         # it only changes the layout of 4-d tensors, so an MLP is untouched.
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+        dtype = self.accel.amp_dtype
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     # -- setup --
 
     def _setup(self) -> None:
         cfg = self.cfg
-        seed_everything(cfg.seed, cfg.deterministic)
+        seed_everything(cfg.seed)
         self.data = run_splits(cfg).to(self.device)
         torch.manual_seed(cfg.seed)  # the same initial weights whatever the data loading consumed
         self.model = build_model(cfg, self.data)
         self.init_scheme = init_weights(self.model, cfg.init.name, cfg.act.name)
         self.model.to(self.device, memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if cfg.compile and self.device.type == "cuda" else self.model
+        self.forward = self.model
+        if self.accel.compile:
+            # Each run compiles its own model afresh. Dynamo keeps what it compiled for earlier runs of this process,
+            # and once it holds 8 versions of one forward (torch._dynamo.config.recompile_limit: resnet20, resnet32, ...
+            # share ResNet.forward) it silently runs that forward uncompiled.
+            torch._dynamo.reset()
+            self.forward = torch.compile(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
         n_train = len(self.data.y_train)
         self.batch_size = min(cfg.batch_size, n_train)
         self.steps_per_epoch = n_train // self.batch_size  # the incomplete last batch is dropped
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg.epochs, cfg.sched))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.accel.grad_scaler)
         self.params_list = list(self.model.parameters())
         self.params = sum(p.numel() for p in self.params_list)
         probe = min(cfg.monitor.probe_size, len(self.data.y_val))
@@ -350,19 +486,35 @@ class _Run:
             return
         state, path = found
         check_resumable(state.get("config", {}), self.flat, self.run_dir)
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"{path} does not fit model {self.cfg.model.name!r}: {str(exc).splitlines()[0]}") from None
+        self._load_parts(state, path)
         set_rng_state(state["rng"])
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.skipped = state.get("skipped", 0)
         self.history, self.init_layers = state["history"], state["init_layers"]
         self.resumed_after, self.earlier_attempts = self.epoch, state.get("provenance", [])
         self.reporter.info(f"resuming {self.run_dir} after epoch {self.epoch} ({path.name})")
+
+    def _load_parts(self, state: dict, path: Path) -> None:
+        """Load model, optimizer, schedule and GradScaler state, naming the part that does not fit.
+
+        An empty GradScaler state was written by a disabled scaler (a CPU, bfloat16 or float32 run, all
+        resumable on a float16 GPU): the float16 run then starts its loss scale afresh, as GradScaler
+        does, instead of GradScaler.load_state_dict refusing an empty dict."""
+        parts = (("model", self.model, f"model {self.cfg.model.name!r}"),
+                 ("optimizer", self.optimizer, f"the {self.cfg.optim.name} optimizer's state"),
+                 ("scheduler", self.scheduler, "the learning-rate schedule's state"),
+                 ("scaler", self.scaler, "the GradScaler's state (amp with float16)"))
+        for key, part, what in parts:
+            saved = state.get(key)
+            if key == "scaler" and saved == {}:
+                continue
+            if not isinstance(saved, dict):
+                raise CheckpointError(f"{path} holds no {key} state; it cannot resume this run")
+            try:
+                part.load_state_dict(saved)
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                raise CheckpointError(f"{path} does not fit {what}: {type(exc).__name__}: {first_line(exc)}") from None
+        match_param_layouts(self.optimizer)  # channels_last may differ from the checkpoint's (RESUMABLE_CHANGES)
 
     def _checkpoint(self) -> None:
         save_checkpoint(self.run_dir, {
@@ -471,9 +623,11 @@ class _Run:
             xb = normalize(xb, data.mean, data.std).contiguous(memory_format=self.memory_format)
             if monitor:
                 monitor.capture(log, values=hist)
-            # forward
+            # forward; a logged step runs the uncompiled module, so that the monitor's forward hooks see it: a
+            # compiled module runs whichever hooks it was compiled with and notices none added later (torch.compile
+            # skips its module-hook guards by default, torch._dynamo.config.skip_nnmodule_hook_guards)
             with self.autocast():
-                logits = self.forward(xb)
+                logits = (self.model if log else self.forward)(xb)
                 loss = F.cross_entropy(logits.float(), yb)
             if watch.bad_now(~torch.isfinite(loss.detach()), self.step):
                 if skip_bad:

@@ -16,19 +16,15 @@ Target (issue #8): under 10% of a step.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import compose_train  # noqa: E402
-
-from deepexp.data import normalize, random_crop_flip, take  # noqa: E402
-from deepexp.measure import time_call  # noqa: E402
-from deepexp.models import init_weights, list_models  # noqa: E402
-from deepexp.train import build_model, build_optimizer, run_splits  # noqa: E402
+from deepexp.config import compose_train  # the real config, composed as the tests compose it
+from deepexp.data import normalize, random_crop_flip, take
+from deepexp.measure import time_call
+from deepexp.models import init_weights, list_models
+from deepexp.train import build_model, build_optimizer, run_splits
 
 
 def addcmul_normalize(x, mean, std):

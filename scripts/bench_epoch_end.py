@@ -21,14 +21,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import compose_train  # noqa: E402
-from torch.utils.tensorboard import SummaryWriter  # noqa: E402
-
-import deepexp.train  # noqa: E402
-from deepexp.monitor import LayerMonitor  # noqa: E402
-from deepexp.progress import QuietReporter  # noqa: E402
+import deepexp.train
+from deepexp.config import compose_train  # the real config, composed as the tests compose it
+from deepexp.monitor import LayerMonitor
+from deepexp.progress import QuietReporter
 
 # part -> (where the trainer finds the function, its name there)
 PARTS = {

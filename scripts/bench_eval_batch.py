@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import compose_train  # noqa: E402
-
-from deepexp.data import Splits  # noqa: E402
-from deepexp.models import create_model, list_models  # noqa: E402
-from deepexp.train import evaluate  # noqa: E402
+from deepexp.config import compose_train  # the real config, composed as the tests compose it
+from deepexp.data import Splits
+from deepexp.models import create_model, list_models
+from deepexp.train import evaluate
 
 SHAPES = {"mlp": (10_000, 1, 28, 28)}  # MNIST's test set; the conv nets get CIFAR-10's subset (1,017 images)
 

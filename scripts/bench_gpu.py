@@ -2,8 +2,9 @@
 
 Every configuration is one run of deepexp's own trainer (monitoring off) on CIFAR-shaped
 synthetic images (3x32x32, 10 classes, uint8 on the GPU, as the trainer keeps any dataset):
-first plain fp32, NCHW and eager, then AMP (bf16 autocast where the GPU has it), channels_last
-and `compile=true` one at a time, then all three. The configurations take turns within each
+first plain fp32 (tf32=false: IEEE float32 matmuls and convolutions), NCHW and eager, then AMP
+(bf16 autocast where the GPU computes it natively, else fp16), channels_last and `compile=true`
+one at a time, then all three. The configurations take turns within each
 round (each round starting with the next one), and each one's images/s is divided by the plain
 run's of the same round, so drift between rounds cancels. Images/s is the median over the epochs
 after the first; the first epoch (cuDNN's algorithm search, torch.compile's compilation) is
@@ -27,12 +28,13 @@ from bench_trainer import trainer_history  # one trainer run in a scratch folder
 from deepexp.models import list_models
 
 PLAIN = "plain (fp32, NCHW, eager)"
+# tf32=false in every configuration: float32 matmuls and convolutions are IEEE float32, as the labels say.
 CONFIGS = {
-    PLAIN: ["amp=false", "channels_last=false", "compile=false"],
-    "amp": ["amp=true", "channels_last=false", "compile=false"],
-    "channels_last": ["amp=false", "channels_last=true", "compile=false"],
-    "compile": ["amp=false", "channels_last=false", "compile=true"],
-    "amp + channels_last + compile": ["amp=true", "channels_last=true", "compile=true"],
+    PLAIN: ["amp=false", "channels_last=false", "compile=false", "tf32=false"],
+    "amp": ["amp=true", "channels_last=false", "compile=false", "tf32=false"],
+    "channels_last": ["amp=false", "channels_last=true", "compile=false", "tf32=false"],
+    "compile": ["amp=false", "channels_last=false", "compile=true", "tf32=false"],
+    "amp + channels_last + compile": ["amp=true", "channels_last=true", "compile=true", "tf32=false"],
 }
 
 
@@ -60,7 +62,7 @@ def main() -> None:
     if args.device == "cuda":
         props = torch.cuda.get_device_properties(0)
         where = (f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
-                 f"cuDNN {torch.backends.cudnn.version()}, bf16 {torch.cuda.is_bf16_supported()}")
+                 f"cuDNN {torch.backends.cudnn.version()}, native bf16 {torch.cuda.is_bf16_supported(including_emulation=False)}")
     else:
         where = f"CPU, {torch.get_num_threads()} threads (dry run: amp and compile fall back to plain here)"
     print(f"torch {torch.__version__}, {where}")

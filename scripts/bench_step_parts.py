@@ -19,22 +19,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import compose_train  # noqa: E402
-
-from deepexp.data import normalize  # noqa: E402
-from deepexp.host import keep_freed_memory  # noqa: E402
-from deepexp.models import init_weights  # noqa: E402
-from deepexp.monitor import LayerMonitor  # noqa: E402
-from deepexp.train import build_model, non_finite_grads, run_splits  # noqa: E402
+from deepexp.config import compose_train  # the real config, composed as the tests compose it
+from deepexp.data import normalize
+from deepexp.host import keep_freed_memory
+from deepexp.models import init_weights
+from deepexp.monitor import LayerMonitor
+from deepexp.train import build_model, non_finite_grads, run_splits
 
 VARIANTS = {
     "bare loop": set(),

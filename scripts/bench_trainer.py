@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,14 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import compose_train  # noqa: E402  (the real config, composed like the tests do)
-
-from deepexp.data import normalize, random_crop_flip, take  # noqa: E402
-from deepexp.host import keep_freed_memory  # noqa: E402
-from deepexp.models import init_weights  # noqa: E402
-from deepexp.progress import QuietReporter  # noqa: E402
-from deepexp.train import build_model, build_optimizer, run_splits, train  # noqa: E402
+from deepexp.config import compose_train  # the real config, composed as the tests compose it
+from deepexp.data import normalize, random_crop_flip, take
+from deepexp.host import keep_freed_memory
+from deepexp.models import init_weights
+from deepexp.progress import QuietReporter
+from deepexp.train import build_model, build_optimizer, run_splits, train
 
 CASES = {
     "mlp-mnist": ["model=mlp", "dataset=mnist"],

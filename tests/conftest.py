@@ -18,7 +18,7 @@ if _WORKERS > 1:
     _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _CORES // _WORKERS)))
 
-from deepexp.config import DataConfig, TrainConfig, compose_config, validate  # noqa: E402 (after the thread share)
+from deepexp.config import DataConfig, compose_train  # noqa: E402,F401 (after the thread share; compose_train for the tests)
 from deepexp.data import data_roots  # noqa: E402
 
 
@@ -42,11 +42,6 @@ def read_csv(path: Path) -> List[dict]:
     """The rows of a CSV file a command wrote, as dicts."""
     with open(path) as f:
         return list(csv.DictReader(f))
-
-
-def compose_train(overrides: List[str] = ()) -> TrainConfig:
-    """The real `deepexp train` config with `overrides`, validated into typed objects."""
-    return validate(compose_config("train", overrides))
 
 
 def pytest_collection_modifyitems(items):

@@ -138,3 +138,31 @@ def test_every_resnet_and_plain_net_with_every_shortcut_option(name, shortcut, s
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     if name.startswith("plain"):  # no shortcuts at all, whatever the option says
         assert not any("shortcut" in n for n, _ in model.named_modules() if n)
+
+
+# Pooling layers whose CUDA backward has no deterministic kernel (torch.use_deterministic_algorithms' list).
+NONDETERMINISTIC_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool2d,
+                          nn.AvgPool3d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)
+
+
+def test_no_model_pools_through_a_layer_without_a_deterministic_cuda_backward():
+    for name in list_models():
+        options = {"arch": NAS_EXAMPLE} if name == "nas" else {}
+        model = create_model(name, in_channels=3, image_size=32, num_classes=10, act="relu", **options)
+        found = [n for n, m in model.named_modules() if isinstance(m, NONDETERMINISTIC_POOLS)]
+        assert found == [], (name, found)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_global_average_pooling_is_adaptive_pooling_to_1x1_bit_for_bit(memory_format):
+    """The mean over H and W gives the numbers, and the gradients, of the AdaptiveAvgPool2d(1) it replaced."""
+    from deepexp.models.layers import GlobalAvgPool
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 24, 7, 5).contiguous(memory_format=memory_format).requires_grad_()
+    ours, theirs = GlobalAvgPool()(x), nn.AdaptiveAvgPool2d(1)(x).flatten(1)
+    assert ours.shape == (8, 24) and torch.equal(ours, theirs)
+    weights = torch.randn(8, 24)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), x)
+    (grad_theirs,) = torch.autograd.grad((theirs * weights).sum(), x)
+    assert torch.equal(grad_ours, grad_theirs)

@@ -12,7 +12,7 @@ from torch import nn
 from deepexp.errors import CheckpointError
 from deepexp.host import keep_freed_memory, user_tuned_malloc
 from deepexp.rundir import read_metrics
-from deepexp.train import EXIT_DIVERGED, lr_factor, seed_everything, train
+from deepexp.train import EXIT_DIVERGED, lr_factor, train
 from deepexp.config import SchedConfig
 from conftest import QUICK, compose_train, needs_mnist, run_cli
 
@@ -131,14 +131,40 @@ def test_amp_and_compile_fall_back_with_a_warning_on_cpu(tmp_path, capsys):
     assert "amp=true has no effect on cpu" in err and "compile=true has no effect on cpu" in err
 
 
-def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # all three restored after the test
-    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *args, **kwargs: None)
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    seed_everything(0, deterministic=False)
-    assert torch.backends.cudnn.benchmark
-    seed_everything(0, deterministic=True)
-    assert not torch.backends.cudnn.benchmark
+def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(tmp_path, monkeypatch):
+    """Inside each run its own flags; after it, the flags as they were before (a study's next run, the
+    tests, and a caller of `train` are not affected)."""
+    import deepexp.train
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored after the test
+    real_evaluate, during, threads = deepexp.train.evaluate, [], torch.get_num_threads()
+
+    def evaluate(*args, **kwargs):  # called inside the run, after its first epoch
+        during.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark, torch.get_num_threads()))
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(deepexp.train, "evaluate", evaluate)
+    for deterministic in (True, False):
+        during.clear()
+        cfg = compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", f"deterministic={deterministic}",
+                                         f"device.threads={threads + 1}"])  # device.threads, also the process's
+        train(cfg, tmp_path / str(deterministic))
+        assert set(during) == {(deterministic, not deterministic, threads + 1)}
+        assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == (False, False)
+        assert torch.get_num_threads() == threads
+
+
+def test_cublas_workspace_is_fixed_for_deterministic_runs_before_cuda_work_and_never_under_it():
+    from deepexp.train import fix_cublas_workspace
+
+    env = {}
+    assert fix_cublas_workspace(True, env, cuda_in_use=False) is None and env == {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    env = {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}  # the user's own choice stays
+    assert fix_cublas_workspace(True, env, cuda_in_use=False) is None and env == {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}
+    env = {}
+    assert fix_cublas_workspace(False, env, cuda_in_use=False) is None and env == {}
+    warning = fix_cublas_workspace(True, env, cuda_in_use=True)  # too late: handles keep their workspace
+    assert env == {} and "CUBLAS_WORKSPACE_CONFIG=:4096:8" in warning and "may not be deterministic" in warning
 
 
 glibc_linux = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned_malloc(),
@@ -499,3 +525,226 @@ def test_an_epoch_with_skipped_batches_counts_them_in_its_throughput_and_its_row
     for row in m["history"]:  # seconds are rounded to the millisecond, images/s to 0.1
         low, high = steps * batch / (row["seconds"] + 5e-4), steps * batch / (row["seconds"] - 5e-4)
         assert low - 0.05 <= row["images_per_s"] <= high + 0.05, row  # skipped images left out: 12/14 of this
+
+
+def test_a_compiled_model_logs_the_activation_statistics_of_every_logged_step(tmp_path, monkeypatch):
+    """compile=true on the CPU, through the trainer's own compiled path: torch.compile with its "eager"
+    backend compiles in a fraction of a second and computes what the module computes, so the compiled run
+    logs every per-layer tag the eager run logs, at the same steps, with the same values."""
+    import deepexp.train
+
+    real_compile, compiled_calls = torch.compile, []
+
+    def compile_eager(model):
+        compiled = real_compile(model, backend="eager")
+
+        def forward(x):
+            compiled_calls.append(1)
+            return compiled(x)
+        return forward
+
+    monkeypatch.setattr(deepexp.train, "COMPILE_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(torch, "compile", compile_eager)
+    base = SYNTHETIC + ["epochs=1", "monitor.every_n_steps=3"]  # 7 steps: 3, 6 and the last, 7, are logged
+    compiled = train(compose_train(base + ["compile=true"]), tmp_path / "compiled").metrics
+    eager = train(compose_train(base), tmp_path / "eager").metrics
+    acts = compiled["layers"]["activations"]
+    assert acts == eager["layers"]["activations"] and len(acts) == 3
+    for name in acts:
+        for stat in ("act_mean", "act_std", "sparsity"):
+            logged = scalars(tmp_path / "compiled", f"{stat}/{name}")
+            assert [step for step, _ in logged] == [3, 6, 7], (stat, name)
+            assert logged == [(step, pytest.approx(value, rel=1e-5, abs=1e-7))
+                              for step, value in scalars(tmp_path / "eager", f"{stat}/{name}")], (stat, name)
+    assert compiled["history"][0]["train_loss"] == pytest.approx(eager["history"][0]["train_loss"], rel=1e-6)
+    assert len(compiled_calls) == 4  # the steps that are not logged went through the compiled module
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_amp_autocasts_to_bfloat16_only_on_gpus_that_compute_it_natively(monkeypatch, capability, expected):
+    """A T4 (compute capability 7.5) or V100 (7.0) emulates bfloat16, and torch.cuda.is_bf16_supported()
+    says yes there unless asked for native support (its own logic, with the device's capability faked)."""
+    from deepexp.train import accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: capability >= (8, 0) or including_emulation)
+    cuda = torch.device("cuda")
+    accel = accelerator(cuda, amp=True, compile=False)
+    assert accel.amp_dtype == expected
+    assert accel.grad_scaler == (expected == torch.float16)  # float16 needs loss scaling, bfloat16 does not
+    assert accelerator(cuda, amp=False, compile=False).amp_dtype is None
+    assert accelerator(torch.device("cpu"), amp=True, compile=False).amp_dtype is None
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float16])
+def test_provenance_records_the_autocast_dtype_the_run_used_and_float16_gets_a_grad_scaler(tmp_path, monkeypatch, dtype):
+    """CPU autocast takes both dtypes, so the trainer's AMP path runs here with the CUDA decision forced."""
+    import deepexp.train
+
+    monkeypatch.setattr(deepexp.train, "accelerator", lambda *args: deepexp.train.Accelerator(dtype, False))
+    m = train(compose_train(SYNTHETIC + ["epochs=1", "amp=true", "monitor.enabled=false"]), tmp_path).metrics
+    assert m["status"] == "completed"
+    assert m["provenance"]["amp_dtype"] == {None: None, torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
+    scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["scaler"]
+    assert (scaler != {}) == (dtype == torch.float16)  # a disabled GradScaler's state is empty
+
+
+# --- resuming on another device ----------------------------------------------------------------
+
+
+def interrupt_after_epoch_1(overrides, run_dir, epochs=2, edit=None):
+    """A finished one-epoch run turned into an interrupted `epochs`-epoch run (what a crash after epoch 1
+    leaves behind); `edit(state)` may change the checkpoint first."""
+    train(compose_train(overrides + ["epochs=1"]), run_dir)
+    path = run_dir / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    state["config"]["epochs"] = epochs
+    if edit:
+        edit(state)
+    torch.save(state, path)
+    (run_dir / "metrics.json").unlink()
+
+
+def force_float16_amp(monkeypatch):
+    """The trainer's float16 path (autocast + GradScaler) on the CPU, which takes both."""
+    import deepexp.train
+
+    monkeypatch.setattr(deepexp.train, "accelerator", lambda *args: deepexp.train.Accelerator(torch.float16, False))
+
+
+def test_a_float16_run_resumes_from_a_checkpoint_whose_grad_scaler_was_disabled(tmp_path, monkeypatch):
+    """A checkpoint written on the CPU or under bfloat16 holds an empty GradScaler state; resumed on a GPU
+    that autocasts to float16, the loss scale starts afresh (2**16, GradScaler's initial scale)."""
+    overrides = SYNTHETIC + ["amp=true", "monitor.enabled=false"]
+    interrupt_after_epoch_1(overrides, tmp_path)
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["scaler"] == {}
+    force_float16_amp(monkeypatch)
+    m = train(compose_train(overrides + ["epochs=2"]), tmp_path).metrics
+    assert m["status"] == "completed" and m["epochs_done"] == 2 and m["provenance"]["resumed_after_epoch"] == 1
+    assert m["provenance"]["amp_dtype"] == "float16"
+    scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["scaler"]
+    assert scaler["scale"] == 2.0 ** 16 and scaler["_growth_tracker"] == 7  # 7 finite float16 steps since
+
+
+def test_a_grad_scaler_state_that_does_not_fit_is_refused_naming_the_grad_scaler(tmp_path, monkeypatch):
+    overrides = SYNTHETIC + ["amp=true", "monitor.enabled=false"]
+    interrupt_after_epoch_1(overrides, tmp_path, edit=lambda state: state.update(scaler={"scale": 1024.0}))
+    force_float16_amp(monkeypatch)
+    with pytest.raises(CheckpointError) as refused:
+        train(compose_train(overrides + ["epochs=2"]), tmp_path)
+    message = str(refused.value)
+    assert "GradScaler's state" in message and "'growth_factor'" in message and "model 'mlp'" not in message
+
+
+def test_an_optimizer_state_that_does_not_fit_is_one_line_naming_the_optimizer(tmp_path):
+    """Through the CLI: exit 2, one line, and the line blames the optimizer's state, not the model."""
+    run = tmp_path / "run"
+
+    def drop_a_parameter(state):
+        state["optimizer"]["param_groups"][0]["params"].pop()
+
+    interrupt_after_epoch_1(SYNTHETIC + ["monitor.enabled=false"], run, edit=drop_a_parameter)
+    out = run_cli(["train", *SYNTHETIC, "monitor.enabled=false", "epochs=2", f"hydra.run.dir={run}"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "does not fit the sgd optimizer's state" in line and "ValueError" in line and "model 'mlp'" not in line
+
+
+def test_checkpoints_keep_every_cuda_generator_and_restore_as_many_as_the_machine_has(tmp_path, monkeypatch):
+    """A resumed GPU run draws the dropout masks an uninterrupted one would: each CUDA generator's state
+    (faked here: two devices, 16 bytes each, as Philox's seed and offset) goes into the checkpoint and comes
+    back on a machine with the same, fewer or more devices."""
+    from deepexp.rundir import load_checkpoint, save_checkpoint
+    from deepexp.train import rng_state, set_rng_state
+
+    states = [torch.arange(16, dtype=torch.uint8) + 100 * i for i in range(2)]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    save_checkpoint(tmp_path, {"model": {}, "epoch": 1, "rng": rng_state()})
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["rng"]  # weights_only=True, as a resume loads it
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.__setitem__(device, state))
+    for devices, expected in ((2, [0, 1]), (1, [0]), (4, [0, 1])):
+        restored.clear()
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
+        set_rng_state(saved)
+        assert sorted(restored) == expected, devices
+        assert all(torch.equal(restored[i], states[i]) for i in expected)
+    restored.clear()
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # a CPU run: CUDA is left alone
+    set_rng_state(saved)
+    assert restored == {}
+    assert rng_state()["cuda"] == []
+
+
+def test_resuming_in_another_memory_format_gives_the_optimizer_state_its_parameters_layout(tmp_path):
+    """channels_last may change on resume. CUDA's fused Adam and SGD refuse moments whose strides differ from
+    their weights' ("params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout");
+    the CPU's fused kernels accept them, so the test checks the layouts the resumed run trained with."""
+    from deepexp.train import build_model, run_splits
+
+    base = ["dataset=synthetic", "dataset.channels=3", "dataset.image_size=8", "dataset.train_size=256",
+            "dataset.test_size=32", "batch_size=64", "model=cnn", "model.width=4", "optim=adam", "lr=1e-3",
+            "monitor.enabled=false"]
+    interrupt_after_epoch_1(base + ["channels_last=false"], tmp_path)
+    m = train(compose_train(base + ["channels_last=true", "epochs=2"]), tmp_path).metrics
+    assert m["status"] == "completed" and m["epochs_done"] == 2
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    cfg = compose_train(base)
+    names = [name for name, _ in build_model(cfg, run_splits(cfg)).named_parameters()]
+    convs = [name for name in names if state["model"][name].dim() == 4]
+    assert len(convs) == 6 and all(state["model"][name].is_contiguous(memory_format=torch.channels_last)
+                                   and not state["model"][name].is_contiguous() for name in convs)
+    for index, name in enumerate(names):
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert state["optimizer"]["state"][index][key].stride() == state["model"][name].stride(), (name, key)
+
+
+@pytest.mark.parametrize("capability, in_effect", [((7, 0), False), ((8, 0), True), ((9, 0), True)])
+def test_tf32_takes_effect_only_on_gpus_with_tf32_tensor_cores(monkeypatch, capability, in_effect):
+    from deepexp.train import accelerator
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert accelerator(torch.device("cuda"), amp=False, compile=False, tf32=True).tf32 is in_effect
+    assert accelerator(torch.device("cuda"), amp=False, compile=False, tf32=False).tf32 is False
+    assert accelerator(torch.device("cpu"), amp=False, compile=False, tf32=True).tf32 is False
+
+
+def test_tf32_is_set_for_the_run_recorded_and_restored_after_it(tmp_path, monkeypatch, capsys):
+    """cuBLAS and cuDNN get the run's choice explicitly (PyTorch's own defaults differ: matmuls in float32,
+    convolutions in TF32); provenance records what ran (on the CPU: float32, with a warning for tf32=true);
+    after the run the flags are as they were."""
+    import deepexp.train
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    real_evaluate, during = deepexp.train.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        during.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(deepexp.train, "evaluate", evaluate)
+    for tf32 in (False, True):
+        during.clear()
+        m = train(compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", f"tf32={tf32}"]), tmp_path / str(tf32)).metrics
+        assert set(during) == {(tf32, tf32)}
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+        assert m["provenance"]["tf32"] is False and m["config"]["tf32"] is tf32
+    assert "tf32=true has no effect on cpu" in capsys.readouterr().err
+
+
+def test_every_run_of_a_study_is_compiled_however_many_models_of_one_class_came_before(tmp_path, monkeypatch):
+    """Dynamo stops compiling a forward it holds `recompile_limit` versions of (8 by default; 2 here), and
+    runs it uncompiled with only a log line: a study's ninth ResNet would silently train eager."""
+    import deepexp.train
+
+    real_compile = torch.compile
+    monkeypatch.setattr(deepexp.train, "COMPILE_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(torch, "compile", lambda model: real_compile(model, backend="eager"))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    graphs = torch._dynamo.utils.counters["stats"]
+    for width in (8, 12, 16, 20):  # four MLPs, one class, four shapes
+        before = graphs["unique_graphs"]
+        cfg = compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", "compile=true", f"model.width={width}"])
+        train(cfg, tmp_path / str(width))
+        assert graphs["unique_graphs"] > before, width

@@ -10,6 +10,7 @@ from typing import Callable, Tuple
 from torch import Tensor, nn
 
 from .activations import act_layer
+from .layers import GlobalAvgPool
 from .registry import register_model
 
 
@@ -33,11 +34,11 @@ class SmallCNN(nn.Module):
                        nn.MaxPool2d(2)]
             c_in = c_out
         self.features = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
         self.head = nn.Linear(c_in, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.pool(self.features(x)).flatten(1))
+        return self.head(self.pool(self.features(x)))
 
 
 @register_model("cnn")

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .activations import act_layer
+from .layers import GlobalAvgPool
 from .registry import register_model
 from .resnet import NormLayer, norm_layer_for
 
@@ -64,11 +65,11 @@ class DenseNet(nn.Module):
                 channels = reduced
         self.layers = nn.Sequential(*stages)
         self.final = nn.Sequential(norm_layer(channels), act_layer())
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
         self.head = nn.Linear(channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.pool(self.final(self.layers(self.stem(x)))).flatten(1))
+        return self.head(self.pool(self.final(self.layers(self.stem(x)))))
 
 
 def _densenet(depth: int, growth: int, *, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str,

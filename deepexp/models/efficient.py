@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .activations import act_layer
+from .layers import GlobalAvgPool
 from .registry import register_model
 
 Act = Callable[[], nn.Module]
@@ -110,11 +111,11 @@ class StagedCNN(nn.Module):
                 layers.append(BLOCKS[block](c_in, c_out, act, batch_norm))
                 c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
         self.head = nn.Linear(c_in, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.pool(self.features(self.stem(x))).flatten(1))
+        return self.head(self.pool(self.features(self.stem(x))))
 
 
 def _staged(name: str, block: str) -> None:
@@ -170,7 +171,7 @@ class MobileNetV2(nn.Module):
         last = make_divisible(1280 * max(1.0, width))  # the paper keeps 1280 below width 1
         layers.append(conv_norm_act(c_in, last, 1, act, batch_norm))
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
         # Plain dropout whatever the activation, SELU included: it feeds the linear classifier and no
         # activation after it, so there is no self-normalisation to keep; alpha dropout's correction
         # also assumes zero-mean unit-variance inputs, which pooled features are not.
@@ -178,7 +179,7 @@ class MobileNetV2(nn.Module):
         self.head = nn.Linear(last, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.dropout(self.pool(self.features(x)).flatten(1)))
+        return self.head(self.dropout(self.pool(self.features(x))))
 
 
 @register_model("mobilenet_v2")

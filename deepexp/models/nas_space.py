@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .activations import act_layer
+from .layers import GlobalAvgPool
 from .efficient import conv_norm_act, depthwise_separable_block
 from .registry import register_model
 
@@ -114,11 +115,11 @@ class NASNet(nn.Module):
             blocks.append(make_layer(layer["type"], c_in, layer["channels"], layer["stride"], act, batch_norm))
             c_in = layer["channels"]
         self.features = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
         self.head = nn.Linear(c_in, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.pool(self.features(self.stem(x))).flatten(1))
+        return self.head(self.pool(self.features(self.stem(x))))
 
 
 @register_model("nas")

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import act_layer
+from .layers import GlobalAvgPool
 from .registry import register_model
 
 NormLayer = Callable[[int], nn.Module]
@@ -132,11 +133,11 @@ class ResNet(nn.Module):
                 c_in = width * block.expansion
             stages.append(nn.Sequential(*stage))
         self.layers = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
         self.head = nn.Linear(c_in, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.pool(self.layers(self.stem(x))).flatten(1))
+        return self.head(self.pool(self.layers(self.stem(x))))
 
 
 def _resnet(block: Block, blocks_per_stage: Sequence[int], widths: Sequence[int], *, in_channels: int,

@@ -1,0 +1,84 @@
+"""The scripts under scripts/ run from an installed deepexp, without the test suite or its tools."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+# Imports every script as a module (each runs its work only under `__main__`) in a fresh interpreter in
+# which pytest cannot be imported and the tests folder is not on the path: what a machine with only
+# `pip install -e .` (no dev extras) and the repository has.
+IMPORT_ALL = """
+import importlib, sys
+for name in ("pytest", "_pytest", "conftest"):
+    sys.modules[name] = None  # `import pytest` now raises ImportError
+sys.path[:] = [p for p in sys.path if not p.rstrip("/").endswith("tests")]
+sys.path.insert(0, sys.argv[1])
+failed = []
+for name in sys.argv[2:]:
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        failed.append(f"{name}: {exc}")
+print("\\n".join(failed))
+"""
+
+
+def test_every_script_imports_without_pytest_or_the_tests_folder(tmp_path):
+    names = sorted(p.stem for p in SCRIPTS.glob("*.py"))
+    assert "bench_gpu" in names and "bench_trainer" in names
+    out = subprocess.run([sys.executable, "-c", IMPORT_ALL, str(SCRIPTS), *names], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", out.stdout
+
+
+GPU_CHECKS = ["environment", "deterministic", "kill_resume", "fp16_resume", "layout_resume", "diverge", "smoke_resnet18",
+              "smoke_mobilenet_v2", "smoke_bottleneck_cnn", "bench_resnet18", "bench_resnet20"]
+
+
+def gpu_check(args, cwd):
+    return subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=1800)
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_the_cpu_runs_every_check_to_a_verdict(tmp_path):
+    """scripts/gpu_check.py --device cpu: every check of the GPU run, tiny, through the same code (about 30 s
+    on two idle cores; the budget is only a ceiling, wide enough for a machine shared with other jobs)."""
+    out = gpu_check(["--device", "cpu", "--budget", "1500", "--out", str(tmp_path / "out")], tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    checks = {c["name"]: c for c in report["checks"]}
+    assert list(checks) == GPU_CHECKS and report["finished"]
+    assert {name: c["verdict"] for name, c in checks.items()} == {name: "pass" for name in GPU_CHECKS}
+    n = {name: c["numbers"] for name, c in checks.items()}
+    assert n["deterministic"]["digests"][0] == n["deterministic"]["digests"][1] and n["deterministic"]["flags_restored"]
+    assert n["kill_resume"]["exit"] == -9 and n["kill_resume"]["resumed_after_epoch"] == 1
+    assert n["kill_resume"]["same_weights"] and n["kill_resume"]["same_numbers"]
+    assert n["fp16_resume"]["status"] == "completed" and n["fp16_resume"]["scale"] == 2.0 ** 16
+    assert n["layout_resume"]["layouts_agree"] and n["diverge"]["exit"] == 3 and n["diverge"]["diverged_at_step"] >= 1
+    for model in ("resnet18", "mobilenet_v2", "bottleneck_cnn"):
+        runs = n[f"smoke_{model}"]
+        assert len(runs) == 4 and all(r["status"] == "completed" for r in runs.values())
+        assert runs["compiled, sgd, amp"]["tags"] == runs["eager, sgd, fp32"]["tags"]
+        assert runs["eager, sgd, fp32"]["tags"]["act_mean"] > 0
+    for model in ("resnet18", "resnet20"):
+        assert len(n[f"bench_{model}"]) == 6 and all(r["images_per_s"] > 0 for r in n[f"bench_{model}"].values())
+    table = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert all(f"| {name} | pass |" in table for name in GPU_CHECKS) and table in out.stdout
+
+
+def test_gpu_check_skips_what_the_budget_does_not_fit_and_refuses_a_missing_gpu_in_one_line(tmp_path):
+    out = gpu_check(["--device", "cpu", "--budget", "0.001", "--out", str(tmp_path)], tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [(c["name"], c["verdict"]) for c in report["checks"]] == [(name, "skipped") for name in GPU_CHECKS]
+    if not torch.cuda.is_available():
+        out = gpu_check(["--out", str(tmp_path / "gpu")], tmp_path)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "no CUDA GPU" in out.stderr
+        assert not (tmp_path / "gpu").exists()
