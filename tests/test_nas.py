@@ -27,7 +27,7 @@ from deepexp.experiments import nas
 from deepexp.measure import count_macs, count_params
 from deepexp.models import create_model, is_activation
 from deepexp.models.nas_space import MAX_DOWNSAMPLES, check_spec, mac_count, mutate, param_count, random_spec, spec_key
-from deepexp.zero_cost import PROXIES, naswot, score_all
+from deepexp.zero_cost import PROXIES, grad_norm, loss_gradients, naswot, score_all, snip, synflow
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
 
@@ -130,7 +130,36 @@ def test_naswot_sums_per_layer_the_kernel_of_the_paper():
     for h in hooks:
         h.remove()
     c = torch.cat(codes, dim=1)
-    assert naswot(model, x) == float(torch.linalg.slogdet(c @ c.T + (1 - c) @ (1 - c).T).logabsdet)
+    assert float(naswot(model, x)) == float(torch.linalg.slogdet(c @ c.T + (1 - c) @ (1 - c).T).logabsdet)
+
+
+class DeviceWatch(torch.overrides.TorchFunctionMode):
+    """Records the device of every tensor a torch function returns (factories such as torch.ones included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.made[(t.device.type, getattr(func, "__name__", str(func)))] += 1
+        return out
+
+
+def test_zero_cost_proxies_make_every_tensor_on_the_device_of_the_model_and_batch():
+    # On the meta device (shapes only, any machine) a tensor made on the CPU shows up in the watch; each proxy
+    # returns a 0-dim tensor on the batch's device, read only once score_all has all four.
+    model = create_model("nas", in_channels=3, image_shape=(8, 8), num_classes=10, act="relu", arch=random_spec(random.Random(3)))
+    model.to("meta")
+    x, y = torch.randn(4, 3, 8, 8, device="meta"), torch.randint(0, 10, (4,), device="meta")
+    with DeviceWatch() as watch:
+        grads = loss_gradients(model, x, y)
+        scores = {"synflow": synflow(model, x), "naswot": naswot(model, x), "grad_norm": grad_norm(grads), "snip": snip(grads)}
+    assert set(scores) == set(PROXIES)
+    assert all(s.device.type == "meta" and s.dim() == 0 for s in scores.values())
+    assert watch.made and {device for device, _ in watch.made} == {"meta"}, [k for k in watch.made if k[0] != "meta"]
 
 
 # --- the search loop, with a stand-in for training ---------------------------------------------
