@@ -122,11 +122,18 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def resolve_device(kind: str) -> torch.device:
+def resolve_device(kind: str, index: Optional[int] = None) -> torch.device:
+    """The torch device of `device.type` (cpu | cuda | auto) and `device.index` (a CUDA GPU's number, or None
+    for the current GPU); raises a one-line ConfigError for CUDA without a GPU or an index beyond the GPUs."""
     if kind == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA GPU is visible (torch.cuda.is_available() is False); use device=cpu or device=auto")
+    if kind == "cuda" and index is not None:
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise ConfigError(f"device.index={index} but {count} CUDA GPU(s) are visible (0 to {count - 1})")
+        return torch.device("cuda", index)
     return torch.device(kind)
 
 
@@ -284,7 +291,7 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, flat: dict, run_dir: Path, reporter: ConsoleReporter, provenance: dict):
         self.cfg, self.flat, self.run_dir, self.reporter = cfg, flat, run_dir, reporter
-        self.device = resolve_device(cfg.device.type)
+        self.device = resolve_device(cfg.device.type, cfg.device.index)
         if cfg.device.threads:
             torch.set_num_threads(cfg.device.threads)
         kept_freed_memory = keep_freed_memory()  # else a conv net's CPU step faults thousands of pages in again (host.py)

@@ -463,3 +463,19 @@ def test_nsga2_search_killed_after_two_evaluations_and_rerun_trains_no_architect
     assert sorted(r["spec_key"] for r in read_csv(out / "evaluated.csv")) == sorted(trained)
     counters = re.findall(r"^\[nsga2-s0 (\d+)/5\]", result.stdout, re.MULTILINE)
     assert counters == ["3", "4", "5"]  # the resumed third evaluation, then the fourth and fifth
+
+
+def test_search_workers_take_gpu_i_mod_count_and_their_runs_say_so_in_a_device_index_override(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    started = []
+    monkeypatch.setattr(nas, "map_in_processes", lambda fn, jobs, n, threads: started.append((jobs, n, threads)))
+    study = validate(compose_config("nas", ["nas/preset=quick", "device=cuda", "device.threads=6"]))
+    out = io.StringIO()
+    nas.run_workers(study, tmp_path, "sqlite://", Console(file=out, width=200), 3)
+    (jobs, n, threads), = started
+    assert n == 3 and threads == 2 and [job[3] for job in jobs] == [0, 1, 2]
+    assert [job[0].device.index for job in jobs] == [0, 1, 0] and study.device.index is None
+    assert "3 search workers, 2 thread(s) each, on GPU(s) [0, 1]" in out.getvalue()
+    run = nas.base_overrides(jobs[1][0], 1, 100, 0)
+    assert "device=cuda" in run and "device.index=1" in run and "device.threads=2" in run

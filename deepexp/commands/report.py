@@ -23,7 +23,7 @@ from ..results import (Group, find_runs, group, load_run, markdown_table, publis
 
 # Config keys that never define a group: the seed is what groups average over; the rest
 # change where or how a run executed, not what it computed.
-NOT_A_FACTOR = ("seed", "resume", "data.root", "data.download", "device.threads")
+NOT_A_FACTOR = ("seed", "resume", "data.root", "data.download", "device.threads", "device.index")
 METRICS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_val_loss", "final_train_loss",
            "final_train_acc", "seconds", "params", "epochs_done", "clipped_fraction")
 

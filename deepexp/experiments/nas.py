@@ -38,15 +38,15 @@ from ..config import NASConfig, compose_config, validate
 from ..data import normalize
 from ..host import keep_freed_memory
 from ..measure import count_params, torch_latency
-from ..parallel import map_in_processes, threads_per_worker
+from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan
 from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
 from ..results import Stat, group, markdown_table, pareto_front, publish_report, spearman, verdict, welch, write_csv, write_text
 from ..rundir import write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
-from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, provenance_values, run_all, run_one,
-                     study_console, train_overrides)
+from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, on_command_line, provenance_values, run_all,
+                     run_one, study_console, train_overrides)
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 POLL_SECONDS = 0.5  # how often a worker looks again at a trial another worker is still deciding or evaluating
@@ -63,13 +63,16 @@ def nas_command(cfg: DictConfig) -> int:
     search = Search(study, exp_dir, storage, console)
     for strategy, seed in search.searches():  # before any worker starts, so that one process redoes each
         search.finish_abandoned(strategy, seed)
-    if study.n_workers > 1:
-        run_workers(study, exp_dir, storage, console)
+    n_workers, note = worker_plan(study.device.type, study.device.index, study.n_workers, on_command_line("n_workers"))
+    if note:
+        console.print(note, highlight=False, markup=False)
+    if n_workers > 1:
+        run_workers(study, exp_dir, storage, console, n_workers)
     else:
         for strategy, seed in search.searches():
             search.run(strategy, seed)
     trials = search.all_trials()
-    final = retrain(study, trials, exp_dir, console) if study.retrain else []
+    final = retrain(study, trials, exp_dir, console, n_workers) if study.retrain else []
     write_study(study, trials, final, exp_dir, console, time.perf_counter() - start, storage, search.count_skipped())
     return 0
 
@@ -103,19 +106,27 @@ def check_overrides(study: NASConfig) -> None:
     check_extra(study, [*shared_values(study, 1, 1, 0), *RUN_KEYS], study.overrides, "overrides", OWN_KEYS)
 
 
-def run_workers(study: NASConfig, exp_dir: Path, storage: str, console) -> None:
+def run_workers(study: NASConfig, exp_dir: Path, storage: str, console, n_workers: int) -> None:
     """`n_workers` processes running every search on one storage, each with its share of the CPU
-    threads (evolution becomes asynchronous, as in Real et al. 2019)."""
-    threads = threads_per_worker(study.device.threads, study.n_workers)
-    console.print(f"{study.n_workers} search workers, {threads} thread(s) each", highlight=False)
-    worker_study = copy.deepcopy(study)
-    worker_study.device.threads = threads  # the trainer runs the workers ask for use this many threads too
-    map_in_processes(search_worker, [(worker_study, exp_dir, storage, i) for i in range(study.n_workers)],
-                     study.n_workers, threads)
+    threads (evolution becomes asynchronous, as in Real et al. 2019) and, on CUDA, worker i on GPU
+    i mod count (parallel.worker_device), which its trainer runs get as `device.index=N`."""
+    threads = threads_per_worker(study.device.threads, n_workers)
+    jobs = []
+    for i in range(n_workers):
+        worker_study = copy.deepcopy(study)
+        worker_study.device.threads = threads  # the trainer runs the workers ask for use this many threads too
+        worker_study.device.index = worker_device(study.device.type, study.device.index, i)
+        jobs.append((worker_study, exp_dir, storage, i))
+    gpus = sorted({job[0].device.index for job in jobs} - {None})
+    console.print(f"{n_workers} search workers, {threads} thread(s) each" + (f", on GPU(s) {gpus}" if gpus else ""),
+                  highlight=False)
+    map_in_processes(search_worker, jobs, n_workers, threads)
 
 
 def search_worker(study: NASConfig, exp_dir: Path, storage: str, worker: int) -> None:
     """The body of one worker process: every search, until each has its budget of trials."""
+    if study.device.index is not None:
+        torch.cuda.set_device(study.device.index)  # the process's default GPU too, so that nothing lands on cuda:0
     search = Search(study, exp_dir, storage, study_console(), worker)
     for strategy, seed in search.searches():
         search.run(strategy, seed)
@@ -489,7 +500,8 @@ def top_specs(study: NASConfig, trials: List[Dict[str, Any]]) -> List[Dict[str, 
     return chosen
 
 
-def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, console) -> List[Tuple[RunSpec, dict]]:
+def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, console, n_workers: int) -> List[Tuple[RunSpec, dict]]:
+    """The full-budget retraining of the top architectures and the baselines, `n_workers` runs at a time."""
     specs = []
     top = top_specs(study, trials)
     for rank, t in enumerate(top, 1):
@@ -506,7 +518,7 @@ def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, conso
             specs.append(RunSpec(f"final/{name}-s{seed}", {"model": name, "kind": "hand-designed", "seed": seed}, overrides))
     console.print(f"retraining {len(top)} searched and {len(study.baselines)} hand-designed networks x {study.final_seeds} seeds, "
                   f"{study.final_epochs} epochs", highlight=False)
-    return run_all(specs, exp_dir, console, "nas", study.n_workers)
+    return run_all(specs, exp_dir, console, "nas", n_workers)
 
 
 # --- writing -----------------------------------------------------------------------------------

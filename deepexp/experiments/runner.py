@@ -8,16 +8,16 @@ goes on: all of that is the trainer's own behaviour on an existing run directory
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hydra.core.hydra_config import HydraConfig
 from rich.console import Console
 
-from ..config import compose_config, hydra_overrides, override_parser, parse_key, to_plain, validate
+from ..config import compose_config, hydra_override, hydra_overrides, override_parser, parse_key, to_plain, validate
 from ..errors import ConfigError
-from ..parallel import map_in_processes, threads_per_worker
+from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan, worker_slot
 from ..progress import QuietReporter
 
 
@@ -28,7 +28,7 @@ def run_study(cfg, command: str, plan: Callable[[Any], List["RunSpec"]], write_s
     start = time.perf_counter()
     specs = plan(study)
     console.print(f"{command} study: {len(specs)} runs in {exp_dir}", highlight=False)
-    results = run_all(specs, exp_dir, console, command, study.n_workers)
+    results = run_all(specs, exp_dir, console, command, study.n_workers, on_command_line("n_workers"))
     write_study(study, results, exp_dir, console, time.perf_counter() - start)
     return 0
 
@@ -107,6 +107,14 @@ def parse_pairs(lines: Sequence[str], option: str) -> Dict[str, Any]:
     return pairs
 
 
+def on_command_line(key: str) -> bool:
+    """Whether the command line set `key` (Hydra's task overrides: `n_workers=2`, `+key=...`); outside a
+    Hydra app (a study called from Python) every value counts as chosen by the caller."""
+    if not HydraConfig.initialized():
+        return True
+    return any(parse_key(line) == key for line in HydraConfig.get().overrides.task)
+
+
 def experiment_dir() -> Path:
     """The folder Hydra made for this command (`hydra.run.dir=PATH` to choose it)."""
     return Path(HydraConfig.get().runtime.output_dir)
@@ -125,10 +133,17 @@ class RunSpec:
     overrides: List[str] = field(default_factory=list)  # `deepexp train` overrides
 
 
-def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str, n_workers: int = 1) -> List[Tuple[RunSpec, dict]]:
+def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str, n_workers: int = 1,
+            n_workers_given: bool = True) -> List[Tuple[RunSpec, dict]]:
     """Train every spec (or pick up its finished result), `n_workers` at a time in separate processes
-    that share the CPU threads; returns (spec, metrics) pairs in order."""
+    that share the CPU threads, on CUDA worker i on GPU i mod count (run_in_worker); with one GPU and
+    `n_workers` not `n_workers_given` on the command line, one at a time (parallel.worker_plan, which
+    prints why). Returns (spec, metrics) pairs in order."""
     configs = [validate(compose_config("train", spec.overrides)) for spec in specs]  # all bad input before any work
+    if configs:
+        n_workers, note = worker_plan(configs[0].device.type, configs[0].device.index, n_workers, n_workers_given)
+        if note:
+            console.print(note, highlight=False, markup=False)
     counters = [f"{i}/{len(specs)}" for i in range(1, len(specs) + 1)]
     if n_workers == 1 or len(specs) == 1:
         metrics = [run_one(spec, cfg, exp_dir, console, command, counter) for spec, cfg, counter in zip(specs, configs, counters)]
@@ -158,7 +173,17 @@ def provenance_values(runs: Iterable[dict], key: str) -> str:
 
 
 def run_in_worker(spec: RunSpec, cfg: Any, exp_dir: Path, command: str, counter: str) -> dict:
-    """run_one in a worker process (which has its own console)."""
+    """run_one in a worker process of map_in_processes (which has its own console). On CUDA the run trains
+    on this worker's GPU, parallel.worker_device (worker i: GPU i mod count, or the GPU device.index names),
+    which becomes this process's current GPU and, as `device.index=N`, part of the run's config and overrides."""
+    index = worker_device(cfg.device.type, cfg.device.index, worker_slot())
+    if index is not None:
+        import torch
+
+        torch.cuda.set_device(index)  # the process's default GPU too, so that nothing of it lands on cuda:0
+        if cfg.device.index is None:
+            cfg.device.index = index
+            spec = replace(spec, overrides=[*spec.overrides, hydra_override("device.index", index)])
     return run_one(spec, cfg, exp_dir, study_console(), command, counter)
 
 
