@@ -479,3 +479,20 @@ def test_search_workers_take_gpu_i_mod_count_and_their_runs_say_so_in_a_device_i
     assert "3 search workers, 2 thread(s) each, on GPU(s) [0, 1]" in out.getvalue()
     run = nas.base_overrides(jobs[1][0], 1, 100, 0)
     assert "device=cuda" in run and "device.index=1" in run and "device.threads=2" in run
+
+
+def test_compile_true_applies_to_the_final_retraining_only_and_the_search_says_so(tmp_path, monkeypatch):
+    study = validate(compose_config("nas", ["nas/preset=quick", "dataset=synthetic", "dataset.num_classes=3", "dataset.train_size=64",
+                                            "dataset.test_size=16", "dataset.image_shape=[8,8]", "overrides=['compile=yes','grad_clip=1.0']"]))
+    assert nas.compile_asked(study) and "its 2-epoch proxy training" in nas.compile_note(study)
+    trained, retrained = [], []
+    monkeypatch.setattr(nas, "run_one", lambda run, cfg, *args: trained.append(cfg) or {"status": "completed", "best_val_acc": 0.5})
+    monkeypatch.setattr(nas, "run_all", lambda specs, *args: retrained.extend(specs) or [])
+    search = nas.Search(study, tmp_path, f"sqlite:///{tmp_path / 'search.db'}", Console(file=io.StringIO()))
+    search.evaluate(SMALL_SPEC, "random-s0/t000", "random-s0 1/1")
+    nas.retrain(study, [{"spec_key": spec_key(SMALL_SPEC), "spec": SMALL_SPEC, "val_acc": 0.5, "params": 1}], tmp_path, Console(file=io.StringIO()), 1)
+    assert [(cfg.compile, cfg.grad_clip) for cfg in trained] == [(False, 1.0)]  # the candidate eager; the other overrides kept
+    finals = [validate(compose_config("train", spec.overrides)) for spec in retrained]
+    assert len(finals) == 4 and {(cfg.compile, cfg.grad_clip) for cfg in finals} == {(True, 1.0)}  # top1 and dws_cnn, 2 seeds each
+    for asked, expected in (("'compile=true','compile=false'", False), ("'compile=1'", True), ("'grad_clip=1.0'", False)):
+        assert nas.compile_asked(validate(compose_config("nas", [f"overrides=[{asked}]"]))) is expected, asked

@@ -27,14 +27,15 @@ import random
 import socket
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .. import plots
-from ..config import NASConfig, compose_config, validate
+from ..config import NASConfig, compose_config, parse_key, parse_value, validate
 from ..data import normalize
 from ..host import keep_freed_memory
 from ..measure import count_params, torch_latency
@@ -60,7 +61,9 @@ def nas_command(cfg: DictConfig) -> int:
     start = time.perf_counter()
     check_overrides(study)
     storage = study.storage or f"sqlite:///{exp_dir / 'search.db'}"
-    search = Search(study, exp_dir, storage, console)
+    search = Search(study, exp_dir, storage, console)  # composes a run config: a bad override value is refused here
+    if compile_asked(study):
+        console.print(compile_note(study), highlight=False, markup=False)
     for strategy, seed in search.searches():  # before any worker starts, so that one process redoes each
         search.finish_abandoned(strategy, seed)
     n_workers, note = worker_plan(study.device.type, study.device.index, study.n_workers, on_command_line("n_workers"))
@@ -86,10 +89,36 @@ OWN_KEYS = {"epochs": "proxy_epochs= and final_epochs=", "subset": "proxy_subset
 RUN_KEYS = ("model", "model.arch", "eval_test")  # set per run, beyond the shared settings of base_overrides
 
 
-def base_overrides(study: NASConfig, epochs: int, subset: Optional[int], seed: int, run: Optional[Dict[str, Any]] = None) -> List[str]:
+def base_overrides(study: NASConfig, epochs: int, subset: Optional[int], seed: int, run: Optional[Dict[str, Any]] = None,
+                   compiled: bool = True) -> List[str]:
     """The `deepexp train` overrides of one run: the settings every run shares, the run's own
-    (`run`: model, model.arch, eval_test), then the user's `overrides=[...]`."""
-    return train_overrides(study, {**shared_values(study, epochs, subset, seed), **(run or {})}, study.overrides, "overrides", OWN_KEYS)
+    (`run`: model, model.arch, eval_test), then the user's `overrides=[...]`, without their `compile`
+    entries where not `compiled` (a search evaluation: see compile_note)."""
+    extra = study.overrides if compiled else [line for line in study.overrides if parse_key(line) != "compile"]
+    return train_overrides(study, {**shared_values(study, epochs, subset, seed), **(run or {})}, extra, "overrides", OWN_KEYS)
+
+
+def compile_asked(study: NASConfig) -> bool:
+    """Whether `overrides=[...]` turns torch.compile on: the last `compile=` entry decides, as in Hydra, read
+    as the trainer's bool field reads it (`true`, `yes`, `1`, ...). Call it after a run config with these
+    overrides has been validated: a value that is no bool raises OmegaConf's ValidationError."""
+    values = [parse_value(line) for line in study.overrides if parse_key(line) == "compile"]
+    return bool(values) and OmegaConf.merge(OmegaConf.structured(_Flag), {"value": values[-1]}).value
+
+
+@dataclass
+class _Flag:
+    value: bool = False  # a bool field, to read a value as OmegaConf reads TrainConfig.compile
+
+
+def compile_note(study: NASConfig) -> str:
+    """The line that says where `compile=true` applies in a NAS study: to the final retraining only.
+
+    Every candidate is a new architecture, so a compiled search would compile a new graph for every
+    evaluation (tens of seconds each, before the first step), which can exceed the whole proxy training
+    it serves; the final runs train `final_epochs` on the same few architectures, where compiling can pay."""
+    return (f"compile=true applies to the final retraining only: the search's candidates train eagerly, because each "
+            f"is a new graph to compile, which can take longer than its {study.proxy_epochs}-epoch proxy training")
 
 
 def shared_values(study: NASConfig, epochs: int, subset: Optional[int], seed: int) -> Dict[str, Any]:
@@ -331,7 +360,7 @@ class Search:
             write_json(path, spec)
         # No test set: a candidate is rated on validation, and the test set is for the final retraining only.
         overrides = base_overrides(self.study, self.study.proxy_epochs, self.study.proxy_subset, 0,
-                                   {"model": "nas", "model.arch": str(path), "eval_test": False})
+                                   {"model": "nas", "model.arch": str(path), "eval_test": False}, compiled=False)
         run = RunSpec(name, {"spec": spec_key(spec)}, overrides)
         m = run_one(run, validate(compose_config("train", overrides)), self.exp_dir, self.console, "nas", counter)
         return (m["best_val_acc"] or 0.0) if m["status"] == "completed" else 0.0, m
