@@ -378,7 +378,8 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
         assert all(r[p] != "" for p in PROXIES) and 0 <= float(r["val_acc"]) <= 1
     report = (out / "report.md").read_text()
     assert "Zero-cost proxies" in report and "Evolution against random" in report
-    assert "wall-clock time on cpu (" in report and {r["device"] for r in rows} == {"cpu"}  # where the candidates trained
+    assert re.search(r"- Hardware: search evaluations on cpu, fp32, \d+ CPU threads?; torch ", report)  # where the candidates trained
+    assert {r["device"] for r in rows} == {"cpu"}
 
     # The two workers shared one SQLite file and the budget: both evaluated, nothing was left running, each
     # search trained exactly `trials` distinct architectures, and printed each evaluation once with its own number.
@@ -496,3 +497,49 @@ def test_compile_true_applies_to_the_final_retraining_only_and_the_search_says_s
     assert len(finals) == 4 and {(cfg.compile, cfg.grad_clip) for cfg in finals} == {(True, 1.0)}  # top1 and dws_cnn, 2 seeds each
     for asked, expected in (("'compile=true','compile=false'", False), ("'compile=1'", True), ("'grad_clip=1.0'", False)):
         assert nas.compile_asked(validate(compose_config("nas", [f"overrides=[{asked}]"]))) is expected, asked
+
+
+# --- the report, from hand-built trials and final runs (no training) -----------------------------
+
+
+H200 = {"host": "gpu-node", "device": "cuda:0", "gpu": "NVIDIA H200", "threads": 8, "amp_dtype": "bfloat16", "tf32": False, "torch": "2.x"}
+
+
+def spec_of(*tokens: str) -> dict:
+    """A spec from architecture-code tokens: `c32`, `d64s`, `r128` (type letter, channels, `s` for stride 2)."""
+    types = {"c": "conv", "d": "dws", "r": "residual"}
+    return {"layers": [{"type": types[t[0]], "channels": int(t[1:].rstrip("s")), "stride": 2 if t.endswith("s") else 1} for t in tokens]}
+
+
+def trial_row(strategy: str, number: int, spec: dict, val_acc: float, seed: int = 0, **attrs) -> dict:
+    """One row of Search.all_trials as a search on the H200 records it."""
+    return {"strategy": strategy, "search_seed": seed, "trial": number, "val_acc": val_acc, "params": param_count(spec, 3, 10),
+            "macs": mac_count(spec, (3, 8, 8), 10), "latency_ms": 1.0 + number, **{p: val_acc * (i + 1) for i, p in enumerate(PROXIES)},
+            "spec_key": spec_key(spec), "depth": len(spec["layers"]), "status": "completed", "wall_seconds": 60.0, "device": "cuda:0",
+            "hardware": {"provenance": H200, "config": {"amp": True}}, "evaluation": number + 1, "spec": spec, **attrs}
+
+
+def final_run(model: str, kind: str, seed: int, acc: float, params: int, spec: str = None) -> tuple:
+    labels = {"model": model, "kind": kind, "seed": seed, **({"spec": spec} if spec else {})}
+    return (nas.RunSpec(f"final/{model}-s{seed}", labels, []),
+            {"status": "completed", "test": {"acc": acc}, "best_val_acc": acc, "params": params, "seconds": 10.0, "config": {"amp": False},
+             "data": {"train": 900}, "provenance": {"host": "laptop", "device": "cpu", "threads": 2, "torch": "2.x"}})
+
+
+def nas_report(tmp_path, trials, final, *overrides) -> str:
+    study = validate(compose_config("nas", ["nas/preset=quick", "dataset=synthetic", "latency_threads=2", *overrides]))
+    nas.write_study(study, trials, final, tmp_path, Console(file=io.StringIO()), 5.0, "sqlite://", 3)
+    return (tmp_path / "report.md").read_text()
+
+
+def test_the_nas_report_says_where_candidates_and_final_runs_trained_and_where_latency_was_measured(tmp_path):
+    trials = [trial_row("random", i, spec_of("c32", "d64s", "r64", "c128s", f"c{32 * 2 ** (i % 3)}"), 0.3 + 0.01 * i) for i in range(6)]
+    final = [final_run("top1", "searched", s, 0.6, 5000, trials[5]["spec_key"]) for s in (0, 1)]
+    report = nas_report(tmp_path, trials, final, "overrides=['compile=true']")
+    setup = report.split("## Results")[0]
+    assert ("- Hardware: search evaluations on cuda:0 (NVIDIA H200), amp bf16, 8 CPU threads; final retraining on cpu, fp32, "
+            "2 CPU threads; torch 2.x. compile=true applies to the final retraining only") in setup
+    assert ("latency at batch 1 in fp32, eager PyTorch in inference mode, on the CPU of the machine that evaluated the candidate "
+            "(gpu-node) with latency_threads=2") in setup
+    assert "CPU-hours" not in report and "0.10 h of wall-clock time" in setup  # 6 evaluations of 60 s
+    assert "hardware" not in read_csv(tmp_path / "evaluated.csv")[0]

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from .. import plots
 from ..config import ReportConfig, hydra_override, validate
 from ..errors import ConfigError
-from ..experiments.runner import experiment_dir, study_console
+from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..results import (Group, find_runs, group, load_run, markdown_table, publish_report, show_value, value_key, verdict, welch,
                        write_csv, write_text)
 
@@ -95,6 +95,7 @@ def report_command(cfg: DictConfig) -> int:
              f"other); datasets {', '.join(datasets)}; epochs {epochs}.",
              f"- Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
              f"each group's statistics are over its runs (mean, sample std, Student-t 95% CI).",
+             f"- Hardware: {hardware_line(runs)}.",
              "", "## Results", table, ""]
     lines += [f"![{name}](plots/{file})" for name, file in files.items()]
     lines += ["", "## Findings"] + [f"- {line}" for line in findings(groups, metric)]

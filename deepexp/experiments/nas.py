@@ -46,10 +46,11 @@ from ..results import Stat, group, markdown_table, pareto_front, publish_report,
 from ..rundir import write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
-from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, on_command_line, provenance_values, run_all,
-                     run_one, study_console, train_overrides)
+from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, hardware_line, hardware_record, on_command_line,
+                     provenance_values, run_all, run_one, study_console, train_overrides)
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
+LATENCY_SECONDS = 0.1  # timed calls behind each candidate's batch-1 latency (the median is kept)
 POLL_SECONDS = 0.5  # how often a worker looks again at a trial another worker is still deciding or evaluating
 DECIDE_SECONDS = 600  # a proposal takes seconds (a zero-cost pool the longest); a trial of another machine still
                       # undecided after this long is taken for abandoned: that machine's worker cannot be checked
@@ -351,7 +352,7 @@ class Search:
         out: Dict[str, float] = {"params": count_params(model), "macs": self.macs(spec)}
         out.update(score_all(model, self.proxy_x, self.proxy_y))
         if latency:
-            out["latency_ms"] = torch_latency(model, self.input_shape, 1, self.study.latency_threads, 0.1).median_ms
+            out["latency_ms"] = torch_latency(model, self.input_shape, 1, self.study.latency_threads, LATENCY_SECONDS).median_ms
         return out
 
     def evaluate(self, spec, name: str, counter: str) -> Tuple[float, dict]:
@@ -422,7 +423,7 @@ class Search:
                  "depth": len(spec["layers"])}
         val_acc, m = self.evaluate(spec, f"{name}/t{number:03d}", f"{name} {ordinal}/{self.study.trials}")
         attrs.update({"status": m["status"], "train_seconds": m.get("seconds"), "device": m.get("provenance", {}).get("device"),
-                      "wall_seconds": time.perf_counter() - start, "run_dir": f"runs/{name}/t{number:03d}"})
+                      "hardware": hardware_record(m), "wall_seconds": time.perf_counter() - start, "run_dir": f"runs/{name}/t{number:03d}"})
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         cost = {"params": attrs["params"], "macs": attrs["macs"], "latency": attrs["latency_ms"]}[self.study.second_objective]
@@ -574,7 +575,7 @@ def patterns(rows: List[Dict[str, Any]]) -> Dict[str, float]:
 
 def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tuple[RunSpec, dict]], exp_dir: Path, console,
                 wall_seconds: float, storage: str, skipped: int) -> Path:
-    rows = [{k: v for k, v in t.items() if k != "spec"} | {"spec": json.dumps(t["spec"])} for t in trials]
+    rows = [{k: v for k, v in t.items() if k not in ("spec", "hardware")} | {"spec": json.dumps(t["spec"])} for t in trials]
     write_csv(exp_dir / "evaluated.csv", rows)
     final_rows = [{**spec.labels, "status": m["status"], "test_acc": (m.get("test") or {}).get("acc"),
                    "best_val_acc": m.get("best_val_acc"), "params": m.get("params"), "seconds": m.get("seconds")} for spec, m in final]
@@ -624,9 +625,9 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     files["best_so_far"] = plots.save(fig, folder / "best_so_far.png")
 
     hours = sum(t["wall_seconds"] for t in trials) / 3600
-    threads = first.get("provenance", {}).get("threads", torch.get_num_threads())
-    # where the candidates and the retrained networks trained (trials recorded before "device" was kept: unknown)
-    devices = provenance_values([*({"provenance": {"device": t.get("device")}} for t in trials), *(m for _, m in final)], "device")
+    # where the candidates trained and were measured, from what each trial recorded (older trials: the device only)
+    searched_on = [t.get("hardware") or {"provenance": {"device": t.get("device")}} for t in trials]
+    hardware = [f"search evaluations on {hardware_line(searched_on)}"] + ([f"final retraining on {hardware_line(m for _, m in final)}"] if final else [])
     lines = ["# Neural architecture search: conv / depthwise-separable / residual chains", "", "## Setup",
              f"- Space: {5}-{15} layers of {', '.join(LAYER_TYPES)}; channels {list(CHANNELS)}; at most {MAX_DOWNSAMPLES} stride-2 layers; "
              f"act={study.act.name} (deepexp/models/nas_space.py).",
@@ -636,9 +637,15 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
              f"rated by the best validation accuracy (the test set is never used to select).",
              f"- Final: top {study.top_k} architectures and baselines {list(study.baselines)} retrained {study.final_epochs} epochs, "
              f"{study.final_seeds} seeds, on {data.get('train', '?')} training images; test accuracy mean ± std.",
+             f"- Hardware: {'; '.join(hardware)}; torch {provenance_values([*searched_on, *(m for _, m in final)], 'torch')}."
+             + (f" {compile_note(study)}." if compile_asked(study) else ""),
+             f"- Measured: parameters and MACs per image by formula (deepexp/models/nas_space.py, checked against the built "
+             f"networks); latency at batch 1 in fp32, eager PyTorch in inference mode, on the CPU of the machine that evaluated "
+             f"the candidate ({provenance_values(searched_on, 'host')}) with latency_threads={study.latency_threads}, the median of "
+             f"{LATENCY_SECONDS} s of calls; zero-cost proxies on {PROXY_BATCH} training images, on the CPU.",
              f"- Storage: `{storage}` (Optuna; every trial with its spec and measurements). "
-             f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time on {devices} ({threads} threads, "
-             f"{hours * threads:.2f} CPU-hours); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
+             f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time (measurement and proxy training, "
+             f"summed over evaluations); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
              f"This invocation: {wall_seconds:.0f} s (searches and runs on disk are reused).", "", "## Results", table, ""]
     lines += [f"![{name}](plots/{file})" for name, file in files.items()]
     lines += ["", "## Findings"] + [f"- {line}" for line in findings(study, trials, groups)]

@@ -172,6 +172,79 @@ def provenance_values(runs: Iterable[dict], key: str) -> str:
     return ", ".join(map(str, values)) or "?"
 
 
+# What a run's provenance says about where, with what and in which precision it trained (amp_dtype and tf32 as the
+# trainer records them; matmul_precision as torch.get_float32_matmul_precision() names it, if recorded).
+HARDWARE_KEYS = ("host", "device", "gpu", "threads", "amp_dtype", "tf32", "matmul_precision", "torch")
+DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32"}
+
+
+def hardware_record(m: dict) -> dict:
+    """The part of a run's metrics dict that `hardware_line` reads (HARDWARE_KEYS of its provenance and of
+    every earlier process of a resumed run, and its `amp` setting): small enough to keep beside a NAS trial
+    in the search's storage."""
+    prov, config = m.get("provenance") or {}, m.get("config") or {}
+    keep = lambda attempt: {k: attempt[k] for k in HARDWARE_KEYS if k in attempt}
+    return {"provenance": {**keep(prov), "earlier_attempts": [keep(a) for a in prov.get("earlier_attempts", [])]},
+            "config": {"amp": config["amp"]} if "amp" in config else {}}
+
+
+def precision(attempt: dict, config: dict) -> str:
+    """The arithmetic one process of a run trained in, from its provenance `attempt` and the run's `config`:
+    `fp32`, `TF32` (float32 matmuls and convolutions on TF32 tensor cores), `amp bf16`, `amp fp16`, or an amp
+    one `+ TF32`; what a CUDA run did not record (the amp dtype, TF32 use) is named; `?` without a device."""
+    device = str(attempt.get("device") or "")
+    if not device:
+        return "?"
+    on_cuda, unknown = device.startswith("cuda"), []
+    if "amp_dtype" in attempt:  # the trainer records None for float32 throughout
+        dtype = attempt["amp_dtype"]
+        base = f"amp {DTYPE_NAMES.get(str(dtype).removeprefix('torch.'), dtype)}" if dtype else "fp32"
+    elif config.get("amp") and on_cuda:
+        base = "amp"
+        unknown.append("dtype")
+    else:
+        base = "fp32"
+    tf32 = attempt.get("tf32")
+    if tf32 is None and attempt.get("matmul_precision") is not None:
+        tf32 = attempt["matmul_precision"] != "highest"  # "high" and "medium" let float32 matmuls use TF32 (or bf16)
+    if on_cuda and tf32:
+        base = "TF32" if base == "fp32" else f"{base} + TF32"
+    elif on_cuda and tf32 is None:
+        unknown.append("TF32 use")
+    return base + (f" ({' and '.join(unknown)} not recorded)" if unknown else "")
+
+
+def hardware_line(runs: Iterable[dict]) -> str:
+    """Where and in which precision the metrics dicts `runs` trained, for a report's Setup: one entry per
+    kind of process (device type and GPU model, precision, CPU threads), the devices of each listed, and
+    the number of runs per entry where there are several, e.g. `cuda:0, cuda:1 (NVIDIA H200), amp bf16,
+    8 CPU threads` or `cpu, fp32, 2 CPU threads (6 runs); cuda:0 (NVIDIA A100), TF32, 4 CPU threads (2 runs)`.
+    Every process of a resumed run counts (`earlier_attempts`); a run that recorded no device reads
+    `device not recorded`."""
+    kinds: Dict[tuple, Dict[str, Any]] = {}
+    for i, m in enumerate(runs):
+        prov, config = m.get("provenance") or {}, m.get("config") or {}
+        for attempt in (prov, *prov.get("earlier_attempts", [])):
+            device = str(attempt.get("device") or "")
+            key = (device.split(":")[0], attempt.get("gpu"), precision(attempt, config), attempt.get("threads"))
+            kind = kinds.setdefault(key, {"devices": [], "runs": set()})
+            kind["runs"].add(i)
+            if device not in kind["devices"]:
+                kind["devices"].append(device)
+    if not kinds:
+        return "no runs"
+    out = []
+    for (device_type, gpu, prec, threads), kind in kinds.items():
+        if not device_type:
+            text = "device not recorded"
+        else:
+            text = ", ".join(sorted(kind["devices"])) + (f" ({gpu})" if gpu else "") + f", {prec}, {threads or '?'} CPU thread" \
+                + ("" if threads == 1 else "s")
+        n = len(kind["runs"])
+        out.append(text + (f" ({n} run{'s' if n > 1 else ''})" if len(kinds) > 1 else ""))
+    return "; ".join(out)
+
+
 def run_in_worker(spec: RunSpec, cfg: Any, exp_dir: Path, command: str, counter: str) -> dict:
     """run_one in a worker process of map_in_processes (which has its own console). On CUDA the run trains
     on this worker's GPU, parallel.worker_device (worker i: GPU i mod count, or the GPU device.index names),
