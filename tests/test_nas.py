@@ -491,10 +491,11 @@ def test_compile_true_applies_to_the_final_retraining_only_and_the_search_says_s
     monkeypatch.setattr(nas, "run_all", lambda specs, *args: retrained.extend(specs) or [])
     search = nas.Search(study, tmp_path, f"sqlite:///{tmp_path / 'search.db'}", Console(file=io.StringIO()))
     search.evaluate(SMALL_SPEC, "random-s0/t000", "random-s0 1/1")
-    nas.retrain(study, [{"spec_key": spec_key(SMALL_SPEC), "spec": SMALL_SPEC, "val_acc": 0.5, "params": 1}], tmp_path, Console(file=io.StringIO()), 1)
+    nas.retrain(study, [trial_row("evolution", 3, SMALL_SPEC, 0.5, 1, origin="mutation")], tmp_path, Console(file=io.StringIO()), 1)
     assert [(cfg.compile, cfg.grad_clip) for cfg in trained] == [(False, 1.0)]  # the candidate eager; the other overrides kept
     finals = [validate(compose_config("train", spec.overrides)) for spec in retrained]
     assert len(finals) == 4 and {(cfg.compile, cfg.grad_clip) for cfg in finals} == {(True, 1.0)}  # top1 and dws_cnn, 2 seeds each
+    assert retrained[0].labels["found_by"] == "evolution-s1 #4 (mutation)"  # who found the architecture, as the table says
     for asked, expected in (("'compile=true','compile=false'", False), ("'compile=1'", True), ("'grad_clip=1.0'", False)):
         assert nas.compile_asked(validate(compose_config("nas", [f"overrides=[{asked}]"]))) is expected, asked
 
@@ -543,3 +544,89 @@ def test_the_nas_report_says_where_candidates_and_final_runs_trained_and_where_l
             "(gpu-node) with latency_threads=2") in setup
     assert "CPU-hours" not in report and "0.10 h of wall-clock time" in setup  # 6 evaluations of 60 s
     assert "hardware" not in read_csv(tmp_path / "evaluated.csv")[0]
+
+
+def test_each_evaluation_records_whether_its_strategy_proposed_it_or_drew_it_for_the_initial_population(tmp_path, monkeypatch):
+    search = session(tmp_path, FakeEvaluation(monkeypatch), "strategies=[random,evolution,nsga2,zero_cost]", "trials=6")
+    origins = {}
+    for row in search.all_trials():
+        origins.setdefault(row["strategy"], []).append(row["origin"])
+    assert origins == {"random": ["random draw"] * 6,
+                       "evolution": ["initial population"] * 2 + ["mutation"] * 4,  # population=2
+                       "nsga2": ["initial population"] * 4 + ["NSGA-II offspring"] * 2,  # Optuna's NSGA-II: a first generation of 4
+                       "zero_cost": ["pre-screened draw"] * 6}
+
+
+CODES = [("c32", "d64s", "r64"), ("c64", "c64s", "r128"), ("d32", "r32s", "c64"), ("r64", "d128s", "c128"), ("c32s", "c64", "d64"),
+         ("d64", "d64s", "r256"), ("c128", "r128s", "d32"), ("r32", "c32s", "c256")]
+
+
+def arch(i: int) -> dict:
+    """The i-th of a few distinct valid specs (five layers each)."""
+    return spec_of(*CODES[i % len(CODES)], f"c{32 * 2 ** (i // len(CODES) % 4)}", "d32" if i // 32 % 2 else "c32")
+
+
+def test_the_report_credits_evolution_only_with_what_its_mutations_found_and_compares_networks_of_equal_size(tmp_path):
+    # population 4, 6 evaluations: in both searches evolution's best is a random initial-population draw
+    trials = []
+    for seed in (0, 1):
+        trials += [trial_row("random", i, arch(10 * seed + i), 0.40 + 0.01 * i, seed, origin="random draw") for i in range(6)]
+        trials += [trial_row("evolution", i, arch(10 * seed + 6 + i), 0.50 if i == 2 else 0.45, seed,
+                             origin="initial population" if i < 4 else "mutation") for i in range(6)]
+    best = trials[8]  # evolution-s0, evaluation 3
+    assert best["val_acc"] == 0.5 and best["origin"] == "initial population"
+    final = [final_run("top1", "searched", s, acc, 5_000, best["spec_key"]) for s, acc in ((0, 0.60), (1, 0.62))]
+    final += [final_run("top2", "searched", s, 0.70, 300_000, "c64-c64s-r128") for s in (0, 1)]
+    final += [final_run("dws_cnn", "hand-designed", s, acc, 20_000) for s, acc in ((0, 0.64), (1, 0.66))]
+    final += [final_run("resnet20", "hand-designed", s, 0.68, 2_000) for s in (0, 1)]
+    final[0][0].labels["found_by"] = final[1][0].labels["found_by"] = nas.found_by(trials, best["spec_key"])
+    report = nas_report(tmp_path, trials, final, "strategies=[random,evolution]", "search_seeds=2")
+
+    assert ("**Credit, evolution**: its first 4 evaluations per search are random draws (its initial population), the other 2 "
+            "its own proposals (mutations). The best architecture came from the initial population in 2 of 2 searches and from its "
+            "own proposals in 0: its own proposals found nothing better than its random draws, so no result here is evolution's "
+            "doing; its best own proposal against the initial population's best: -0.0500 proxy accuracy (mean over 2 searches).") in report
+    assert "**Evolution against random at 6 evaluations**: best proxy accuracy 0.5000 ± 0.0000 against 0.4500 ± 0.0000" in report
+    assert "evolution's number includes its random initial population (credit below)" in report
+    assert "| top1 | searched | " + best["spec_key"] + " | evolution-s0 #3 (initial population) | 5,000 | 2 |" in report
+    assert ("**Searched against dws_cnn at no more parameters**, the same training budget: top1 (5,000 parameters, 0.25x) "
+            "0.6100 ± 0.0141 against dws_cnn (20,000) 0.6500 ± 0.0141: -0.0400, within") in report
+    assert ("**Searched against resnet20**: no retrained searched network is as small; the smallest, top1 (5,000 parameters, 2.50x) "
+            "0.6100 ± 0.0141 against resnet20 (2,000) 0.6800 ± 0.0000: -0.0700") in report
+    assert "The sizes differ, so this does not compare designs at equal parameters." in report
+    assert "at equal budget" not in report  # the old headline compared a 300k-parameter top2 with any baseline
+    # The architecture code is defined where the report first uses it, in the words of nas_space.spec_key.
+    assert spec_key(spec_of("c32", "d64s", "r128")) == "c32-d64s-r128" and "Architecture codes such as `c32-d64s-r128`" in report
+    assert all(f"{t[0]} = " in report for t in ("conv", "dws", "residual")) and "`s` where it has stride 2" in report
+    assert "Aging evolution's first 4 proposals per search are random draws, the initial population" in report
+
+
+def test_evolution_is_credited_with_what_its_mutations_found_and_with_nothing_when_its_population_fills_the_budget():
+    study = validate(compose_config("nas", ["nas/preset=quick", "strategies=[evolution]", "search_seeds=2"]))
+    trials = [trial_row("evolution", i, arch(i), 0.5 if i == 5 else 0.4, 0, origin="initial population" if i < 4 else "mutation")
+              for i in range(6)]  # search 0: a mutation beats the population by 0.10; search 1: the population wins by 0.05
+    trials += [trial_row("evolution", i, arch(6 + i), 0.45 if i == 0 else 0.4, 1, origin="initial population" if i < 4 else "mutation")
+               for i in range(6)]
+    assert nas.credit(study, trials, "evolution").endswith(
+        "The best architecture came from the initial population in 1 of 2 searches and from its own proposals in 1; its best own "
+        "proposal against the initial population's best: +0.0250 proxy accuracy (mean over 2 searches).")
+    study = validate(compose_config("nas", ["nas/preset=quick", "population=6", "strategies=[evolution]"]))
+    trials = [trial_row("evolution", i, arch(i), 0.4, origin="initial population") for i in range(6)]
+    assert nas.credit(study, trials, "evolution") == (
+        "**Credit, evolution**: its random initial population (6) is at least the budget (6 evaluations), so every evolution "
+        "evaluation was a random draw: at this budget evolution is random search, and none of its results is its own.")
+    assert nas.credit(study, trials, "random") is None  # every random proposal is random search's own
+
+
+def test_patterns_are_quoted_only_from_ten_or_more_top_architectures():
+    few = [trial_row("random", i, arch(i), i / 100) for i in range(24)]
+    assert nas.pattern_line(few + few[:6]) == (  # a re-evaluated architecture counts once: 24 distinct, top quarter 6
+        "**Patterns**: not quoted. The top quarter of the 24 distinct architectures holds 6, fewer than the 10 its layer shares, "
+        "depth and channels need to describe more than these few networks (more trials or search seeds give more).")
+    many = [trial_row("random", i, arch(i), i / 100) for i in range(44)]
+    assert len({t["spec_key"] for t in many}) == 44
+    line = nas.pattern_line(many)
+    assert line.startswith("**Patterns** (descriptive, no test): the top quarter, 11 distinct architectures by proxy accuracy, "
+                           "against the other 33: share conv ")
+    top = nas.patterns(sorted(many, key=lambda t: -t["val_acc"])[:11])
+    assert f"depth {top['depth']:.2f} vs 5.00" in line

@@ -52,6 +52,13 @@ from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, hard
 PROXY_BATCH = 64  # images the zero-cost proxies see
 LATENCY_SECONDS = 0.1  # timed calls behind each candidate's batch-1 latency (the median is kept)
 POLL_SECONDS = 0.5  # how often a worker looks again at a trial another worker is still deciding or evaluating
+# Where each evaluated architecture came from (the `origin` of a trial): a strategy is credited only with what its
+# own proposals found. Evolution and NSGA-II start from a population drawn at random, which is random search.
+INITIAL = "initial population"
+ORIGINS = {"random": "random draw", "evolution": "mutation", "nsga2": "NSGA-II offspring", "zero_cost": "pre-screened draw"}
+OWN_PROPOSALS = {"evolution": "mutations", "nsga2": "crossover and mutation of NSGA-II parents"}  # after the initial population
+NSGA2_GENERATION = "NSGAIISampler:generation"  # the system attribute in which Optuna's NSGA-II keeps a trial's generation
+                                               # (optuna/samplers/_ga/_base.py, "<sampler class>:generation"); 0: random
 DECIDE_SECONDS = 600  # a proposal takes seconds (a zero-cost pool the longest); a trial of another machine still
                       # undecided after this long is taken for abandoned: that machine's worker cannot be checked
 
@@ -205,7 +212,7 @@ class Search:
         import optuna
 
         seed = random.Random(f"{name}/{n_trials}/{self.worker}").getrandbits(32)
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, self.study.population))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=initial_population(self.study, "nsga2"))
 
     def searches(self) -> List[Tuple[str, int]]:
         return [(strategy, seed) for strategy in self.study.strategies for seed in range(self.study.search_seeds)]
@@ -302,15 +309,16 @@ class Search:
             layers[i]["stride"] = 1
         return {"layers": layers}
 
-    def evolve_spec(self, trials, rng: random.Random) -> Dict[str, Any]:
+    def evolve_spec(self, trials, rng: random.Random) -> Tuple[Dict[str, Any], str]:
         """Aging evolution: tournament among the most recent `population` evaluations, mutate the winner
-        (a few tries for a child within max_macs)."""
+        (a few tries for a child within max_macs); until the search holds `population` scores, a random
+        spec for the initial population. Returns the spec and its origin (INITIAL or a mutation)."""
         if len(trials) < self.study.population:
-            return self.affordable(rng)
+            return self.affordable(rng), INITIAL
         population = sorted(trials, key=lambda t: t.number)[-self.study.population:]
         parent = max(rng.sample(population, self.study.sample_size), key=lambda t: t.values[0])
         children = [mutate(parent.user_attrs["spec"], rng) for _ in range(10)]
-        return next((c for c in children if self.within_budget(c)), children[-1])
+        return next((c for c in children if self.within_budget(c)), children[-1]), ORIGINS["evolution"]
 
     def prescreen_spec(self, rng: random.Random) -> Dict[str, Any]:
         """Zero-cost pre-screening: the best of `zero_cost_pool` affordable random specs by the chosen proxy."""
@@ -388,16 +396,20 @@ class Search:
             trial = opt.ask()
             trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})  # first, so others see it
             rng = random.Random(f"{name}/{trial.number}")  # per trial: a resumed search or another worker draws anew
+            origin = ORIGINS[strategy]
             if strategy == "random":  # rejection sampling: draws over max_macs are counted, not stored as trials
                 spec, rejected = self.affordable_counted(rng)
                 trial.set_user_attr("rejected", rejected)
             elif strategy == "nsga2":
                 spec = self.suggest_spec(trial)
+                asked = next(t for t in opt.get_trials(deepcopy=False) if t.number == trial.number)  # its generation, set by ask()
+                origin = {0: INITIAL, None: None}.get(asked.system_attrs.get(NSGA2_GENERATION), origin)
             elif strategy == "evolution":  # the population: every told score, reused ones included
-                spec = self.evolve_spec([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE], rng)
+                spec, origin = self.evolve_spec([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE], rng)
             else:
                 spec = self.prescreen_spec(rng)
             spec = check_spec(spec)
+            trial.set_user_attr("origin", origin)
             trial.set_user_attr("spec", spec)
             if not self.within_budget(spec):
                 trial.set_user_attr("macs", self.macs(spec))
@@ -541,7 +553,8 @@ def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, conso
         for seed in range(study.final_seeds):
             overrides = base_overrides(study, study.final_epochs, study.final_subset, seed, {"model": "nas", "model.arch": str(path)})
             specs.append(RunSpec(f"final/top{rank}-s{seed}", {"model": f"top{rank}", "kind": "searched", "spec": t["spec_key"],
-                                                                  "seed": seed, "file": str(path.relative_to(exp_dir))}, overrides))
+                                                                  "found_by": found_by(trials, t["spec_key"]), "seed": seed,
+                                                                  "file": str(path.relative_to(exp_dir))}, overrides))
     for name in study.baselines:
         for seed in range(study.final_seeds):
             overrides = base_overrides(study, study.final_epochs, study.final_subset, seed, {"model": name})
@@ -554,6 +567,35 @@ def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, conso
 # --- writing -----------------------------------------------------------------------------------
 
 
+def initial_population(study: NASConfig, strategy: str) -> int:
+    """How many of a search's first proposals `strategy` draws at random before its own method starts: aging
+    evolution's population, NSGA-II's first generation (at least 4: Optuna's NSGA-II needs parents to cross);
+    0 for random search and zero-cost pre-screening, every proposal of which is their own."""
+    return {"evolution": study.population, "nsga2": max(4, study.population)}.get(strategy, 0)
+
+
+def found_by(trials: List[Dict[str, Any]], key: str) -> str:
+    """Which searches evaluated the architecture `key`, as `evolution-s1 #3 (mutation)`: search, evaluation
+    number, origin of the proposal (INITIAL for a random initial-population draw)."""
+    return "; ".join(f"{t['strategy']}-s{t['search_seed']} #{t.get('evaluation', '?')} ({t.get('origin') or 'origin not recorded'})"
+                     for t in trials if t["spec_key"] == key)
+
+
+LAYER_CODES = {"conv": "3x3 conv", "dws": "depthwise-separable conv (3x3 depthwise, then 1x1 pointwise)",
+               "residual": "residual block (two 3x3 convs, an identity or 1x1-projection shortcut, the activation after the sum)"}
+
+
+def code_definition(act: str) -> str:
+    """What an architecture code (nas_space.spec_key) such as `c32-d64s-r128` says, for the report."""
+    letters = "; ".join(f"{t[0]} = {LAYER_CODES[t]}" for t in LAYER_TYPES)
+    example = {"layers": [{"type": "conv", "channels": 32, "stride": 1}, {"type": "dws", "channels": 64, "stride": 2},
+                          {"type": "residual", "channels": 128, "stride": 1}]}
+    return (f"Architecture codes such as `{spec_key(example)}` list the layers from input to output, one token each: the "
+            f"layer type ({letters}), its output channels, and `s` where it has stride 2 (halves height and width). Every "
+            f"conv has BatchNorm and {act} after it; a 3x3 stem conv comes first, global average pooling and a linear "
+            f"classifier last.")
+
+
 def best_so_far(trials: List[Dict[str, Any]], strategy: str, seeds: int, n: int) -> List[List[float]]:
     curves = []
     for seed in range(seeds):
@@ -561,16 +603,6 @@ def best_so_far(trials: List[Dict[str, Any]], strategy: str, seeds: int, n: int)
         if len(accs) >= n:
             curves.append([max(accs[:i + 1]) for i in range(n)])
     return curves
-
-
-def patterns(rows: List[Dict[str, Any]]) -> Dict[str, float]:
-    layers = [layer for r in rows for layer in r["spec"]["layers"]]
-    downs = [i / max(1, len(r["spec"]["layers"]) - 1) for r in rows for i, l in enumerate(r["spec"]["layers"]) if l["stride"] == 2]
-    return {**{f"share {t}": sum(layer["type"] == t for layer in layers) / len(layers) for t in LAYER_TYPES},
-            "depth": statistics.fmean(len(r["spec"]["layers"]) for r in rows),
-            "mean channels": statistics.fmean(layer["channels"] for layer in layers),
-            "downsamplings": sum(l["stride"] == 2 for l in layers) / len(rows),
-            "downsampling position (0 first, 1 last layer)": statistics.fmean(downs) if downs else float("nan")}
 
 
 def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tuple[RunSpec, dict]], exp_dir: Path, console,
@@ -581,9 +613,10 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
                    "best_val_acc": m.get("best_val_acc"), "params": m.get("params"), "seconds": m.get("seconds")} for spec, m in final]
     write_csv(exp_dir / "summary.csv", final_rows)
     groups = group(final_rows, ["model", "kind"])
-    header = ["network", "kind", "architecture", "params", "runs", "test acc (mean ± std)", "best val acc (mean ± std)"]
-    table_rows = [[g.key["model"], g.key["kind"], g.rows[0].get("spec", g.key["model"]), f"{g.rows[0]['params']:,}", len(g.rows),
-                   g.stat("test_acc").fmt(4), g.stat("best_val_acc").fmt(4)] for g in groups]
+    header = ["network", "kind", "architecture", "found by (search #evaluation, origin)", "params", "runs", "test acc (mean ± std)",
+              "best val acc (mean ± std)"]
+    table_rows = [[g.key["model"], g.key["kind"], g.rows[0].get("spec", g.key["model"]), g.rows[0].get("found_by") or "-",
+                   f"{g.rows[0]['params']:,}", len(g.rows), g.stat("test_acc").fmt(4), g.stat("best_val_acc").fmt(4)] for g in groups]
     table = markdown_table(header, table_rows) if final_rows else \
         "No full-budget retraining in this invocation (retrain=false): the search's candidates are in evaluated.csv."
     first = next((m for _, m in final if m.get("data")), {})
@@ -618,6 +651,9 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
         curves = best_so_far(trials, strategy, study.search_seeds, study.trials)
         if curves:
             plots.band(ax, list(range(1, study.trials + 1)), curves, f"{strategy} ({len(curves)} searches)")
+            if 0 < initial_population(study, strategy) < study.trials:  # up to here the strategy drew at random
+                ax.axvline(initial_population(study, strategy) + 0.5, color=ax.get_lines()[-1].get_color(), linestyle=":",
+                           label=f"{strategy}: end of its random initial population")
     ax.set(xlabel="evaluations", ylabel="best proxy validation accuracy so far",
            title=f"search progress, mean ± std over search seeds\n{subtitle}")
     ax.grid(alpha=0.3)
@@ -630,9 +666,10 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     hardware = [f"search evaluations on {hardware_line(searched_on)}"] + ([f"final retraining on {hardware_line(m for _, m in final)}"] if final else [])
     lines = ["# Neural architecture search: conv / depthwise-separable / residual chains", "", "## Setup",
              f"- Space: {5}-{15} layers of {', '.join(LAYER_TYPES)}; channels {list(CHANNELS)}; at most {MAX_DOWNSAMPLES} stride-2 layers; "
-             f"act={study.act.name} (deepexp/models/nas_space.py).",
+             f"act={study.act.name} (deepexp/models/nas_space.py). {code_definition(study.act.name)}",
              f"- Search: strategies {list(study.strategies)}, {study.search_seeds} search seeds each, {study.trials} evaluations per search "
-             f"(the same budget for every strategy); aging evolution with population {study.population}, tournament {study.sample_size}.",
+             f"(the same budget for every strategy); aging evolution with population {study.population}, tournament {study.sample_size}. "
+             + initial_sentence(study),
              f"- Evaluation: {study.proxy_epochs} epoch(s) of training on {study.proxy_subset or 'all'} {study.dataset.name} images, "
              f"rated by the best validation accuracy (the test set is never used to select).",
              f"- Final: top {study.top_k} architectures and baselines {list(study.baselines)} retrained {study.final_epochs} epochs, "
@@ -658,6 +695,103 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     return publish_report(exp_dir, lines, console, f"NAS: {subtitle}", header, table_rows)
 
 
+def initial_sentence(study: NASConfig) -> str:
+    """How the report marks proposals that were random draws of a strategy's initial population."""
+    seeded = [f"{'aging evolution' if s == 'evolution' else 'NSGA-II'}'s first {initial_population(study, s)}"
+              for s in study.strategies if initial_population(study, s)]
+    if not seeded:
+        return "Every proposal is its strategy's own (evaluated.csv, `origin`)."
+    text = ' and '.join(seeded)
+    return (f"{text[0].upper()}{text[1:]} proposals per search are random draws, the initial population (`{INITIAL}` in "
+            f"evaluated.csv's `origin`); a strategy is credited only with what its own proposals found.")
+
+
+def credit(study: NASConfig, trials: List[Dict[str, Any]], strategy: str) -> Optional[str]:
+    """Which of `strategy`'s results its own proposals found, for a strategy that starts from a random initial
+    population (evolution, NSGA-II): in how many searches the best architecture was an initial-population draw,
+    and by how much the best own proposal beat the initial population's best (mean over searches). None for
+    a strategy without an initial population or without evaluations."""
+    n_initial, own = initial_population(study, strategy), ORIGINS[strategy]
+    searches = [[t for t in trials if t["strategy"] == strategy and t["search_seed"] == seed] for seed in range(study.search_seeds)]
+    searches = [rows for rows in searches if rows]
+    if not n_initial or not searches:
+        return None
+    if n_initial >= study.trials:
+        return (f"**Credit, {strategy}**: its random initial population ({n_initial}) is at least the budget ({study.trials} "
+                f"evaluations), so every {strategy} evaluation was a random draw: at this budget {strategy} is random search, "
+                f"and none of its results is its own.")
+    best = lambda rows: max(rows, key=lambda t: t["val_acc"]) if rows else None
+    winners = [best(rows).get("origin") for rows in searches]
+    gains = [best([t for t in rows if t.get("origin") == own])["val_acc"] - best([t for t in rows if t.get("origin") == INITIAL])["val_acc"]
+             for rows in searches if {own, INITIAL} <= {t.get("origin") for t in rows}]
+    text = (f"**Credit, {strategy}**: its first {n_initial} evaluations per search are random draws (its initial population), the "
+            f"other {study.trials - n_initial} its own proposals ({OWN_PROPOSALS[strategy]}). The best architecture came from the "
+            f"initial population in {winners.count(INITIAL)} of {len(searches)} searches and from its own proposals in {winners.count(own)}")
+    unknown = len(winners) - winners.count(INITIAL) - winners.count(own)
+    text += f" ({unknown} from trials that recorded no origin)" if unknown else ""
+    if winners.count(INITIAL) == len(searches):
+        text += f": its own proposals found nothing better than its random draws, so no result here is {strategy}'s doing"
+    if gains:
+        text += (f"; its best own proposal against the initial population's best: {statistics.fmean(gains):+.4f} proxy accuracy "
+                 f"(mean over {len(gains)} searches)")
+    return text + "."
+
+
+PATTERN_MIN = 10  # architectures each side of the pattern comparison needs, for its shares and means to say anything
+
+
+def patterns(rows: List[Dict[str, Any]]) -> Dict[str, float]:
+    """Layer-type shares, depth, mean channels and downsampling of the architectures `rows` (each counted once)."""
+    layers = [layer for r in rows for layer in r["spec"]["layers"]]
+    downs = [i / max(1, len(r["spec"]["layers"]) - 1) for r in rows for i, l in enumerate(r["spec"]["layers"]) if l["stride"] == 2]
+    return {**{f"share {t}": sum(layer["type"] == t for layer in layers) / len(layers) for t in LAYER_TYPES},
+            "depth": statistics.fmean(len(r["spec"]["layers"]) for r in rows),
+            "mean channels": statistics.fmean(layer["channels"] for layer in layers),
+            "downsamplings": sum(l["stride"] == 2 for l in layers) / len(rows),
+            "downsampling position (0 first, 1 last layer)": statistics.fmean(downs) if downs else float("nan")}
+
+
+def pattern_line(trials: List[Dict[str, Any]]) -> str:
+    """The top quarter of the distinct architectures (by proxy accuracy, each at its best evaluation) against the
+    rest, quoted only when the top quarter holds PATTERN_MIN architectures or more."""
+    best: Dict[str, Dict[str, Any]] = {}
+    for t in trials:
+        if t["spec_key"] not in best or t["val_acc"] > best[t["spec_key"]]["val_acc"]:
+            best[t["spec_key"]] = t
+    ranked = sorted(best.values(), key=lambda t: -t["val_acc"])
+    top, rest = ranked[:len(ranked) // 4], ranked[len(ranked) // 4:]
+    if len(top) < PATTERN_MIN:
+        return (f"**Patterns**: not quoted. The top quarter of the {len(ranked)} distinct architectures holds {len(top)}, fewer "
+                f"than the {PATTERN_MIN} its layer shares, depth and channels need to describe more than these few networks "
+                f"(more trials or search seeds give more).")
+    pt, pr = patterns(top), patterns(rest)
+    return (f"**Patterns** (descriptive, no test): the top quarter, {len(top)} distinct architectures by proxy accuracy, against "
+            f"the other {len(rest)}: " + "; ".join(f"{k} {pt[k]:.2f} vs {pr[k]:.2f}" for k in pt) + ".")
+
+
+def size_comparisons(groups) -> List[str]:
+    """Each hand-designed baseline against the most accurate retrained searched network with no more parameters,
+    or, where none is that small, against the smallest one, saying that their sizes differ."""
+    searched = [g for g in groups if g.key["kind"] == "searched" and g.stat("test_acc").n]
+    lines = []
+    for h in (g for g in groups if g.key["kind"] == "hand-designed" and g.stat("test_acc").n):
+        if not searched:
+            break
+        size = lambda g: g.rows[0]["params"]
+        smaller = [g for g in searched if size(g) <= size(h)]
+        s = max(smaller, key=lambda g: g.stat("test_acc").mean) if smaller else min(searched, key=size)
+        a, b = s.stat("test_acc"), h.stat("test_acc")
+        said = verdict(welch(a.values, b.values), untestable="not testable")
+        numbers = (f"{s.key['model']} ({size(s):,} parameters, {size(s) / size(h):.2f}x) {a.fmt(4)} against {h.key['model']} "
+                   f"({size(h):,}) {b.fmt(4)}: {a.mean - b.mean:+.4f}, {said}")
+        if smaller:
+            lines.append(f"**Searched against {h.key['model']} at no more parameters**, the same training budget: {numbers}.")
+        else:
+            lines.append(f"**Searched against {h.key['model']}**: no retrained searched network is as small; the smallest, {numbers}. "
+                         f"The sizes differ, so this does not compare designs at equal parameters.")
+    return lines
+
+
 def findings(study: NASConfig, trials: List[Dict[str, Any]], groups) -> List[str]:
     lines = []
     if "random" in study.strategies and "evolution" in study.strategies:
@@ -667,7 +801,9 @@ def findings(study: NASConfig, trials: List[Dict[str, Any]], groups) -> List[str
             d = statistics.fmean(finals["evolution"]) - statistics.fmean(finals["random"])
             said = verdict(p, "the spread between searches", "one search each, not testable")
             lines.append(f"**Evolution against random at {study.trials} evaluations**: best proxy accuracy "
-                         f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)} ({d:+.4f}, {said}).")
+                         f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)} ({d:+.4f}, {said}); "
+                         f"evolution's number includes its random initial population (credit below).")
+    lines += [line for line in (credit(study, trials, s) for s in study.strategies) if line]
     if not trials:
         return ["No candidate was evaluated (max_minutes too short, or every sample over max_macs)."]
     accs = [t["val_acc"] for t in trials]
@@ -675,18 +811,6 @@ def findings(study: NASConfig, trials: List[Dict[str, Any]], groups) -> List[str
     lines.append("**Zero-cost proxies** (Spearman rho with proxy-trained accuracy over " f"{len(trials)} candidates): "
                  + ", ".join(f"{k} {v:+.2f}" if v is not None else f"{k} -" for k, v in corr.items())
                  + " (NAS-Bench-201 CIFAR-10 reference: synflow 0.74, params 0.75).")
-    ranked = sorted(trials, key=lambda t: -t["val_acc"])
-    top = ranked[:max(study.top_k, 1)]
-    if len(trials) > len(top):
-        pt, pa = patterns(top), patterns(trials)
-        lines.append("**Patterns** (top " + f"{len(top)} against all {len(trials)} candidates): "
-                     + "; ".join(f"{k} {pt[k]:.2f} vs {pa[k]:.2f}" for k in pt) + ".")
-    searched = [g for g in groups if g.key["kind"] == "searched" and g.stat("test_acc").n]
-    hand = [g for g in groups if g.key["kind"] == "hand-designed" and g.stat("test_acc").n]
-    if searched and hand:
-        s, h = max(searched, key=lambda g: g.stat("test_acc").mean), max(hand, key=lambda g: g.stat("test_acc").mean)
-        p = welch(s.stat("test_acc").values, h.stat("test_acc").values)
-        lines.append(f"**Searched against hand-designed at equal budget**: best searched {s.key['model']} ({s.rows[0]['params']:,} parameters) "
-                     f"{s.stat('test_acc').fmt(4)} against {h.key['model']} ({h.rows[0]['params']:,}) {h.stat('test_acc').fmt(4)}: "
-                     f"{s.stat('test_acc').mean - h.stat('test_acc').mean:+.4f}, {verdict(p, untestable='not testable')}.")
+    lines.append(pattern_line(trials))
+    lines += size_comparisons(groups)
     return lines
