@@ -363,10 +363,12 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
 
     out = tmp_path / "exp"
     strategies = ["random", "evolution", "nsga2", "zero_cost"]
-    search = ["nas", "preset=quick", f"strategies=[{','.join(strategies)}]", *TINY]
+    search = ["nas", "preset=quick", f"strategies=[{','.join(strategies)}]", *TINY, "overrides=['compile=true']"]
     # Two workers search; the retraining is left to a second invocation on the same storage (below).
     result = run_cli([*search, "n_workers=2", "retrain=false", f"hydra.run.dir={out}"], tmp_path)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.count("compile=true applies to the final retraining only") == 1  # and the candidates train eagerly:
+    assert {json.loads(m.read_text())["config"]["compile"] for m in (out / "runs").glob("*/t*/metrics.json")} == {False}
     for name in ("evaluated.csv", "summary.csv", "summary.md", "report.md", "search.db", "plots/pareto_params.png",
                  "plots/pareto_latency_ms.png", "plots/best_so_far.png"):
         assert (out / name).is_file(), name
@@ -405,7 +407,11 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
     assert [p.name for p in (again / "runs").iterdir()] == ["final"]  # no search trial was trained again
     final = read_csv(again / "summary.csv")
     assert sorted(r["model"] for r in final) == ["dws_cnn", "top1"] and {r["status"] for r in final} == {"completed"}
-    assert "Searched against hand-designed" in (again / "report.md").read_text()
+    assert {json.loads(m.read_text())["config"]["compile"] for m in (again / "runs" / "final").glob("*/metrics.json")} == {True}
+    report = (again / "report.md").read_text()
+    assert "**Searched against dws_cnn at no more parameters**" in report or "**Searched against dws_cnn**: no retrained" in report
+    assert "at this budget evolution is random search" in report  # population 2, 2 evaluations: no mutation was evaluated
+    assert {r["origin"] for r in rows if r["strategy"] == "evolution"} == {"initial population"}
 
     top = next((again / "top5").glob("1-*.json"))
     retrain = run_cli(["train", "model=nas", f"arch={top}", "dataset=cifar10", "epochs=1", "subset=300",
@@ -484,7 +490,8 @@ def test_search_workers_take_gpu_i_mod_count_and_their_runs_say_so_in_a_device_i
 
 def test_compile_true_applies_to_the_final_retraining_only_and_the_search_says_so(tmp_path, monkeypatch):
     study = validate(compose_config("nas", ["nas/preset=quick", "dataset=synthetic", "dataset.num_classes=3", "dataset.train_size=64",
-                                            "dataset.test_size=16", "dataset.image_shape=[8,8]", "overrides=['compile=yes','grad_clip=1.0']"]))
+                                            "dataset.test_size=16", "dataset.image_shape=[8,8]",
+                                            "overrides=['compile=yes','grad_clip=1.0']"]))
     assert nas.compile_asked(study) and "its 2-epoch proxy training" in nas.compile_note(study)
     trained, retrained = [], []
     monkeypatch.setattr(nas, "run_one", lambda run, cfg, *args: trained.append(cfg) or {"status": "completed", "best_val_acc": 0.5})

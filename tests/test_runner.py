@@ -136,10 +136,12 @@ def test_the_hardware_line_names_devices_gpus_precision_and_threads_of_every_pro
     assert runner.hardware_line([on_h200]) == "cuda:0 (NVIDIA H200), amp bf16, 8 CPU threads"
     assert runner.hardware_line([on_h200, second_gpu]) == \
         "cuda:0, cuda:1 (NVIDIA H200), amp bf16, 8 CPU threads (2 runs); cpu, fp32, 2 CPU threads (1 run)"
-    assert runner.hardware_line([tf32, fp16]) == "cuda:0 (NVIDIA A100), TF32, 4 CPU threads (1 run); cuda:0 (Tesla T4), amp fp16, 4 CPU threads (1 run)"
+    assert runner.hardware_line([tf32, fp16]) == \
+        "cuda:0 (NVIDIA A100), TF32, 4 CPU threads (1 run); cuda:0 (Tesla T4), amp fp16, 4 CPU threads (1 run)"
     assert runner.hardware_line([unrecorded]) == "cuda (Tesla T4), amp (dtype and TF32 use not recorded), 4 CPU threads"
     assert runner.hardware_line([{"provenance": {"device": "cpu", "threads": 1}, "config": {"amp": True}}]) == "cpu, fp32, 1 CPU thread"
-    assert runner.hardware_line([{"provenance": {"device": "cuda:0", "threads": 2, "matmul_precision": "high"}}]) == "cuda:0, TF32, 2 CPU threads"
+    high = {"provenance": {"device": "cuda:0", "threads": 2, "matmul_precision": "high"}}  # torch.set_float32_matmul_precision
+    assert runner.hardware_line([high]) == "cuda:0, TF32, 2 CPU threads"
     assert runner.hardware_line([{}]) == "device not recorded" and runner.hardware_line([]) == "no runs"
     assert runner.hardware_line([runner.hardware_record({**second_gpu, "history": [1] * 100})]) == runner.hardware_line([second_gpu])
 

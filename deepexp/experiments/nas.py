@@ -169,6 +169,13 @@ def search_worker(study: NASConfig, exp_dir: Path, storage: str, worker: int) ->
         search.run(strategy, seed)
 
 
+def initial_population(study: NASConfig, strategy: str) -> int:
+    """How many of a search's first proposals `strategy` draws at random before its own method starts: aging
+    evolution's population, NSGA-II's first generation (at least 4: Optuna's NSGA-II needs parents to cross);
+    0 for random search and zero-cost pre-screening, every proposal of which is their own."""
+    return {"evolution": study.population, "nsga2": max(4, study.population)}.get(strategy, 0)
+
+
 class Search:
     """Optuna ask/tell around deepexp's trainer; one object serves every strategy and seed."""
 
@@ -567,13 +574,6 @@ def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, conso
 # --- writing -----------------------------------------------------------------------------------
 
 
-def initial_population(study: NASConfig, strategy: str) -> int:
-    """How many of a search's first proposals `strategy` draws at random before its own method starts: aging
-    evolution's population, NSGA-II's first generation (at least 4: Optuna's NSGA-II needs parents to cross);
-    0 for random search and zero-cost pre-screening, every proposal of which is their own."""
-    return {"evolution": study.population, "nsga2": max(4, study.population)}.get(strategy, 0)
-
-
 def found_by(trials: List[Dict[str, Any]], key: str) -> str:
     """Which searches evaluated the architecture `key`, as `evolution-s1 #3 (mutation)`: search, evaluation
     number, origin of the proposal (INITIAL for a random initial-population draw)."""
@@ -663,7 +663,8 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     hours = sum(t["wall_seconds"] for t in trials) / 3600
     # where the candidates trained and were measured, from what each trial recorded (older trials: the device only)
     searched_on = [t.get("hardware") or {"provenance": {"device": t.get("device")}} for t in trials]
-    hardware = [f"search evaluations on {hardware_line(searched_on)}"] + ([f"final retraining on {hardware_line(m for _, m in final)}"] if final else [])
+    hardware = [f"search evaluations on {hardware_line(searched_on)}"]
+    hardware += [f"final retraining on {hardware_line(m for _, m in final)}"] if final else []
     lines = ["# Neural architecture search: conv / depthwise-separable / residual chains", "", "## Setup",
              f"- Space: {5}-{15} layers of {', '.join(LAYER_TYPES)}; channels {list(CHANNELS)}; at most {MAX_DOWNSAMPLES} stride-2 layers; "
              f"act={study.act.name} (deepexp/models/nas_space.py). {code_definition(study.act.name)}",
@@ -720,7 +721,7 @@ def credit(study: NASConfig, trials: List[Dict[str, Any]], strategy: str) -> Opt
         return (f"**Credit, {strategy}**: its random initial population ({n_initial}) is at least the budget ({study.trials} "
                 f"evaluations), so every {strategy} evaluation was a random draw: at this budget {strategy} is random search, "
                 f"and none of its results is its own.")
-    best = lambda rows: max(rows, key=lambda t: t["val_acc"]) if rows else None
+    best = lambda rows: max(rows, key=lambda t: t["val_acc"])
     winners = [best(rows).get("origin") for rows in searches]
     gains = [best([t for t in rows if t.get("origin") == own])["val_acc"] - best([t for t in rows if t.get("origin") == INITIAL])["val_acc"]
              for rows in searches if {own, INITIAL} <= {t.get("origin") for t in rows}]
