@@ -156,10 +156,13 @@ class DataConfig:
 class DeviceConfig:
     type: str = MISSING  # cpu | cuda | auto
     threads: int = MISSING  # CPU threads for torch; 0 keeps torch's default
+    index: Optional[int] = None  # which CUDA GPU (cuda:index); null: the current one, or one per study worker
 
     def __post_init__(self) -> None:
         check_choice("device.type", self.type, DEVICES)
         check(self.threads >= 0, f"device.threads must be >= 0, got {self.threads}")
+        check(self.index is None or self.index >= 0, f"device.index must be >= 0, got {self.index}")
+        check(self.index is None or self.type != "cpu", f"device.index={self.index} names a CUDA GPU; device=cpu has none")
 
 
 @dataclass

@@ -209,11 +209,18 @@ def fix_cublas_workspace(deterministic: bool, environ: MutableMapping[str, str] 
     return None
 
 
-def resolve_device(kind: str) -> torch.device:
+def resolve_device(kind: str, index: Optional[int] = None) -> torch.device:
+    """The torch device of `device.type` (cpu | cuda | auto) and `device.index` (a CUDA GPU's number, or None
+    for the current GPU); raises a one-line ConfigError for CUDA without a GPU or an index beyond the GPUs."""
     if kind == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA GPU is visible (torch.cuda.is_available() is False); use device=cpu or device=auto")
+    if kind == "cuda" and index is not None:
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise ConfigError(f"device.index={index} but {count} CUDA GPU(s) are visible (0 to {count - 1})")
+        return torch.device("cuda", index)
     return torch.device(kind)
 
 
@@ -411,7 +418,7 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, flat: dict, run_dir: Path, reporter: ConsoleReporter, provenance: dict):
         self.cfg, self.flat, self.run_dir, self.reporter = cfg, flat, run_dir, reporter
-        self.device = resolve_device(cfg.device.type)
+        self.device = resolve_device(cfg.device.type, cfg.device.index)
         kept_freed_memory = keep_freed_memory()  # else a conv net's CPU step faults thousands of pages in again (host.py)
         load = host_load()  # before this run's threads add to it
         # Enough to rerun this elsewhere: code version, libraries, hardware. (str(torch.__version__): checkpoints

@@ -7,6 +7,10 @@
 
 Higher is better for every one of them. Together they cost one forward and backward pass on the
 batch (grad_norm and snip share it), one forward pass (naswot) and synflow's pass on one image.
+
+Every tensor a proxy makes lives on the device of its inputs (the model and the batch, which must
+share one), and each proxy returns a 0-dim tensor there: on a GPU nothing is copied between devices
+and nothing waits for the GPU until `score_all` reads the four scores at the end.
 """
 from __future__ import annotations
 
@@ -30,38 +34,45 @@ def _weights(model: nn.Module):
 
 
 def loss_gradients(model: nn.Module, x: Tensor, y: Tensor) -> Gradients:
-    """One forward and backward pass of the cross-entropy on (x, y)."""
+    """One forward and backward pass of the cross-entropy on a batch: images x (N, C, H, W) and labels
+    y (N,), both on the model's device."""
     model.zero_grad(set_to_none=True)
     F.cross_entropy(model(x), y).backward()
     return [(w.detach(), w.grad) for w in _weights(model) if w.grad is not None]
 
 
-def grad_norm(grads: Gradients) -> float:
-    return float(sum(g.norm() for _, g in grads))
+def grad_norm(grads: Gradients) -> Tensor:
+    """sum over scored layers of ||dLoss/dW||_2 (Abdelfattah et al. 2021), 0-dim on the gradients' device."""
+    return sum(g.norm() for _, g in grads)
 
 
-def snip(grads: Gradients) -> float:
-    return float(sum((w * g).abs().sum() for w, g in grads))
+def snip(grads: Gradients) -> Tensor:
+    """sum |W * dLoss/dW| (Lee et al. 2019), 0-dim on the gradients' device."""
+    return sum((w * g).abs().sum() for w, g in grads)
 
 
-def synflow(model: nn.Module, x: Tensor) -> float:
+def synflow(model: nn.Module, x: Tensor) -> Tensor:
+    """sum |W * dR/dW| with R the summed output of a float64 copy of the network whose weights are |W|,
+    on one all-ones image of x's shape (C, H, W) (Tanaka et al. 2020); 0-dim float64 on x's device,
+    which must be the model's."""
     net = copy.deepcopy(model).double().eval()  # eval: BatchNorm uses its (initial) running statistics
     with torch.no_grad():
         for p in net.parameters():
             p.abs_()
     net.zero_grad(set_to_none=True)
-    net(torch.ones(1, *x.shape[1:], dtype=torch.float64)).sum().backward()
-    return float(sum((w.detach() * w.grad).abs().sum() for w in _weights(net) if w.grad is not None))
+    net(torch.ones(1, *x.shape[1:], dtype=torch.float64, device=x.device)).sum().backward()
+    return sum((w.detach() * w.grad).abs().sum() for w in _weights(net) if w.grad is not None)
 
 
-def naswot(model: nn.Module, x: Tensor) -> float:
-    """log|K| with K[i, j] the number of units on which images i and j agree (both active or both not).
+def naswot(model: nn.Module, x: Tensor) -> Tensor:
+    """log|K| with K[i, j] the number of units on which images i and j agree (both active or both not),
+    for the batch x (N, C, H, W) on the model's device; 0-dim float64 on x's device (Mellor et al. 2021).
 
     Summed layer by layer: for a layer's binary codes c (images x D units) with r active units per
     image, c c^T + (1 - c)(1 - c)^T = 2 c c^T + D - r_i - r_j, so one matrix product per layer and
     no concatenated code matrix. Counts are integers: exact in float32 while a layer has fewer than
     2**24 units (CIFAR's largest here: 256 x 32 x 32 = 262,144), in float64 beyond."""
-    agree = torch.zeros(len(x), len(x), dtype=torch.float64)
+    agree = torch.zeros(len(x), len(x), dtype=torch.float64, device=x.device)
 
     def add_layer(_module: nn.Module, _inputs, out: Tensor) -> None:
         units = out[0].numel()
@@ -76,11 +87,12 @@ def naswot(model: nn.Module, x: Tensor) -> float:
     finally:
         for h in hooks:
             h.remove()
-    return float(torch.linalg.slogdet(agree).logabsdet)
+    return torch.linalg.slogdet(agree).logabsdet
 
 
 def score_all(model: nn.Module, x: Tensor, y: Tensor) -> Dict[str, float]:
-    """Every proxy on one batch; the model's weights and mode are left as they were."""
+    """Every proxy (PROXIES) on one batch, images x (N, C, H, W) and labels y (N,) on the model's device,
+    as Python floats; the model's weights and mode are left as they were."""
     was_training = model.training
     model.train()
     # synflow first: it evaluates with BatchNorm's running statistics, which the training-mode passes move.
@@ -89,4 +101,4 @@ def score_all(model: nn.Module, x: Tensor, y: Tensor) -> Dict[str, float]:
     out.update(grad_norm=grad_norm(grads), snip=snip(grads))
     model.zero_grad(set_to_none=True)
     model.train(was_training)
-    return out
+    return {name: float(score) for name, score in out.items()}  # the only reads of the device: at the end

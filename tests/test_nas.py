@@ -27,7 +27,7 @@ from deepexp.experiments import nas
 from deepexp.measure import count_macs, count_params
 from deepexp.models import create_model, is_activation
 from deepexp.models.nas_space import MAX_DOWNSAMPLES, check_spec, mac_count, mutate, param_count, random_spec, spec_key
-from deepexp.zero_cost import PROXIES, naswot, score_all
+from deepexp.zero_cost import PROXIES, grad_norm, loss_gradients, naswot, score_all, snip, synflow
 
 KILL_AT = Path(__file__).with_name("kill_at.py")
 
@@ -130,7 +130,36 @@ def test_naswot_sums_per_layer_the_kernel_of_the_paper():
     for h in hooks:
         h.remove()
     c = torch.cat(codes, dim=1)
-    assert naswot(model, x) == float(torch.linalg.slogdet(c @ c.T + (1 - c) @ (1 - c).T).logabsdet)
+    assert float(naswot(model, x)) == float(torch.linalg.slogdet(c @ c.T + (1 - c) @ (1 - c).T).logabsdet)
+
+
+class DeviceWatch(torch.overrides.TorchFunctionMode):
+    """Records the device of every tensor a torch function returns (factories such as torch.ones included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.made[(t.device.type, getattr(func, "__name__", str(func)))] += 1
+        return out
+
+
+def test_zero_cost_proxies_make_every_tensor_on_the_device_of_the_model_and_batch():
+    # On the meta device (shapes only, any machine) a tensor made on the CPU shows up in the watch; each proxy
+    # returns a 0-dim tensor on the batch's device, read only once score_all has all four.
+    model = create_model("nas", in_channels=3, image_shape=(8, 8), num_classes=10, act="relu", arch=random_spec(random.Random(3)))
+    model.to("meta")
+    x, y = torch.randn(4, 3, 8, 8, device="meta"), torch.randint(0, 10, (4,), device="meta")
+    with DeviceWatch() as watch:
+        grads = loss_gradients(model, x, y)
+        scores = {"synflow": synflow(model, x), "naswot": naswot(model, x), "grad_norm": grad_norm(grads), "snip": snip(grads)}
+    assert set(scores) == set(PROXIES)
+    assert all(s.device.type == "meta" and s.dim() == 0 for s in scores.values())
+    assert watch.made and {device for device, _ in watch.made} == {"meta"}, [k for k in watch.made if k[0] != "meta"]
 
 
 # --- the search loop, with a stand-in for training ---------------------------------------------
@@ -334,10 +363,12 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
 
     out = tmp_path / "exp"
     strategies = ["random", "evolution", "nsga2", "zero_cost"]
-    search = ["nas", "preset=quick", f"strategies=[{','.join(strategies)}]", *TINY]
+    search = ["nas", "preset=quick", f"strategies=[{','.join(strategies)}]", *TINY, "overrides=['compile=true']"]
     # Two workers search; the retraining is left to a second invocation on the same storage (below).
     result = run_cli([*search, "n_workers=2", "retrain=false", f"hydra.run.dir={out}"], tmp_path)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.count("compile=true applies to the final retraining only") == 1  # and the candidates train eagerly:
+    assert {json.loads(m.read_text())["config"]["compile"] for m in (out / "runs").glob("*/t*/metrics.json")} == {False}
     for name in ("evaluated.csv", "summary.csv", "summary.md", "report.md", "search.db", "plots/pareto_params.png",
                  "plots/pareto_latency_ms.png", "plots/best_so_far.png"):
         assert (out / name).is_file(), name
@@ -349,7 +380,8 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
         assert all(r[p] != "" for p in PROXIES) and 0 <= float(r["val_acc"]) <= 1
     report = (out / "report.md").read_text()
     assert "Zero-cost proxies" in report and "Evolution against random" in report
-    assert "wall-clock time on cpu (" in report and {r["device"] for r in rows} == {"cpu"}  # where the candidates trained
+    assert re.search(r"- Hardware: search evaluations on cpu, fp32, \d+ CPU threads?; torch ", report)  # where the candidates trained
+    assert {r["device"] for r in rows} == {"cpu"}
 
     # The two workers shared one SQLite file and the budget: both evaluated, nothing was left running, each
     # search trained exactly `trials` distinct architectures, and printed each evaluation once with its own number.
@@ -375,7 +407,11 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
     assert [p.name for p in (again / "runs").iterdir()] == ["final"]  # no search trial was trained again
     final = read_csv(again / "summary.csv")
     assert sorted(r["model"] for r in final) == ["dws_cnn", "top1"] and {r["status"] for r in final} == {"completed"}
-    assert "Searched against hand-designed" in (again / "report.md").read_text()
+    assert {json.loads(m.read_text())["config"]["compile"] for m in (again / "runs" / "final").glob("*/metrics.json")} == {True}
+    report = (again / "report.md").read_text()
+    assert "**Searched against dws_cnn at no more parameters**" in report or "**Searched against dws_cnn**: no retrained" in report
+    assert "at this budget evolution is random search" in report  # population 2, 2 evaluations: no mutation was evaluated
+    assert {r["origin"] for r in rows if r["strategy"] == "evolution"} == {"initial population"}
 
     top = next((again / "top5").glob("1-*.json"))
     retrain = run_cli(["train", "model=nas", f"arch={top}", "dataset=cifar10", "epochs=1", "subset=300",
@@ -434,3 +470,170 @@ def test_nsga2_search_killed_after_two_evaluations_and_rerun_trains_no_architect
     assert sorted(r["spec_key"] for r in read_csv(out / "evaluated.csv")) == sorted(trained)
     counters = re.findall(r"^\[nsga2-s0 (\d+)/5\]", result.stdout, re.MULTILINE)
     assert counters == ["3", "4", "5"]  # the resumed third evaluation, then the fourth and fifth
+
+
+def test_search_workers_take_gpu_i_mod_count_and_their_runs_say_so_in_a_device_index_override(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    started = []
+    monkeypatch.setattr(nas, "map_in_processes", lambda fn, jobs, n, threads: started.append((jobs, n, threads)))
+    study = validate(compose_config("nas", ["nas/preset=quick", "device=cuda", "device.threads=6"]))
+    out = io.StringIO()
+    nas.run_workers(study, tmp_path, "sqlite://", Console(file=out, width=200), 3)
+    (jobs, n, threads), = started
+    assert n == 3 and threads == 2 and [job[3] for job in jobs] == [0, 1, 2]
+    assert [job[0].device.index for job in jobs] == [0, 1, 0] and study.device.index is None
+    assert "3 search workers, 2 thread(s) each, on GPU(s) [0, 1]" in out.getvalue()
+    run = nas.base_overrides(jobs[1][0], 1, 100, 0)
+    assert "device=cuda" in run and "device.index=1" in run and "device.threads=2" in run
+
+
+def test_compile_true_applies_to_the_final_retraining_only_and_the_search_says_so(tmp_path, monkeypatch):
+    study = validate(compose_config("nas", ["nas/preset=quick", "dataset=synthetic", "dataset.num_classes=3", "dataset.train_size=64",
+                                            "dataset.test_size=16", "dataset.image_shape=[8,8]",
+                                            "overrides=['compile=yes','grad_clip=1.0']"]))
+    assert nas.compile_asked(study) and "its 2-epoch proxy training" in nas.compile_note(study)
+    trained, retrained = [], []
+    monkeypatch.setattr(nas, "run_one", lambda run, cfg, *args: trained.append(cfg) or {"status": "completed", "best_val_acc": 0.5})
+    monkeypatch.setattr(nas, "run_all", lambda specs, *args: retrained.extend(specs) or [])
+    search = nas.Search(study, tmp_path, f"sqlite:///{tmp_path / 'search.db'}", Console(file=io.StringIO()))
+    search.evaluate(SMALL_SPEC, "random-s0/t000", "random-s0 1/1")
+    nas.retrain(study, [trial_row("evolution", 3, SMALL_SPEC, 0.5, 1, origin="mutation")], tmp_path, Console(file=io.StringIO()), 1)
+    assert [(cfg.compile, cfg.grad_clip) for cfg in trained] == [(False, 1.0)]  # the candidate eager; the other overrides kept
+    finals = [validate(compose_config("train", spec.overrides)) for spec in retrained]
+    assert len(finals) == 4 and {(cfg.compile, cfg.grad_clip) for cfg in finals} == {(True, 1.0)}  # top1 and dws_cnn, 2 seeds each
+    assert retrained[0].labels["found_by"] == "evolution-s1 #4 (mutation)"  # who found the architecture, as the table says
+    for asked, expected in (("'compile=true','compile=false'", False), ("'compile=1'", True), ("'grad_clip=1.0'", False)):
+        assert nas.compile_asked(validate(compose_config("nas", [f"overrides=[{asked}]"]))) is expected, asked
+
+
+# --- the report, from hand-built trials and final runs (no training) -----------------------------
+
+
+H200 = {"host": "gpu-node", "device": "cuda:0", "gpu": "NVIDIA H200", "threads": 8, "amp_dtype": "bfloat16", "tf32": False, "torch": "2.x"}
+
+
+def spec_of(*tokens: str) -> dict:
+    """A spec from architecture-code tokens: `c32`, `d64s`, `r128` (type letter, channels, `s` for stride 2)."""
+    types = {"c": "conv", "d": "dws", "r": "residual"}
+    return {"layers": [{"type": types[t[0]], "channels": int(t[1:].rstrip("s")), "stride": 2 if t.endswith("s") else 1} for t in tokens]}
+
+
+def trial_row(strategy: str, number: int, spec: dict, val_acc: float, seed: int = 0, **attrs) -> dict:
+    """One row of Search.all_trials as a search on the H200 records it."""
+    return {"strategy": strategy, "search_seed": seed, "trial": number, "val_acc": val_acc, "params": param_count(spec, 3, 10),
+            "macs": mac_count(spec, (3, 8, 8), 10), "latency_ms": 1.0 + number, **{p: val_acc * (i + 1) for i, p in enumerate(PROXIES)},
+            "spec_key": spec_key(spec), "depth": len(spec["layers"]), "status": "completed", "wall_seconds": 60.0, "device": "cuda:0",
+            "hardware": {"provenance": H200, "config": {"amp": True}}, "evaluation": number + 1, "spec": spec, **attrs}
+
+
+def final_run(model: str, kind: str, seed: int, acc: float, params: int, spec: str = None) -> tuple:
+    labels = {"model": model, "kind": kind, "seed": seed, **({"spec": spec} if spec else {})}
+    return (nas.RunSpec(f"final/{model}-s{seed}", labels, []),
+            {"status": "completed", "test": {"acc": acc}, "best_val_acc": acc, "params": params, "seconds": 10.0, "config": {"amp": False},
+             "data": {"train": 900}, "provenance": {"host": "laptop", "device": "cpu", "threads": 2, "torch": "2.x"}})
+
+
+def nas_report(tmp_path, trials, final, *overrides) -> str:
+    study = validate(compose_config("nas", ["nas/preset=quick", "dataset=synthetic", "latency_threads=2", *overrides]))
+    nas.write_study(study, trials, final, tmp_path, Console(file=io.StringIO()), 5.0, "sqlite://", 3)
+    return (tmp_path / "report.md").read_text()
+
+
+def test_the_nas_report_says_where_candidates_and_final_runs_trained_and_where_latency_was_measured(tmp_path):
+    trials = [trial_row("random", i, spec_of("c32", "d64s", "r64", "c128s", f"c{32 * 2 ** (i % 3)}"), 0.3 + 0.01 * i) for i in range(6)]
+    final = [final_run("top1", "searched", s, 0.6, 5000, trials[5]["spec_key"]) for s in (0, 1)]
+    report = nas_report(tmp_path, trials, final, "overrides=['compile=true']")
+    setup = report.split("## Results")[0]
+    assert ("- Hardware: search evaluations on cuda:0 (NVIDIA H200), amp bf16, 8 CPU threads; final retraining on cpu, fp32, "
+            "2 CPU threads; torch 2.x. compile=true applies to the final retraining only") in setup
+    assert ("latency at batch 1 in fp32, eager PyTorch in inference mode, on the CPU of the machine that evaluated the candidate "
+            "(gpu-node) with latency_threads=2") in setup
+    assert "CPU-hours" not in report and "0.10 h of wall-clock time" in setup  # 6 evaluations of 60 s
+    assert "hardware" not in read_csv(tmp_path / "evaluated.csv")[0]
+
+
+def test_each_evaluation_records_whether_its_strategy_proposed_it_or_drew_it_for_the_initial_population(tmp_path, monkeypatch):
+    search = session(tmp_path, FakeEvaluation(monkeypatch), "strategies=[random,evolution,nsga2,zero_cost]", "trials=6")
+    origins = {}
+    for row in search.all_trials():
+        origins.setdefault(row["strategy"], []).append(row["origin"])
+    assert origins == {"random": ["random draw"] * 6,
+                       "evolution": ["initial population"] * 2 + ["mutation"] * 4,  # population=2
+                       "nsga2": ["initial population"] * 4 + ["NSGA-II offspring"] * 2,  # Optuna's NSGA-II: a first generation of 4
+                       "zero_cost": ["pre-screened draw"] * 6}
+
+
+CODES = [("c32", "d64s", "r64"), ("c64", "c64s", "r128"), ("d32", "r32s", "c64"), ("r64", "d128s", "c128"), ("c32s", "c64", "d64"),
+         ("d64", "d64s", "r256"), ("c128", "r128s", "d32"), ("r32", "c32s", "c256")]
+
+
+def arch(i: int) -> dict:
+    """The i-th of a few distinct valid specs (five layers each)."""
+    return spec_of(*CODES[i % len(CODES)], f"c{32 * 2 ** (i // len(CODES) % 4)}", "d32" if i // 32 % 2 else "c32")
+
+
+def test_the_report_credits_evolution_only_with_what_its_mutations_found_and_compares_networks_of_equal_size(tmp_path):
+    # population 4, 6 evaluations: in both searches evolution's best is a random initial-population draw
+    trials = []
+    for seed in (0, 1):
+        trials += [trial_row("random", i, arch(10 * seed + i), 0.40 + 0.01 * i, seed, origin="random draw") for i in range(6)]
+        trials += [trial_row("evolution", i, arch(10 * seed + 6 + i), 0.50 if i == 2 else 0.45, seed,
+                             origin="initial population" if i < 4 else "mutation") for i in range(6)]
+    best = trials[8]  # evolution-s0, evaluation 3
+    assert best["val_acc"] == 0.5 and best["origin"] == "initial population"
+    final = [final_run("top1", "searched", s, acc, 5_000, best["spec_key"]) for s, acc in ((0, 0.60), (1, 0.62))]
+    final += [final_run("top2", "searched", s, 0.70, 300_000, "c64-c64s-r128") for s in (0, 1)]
+    final += [final_run("dws_cnn", "hand-designed", s, acc, 20_000) for s, acc in ((0, 0.64), (1, 0.66))]
+    final += [final_run("resnet20", "hand-designed", s, 0.68, 2_000) for s in (0, 1)]
+    final[0][0].labels["found_by"] = final[1][0].labels["found_by"] = nas.found_by(trials, best["spec_key"])
+    report = nas_report(tmp_path, trials, final, "strategies=[random,evolution]", "search_seeds=2")
+
+    assert ("**Credit, evolution**: its first 4 evaluations per search are random draws (its initial population), the other 2 "
+            "its own proposals (mutations). The best architecture came from the initial population in 2 of 2 searches and from its "
+            "own proposals in 0: its own proposals found nothing better than its random draws, so no result here is evolution's "
+            "doing; its best own proposal against the initial population's best: -0.0500 proxy accuracy (mean over 2 searches).") in report
+    assert "**Evolution against random at 6 evaluations**: best proxy accuracy 0.5000 ± 0.0000 against 0.4500 ± 0.0000" in report
+    assert "evolution's number includes its random initial population (credit below)" in report
+    assert "| top1 | searched | " + best["spec_key"] + " | evolution-s0 #3 (initial population) | 5,000 | 2 |" in report
+    assert ("**Searched against dws_cnn at no more parameters**, the same training budget: top1 (5,000 parameters, 0.25x) "
+            "0.6100 ± 0.0141 against dws_cnn (20,000) 0.6500 ± 0.0141: -0.0400, within") in report
+    assert ("**Searched against resnet20**: no retrained searched network is as small; the smallest, top1 (5,000 parameters, 2.50x) "
+            "0.6100 ± 0.0141 against resnet20 (2,000) 0.6800 ± 0.0000: -0.0700") in report
+    assert "The sizes differ, so this does not compare designs at equal parameters." in report
+    assert "at equal budget" not in report  # the old headline compared a 300k-parameter top2 with any baseline
+    # The architecture code is defined where the report first uses it, in the words of nas_space.spec_key.
+    assert spec_key(spec_of("c32", "d64s", "r128")) == "c32-d64s-r128" and "Architecture codes such as `c32-d64s-r128`" in report
+    assert all(f"{t[0]} = " in report for t in ("conv", "dws", "residual")) and "`s` where it has stride 2" in report
+    assert "Aging evolution's first 4 proposals per search are random draws, the initial population" in report
+
+
+def test_evolution_is_credited_with_what_its_mutations_found_and_with_nothing_when_its_population_fills_the_budget():
+    study = validate(compose_config("nas", ["nas/preset=quick", "strategies=[evolution]", "search_seeds=2"]))
+    trials = [trial_row("evolution", i, arch(i), 0.5 if i == 5 else 0.4, 0, origin="initial population" if i < 4 else "mutation")
+              for i in range(6)]  # search 0: a mutation beats the population by 0.10; search 1: the population wins by 0.05
+    trials += [trial_row("evolution", i, arch(6 + i), 0.45 if i == 0 else 0.4, 1, origin="initial population" if i < 4 else "mutation")
+               for i in range(6)]
+    assert nas.credit(study, trials, "evolution").endswith(
+        "The best architecture came from the initial population in 1 of 2 searches and from its own proposals in 1; its best own "
+        "proposal against the initial population's best: +0.0250 proxy accuracy (mean over 2 searches).")
+    study = validate(compose_config("nas", ["nas/preset=quick", "population=6", "strategies=[evolution]"]))
+    trials = [trial_row("evolution", i, arch(i), 0.4, origin="initial population") for i in range(6)]
+    assert nas.credit(study, trials, "evolution") == (
+        "**Credit, evolution**: its random initial population (6) is at least the budget (6 evaluations), so every evolution "
+        "evaluation was a random draw: at this budget evolution is random search, and none of its results is its own.")
+    assert nas.credit(study, trials, "random") is None  # every random proposal is random search's own
+
+
+def test_patterns_are_quoted_only_from_ten_or_more_top_architectures():
+    few = [trial_row("random", i, arch(i), i / 100) for i in range(24)]
+    assert nas.pattern_line(few + few[:6]) == (  # a re-evaluated architecture counts once: 24 distinct, top quarter 6
+        "**Patterns**: not quoted. The top quarter of the 24 distinct architectures holds 6, fewer than the 10 its layer shares, "
+        "depth and channels need to describe more than these few networks (more trials or search seeds give more).")
+    many = [trial_row("random", i, arch(i), i / 100) for i in range(44)]
+    assert len({t["spec_key"] for t in many}) == 44
+    line = nas.pattern_line(many)
+    assert line.startswith("**Patterns** (descriptive, no test): the top quarter, 11 distinct architectures by proxy accuracy, "
+                           "against the other 33: share conv ")
+    top = nas.patterns(sorted(many, key=lambda t: -t["val_acc"])[:11])
+    assert f"depth {top['depth']:.2f} vs 5.00" in line

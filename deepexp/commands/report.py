@@ -17,13 +17,13 @@ from omegaconf import DictConfig
 from .. import plots
 from ..config import ReportConfig, hydra_override, validate
 from ..errors import ConfigError
-from ..experiments.runner import experiment_dir, study_console
+from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm,
                        load_run, markdown_table, publish_report, show_value, stalled, value_key, write_csv, write_text)
 
 # Config keys that never define a group: the seed is what groups average over; the rest
 # change where or how a run executed, not what it computed.
-NOT_A_FACTOR = ("seed", "resume", "data.root", "data.download", "device.threads")
+NOT_A_FACTOR = ("seed", "resume", "data.root", "data.download", "device.threads", "device.index")
 METRICS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_val_loss", "final_train_loss",
            "final_train_acc", "seconds", "params", "epochs_done", "clipped_fraction")
 
@@ -96,6 +96,7 @@ def report_command(cfg: DictConfig) -> int:
              f"- Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
              f"each group's statistics are over its runs (mean, sample std, Student-t 95% CI).",
              f"- {comparison_method('run')}",
+             f"- Hardware: {hardware_line(runs)}.",
              "", "## Results", table, ""]
     lines += [f"![{name}](plots/{file})" for name, file in files.items()]
     lines += ["", "## Findings"] + [f"- {line}" for line in findings(groups, metric, chance_loss(runs))]

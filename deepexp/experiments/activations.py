@@ -24,7 +24,7 @@ from .. import plots
 from ..config import ActivationsConfig
 from ..results import (MIN_SEEDS, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm, markdown_table,
                        publish_report, spearman, stalled, write_csv, write_text)
-from .runner import RunSpec, group_overrides, provenance_values, run_study, train_overrides
+from .runner import RunSpec, group_overrides, hardware_line, provenance_values, run_study, train_overrides
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
@@ -435,7 +435,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
         f"{first.get('params', 0):,} parameters; init={study.init.name} (auto = He for the ReLU family, LeCun for SELU, Xavier for tanh/sigmoid).",
         f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD with momentum 0.9, lr {study.lr}"
         + (f", extra overrides {list(study.train)}" if study.train else "") + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
-        f"- Hardware: {hardware('device')}, {hardware('threads')} threads, torch {hardware('torch')}, host {hardware('host')}. "
+        f"- Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}, host {hardware('host')}. "
         f"Training time summed over runs: {train_seconds:.0f} s; this invocation's wall clock: {wall_seconds:.0f} s (runs already on disk are not retrained).",
         f"- Measures: *epochs to threshold* = first epoch with validation accuracy ≥ {study.threshold}; over the last "
         f"{study.stability_epochs} epochs, *loss slope* = least-squares slope of the training loss per epoch (how fast it still "

@@ -27,30 +27,39 @@ import random
 import socket
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .. import plots
-from ..config import NASConfig, compose_config, validate
+from ..config import NASConfig, compose_config, parse_key, parse_value, validate
 from ..data import normalize
 from ..host import keep_freed_memory
 from ..measure import count_params, torch_latency
-from ..parallel import map_in_processes, threads_per_worker
+from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan
 from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
-from ..results import (STALLED_FRACTION, Group, Stat, chance_loss, compare, comparison_method, describe, group, holm, markdown_table,
-                       pareto_front, publish_report, spearman, stalled, write_csv, write_text)
+from ..results import (STALLED_FRACTION, Comparison, Group, Stat, chance_loss, compare, comparison_method, describe, group, holm,
+                       markdown_table, pareto_front, publish_report, spearman, stalled, write_csv, write_text)
 from ..rundir import write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
-from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, provenance_values, run_all, run_one,
-                     study_console, train_overrides)
+from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, hardware_line, hardware_record, on_command_line,
+                     provenance_values, run_all, run_one, study_console, train_overrides)
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
+LATENCY_SECONDS = 0.1  # timed calls behind each candidate's batch-1 latency (the median is kept)
 POLL_SECONDS = 0.5  # how often a worker looks again at a trial another worker is still deciding or evaluating
+# Where each evaluated architecture came from (the `origin` of a trial): a strategy is credited only with what its
+# own proposals found. Evolution and NSGA-II start from a population drawn at random, which is random search.
+INITIAL = "initial population"
+ORIGINS = {"random": "random draw", "evolution": "mutation", "nsga2": "NSGA-II offspring", "zero_cost": "pre-screened draw"}
+OWN_PROPOSALS = {"evolution": "mutations", "nsga2": "crossover and mutation of NSGA-II parents"}  # after the initial population
+NSGA2_GENERATION = "NSGAIISampler:generation"  # the system attribute in which Optuna's NSGA-II keeps a trial's generation
+                                               # (optuna/samplers/_ga/_base.py, "<sampler class>:generation"); 0: random
 DECIDE_SECONDS = 600  # a proposal takes seconds (a zero-cost pool the longest); a trial of another machine still
                       # undecided after this long is taken for abandoned: that machine's worker cannot be checked
 
@@ -61,16 +70,21 @@ def nas_command(cfg: DictConfig) -> int:
     start = time.perf_counter()
     check_overrides(study)
     storage = study.storage or f"sqlite:///{exp_dir / 'search.db'}"
-    search = Search(study, exp_dir, storage, console)
+    search = Search(study, exp_dir, storage, console)  # composes a run config: a bad override value is refused here
+    if compile_asked(study):
+        console.print(compile_note(study), highlight=False, markup=False)
     for strategy, seed in search.searches():  # before any worker starts, so that one process redoes each
         search.finish_abandoned(strategy, seed)
-    if study.n_workers > 1:
-        run_workers(study, exp_dir, storage, console)
+    n_workers, note = worker_plan(study.device.type, study.device.index, study.n_workers, on_command_line("n_workers"))
+    if note:
+        console.print(note, highlight=False, markup=False)
+    if n_workers > 1:
+        run_workers(study, exp_dir, storage, console, n_workers)
     else:
         for strategy, seed in search.searches():
             search.run(strategy, seed)
     trials = search.all_trials()
-    final = retrain(study, trials, exp_dir, console) if study.retrain else []
+    final = retrain(study, trials, exp_dir, console, n_workers) if study.retrain else []
     write_study(study, trials, final, exp_dir, console, time.perf_counter() - start, storage, search.count_skipped())
     return 0
 
@@ -84,10 +98,36 @@ OWN_KEYS = {"epochs": "proxy_epochs= and final_epochs=", "subset": "proxy_subset
 RUN_KEYS = ("model", "model.arch", "eval_test")  # set per run, beyond the shared settings of base_overrides
 
 
-def base_overrides(study: NASConfig, epochs: int, subset: Optional[int], seed: int, run: Optional[Dict[str, Any]] = None) -> List[str]:
+def base_overrides(study: NASConfig, epochs: int, subset: Optional[int], seed: int, run: Optional[Dict[str, Any]] = None,
+                   compiled: bool = True) -> List[str]:
     """The `deepexp train` overrides of one run: the settings every run shares, the run's own
-    (`run`: model, model.arch, eval_test), then the user's `overrides=[...]`."""
-    return train_overrides(study, {**shared_values(study, epochs, subset, seed), **(run or {})}, study.overrides, "overrides", OWN_KEYS)
+    (`run`: model, model.arch, eval_test), then the user's `overrides=[...]`, without their `compile`
+    entries where not `compiled` (a search evaluation: see compile_note)."""
+    extra = study.overrides if compiled else [line for line in study.overrides if parse_key(line) != "compile"]
+    return train_overrides(study, {**shared_values(study, epochs, subset, seed), **(run or {})}, extra, "overrides", OWN_KEYS)
+
+
+def compile_asked(study: NASConfig) -> bool:
+    """Whether `overrides=[...]` turns torch.compile on: the last `compile=` entry decides, as in Hydra, read
+    as the trainer's bool field reads it (`true`, `yes`, `1`, ...). Call it after a run config with these
+    overrides has been validated: a value that is no bool raises OmegaConf's ValidationError."""
+    values = [parse_value(line) for line in study.overrides if parse_key(line) == "compile"]
+    return bool(values) and OmegaConf.merge(OmegaConf.structured(_Flag), {"value": values[-1]}).value
+
+
+@dataclass
+class _Flag:
+    value: bool = False  # a bool field, to read a value as OmegaConf reads TrainConfig.compile
+
+
+def compile_note(study: NASConfig) -> str:
+    """The line that says where `compile=true` applies in a NAS study: to the final retraining only.
+
+    Every candidate is a new architecture, so a compiled search would compile a new graph for every
+    evaluation (tens of seconds each, before the first step), which can exceed the whole proxy training
+    it serves; the final runs train `final_epochs` on the same few architectures, where compiling can pay."""
+    return (f"compile=true applies to the final retraining only: the search's candidates train eagerly, because each "
+            f"is a new graph to compile, which can take longer than its {study.proxy_epochs}-epoch proxy training")
 
 
 def shared_values(study: NASConfig, epochs: int, subset: Optional[int], seed: int) -> Dict[str, Any]:
@@ -104,22 +144,37 @@ def check_overrides(study: NASConfig) -> None:
     check_extra(study, [*shared_values(study, 1, 1, 0), *RUN_KEYS], study.overrides, "overrides", OWN_KEYS)
 
 
-def run_workers(study: NASConfig, exp_dir: Path, storage: str, console) -> None:
+def run_workers(study: NASConfig, exp_dir: Path, storage: str, console, n_workers: int) -> None:
     """`n_workers` processes running every search on one storage, each with its share of the CPU
-    threads (evolution becomes asynchronous, as in Real et al. 2019)."""
-    threads = threads_per_worker(study.device.threads, study.n_workers)
-    console.print(f"{study.n_workers} search workers, {threads} thread(s) each", highlight=False)
-    worker_study = copy.deepcopy(study)
-    worker_study.device.threads = threads  # the trainer runs the workers ask for use this many threads too
-    map_in_processes(search_worker, [(worker_study, exp_dir, storage, i) for i in range(study.n_workers)],
-                     study.n_workers, threads)
+    threads (evolution becomes asynchronous, as in Real et al. 2019) and, on CUDA, worker i on GPU
+    i mod count (parallel.worker_device), which its trainer runs get as `device.index=N`."""
+    threads = threads_per_worker(study.device.threads, n_workers)
+    jobs = []
+    for i in range(n_workers):
+        worker_study = copy.deepcopy(study)
+        worker_study.device.threads = threads  # the trainer runs the workers ask for use this many threads too
+        worker_study.device.index = worker_device(study.device.type, study.device.index, i)
+        jobs.append((worker_study, exp_dir, storage, i))
+    gpus = sorted({job[0].device.index for job in jobs} - {None})
+    console.print(f"{n_workers} search workers, {threads} thread(s) each" + (f", on GPU(s) {gpus}" if gpus else ""),
+                  highlight=False)
+    map_in_processes(search_worker, jobs, n_workers, threads)
 
 
 def search_worker(study: NASConfig, exp_dir: Path, storage: str, worker: int) -> None:
     """The body of one worker process: every search, until each has its budget of trials."""
+    if study.device.index is not None:
+        torch.cuda.set_device(study.device.index)  # the process's default GPU too, so that nothing lands on cuda:0
     search = Search(study, exp_dir, storage, study_console(), worker)
     for strategy, seed in search.searches():
         search.run(strategy, seed)
+
+
+def initial_population(study: NASConfig, strategy: str) -> int:
+    """How many of a search's first proposals `strategy` draws at random before its own method starts: aging
+    evolution's population, NSGA-II's first generation (at least 4: Optuna's NSGA-II needs parents to cross);
+    0 for random search and zero-cost pre-screening, every proposal of which is their own."""
+    return {"evolution": study.population, "nsga2": max(4, study.population)}.get(strategy, 0)
 
 
 class Search:
@@ -165,7 +220,7 @@ class Search:
         import optuna
 
         seed = random.Random(f"{name}/{n_trials}/{self.worker}").getrandbits(32)
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, self.study.population))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=initial_population(self.study, "nsga2"))
 
     def searches(self) -> List[Tuple[str, int]]:
         return [(strategy, seed) for strategy in self.study.strategies for seed in range(self.study.search_seeds)]
@@ -262,15 +317,16 @@ class Search:
             layers[i]["stride"] = 1
         return {"layers": layers}
 
-    def evolve_spec(self, trials, rng: random.Random) -> Dict[str, Any]:
+    def evolve_spec(self, trials, rng: random.Random) -> Tuple[Dict[str, Any], str]:
         """Aging evolution: tournament among the most recent `population` evaluations, mutate the winner
-        (a few tries for a child within max_macs)."""
+        (a few tries for a child within max_macs); until the search holds `population` scores, a random
+        spec for the initial population. Returns the spec and its origin (INITIAL or a mutation)."""
         if len(trials) < self.study.population:
-            return self.affordable(rng)
+            return self.affordable(rng), INITIAL
         population = sorted(trials, key=lambda t: t.number)[-self.study.population:]
         parent = max(rng.sample(population, self.study.sample_size), key=lambda t: t.values[0])
         children = [mutate(parent.user_attrs["spec"], rng) for _ in range(10)]
-        return next((c for c in children if self.within_budget(c)), children[-1])
+        return next((c for c in children if self.within_budget(c)), children[-1]), ORIGINS["evolution"]
 
     def prescreen_spec(self, rng: random.Random) -> Dict[str, Any]:
         """Zero-cost pre-screening: the best of `zero_cost_pool` affordable random specs by the chosen proxy."""
@@ -312,7 +368,7 @@ class Search:
         out: Dict[str, float] = {"params": count_params(model), "macs": self.macs(spec)}
         out.update(score_all(model, self.proxy_x, self.proxy_y))
         if latency:
-            out["latency_ms"] = torch_latency(model, self.input_shape, 1, self.study.latency_threads, 0.1).median_ms
+            out["latency_ms"] = torch_latency(model, self.input_shape, 1, self.study.latency_threads, LATENCY_SECONDS).median_ms
         return out
 
     def evaluate(self, spec, name: str, counter: str) -> Tuple[float, dict]:
@@ -321,7 +377,7 @@ class Search:
             write_json(path, spec)
         # No test set: a candidate is rated on validation, and the test set is for the final retraining only.
         overrides = base_overrides(self.study, self.study.proxy_epochs, self.study.proxy_subset, 0,
-                                   {"model": "nas", "model.arch": str(path), "eval_test": False})
+                                   {"model": "nas", "model.arch": str(path), "eval_test": False}, compiled=False)
         run = RunSpec(name, {"spec": spec_key(spec)}, overrides)
         m = run_one(run, validate(compose_config("train", overrides)), self.exp_dir, self.console, "nas", counter)
         return (m["best_val_acc"] or 0.0) if m["status"] == "completed" else 0.0, m
@@ -348,16 +404,20 @@ class Search:
             trial = opt.ask()
             trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})  # first, so others see it
             rng = random.Random(f"{name}/{trial.number}")  # per trial: a resumed search or another worker draws anew
+            origin = ORIGINS[strategy]
             if strategy == "random":  # rejection sampling: draws over max_macs are counted, not stored as trials
                 spec, rejected = self.affordable_counted(rng)
                 trial.set_user_attr("rejected", rejected)
             elif strategy == "nsga2":
                 spec = self.suggest_spec(trial)
+                asked = next(t for t in opt.get_trials(deepcopy=False) if t.number == trial.number)  # its generation, set by ask()
+                origin = {0: INITIAL, None: None}.get(asked.system_attrs.get(NSGA2_GENERATION), origin)
             elif strategy == "evolution":  # the population: every told score, reused ones included
-                spec = self.evolve_spec([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE], rng)
+                spec, origin = self.evolve_spec([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE], rng)
             else:
                 spec = self.prescreen_spec(rng)
             spec = check_spec(spec)
+            trial.set_user_attr("origin", origin)
             trial.set_user_attr("spec", spec)
             if not self.within_budget(spec):
                 trial.set_user_attr("macs", self.macs(spec))
@@ -383,7 +443,7 @@ class Search:
                  "depth": len(spec["layers"])}
         val_acc, m = self.evaluate(spec, f"{name}/t{number:03d}", f"{name} {ordinal}/{self.study.trials}")
         attrs.update({"status": m["status"], "train_seconds": m.get("seconds"), "device": m.get("provenance", {}).get("device"),
-                      "wall_seconds": time.perf_counter() - start, "run_dir": f"runs/{name}/t{number:03d}"})
+                      "hardware": hardware_record(m), "wall_seconds": time.perf_counter() - start, "run_dir": f"runs/{name}/t{number:03d}"})
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         cost = {"params": attrs["params"], "macs": attrs["macs"], "latency": attrs["latency_ms"]}[self.study.second_objective]
@@ -490,7 +550,8 @@ def top_specs(study: NASConfig, trials: List[Dict[str, Any]]) -> List[Dict[str, 
     return chosen
 
 
-def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, console) -> List[Tuple[RunSpec, dict]]:
+def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, console, n_workers: int) -> List[Tuple[RunSpec, dict]]:
+    """The full-budget retraining of the top architectures and the baselines, `n_workers` runs at a time."""
     specs = []
     top = top_specs(study, trials)
     for rank, t in enumerate(top, 1):
@@ -500,17 +561,40 @@ def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, conso
         for seed in range(study.final_seeds):
             overrides = base_overrides(study, study.final_epochs, study.final_subset, seed, {"model": "nas", "model.arch": str(path)})
             specs.append(RunSpec(f"final/top{rank}-s{seed}", {"model": f"top{rank}", "kind": "searched", "spec": t["spec_key"],
-                                                                  "seed": seed, "file": str(path.relative_to(exp_dir))}, overrides))
+                                                                  "found_by": found_by(trials, t["spec_key"]), "seed": seed,
+                                                                  "file": str(path.relative_to(exp_dir))}, overrides))
     for name in study.baselines:
         for seed in range(study.final_seeds):
             overrides = base_overrides(study, study.final_epochs, study.final_subset, seed, {"model": name})
             specs.append(RunSpec(f"final/{name}-s{seed}", {"model": name, "kind": "hand-designed", "seed": seed}, overrides))
     console.print(f"retraining {len(top)} searched and {len(study.baselines)} hand-designed networks x {study.final_seeds} seeds, "
                   f"{study.final_epochs} epochs", highlight=False)
-    return run_all(specs, exp_dir, console, "nas", study.n_workers)
+    return run_all(specs, exp_dir, console, "nas", n_workers)
 
 
 # --- writing -----------------------------------------------------------------------------------
+
+
+def found_by(trials: List[Dict[str, Any]], key: str) -> str:
+    """Which searches evaluated the architecture `key`, as `evolution-s1 #3 (mutation)`: search, evaluation
+    number, origin of the proposal (INITIAL for a random initial-population draw)."""
+    return "; ".join(f"{t['strategy']}-s{t['search_seed']} #{t.get('evaluation', '?')} ({t.get('origin') or 'origin not recorded'})"
+                     for t in trials if t["spec_key"] == key)
+
+
+LAYER_CODES = {"conv": "3x3 conv", "dws": "depthwise-separable conv (3x3 depthwise, then 1x1 pointwise)",
+               "residual": "residual block (two 3x3 convs, an identity or 1x1-projection shortcut, the activation after the sum)"}
+
+
+def code_definition(act: str) -> str:
+    """What an architecture code (nas_space.spec_key) such as `c32-d64s-r128` says, for the report."""
+    letters = "; ".join(f"{t[0]} = {LAYER_CODES[t]}" for t in LAYER_TYPES)
+    example = {"layers": [{"type": "conv", "channels": 32, "stride": 1}, {"type": "dws", "channels": 64, "stride": 2},
+                          {"type": "residual", "channels": 128, "stride": 1}]}
+    return (f"Architecture codes such as `{spec_key(example)}` list the layers from input to output, one token each: the "
+            f"layer type ({letters}), its output channels, and `s` where it has stride 2 (halves height and width). Every "
+            f"conv has BatchNorm and {act} after it; a 3x3 stem conv comes first, global average pooling and a linear "
+            f"classifier last.")
 
 
 def best_so_far(trials: List[Dict[str, Any]], strategy: str, seeds: int, n: int) -> List[List[float]]:
@@ -522,28 +606,19 @@ def best_so_far(trials: List[Dict[str, Any]], strategy: str, seeds: int, n: int)
     return curves
 
 
-def patterns(rows: List[Dict[str, Any]]) -> Dict[str, float]:
-    layers = [layer for r in rows for layer in r["spec"]["layers"]]
-    downs = [i / max(1, len(r["spec"]["layers"]) - 1) for r in rows for i, l in enumerate(r["spec"]["layers"]) if l["stride"] == 2]
-    return {**{f"share {t}": sum(layer["type"] == t for layer in layers) / len(layers) for t in LAYER_TYPES},
-            "depth": statistics.fmean(len(r["spec"]["layers"]) for r in rows),
-            "mean channels": statistics.fmean(layer["channels"] for layer in layers),
-            "downsamplings": sum(l["stride"] == 2 for l in layers) / len(rows),
-            "downsampling position (0 first, 1 last layer)": statistics.fmean(downs) if downs else float("nan")}
-
-
 def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tuple[RunSpec, dict]], exp_dir: Path, console,
                 wall_seconds: float, storage: str, skipped: int) -> Path:
-    rows = [{k: v for k, v in t.items() if k != "spec"} | {"spec": json.dumps(t["spec"])} for t in trials]
+    rows = [{k: v for k, v in t.items() if k not in ("spec", "hardware")} | {"spec": json.dumps(t["spec"])} for t in trials]
     write_csv(exp_dir / "evaluated.csv", rows)
     final_rows = [{**spec.labels, "status": m["status"], "test_acc": (m.get("test") or {}).get("acc"),
                    "best_val_acc": m.get("best_val_acc"), "params": m.get("params"), "seconds": m.get("seconds"),
                    "final_train_loss": m["history"][-1]["train_loss"] if m.get("history") else None} for spec, m in final]
     write_csv(exp_dir / "summary.csv", final_rows)
     groups = group(final_rows, ["model", "kind"])
-    header = ["network", "kind", "architecture", "params", "runs", "test acc (mean ± std)", "best val acc (mean ± std)"]
-    table_rows = [[g.key["model"], g.key["kind"], g.rows[0].get("spec", g.key["model"]), f"{g.rows[0]['params']:,}", len(g.rows),
-                   g.stat("test_acc").fmt(4), g.stat("best_val_acc").fmt(4)] for g in groups]
+    header = ["network", "kind", "architecture", "found by (search #evaluation, origin)", "params", "runs", "test acc (mean ± std)",
+              "best val acc (mean ± std)"]
+    table_rows = [[g.key["model"], g.key["kind"], g.rows[0].get("spec", g.key["model"]), g.rows[0].get("found_by") or "-",
+                   f"{g.rows[0]['params']:,}", len(g.rows), g.stat("test_acc").fmt(4), g.stat("best_val_acc").fmt(4)] for g in groups]
     table = markdown_table(header, table_rows) if final_rows else \
         "No full-budget retraining in this invocation (retrain=false): the search's candidates are in evaluated.csv."
     first = next((m for _, m in final if m.get("data")), {})
@@ -578,6 +653,9 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
         curves = best_so_far(trials, strategy, study.search_seeds, study.trials)
         if curves:
             plots.band(ax, list(range(1, study.trials + 1)), curves, f"{strategy} ({len(curves)} searches)")
+            if 0 < initial_population(study, strategy) < study.trials:  # up to here the strategy drew at random
+                ax.axvline(initial_population(study, strategy) + 0.5, color=ax.get_lines()[-1].get_color(), linestyle=":",
+                           label=f"{strategy}: end of its random initial population")
     ax.set(xlabel="evaluations", ylabel="best proxy validation accuracy so far",
            title=f"search progress, mean ± std over search seeds\n{subtitle}")
     ax.grid(alpha=0.3)
@@ -585,21 +663,29 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     files["best_so_far"] = plots.save(fig, folder / "best_so_far.png")
 
     hours = sum(t["wall_seconds"] for t in trials) / 3600
-    threads = first.get("provenance", {}).get("threads", torch.get_num_threads())
-    # where the candidates and the retrained networks trained (trials recorded before "device" was kept: unknown)
-    devices = provenance_values([*({"provenance": {"device": t.get("device")}} for t in trials), *(m for _, m in final)], "device")
+    # where the candidates trained and were measured, from what each trial recorded (older trials: the device only)
+    searched_on = [t.get("hardware") or {"provenance": {"device": t.get("device")}} for t in trials]
+    hardware = [f"search evaluations on {hardware_line(searched_on)}"]
+    hardware += [f"final retraining on {hardware_line(m for _, m in final)}"] if final else []
     lines = ["# Neural architecture search: conv / depthwise-separable / residual chains", "", "## Setup",
              f"- Space: {5}-{15} layers of {', '.join(LAYER_TYPES)}; channels {list(CHANNELS)}; at most {MAX_DOWNSAMPLES} stride-2 layers; "
-             f"act={study.act.name} (deepexp/models/nas_space.py).",
+             f"act={study.act.name} (deepexp/models/nas_space.py). {code_definition(study.act.name)}",
              f"- Search: strategies {list(study.strategies)}, {study.search_seeds} search seeds each, {study.trials} evaluations per search "
-             f"(the same budget for every strategy); aging evolution with population {study.population}, tournament {study.sample_size}.",
+             f"(the same budget for every strategy); aging evolution with population {study.population}, tournament {study.sample_size}. "
+             + initial_sentence(study),
              f"- Evaluation: {study.proxy_epochs} epoch(s) of training on {study.proxy_subset or 'all'} {study.dataset.name} images, "
              f"rated by the best validation accuracy (the test set is never used to select).",
              f"- Final: top {study.top_k} architectures and baselines {list(study.baselines)} retrained {study.final_epochs} epochs, "
              f"{study.final_seeds} seeds, on {data.get('train', '?')} training images; test accuracy mean ± std.",
+             f"- Hardware: {'; '.join(hardware)}; torch {provenance_values([*searched_on, *(m for _, m in final)], 'torch')}."
+             + (f" {compile_note(study)}." if compile_asked(study) else ""),
+             f"- Measured: parameters and MACs per image by formula (deepexp/models/nas_space.py, checked against the built "
+             f"networks); latency at batch 1 in fp32, eager PyTorch in inference mode, on the CPU of the machine that evaluated "
+             f"the candidate ({provenance_values(searched_on, 'host')}) with latency_threads={study.latency_threads}, the median of "
+             f"{LATENCY_SECONDS} s of calls; zero-cost proxies on {PROXY_BATCH} training images, on the CPU.",
              f"- Storage: `{storage}` (Optuna; every trial with its spec and measurements). "
-             f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time on {devices} ({threads} threads, "
-             f"{hours * threads:.2f} CPU-hours); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
+             f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time (measurement and proxy training, "
+             f"summed over evaluations); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
              f"This invocation: {wall_seconds:.0f} s (searches and runs on disk are reused).",
              f"- {comparison_method()}", "", "## Results", table, ""]
     lines += [f"![{name}](plots/{file})" for name, file in files.items()]
@@ -613,11 +699,114 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     return publish_report(exp_dir, lines, console, f"NAS: {subtitle}", header, table_rows)
 
 
+def initial_sentence(study: NASConfig) -> str:
+    """How the report marks proposals that were random draws of a strategy's initial population."""
+    seeded = [f"{'aging evolution' if s == 'evolution' else 'NSGA-II'}'s first {initial_population(study, s)}"
+              for s in study.strategies if initial_population(study, s)]
+    if not seeded:
+        return "Every proposal is its strategy's own (evaluated.csv, `origin`)."
+    text = ' and '.join(seeded)
+    return (f"{text[0].upper()}{text[1:]} proposals per search are random draws, the initial population (`{INITIAL}` in "
+            f"evaluated.csv's `origin`); a strategy is credited only with what its own proposals found.")
+
+
+def credit(study: NASConfig, trials: List[Dict[str, Any]], strategy: str) -> Optional[str]:
+    """Which of `strategy`'s results its own proposals found, for a strategy that starts from a random initial
+    population (evolution, NSGA-II): in how many searches the best architecture was an initial-population draw,
+    and by how much the best own proposal beat the initial population's best (mean over searches). None for
+    a strategy without an initial population or without evaluations."""
+    n_initial, own = initial_population(study, strategy), ORIGINS[strategy]
+    searches = [[t for t in trials if t["strategy"] == strategy and t["search_seed"] == seed] for seed in range(study.search_seeds)]
+    searches = [rows for rows in searches if rows]
+    if not n_initial or not searches:
+        return None
+    if n_initial >= study.trials:
+        return (f"**Credit, {strategy}**: its random initial population ({n_initial}) is at least the budget ({study.trials} "
+                f"evaluations), so every {strategy} evaluation was a random draw: at this budget {strategy} is random search, "
+                f"and none of its results is its own.")
+    best = lambda rows: max(rows, key=lambda t: t["val_acc"])
+    winners = [best(rows).get("origin") for rows in searches]
+    gains = [best([t for t in rows if t.get("origin") == own])["val_acc"] - best([t for t in rows if t.get("origin") == INITIAL])["val_acc"]
+             for rows in searches if {own, INITIAL} <= {t.get("origin") for t in rows}]
+    text = (f"**Credit, {strategy}**: its first {n_initial} evaluations per search are random draws (its initial population), the "
+            f"other {study.trials - n_initial} its own proposals ({OWN_PROPOSALS[strategy]}). The best architecture came from the "
+            f"initial population in {winners.count(INITIAL)} of {len(searches)} searches and from its own proposals in {winners.count(own)}")
+    unknown = len(winners) - winners.count(INITIAL) - winners.count(own)
+    text += f" ({unknown} from trials that recorded no origin)" if unknown else ""
+    if winners.count(INITIAL) == len(searches):
+        text += f": its own proposals found nothing better than its random draws, so no result here is {strategy}'s doing"
+    if gains:
+        text += (f"; its best own proposal against the initial population's best: {statistics.fmean(gains):+.4f} proxy accuracy "
+                 f"(mean over {len(gains)} searches)")
+    return text + "."
+
+
+PATTERN_MIN = 10  # architectures each side of the pattern comparison needs, for its shares and means to say anything
+
+
+def patterns(rows: List[Dict[str, Any]]) -> Dict[str, float]:
+    """Layer-type shares, depth, mean channels and downsampling of the architectures `rows` (each counted once)."""
+    layers = [layer for r in rows for layer in r["spec"]["layers"]]
+    downs = [i / max(1, len(r["spec"]["layers"]) - 1) for r in rows for i, l in enumerate(r["spec"]["layers"]) if l["stride"] == 2]
+    return {**{f"share {t}": sum(layer["type"] == t for layer in layers) / len(layers) for t in LAYER_TYPES},
+            "depth": statistics.fmean(len(r["spec"]["layers"]) for r in rows),
+            "mean channels": statistics.fmean(layer["channels"] for layer in layers),
+            "downsamplings": sum(l["stride"] == 2 for l in layers) / len(rows),
+            "downsampling position (0 first, 1 last layer)": statistics.fmean(downs) if downs else float("nan")}
+
+
+def pattern_line(trials: List[Dict[str, Any]]) -> str:
+    """The top quarter of the distinct architectures (by proxy accuracy, each at its best evaluation) against the
+    rest, quoted only when the top quarter holds PATTERN_MIN architectures or more."""
+    best: Dict[str, Dict[str, Any]] = {}
+    for t in trials:
+        if t["spec_key"] not in best or t["val_acc"] > best[t["spec_key"]]["val_acc"]:
+            best[t["spec_key"]] = t
+    ranked = sorted(best.values(), key=lambda t: -t["val_acc"])
+    top, rest = ranked[:len(ranked) // 4], ranked[len(ranked) // 4:]
+    if len(top) < PATTERN_MIN:
+        return (f"**Patterns**: not quoted. The top quarter of the {len(ranked)} distinct architectures holds {len(top)}, fewer "
+                f"than the {PATTERN_MIN} its layer shares, depth and channels need to describe more than these few networks "
+                f"(more trials or search seeds give more).")
+    pt, pr = patterns(top), patterns(rest)
+    return (f"**Patterns** (descriptive, no test): the top quarter, {len(top)} distinct architectures by proxy accuracy, against "
+            f"the other {len(rest)}: " + "; ".join(f"{k} {pt[k]:.2f} vs {pr[k]:.2f}" for k in pt) + ".")
+
+
+def size_pairs(groups: List[Group]) -> List[Tuple[Group, Group, bool]]:
+    """Each hand-designed baseline with the searched network it is compared with: the most accurate retrained
+    searched network with no more parameters (True), or, where none is that small, the smallest one (False)."""
+    searched = [g for g in groups if g.key["kind"] == "searched" and g.stat("test_acc").n]
+    pairs = []
+    for h in (g for g in groups if g.key["kind"] == "hand-designed" and g.stat("test_acc").n):
+        if not searched:
+            break
+        size = lambda g: g.rows[0]["params"]
+        smaller = [g for g in searched if size(g) <= size(h)]
+        pairs.append((max(smaller, key=lambda g: g.stat("test_acc").mean) if smaller else min(searched, key=size), h, bool(smaller)))
+    return pairs
+
+
+def size_comparisons(pairs: List[Tuple[Group, Group, bool]], tests: List[Comparison]) -> List[str]:
+    """The sentences of `size_pairs`, each with its comparison (searched minus hand-designed) from `tests`."""
+    lines = []
+    for (s, h, equal), c in zip(pairs, tests):
+        size = lambda g: g.rows[0]["params"]
+        numbers = (f"{s.key['model']} ({size(s):,} parameters, {size(s) / size(h):.2f}x) {s.stat('test_acc').fmt(4)} against "
+                   f"{h.key['model']} ({size(h):,}) {h.stat('test_acc').fmt(4)}: {describe(c)}")
+        if equal:
+            lines.append(f"**Searched against {h.key['model']} at no more parameters**, the same training budget: {numbers}.")
+        else:
+            lines.append(f"**Searched against {h.key['model']}**: no retrained searched network is as small; the smallest, {numbers}. "
+                         f"The sizes differ, so this does not compare designs at equal parameters.")
+    return lines
+
+
 def findings(study: NASConfig, trials: List[Dict[str, Any]], groups: List[Group], chance: float) -> List[str]:
     """The report's findings. Every Welch test here is one Holm family: evolution against random (searches
-    as samples), and every searched network against every hand-designed one (the best of each is picked
-    by these data, so all those pairs count). Retrained runs that never left chance level (results.stalled,
-    `chance` = ln K) are named first and left out of the comparison of designs."""
+    as samples), and each hand-designed network against the searched network it is compared with
+    (`size_pairs`). Retrained runs that never left chance level (results.stalled, `chance` = ln K) are named
+    first and left out of the comparison of designs. A strategy is credited only with its own proposals."""
     lines = []
     stuck = [f"{r['model']} seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups for r in g.rows
              if stalled(r.get("final_train_loss"), chance)]
@@ -625,16 +814,16 @@ def findings(study: NASConfig, trials: List[Dict[str, Any]], groups: List[Group]
         lines.append(f"**Left out of the comparison of searched and hand-designed networks: retrained runs that never left "
                      f"chance level** (final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): {'; '.join(stuck)}.")
     learned = [Group(g.key, [r for r in g.rows if not stalled(r.get("final_train_loss"), chance)]) for g in groups]
-    searched = [g for g in learned if g.key["kind"] == "searched" and g.stat("test_acc").n]
-    hand = [g for g in learned if g.key["kind"] == "hand-designed" and g.stat("test_acc").n]
     finals = {s: [c[-1] for c in best_so_far(trials, s, study.search_seeds, study.trials)] for s in ("random", "evolution")}
     strategies = "random" in study.strategies and "evolution" in study.strategies and finals["random"] and finals["evolution"]
-    pairs = [(s, h) for s in searched for h in hand]
+    pairs = size_pairs(learned)
     tests = holm(([compare(finals["evolution"], finals["random"])] if strategies else [])
-                 + [compare(s.stat("test_acc").values, h.stat("test_acc").values) for s, h in pairs])
+                 + [compare(s.stat("test_acc").values, h.stat("test_acc").values) for s, h, _ in pairs])
     if strategies:
         lines.append(f"**Evolution against random at {study.trials} evaluations**: best proxy accuracy "
-                     f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)}: {describe(tests[0], 'search')}.")
+                     f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)}: {describe(tests[0], 'search')}; "
+                     f"evolution's number includes its random initial population (credit below).")
+    lines += [line for line in (credit(study, trials, s) for s in study.strategies) if line]
     if not trials:
         return lines + ["No candidate was evaluated (max_minutes too short, or every sample over max_macs)."]
     accs = [t["val_acc"] for t in trials]
@@ -642,18 +831,8 @@ def findings(study: NASConfig, trials: List[Dict[str, Any]], groups: List[Group]
     lines.append("**Zero-cost proxies** (Spearman rho with proxy-trained accuracy over " f"{len(trials)} candidates): "
                  + ", ".join(f"{k} {v:+.2f}" if v is not None else f"{k} -" for k, v in corr.items())
                  + " (NAS-Bench-201 CIFAR-10 reference: synflow 0.74, params 0.75).")
-    ranked = sorted(trials, key=lambda t: -t["val_acc"])
-    top = ranked[:max(study.top_k, 1)]
-    if len(trials) > len(top):
-        pt, pa = patterns(top), patterns(trials)
-        lines.append("**Patterns** (top " + f"{len(top)} against all {len(trials)} candidates): "
-                     + "; ".join(f"{k} {pt[k]:.2f} vs {pa[k]:.2f}" for k in pt) + ".")
-    if pairs:
-        s, h = max(searched, key=lambda g: g.stat("test_acc").mean), max(hand, key=lambda g: g.stat("test_acc").mean)
-        c = tests[(1 if strategies else 0) + pairs.index((s, h))]
-        lines.append(f"**Searched against hand-designed at equal budget**: best searched {s.key['model']} ({s.rows[0]['params']:,} parameters) "
-                     f"{s.stat('test_acc').fmt(4)} against {h.key['model']} ({h.rows[0]['params']:,}) {h.stat('test_acc').fmt(4)}: "
-                     f"{describe(c)}.")
-    elif stuck and {g.key["kind"] for g in groups if g.stat("test_acc").n} == {"searched", "hand-designed"}:
+    lines.append(pattern_line(trials))
+    lines += size_comparisons(pairs, tests[1 if strategies else 0:])
+    if not pairs and stuck and {g.key["kind"] for g in groups if g.stat("test_acc").n} == {"searched", "hand-designed"}:
         lines.append("**Searched against hand-designed**: not compared, every run of one side stayed at chance level.")
     return lines

@@ -23,7 +23,7 @@ from ..measure import count_macs, count_params
 from ..models import create_model
 from ..results import (MIN_SEEDS, STALLED_FRACTION, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm,
                        markdown_table, publish_report, stalled, write_csv, write_text)
-from .runner import RunSpec, group_overrides, parse_pairs, provenance_values, run_study, train_overrides
+from .runner import RunSpec, group_overrides, parse_pairs, hardware_line, provenance_values, run_study, train_overrides
 
 MAIN = "main"
 
@@ -226,7 +226,7 @@ def limitations(study: ResidualConfig, data: dict) -> List[str]:
     if study.seeds < MIN_SEEDS:
         out.append(f"{study.seeds} seed(s) per network: every comparison is indicative only (fewer than {MIN_SEEDS} per side), "
                    f"and the tests have little power.")
-    out.append("CPU only; a cosine learning-rate schedule instead of the paper's steps at 32k and 48k iterations.")
+    out.append("A cosine learning-rate schedule instead of the paper's steps at 32k and 48k iterations.")
     return out
 
 
@@ -331,7 +331,7 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
         + ("; DenseNet-BC-100 (k=12)" if study.densenet else "") + ".",
         f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine schedule, "
         f"weight decay {study.weight_decay}; {study.seeds} seeds per network ({len(rows)} runs).",
-        f"- Hardware: {hardware('device')}, {hardware('threads')} threads, torch {hardware('torch')}. Training time "
+        f"- Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}. Training time "
         f"summed over runs: {train_seconds:.0f} s; this invocation: {wall_seconds:.0f} s (runs on disk are not retrained).",
         "- MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Training error is measured on the augmented "
         "training batches of the last epoch, as in He et al.; gradient norms come from each epoch's probe pass (README).",

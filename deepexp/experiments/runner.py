@@ -8,16 +8,16 @@ goes on: all of that is the trainer's own behaviour on an existing run directory
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hydra.core.hydra_config import HydraConfig
 from rich.console import Console
 
-from ..config import compose_config, hydra_overrides, override_parser, parse_key, to_plain, validate
+from ..config import compose_config, hydra_override, hydra_overrides, override_parser, parse_key, to_plain, validate
 from ..errors import ConfigError
-from ..parallel import map_in_processes, threads_per_worker
+from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan, worker_slot
 from ..progress import QuietReporter
 
 
@@ -28,7 +28,7 @@ def run_study(cfg, command: str, plan: Callable[[Any], List["RunSpec"]], write_s
     start = time.perf_counter()
     specs = plan(study)
     console.print(f"{command} study: {len(specs)} runs in {exp_dir}", highlight=False)
-    results = run_all(specs, exp_dir, console, command, study.n_workers)
+    results = run_all(specs, exp_dir, console, command, study.n_workers, on_command_line("n_workers"))
     write_study(study, results, exp_dir, console, time.perf_counter() - start)
     return 0
 
@@ -107,6 +107,14 @@ def parse_pairs(lines: Sequence[str], option: str) -> Dict[str, Any]:
     return pairs
 
 
+def on_command_line(key: str) -> bool:
+    """Whether the command line set `key` (Hydra's task overrides: `n_workers=2`, `+key=...`); outside a
+    Hydra app (a study called from Python) every value counts as chosen by the caller."""
+    if not HydraConfig.initialized():
+        return True
+    return any(parse_key(line) == key for line in HydraConfig.get().overrides.task)
+
+
 def experiment_dir() -> Path:
     """The folder Hydra made for this command (`hydra.run.dir=PATH` to choose it)."""
     return Path(HydraConfig.get().runtime.output_dir)
@@ -125,10 +133,17 @@ class RunSpec:
     overrides: List[str] = field(default_factory=list)  # `deepexp train` overrides
 
 
-def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str, n_workers: int = 1) -> List[Tuple[RunSpec, dict]]:
+def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str, n_workers: int = 1,
+            n_workers_given: bool = True) -> List[Tuple[RunSpec, dict]]:
     """Train every spec (or pick up its finished result), `n_workers` at a time in separate processes
-    that share the CPU threads; returns (spec, metrics) pairs in order."""
+    that share the CPU threads, on CUDA worker i on GPU i mod count (run_in_worker); with one GPU and
+    `n_workers` not `n_workers_given` on the command line, one at a time (parallel.worker_plan, which
+    prints why). Returns (spec, metrics) pairs in order."""
     configs = [validate(compose_config("train", spec.overrides)) for spec in specs]  # all bad input before any work
+    if configs:
+        n_workers, note = worker_plan(configs[0].device.type, configs[0].device.index, n_workers, n_workers_given)
+        if note:
+            console.print(note, highlight=False, markup=False)
     counters = [f"{i}/{len(specs)}" for i in range(1, len(specs) + 1)]
     if n_workers == 1 or len(specs) == 1:
         metrics = [run_one(spec, cfg, exp_dir, console, command, counter) for spec, cfg, counter in zip(specs, configs, counters)]
@@ -157,8 +172,91 @@ def provenance_values(runs: Iterable[dict], key: str) -> str:
     return ", ".join(map(str, values)) or "?"
 
 
+# What a run's provenance says about where, with what and in which precision it trained (amp_dtype and tf32 as the
+# trainer records them; matmul_precision as torch.get_float32_matmul_precision() names it, if recorded).
+HARDWARE_KEYS = ("host", "device", "gpu", "threads", "amp_dtype", "tf32", "matmul_precision", "torch")
+DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32"}
+
+
+def hardware_record(m: dict) -> dict:
+    """The part of a run's metrics dict that `hardware_line` reads (HARDWARE_KEYS of its provenance and of
+    every earlier process of a resumed run, and its `amp` setting): small enough to keep beside a NAS trial
+    in the search's storage."""
+    prov, config = m.get("provenance") or {}, m.get("config") or {}
+    keep = lambda attempt: {k: attempt[k] for k in HARDWARE_KEYS if k in attempt}
+    return {"provenance": {**keep(prov), "earlier_attempts": [keep(a) for a in prov.get("earlier_attempts", [])]},
+            "config": {"amp": config["amp"]} if "amp" in config else {}}
+
+
+def precision(attempt: dict, config: dict) -> str:
+    """The arithmetic one process of a run trained in, from its provenance `attempt` and the run's `config`:
+    `fp32`, `TF32` (float32 matmuls and convolutions on TF32 tensor cores), `amp bf16`, `amp fp16`, or an amp
+    one `+ TF32`; what a CUDA run did not record (the amp dtype, TF32 use) is named; `?` without a device."""
+    device = str(attempt.get("device") or "")
+    if not device:
+        return "?"
+    on_cuda, unknown = device.startswith("cuda"), []
+    if "amp_dtype" in attempt:  # the trainer records None for float32 throughout
+        dtype = attempt["amp_dtype"]
+        base = f"amp {DTYPE_NAMES.get(str(dtype).removeprefix('torch.'), dtype)}" if dtype else "fp32"
+    elif config.get("amp") and on_cuda:
+        base = "amp"
+        unknown.append("dtype")
+    else:
+        base = "fp32"
+    tf32 = attempt.get("tf32")
+    if tf32 is None and attempt.get("matmul_precision") is not None:
+        tf32 = attempt["matmul_precision"] != "highest"  # "high" and "medium" let float32 matmuls use TF32 (or bf16)
+    if on_cuda and tf32:
+        base = "TF32" if base == "fp32" else f"{base} + TF32"
+    elif on_cuda and tf32 is None:
+        unknown.append("TF32 use")
+    return base + (f" ({' and '.join(unknown)} not recorded)" if unknown else "")
+
+
+def hardware_line(runs: Iterable[dict]) -> str:
+    """Where and in which precision the metrics dicts `runs` trained, for a report's Setup: one entry per
+    kind of process (device type and GPU model, precision, CPU threads), the devices of each listed, and
+    the number of runs per entry where there are several, e.g. `cuda:0, cuda:1 (NVIDIA H200), amp bf16,
+    8 CPU threads` or `cpu, fp32, 2 CPU threads (6 runs); cuda:0 (NVIDIA A100), TF32, 4 CPU threads (2 runs)`.
+    Every process of a resumed run counts (`earlier_attempts`); a run that recorded no device reads
+    `device not recorded`."""
+    kinds: Dict[tuple, Dict[str, Any]] = {}
+    for i, m in enumerate(runs):
+        prov, config = m.get("provenance") or {}, m.get("config") or {}
+        for attempt in (prov, *prov.get("earlier_attempts", [])):
+            device = str(attempt.get("device") or "")
+            key = (device.split(":")[0], attempt.get("gpu"), precision(attempt, config), attempt.get("threads"))
+            kind = kinds.setdefault(key, {"devices": [], "runs": set()})
+            kind["runs"].add(i)
+            if device not in kind["devices"]:
+                kind["devices"].append(device)
+    if not kinds:
+        return "no runs"
+    out = []
+    for (device_type, gpu, prec, threads), kind in kinds.items():
+        if not device_type:
+            text = "device not recorded"
+        else:
+            text = ", ".join(sorted(kind["devices"])) + (f" ({gpu})" if gpu else "") + f", {prec}, {threads or '?'} CPU thread" \
+                + ("" if threads == 1 else "s")
+        n = len(kind["runs"])
+        out.append(text + (f" ({n} run{'s' if n > 1 else ''})" if len(kinds) > 1 else ""))
+    return "; ".join(out)
+
+
 def run_in_worker(spec: RunSpec, cfg: Any, exp_dir: Path, command: str, counter: str) -> dict:
-    """run_one in a worker process (which has its own console)."""
+    """run_one in a worker process of map_in_processes (which has its own console). On CUDA the run trains
+    on this worker's GPU, parallel.worker_device (worker i: GPU i mod count, or the GPU device.index names),
+    which becomes this process's current GPU and, as `device.index=N`, part of the run's config and overrides."""
+    index = worker_device(cfg.device.type, cfg.device.index, worker_slot())
+    if index is not None:
+        import torch
+
+        torch.cuda.set_device(index)  # the process's default GPU too, so that nothing of it lands on cuda:0
+        if cfg.device.index is None:
+            cfg.device.index = index
+            spec = replace(spec, overrides=[*spec.overrides, hydra_override("device.index", index)])
     return run_one(spec, cfg, exp_dir, study_console(), command, counter)
 
 

@@ -1,0 +1,191 @@
+"""The study runner: which device each worker trains on, how many workers a GPU gets."""
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+import torch
+from rich.console import Console
+
+from conftest import compose_train, run_cli
+from deepexp import parallel
+from deepexp.config import compose_config
+from deepexp.errors import ConfigError
+from deepexp.experiments import runner
+from deepexp.experiments.runner import RunSpec
+from deepexp.train import resolve_device
+
+
+@pytest.fixture
+def gpus(monkeypatch):
+    """`gpus(n)`: torch sees n CUDA GPUs (0: none); torch.cuda.set_device calls are recorded in the returned list."""
+    chosen = []
+
+    def see(n: int) -> list:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+        monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+        return chosen
+
+    return see
+
+
+def test_worker_i_trains_on_gpu_i_mod_count_and_an_index_the_user_names_is_kept(gpus):
+    gpus(3)
+    assert [parallel.worker_device("cuda", None, i) for i in range(5)] == [0, 1, 2, 0, 1]
+    assert [parallel.worker_device("auto", None, i) for i in range(2)] == [0, 1]
+    assert [parallel.worker_device("cuda", 2, i) for i in range(3)] == [2, 2, 2]
+    assert parallel.worker_device("cpu", None, 1) is None
+    gpus(0)  # device=auto on a machine without a GPU trains on the CPU
+    assert parallel.worker_device("auto", None, 1) is None
+
+
+def test_a_pool_worker_puts_its_run_on_its_gpu_through_a_device_index_override(gpus, monkeypatch, tmp_path):
+    chosen, trained = gpus(2), []
+    monkeypatch.setattr(runner, "run_one", lambda spec, cfg, *args: trained.append((spec, cfg)) or {})
+    for slot in range(3):
+        monkeypatch.setattr(parallel, "_SLOT", slot)
+        overrides = ["device=cuda", "epochs=1"]
+        runner.run_in_worker(RunSpec(f"r{slot}", {}, overrides), compose_train(overrides), tmp_path, "residual", "1/3")
+    assert [cfg.device.index for _, cfg in trained] == [0, 1, 0] and chosen == [0, 1, 0]
+    assert [spec.overrides[-1] for spec, _ in trained] == ["device.index=0", "device.index=1", "device.index=0"]
+    assert compose_train(trained[1][0].overrides).device.index == 1  # an override Hydra composes as the trainer reads it
+    assert resolve_device("cuda", 1) == torch.device("cuda", 1)
+
+
+def test_one_gpu_runs_a_study_one_run_at_a_time_unless_n_workers_is_given(gpus, monkeypatch, tmp_path):
+    gpus(1)
+    monkeypatch.setattr(runner, "run_one", lambda spec, *args: {"ran": spec.name})
+    pools = []
+    monkeypatch.setattr(runner, "map_in_processes", lambda fn, jobs, n, threads: pools.append(n) or [{} for _ in jobs])
+    specs = [RunSpec(f"r{i}", {}, ["device=cuda", "epochs=1"]) for i in range(3)]
+    out = io.StringIO()
+    results = runner.run_all(specs, tmp_path, Console(file=out, width=300), "activations", 2, n_workers_given=False)
+    assert [m["ran"] for _, m in results] == ["r0", "r1", "r2"] and not pools  # in this process, one after another
+    assert out.getvalue().count("one GPU: its runs train one at a time, not 2 sharing it") == 1
+    runner.run_all(specs, tmp_path, Console(file=io.StringIO()), "activations", 2, n_workers_given=True)
+    assert pools == [2]
+    gpus(2)  # two GPUs: a worker each
+    assert parallel.worker_plan("cuda", None, 2, given=False) == (2, None)
+    assert parallel.worker_plan("cuda", 1, 2, given=False)[0] == 1  # device.index: one GPU again
+    gpus(0)
+    assert parallel.worker_plan("auto", None, 2, given=False) == (2, None)  # CPU workers split the cores
+
+
+def test_n_workers_counts_as_given_only_when_the_command_line_sets_it():
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        for overrides, given in ((["n_workers=2"], True), (["seeds=1"], False)):
+            cfg = compose_config("activations", overrides)
+            HydraConfig.instance().set_config(compose_hydra("activations", overrides))
+            assert runner.on_command_line("n_workers") is given, overrides
+            assert cfg.n_workers == 2
+    finally:
+        HydraConfig.instance().cfg = None
+
+
+def compose_hydra(name, overrides):
+    """The config with its `hydra` node, as a running Hydra app holds it."""
+    from hydra import compose, initialize_config_dir
+
+    from deepexp.config import CONFIG_DIR, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides, return_hydra_config=True)
+
+
+def test_a_gpu_index_beyond_the_gpus_or_on_the_cpu_is_one_line(gpus, tmp_path):
+    gpus(2)
+    with pytest.raises(ConfigError, match=r"device.index=2 but 2 CUDA GPU\(s\) are visible \(0 to 1\)"):
+        resolve_device("cuda", 2)
+    out = run_cli(["train", "device=cpu", "device.index=0", "dataset=synthetic", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == "deepexp: device.index=0 names a CUDA GPU; device=cpu has none"
+    assert not (tmp_path / "run").exists()
+
+
+def slot_and_pid() -> tuple:
+    """(worker slot, process id) of the pool process running this job."""
+    return parallel.worker_slot(), os.getpid()
+
+
+def test_each_pool_process_holds_a_worker_slot_of_its_own():
+    pairs = parallel.map_in_processes(slot_and_pid, [()] * 6, 2, 1)
+    slots = {}
+    for slot, pid in pairs:
+        slots.setdefault(pid, set()).add(slot)
+    assert all(len(s) == 1 for s in slots.values())  # a process keeps its slot for every job it runs
+    held = [next(iter(s)) for s in slots.values()]
+    assert sorted(held) == sorted(set(held)) and set(held) <= {0, 1}  # no slot held by two processes
+
+
+# --- where the runs trained, as the reports say it ---------------------------------------------------
+
+
+H200 = {"host": "gpu-node", "device": "cuda:0", "gpu": "NVIDIA H200", "threads": 8, "amp_dtype": "bfloat16", "tf32": False}
+
+
+def test_the_hardware_line_names_devices_gpus_precision_and_threads_of_every_process():
+    on_h200 = {"provenance": H200, "config": {"amp": True}}
+    second_gpu = {"provenance": {**H200, "device": "cuda:1", "earlier_attempts": [{"device": "cpu", "threads": 2, "amp_dtype": None}]}}
+    tf32 = {"provenance": {"device": "cuda:0", "gpu": "NVIDIA A100", "threads": 4, "amp_dtype": None, "tf32": True}}
+    fp16 = {"provenance": {"device": "cuda:0", "gpu": "Tesla T4", "threads": 4, "amp_dtype": "float16", "tf32": False}}
+    unrecorded = {"provenance": {"device": "cuda", "gpu": "Tesla T4", "threads": 4}, "config": {"amp": True}}
+    assert runner.hardware_line([on_h200]) == "cuda:0 (NVIDIA H200), amp bf16, 8 CPU threads"
+    assert runner.hardware_line([on_h200, second_gpu]) == \
+        "cuda:0, cuda:1 (NVIDIA H200), amp bf16, 8 CPU threads (2 runs); cpu, fp32, 2 CPU threads (1 run)"
+    assert runner.hardware_line([tf32, fp16]) == \
+        "cuda:0 (NVIDIA A100), TF32, 4 CPU threads (1 run); cuda:0 (Tesla T4), amp fp16, 4 CPU threads (1 run)"
+    assert runner.hardware_line([unrecorded]) == "cuda (Tesla T4), amp (dtype and TF32 use not recorded), 4 CPU threads"
+    assert runner.hardware_line([{"provenance": {"device": "cpu", "threads": 1}, "config": {"amp": True}}]) == "cpu, fp32, 1 CPU thread"
+    high = {"provenance": {"device": "cuda:0", "threads": 2, "matmul_precision": "high"}}  # torch.set_float32_matmul_precision
+    assert runner.hardware_line([high]) == "cuda:0, TF32, 2 CPU threads"
+    assert runner.hardware_line([{}]) == "device not recorded" and runner.hardware_line([]) == "no runs"
+    assert runner.hardware_line([runner.hardware_record({**second_gpu, "history": [1] * 100})]) == runner.hardware_line([second_gpu])
+
+
+TINY_DATA = ["dataset=synthetic", "dataset.num_classes=3", "dataset.channels=3", "dataset.image_shape=[8,8]", "dataset.train_size=48",
+             "dataset.test_size=16", "subset=null", "seeds=1"]
+
+
+@pytest.mark.parametrize("name, small", [("activations", ["acts=[relu]", "depth=2", "width=8", "epochs=2", "stability_epochs=2"]),
+                                         ("residual", ["depths=[20]", "ablations=[]", "epochs=1",
+                                                       "train=['monitor.hist_every_n_steps=0','monitor.probe_size=8']"])])
+def test_activation_and_residual_reports_say_where_and_in_which_precision_their_runs_trained(tmp_path, name, small):
+    """Runs trained elsewhere (here: recorded as an H200 with bf16 autocast) are described as they ran, not as this machine is."""
+    import importlib
+
+    from deepexp.config import validate
+    from deepexp.progress import QuietReporter
+    from deepexp.train import train
+
+    module = importlib.import_module(f"deepexp.experiments.{name}")
+    study = validate(compose_config(name, ["preset=quick", *TINY_DATA, *small]))
+    results = []
+    for spec in module.plan(study):
+        m = train(validate(compose_config("train", spec.overrides)), tmp_path / "runs" / spec.name, QuietReporter()).metrics
+        m["provenance"].update(H200)
+        results.append((spec, m))
+    module.write_study(study, results, tmp_path, Console(file=io.StringIO()), wall_seconds=1.0)
+    report = (tmp_path / "report.md").read_text()
+    assert "- Hardware: cuda:0 (NVIDIA H200), amp bf16, 8 CPU threads; torch " in report.split("## Results")[0]
+    assert "CPU only" not in report
+
+
+def test_deepexp_report_groups_runs_across_gpus_and_says_where_they_trained(tmp_path):
+    import json
+
+    for i, index in enumerate((0, 1, 0, 1)):
+        folder = tmp_path / "runs" / f"r{i}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({
+            "status": "completed", "config": {"lr": 0.1 if i < 2 else 0.2, "seed": i % 2, "device": "cuda", "device.index": index},
+            "params": 10, "epochs_done": 1, "history": [], "test": {"acc": 0.5, "loss": 1.0}, "best_val_acc": 0.5, "seconds": 1.0,
+            "provenance": {**H200, "device": f"cuda:{index}"}}))
+    out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "Grouped by ['lr']" in report  # the GPU a run happened to get is no factor
+    assert "- Hardware: cuda:0, cuda:1 (NVIDIA H200), amp bf16, 8 CPU threads." in report
