@@ -142,8 +142,9 @@ STALLED_FRACTION = 0.9  # a final training loss above 90% of chance level ln(K):
 
 
 def chance_loss(runs: Iterable[dict]) -> float:
-    """Cross-entropy of a uniform guess, ln(K), with K from the first run that recorded its data."""
-    return math.log(next((m["data"]["num_classes"] for m in runs if m.get("data")), 10))
+    """Cross-entropy of a uniform guess, ln(K), with K from the first run that recorded its class count
+    (10 where none did)."""
+    return math.log(next((m["data"]["num_classes"] for m in runs if (m.get("data") or {}).get("num_classes")), 10))
 
 
 def stalled(loss: Optional[float], chance: float) -> bool:

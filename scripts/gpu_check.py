@@ -142,7 +142,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 def synthetic(ctx: Context, channels: int = 3, train: Optional[int] = None) -> List[str]:
     """Overrides for synthetic images on the check's device, at its scale."""
-    return ["dataset=synthetic", f"dataset.channels={channels}", f"dataset.image_size={ctx.scale.image}",
+    return ["dataset=synthetic", f"dataset.channels={channels}", f"dataset.image_shape=[{ctx.scale.image},{ctx.scale.image}]",
             f"dataset.train_size={train or ctx.scale.train}", "dataset.test_size=64", f"device={ctx.device}",
             f"batch_size={ctx.scale.batch}", "monitor.figure=false", "monitor.probe_size=64"]
 

@@ -148,7 +148,7 @@ NONDETERMINISTIC_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Adaptiv
 def test_no_model_pools_through_a_layer_without_a_deterministic_cuda_backward():
     for name in list_models():
         options = {"arch": NAS_EXAMPLE} if name == "nas" else {}
-        model = create_model(name, in_channels=3, image_size=32, num_classes=10, act="relu", **options)
+        model = create_model(name, in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", **options)
         found = [n for n, m in model.named_modules() if isinstance(m, NONDETERMINISTIC_POOLS)]
         assert found == [], (name, found)
 

@@ -683,7 +683,7 @@ def test_resuming_in_another_memory_format_gives_the_optimizer_state_its_paramet
     the CPU's fused kernels accept them, so the test checks the layouts the resumed run trained with."""
     from deepexp.train import build_model, run_splits
 
-    base = ["dataset=synthetic", "dataset.channels=3", "dataset.image_size=8", "dataset.train_size=256",
+    base = ["dataset=synthetic", "dataset.channels=3", "dataset.image_shape=[8,8]", "dataset.train_size=256",
             "dataset.test_size=32", "batch_size=64", "model=cnn", "model.width=4", "optim=adam", "lr=1e-3",
             "monitor.enabled=false"]
     interrupt_after_epoch_1(base + ["channels_last=false"], tmp_path)
