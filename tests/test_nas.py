@@ -430,6 +430,47 @@ def test_a_rerun_fails_the_trials_left_unsigned_or_signed_by_a_reused_pid_and_ma
     assert result.returncode == 0, result.stderr
     assert "Search cost: 1 evaluations" in (out / "report.md").read_text() and len(read_csv(out / "evaluated.csv")) == 1
     assert [t.state.name for t in load_trials(out, "random-s0")] == ["FAIL", "FAIL", "COMPLETE"]
+    assert ("random-s0: no rating settings recorded with its 2 trial(s) (an earlier deepexp created it); this command's are "
+            "recorded now, unchecked against them") in result.stdout
+
+
+def test_a_search_rerun_with_other_rating_settings_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    session(tmp_path, FakeEvaluation(monkeypatch), "strategies=[evolution]", "trials=4", "dataset.image_shape=[8,8]")
+    before = (tmp_path / "search.db").read_bytes()
+    result = run_cli(["nas", "preset=quick", *SEARCH[1:], "strategies=[evolution]", "dataset.image_shape=[8,8]", "trials=5",
+                      "proxy_epochs=1", "proxy_subset=600", "retrain=false", f"hydra.run.dir={tmp_path}"], tmp_path, timeout=120)
+    assert (result.returncode, result.stderr) == (2, (
+        "deepexp: search evolution-s0 rated its candidates with proxy_epochs=2 proxy_subset=1500; this command asks for "
+        "proxy_epochs=1 proxy_subset=600, and one search rates all its candidates alike: resume it with its own settings, or "
+        "start a new search in another hydra.run.dir\n"))
+    assert (tmp_path / "search.db").read_bytes() == before and not (tmp_path / ".hydra").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_search_may_change_its_budget_and_retraining_but_not_how_it_rates_or_what_it_proposes(tmp_path, monkeypatch):
+    from deepexp.config import hydra_override
+
+    fake = FakeEvaluation(monkeypatch)
+    session(tmp_path, fake, "strategies=[evolution]", "trials=2")
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    rated = nas.rating_settings(validate(compose_config("nas", [*SEARCH, "strategies=[evolution]"])), "evolution")
+    for change, key, value in [("lr=0.1", "lr", 0.1), ("batch_size=32", "batch_size", 32), ("weight_decay=0.001", "weight_decay", 0.001),
+                               ("act=gelu", "act", "gelu"), ("dataset.num_classes=5", "dataset.num_classes", 5),
+                               ("overrides=['grad_clip=1.0']", "overrides", ["grad_clip=1.0"]), ("max_macs=1000000", "max_macs", 1000000),
+                               ("latency_threads=2", "latency_threads", 2), ("population=3", "population", 3),
+                               ("sample_size=2", "sample_size", 2)]:
+        study = validate(compose_config("nas", [*SEARCH, "strategies=[evolution]", "trials=9", change]))
+        with pytest.raises(ConfigError) as refused:
+            nas.check_rating(study, url)
+        assert (f"search evolution-s0 rated its candidates with {hydra_override(key, rated[key])}; this command asks for "
+                f"{hydra_override(key, value)}, and one search") in str(refused.value), change
+    with pytest.raises(ConfigError, match="rated its candidates with lr=0.05; this command asks for lr=0.1"):
+        session(tmp_path, fake, "strategies=[evolution]", "trials=3", "lr=0.1")  # the command's own check, under its lock
+    assert len(fake.calls) == 2
+    # Free to change: the budget, more searches, the retraining, compile (final runs only), other strategies' settings.
+    search = session(tmp_path, fake, "strategies=[evolution,random]", "trials=3", "max_minutes=60", "top_k=1", "final_epochs=3",
+                     "final_seeds=1", "overrides=['compile=true']", "zero_cost_pool=3", "second_objective=macs", "n_workers=2")
+    assert [counter for *_, counter in fake.calls[2:]] == ["3/3", "1/3", "2/3", "3/3"]
+    assert [r["evaluation"] for r in search.all_trials()] == [1, 2, 3, 1, 2, 3]
 
 
 TINY = ["trials=2", "search_seeds=1", "population=2", "sample_size=1", "proxy_epochs=1", "proxy_subset=300", "max_macs=40000000",

@@ -9,7 +9,8 @@ strategies get the same number of evaluations. A killed search resumes: its
 unfinished trial is trained again from its run directory's checkpoint and told
 to the study, and the search goes on with new trials (each trial's random draws
 are seeded by its own number, so a resumed search continues its sequence instead
-of replaying it). `n_workers` processes (or several `deepexp nas` invocations given
+of replaying it). A search records the settings it rates candidates with, and a
+rerun with other ones is refused (check_rating). `n_workers` processes (or several `deepexp nas` invocations given
 one `storage`) work on the same searches at once: each asks the storage for the
 next trial, so the budget is shared, not repeated. A proposal whose architecture
 the search has already evaluated (in any session, by any worker) is told that
@@ -37,9 +38,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import plots
-from ..config import NASConfig, compose_config, parse_key, parse_value, validate
+from ..config import NASConfig, compose_config, hydra_override, parse_key, parse_value, validate
 from ..data import normalize
-from ..errors import RunLockedError
+from ..errors import ConfigError, RunLockedError
 from ..host import keep_freed_memory
 from ..measure import count_params, torch_latency
 from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan
@@ -67,6 +68,7 @@ DECIDE_SECONDS = 600  # a proposal takes seconds (a zero-cost pool the longest);
                       # undecided after this long is taken for abandoned and no longer waited for
 ASK_SECONDS = 60  # a worker signs its trial right after asking for it: an unsigned trial counts as being asked this long
 NOTE_SECONDS = 5  # a wait for other workers longer than this gets a line that says what it waits for
+RATING = "rating"  # the study user attribute that records the settings a search rates its candidates with
 
 
 def nas_command(cfg: DictConfig) -> int:
@@ -162,6 +164,62 @@ def storage_file(url: str) -> Optional[Path]:
     return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") else None
 
 
+# What a search's ratings depend on, besides the dataset, the activation and the trainer overrides (rating_settings).
+RATED_BY = ("proxy_epochs", "proxy_subset", "batch_size", "lr", "weight_decay", "max_macs", "latency_threads")
+RATED_BY_STRATEGY = {"evolution": ("population", "sample_size"), "nsga2": ("population", "second_objective"),
+                     "zero_cost": ("zero_cost_pool", "zero_cost_proxy")}
+
+
+def rating_settings(study: NASConfig, strategy: str) -> Dict[str, Any]:
+    """{study key: value} of every setting that decides how a search of `strategy` rates its candidates or which
+    candidates it proposes: the proxy training (proxy_epochs, proxy_subset, batch_size, lr, weight_decay, every
+    dataset and act field, the `overrides` a candidate trains with: all but `compile`, see compile_note), the space
+    (max_macs), the latency measurement (latency_threads) and the strategy's own settings (RATED_BY_STRATEGY).
+    Not in it, free to change on a resumed search: trials, search_seeds, max_minutes, strategies, the final
+    retraining (retrain, top_k, final_*, baselines), the device and n_workers. Values as JSON gives them back."""
+    values: Dict[str, Any] = {key: getattr(study, key) for key in (*RATED_BY, *RATED_BY_STRATEGY.get(strategy, ()))}
+    values.update(group_overrides(study, {"dataset": "name", "act": "name"}))
+    values["overrides"] = [line for line in study.overrides if parse_key(line) != "compile"]
+    return json.loads(json.dumps(values))
+
+
+def rating_changes(recorded: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
+    """The keys whose values differ between a search's recorded rating settings and this command's; a key only
+    one side has (a setting added or dropped by another deepexp version) cannot be compared and is left out."""
+    return [key for key in now if key in recorded and recorded[key] != now[key]]
+
+
+def check_rating(study: NASConfig, url: Optional[str], storage=None, files_only: bool = False) -> None:
+    """Refuse to go on with a search of the storage at `url` that was rated with other settings (rating_settings,
+    recorded when the search was created): its report would put candidates rated one way next to candidates rated
+    another, under one description. Reads the storage only where it exists (a SQLite file is not created); pass
+    the open `storage` where the caller holds one. `files_only`: a database server is left alone (the CLI's
+    check before Hydra starts reads only a SQLite file; the command checks a server itself).
+
+    Raises:
+        ConfigError: the first search with a changed setting, naming every changed setting with both values.
+    """
+    import optuna
+
+    if storage is None:
+        file = storage_file(url) if url is not None else None
+        if url is None or (file is None and files_only) or (file is not None and not file.is_file()):
+            return
+        storage = optuna.storages.RDBStorage(url)
+    names = set(optuna.get_all_study_names(storage))
+    for strategy in study.strategies:
+        now = rating_settings(study, strategy)
+        for seed in range(study.search_seeds):
+            name = f"{strategy}-s{seed}"
+            recorded = storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(RATING) if name in names else None
+            changed = rating_changes(recorded or {}, now)
+            if changed:
+                was, asked = (" ".join(hydra_override(key, values[key]) for key in changed) for values in (recorded, now))
+                raise ConfigError(f"search {name} rated its candidates with {was}; this command asks for {asked}, and one search "
+                                  f"rates all its candidates alike: resume it with its own settings, or start a new search in "
+                                  f"another hydra.run.dir{' (and storage)' if study.storage else ''}")
+
+
 def run_workers(study: NASConfig, exp_dir: Path, storage: str, console, n_workers: int) -> None:
     """`n_workers` processes running every search on one storage, each with its share of the CPU
     threads (evolution becomes asynchronous, as in Real et al. 2019) and, on CUDA, worker i on GPU
@@ -208,6 +266,7 @@ class Search:
         # What this process signs its trials with: the start time tells it from a later process given the same pid.
         self.signature = {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start(os.getpid())}
         self.given_up: set = set()  # (search, trial number) of the trials this process stopped waiting for
+        check_rating(study, storage)  # a search rated with other settings: refused before anything is read or written
         data = run_splits(validate(compose_config("train", base_overrides(study, 1, study.proxy_subset, 0))))
         self.input_shape, self.num_classes = data.input_shape, data.num_classes  # (C, H, W), K
         g = torch.Generator().manual_seed(0)
@@ -217,6 +276,9 @@ class Search:
         # SQLite serialises writers; several workers wait for the lock instead of failing at once.
         self.storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 300}}
                                                   if storage.startswith("sqlite") else {})
+        for strategy, seed in self.searches():
+            self.record_rating(strategy, seed)
+        check_rating(study, storage, self.storage)  # again: another invocation may have created a search since
         (exp_dir / "specs").mkdir(parents=True, exist_ok=True)
 
     # -- bookkeeping --
@@ -242,6 +304,19 @@ class Search:
 
         seed = random.Random(f"{name}/{n_trials}/{self.worker}").getrandbits(32)
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=initial_population(self.study, "nsga2"))
+
+    def record_rating(self, strategy: str, seed: int) -> None:
+        """Record in a new search's study the settings it rates its candidates with (rating_settings), which
+        check_rating compares on every later invocation. A search an earlier deepexp created without them gets
+        this command's, with a line saying that its earlier trials could not be checked."""
+        opt = self.optuna_study(strategy, seed)
+        if RATING in opt.user_attrs:
+            return
+        earlier = len(opt.get_trials(deepcopy=False))
+        if earlier:
+            self.console.print(f"{strategy}-s{seed}: no rating settings recorded with its {earlier} trial(s) (an earlier deepexp "
+                               f"created it); this command's are recorded now, unchecked against them", highlight=False, markup=False)
+        opt.set_user_attr(RATING, rating_settings(self.study, strategy))
 
     def searches(self) -> List[Tuple[str, int]]:
         return [(strategy, seed) for strategy in self.study.strategies for seed in range(self.study.search_seeds)]
