@@ -282,6 +282,12 @@ def prevalidate(name: str, args: List[str]) -> None:
             from .train import check_resumable, flat_config  # (imports torch: only when there is a run to check)
 
             check_resumable(earlier.get("config", {}), flat_config(typed[0]), Path(str(run_dir)))
+    folder = Path(str(run_dir)) if run_dir is not None else None
+    if name == "nas" and not is_multirun(args) and (typed[0].storage or folder and (folder / "search.db").exists()):
+        # A search resumed with other rating settings, refused before .hydra/ is rewritten (imports torch: only then).
+        from .experiments.nas import check_rating, storage_url
+
+        check_rating(typed[0], storage_url(typed[0], folder), files_only=True)
 
 
 def is_multirun(args: List[str]) -> bool:

@@ -197,17 +197,30 @@ class FakeEvaluation:
         return self.now
 
 
-def session(tmp_path, fake, *overrides):
-    """One `deepexp nas retrain=false` invocation's search on the storage in tmp_path, as nas_command runs it."""
-    study = validate(compose_config("nas", ["nas/preset=quick", "dataset=synthetic", "search_seeds=1", "population=2",
-                                            "sample_size=1", "max_macs=null", *overrides]))
-    search = nas.Search(study, tmp_path, f"sqlite:///{tmp_path / 'search.db'}", Console(file=io.StringIO()))
+SEARCH = ["nas/preset=quick", "dataset=synthetic", "search_seeds=1", "population=2", "sample_size=1", "max_macs=null"]
+
+
+def open_search(tmp_path, fake, *overrides, exp_dir=None):
+    """The Search of one `deepexp nas retrain=false` invocation on the storage in tmp_path, whose experiment folder is
+    tmp_path too unless `exp_dir` is given; what it prints is in search.console.file."""
+    study = validate(compose_config("nas", [*SEARCH, *overrides]))
+    search = nas.Search(study, exp_dir or tmp_path, f"sqlite:///{tmp_path / 'search.db'}", Console(file=io.StringIO(), width=300))
     search.clock = fake.clock
+    return search
+
+
+def finish(search):
+    """What nas_command does with its Search: the trials stopped processes left, then every search's budget."""
     for strategy, seed in search.searches():
         search.finish_abandoned(strategy, seed)
     for strategy, seed in search.searches():
         search.run(strategy, seed)
     return search
+
+
+def session(tmp_path, fake, *overrides, exp_dir=None):
+    """One `deepexp nas retrain=false` invocation's search on the storage in tmp_path, as nas_command runs it."""
+    return finish(open_search(tmp_path, fake, *overrides, exp_dir=exp_dir))
 
 
 def load_trials(tmp_path, name):
@@ -261,13 +274,14 @@ def test_max_minutes_is_one_budget_for_every_session_of_a_search(tmp_path, monke
 
 
 def another_worker(tmp_path, name, decide):
-    """A trial of another live worker on this machine (signed with this process's parent, which is alive), and a
-    thread that, once this process has asked its own first trial, lets that worker decide with `decide(study, trial)`."""
+    """A trial of another live worker on this machine (signed, as workers sign, with this process's parent, which is
+    alive), and a thread that, once this process has asked its own first trial, lets that worker decide with
+    `decide(study, trial)`."""
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     trial = optuna.create_study(storage=storage, study_name=name, direction="maximize").ask()
-    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getppid()})
+    trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getppid(), "started": nas.process_start(os.getppid())})
 
     def work():
         study = optuna.load_study(study_name=name, storage=storage)
@@ -314,13 +328,15 @@ def test_a_spec_another_worker_is_still_evaluating_is_not_trained_again_but_wait
     assert trials[1].user_attrs["reused_from"] == 0 and trials[1].values == [0.25]
 
 
-def session_within(seconds, *args):
-    """session(*args) that must end within `seconds` (a search waiting on a dead worker would never end)."""
+def session_within(seconds, *args, then=None):
+    """session(*args), or finish(then) for a Search opened beforehand, that must end within `seconds` (a search
+    waiting on a dead worker would never end); returns the Search."""
     outcome = []
-    thread = threading.Thread(target=lambda: outcome.append(session(*args)), daemon=True)
+    thread = threading.Thread(target=lambda: outcome.append(finish(then) if then else session(*args)), daemon=True)
     thread.start()
     thread.join(timeout=seconds)
     assert outcome, f"the search did not end within {seconds} s"
+    return outcome[0]
 
 
 def trial_of_another_machine(tmp_path, name, **attrs):
@@ -350,6 +366,111 @@ def test_a_spec_another_machine_is_evaluating_is_not_trained_here_and_not_waited
     assert fake.calls == [(spec_key(b), "random-s0/t002", "2/2")]
     trial = load_trials(tmp_path, "random-s0")[1]
     assert trial.state.name == "FAIL" and trial.user_attrs["reused_from"] == 0 and "evaluation" not in trial.user_attrs
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "nsga2", "zero_cost"])
+def test_a_search_killed_between_asking_for_a_trial_and_signing_it_and_rerun_at_once_makes_its_budget(tmp_path, monkeypatch, strategy):
+    import optuna
+
+    fake, killed, sign = FakeEvaluation(monkeypatch), [], optuna.trial.Trial.set_user_attr
+
+    def set_user_attr(trial, key, value):  # SIGKILL after three evaluations, between asking for the fourth trial and signing it
+        if key == "worker" and len(fake.calls) == 3 and not killed:
+            killed.append(trial.number)
+            raise Killed
+        return sign(trial, key, value)
+
+    monkeypatch.setattr(optuna.trial.Trial, "set_user_attr", set_user_attr)
+    with pytest.raises(Killed):
+        session(tmp_path, fake, f"strategies=[{strategy}]", "trials=4")
+    search = session(tmp_path, fake, f"strategies=[{strategy}]", "trials=4")  # at once: the unsigned trial is seconds old
+    assert [counter for *_, counter in fake.calls] == ["1/4", "2/4", "3/4", "4/4"]
+    assert [r["evaluation"] for r in search.all_trials()] == [1, 2, 3, 4] and len({key for key, *_ in fake.calls}) == 4
+    trials = load_trials(tmp_path, f"{strategy}-s0")
+    assert trials[killed[0]].state.name == "FAIL" and not [t for t in trials if t.state.name == "RUNNING"]
+
+
+def test_with_other_commands_possibly_on_the_storage_a_reused_pid_is_told_by_its_start_time_and_an_unknown_worker_is_waited_for_aloud(
+        tmp_path, monkeypatch):
+    # The storage is not the study folder's own, so the folder's lock cannot say that no other process here uses it.
+    import optuna
+
+    monkeypatch.setattr(nas, "DECIDE_SECONDS", 4)
+    monkeypatch.setattr(nas, "NOTE_SECONDS", 0, raising=False)
+    fake, a = FakeEvaluation(monkeypatch), random_spec(random.Random(0))
+    search = open_search(tmp_path, fake, "strategies=[random]", "trials=3", exp_dir=tmp_path / "exp")
+    opt = optuna.create_study(study_name="random-s0", storage=f"sqlite:///{tmp_path / 'search.db'}", load_if_exists=True)
+    evaluation = opt.ask()  # evaluation 1 of a process that died; its pid now belongs to a later process (ours's parent)
+    for key, value in {"worker": {"host": socket.gethostname(), "pid": os.getppid(), "started": "an earlier start"},
+                       "spec": a, "evaluation": 1}.items():
+        evaluation.set_user_attr(key, value)
+    opt.ask().set_user_attr("worker", {"host": socket.gethostname(), "pid": 1})  # signed by an earlier deepexp: no start time
+    out = session_within(60, then=search).console.file.getvalue()
+    assert fake.calls[0] == (spec_key(a), "random-s0/t000", "1/3") and [c for *_, c in fake.calls] == ["1/3", "2/3", "3/3"]
+    assert "random-s0: waiting for the worker with pid 1 to decide trial 1 (an evaluation or not), asked " in out
+    assert re.search(r"random-s0: trial 1, asked \d+ s ago by the worker with pid 1, is still undecided: given up on, it is not an "
+                     r"evaluation", out), out
+    assert [t.state.name for t in load_trials(tmp_path, "random-s0")] == ["COMPLETE", "RUNNING", "COMPLETE", "COMPLETE"]
+
+
+def test_a_rerun_fails_the_trials_left_unsigned_or_signed_by_a_reused_pid_and_makes_its_budget(tmp_path):
+    # One worker was killed between asking for a trial and signing it; an earlier deepexp signed the other without a
+    # start time, with pid 1, which runs but is no deepexp worker. The CLI holds the study folder's lock, so no other
+    # process here works on the folder's search.db: both trials are abandoned.
+    import optuna
+
+    out = tmp_path / "exp"
+    out.mkdir()
+    opt = optuna.create_study(storage=f"sqlite:///{out / 'search.db'}", study_name="random-s0", direction="maximize")
+    opt.ask()
+    opt.ask().set_user_attr("worker", {"host": socket.gethostname(), "pid": 1})
+    result = run_cli(["nas", "preset=quick", "dataset=synthetic", "dataset.image_shape=[8,8]", "dataset.train_size=200",
+                      "search_seeds=1", "strategies=[random]", "trials=1", "proxy_epochs=1", "proxy_subset=200", "max_macs=2000000",
+                      "retrain=false", f"hydra.run.dir={out}"], tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Search cost: 1 evaluations" in (out / "report.md").read_text() and len(read_csv(out / "evaluated.csv")) == 1
+    assert [t.state.name for t in load_trials(out, "random-s0")] == ["FAIL", "FAIL", "COMPLETE"]
+    assert ("random-s0: no rating settings recorded with its 2 trial(s) (an earlier deepexp created it); this command's are "
+            "recorded now, unchecked against them") in result.stdout
+
+
+def test_a_search_rerun_with_other_rating_settings_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    session(tmp_path, FakeEvaluation(monkeypatch), "strategies=[evolution]", "trials=4", "dataset.image_shape=[8,8]")
+    before = (tmp_path / "search.db").read_bytes()
+    result = run_cli(["nas", "preset=quick", *SEARCH[1:], "strategies=[evolution]", "dataset.image_shape=[8,8]", "trials=5",
+                      "proxy_epochs=1", "proxy_subset=600", "retrain=false", f"hydra.run.dir={tmp_path}"], tmp_path, timeout=120)
+    assert (result.returncode, result.stderr) == (2, (
+        "deepexp: search evolution-s0 rated its candidates with proxy_epochs=2 proxy_subset=1500; this command asks for "
+        "proxy_epochs=1 proxy_subset=600, and one search rates all its candidates alike: resume it with its own settings, or "
+        "start a new search in another hydra.run.dir\n"))
+    assert (tmp_path / "search.db").read_bytes() == before and not (tmp_path / ".hydra").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_search_may_change_its_budget_and_retraining_but_not_how_it_rates_or_what_it_proposes(tmp_path, monkeypatch):
+    from deepexp.config import hydra_override
+
+    fake = FakeEvaluation(monkeypatch)
+    session(tmp_path, fake, "strategies=[evolution]", "trials=2")
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    rated = nas.rating_settings(validate(compose_config("nas", [*SEARCH, "strategies=[evolution]"])), "evolution")
+    for change, key, value in [("lr=0.1", "lr", 0.1), ("batch_size=32", "batch_size", 32), ("weight_decay=0.001", "weight_decay", 0.001),
+                               ("act=gelu", "act", "gelu"), ("dataset.num_classes=5", "dataset.num_classes", 5),
+                               ("overrides=['grad_clip=1.0']", "overrides", ["grad_clip=1.0"]), ("max_macs=1000000", "max_macs", 1000000),
+                               ("latency_threads=2", "latency_threads", 2), ("population=3", "population", 3),
+                               ("sample_size=2", "sample_size", 2)]:
+        study = validate(compose_config("nas", [*SEARCH, "strategies=[evolution]", "trials=9", change]))
+        with pytest.raises(ConfigError) as refused:
+            nas.check_rating(study, url)
+        assert (f"search evolution-s0 rated its candidates with {hydra_override(key, rated[key])}; this command asks for "
+                f"{hydra_override(key, value)}, and one search") in str(refused.value), change
+    with pytest.raises(ConfigError, match="rated its candidates with lr=0.05; this command asks for lr=0.1"):
+        session(tmp_path, fake, "strategies=[evolution]", "trials=3", "lr=0.1")  # the command's own check, under its lock
+    assert len(fake.calls) == 2
+    # Free to change: the budget, more searches, the retraining, compile (final runs only), other strategies' settings.
+    search = session(tmp_path, fake, "strategies=[evolution,random]", "trials=3", "max_minutes=60", "top_k=1", "final_epochs=3",
+                     "final_seeds=1", "overrides=['compile=true']", "zero_cost_pool=3", "second_objective=macs", "n_workers=2")
+    assert [counter for *_, counter in fake.calls[2:]] == ["3/3", "1/3", "2/3", "3/3"]
+    assert [r["evaluation"] for r in search.all_trials()] == [1, 2, 3, 1, 2, 3]
 
 
 TINY = ["trials=2", "search_seeds=1", "population=2", "sample_size=1", "proxy_epochs=1", "proxy_subset=300", "max_macs=40000000",

@@ -9,7 +9,8 @@ strategies get the same number of evaluations. A killed search resumes: its
 unfinished trial is trained again from its run directory's checkpoint and told
 to the study, and the search goes on with new trials (each trial's random draws
 are seeded by its own number, so a resumed search continues its sequence instead
-of replaying it). `n_workers` processes (or several `deepexp nas` invocations given
+of replaying it). A search records the settings it rates candidates with, and a
+rerun with other ones is refused (check_rating). `n_workers` processes (or several `deepexp nas` invocations given
 one `storage`) work on the same searches at once: each asks the storage for the
 next trial, so the budget is shared, not repeated. A proposal whose architecture
 the search has already evaluated (in any session, by any worker) is told that
@@ -19,6 +20,7 @@ and the report compares them.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import json
@@ -26,6 +28,7 @@ import os
 import random
 import socket
 import statistics
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +38,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import plots
-from ..config import NASConfig, compose_config, parse_key, parse_value, validate
+from ..config import NASConfig, compose_config, hydra_override, parse_key, parse_value, validate
 from ..data import normalize
+from ..errors import ConfigError, RunLockedError
 from ..host import keep_freed_memory
 from ..measure import count_params, torch_latency
 from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan
@@ -44,7 +48,7 @@ from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
 from ..results import (STALLED_FRACTION, Comparison, Group, Stat, chance_loss, compare, comparison_method, describe, group, holm,
                        markdown_table, pareto_front, publish_report, spearman, stalled, write_csv, write_text)
-from ..rundir import write_json
+from ..rundir import RunLock, write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
 from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, hardware_line, hardware_record, on_command_line,
@@ -60,8 +64,11 @@ ORIGINS = {"random": "random draw", "evolution": "mutation", "nsga2": "NSGA-II o
 OWN_PROPOSALS = {"evolution": "mutations", "nsga2": "crossover and mutation of NSGA-II parents"}  # after the initial population
 NSGA2_GENERATION = "NSGAIISampler:generation"  # the system attribute in which Optuna's NSGA-II keeps a trial's generation
                                                # (optuna/samplers/_ga/_base.py, "<sampler class>:generation"); 0: random
-DECIDE_SECONDS = 600  # a proposal takes seconds (a zero-cost pool the longest); a trial of another machine still
-                      # undecided after this long is taken for abandoned: that machine's worker cannot be checked
+DECIDE_SECONDS = 600  # a proposal takes seconds (a zero-cost pool the longest); a trial of another process still
+                      # undecided after this long is taken for abandoned and no longer waited for
+ASK_SECONDS = 60  # a worker signs its trial right after asking for it: an unsigned trial counts as being asked this long
+NOTE_SECONDS = 5  # a wait for other workers longer than this gets a line that says what it waits for
+RATING = "rating"  # the study user attribute that records the settings a search rates its candidates with
 
 
 def nas_command(cfg: DictConfig) -> int:
@@ -69,7 +76,7 @@ def nas_command(cfg: DictConfig) -> int:
     exp_dir, console = experiment_dir(), study_console()
     start = time.perf_counter()
     check_overrides(study)
-    storage = study.storage or f"sqlite:///{exp_dir / 'search.db'}"
+    storage = storage_url(study, exp_dir)
     search = Search(study, exp_dir, storage, console)  # composes a run config: a bad override value is refused here
     if compile_asked(study):
         console.print(compile_note(study), highlight=False, markup=False)
@@ -144,6 +151,75 @@ def check_overrides(study: NASConfig) -> None:
     check_extra(study, [*shared_values(study, 1, 1, 0), *RUN_KEYS], study.overrides, "overrides", OWN_KEYS)
 
 
+def storage_url(study: NASConfig, exp_dir: Optional[Path]) -> Optional[str]:
+    """The search's Optuna storage: `storage=URL`, else SQLite in the experiment folder (None without either)."""
+    return study.storage or (f"sqlite:///{Path(exp_dir) / 'search.db'}" if exp_dir is not None else None)
+
+
+def storage_file(url: str) -> Optional[Path]:
+    """The file of a SQLite storage URL (SQLAlchemy's reading of it); None for an in-memory or server database."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") else None
+
+
+# What a search's ratings depend on, besides the dataset, the activation and the trainer overrides (rating_settings).
+RATED_BY = ("proxy_epochs", "proxy_subset", "batch_size", "lr", "weight_decay", "max_macs", "latency_threads")
+RATED_BY_STRATEGY = {"evolution": ("population", "sample_size"), "nsga2": ("population", "second_objective"),
+                     "zero_cost": ("zero_cost_pool", "zero_cost_proxy")}
+
+
+def rating_settings(study: NASConfig, strategy: str) -> Dict[str, Any]:
+    """{study key: value} of every setting that decides how a search of `strategy` rates its candidates or which
+    candidates it proposes: the proxy training (proxy_epochs, proxy_subset, batch_size, lr, weight_decay, every
+    dataset and act field, the `overrides` a candidate trains with: all but `compile`, see compile_note), the space
+    (max_macs), the latency measurement (latency_threads) and the strategy's own settings (RATED_BY_STRATEGY).
+    Not in it, free to change on a resumed search: trials, search_seeds, max_minutes, strategies, the final
+    retraining (retrain, top_k, final_*, baselines), the device and n_workers. Values as JSON gives them back."""
+    values: Dict[str, Any] = {key: getattr(study, key) for key in (*RATED_BY, *RATED_BY_STRATEGY.get(strategy, ()))}
+    values.update(group_overrides(study, {"dataset": "name", "act": "name"}))
+    values["overrides"] = [line for line in study.overrides if parse_key(line) != "compile"]
+    return json.loads(json.dumps(values))
+
+
+def rating_changes(recorded: Dict[str, Any], now: Dict[str, Any]) -> List[str]:
+    """The keys whose values differ between a search's recorded rating settings and this command's; a key only
+    one side has (a setting added or dropped by another deepexp version) cannot be compared and is left out."""
+    return [key for key in now if key in recorded and recorded[key] != now[key]]
+
+
+def check_rating(study: NASConfig, url: Optional[str], storage=None, files_only: bool = False) -> None:
+    """Refuse to go on with a search of the storage at `url` that was rated with other settings (rating_settings,
+    recorded when the search was created): its report would put candidates rated one way next to candidates rated
+    another, under one description. Reads the storage only where it exists (a SQLite file is not created); pass
+    the open `storage` where the caller holds one. `files_only`: a database server is left alone (the CLI's
+    check before Hydra starts reads only a SQLite file; the command checks a server itself).
+
+    Raises:
+        ConfigError: the first search with a changed setting, naming every changed setting with both values.
+    """
+    import optuna
+
+    if storage is None:
+        file = storage_file(url) if url is not None else None
+        if url is None or (file is None and files_only) or (file is not None and not file.is_file()):
+            return
+        storage = optuna.storages.RDBStorage(url)
+    names = set(optuna.get_all_study_names(storage))
+    for strategy in study.strategies:
+        now = rating_settings(study, strategy)
+        for seed in range(study.search_seeds):
+            name = f"{strategy}-s{seed}"
+            recorded = storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(RATING) if name in names else None
+            changed = rating_changes(recorded or {}, now)
+            if changed:
+                was, asked = (" ".join(hydra_override(key, values[key]) for key in changed) for values in (recorded, now))
+                raise ConfigError(f"search {name} rated its candidates with {was}; this command asks for {asked}, and one search "
+                                  f"rates all its candidates alike: resume it with its own settings, or start a new search in "
+                                  f"another hydra.run.dir{' (and storage)' if study.storage else ''}")
+
+
 def run_workers(study: NASConfig, exp_dir: Path, storage: str, console, n_workers: int) -> None:
     """`n_workers` processes running every search on one storage, each with its share of the CPU
     threads (evolution becomes asynchronous, as in Real et al. 2019) and, on CUDA, worker i on GPU
@@ -185,17 +261,24 @@ class Search:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         keep_freed_memory()  # as the trainer does: scoring candidates one after another frees and refills as much
-        self.study, self.exp_dir, self.console, self.worker = study, exp_dir, console, worker
+        self.study, self.exp_dir, self.console, self.worker, self.url = study, exp_dir, console, worker, storage
         self.clock = time.time  # seconds since the epoch, for max_minutes across sessions and workers
-        # SQLite serialises writers; several workers wait for the lock instead of failing at once.
-        self.storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 300}}
-                                                  if storage.startswith("sqlite") else {})
+        # What this process signs its trials with: the start time tells it from a later process given the same pid.
+        self.signature = {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start(os.getpid())}
+        self.given_up: set = set()  # (search, trial number) of the trials this process stopped waiting for
+        check_rating(study, storage)  # a search rated with other settings: refused before anything is read or written
         data = run_splits(validate(compose_config("train", base_overrides(study, 1, study.proxy_subset, 0))))
         self.input_shape, self.num_classes = data.input_shape, data.num_classes  # (C, H, W), K
         g = torch.Generator().manual_seed(0)
         pick = torch.randperm(len(data.y_train), generator=g)[:PROXY_BATCH]
         self.proxy_x = normalize(data.x_train[pick], data.mean, data.std)  # training images only
         self.proxy_y = data.y_train[pick]
+        # SQLite serialises writers; several workers wait for the lock instead of failing at once.
+        self.storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 300}}
+                                                  if storage.startswith("sqlite") else {})
+        for strategy, seed in self.searches():
+            self.record_rating(strategy, seed)
+        check_rating(study, storage, self.storage)  # again: another invocation may have created a search since
         (exp_dir / "specs").mkdir(parents=True, exist_ok=True)
 
     # -- bookkeeping --
@@ -221,6 +304,19 @@ class Search:
 
         seed = random.Random(f"{name}/{n_trials}/{self.worker}").getrandbits(32)
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=initial_population(self.study, "nsga2"))
+
+    def record_rating(self, strategy: str, seed: int) -> None:
+        """Record in a new search's study the settings it rates its candidates with (rating_settings), which
+        check_rating compares on every later invocation. A search an earlier deepexp created without them gets
+        this command's, with a line saying that its earlier trials could not be checked."""
+        opt = self.optuna_study(strategy, seed)
+        if RATING in opt.user_attrs:
+            return
+        earlier = len(opt.get_trials(deepcopy=False))
+        if earlier:
+            self.console.print(f"{strategy}-s{seed}: no rating settings recorded with its {earlier} trial(s) (an earlier deepexp "
+                               f"created it); this command's are recorded now, unchecked against them", highlight=False, markup=False)
+        opt.set_user_attr(RATING, rating_settings(self.study, strategy))
 
     def searches(self) -> List[Tuple[str, int]]:
         return [(strategy, seed) for strategy in self.study.strategies for seed in range(self.study.search_seeds)]
@@ -249,12 +345,12 @@ class Search:
         return sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) + sum(t.user_attrs.get("rejected", 0) for t in trials)
 
     def spent(self, trials) -> bool:
-        """Whether a search with these trials has its budget: `trials` evaluations, counting the proposals other
-        live workers are still deciding on (if one turns out not to be an evaluation, that worker goes on), or
-        max_minutes of time with a trial under way, summed over every session and worker (_busy_seconds)."""
-        evaluations = sum("evaluation" in t.user_attrs for t in trials)
-        pending = sum(_deciding(t) for t in trials)
-        if evaluations + pending >= self.study.trials:
+        """Whether a search with these trials has its budget: `trials` evaluations (finished, under way, or left
+        by a stopped worker for the next invocation to resume), or max_minutes of time with a trial under way,
+        summed over every session and worker (_busy_seconds). Proposals still being decided are not counted:
+        run() waits for their decision instead, so that a search never ends short on a proposal that never
+        becomes an evaluation."""
+        if sum("evaluation" in t.user_attrs for t in trials) >= self.study.trials:
             return True
         return self.study.max_minutes is not None and _busy_seconds(trials) >= 60 * self.study.max_minutes
 
@@ -263,30 +359,49 @@ class Search:
         trial.set_user_attr("clock", [began, self.clock()])
         opt.tell(trial, values, state=state)
 
-    def settle(self, opt, number: int) -> List[Any]:
-        """The search's trials numbered below `number`, once every one of them is decided: an evaluation, a
-        reused score, or finished. Deciding in trial-number order gives each evaluation a number of its own
-        (1 + the evaluations before it) and lets no two workers evaluate the same spec; other workers decide
-        within moments of asking, so the wait is short. An undecided trial of a stopped worker is not an
-        evaluation (the next invocation on its machine fails it: finish_abandoned)."""
+    def settle(self, opt, name: str, number: Optional[int] = None) -> List[Any]:
+        """The search's trials numbered below `number` (every trial with None), once no other worker is still
+        deciding one of them (_deciding): each is an evaluation, a reused score, finished, or given up on.
+        Deciding in trial-number order gives each evaluation a number of its own (1 + the evaluations before
+        it) and lets no two workers evaluate the same spec; workers decide within moments of asking, so the
+        wait is short. A wait of more than NOTE_SECONDS says what it waits for. A trial still undecided
+        DECIDE_SECONDS after it was asked (ASK_SECONDS if unsigned) is given up on, with a line: it is not an
+        evaluation (were its worker to decide it after all, run() drops it), and the next invocation on its
+        machine fails it (finish_abandoned)."""
+        start, noted = time.monotonic(), False
         while True:
-            earlier = [t for t in opt.get_trials(deepcopy=False) if t.number < number]
-            if not any(_deciding(t) for t in earlier):
+            earlier = [t for t in opt.get_trials(deepcopy=False) if number is None or t.number < number]
+            for t in earlier:
+                if not _decided(t) and _worker(t) != GONE and not _deciding(t) and (name, t.number) not in self.given_up:
+                    self.given_up.add((name, t.number))
+                    self.console.print(f"{name}: trial {t.number}, asked {_age(t):.0f} s ago by {_who(t)}, is still undecided: "
+                                       f"given up on, it is not an evaluation", highlight=False, markup=False)
+            waiting = [t for t in earlier if _deciding(t)]
+            if not waiting:
                 return earlier
+            if not noted and time.monotonic() - start >= NOTE_SECONDS:
+                noted, t = True, waiting[0]
+                self.console.print(f"{name}: waiting for {_who(t)} to decide trial {t.number} (an evaluation or not), asked "
+                                   f"{_age(t):.0f} s ago; given up on {_limit(t)} s after it was asked", highlight=False, markup=False)
             time.sleep(POLL_SECONDS)
 
-    def values_of(self, opt, number: int) -> Optional[List[float]]:
-        """The values of trial `number` once it is complete (waiting while a live worker of this machine
-        evaluates it); None if it failed, its worker stopped, or it runs on another machine, whose worker
-        cannot be checked and might never finish it."""
+    def values_of(self, opt, number: int, name: str) -> Optional[List[float]]:
+        """The values of trial `number` once it is complete, waiting (and saying so) while a live worker of this
+        machine evaluates it; None if it failed, its worker stopped, or its worker cannot be checked (another
+        machine, _worker: UNKNOWN), which might never finish it."""
         import optuna
 
+        noted = False
         while True:
             t = next(t for t in opt.get_trials(deepcopy=False) if t.number == number)
             if t.state == optuna.trial.TrialState.COMPLETE:
                 return t.values
-            if t.state != optuna.trial.TrialState.RUNNING or not _in_progress(t) or not _on_this_machine(t):
+            if t.state != optuna.trial.TrialState.RUNNING or _worker(t) != LIVE:
                 return None
+            if not noted:
+                noted = True
+                self.console.print(f"{name}: waiting for the score of trial {number}, which {_who(t)} is evaluating",
+                                   highlight=False, markup=False)
             time.sleep(POLL_SECONDS)
 
     def reuse(self, opt, trial, twin: int, name: str, began: float) -> None:
@@ -296,7 +411,7 @@ class Search:
         import optuna
 
         trial.set_user_attr("reused_from", twin)  # first: decided, so later trials need not wait for this one
-        values = self.values_of(opt, twin)
+        values = self.values_of(opt, twin, name)
         if values is None:
             self.tell(opt, trial, began, state=optuna.trial.TrialState.FAIL)
             return
@@ -390,7 +505,9 @@ class Search:
         Each trial is decided before anything is trained: a spec over max_macs is skipped (PRUNED), a spec the
         search already evaluated reuses that score (reuse()), and any other spec becomes the next evaluation,
         numbered 1..trials across every worker and session (settle()). Random draws are seeded by the trial's
-        number, so neither a resumed search nor a second worker repeats the proposals of another process."""
+        number, so neither a resumed search nor a second worker repeats the proposals of another process.
+        Where other workers' undecided proposals could fill the rest of the budget, it waits for their decision
+        rather than asking for a trial that may be one too many."""
         import optuna
 
         opt, name = self.optuna_study(strategy, seed), f"{strategy}-s{seed}"
@@ -398,11 +515,17 @@ class Search:
             trials = opt.get_trials(deepcopy=False)
             if self.spent(trials):
                 break
+            if sum("evaluation" in t.user_attrs for t in trials) + sum(_deciding(t) for t in trials) >= self.study.trials:
+                self.settle(opt, name)
+                continue
             began = self.clock()
             if strategy == "nsga2":
                 opt.sampler = self.nsga2_sampler(name, len(trials))
             trial = opt.ask()
-            trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})  # first, so others see it
+            try:
+                trial.set_user_attr("worker", self.signature)  # first, so that others can tell whose it is
+            except optuna.exceptions.UpdateFinishedTrialError:  # in the moment before, another command's start took the
+                continue                                         # unsigned trial for abandoned (finish_abandoned) and failed it
             rng = random.Random(f"{name}/{trial.number}")  # per trial: a resumed search or another worker draws anew
             origin = ORIGINS[strategy]
             if strategy == "random":  # rejection sampling: draws over max_macs are counted, not stored as trials
@@ -423,10 +546,17 @@ class Search:
                 trial.set_user_attr("macs", self.macs(spec))
                 self.tell(opt, trial, began, state=optuna.trial.TrialState.PRUNED)  # over the cost limit: not an evaluation
                 continue
-            earlier = self.settle(opt, trial.number)
+            earlier = self.settle(opt, name, trial.number)
             twin = next((t for t in earlier if "evaluation" in t.user_attrs and spec_key(t.user_attrs["spec"]) == spec_key(spec)), None)
             if twin is not None:
                 self.reuse(opt, trial, twin.number, name, began)
+                continue
+            if any("evaluation" in t.user_attrs for t in opt.get_trials(deepcopy=False) if t.number > trial.number):
+                # A later trial is numbered already: another worker gave up waiting for this one (settle). Its number
+                # would be taken twice; the trial is dropped and the budget goes on with a new one.
+                self.console.print(f"{name}: trial {trial.number} decided after another worker had given up on it: dropped",
+                                   highlight=False, markup=False)
+                self.tell(opt, trial, began, state=optuna.trial.TrialState.FAIL)
                 continue
             ordinal = 1 + sum("evaluation" in t.user_attrs for t in earlier)
             if ordinal > self.study.trials:  # other workers took the last evaluations while this one proposed
@@ -450,29 +580,98 @@ class Search:
         self.tell(opt, trial, began, [val_acc, cost] if strategy == "nsga2" else [val_acc])
 
     def finish_abandoned(self, strategy: str, seed: int) -> None:
-        """Trials left RUNNING by a dead process of this machine are finished as that process would have:
+        """Trials left RUNNING by a stopped process of this machine are finished as that process would have:
         an evaluation is trained again (resuming its run directory) and told, a reused score is told, a spec
         over max_macs is skipped, and a trial killed before its decision fails (nothing of it was trained).
-        Those of live or other-machine workers are left alone."""
+
+        A trial's process is stopped when no process with its pid and start time runs here (_worker: GONE; a
+        pid taken over by a later process included). A trial whose worker cannot be checked (UNKNOWN: unsigned,
+        killed between asking and signing, or signed by an earlier deepexp without a start time) is taken for
+        abandoned too where no other process here can be working on the search (sole_user). Trials of live
+        workers and of other machines are left alone."""
         import optuna
 
         opt, name = self.optuna_study(strategy, seed), f"{strategy}-s{seed}"
-        for t in opt.get_trials(states=[optuna.trial.TrialState.RUNNING]):
-            if _in_progress(t):
-                continue
-            began = self.clock()
-            trial = optuna.trial.Trial(opt, t._trial_id)  # the same trial, reopened in this process
-            trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-            if "evaluation" in t.user_attrs:
-                self.console.print(f"{name}: resuming trial {t.number} left by a stopped search", highlight=False)
-                self.complete(opt, trial, t.user_attrs["spec"], name, t.user_attrs["evaluation"], strategy, began)
-            elif "reused_from" in t.user_attrs:
-                self.reuse(opt, trial, t.user_attrs["reused_from"], name, began)
-            elif "spec" in t.user_attrs and not self.within_budget(t.user_attrs["spec"]):  # killed before it was skipped
-                trial.set_user_attr("macs", self.macs(t.user_attrs["spec"]))
-                self.tell(opt, trial, began, state=optuna.trial.TrialState.PRUNED)
-            else:
-                self.tell(opt, trial, began, state=optuna.trial.TrialState.FAIL)
+        with contextlib.ExitStack() as held:
+            sole = self.sole_user(held)
+            for t in opt.get_trials(states=[optuna.trial.TrialState.RUNNING]):
+                state = _worker(t)
+                if not (state == GONE or (state == UNKNOWN and sole and _on_this_machine(t))):
+                    continue
+                began = self.clock()
+                trial = optuna.trial.Trial(opt, t._trial_id)  # the same trial, reopened in this process
+                trial.set_user_attr("worker", self.signature)
+                if "evaluation" in t.user_attrs:
+                    self.console.print(f"{name}: resuming trial {t.number} left by a stopped search", highlight=False)
+                    self.complete(opt, trial, t.user_attrs["spec"], name, t.user_attrs["evaluation"], strategy, began)
+                elif "reused_from" in t.user_attrs:
+                    self.reuse(opt, trial, t.user_attrs["reused_from"], name, began)
+                elif "spec" in t.user_attrs and not self.within_budget(t.user_attrs["spec"]):  # killed before it was skipped
+                    trial.set_user_attr("macs", self.macs(t.user_attrs["spec"]))
+                    self.tell(opt, trial, began, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    self.tell(opt, trial, began, state=optuna.trial.TrialState.FAIL)
+
+    def sole_user(self, held) -> bool:
+        """Whether no other process on this machine can be working on the storage while `held` (an ExitStack) is
+        open: the storage is the SQLite file in this study's folder, and this process holds that folder's RunLock
+        (the CLI holds it for the whole command; taken into `held` otherwise). Another command could still use
+        the file with storage=..., but its workers sign their trials with their start time, which _worker checks."""
+        file = storage_file(self.url)
+        if file is None or file.resolve().parent != Path(self.exp_dir).resolve():
+            return False
+        try:
+            held.enter_context(RunLock(self.exp_dir))
+        except RunLockedError:
+            return False
+        return True
+
+
+LIVE, GONE, UNKNOWN = "live", "gone", "unknown"  # what this process can tell of a trial's worker (_worker)
+
+
+def process_start(pid: int) -> Optional[str]:
+    """When process `pid` started, as a value that a later process given the same pid does not share: the boot
+    (/proc/sys/kernel/random/boot_id) and the start time in clock ticks after it (/proc/<pid>/stat field 22,
+    `starttime`, proc(5)); where there is no /proc, `ps -o lstart= -p PID` (to the second, POSIX ps). None where
+    the process does not exist or neither source answers."""
+    if Path("/proc/self/stat").is_file():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            return None
+        return f"{boot}/{stat.rsplit(')', 1)[1].split()[19]}"  # after the command name in parentheses: field 3 onwards
+    try:
+        out = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out or None
+
+
+def _worker(trial) -> str:
+    """What this process can tell of the worker that signed `trial` (its `worker` attribute: host, pid, start):
+    LIVE, a process with that pid and that start time runs on this machine; GONE, none does (the pid is free,
+    or taken by a later process), or the worker is this process, whose own undecided trials are never
+    anyone's but the one it is deciding; UNKNOWN, it cannot be checked: a worker of another machine, an
+    unsigned trial (a worker signs right after asking, and one killed in between leaves none), or a signature
+    without a start time (an earlier deepexp, or no /proc and no ps) whose pid runs."""
+    worker = trial.user_attrs.get("worker")
+    if not worker or not _on_this_machine(trial) or not worker.get("pid"):
+        return UNKNOWN
+    pid = worker["pid"]
+    if pid == os.getpid():
+        return GONE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return GONE
+    except PermissionError:
+        pass  # another user's process: it exists
+    recorded, running = worker.get("started"), process_start(pid)
+    if recorded and running:
+        return LIVE if recorded == running else GONE
+    return UNKNOWN
 
 
 def _decided(trial) -> bool:
@@ -483,15 +682,34 @@ def _decided(trial) -> bool:
 
 
 def _deciding(trial) -> bool:
-    """Whether a live worker other than this process is still deciding this trial (later trials wait for it).
-    A worker on another machine cannot be checked: its trial counts for DECIDE_SECONDS after it was asked."""
-    if _decided(trial) or not _in_progress(trial):
-        return False
-    return _on_this_machine(trial) or (datetime.datetime.now() - trial.datetime_start).total_seconds() < DECIDE_SECONDS
+    """Whether another worker may still be deciding this trial (later trials wait for it): undecided, its
+    worker not GONE, and asked less than _limit(trial) seconds ago."""
+    return not _decided(trial) and _worker(trial) != GONE and _age(trial) < _limit(trial)
+
+
+def _age(trial) -> float:
+    """Seconds since the trial was asked for."""
+    return (datetime.datetime.now() - trial.datetime_start).total_seconds()
+
+
+def _limit(trial) -> int:
+    """How long after asking a trial's worker may still be deciding it: ASK_SECONDS for an unsigned trial (its
+    worker, had it lived, would have signed it at once), DECIDE_SECONDS for a signed one."""
+    return DECIDE_SECONDS if trial.user_attrs.get("worker") else ASK_SECONDS
+
+
+def _who(trial) -> str:
+    """The worker of a trial, in words."""
+    worker = trial.user_attrs.get("worker")
+    if not worker:
+        return "a worker that did not sign it"
+    if not _on_this_machine(trial):
+        return f"the worker on {worker.get('host')} (pid {worker.get('pid')})"
+    return f"the worker with pid {worker.get('pid')}"
 
 
 def _on_this_machine(trial) -> bool:
-    """Whether a trial's worker runs here (an unsigned trial is taken to: its worker signs at once)."""
+    """Whether a trial's worker runs here (an unsigned trial is taken to: it is judged by _limit and sole_user)."""
     return (trial.user_attrs.get("worker") or {}).get("host", socket.gethostname()) == socket.gethostname()
 
 
@@ -505,29 +723,6 @@ def _busy_seconds(trials) -> float:
             total += end - max(start, reached)
             reached = end
     return total
-
-
-def _in_progress(trial) -> bool:
-    """Whether a RUNNING trial belongs to a live worker other than this process. One on another
-    machine counts as live; an unsigned one (a worker signs right after asking) only for a minute."""
-    worker = trial.user_attrs.get("worker")
-    if not worker:
-        return (datetime.datetime.now() - trial.datetime_start).total_seconds() < 60
-    if worker.get("host") != socket.gethostname():
-        return True
-    return _alive(worker.get("pid"))
-
-
-def _alive(pid: Optional[int]) -> bool:
-    if not pid or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- the full-budget comparison ----------------------------------------------------------------
