@@ -5,11 +5,10 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 
 from ..config import validate
-from ..progress import ConsoleReporter
+from ..progress import ConsoleReporter, plain_console
 from ..train import train
 
 
@@ -18,7 +17,7 @@ def train_command(cfg: DictConfig) -> int:
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     label = f"[{hydra.job.num}]" if hydra.mode.name == "MULTIRUN" else ""
-    console = Console()
+    console = plain_console()
     result = train(typed, run_dir, ConsoleReporter(console, label=label),
                    provenance={"command": "train", "overrides": list(hydra.overrides.task)})
     console.print(results_table(result.metrics, run_dir))

@@ -1,0 +1,42 @@
+"""Odd inputs deepexp must survive with the right numbers and one clear line: user text with markup or
+maths characters, malformed files, and settings the run used rather than the ones it was given."""
+import json
+from pathlib import Path
+
+from conftest import run_cli
+from deepexp.config import hydra_override
+from deepexp.results import show_value
+
+TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1",
+        "monitor.figure=false"]
+
+
+def fake_run(folder: Path, config: dict, acc: float = 0.5) -> Path:
+    """A finished run's metrics.json as the trainer writes it, with the given config keys."""
+    folder.mkdir(parents=True)
+    history = [{"epoch": 1, "train_loss": 1.0, "train_acc": acc, "val_loss": 1.0, "val_acc": acc}]
+    (folder / "metrics.json").write_text(json.dumps({
+        "status": "completed", "config": {"dataset": "npz", "seed": 0, **config}, "params": 10, "epochs_done": 1,
+        "history": history, "test": {"acc": acc, "loss": 1.0}, "best_val_acc": acc, "seconds": 1.0}))
+    return folder
+
+
+def test_a_run_directory_with_brackets_is_printed_as_given_and_the_run_exits_0(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # rich's width: the table's cells on one line each
+    run_dir = tmp_path / "t[/x]y [q]"
+    out = run_cli(["train", *TINY, hydra_override("hydra.run.dir", str(run_dir))], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+    assert f"│ {run_dir} │" in out.stdout  # the table's run directory row, `[q]` and `[/x]` kept
+
+
+def test_report_keeps_brackets_in_config_values_apart_and_prints_them_as_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    paths = ["/data/[v1]/a.npz", "/data/[v2]/a.npz", "/data/[/old]/a.npz"]
+    for i, path in enumerate(paths):
+        fake_run(tmp_path / "runs" / f"r{i}", {"dataset.path": path}, acc=0.1 * (i + 1))
+    out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "report" / "report.md").exists()
+    for path in paths:
+        assert f"│ {show_value(path)} " in out.stdout  # one table row per group, each path whole
