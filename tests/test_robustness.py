@@ -40,3 +40,23 @@ def test_report_keeps_brackets_in_config_values_apart_and_prints_them_as_given(t
     assert (tmp_path / "report" / "report.md").exists()
     for path in paths:
         assert f"│ {show_value(path)} " in out.stdout  # one table row per group, each path whole
+
+
+def test_plot_labels_with_dollar_signs_are_shown_as_written_not_as_maths():
+    from deepexp import plots
+
+    fig, (ax,) = plots.panels(1)
+    plots.band(ax, [1, 2], [[1.0, 0.5]], "dataset.path=/data/$a^$/a.npz")
+    plots.bars(ax, ["b_$x$"], [0.5], [0.1], "acc")
+    legend = ax.legend()
+    shown = [t._preprocess_math(t.get_text()) for t in [*legend.get_texts(), *ax.get_xticklabels()]]
+    assert shown == [("dataset.path=/data/$a^$/a.npz", False), ("b_$x$", False)]
+
+
+def test_report_over_config_values_with_dollar_signs_writes_its_plots_and_report(tmp_path):
+    for i, path in enumerate(["/data/$a^$/a.npz", "/data/b_$x$/a.npz"]):
+        fake_run(tmp_path / "runs" / f"r{i}", {"dataset.path": path}, acc=0.1 * (i + 1))
+    out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "report" / "plots").iterdir()) == ["learning_curves.png", "test_acc.png"]
+    assert "![test_acc](plots/test_acc.png)" in (tmp_path / "report" / "report.md").read_text()

@@ -147,7 +147,7 @@ def write_plots(runs: List[dict], rows: List[Dict[str, Any]], groups: List[Group
         plots.band(axes[0], epochs, [[h["train_loss"] for h in c[:length]] for c in curves], label(g))
         plots.band(axes[1], epochs, [[h["val_acc"] for h in c[:length]] for c in curves], label(g))
     for ax, ylabel in zip(axes, ("training loss", "validation accuracy")):
-        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel} (mean ± std over runs)\n{subtitle}")
+        ax.set(xlabel="epoch", ylabel=ylabel, title=plots.literal(f"{ylabel} (mean ± std over runs)\n{subtitle}"))
         ax.grid(alpha=0.3)
     if len(groups) <= 12:
         axes[1].legend(fontsize=7)
@@ -157,6 +157,6 @@ def write_plots(runs: List[dict], rows: List[Dict[str, Any]], groups: List[Group
         fig, (ax,) = plots.panels(1, width=max(5.5, 0.6 * len(scored) + 2))
         plots.bars(ax, [label(g) for g in scored], [g.stat(metric).mean for g in scored], [g.stat(metric).std for g in scored],
                    f"{metric} (mean ± std)")
-        ax.set_title(f"{metric} by group\n{subtitle}", fontsize=9)
+        ax.set_title(plots.literal(f"{metric} by group\n{subtitle}"), fontsize=9)
         files[metric] = plots.save(fig, out / "plots" / f"{metric}.png")
     return files
