@@ -17,11 +17,11 @@ import statistics
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .config import hydra_value
 from .errors import ConfigError
-from .rundir import atomic_write, read_metrics
+from .rundir import MetricsError, atomic_write, read_metrics
 
 
 @dataclass
@@ -75,11 +75,21 @@ def find_runs(root: Path) -> List[Path]:
     return sorted(p.parent for p in Path(root).glob("**/metrics.json"))
 
 
-def load_run(run_dir: Path) -> Optional[dict]:
-    metrics = read_metrics(run_dir)
-    if metrics is not None:
-        metrics["run_dir"] = str(run_dir)
-    return metrics
+def load_runs(run_dirs: Iterable[Path]) -> Tuple[List[dict], List[MetricsError]]:
+    """Each run's metrics.json (rundir.read_metrics) with its folder under "run_dir", and, apart, why each
+    unreadable one could not be read (a copy cut short, a file of another shape): a report shows the runs it
+    can read and names the others instead of failing or silently dropping them."""
+    runs: List[dict] = []
+    unreadable: List[MetricsError] = []
+    for run_dir in run_dirs:
+        try:
+            metrics = read_metrics(run_dir)
+        except MetricsError as exc:
+            unreadable.append(exc)
+            continue
+        if metrics is not None:  # (removed since it was found)
+            runs.append({**metrics, "run_dir": str(run_dir)})
+    return runs, unreadable
 
 
 def group(rows: Iterable[Dict[str, Any]], by: Sequence[str]) -> List[Group]:

@@ -60,3 +60,54 @@ def test_report_over_config_values_with_dollar_signs_writes_its_plots_and_report
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (tmp_path / "report" / "plots").iterdir()) == ["learning_curves.png", "test_acc.png"]
     assert "![test_acc](plots/test_acc.png)" in (tmp_path / "report" / "report.md").read_text()
+
+
+GOOD = {"status": "completed", "config": {"dataset": "npz", "seed": 0}, "params": 10, "epochs_done": 1, "seconds": 1.0,
+        "history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}],
+        "test": {"acc": 0.5, "loss": 1.0}, "best_val_acc": 0.5}
+MALFORMED = {  # the file's text -> the reason deepexp gives
+    "config_null": (json.dumps({**GOOD, "config": None}), "config is null, not an object"),
+    "config_list": (json.dumps({**GOOD, "config": [1]}), "config is a list, not an object"),
+    "json_list": ("[1]", "holds a list, not an object"),
+    "history_dict": (json.dumps({**GOOD, "history": {"a": 1}}), "history is an object, not a list of epochs"),
+    "no_val_acc": (json.dumps({**GOOD, "history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0}]}),
+                   "history[0] has no val_acc"),
+    "loss_string": (json.dumps({**GOOD, "history": [{**GOOD["history"][0], "train_loss": "1.0"}]}),
+                    "history[0].train_loss is a string, not a number"),
+    "epochs_string": (json.dumps({**GOOD, "epochs_done": "1"}), "epochs_done is a string, not a whole number"),
+    "test_acc_list": (json.dumps({**GOOD, "test": {"acc": [0.5], "loss": 1.0}}), "test.acc is a list, not a number"),
+    "truncated": (json.dumps(GOOD)[:40], "not valid JSON"),
+}
+
+
+def test_report_skips_each_unreadable_metrics_json_with_one_warning_and_counts_it_in_the_setup(tmp_path):
+    fake_run(tmp_path / "runs" / "good", {})
+    for name, (text, _) in MALFORMED.items():
+        (tmp_path / "runs" / name).mkdir()
+        (tmp_path / "runs" / name / "metrics.json").write_text(text)
+    out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    warnings = out.stderr.splitlines()
+    assert len(warnings) == len(MALFORMED)
+    for (name, (_, reason)), line in zip(sorted(MALFORMED.items()), warnings):
+        assert line.startswith(f"warning: skipped {tmp_path / 'runs' / name / 'metrics.json'}: {reason}")
+    setup = (tmp_path / "report" / "report.md").read_text().split("## Results")[0]
+    assert f"- Runs: 1 run directories below `{tmp_path / 'runs'}`" in setup
+    assert f"Skipped {len(MALFORMED)} unreadable metrics.json: `{tmp_path / 'runs' / 'config_list' / 'metrics.json'}` (config is a list" in setup
+
+
+def test_train_refuses_a_run_directory_whose_metrics_json_it_cannot_read_and_leaves_the_file(tmp_path):
+    for name in ("json_list", "config_null"):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "metrics.json").write_text(MALFORMED[name][0])
+        out = run_cli(["train", *TINY, f"hydra.run.dir={run_dir}"], tmp_path)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert out.stderr.startswith(f"deepexp: {run_dir / 'metrics.json'}: {MALFORMED[name][1]}; not a metrics.json deepexp can read")
+        assert (run_dir / "metrics.json").read_text() == MALFORMED[name][0]
+    run_dir = tmp_path / "outputs" / "train" / "old"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text("[1]")
+    out = run_cli(["train", *TINY, "resume=true"], tmp_path)
+    assert out.returncode == 2 and out.stderr == f"deepexp: {Path('outputs/train/old/metrics.json')}: holds a list, not an object; " \
+                                                 "not a metrics.json deepexp can read (move it away, or choose another run directory)\n"

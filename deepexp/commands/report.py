@@ -18,8 +18,9 @@ from .. import plots
 from ..config import ReportConfig, hydra_override, validate
 from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, hardware_line, study_console
+from ..progress import plain_console
 from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm,
-                       load_run, markdown_table, publish_report, show_value, stalled, value_key, write_csv, write_text)
+                       load_runs, markdown_table, publish_report, show_value, stalled, value_key, write_csv, write_text)
 
 # Config keys that never define a group: the seed is what groups average over; the rest
 # change where or how a run executed, not what it computed.
@@ -65,9 +66,13 @@ def report_command(cfg: DictConfig) -> int:
     if not root.is_dir():
         raise ConfigError(f"{hydra_override('path', study.path)}: no such folder; give the folder that holds the run directories")
     out, console = experiment_dir(), study_console()
-    runs = [m for m in (load_run(p) for p in find_runs(root) if out not in p.parents and p != out) if m is not None]
+    runs, unreadable = load_runs(p for p in find_runs(root) if out not in p.parents and p != out)
     if not runs:
-        raise ConfigError(f"{hydra_override('path', study.path)}: no run directories (folders with a metrics.json) below it")
+        found = f"; the {len(unreadable)} metrics.json below it cannot be read, first {unreadable[0].path}: {unreadable[0].reason}" if unreadable else ""
+        raise ConfigError(f"{hydra_override('path', study.path)}: no run directories (folders with a readable metrics.json) below it{found}")
+    warnings = plain_console(stderr=True)
+    for problem in unreadable:
+        warnings.print(f"warning: skipped {problem.path}: {problem.reason}", soft_wrap=True)
     rows = [run_row(m) for m in runs]
     by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
     unknown = [k for k in by if all(k not in r for r in rows)]
@@ -92,7 +97,9 @@ def report_command(cfg: DictConfig) -> int:
     lines = ["# Report", "", "## Setup",
              f"- Runs: {len(rows)} run directories below `{root}` ({sum(r['status'] == 'completed' for r in rows)} completed, "
              f"{sum(r['status'] == 'diverged' for r in rows)} diverged, {sum(r['status'] not in ('completed', 'diverged') for r in rows)} "
-             f"other); datasets {', '.join(datasets)}; epochs {epochs}.",
+             f"other); datasets {', '.join(datasets)}; epochs {epochs}."
+             + (f" Skipped {len(unreadable)} unreadable metrics.json: "
+                + "; ".join(f"`{p.path}` ({p.reason})" for p in unreadable) + "." if unreadable else ""),
              f"- Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
              f"each group's statistics are over its runs (mean, sample std, Student-t 95% CI).",
              f"- {comparison_method('run')}",
