@@ -92,6 +92,21 @@ def load_runs(run_dirs: Iterable[Path]) -> Tuple[List[dict], List[MetricsError]]
     return runs, unreadable
 
 
+AS_RUN = (("amp", "amp_dtype"), ("compile", "compiled"), ("tf32", "tf32"))  # config key, provenance key of what ran
+
+
+def run_config(metrics: dict) -> Dict[str, Any]:
+    """A run's flat config with the settings that take effect only where the hardware has them as they
+    ran, from its provenance (AS_RUN): amp=true on a CPU trained in float32 and shows as amp=false,
+    compile=true on a CPU ran eager. Runs that did not record them keep the configured value."""
+    config = dict(metrics.get("config") or {})
+    ran = metrics.get("provenance") or {}
+    for key, recorded in AS_RUN:
+        if key in config and recorded in ran:
+            config[key] = ran[recorded] is not None if key == "amp" else bool(ran[recorded])
+    return config
+
+
 def group(rows: Iterable[Dict[str, Any]], by: Sequence[str]) -> List[Group]:
     """Rows with equal values of `by` (typically everything but the seed), in first-seen order.
     Any config value groups, lists and dicts included (compared by `value_key`)."""

@@ -111,3 +111,21 @@ def test_train_refuses_a_run_directory_whose_metrics_json_it_cannot_read_and_lea
     out = run_cli(["train", *TINY, "resume=true"], tmp_path)
     assert out.returncode == 2 and out.stderr == f"deepexp: {Path('outputs/train/old/metrics.json')}: holds a list, not an object; " \
                                                  "not a metrics.json deepexp can read (move it away, or choose another run directory)\n"
+
+
+def test_a_run_records_the_batch_probe_and_precision_it_used_and_resumes_under_a_request_that_changes_nothing(tmp_path):
+    from conftest import read_csv
+
+    run = tmp_path / "run"  # 58 training and 6 validation images: less than batch_size=128 and monitor.probe_size=256
+    out = run_cli(["train", *TINY, "amp=true", "compile=true", "device=cpu", f"hydra.run.dir={run}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "warning: batch_size=128 is more than the 58 training images; training in batches of 58, one step per epoch" in out.stderr
+    m = json.loads((run / "metrics.json").read_text())
+    assert (m["data"]["batch_size_used"], m["data"]["probe_size_used"]) == (58, 6)
+    assert m["config"]["amp"] is True and m["provenance"]["amp_dtype"] is None  # asked for, and what ran
+    out = run_cli(["train", *TINY, "amp=false", "compile=false", "device=cpu", f"hydra.run.dir={run}"], tmp_path)
+    assert out.returncode == 0 and "already completed; nothing to do" in out.stdout, out.stderr
+    out = run_cli(["report", f"path={run}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    (row,) = read_csv(tmp_path / "report" / "summary.csv")
+    assert (row["amp"], row["compile"]) == ("False", "False")

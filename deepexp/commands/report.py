@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..progress import plain_console
 from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm,
-                       load_runs, markdown_table, publish_report, show_value, stalled, value_key, write_csv, write_text)
+                       load_runs, markdown_table, publish_report, run_config, show_value, stalled, value_key, write_csv, write_text)
 
 # Config keys that never define a group: the seed is what groups average over; the rest
 # change where or how a run executed, not what it computed.
@@ -30,14 +30,15 @@ METRICS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_val_
 
 
 def run_row(metrics: dict) -> Dict[str, Any]:
-    """One flat row per run: its config keys, its status and its final numbers; `clipped_fraction` is the
+    """One flat row per run: its config keys (amp, compile, tf32 as they ran: results.run_config), its status and
+    its final numbers; `clipped_fraction` is the
     mean over epochs of the fraction of updates whose gradient norm grad_clip cut (None without clipping)."""
     history = metrics.get("history") or []
     last, test = (history[-1] if history else {}), (metrics.get("test") or {})
     # (the epochs of a run take the same number of steps, but for batches skipped by on_nan=skip_batch)
     clipped = [h["clipped_fraction"] for h in history if "clipped_fraction" in h]
     return {
-        **metrics.get("config", {}),
+        **run_config(metrics),
         "status": metrics.get("status"),
         "test_acc": test.get("acc"), "test_loss": test.get("loss"), "best_val_acc": metrics.get("best_val_acc"),
         "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
