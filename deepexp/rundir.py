@@ -80,6 +80,26 @@ def read_json(path: Path) -> Optional[Any]:
         return None
 
 
+# Config keys added after runs were already on disk, with the value that reproduces the old behaviour: a run
+# without the key ran as this value says. The trainer's resumability check and `deepexp report` read old runs
+# through it (found with `git log -p configs/`; keys an option group's schema gained for choices that ignore
+# them, such as optim.betas for SGD, included). tf32: exactly on the CPU; earlier CUDA runs had PyTorch's
+# defaults, float32 matmuls but TF32 convolutions on compute capability 8.0+, and continue in float32.
+NEW_OPTION_DEFAULTS: Dict[str, Any] = {
+    "on_nan": "stop", "eval_test": True, "tf32": False, "device.index": None,
+    "dataset.path": None, "dataset.num_classes": None, "dataset.channels": 1, "dataset.train_size": 2048,
+    "dataset.test_size": 512, "optim.momentum": 0.9, "optim.nesterov": False, "optim.betas": [0.9, 0.999],
+    "sched.step_size": 30, "sched.gamma": 0.1, "sched.min_lr_factor": 0.0,
+}
+
+
+def with_new_options(configs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Flat configs of runs written at different times, each given the keys of NEW_OPTION_DEFAULTS that another
+    of them has, at their old-behaviour value: an old run and an identical newer one then compare equal."""
+    present = [k for k in NEW_OPTION_DEFAULTS if any(k in c for c in configs)]
+    return [{**c, **{k: NEW_OPTION_DEFAULTS[k] for k in present if k not in c}} for c in configs]
+
+
 class MetricsError(ConfigError):
     """A metrics.json that deepexp cannot read: not JSON (cut short, say), or not shaped as the trainer
     writes it. `path` is the file, `reason` says what is wrong with it. Exit code 2."""

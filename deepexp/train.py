@@ -36,7 +36,7 @@ from .host import host_load, keep_freed_memory, oversubscription_warning
 from .models import check_input_fits, create_model, init_weights
 from .monitor import LayerMonitor, grad_depth_figure, write_scalars
 from .progress import ConsoleReporter
-from .rundir import RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
+from .rundir import NEW_OPTION_DEFAULTS, RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
 
 EXIT_OK, EXIT_DIVERGED = 0, 3
 # The progress bar is redrawn 10 times a second; reading the running loss more often than this is wasted,
@@ -45,10 +45,6 @@ PROGRESS_EVERY_S = 0.25
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
 RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
-# Options added after runs were already on disk, with the value that reproduces the old behaviour. (tf32: exactly
-# on the CPU; earlier CUDA runs had PyTorch's defaults, float32 matmuls but TF32 convolutions on compute capability
-# 8.0+, and continue in float32.)
-NEW_OPTION_DEFAULTS = {"on_nan": "stop", "eval_test": True, "tf32": False}
 # Where `compile=true` compiles the model; elsewhere it warns and the run stays eager. (The tests widen
 # this to the CPU, with torch.compile's "eager" backend, to run the compiled path without a GPU.)
 COMPILE_DEVICES = ("cuda",)

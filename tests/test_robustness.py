@@ -129,3 +129,25 @@ def test_a_run_records_the_batch_probe_and_precision_it_used_and_resumes_under_a
     assert out.returncode == 0, out.stderr
     (row,) = read_csv(tmp_path / "report" / "summary.csv")
     assert (row["amp"], row["compile"]) == ("False", "False")
+
+
+def test_options_added_since_a_run_was_written_default_to_their_current_defaults_and_old_runs_resume():
+    from deepexp.config import compose_train
+    from deepexp.rundir import NEW_OPTION_DEFAULTS
+    from deepexp.train import check_resumable, flat_config
+
+    current = flat_config(compose_train([]))
+    assert {k: current[k] for k in NEW_OPTION_DEFAULTS} == NEW_OPTION_DEFAULTS
+    old = {k: v for k, v in current.items() if k not in NEW_OPTION_DEFAULTS}
+    check_resumable(old, current, Path("old-run"))  # no refusal: the old run ran as the defaults say
+
+
+def test_report_groups_a_run_written_before_an_option_existed_with_an_identical_newer_run(tmp_path):
+    from deepexp.rundir import NEW_OPTION_DEFAULTS
+
+    fake_run(tmp_path / "runs" / "old", {"model": "mlp", "seed": 0}, acc=0.5)
+    fake_run(tmp_path / "runs" / "new", {"model": "mlp", "seed": 1, **NEW_OPTION_DEFAULTS}, acc=0.7)
+    out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "2 runs in 1 groups" in summary and "| all runs | 2 | 1,0 | 0.6000 ± 0.1414 |" in summary

@@ -19,6 +19,7 @@ from ..config import ReportConfig, hydra_override, validate
 from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..progress import plain_console
+from ..rundir import with_new_options
 from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm,
                        load_runs, markdown_table, publish_report, run_config, show_value, stalled, value_key, write_csv, write_text)
 
@@ -74,7 +75,7 @@ def report_command(cfg: DictConfig) -> int:
     warnings = plain_console(stderr=True)
     for problem in unreadable:
         warnings.print(f"warning: skipped {problem.path}: {problem.reason}", soft_wrap=True)
-    rows = [run_row(m) for m in runs]
+    rows = with_new_options([run_row(m) for m in runs])  # runs written before an option existed ran at its default
     by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
     unknown = [k for k in by if all(k not in r for r in rows)]
     if unknown:
