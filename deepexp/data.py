@@ -198,7 +198,9 @@ def count_classes(name: str, y_train: Tensor, y_test: Tensor, num_classes: Optio
     present = set(torch.unique(y_train).tolist())
     if len(present) < k:
         first = list(itertools.islice((c for c in range(k) if c not in present), 6))
-        raise DataError(f"{name}: classes {_listed(first, total=k - len(present))} of 0..{k - 1} have no training images (K={k}, {source}); "
+        n_missing = k - len(present)
+        raise DataError(f"{name}: class{'es' if n_missing > 1 else ''} {_listed(first, total=n_missing)} of 0..{k - 1} "
+                        f"{'have' if n_missing > 1 else 'has'} no training images (K={k}, {source}); "
                         f"labels must be the classes 0..K-1, each with training images")
     if k < 2:
         raise DataError(f"{name}: every training label is 0; a classifier needs at least 2 classes")
@@ -213,7 +215,7 @@ def split_warnings(name: str, y: Tensor, num_classes: int, subset: Optional[int]
     missing = (counts == 0).nonzero().flatten().tolist()
     if missing:
         cause = f"subset={subset} leaves" if subset is not None else "it has"
-        out.append(f"{name}: the training split ({len(y)} images) has no images of classes {_listed(missing)} of "
+        out.append(f"{name}: the training split ({len(y)} images) has no images of class{'es' if len(missing) > 1 else ''} {_listed(missing)} of "
                    f"{num_classes} ({cause} none after the validation split); the test set still counts them")
     present = counts[counts > 0]
     large, small = int(present.max()), int(present.min())
@@ -338,7 +340,8 @@ def _mnist_like(cls_name: str, name: str, roots: List[Path], download: bool,
         except Exception as exc:  # no network, refused, partial file ...
             error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     looked = [r / cls_name / "raw" for r in roots]
-    raise _missing(name, looked, "the idx files", error,
+    absent = missing_idx_files(next((f for f in looked if f.is_dir()), looked[0]))
+    raise _missing(name, looked, f"idx file{'s' if len(absent) > 1 else ''} {', '.join(absent)} (plain or .gz)", error,
                    f"put {cls_name}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA), or allow the download")
 
 
@@ -352,6 +355,11 @@ def idx_names(split: str, kind: str, idx: str) -> List[str]:
     """The file names one idx file is found under, in the order they are looked for."""
     names = [f"{split}-{kind}-{idx}-ubyte", f"{split}-{kind}.{idx}-ubyte"]
     return names + [f"{name}.gz" for name in names]
+
+
+def missing_idx_files(folder: Path) -> List[str]:
+    """The idx files `folder` lacks under every spelling of `idx_names`, each named by its first spelling."""
+    return [idx_names(*key)[0] for key in IDX_FILES if not any((folder / n).is_file() for n in idx_names(*key))]
 
 
 def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:

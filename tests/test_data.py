@@ -269,7 +269,7 @@ def npz_dataset(tmp_path, y_train, y_test, **kw):
 
 @pytest.mark.parametrize("y_train, y_test, num_classes, message", [
     ([200] * 20, [0] * 5, None, "classes 0, 1, 2, 3, 4, 5 and 194 more of 0..200 have no training images (K=201, K inferred"),
-    ([0, 1, 3] * 6, [0, 1, 3], None, "classes 2 of 0..3 have no training images"),
+    ([0, 1, 3] * 6, [0, 1, 3], None, "class 2 of 0..3 has no training images"),
     ([0, 1, 2] * 6, [0, 1, 2, 3], None, "test label 3 is a class no training image has (K=3"),
     ([0, 1, 2, 3] * 5, [0, 1], 3, "training label 3 is outside 0..K-1 (K=3, dataset.num_classes=3)"),
     ([0, 1] * 10, [0, 1, 2], 2, "test label 2 is outside 0..K-1 (K=2, dataset.num_classes=2)"),
@@ -290,7 +290,7 @@ def test_k_is_the_datasets_whatever_the_subset_and_a_split_missing_a_class_warns
     assert full.num_classes == 3 and full.warnings == ()
     small = load_splits(npz_dataset(tmp_path, y_train, [0, 1, 2]), DataConfig(), 0, 0.1, 20)
     assert small.num_classes == 3 and len(small.warnings) == 1
-    assert "the training split (18 images) has no images of classes 2 of 3 (subset=20 leaves none" in small.warnings[0]
+    assert "the training split (18 images) has no images of class 2 of 3 (subset=20 leaves none" in small.warnings[0]
     given = load_splits(npz_dataset(tmp_path, y_train, [0, 1, 2], num_classes=3), DataConfig(), 0, 0.1, None)
     assert given.num_classes == 3
 
@@ -326,7 +326,7 @@ def test_a_subset_missing_a_class_trains_with_the_datasets_k_and_says_so(tmp_pat
     out = run_cli(["train", "dataset=npz", f"dataset.path={data.path}", "subset=20", "model.depth=1", "model.width=8", "epochs=1",
                    "batch_size=6", "monitor.figure=false", f"hydra.run.dir={run}"], tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "warning: npz: the training split (18 images) has no images of classes 2 of 3" in out.stderr
+    assert "warning: npz: the training split (18 images) has no images of class 2 of 3" in out.stderr
     metrics = __import__("json").loads((run / "metrics.json").read_text())
     assert metrics["data"]["num_classes"] == 3 and metrics["data"]["train"] == 18
 
@@ -403,3 +403,17 @@ def test_data_that_cannot_be_trained_and_tested_stops_the_cli_before_training(tm
     assert out.returncode == 2 and len(errors) == 1, out.stderr
     assert ("differ in shape" if case.startswith("idx") else "no test images") in out.stderr
     assert not (run / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("kept, missing", [("t10k", "train-images-idx3-ubyte, train-labels-idx1-ubyte"),
+                                           ("train", "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")])
+def test_missing_idx_files_are_named_through_the_cli(tmp_path, kept, missing):
+    from conftest import run_cli
+
+    folder = idx_folder_with(tmp_path)
+    for path in folder.iterdir():
+        if not path.name.startswith(kept):
+            path.unlink()
+    out = run_cli(["train", f"data.root={tmp_path / 'data'}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1].startswith(f"deepexp: mnist: idx files {missing} (plain or .gz) not found in {folder}; download is off")
