@@ -49,9 +49,28 @@ def integer_ticks(axis) -> None:
     axis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
 
 
+def legend(ax, **kwargs) -> None:
+    """`ax.legend(**kwargs)` where `ax` has labelled artists; none (every group without a curve, say) leaves
+    the axes without a legend instead of matplotlib's warning that it found nothing to put in one."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
+def tight_layout(fig) -> None:
+    """`fig.tight_layout()`, quietly: where long labels leave no room for margins that fit them all,
+    matplotlib keeps the layout it has and warns; the figure is still complete, so no warning is printed."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
+        fig.tight_layout()
+
+
 def save(fig, path: Path) -> str:
+    """Lay `fig` out (`tight_layout`), write it to `path` as PNG (atomically: a temporary name, then a
+    rename), close it; returns the file name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    tight_layout(fig)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(path)
@@ -92,7 +111,7 @@ def label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[
     from adjustText import adjust_text, get_bboxes
     from matplotlib.collections import PathCollection
 
-    ax.figure.tight_layout()  # as `save` will: names are placed in the axes' final size
+    tight_layout(ax.figure)  # as `save` will: names are placed in the axes' final size
     markers = [box for c in ax.collections if isinstance(c, PathCollection) for box in get_bboxes(c, ax=ax)]
     texts = [ax.text(x, y, literal(label), fontsize=7) for x, y, label in zip(xs, ys, labels)]
     # A fixed number of iterations, not adjustText's default time limit: the same figure on any machine.

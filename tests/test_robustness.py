@@ -151,3 +151,26 @@ def test_report_groups_a_run_written_before_an_option_existed_with_an_identical_
     assert out.returncode == 0, out.stderr
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "2 runs in 1 groups" in summary and "| all runs | 2 | 1,0 | 0.6000 ± 0.1414 |" in summary
+
+
+def test_report_figures_of_runs_without_curves_or_with_long_labels_raise_no_matplotlib_warning(tmp_path):
+    import warnings
+
+    from deepexp.commands.report import write_plots
+    from deepexp.results import group
+
+    rows = [{"run_dir": f"r{i}", "dataset.path": "/data/" + "x" * 300 + str(i), "test_acc": 0.5, "seed": 0} for i in range(2)]
+    runs = [{"run_dir": r["run_dir"], "history": []} for r in rows]  # no epoch finished: no curve, no legend entry
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "No artists with labels found", "Tight layout not applied" were printed
+        files = write_plots(runs, rows, group(rows, ["dataset.path"]), ["dataset.path"], "test_acc", tmp_path, "npz")
+    assert files == {"learning_curves": "learning_curves.png", "test_acc": "test_acc.png"}
+
+
+def test_the_efficient_reports_budget_caveat_names_the_dataset_it_trained_on():
+    from deepexp.config import compose_config, validate
+    from deepexp.experiments.efficient import limitations
+
+    study = validate(compose_config("efficient", ["dataset=mnist", "epochs=2"]))
+    assert limitations(study, {"train": 1000}, {})[0].startswith(
+        "2 epochs on 1000 training images: far from converged mnist training, so the accuracies")

@@ -159,7 +159,7 @@ def write_plots(runs: List[dict], rows: List[Dict[str, Any]], groups: List[Group
         ax.set(xlabel="epoch", ylabel=ylabel, title=plots.literal(f"{ylabel} (mean ± std over runs)\n{subtitle}"))
         ax.grid(alpha=0.3)
     if len(groups) <= 12:
-        axes[1].legend(fontsize=7)
+        plots.legend(axes[1], fontsize=7)
     files["learning_curves"] = plots.save(fig, out / "plots" / "learning_curves.png")
     scored = [g for g in groups if g.stat(metric).n]
     if scored:
