@@ -13,6 +13,7 @@ missing, where deepexp looked, and how to fix it.
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -106,7 +107,7 @@ def load_splits(dataset: DatasetConfig, data: DataConfig, seed: int, val_fractio
 
     The classes are checked on the whole dataset (count_classes: a bad label raises DataError), so
     that K is the dataset's whatever `subset` is; the split trained on only warns (split_warnings)."""
-    raw = DATASETS.get(dataset.name)(dataset, data_roots(data), data.download)
+    raw = check_raw(dataset.name, DATASETS.get(dataset.name)(dataset, data_roots(data), data.download))
     num_classes = count_classes(dataset.name, raw.y_train, raw.y_test, dataset.num_classes)
     x, y = raw.x_train, raw.y_train
     if subset is not None:
@@ -126,6 +127,36 @@ def load_splits(dataset: DatasetConfig, data: DataConfig, seed: int, val_fractio
     )
 
 
+def check_raw(name: str, raw: RawDataset) -> RawDataset:
+    """The one check every loader's arrays pass at load time, before anything trains on them.
+
+    Args:
+        name: the dataset's registered name, for the message.
+        raw: images uint8 (N, C, H, W) and labels int64 (N,), train and test.
+    Returns `raw` unchanged.
+    Raises DataError (naming `raw.source`) unless each split has images of that dtype and rank, one
+    integer label per image and at least one image, every image has pixels (no axis of size 0), and
+    training and test images have the same (C, H, W): a model built for one cannot take the other."""
+    for split, x, y in (("training", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            problem = f"{split} images must be uint8 (N, C, H, W), got {str(x.dtype).removeprefix('torch.')} {tuple(x.shape)}"
+        elif y.ndim != 1 or y.dtype != torch.int64:
+            problem = f"{split} labels must be one integer per image (N,), got {str(y.dtype).removeprefix('torch.')} {tuple(y.shape)}"
+        elif len(x) != len(y):
+            problem = f"{len(x)} {split} images for {len(y)} {split} labels"
+        elif len(y) == 0:
+            problem = f"no {split} images"
+        elif 0 in x.shape[1:]:
+            problem = f"{split} images of shape (C, H, W) = {tuple(x.shape[1:])} have no pixels"
+        else:
+            continue
+        raise DataError(f"{name}: {problem} ({raw.source})")
+    if raw.x_train.shape[1:] != raw.x_test.shape[1:]:
+        raise DataError(f"{name}: training images {tuple(raw.x_train.shape[1:])} and test images {tuple(raw.x_test.shape[1:])} "
+                        f"(C, H, W) differ in shape ({raw.source})")
+    return raw
+
+
 # --- classes ---------------------------------------------------------------------------------
 
 # Largest over smallest class in the training split (the imbalance ratio) above which a run warns. A
@@ -134,9 +165,11 @@ def load_splits(dataset: DatasetConfig, data: DataConfig, seed: int, val_fractio
 IMBALANCE_WARNING = 10.0
 
 
-def _listed(values: List[int], most: int = 6) -> str:
+def _listed(values: List[int], most: int = 6, total: Optional[int] = None) -> str:
+    """The first `most` of `values` and how many more there are (`total` of them in all; default len(values))."""
+    total = len(values) if total is None else total
     shown = ", ".join(str(v) for v in values[:most])
-    return shown + (f" and {len(values) - most} more" if len(values) > most else "")
+    return shown + (f" and {total - most} more" if total > most else "")
 
 
 def count_classes(name: str, y_train: Tensor, y_test: Tensor, num_classes: Optional[int]) -> int:
@@ -160,9 +193,14 @@ def count_classes(name: str, y_train: Tensor, y_test: Tensor, num_classes: Optio
         if len(y) and int(y.max()) >= k:
             what = "outside 0..K-1" if num_classes is not None else "a class no training image has"
             raise DataError(f"{name}: {split} label {int(y.max())} is {what} (K={k}, {source}); labels must be the classes 0..K-1")
-    missing = (torch.bincount(y_train, minlength=k) == 0).nonzero().flatten().tolist()
-    if missing:
-        raise DataError(f"{name}: classes {_listed(missing)} of 0..{k - 1} have no training images (K={k}, {source}); "
+    # From the labels present, not bincount(minlength=K): K comes from the data, and one label of 10**12 would
+    # ask bincount for 8 TB of counters; this costs at most N + 6 steps whatever K is.
+    present = set(torch.unique(y_train).tolist())
+    if len(present) < k:
+        first = list(itertools.islice((c for c in range(k) if c not in present), 6))
+        n_missing = k - len(present)
+        raise DataError(f"{name}: class{'es' if n_missing > 1 else ''} {_listed(first, total=n_missing)} of 0..{k - 1} "
+                        f"{'have' if n_missing > 1 else 'has'} no training images (K={k}, {source}); "
                         f"labels must be the classes 0..K-1, each with training images")
     if k < 2:
         raise DataError(f"{name}: every training label is 0; a classifier needs at least 2 classes")
@@ -177,7 +215,7 @@ def split_warnings(name: str, y: Tensor, num_classes: int, subset: Optional[int]
     missing = (counts == 0).nonzero().flatten().tolist()
     if missing:
         cause = f"subset={subset} leaves" if subset is not None else "it has"
-        out.append(f"{name}: the training split ({len(y)} images) has no images of classes {_listed(missing)} of "
+        out.append(f"{name}: the training split ({len(y)} images) has no images of class{'es' if len(missing) > 1 else ''} {_listed(missing)} of "
                    f"{num_classes} ({cause} none after the validation split); the test set still counts them")
     present = counts[counts > 0]
     large, small = int(present.max()), int(present.min())
@@ -302,7 +340,8 @@ def _mnist_like(cls_name: str, name: str, roots: List[Path], download: bool,
         except Exception as exc:  # no network, refused, partial file ...
             error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     looked = [r / cls_name / "raw" for r in roots]
-    raise _missing(name, looked, "the idx files", error,
+    absent = missing_idx_files(next((f for f in looked if f.is_dir()), looked[0]))
+    raise _missing(name, looked, f"idx file{'s' if len(absent) > 1 else ''} {', '.join(absent)} (plain or .gz)", error,
                    f"put {cls_name}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA), or allow the download")
 
 
@@ -318,6 +357,11 @@ def idx_names(split: str, kind: str, idx: str) -> List[str]:
     return names + [f"{name}.gz" for name in names]
 
 
+def missing_idx_files(folder: Path) -> List[str]:
+    """The idx files `folder` lacks under every spelling of `idx_names`, each named by its first spelling."""
+    return [idx_names(*key)[0] for key in IDX_FILES if not any((folder / n).is_file() for n in idx_names(*key))]
+
+
 def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
     """The four MNIST-format files in `folder` (any spelling of `idx_names`); None where any is missing.
 
@@ -329,9 +373,11 @@ def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
             return None
         files.append(found)
     try:
-        xtr, ytr, xte, yte = (read_idx(f) for f in files)
-        if xtr.ndim != 3 or xte.ndim != 3 or len(xtr) != len(ytr) or len(xte) != len(yte) or len(xtr) == 0:
-            raise ValueError(f"{len(xtr)} train images for {len(ytr)} labels, {len(xte)} test images for {len(yte)} labels")
+        xtr, ytr, xte, yte = arrays = [read_idx(f) for f in files]
+        for (_, kind, _), path, array in zip(IDX_FILES, files, arrays):
+            rank, layout = (3, "(N, H, W)") if kind == "images" else (1, "(N,)")
+            if array.ndim != rank:
+                raise ValueError(f"{path.name} has a header of shape {array.shape}; idx {kind} are {layout}")
     except (OSError, ValueError, EOFError, IndexError) as exc:  # truncated, corrupt, not idx at all
         raise DataError(f"{label} in {folder} are unreadable ({type(exc).__name__}: {exc}); "
                         f"fix: delete them to re-download, or replace them") from None
@@ -419,9 +465,7 @@ def read_npz(path: Path) -> RawDataset:
             raise DataError(f"{path}: y_{split} must be N integer labels for x_{split}'s {len(x)} images, got {y.dtype} {arrays[f'y_{split}'].shape}")
         out[split] = (_nchw(x), torch.as_tensor(y.astype(np.int64)))
     (xtr, ytr), (xte, yte) = out["train"], out["test"]
-    if xtr.shape[1:] != xte.shape[1:]:
-        raise DataError(f"{path}: x_train images {tuple(xtr.shape[1:])} and x_test images {tuple(xte.shape[1:])} differ in shape")
-    return RawDataset(xtr, ytr, xte, yte, f"from {path}")
+    return RawDataset(xtr, ytr, xte, yte, f"from {path}")  # shapes and sizes: check_raw, as for every loader
 
 
 @DATASETS.register("npz")

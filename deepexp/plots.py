@@ -12,6 +12,14 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 
+def literal(text: str) -> str:
+    """`text` as a figure should show it, for any label or title made from user values: each `$` escaped
+    as `\\$`, so that a value such as `/data/$a^$/a.npz` is shown as written rather than parsed as
+    mathtext (matplotlib reads the text between two unescaped dollar signs as maths; its "Writing
+    mathematical expressions" guide gives `\\$` for a literal one)."""
+    return str(text).replace("$", r"\$")
+
+
 def _plt():
     import matplotlib
 
@@ -26,7 +34,7 @@ def band(ax, x: Sequence[int], series: List[Sequence[float]], label: str, log: b
     something (epochs, layers, trials), so its ticks are whole numbers."""
     arr = np.asarray(series, dtype=float)
     mean, std = arr.mean(0), arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1])
-    line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
+    line, = ax.plot(x, mean, marker="o", markersize=3, label=literal(label))
     low = np.maximum(mean - std, mean * 1e-3) if log else mean - std
     ax.fill_between(x, low, mean + std, color=line.get_color(), alpha=0.2)
     if log:
@@ -41,9 +49,28 @@ def integer_ticks(axis) -> None:
     axis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
 
 
+def legend(ax, **kwargs) -> None:
+    """`ax.legend(**kwargs)` where `ax` has labelled artists; none (every group without a curve, say) leaves
+    the axes without a legend instead of matplotlib's warning that it found nothing to put in one."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
+def tight_layout(fig) -> None:
+    """`fig.tight_layout()`, quietly: where long labels leave no room for margins that fit them all,
+    matplotlib keeps the layout it has and warns; the figure is still complete, so no warning is printed."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Tight layout not applied", category=UserWarning)
+        fig.tight_layout()
+
+
 def save(fig, path: Path) -> str:
+    """Lay `fig` out (`tight_layout`), write it to `path` as PNG (atomically: a temporary name, then a
+    rename), close it; returns the file name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    tight_layout(fig)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     tmp.replace(path)
@@ -61,7 +88,7 @@ def bars(ax, labels: Sequence[str], means: Sequence[float], stds: Sequence[float
          colors: Optional[Dict[str, str]] = None) -> None:
     x = np.arange(len(labels))
     ax.bar(x, means, yerr=stds, capsize=4, color=[(colors or {}).get(lbl, "C0") for lbl in labels])
-    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set_xticks(x, [literal(lbl) for lbl in labels], rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
 
@@ -72,7 +99,7 @@ def pareto_scatter(ax, xs: Sequence[float], ys: Sequence[float], yerr: Sequence[
     (indices `front`, sorted by x) drawn as a dashed step line."""
     area = 600 * np.asarray(sizes, dtype=float) / max(max(sizes), 1)
     ax.errorbar(xs, ys, yerr=yerr, fmt="none", ecolor="grey", alpha=0.6, capsize=3)
-    ax.scatter(xs, ys, s=np.maximum(area, 25), marker=marker, color=color, alpha=0.55, edgecolors="black", label=legend)
+    ax.scatter(xs, ys, s=np.maximum(area, 25), marker=marker, color=color, alpha=0.55, edgecolors="black", label=literal(legend))
     if len(front) > 1:
         ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", linestyle="--", color=color, alpha=0.8)
 
@@ -84,9 +111,9 @@ def label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[
     from adjustText import adjust_text, get_bboxes
     from matplotlib.collections import PathCollection
 
-    ax.figure.tight_layout()  # as `save` will: names are placed in the axes' final size
+    tight_layout(ax.figure)  # as `save` will: names are placed in the axes' final size
     markers = [box for c in ax.collections if isinstance(c, PathCollection) for box in get_bboxes(c, ax=ax)]
-    texts = [ax.text(x, y, label, fontsize=7) for x, y, label in zip(xs, ys, labels)]
+    texts = [ax.text(x, y, literal(label), fontsize=7) for x, y, label in zip(xs, ys, labels)]
     # A fixed number of iterations, not adjustText's default time limit: the same figure on any machine.
     adjust_text(texts, objects=markers or None, ax=ax, iter_lim=150, expand=(1.3, 1.6),
                 arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))

@@ -1,6 +1,7 @@
 """What a training run shows in the terminal: a rich progress bar and one line per epoch.
 
-The trainer only calls these methods, so a study can pass a quieter reporter.
+The trainer only calls these methods, so a study can pass a quieter reporter. Every rich
+console deepexp prints through comes from `plain_console`, which prints text as given.
 """
 from __future__ import annotations
 
@@ -10,16 +11,29 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
+def plain_console(stderr: bool = False, file=None, width: int | None = None) -> Console:
+    """A rich Console that prints every string as given, table cells and titles included: markup off
+    (a path such as `/data/[v1]/a.npz` or `t[/x]y` is text, not a style tag) and no highlighting.
+    The one way deepexp makes a console, since what it prints carries user values (paths, config values).
+
+    Args:
+        stderr: print to standard error instead of standard output.
+        file: print to this file instead (overrides `stderr`).
+        width: a fixed width in characters (None: the terminal's, or rich's default of 80 elsewhere).
+    """
+    return Console(stderr=stderr, file=file, width=width, markup=False, highlight=False)
+
+
 class ConsoleReporter:
     """Progress bar (epoch, loss, accuracy, images/s) on a terminal; plain epoch lines elsewhere."""
 
     def __init__(self, console: Console | None = None, bar: bool | None = None, label: str = ""):
-        self.console = console or Console()
-        self.errors = Console(stderr=True)
+        self.console = console or plain_console()
+        self.errors = plain_console(stderr=True)
         self.label = label
         show_bar = self.console.is_terminal if bar is None else bar
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # the label is user text
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -64,7 +78,7 @@ class QuietReporter(ConsoleReporter):
     """Warnings only: for studies that show their own progress."""
 
     def __init__(self, label: str = ""):
-        super().__init__(Console(file=sys.stderr), bar=False, label=label)
+        super().__init__(plain_console(file=sys.stderr), bar=False, label=label)
 
     def epoch_end(self, row: dict) -> None:
         pass

@@ -17,11 +17,11 @@ import statistics
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .config import hydra_value
 from .errors import ConfigError
-from .rundir import atomic_write, read_metrics
+from .rundir import MetricsError, atomic_write, read_metrics
 
 
 @dataclass
@@ -75,11 +75,36 @@ def find_runs(root: Path) -> List[Path]:
     return sorted(p.parent for p in Path(root).glob("**/metrics.json"))
 
 
-def load_run(run_dir: Path) -> Optional[dict]:
-    metrics = read_metrics(run_dir)
-    if metrics is not None:
-        metrics["run_dir"] = str(run_dir)
-    return metrics
+def load_runs(run_dirs: Iterable[Path]) -> Tuple[List[dict], List[MetricsError]]:
+    """Each run's metrics.json (rundir.read_metrics) with its folder under "run_dir", and, apart, why each
+    unreadable one could not be read (a copy cut short, a file of another shape): a report shows the runs it
+    can read and names the others instead of failing or silently dropping them."""
+    runs: List[dict] = []
+    unreadable: List[MetricsError] = []
+    for run_dir in run_dirs:
+        try:
+            metrics = read_metrics(run_dir)
+        except MetricsError as exc:
+            unreadable.append(exc)
+            continue
+        if metrics is not None:  # (removed since it was found)
+            runs.append({**metrics, "run_dir": str(run_dir)})
+    return runs, unreadable
+
+
+AS_RUN = (("amp", "amp_dtype"), ("compile", "compiled"), ("tf32", "tf32"))  # config key, provenance key of what ran
+
+
+def run_config(metrics: dict) -> Dict[str, Any]:
+    """A run's flat config with the settings that take effect only where the hardware has them as they
+    ran, from its provenance (AS_RUN): amp=true on a CPU trained in float32 and shows as amp=false,
+    compile=true on a CPU ran eager. Runs that did not record them keep the configured value."""
+    config = dict(metrics.get("config") or {})
+    ran = metrics.get("provenance") or {}
+    for key, recorded in AS_RUN:
+        if key in config and recorded in ran:
+            config[key] = ran[recorded] is not None if key == "amp" else bool(ran[recorded])
+    return config
 
 
 def group(rows: Iterable[Dict[str, Any]], by: Sequence[str]) -> List[Group]:

@@ -80,9 +80,109 @@ def read_json(path: Path) -> Optional[Any]:
         return None
 
 
+# Config keys added after runs were already on disk, with the value that reproduces the old behaviour: a run
+# without the key ran as this value says. The trainer's resumability check and `deepexp report` read old runs
+# through it (found with `git log -p configs/`; keys an option group's schema gained for choices that ignore
+# them, such as optim.betas for SGD, included). tf32: exactly on the CPU; earlier CUDA runs had PyTorch's
+# defaults, float32 matmuls but TF32 convolutions on compute capability 8.0+, and continue in float32.
+NEW_OPTION_DEFAULTS: Dict[str, Any] = {
+    "on_nan": "stop", "eval_test": True, "tf32": False, "device.index": None,
+    "dataset.path": None, "dataset.num_classes": None, "dataset.channels": 1, "dataset.train_size": 2048,
+    "dataset.test_size": 512, "optim.momentum": 0.9, "optim.nesterov": False, "optim.betas": [0.9, 0.999],
+    "sched.step_size": 30, "sched.gamma": 0.1, "sched.min_lr_factor": 0.0,
+}
+
+
+def with_new_options(configs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Flat configs of runs written at different times, each given the keys of NEW_OPTION_DEFAULTS that another
+    of them has, at their old-behaviour value: an old run and an identical newer one then compare equal."""
+    present = [k for k in NEW_OPTION_DEFAULTS if any(k in c for c in configs)]
+    return [{**c, **{k: NEW_OPTION_DEFAULTS[k] for k in present if k not in c}} for c in configs]
+
+
+class MetricsError(ConfigError):
+    """A metrics.json that deepexp cannot read: not JSON (cut short, say), or not shaped as the trainer
+    writes it. `path` is the file, `reason` says what is wrong with it. Exit code 2."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}; not a metrics.json deepexp can read (move it away, or choose another run directory)")
+
+
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")  # in every epoch row the trainer writes
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def metrics_problem(data: Any) -> Optional[str]:
+    """Why `data`, a parsed metrics.json, is not shaped as the trainer writes it, or None when it is.
+
+    Checks the fields that deepexp reads back (train, resume=true, report): `status` a string, `config`
+    an object; where present, `history` a list of objects each with numbers (or null, NaN's stand-in)
+    under HISTORY_KEYS, `epochs_done` and `params` whole numbers, `seconds` and `best_val_acc` numbers,
+    `test` an object of numbers, `data` and `provenance` objects (each of these may be null)."""
+    if not isinstance(data, dict):
+        return f"holds {_kind(data)}, not an object"
+    if not isinstance(data.get("status"), str):
+        return f"status is {_kind(data.get('status'))}, not a string" if "status" in data else "no status"
+    if not isinstance(data.get("config"), dict):
+        return f"config is {_kind(data.get('config'))}, not an object" if "config" in data else "no config"
+    history = data.get("history")
+    if history is not None:
+        if not isinstance(history, list):
+            return f"history is {_kind(history)}, not a list of epochs"
+        for i, row in enumerate(history):
+            if not isinstance(row, dict):
+                return f"history[{i}] is {_kind(row)}, not an object"
+            bad = next((k for k in HISTORY_KEYS if k not in row or not _number(row[k])), None)
+            if bad:
+                return f"history[{i}] has no {bad}" if bad not in row else f"history[{i}].{bad} is {_kind(row[bad])}, not a number"
+    for key, whole in (("epochs_done", True), ("params", True), ("seconds", False), ("best_val_acc", False)):
+        value = data.get(key)
+        if not _number(value) or (whole and isinstance(value, float)):
+            return f"{key} is {_kind(value) if not _number(value) else value}, not a {'whole ' if whole else ''}number"
+    test = data.get("test")
+    if test is not None:
+        if not isinstance(test, dict):
+            return f"test is {_kind(test)}, not an object"
+        bad = next((k for k in ("acc", "loss") if not _number(test.get(k))), None)
+        if bad:
+            return f"test.{bad} is {_kind(test[bad])}, not a number"
+    for key in ("data", "provenance"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"{key} is {_kind(data[key])}, not an object"
+    return None
+
+
 def read_metrics(run_dir: Path) -> Optional[dict]:
-    """The run's metrics.json, or None when there is none (or it cannot be parsed)."""
-    return read_json(Path(run_dir) / METRICS)
+    """The run's metrics.json, checked by `metrics_problem`; None when the folder has none.
+
+    Raises:
+        MetricsError: the file cannot be read, is not JSON (a copy cut short) or is not shaped as
+            the trainer writes it; its message names the file and what is wrong.
+    """
+    path = Path(run_dir) / METRICS
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MetricsError(path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise MetricsError(path, f"not valid JSON ({exc})") from None
+    problem = metrics_problem(data)
+    if problem:
+        raise MetricsError(path, problem)
+    return data
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:

@@ -36,7 +36,7 @@ from .host import host_load, keep_freed_memory, oversubscription_warning
 from .models import check_input_fits, create_model, init_weights
 from .monitor import LayerMonitor, grad_depth_figure, write_scalars
 from .progress import ConsoleReporter
-from .rundir import RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
+from .rundir import NEW_OPTION_DEFAULTS, RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
 
 EXIT_OK, EXIT_DIVERGED = 0, 3
 # The progress bar is redrawn 10 times a second; reading the running loss more often than this is wasted,
@@ -45,10 +45,6 @@ PROGRESS_EVERY_S = 0.25
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
 RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
-# Options added after runs were already on disk, with the value that reproduces the old behaviour. (tf32: exactly
-# on the CPU; earlier CUDA runs had PyTorch's defaults, float32 matmuls but TF32 convolutions on compute capability
-# 8.0+, and continue in float32.)
-NEW_OPTION_DEFAULTS = {"on_nan": "stop", "eval_test": True, "tf32": False}
 # Where `compile=true` compiles the model; elsewhere it warns and the run stays eager. (The tests widen
 # this to the CPU, with torch.compile's "eager" backend, to run the compiled path without a GPU.)
 COMPILE_DEVICES = ("cuda",)
@@ -341,11 +337,29 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, data: Splits, batch_size: i
     return loss_sum.item() / n, correct.item() / n
 
 
+def as_run_here(flat: Dict[str, Any]) -> Dict[str, Any]:
+    """A flat config with `amp` and `tf32` as they take effect on this machine's device for it (`accelerator`):
+    amp=true on the CPU runs in float32, as amp=false does, so the two compare equal. A device this machine
+    does not have leaves the config as it is (the run itself then refuses it)."""
+    if not flat.get("amp") and not flat.get("tf32"):
+        return flat
+    try:
+        device = resolve_device(str(flat.get("device.type", "cpu")), flat.get("device.index"))
+    except ConfigError:
+        return flat
+    applied = accelerator(device, bool(flat.get("amp")), False, bool(flat.get("tf32")))
+    return {**flat, "amp": applied.amp_dtype is not None, "tf32": applied.tf32}
+
+
 def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path) -> None:
     """Refuse to continue a run whose config changed in a way that changes the numbers.
 
     Keys the saved run does not have are options added to deepexp since; their defaults
-    keep the old behaviour, so only a non-default value there counts as a change."""
+    keep the old behaviour, so only a non-default value there counts as a change. `amp` and `tf32`
+    compare as they take effect here (`as_run_here`), not as asked for; `compile` never changes the numbers.
+
+    Raises CheckpointError naming up to four changed keys."""
+    saved, current = as_run_here(saved), as_run_here(current)
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k, NEW_OPTION_DEFAULTS.get(k)) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
     if changed:
@@ -470,7 +484,10 @@ class _Run:
             self.forward = torch.compile(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
         n_train = len(self.data.y_train)
-        self.batch_size = min(cfg.batch_size, n_train)
+        self.batch_size = min(cfg.batch_size, n_train)  # recorded as data.batch_size_used
+        if self.batch_size < cfg.batch_size:
+            self.reporter.warn(f"batch_size={cfg.batch_size} is more than the {n_train} training images; "
+                               f"training in batches of {self.batch_size}, one step per epoch")
         self.steps_per_epoch = n_train // self.batch_size  # the incomplete last batch is dropped
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg.epochs, cfg.sched))
@@ -547,7 +564,9 @@ class _Run:
             "layers": {"weights": self.monitor.weight_names, "activations": self.monitor.act_names} if self.monitor else None,
             "init_layers": self.init_layers,
             "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes,
-                     "in_channels": self.data.in_channels, "image_shape": list(self.data.image_shape)},
+                     "in_channels": self.data.in_channels, "image_shape": list(self.data.image_shape),
+                     # the sizes that ran, where the configured ones exceed the data (batch_size, monitor.probe_size)
+                     "batch_size_used": self.batch_size, "probe_size_used": len(self.probe_y)},
             "provenance": self._provenance(),
             **extra,
         }

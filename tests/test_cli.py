@@ -44,7 +44,7 @@ BAD_INPUT = [
     (["train", "-m", "act=relu,nope"], "unknown act 'nope'"),
     (["train", "device=cuda"], "no CUDA GPU is visible"),
     (["train", "dataset=npz", "dataset.path=/no/such/file.npz"], "not found"),
-    (["train", "data.root=EMPTY", "data.download=false"], "mnist: the idx files not found"),
+    (["train", "data.root=EMPTY", "data.download=false"], "mnist: idx files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (plain or .gz) not found"),
     (["train", "dataset=npz", "dataset.path=BADNPZ"], "missing arrays"),
     (["nas", "strategies=[grid]"], "strategies='grid' is not valid"),
     (["report"], "path is required: add path=..."),

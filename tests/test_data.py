@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from deepexp.config import DataConfig, DatasetConfig
-from deepexp.data import load_splits, normalize, random_crop_flip, read_npz
+from deepexp.data import check_raw, load_splits, normalize, random_crop_flip, read_npz
 from deepexp.errors import DataError
 from conftest import needs_cifar, needs_mnist
 
@@ -134,7 +134,7 @@ def test_npz_with_wrong_keys_or_shapes_is_rejected(tmp_path, change, message):
     arrays = good_arrays()
     change(arrays)
     with pytest.raises(DataError, match=message):
-        read_npz(write_npz(tmp_path / "bad.npz", **arrays))
+        check_raw("npz", read_npz(write_npz(tmp_path / "bad.npz", **arrays)))
 
 
 def test_corrupt_npz_is_rejected(tmp_path):
@@ -269,7 +269,7 @@ def npz_dataset(tmp_path, y_train, y_test, **kw):
 
 @pytest.mark.parametrize("y_train, y_test, num_classes, message", [
     ([200] * 20, [0] * 5, None, "classes 0, 1, 2, 3, 4, 5 and 194 more of 0..200 have no training images (K=201, K inferred"),
-    ([0, 1, 3] * 6, [0, 1, 3], None, "classes 2 of 0..3 have no training images"),
+    ([0, 1, 3] * 6, [0, 1, 3], None, "class 2 of 0..3 has no training images"),
     ([0, 1, 2] * 6, [0, 1, 2, 3], None, "test label 3 is a class no training image has (K=3"),
     ([0, 1, 2, 3] * 5, [0, 1], 3, "training label 3 is outside 0..K-1 (K=3, dataset.num_classes=3)"),
     ([0, 1] * 10, [0, 1, 2], 2, "test label 2 is outside 0..K-1 (K=2, dataset.num_classes=2)"),
@@ -290,7 +290,7 @@ def test_k_is_the_datasets_whatever_the_subset_and_a_split_missing_a_class_warns
     assert full.num_classes == 3 and full.warnings == ()
     small = load_splits(npz_dataset(tmp_path, y_train, [0, 1, 2]), DataConfig(), 0, 0.1, 20)
     assert small.num_classes == 3 and len(small.warnings) == 1
-    assert "the training split (18 images) has no images of classes 2 of 3 (subset=20 leaves none" in small.warnings[0]
+    assert "the training split (18 images) has no images of class 2 of 3 (subset=20 leaves none" in small.warnings[0]
     given = load_splits(npz_dataset(tmp_path, y_train, [0, 1, 2], num_classes=3), DataConfig(), 0, 0.1, None)
     assert given.num_classes == 3
 
@@ -326,7 +326,7 @@ def test_a_subset_missing_a_class_trains_with_the_datasets_k_and_says_so(tmp_pat
     out = run_cli(["train", "dataset=npz", f"dataset.path={data.path}", "subset=20", "model.depth=1", "model.width=8", "epochs=1",
                    "batch_size=6", "monitor.figure=false", f"hydra.run.dir={run}"], tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "warning: npz: the training split (18 images) has no images of classes 2 of 3" in out.stderr
+    assert "warning: npz: the training split (18 images) has no images of class 2 of 3" in out.stderr
     metrics = __import__("json").loads((run / "metrics.json").read_text())
     assert metrics["data"]["num_classes"] == 3 and metrics["data"]["train"] == 18
 
@@ -342,3 +342,78 @@ def test_images_too_small_for_a_models_pooling_are_one_line_through_the_cli(tmp_
     assert len(lines) == 1 and lines[0].startswith("deepexp: model 'cnn' cannot take 6x28 images with 1 channel(s) (")
     assert lines[0].endswith("); use larger images or a model that downsamples less")
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# --- one check of every loader's arrays, at load time ----------------------------------------------
+
+
+def idx_folder_with(tmp_path, **replace):
+    """The toy idx folder with some of its files ((split, kind) -> array) replaced."""
+    folder = tmp_path / "data" / "MNIST" / "raw"
+    names = IDX_LAYOUTS["torchvision names, plain"][0]
+    write_idx_folder(folder, names, compress=False)
+    for key, array in replace.items():
+        (folder / names(*key.split("_"))).write_bytes(idx_bytes(array))
+    return folder
+
+
+@pytest.mark.parametrize("replace, message", [
+    ({"train_labels": np.zeros((30, 2))}, "train-labels-idx1-ubyte has a header of shape (30, 2); idx labels are (N,)"),
+    ({"train_images": np.zeros((30, 1, 6, 6))}, "train-images-idx3-ubyte has a header of shape (30, 1, 6, 6); idx images are (N, H, W)"),
+    ({"t10k_images": np.zeros((9, 8, 8))}, "mnist: training images (1, 6, 6) and test images (1, 8, 8) (C, H, W) differ in shape"),
+    ({"t10k_labels": np.zeros(8)}, "mnist: 9 test images for 8 test labels"),
+])
+def test_idx_files_are_checked_at_load_time_as_npz_files_are(tmp_path, replace, message):
+    folder = idx_folder_with(tmp_path, **replace)
+    with pytest.raises(DataError) as err:
+        load_splits(dataset("mnist"), DataConfig(root=str(tmp_path / "data"), download=False), 0, 0.1, None)
+    assert message in str(err.value) and str(folder) in str(err.value)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(x_test=np.zeros((0, 4, 4), np.uint8), y_test=np.zeros(0, np.int64)), "npz: no test images (from "),
+    (dict(x_train=np.zeros((20, 0, 12), np.uint8), x_test=np.zeros((5, 0, 12), np.uint8)),
+     "npz: training images of shape (C, H, W) = (1, 0, 12) have no pixels (from "),
+    (dict(y_train=np.array([0, 1] * 9 + [2, 10 ** 12])),  # K from the largest label: refused without a K-sized count
+     "npz: classes 3, 4, 5, 6, 7, 8 and 999999999991 more of 0..1000000000000 have no training images"),
+])
+def test_npz_arrays_that_would_record_numbers_never_measured_are_refused_at_load(tmp_path, arrays, message):
+    good = dict(x_train=np.zeros((20, 4, 4), np.uint8), y_train=np.arange(20) % 2, x_test=np.zeros((5, 4, 4), np.uint8),
+                y_test=np.arange(5) % 2)
+    path = write_npz(tmp_path / "odd.npz", **{**good, **arrays})
+    with pytest.raises(DataError) as err:
+        load_splits(dataset("npz", path=str(path)), DataConfig(), 0, 0.1, None)
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("case", ["idx test images of another size", "npz without test images"])
+def test_data_that_cannot_be_trained_and_tested_stops_the_cli_before_training(tmp_path, case):
+    from conftest import run_cli
+
+    if case.startswith("idx"):
+        idx_folder_with(tmp_path, t10k_images=np.zeros((9, 8, 8)))
+        data = [f"data.root={tmp_path / 'data'}", "data.download=false"]
+    else:
+        path = write_npz(tmp_path / "odd.npz", x_train=np.zeros((20, 4, 4), np.uint8), y_train=np.arange(20) % 2,
+                         x_test=np.zeros((0, 4, 4), np.uint8), y_test=np.zeros(0, np.int64))
+        data = ["dataset=npz", f"dataset.path={path}"]
+    run = tmp_path / "run"
+    out = run_cli(["train", *data, "model.depth=1", "model.width=8", "epochs=1", f"hydra.run.dir={run}"], tmp_path)
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("warning: load average")]  # (a busy test machine)
+    assert out.returncode == 2 and len(errors) == 1, out.stderr
+    assert ("differ in shape" if case.startswith("idx") else "no test images") in out.stderr
+    assert not (run / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("kept, missing", [("t10k", "train-images-idx3-ubyte, train-labels-idx1-ubyte"),
+                                           ("train", "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")])
+def test_missing_idx_files_are_named_through_the_cli(tmp_path, kept, missing):
+    from conftest import run_cli
+
+    folder = idx_folder_with(tmp_path)
+    for path in folder.iterdir():
+        if not path.name.startswith(kept):
+            path.unlink()
+    out = run_cli(["train", f"data.root={tmp_path / 'data'}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1].startswith(f"deepexp: mnist: idx files {missing} (plain or .gz) not found in {folder}; download is off")

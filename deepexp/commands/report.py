@@ -18,8 +18,10 @@ from .. import plots
 from ..config import ReportConfig, hydra_override, validate
 from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, hardware_line, study_console
+from ..progress import plain_console
+from ..rundir import with_new_options
 from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm,
-                       load_run, markdown_table, publish_report, show_value, stalled, value_key, write_csv, write_text)
+                       load_runs, markdown_table, publish_report, run_config, show_value, stalled, value_key, write_csv, write_text)
 
 # Config keys that never define a group: the seed is what groups average over; the rest
 # change where or how a run executed, not what it computed.
@@ -29,14 +31,15 @@ METRICS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_val_
 
 
 def run_row(metrics: dict) -> Dict[str, Any]:
-    """One flat row per run: its config keys, its status and its final numbers; `clipped_fraction` is the
+    """One flat row per run: its config keys (amp, compile, tf32 as they ran: results.run_config), its status and
+    its final numbers; `clipped_fraction` is the
     mean over epochs of the fraction of updates whose gradient norm grad_clip cut (None without clipping)."""
     history = metrics.get("history") or []
     last, test = (history[-1] if history else {}), (metrics.get("test") or {})
     # (the epochs of a run take the same number of steps, but for batches skipped by on_nan=skip_batch)
     clipped = [h["clipped_fraction"] for h in history if "clipped_fraction" in h]
     return {
-        **metrics.get("config", {}),
+        **run_config(metrics),
         "status": metrics.get("status"),
         "test_acc": test.get("acc"), "test_loss": test.get("loss"), "best_val_acc": metrics.get("best_val_acc"),
         "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
@@ -65,10 +68,14 @@ def report_command(cfg: DictConfig) -> int:
     if not root.is_dir():
         raise ConfigError(f"{hydra_override('path', study.path)}: no such folder; give the folder that holds the run directories")
     out, console = experiment_dir(), study_console()
-    runs = [m for m in (load_run(p) for p in find_runs(root) if out not in p.parents and p != out) if m is not None]
+    runs, unreadable = load_runs(p for p in find_runs(root) if out not in p.parents and p != out)
     if not runs:
-        raise ConfigError(f"{hydra_override('path', study.path)}: no run directories (folders with a metrics.json) below it")
-    rows = [run_row(m) for m in runs]
+        found = f"; the {len(unreadable)} metrics.json below it cannot be read, first {unreadable[0].path}: {unreadable[0].reason}" if unreadable else ""
+        raise ConfigError(f"{hydra_override('path', study.path)}: no run directories (folders with a readable metrics.json) below it{found}")
+    warnings = plain_console(stderr=True)
+    for problem in unreadable:
+        warnings.print(f"warning: skipped {problem.path}: {problem.reason}", soft_wrap=True)
+    rows = with_new_options([run_row(m) for m in runs])  # runs written before an option existed ran at its default
     by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
     unknown = [k for k in by if all(k not in r for r in rows)]
     if unknown:
@@ -92,7 +99,9 @@ def report_command(cfg: DictConfig) -> int:
     lines = ["# Report", "", "## Setup",
              f"- Runs: {len(rows)} run directories below `{root}` ({sum(r['status'] == 'completed' for r in rows)} completed, "
              f"{sum(r['status'] == 'diverged' for r in rows)} diverged, {sum(r['status'] not in ('completed', 'diverged') for r in rows)} "
-             f"other); datasets {', '.join(datasets)}; epochs {epochs}.",
+             f"other); datasets {', '.join(datasets)}; epochs {epochs}."
+             + (f" Skipped {len(unreadable)} unreadable metrics.json: "
+                + "; ".join(f"`{p.path}` ({p.reason})" for p in unreadable) + "." if unreadable else ""),
              f"- Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
              f"each group's statistics are over its runs (mean, sample std, Student-t 95% CI).",
              f"- {comparison_method('run')}",
@@ -147,16 +156,16 @@ def write_plots(runs: List[dict], rows: List[Dict[str, Any]], groups: List[Group
         plots.band(axes[0], epochs, [[h["train_loss"] for h in c[:length]] for c in curves], label(g))
         plots.band(axes[1], epochs, [[h["val_acc"] for h in c[:length]] for c in curves], label(g))
     for ax, ylabel in zip(axes, ("training loss", "validation accuracy")):
-        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel} (mean ± std over runs)\n{subtitle}")
+        ax.set(xlabel="epoch", ylabel=ylabel, title=plots.literal(f"{ylabel} (mean ± std over runs)\n{subtitle}"))
         ax.grid(alpha=0.3)
     if len(groups) <= 12:
-        axes[1].legend(fontsize=7)
+        plots.legend(axes[1], fontsize=7)
     files["learning_curves"] = plots.save(fig, out / "plots" / "learning_curves.png")
     scored = [g for g in groups if g.stat(metric).n]
     if scored:
         fig, (ax,) = plots.panels(1, width=max(5.5, 0.6 * len(scored) + 2))
         plots.bars(ax, [label(g) for g in scored], [g.stat(metric).mean for g in scored], [g.stat(metric).std for g in scored],
                    f"{metric} (mean ± std)")
-        ax.set_title(f"{metric} by group\n{subtitle}", fontsize=9)
+        ax.set_title(plots.literal(f"{metric} by group\n{subtitle}"), fontsize=9)
         files[metric] = plots.save(fig, out / "plots" / f"{metric}.png")
     return files

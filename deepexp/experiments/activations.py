@@ -360,7 +360,7 @@ def write_plots(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     for ax, which in ((ax_train, "training"), (ax_val, "validation")):
         ax.set(xlabel="epoch", ylabel=f"{which} loss (cross-entropy)", title=f"{which} loss, mean ± std\n{subtitle}")
         ax.grid(alpha=0.3)
-    ax_val.legend(fontsize=8)
+    plots.legend(ax_val, fontsize=8)
     files["loss"] = plots.save(fig, folder / "loss_curves.png")
 
     def per_layer(stat: str, epoch_index: int, scale: float = 1.0) -> Dict[str, List[List[float]]]:
@@ -373,7 +373,7 @@ def write_plots(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
         ax.set(xlabel="layer (1 = input side, last = classifier)", ylabel="gradient L2 norm of the weight (log)",
                title=f"gradient norm against depth, {when}\n{subtitle}")
         ax.grid(alpha=0.3, which="both")
-    axes[1].legend(fontsize=8)
+    plots.legend(axes[1], fontsize=8)
     files["grad"] = plots.save(fig, folder / "grad_norm_vs_depth.png")
 
     for stat, name, label, scale in (("act_std", "act_std_vs_depth", "activation std (probe set)", 1.0),
@@ -383,7 +383,7 @@ def write_plots(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
             plots.band(ax, list(range(1, len(series[0]) + 1)), series, act)
         ax.set(xlabel="hidden layer (1 = input side)", ylabel=label, title=f"{label} by layer, after epoch {last}\n{subtitle}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        plots.legend(ax, fontsize=8)
         files[name] = plots.save(fig, folder / f"{name}.png")
 
     fig, (ax,) = plots.panels(1, width=7)

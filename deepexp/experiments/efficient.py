@@ -539,7 +539,7 @@ def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Pat
                    title=f"accuracy against {'latency' if 'latency' in name else 'MACs'} (marker area ~ parameters; "
                          f"dashed: Pareto front){caveat}\n{subtitle}")
             ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=8, markerscale=0.5)
+            plots.legend(ax, fontsize=8, markerscale=0.5)
             plots.label_points(ax, [x_of(r) for r in pts], [r["test_acc_mean"] for r in pts], [r["model"] for r in pts])
             files[name] = plots.save(fig, folder / f"{name}.png")
     # The figures the title's correlation rests on: the configured threads' or, where those were not measured reliably,
@@ -559,7 +559,7 @@ def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Pat
     ax.set(xlabel="MACs per image (millions)", ylabel=f"CPU latency at batch {b1}, {label} (ms, median)",
            title=f"{latency_title(rows, b1)}\n{subtitle}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    plots.legend(ax, fontsize=8)
     plots.label_points(ax, macs, latency, [r["model"] for r in shown_rows])
     files["latency_vs_macs"] = plots.save(fig, folder / "latency_vs_macs.png")
     return files
@@ -844,7 +844,7 @@ def separable_theory(study: EfficientConfig, measured: List[Measured]) -> List[s
 def limitations(study: EfficientConfig, data: dict, host: Dict[str, Any]) -> List[str]:
     out = []
     if study.train and (study.epochs < 30 or (data.get("train") or 0) < 20000):
-        out.append(f"{study.epochs} epochs on {data.get('train', '?')} training images: far from converged CIFAR-10 training, "
+        out.append(f"{study.epochs} epochs on {data.get('train', '?')} training images: far from converged {study.dataset.name} training, "
                    f"so the accuracies rank designs at a small budget; smaller models may close or widen the gap with longer training.")
     if study.train and study.seeds < MIN_SEEDS:
         out.append(f"{study.seeds} seed(s) per model: every comparison is indicative only (fewer than {MIN_SEEDS} per side), "

@@ -841,7 +841,7 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
                 ax.axvline(g.rows[0]["params"], color="C0", alpha=0.5, linestyle=":")
                 ax.annotate(g.key["model"], (g.rows[0]["params"], min(ys)), fontsize=7, rotation=90, color="C0")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        plots.legend(ax, fontsize=8)
         files[f"pareto_{cost}"] = plots.save(fig, folder / f"pareto_{cost}.png")
     fig, (ax,) = plots.panels(1, width=7.0, height=4.5)
     for strategy in study.strategies:
@@ -854,7 +854,7 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     ax.set(xlabel="evaluations", ylabel="best proxy validation accuracy so far",
            title=f"search progress, mean ± std over search seeds\n{subtitle}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    plots.legend(ax, fontsize=8)
     files["best_so_far"] = plots.save(fig, folder / "best_so_far.png")
 
     hours = sum(t["wall_seconds"] for t in trials) / 3600

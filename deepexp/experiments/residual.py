@@ -267,7 +267,7 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
                         ax.lines[-1].set_linestyle(style)
             ax.set(xlabel="epoch", ylabel="error (1 - accuracy)", title=f"{fam} networks: training (dashed) and validation error\n{subtitle}")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            plots.legend(ax, fontsize=8)
         files["training_error"] = plots.save(fig, folder / "training_error.png")
 
     for variant in dict.fromkeys(v for v, _ in runs):
@@ -282,7 +282,7 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
             ax.set(xlabel="weight layer (1 = stem conv, last = classifier)", ylabel="gradient L2 norm (log)",
                    title=f"gradient norm against depth, {when} ({variant})\n{subtitle}")
             ax.grid(alpha=0.3, which="both")
-        axes[1].legend(fontsize=8)
+        plots.legend(axes[1], fontsize=8)
         name = "grad_norm_vs_depth" + ("" if variant == MAIN else f"_{variant.replace('=', '_')}")
         files[name] = plots.save(fig, folder / f"{name}.png")
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from ..config import compose_config, hydra_override, hydra_overrides, override_parser, parse_key, to_plain, validate
 from ..errors import ConfigError
 from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan, worker_slot
-from ..progress import QuietReporter
+from ..progress import QuietReporter, plain_console
 
 
 def run_study(cfg, command: str, plan: Callable[[Any], List["RunSpec"]], write_study: Callable[..., Path]) -> int:
@@ -121,9 +121,9 @@ def experiment_dir() -> Path:
 
 
 def study_console() -> Console:
-    """Rich output; logs and pipes get room for the whole summary table."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
+    """Rich output, user text printed as given (`plain_console`); logs and pipes get room for the whole summary table."""
+    console = plain_console()
+    return console if console.is_terminal else plain_console(width=200)
 
 
 @dataclass
