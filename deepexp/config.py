@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence
@@ -476,8 +477,8 @@ def hydra_override(key: str, value: Any) -> str:
         The override, e.g. `lr=0.01`, `acts=[relu,gelu]`, `dataset.path='/data/d=1/mini.npz'`.
         A string stays bare where Hydra's parser reads it back unchanged as that string; otherwise it is
         single-quoted with Hydra's own escaping (`QuotedString.with_quotes`), and a literal `${` is
-        written `\\${` so that OmegaConf does not take it for an interpolation (Hydra docs, "Override
-        grammar": quoted values; OmegaConf docs, "Escaping interpolations").
+        escaped for OmegaConf (`omegaconf_text`) so that it is not taken for an interpolation (Hydra docs,
+        "Override grammar": quoted values; OmegaConf docs, "Escaping interpolations").
 
     Raises:
         ConfigError: a value of another type, or a dict key that is not an identifier.
@@ -501,7 +502,7 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)  # 0.001, 1e-05, inf, nan: all in Hydra's number syntax
     if isinstance(value, str):
-        return value if _reads_back_bare(value) else QuotedString(text=value.replace("${", "\\${"), quote=Quote.single).with_quotes()
+        return value if _reads_back_bare(value) else QuotedString(text=omegaconf_text(value), quote=Quote.single).with_quotes()
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -509,6 +510,37 @@ def hydra_value(value: Any) -> str:
             check(isinstance(k, str) and k.isidentifier(), f"cannot write the dict key {k!r} as a Hydra override")
         return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"cannot write a {type(value).__name__} ({value!r}) as a Hydra override")
+
+
+def omegaconf_text(text: str) -> str:
+    """The string OmegaConf resolves to exactly `text`: each `${` escaped as `\\${`, and the backslashes just
+    before it doubled, since OmegaConf reads `\\\\` there as one backslash (OmegaConf docs, "Escaping
+    interpolations": `\\${x}` is `${x}` literally, `\\\\${x}` a backslash and x's value). A backslash
+    anywhere else stays as it is."""
+    return re.sub(r"(\\*)\$\{", lambda m: 2 * m.group(1) + "\\${", text)
+
+
+def literal_text(text: str) -> Optional[str]:
+    """What OmegaConf reads from `text` when `text` holds no interpolation (`\\${` escapes resolved to `${`),
+    or None when it holds one (`${now:...}`, `${act.name}`): then only the running Hydra app knows the value.
+    Raises ConfigError for text OmegaConf cannot read."""
+    if "${" not in text:
+        return text
+    from omegaconf import grammar_parser
+    from omegaconf.errors import GrammarParseError
+    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
+
+    try:
+        tree = grammar_parser.parse(text)
+    except GrammarParseError as exc:
+        raise ConfigError(f"{text!r}: {first_line(exc)}") from None
+    nodes = [tree]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, OmegaConfGrammarParser.InterpolationContext):
+            return None
+        nodes += list(node.getChildren()) if hasattr(node, "getChildren") else []
+    return OmegaConf.create({"text": text}).text
 
 
 @functools.lru_cache(maxsize=4096)

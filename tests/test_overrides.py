@@ -4,16 +4,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
 
 from conftest import run_cli
 from deepexp.config import compose_config, hydra_override, parse_value, validate
 from deepexp.experiments import activations, efficient, nas, residual
 
 # A file name with every character Hydra's grammar gives a meaning to (`=`, space, comma, brackets,
-# braces, colon, both quotes, backslash, an interpolation); `"` cannot appear in a quoted path on the
-# command line below, so it is tested in-process only.
-TRICKY = ["/data/d=1/mini.npz", "/data/my data, v2/[a] {b}/x.npz", "it's \"quoted\"", "back\\slash\\", "${oc.env:HOME}",
-          "a:b", "null", "true", "1.5", "", " padded ", "é"]
+# braces, colon, both quotes, backslash, an interpolation, a backslash before one); `"` cannot appear
+# in a quoted path on the command line below, so it is tested in-process only.
+TRICKY = ["/data/d=1/mini.npz", "/data/my data, v2/[a] {b}/x.npz", "/data/odd/bs\\${seed}/mini.npz", "it's \"quoted\"",
+          "back\\slash\\", "${oc.env:HOME}", "\\${x}", "\\\\${x}", "a:b", "null", "true", "1.5", "", " padded ", "é"]
 
 
 @pytest.mark.parametrize("text", TRICKY, ids=repr)
@@ -26,6 +29,20 @@ def test_a_string_reads_back_as_the_same_string_through_hydra_and_omegaconf(text
                                    {"a": [1, None], "b": {"c": "d=e"}}, [[1, 2], [3]]], ids=repr)
 def test_every_config_value_reads_back_as_itself(value):
     assert parse_value(hydra_override("key", value)) == value
+
+
+# Pieces that mean something to Hydra's override grammar or to OmegaConf, strung together at random.
+PIECES = st.sampled_from(["\\", "\\\\", "$", "{", "}", "${", "${x}", "\\${", "'", '"', " ", "\t", ",", "=", ":", "[", "]", "(", ")",
+                          "a", "/", "é", "null", "1", "~", "+", "%"])
+NASTY = st.lists(PIECES, max_size=10).map("".join)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.one_of(NASTY, st.lists(NASTY, max_size=3)))
+def test_any_string_or_list_of_strings_composes_back_to_exactly_itself(value):
+    """Hydra's parser, then OmegaConf's resolution (what composing a config does to an override's value)."""
+    line = hydra_override("key", value)
+    assert OmegaConf.to_container(OmegaConf.create({"key": parse_value(line)}), resolve=True)["key"] == value, line
 
 
 def test_plain_names_stay_unquoted():
@@ -48,7 +65,7 @@ def run_configs(name, module, small, path):
 
 
 @pytest.mark.parametrize("name, module, small", STUDIES, ids=[s[0] for s in STUDIES])
-@pytest.mark.parametrize("path", TRICKY[:2], ids=repr)
+@pytest.mark.parametrize("path", TRICKY[:3], ids=repr)
 def test_every_study_passes_any_data_path_to_its_runs_unchanged(name, module, small, path):
     configs = run_configs(name, module, small, path)
     assert configs and {c.dataset.path for c in configs} == {path}
