@@ -327,6 +327,7 @@ def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
                 kind = override.value_type.name.lower().replace("_", " ")
                 raise ConfigError(f"{line}: Hydra's basic sweeper cannot enumerate an {kind}; "
                                   f"use a list (a,b,c), range(start,stop,step), choice(...) or glob(...)")
+            check_ranges(line, override.value())
             (jobs,) = BasicSweeper.split_arguments([override], max_batch_size=None)
             if not jobs:
                 group = override.key_or_group
@@ -338,6 +339,29 @@ def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
     choices = list(per_key.values())
     firsts = [c[0] for c in choices]
     return [firsts] + [firsts[:i] + [value] + firsts[i + 1:] for i, c in enumerate(choices) for value in c[1:]]
+
+
+MAX_RANGE_VALUES = 100_000  # a range with more values is a typo (a step of 1e-9), not a sweep anyone can run
+
+
+def check_ranges(line: str, value: Any) -> None:
+    """Refuse a `range(start,stop,step)` in a sweep (also inside shuffle(...) or sort(...)) that Hydra cannot
+    enumerate: a step of zero, or more than MAX_RANGE_VALUES values.
+
+    Raises:
+        ConfigError: naming the override and the range.
+    """
+    from hydra.core.override_parser.types import RangeSweep, Sweep
+
+    if not isinstance(value, Sweep):
+        return
+    for inner in getattr(value, "list", None) or []:  # sort(...), shuffle(...) of a sweep: a ChoiceSweep of values
+        check_ranges(line, inner)
+    if isinstance(value, RangeSweep):
+        if value.step == 0:
+            raise ConfigError(f"{line}: a range's step must not be zero; e.g. range(0,1,0.25) gives 0, 0.25, 0.5, 0.75")
+        if (value.stop - value.start) / value.step > MAX_RANGE_VALUES:
+            raise ConfigError(f"{line}: this range has more than {MAX_RANGE_VALUES:,} values; check its step")
 
 
 def describe(exc: Exception) -> tuple[str, int]:
