@@ -7,7 +7,6 @@ data) ends with one line on stderr and exit code 2; a diverged run with 3
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import re
@@ -20,7 +19,10 @@ from .errors import ConfigError, DeepexpError
 
 EXIT_BAD_INPUT = 2
 _show_traceback = False  # the user's HYDRA_FULL_ERROR, before we set it for Hydra
-HYDRA_FLAGS_WITHOUT_RUN = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc")
+HYDRA_FLAGS_WITHOUT_RUN = ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc")  # print, check nothing
+HYDRA_CFG_FLAGS = ("--cfg", "-c")  # print the config: checked as a run would be, but nothing is written
+HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+                          "--experimental-rerun")  # `--cfg job`: the next word is the flag's, not an override
 
 
 @dataclass(frozen=True)
@@ -28,24 +30,38 @@ class Command:
     summary: str
     task: str  # "module:function" under deepexp, imported only when the command runs (a fast --help)
     presets: bool = False  # `preset=X` picks configs/<command>/preset/X.yaml
+    # "module:function" (validated config, output folder or None) -> None, raising ConfigError for what the
+    # command would refuse beyond its schema: a study's runs, and what is already in the folder.
+    check: Optional[str] = None
 
     def run(self, cfg) -> int:
         """Import the task function and run it on one composed config; returns an exit code."""
-        module, function = self.task.split(":")
-        return getattr(importlib.import_module(f".{module}", __package__), function)(cfg)
+        return _function(self.task)(cfg)
+
+    def check_config(self, typed, folder: Optional[Path]) -> None:
+        """Refuse (ConfigError) what the command would refuse on its validated config `typed` in `folder`
+        (None: not known yet), before anything is written: before Hydra starts, and again in the job once
+        it holds the folder's lock, before the `.hydra/` record is written."""
+        if self.check:
+            _function(self.check)(typed, folder)
+
+
+def _function(name: str):
+    module, function = name.split(":")
+    return getattr(importlib.import_module(f".{module}", __package__), function)
 
 
 COMMANDS: Dict[str, Command] = {
     "train": Command("train one model with per-layer monitoring (TensorBoard, metrics.json, checkpoints)",
-                     "commands.train:train_command"),
+                     "commands.train:train_command", check="commands.train:check_command"),
     "activations": Command("project 1: the activation-function study (9 activations x seeds, diagnosis, report)",
-                           "experiments.activations:activations_command", presets=True),
+                           "experiments.activations:activations_command", presets=True, check="experiments.activations:check_command"),
     "residual": Command("project 2: plain vs residual networks, shortcuts, dense connections, gradient flow",
-                        "experiments.residual:residual_command", presets=True),
+                        "experiments.residual:residual_command", presets=True, check="experiments.residual:check_command"),
     "efficient": Command("project 3: baseline CNN vs efficient designs: params, MACs, latency, accuracy, INT8, ONNX",
-                         "experiments.efficient:efficient_command", presets=True),
+                         "experiments.efficient:efficient_command", presets=True, check="experiments.efficient:check_command"),
     "nas": Command("project 4: architecture search (random, evolution, NSGA-II, zero-cost), Pareto front, top 5",
-                   "experiments.nas:nas_command", presets=True),
+                   "experiments.nas:nas_command", presets=True, check="experiments.nas:check_command"),
     "report": Command("summarise any folder of runs: group over seeds, mean ± std, curves, bars, report.md",
                       "commands.report:report_command"),
 }
@@ -81,13 +97,15 @@ def run(argv: List[str]) -> int:
     # Hydra re-raises instead of printing its own multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        record = sweep_dir = None
-        if not any(a.split("=", 1)[0] in HYDRA_FLAGS_WITHOUT_RUN for a in args):  # (also `--cfg=job`)
-            args = resolve_resume(name, args)
+        record = None
+        flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}  # (also `--cfg=job`)
+        if not flags & set(HYDRA_FLAGS_WITHOUT_RUN):
+            args = add_and_delete(name, resolve_resume(name, args))
             prevalidate(name, args)
-            args, record = record_after_lock(args)
-            sweep_dir = named_sweep_dir(args)
-        return launch(name, args, record, sweep_dir)
+            if not flags & set(HYDRA_CFG_FLAGS):
+                args, record = record_after_lock(args)
+                args += [SWEEP_LOCK] if is_multirun(args) else []
+        return launch(name, args, record)
     except DeepexpError as exc:
         if show_traceback:
             raise
@@ -110,16 +128,17 @@ def hydra_args(name: str, args: List[str]) -> List[str]:
     return args
 
 
-def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None, sweep_dir: Optional[Path] = None) -> int:
+def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None) -> int:
     """Run the command's Hydra app on `args`; returns the exit code.
 
-    Each job takes its output folder's RunLock before anything is written there, then writes
-    Hydra's `.hydra/` record itself (`record`, see record_after_lock), then runs the task. A second
-    process on the same folder is refused with the record of the first left as it was; likewise a
-    second sweep into `sweep_dir`."""
+    Each job takes its output folder's RunLock before anything is written there, checks what the
+    command would refuse in that folder (Command.check_config), then writes Hydra's `.hydra/` record
+    itself (`record`, see record_after_lock), then runs the task. A second process on the same folder,
+    or a job refused there, leaves the folder's record as it was; likewise a second sweep into a sweep
+    folder in use (hydra_callbacks.SweepLock, which a sweep gets as the override SWEEP_LOCK)."""
     import hydra
 
-    from .config import CONFIG_DIR, register_schemas
+    from .config import CONFIG_DIR, job_output_dir, register_schemas, validate
 
     register_schemas()
     codes: List[int] = []
@@ -128,12 +147,12 @@ def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None, s
     def task(cfg) -> int:
         # Under a launcher that runs jobs in other processes (joblib, submitit), `codes` stays
         # empty here; each job's outcome is in its metrics.json (`deepexp report` counts them).
-        from hydra.core.hydra_config import HydraConfig
-
         from .rundir import RunLock
 
         try:
-            with RunLock(Path(HydraConfig.get().runtime.output_dir)):
+            folder = job_output_dir()
+            with RunLock(folder):
+                command.check_config(validate(cfg), folder)
                 if record is not None:
                     record.write(cfg)
                 codes.append(command.run(cfg))
@@ -151,38 +170,19 @@ def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None, s
     saved_argv = sys.argv
     sys.argv = [f"deepexp {name}", *args]
     try:
-        with sweep_lock(sweep_dir) if sweep_dir is not None else contextlib.nullcontext():
-            app()
+        app()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     finally:
         sys.argv = saved_argv
+        from .hydra_callbacks import SweepLock
+
+        SweepLock.release_all()
     return max(codes, default=0)
 
 
-def named_sweep_dir(args: List[str]) -> Optional[Path]:
-    """The folder of a -m sweep when the command line names it (`hydra.sweep.dir=DIR`, no interpolation).
-    A default folder is new for each sweep: named by the second it started."""
-    folder = last_value(args, "hydra.sweep.dir") if is_multirun(args) else None
-    return Path(str(folder)) if folder is not None and "${" not in str(folder) else None
-
-
-@contextlib.contextmanager
-def sweep_lock(folder: Path):
-    """Hold the sweep folder's RunLock: Hydra's basic sweeper writes DIR/multirun.yaml before the first
-    job starts, so a second sweep into a folder in use is refused before that."""
-    from .errors import RunLockedError
-    from .rundir import RunLock
-
-    lock = RunLock(folder)
-    try:
-        lock.__enter__()
-    except RunLockedError:
-        raise RunLockedError(f"{folder} is in use by another deepexp sweep; wait for it or choose another hydra.sweep.dir") from None
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
+# deepexp's own Hydra override of a -m sweep: the callback that locks the sweep folder (left out of each job's record).
+SWEEP_LOCK = "+hydra.callbacks.deepexp_sweep_lock._target_=deepexp.hydra_callbacks.SweepLock"
 
 
 HYDRA_RECORD = ".hydra"  # Hydra's default hydra.output_subdir
@@ -206,15 +206,19 @@ class HydraRecord:
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf, open_dict, read_write
 
+        from .config import job_output_dir
         from .rundir import atomic_write
 
         hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
         users = iter(self.user_lines)
+        # The overrides as text: `hydra.run.dir=/x/${act.name}` is an interpolation of the job's config, which
+        # this copy of Hydra's node does not hold (Hydra's own record saves them unresolved too).
+        lines = OmegaConf.to_container(hydra_cfg.hydra.overrides.hydra, resolve=False)
         with read_write(hydra_cfg.hydra), open_dict(hydra_cfg.hydra):  # HydraConfig keeps its node read-only
             hydra_cfg.hydra.output_subdir = self.subdir
-            given = [next(users, None) if o == NO_HYDRA_RECORD else o for o in hydra_cfg.hydra.overrides.hydra]
+            given = [next(users, None) if o == NO_HYDRA_RECORD else o for o in lines if o != SWEEP_LOCK]
             hydra_cfg.hydra.overrides.hydra = [o for o in given if o is not None]
-        folder = Path(hydra_cfg.hydra.runtime.output_dir) / self.subdir
+        folder = job_output_dir() / self.subdir
         for file, node in (("config.yaml", cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
             text = OmegaConf.to_yaml(node)
             atomic_write(folder / file, lambda f, text=text: f.write(text), mode="w")
@@ -226,7 +230,7 @@ def record_after_lock(args: List[str]) -> Tuple[List[str], Optional[HydraRecord]
     (None when the user's last hydra.output_subdir is null: no record)."""
     from .config import parse_key, parse_value
 
-    user_lines = tuple(a for a in args if not a.startswith("-") and parse_key(a) == "hydra.output_subdir")
+    user_lines = tuple(a for a in overrides_in(args) if parse_key(a) == "hydra.output_subdir")
     if not user_lines:
         return [*args, NO_HYDRA_RECORD], HydraRecord(HYDRA_RECORD, ())
     subdir = parse_value(user_lines[-1])  # Hydra: the last one wins
@@ -238,56 +242,156 @@ def last_value(args: List[str], key: str, default: Any = None) -> Any:
     """The value the last override of `key` in `args` gives it (Hydra: the last one wins), else `default`."""
     from .config import parse_key, parse_value
 
-    lines = [a for a in args if not a.startswith("-") and parse_key(a) == key]
+    lines = [a for a in overrides_in(args) if parse_key(a) == key]
     return parse_value(lines[-1]) if lines else default
+
+
+def overrides_in(args: List[str]) -> List[str]:
+    """The overrides of a command line: Hydra's flags left out, and the word after a flag that takes one
+    (`--cfg job`, `-cn NAME`)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a.startswith("-"):
+            skip = a in HYDRA_FLAGS_WITH_VALUE
+        else:
+            out.append(a)
+    return out
+
+
+def given_folder(args: List[str], key: str = "hydra.run.dir") -> Optional[Path]:
+    """The folder the command line names with `key`, as Hydra will read it (OmegaConf's `\\${` escapes
+    resolved), or None: not given, or an interpolation only the running app can resolve (then the job
+    checks its folder itself, once it holds the folder's lock)."""
+    from .config import literal_text
+
+    value = last_value(args, key)
+    text = literal_text(str(value)) if value is not None else None
+    return Path(text) if text else None
 
 
 # --- before Hydra starts: resume=true and validation ---------------------------------------
 
 
 def resolve_resume(name: str, args: List[str]) -> List[str]:
-    """`resume=true` without a run directory: continue the newest unfinished run of this command."""
-    from .config import hydra_override
+    """`deepexp train resume=true`: continue a run with the overrides it was started with.
 
-    if last_value(args, "resume") is not True or last_value(args, "hydra.run.dir") is not None:
+    The run is the one `hydra.run.dir=DIR` names, else the newest unfinished run under outputs/train/
+    (then added as hydra.run.dir). Its recorded overrides (recorded_overrides) come first and those of
+    the command line after them, so that the command line wins, and a change there is checked for
+    resumability like any other; a recorded override of a key the command line sets is left out.
+    Prints which run continues and with which recorded overrides.
+
+    Raises:
+        ConfigError: no unfinished run under outputs/train/ to continue.
+    """
+    if name != "train" or is_multirun(args) or last_value(args, "resume") is not True:
         return args
+    from .config import hydra_override, parse_key, shell_word
     from .rundir import read_metrics
 
-    candidates = sorted(Path("outputs", name).glob("**/metrics.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in candidates:
-        if (read_metrics(path.parent) or {}).get("status") == "running":
-            print(f"resume=true: continuing {path.parent}")
-            return [*args, hydra_override("hydra.run.dir", str(path.parent))]
-    raise ConfigError(f"resume=true: no unfinished run under {Path('outputs', name)}; pass hydra.run.dir=DIR of the run to continue")
+    folder = given_folder(args)
+    if folder is None and last_value(args, "hydra.run.dir") is not None:
+        return args  # an interpolated folder: the job compares its config with the run there
+    if folder is None:
+        candidates = sorted(Path("outputs", name).glob("**/metrics.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        folder = next((p.parent for p in candidates if (read_metrics(p.parent) or {}).get("status") == "running"), None)
+        if folder is None:
+            raise ConfigError(f"resume=true: no unfinished run under {Path('outputs', name)}; pass hydra.run.dir=DIR of the run to continue")
+        args = [*args, hydra_override("hydra.run.dir", str(folder))]
+    elif read_metrics(folder) is None:
+        return args  # nothing there yet: a new run
+    given = {parse_key(a) for a in overrides_in(args)} | {"resume"}
+    kept = [line for line in recorded_overrides(folder) if parse_key(line) not in given]
+    print(f"resume=true: continuing {folder}" + (f" ({' '.join(map(shell_word, kept))})" if kept else ""))
+    return [*kept, *args]
+
+
+def recorded_overrides(folder: Path) -> List[str]:
+    """The overrides a run was started with, as Hydra got them: its `.hydra/overrides.yaml`, else (a run
+    written with another hydra.output_subdir, or none) the `overrides` of its metrics.json provenance."""
+    from omegaconf import ListConfig, OmegaConf
+
+    from .rundir import read_metrics
+
+    try:
+        record = OmegaConf.load(folder / HYDRA_RECORD / "overrides.yaml")
+    except Exception:  # missing or unreadable: the metrics' copy
+        record = None
+    if isinstance(record, ListConfig):
+        return [str(line) for line in OmegaConf.to_container(record, resolve=False)]
+    return [str(line) for line in ((read_metrics(folder) or {}).get("provenance") or {}).get("overrides") or []]
+
+
+def add_and_delete(name: str, args: List[str]) -> List[str]:
+    """Hydra's `~key` and `+key=value` made to agree with the schemas, whatever a key's value.
+
+    Hydra takes a key whose value is null for an absent one: it cannot delete it (`~grad_clip`: "does not
+    exist") and lets `+grad_clip=1.0` add it, while `+lr=0.1` is refused. Here `~key` (or `~key=null`) of
+    a key that may be null sets it to null, and `+key=value` of any key the config has is refused with the
+    line to use instead. Other `~key` and `+key` lines (groups, unknown keys, keys without null) go to
+    Hydra as given.
+
+    Raises:
+        ConfigError: `+key=value` of a key the config already has.
+    """
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from .config import compose_config, config_choices, hydra_value, override_parser
+
+    lines = [a for a in overrides_in(args) if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    special = {}
+    for line in lines:
+        try:
+            o = override_parser().parse_override(line)
+        except HydraException:
+            continue  # prevalidate names it
+        group = "/" in o.key_or_group or bool(config_choices(o.key_or_group))
+        if (o.is_delete() or o.is_add()) and not (group or o.is_sweep_override()):
+            special[line] = o
+    if not special:
+        return args
+    try:
+        base = compose_config(name, [line for line in lines if line not in special and "," not in line and "(" not in line])
+    except Exception:
+        return args  # prevalidate names what does not compose
+    out = []
+    for line in args:
+        o = special.get(line)
+        parent_key, _, leaf = o.key_or_group.rpartition(".") if o else ("", "", "")
+        parent = OmegaConf.select(base, parent_key) if parent_key else base
+        if o is None or not OmegaConf.is_dict(parent) or leaf not in parent:
+            out.append(line)  # Hydra's own answer: an unknown key cannot be deleted, and may be added (the schema then refuses it)
+        elif o.is_add():
+            raise ConfigError(f"{line}: {o.key_or_group} is already in the config; set it without the +: {line[1:]}")
+        elif parent._get_node(leaf)._is_optional():
+            if o.value() not in (None, parent[leaf]):  # `~key=value`: Hydra removes a key only at that value
+                raise ConfigError(f"{line}: {o.key_or_group} is {hydra_value(parent[leaf])}, not {hydra_value(o.value())}")
+            out.append(f"{o.key_or_group}=null")
+        else:
+            out.append(line)
+    return out
 
 
 def prevalidate(name: str, args: List[str]) -> None:
-    """Compose and validate before Hydra creates any run directory.
+    """Compose and check before Hydra creates any run directory.
 
     For a sweep (`-m a=1,2 b=x,y`), each value of each swept key is checked with the
     other keys at their first value: every bad value is caught without composing the
-    whole cartesian product.
+    whole cartesian product. Each variant is checked as the command checks its config
+    (Command.check_config: a study's owned keys, its runs' configs), and against what is
+    already in the run folder when the command line names it: a run there that the command
+    would refuse is refused here, before Hydra writes anything in that folder.
     """
     from .config import compose_config, validate
 
     variants = sweep_variants(name, args)
     typed = [validate(compose_config(name, variant)) for variant in variants]
-    run_dir = last_value(args, "hydra.run.dir")
-    if run_dir is not None and not is_multirun(args) and name == "train":
-        # Refuse a changed config here, before Hydra creates anything in the run directory.
-        from .rundir import read_metrics
-
-        earlier = read_metrics(Path(str(run_dir)))
-        if earlier:
-            from .train import check_resumable, flat_config  # (imports torch: only when there is a run to check)
-
-            check_resumable(earlier.get("config", {}), flat_config(typed[0]), Path(str(run_dir)))
-    folder = Path(str(run_dir)) if run_dir is not None else None
-    if name == "nas" and not is_multirun(args) and (typed[0].storage or folder and (folder / "search.db").exists()):
-        # A search resumed with other rating settings, refused before .hydra/ is rewritten (imports torch: only then).
-        from .experiments.nas import check_rating, storage_url
-
-        check_rating(typed[0], storage_url(typed[0], folder), files_only=True)
+    folder = None if is_multirun(args) else given_folder(args)
+    for one in typed:
+        COMMANDS[name].check_config(one, folder)
 
 
 def is_multirun(args: List[str]) -> bool:
@@ -314,7 +418,7 @@ def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
 
     from .config import CONFIG_DIR, register_schemas
 
-    lines = [a for a in args if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))]
+    lines = [a for a in overrides_in(args) if not a.startswith(("hydra.", "hydra/"))]
     register_schemas()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
@@ -333,6 +437,7 @@ def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
                 kind = override.value_type.name.lower().replace("_", " ")
                 raise ConfigError(f"{line}: Hydra's basic sweeper cannot enumerate an {kind}; "
                                   f"use a list (a,b,c), range(start,stop,step), choice(...) or glob(...)")
+            check_ranges(line, override.value())
             (jobs,) = BasicSweeper.split_arguments([override], max_batch_size=None)
             if not jobs:
                 group = override.key_or_group
@@ -344,6 +449,29 @@ def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
     choices = list(per_key.values())
     firsts = [c[0] for c in choices]
     return [firsts] + [firsts[:i] + [value] + firsts[i + 1:] for i, c in enumerate(choices) for value in c[1:]]
+
+
+MAX_RANGE_VALUES = 100_000  # a range with more values is a typo (a step of 1e-9), not a sweep anyone can run
+
+
+def check_ranges(line: str, value: Any) -> None:
+    """Refuse a `range(start,stop,step)` in a sweep (also inside shuffle(...) or sort(...)) that Hydra cannot
+    enumerate: a step of zero, or more than MAX_RANGE_VALUES values.
+
+    Raises:
+        ConfigError: naming the override and the range.
+    """
+    from hydra.core.override_parser.types import RangeSweep, Sweep
+
+    if not isinstance(value, Sweep):
+        return
+    for inner in getattr(value, "list", None) or []:  # sort(...), shuffle(...) of a sweep: a ChoiceSweep of values
+        check_ranges(line, inner)
+    if isinstance(value, RangeSweep):
+        if value.step == 0:
+            raise ConfigError(f"{line}: a range's step must not be zero; e.g. range(0,1,0.25) gives 0, 0.25, 0.5, 0.75")
+        if (value.stop - value.start) / value.step > MAX_RANGE_VALUES:
+            raise ConfigError(f"{line}: this range has more than {MAX_RANGE_VALUES:,} values; check its step")
 
 
 def describe(exc: Exception) -> tuple[str, int]:
@@ -377,7 +505,10 @@ def describe(exc: Exception) -> tuple[str, int]:
             return f"bad value in {merge.group(1)}: {cause_line}", EXIT_BAD_INPUT
         return f"{first}{': ' + cause_line if cause_line else ''}", EXIT_BAD_INPUT
     if isinstance(exc, OverrideParseException):
-        return f"cannot parse the overrides: {first}", EXIT_BAD_INPUT
+        from .config import unparsable
+
+        lines = [line for line in exc.message.splitlines() if line.strip() and not line.startswith(("See https", "Error parsing"))]
+        return unparsable(exc.override, lines[0] if lines else first), EXIT_BAD_INPUT
     if isinstance(exc, OmegaConfBaseException):
         return first, EXIT_BAD_INPUT
     if isinstance(exc, ValueError) and first.startswith("Only one of --run"):  # e.g. -m together with --cfg

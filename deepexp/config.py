@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence
@@ -292,6 +293,8 @@ class ActivationsConfig:
         check_choice("norm", self.norm, NORMS)
         check(0 < self.threshold <= 1, f"threshold must be in (0, 1], got {self.threshold}")
         check(self.stability_epochs >= 2, f"stability_epochs must be at least 2, got {self.stability_epochs}")
+        check(self.stability_epochs <= self.epochs, f"stability_epochs={self.stability_epochs} needs at least as many epochs; "
+                                                    f"epochs={self.epochs} (the trend is fitted over the last stability_epochs epochs)")
         for ablation in self.ablations:
             check_choice("ablations", ablation, ("init", "norm", "depth"))
         check(all(d >= 1 for d in self.ablation_depths), "ablation_depths must be positive")
@@ -476,8 +479,8 @@ def hydra_override(key: str, value: Any) -> str:
         The override, e.g. `lr=0.01`, `acts=[relu,gelu]`, `dataset.path='/data/d=1/mini.npz'`.
         A string stays bare where Hydra's parser reads it back unchanged as that string; otherwise it is
         single-quoted with Hydra's own escaping (`QuotedString.with_quotes`), and a literal `${` is
-        written `\\${` so that OmegaConf does not take it for an interpolation (Hydra docs, "Override
-        grammar": quoted values; OmegaConf docs, "Escaping interpolations").
+        escaped for OmegaConf (`omegaconf_text`) so that it is not taken for an interpolation (Hydra docs,
+        "Override grammar": quoted values; OmegaConf docs, "Escaping interpolations").
 
     Raises:
         ConfigError: a value of another type, or a dict key that is not an identifier.
@@ -501,7 +504,7 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)  # 0.001, 1e-05, inf, nan: all in Hydra's number syntax
     if isinstance(value, str):
-        return value if _reads_back_bare(value) else QuotedString(text=value.replace("${", "\\${"), quote=Quote.single).with_quotes()
+        return value if _reads_back_bare(value) else QuotedString(text=omegaconf_text(value), quote=Quote.single).with_quotes()
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -509,6 +512,37 @@ def hydra_value(value: Any) -> str:
             check(isinstance(k, str) and k.isidentifier(), f"cannot write the dict key {k!r} as a Hydra override")
         return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"cannot write a {type(value).__name__} ({value!r}) as a Hydra override")
+
+
+def omegaconf_text(text: str) -> str:
+    """The string OmegaConf resolves to exactly `text`: each `${` escaped as `\\${`, and the backslashes just
+    before it doubled, since OmegaConf reads `\\\\` there as one backslash (OmegaConf docs, "Escaping
+    interpolations": `\\${x}` is `${x}` literally, `\\\\${x}` a backslash and x's value). A backslash
+    anywhere else stays as it is."""
+    return re.sub(r"(\\*)\$\{", lambda m: 2 * m.group(1) + "\\${", text)
+
+
+def literal_text(text: str) -> Optional[str]:
+    """What OmegaConf reads from `text` when `text` holds no interpolation (`\\${` escapes resolved to `${`),
+    or None when it holds one (`${now:...}`, `${act.name}`): then only the running Hydra app knows the value.
+    Raises ConfigError for text OmegaConf cannot read."""
+    if "${" not in text:
+        return text
+    from omegaconf import grammar_parser
+    from omegaconf.errors import GrammarParseError
+    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
+
+    try:
+        tree = grammar_parser.parse(text)
+    except GrammarParseError as exc:
+        raise ConfigError(f"{text!r}: {first_line(exc)}") from None
+    nodes = [tree]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, OmegaConfGrammarParser.InterpolationContext):
+            return None
+        nodes += list(node.getChildren()) if hasattr(node, "getChildren") else []
+    return OmegaConf.create({"text": text}).text
 
 
 @functools.lru_cache(maxsize=4096)
@@ -543,6 +577,63 @@ def override_parser():
     return OverridesParser.create()
 
 
+QUOTING = "README: Quoting"  # where the README explains how to quote an override in the shell and for Hydra
+
+
+def unparsable(line: str, reason: str) -> str:
+    """One line for an override Hydra's parser cannot read: the override, the parser's reason and, where
+    the override has a key, the same value written so that Hydra reads it (`hydra_override`: quoted, each
+    element of a `[...]` list quoted on its own), as a shell word to paste."""
+    key, sep, raw = line.partition("=")
+    advice = "quote a value that holds =, a space, a comma, a bracket or a quote"
+    example = None
+    if sep and key.lstrip("+~") and parse_key(f"{key}=x") is not None:
+        inner = raw.strip()
+        value: Any = [_unquoted(v) for v in _split_top_level(inner[1:-1])] if inner[:1] == "[" and inner[-1:] == "]" else raw
+        example = f"{key}={hydra_value(value)}"
+        if isinstance(value, list):
+            advice = "quote each element of a list of overrides"
+        if parse_key(example) is None:
+            example = None
+    said = f"{advice}, e.g. {shell_word(example)}" if example else "an override is key=value"
+    return f"cannot parse {line!r} ({reason}): {said} ({QUOTING})"
+
+
+def _split_top_level(text: str) -> List[str]:
+    """`text` split at the commas outside brackets, braces and quotes."""
+    parts, depth, quote, start = [], 0, None, 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "[{(":
+            depth += 1
+        elif c in "]})":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [p.strip() for p in [*parts, text[start:]] if p.strip()]
+
+
+def _unquoted(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
+
+
+def shell_word(text: str) -> str:
+    """`text` as one word for a POSIX shell: bare when nothing in it means something to the shell, else in
+    double quotes when it holds single quotes (and nothing a shell expands inside double quotes), else in
+    single quotes (shlex.quote)."""
+    import shlex
+
+    if re.fullmatch(r"[\w@%+=:,./-]+", text):
+        return text
+    if "'" in text and not re.search(r'["$`\\!]', text):
+        return f'"{text}"'
+    return shlex.quote(text)
+
+
 def parse_key(line: str) -> Optional[str]:
     """The key (or group) an override sets, as Hydra reads it, or None for what is not an override."""
     from hydra.errors import HydraException
@@ -557,6 +648,15 @@ def parse_value(line: str) -> Any:
     """The value of one override as Hydra reads it: quotes removed, `null` as None, `true` as True
     (a sweep as Hydra's sweep object). Raises Hydra's OverrideParseException for what does not parse."""
     return override_parser().parse_override(line).value()
+
+
+def job_output_dir() -> Path:
+    """The running Hydra job's output folder as Hydra stored it (`hydra.runtime.output_dir`, an absolute path
+    it resolved from hydra.run.dir or the sweep's folders), read without resolving it again: a folder named
+    with a literal `${` (`hydra.run.dir='/x/\\${y}'` makes `/x/${y}`) would read as an interpolation."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(OmegaConf.to_container(HydraConfig.get().runtime, resolve=False)["output_dir"])
 
 
 def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:

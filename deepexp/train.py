@@ -351,8 +351,10 @@ def as_run_here(flat: Dict[str, Any]) -> Dict[str, Any]:
     return {**flat, "amp": applied.amp_dtype is not None, "tf32": applied.tf32}
 
 
-def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path) -> None:
-    """Refuse to continue a run whose config changed in a way that changes the numbers.
+def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path,
+                    advice: str = "choose a new hydra.run.dir to start afresh") -> None:
+    """Refuse to continue a run whose config changed in a way that changes the numbers; `advice` ends the
+    line (how to start afresh: another run folder, or in a sweep another sweep folder).
 
     Keys the saved run does not have are options added to deepexp since; their defaults
     keep the old behaviour, so only a non-default value there counts as a change. `amp` and `tf32`
@@ -364,7 +366,7 @@ def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path)
                      if saved.get(k, NEW_OPTION_DEFAULTS.get(k)) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
-        raise CheckpointError(f"{where} holds a run with another config ({diffs}); choose a new hydra.run.dir to start afresh")
+        raise CheckpointError(f"{where} holds a run with another config ({diffs}); {advice}")
 
 
 # --- the run ------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def test_bad_study_input_is_one_line(tmp_path):
 @needs_mnist
 def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     exp = tmp_path / "exp"
-    out = run_cli(["activations", "preset=quick", "acts=[elu,tanh]", "seeds=1", "subset=600", "epochs=1", "lr=2.0", "n_workers=1",
+    out = run_cli(["activations", "preset=quick", "acts=[elu,tanh]", "seeds=1", "subset=600", "epochs=2", "lr=2.0", "n_workers=1",
                    f"hydra.run.dir={exp}"], tmp_path)
     assert out.returncode == 0, out.stderr
     rows = {r["act"]: r for r in csv.DictReader(open(exp / "summary.csv"))}

@@ -4,16 +4,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
 
 from conftest import run_cli
 from deepexp.config import compose_config, hydra_override, parse_value, validate
 from deepexp.experiments import activations, efficient, nas, residual
 
 # A file name with every character Hydra's grammar gives a meaning to (`=`, space, comma, brackets,
-# braces, colon, both quotes, backslash, an interpolation); `"` cannot appear in a quoted path on the
-# command line below, so it is tested in-process only.
-TRICKY = ["/data/d=1/mini.npz", "/data/my data, v2/[a] {b}/x.npz", "it's \"quoted\"", "back\\slash\\", "${oc.env:HOME}",
-          "a:b", "null", "true", "1.5", "", " padded ", "é"]
+# braces, colon, both quotes, backslash, an interpolation, a backslash before one); `"` cannot appear
+# in a quoted path on the command line below, so it is tested in-process only.
+TRICKY = ["/data/d=1/mini.npz", "/data/my data, v2/[a] {b}/x.npz", "/data/odd/bs\\${seed}/mini.npz", "it's \"quoted\"",
+          "back\\slash\\", "${oc.env:HOME}", "\\${x}", "\\\\${x}", "a:b", "null", "true", "1.5", "", " padded ", "é"]
 
 
 @pytest.mark.parametrize("text", TRICKY, ids=repr)
@@ -26,6 +29,20 @@ def test_a_string_reads_back_as_the_same_string_through_hydra_and_omegaconf(text
                                    {"a": [1, None], "b": {"c": "d=e"}}, [[1, 2], [3]]], ids=repr)
 def test_every_config_value_reads_back_as_itself(value):
     assert parse_value(hydra_override("key", value)) == value
+
+
+# Pieces that mean something to Hydra's override grammar or to OmegaConf, strung together at random.
+PIECES = st.sampled_from(["\\", "\\\\", "$", "{", "}", "${", "${x}", "\\${", "'", '"', " ", "\t", ",", "=", ":", "[", "]", "(", ")",
+                          "a", "/", "é", "null", "1", "~", "+", "%"])
+NASTY = st.lists(PIECES, max_size=10).map("".join)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.one_of(NASTY, st.lists(NASTY, max_size=3)))
+def test_any_string_or_list_of_strings_composes_back_to_exactly_itself(value):
+    """Hydra's parser, then OmegaConf's resolution (what composing a config does to an override's value)."""
+    line = hydra_override("key", value)
+    assert OmegaConf.to_container(OmegaConf.create({"key": parse_value(line)}), resolve=True)["key"] == value, line
 
 
 def test_plain_names_stay_unquoted():
@@ -48,7 +65,7 @@ def run_configs(name, module, small, path):
 
 
 @pytest.mark.parametrize("name, module, small", STUDIES, ids=[s[0] for s in STUDIES])
-@pytest.mark.parametrize("path", TRICKY[:2], ids=repr)
+@pytest.mark.parametrize("path", TRICKY[:3], ids=repr)
 def test_every_study_passes_any_data_path_to_its_runs_unchanged(name, module, small, path):
     configs = run_configs(name, module, small, path)
     assert configs and {c.dataset.path for c in configs} == {path}
@@ -91,54 +108,147 @@ def test_resume_true_continues_a_run_whose_folder_name_holds_hydra_syntax(tmp_pa
 
 # --- a study's own keys ----------------------------------------------------------------------
 
-OWN_KEY_CASES = [  # (command, the option, an override of a key the study sets, the study option named instead)
-    (["activations", "acts=[relu]", "seeds=1", "depth=2", "stability_epochs=2"], "train", "epochs=2", "epochs=..."),
-    (["residual", "preset=quick"], "train", "model.shortcut=B", "shortcut=..."),
-    (["efficient", "preset=quick"], "overrides", "++seed=1", "seeds=N"),
-    (["nas", "preset=quick"], "overrides", "epochs=1", "proxy_epochs= and final_epochs="),
-]
+HYDRA_SETTING = "is a Hydra setting, which applies to the whole command, not to each run: give it on the command line itself"
 
 
-def refusal(line: str, instead) -> str:
-    key = line.lstrip("+~").split("=")[0]
+def refusal(line: str, instead, key: str = None) -> str:
+    key = key or line.lstrip("+~").split("=")[0]
     advice = f"use the study's own {instead} instead" if instead else "the study does not let it change"
     return f"{line!r} sets {key}, which the study sets itself in every run; {advice}"
 
 
-@pytest.mark.parametrize("command, option, line, instead", OWN_KEY_CASES, ids=[c[0][0] for c in OWN_KEY_CASES])
-def test_an_extra_override_of_a_key_the_study_sets_is_refused_before_anything_runs(tmp_path, command, option, line, instead):
+TEST_ACC = "the tables and the report compare every run's test accuracy"
+DIAGNOSIS = "the diagnosis and the figures read every run's per-layer gradients and dead units"
+GRADIENTS = "the gradient figures and the report read every run's per-layer gradients"
+MODEL_ACC = "the tables and the report compare every trained model's test accuracy"
+
+
+def needed(line: str, key: str, why: str) -> str:
+    return f"{line!r} sets {key}, which the study needs as the trainer sets it: {why}"
+
+
+SMALL = {"activations": ["acts=[relu]", "seeds=1", "depth=2", "epochs=2", "subset=300", "stability_epochs=2", "n_workers=1"],
+         "residual": ["preset=quick", "depths=[20]", "seeds=1", "epochs=1", "subset=100"],
+         "efficient": ["preset=quick", "models=[baseline_cnn]", "seeds=1", "epochs=1", "subset=100"],
+         "nas": ["preset=quick", "trials=1", "proxy_epochs=1", "proxy_subset=100", "final_epochs=1", "final_subset=100", "final_seeds=1"]}
+OWN_KEY_CASES = [  # (command, the option, an extra override the study refuses, the refusal), one kind of refusal per study
+    ("activations", "train", "eval_test=false", needed("eval_test=false", "eval_test", TEST_ACC)),
+    ("residual", "train", "monitor.enabled=false", needed("monitor.enabled=false", "monitor.enabled", GRADIENTS)),
+    ("efficient", "overrides", "debug=fast", refusal("debug=fast", "epochs=...", "epochs")),  # the debug group sets epochs
+    ("nas", "overrides", "hydra.run.dir=/tmp/x", f"'hydra.run.dir=/tmp/x' {HYDRA_SETTING}"),
+]
+
+
+@pytest.mark.parametrize("name, option, line, message", OWN_KEY_CASES, ids=[c[0] for c in OWN_KEY_CASES])
+def test_an_extra_override_a_study_refuses_is_refused_before_hydra_makes_its_folder(tmp_path, name, option, line, message):
     exp = tmp_path / "exp"
-    out = run_cli([*command, f"{option}=['grad_clip=1.0','{line}']", f"hydra.run.dir={exp}"], tmp_path)
+    out = run_cli([name, *SMALL[name], f"{option}=['grad_clip=1.0','{line}']", f"hydra.run.dir={exp}"], tmp_path)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0] == f"deepexp: {option}=[...]: {refusal(line, instead)}", out.stderr
-    assert sorted(p.name for p in exp.iterdir()) == [".hydra", ".lock"]  # no run, no search storage, no report
+    assert len(lines) == 1 and lines[0] == f"deepexp: {option}=[...]: {message}", out.stderr
+    assert not exp.exists()  # refused before Hydra makes the folder: no record, no lock, no run, no search storage
 
 
 OWN_KEYS_IN_PROCESS = [  # (study, its overrides, the option, the line, the study option named instead)
+    ("activations", [], "train", "epochs=2", "epochs=..."),
     ("activations", [], "train", "subset=500", "subset=..."),  # (the full preset's subset is null: all images)
     ("activations", [], "train", "seed=3", "seeds=N"),
     ("activations", [], "train", "act=gelu", "acts=[...]"),
     ("activations", [], "train", "model=cnn", "depth=, width= and norm="),
     ("activations", [], "train", "~init", "init=..."),
     ("residual", [], "train", "epochs=1", "epochs=..."),
+    ("residual", [], "train", "model.shortcut=B", "shortcut=..."),
     ("residual", [], "train", "sched=step", None),
+    ("efficient", [], "overrides", "++seed=1", "seeds=N"),
     ("efficient", [], "overrides", "model=resnet20", "models=[...]"),
     ("efficient", [], "overrides", "model.width=0.5", "width=..."),  # (width is null: each model's own)
+    ("nas", [], "overrides", "epochs=1", "proxy_epochs= and final_epochs="),
     ("nas", [], "overrides", "eval_test=true", None),
     ("nas", [], "overrides", "model.arch=x.json", None),
 ]
 
 
-@pytest.mark.parametrize("name, overrides, option, line, instead", OWN_KEYS_IN_PROCESS, ids=[f"{c[0]} {c[3]}" for c in OWN_KEYS_IN_PROCESS])
-def test_every_key_a_study_sets_is_refused_in_its_extra_overrides(name, overrides, option, line, instead):
+def refused_in_process(name: str, overrides, option: str, line: str) -> str:
+    """What planning the study (NAS: checking its overrides) refuses, with `option=[line]` added."""
     from deepexp.errors import ConfigError
 
     module = {"activations": activations, "residual": residual, "efficient": efficient, "nas": nas}[name]
-    study = validate(compose_config(name, [*overrides, f"{option}=['{line}']"]))
+    study = validate(compose_config(name, [*overrides, f"{option}=[{hydra_override('x', line).split('=', 1)[1]}]"]))
     with pytest.raises(ConfigError) as refused:
         nas.check_overrides(study) if module is nas else module.plan(study)
-    assert str(refused.value) == f"{option}=[...]: {refusal(line, instead)}"
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("name, overrides, option, line, instead", OWN_KEYS_IN_PROCESS, ids=[f"{c[0]} {c[3]}" for c in OWN_KEYS_IN_PROCESS])
+def test_every_key_a_study_sets_is_refused_in_its_extra_overrides(name, overrides, option, line, instead):
+    assert refused_in_process(name, overrides, option, line) == f"{option}=[...]: {refusal(line, instead)}"
+
+
+OTHER_REFUSALS = [  # (study, the option, the line, the refusal): keys the tables read, groups and parents that set
+    # owned keys, Hydra's settings, residual's no_norm_overrides, a line Hydra cannot parse
+    ("activations", "train", "monitor.enabled=false", needed("monitor.enabled=false", "monitor.enabled", DIAGNOSIS)),
+    ("activations", "train", "monitor={enabled:false}", needed("monitor={enabled:false}", "monitor.enabled", DIAGNOSIS)),
+    ("residual", "train", "eval_test=false", needed("eval_test=false", "eval_test", TEST_ACC)),
+    ("efficient", "overrides", "eval_test=false", needed("eval_test=false", "eval_test", MODEL_ACC)),
+    ("activations", "train", "debug=fast", refusal("debug=fast", "epochs=...", "epochs")),
+    ("nas", "overrides", "debug=fast", refusal("debug=fast", "proxy_epochs= and final_epochs=", "epochs")),
+    ("activations", "train", "hydra.run.dir=/tmp/x", f"'hydra.run.dir=/tmp/x' {HYDRA_SETTING}"),
+    ("residual", "train", "hydra/launcher=joblib", f"'hydra/launcher=joblib' {HYDRA_SETTING}"),
+    ("residual", "no_norm_overrides", "epochs=1", refusal("epochs=1", "epochs=...")),
+    ("residual", "no_norm_overrides", "model.norm=batch", refusal("model.norm=batch", "norm=...")),
+    ("activations", "train", "lr=0.001 x=1", "cannot parse 'lr=0.001 x=1' (mismatched input '=' expecting <EOF>): quote a "
+                                            "value that holds =, a space, a comma, a bracket or a quote, e.g. \"lr='0.001 x=1'\" "
+                                            "(README: Quoting)"),
+]
+
+
+@pytest.mark.parametrize("name, option, line, message", OTHER_REFUSALS, ids=[f"{c[0]} {c[2]}" for c in OTHER_REFUSALS])
+def test_every_override_that_would_falsify_a_studys_tables_is_refused(name, option, line, message):
+    assert refused_in_process(name, [], option, line) == f"{option}=[...]: {message}"
+
+
+def test_the_norm_ablation_may_change_its_training_recipe():
+    study = validate(compose_config("residual", ["depths=[20]", "seeds=1", "ablations=[norm]",
+                                                 "no_norm_overrides=['init=default','lr=0.01','sched=step','batch_size=64']"]))
+    runs = {spec.name: validate(compose_config("train", spec.overrides)) for spec in residual.plan(study)}
+    plain = runs["norm-none/plain20-s0"]
+    assert (plain.model.norm, plain.init.name, plain.lr, plain.sched.name, plain.batch_size) == ("none", "default", 0.01, "step", 64)
+    assert (runs["main/plain20-s0"].lr, runs["main/plain20-s0"].sched.name) == (study.lr, "cosine")
+
+
+CONTRADICTIONS = [  # (command line, the one line it gets)
+    (["activations", "acts=[relu]", "epochs=2", "stability_epochs=3"],
+     "stability_epochs=3 needs at least as many epochs; epochs=2 (the trend is fitted over the last stability_epochs epochs)"),
+    (["residual", "preset=quick", "ablations=[norm]", "no_norm_overrides=['epochs=1']"],
+     f"no_norm_overrides=[...]: {refusal('epochs=1', 'epochs=...')}"),
+]
+
+
+@pytest.mark.parametrize("args, message", CONTRADICTIONS, ids=[c[0][0] for c in CONTRADICTIONS])
+def test_study_options_that_contradict_the_report_are_refused_before_anything_runs(tmp_path, args, message):
+    out = run_cli([*args, f"hydra.run.dir={tmp_path / 'exp'}"], tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [f"deepexp: {message}"], out.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+UNPARSABLE = [  # (command line, the override named, the value its suggested quoting gives)
+    (["report", "path=/tmp/a b/x=1"], "path=/tmp/a b/x=1", "/tmp/a b/x=1"),
+    (["activations", "train=[optim=adam,lr=0.001]"], "train=[optim=adam,lr=0.001]", ["optim=adam", "lr=0.001"]),
+]
+
+
+@pytest.mark.parametrize("args, line, value", UNPARSABLE, ids=[c[0][0] for c in UNPARSABLE])
+def test_an_override_hydra_cannot_parse_is_named_with_a_quoting_that_reads_back(tmp_path, args, line, value):
+    import shlex
+
+    out = run_cli([*args, f"hydra.run.dir={tmp_path / 'exp'}"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    (message,) = out.stderr.strip().splitlines()
+    assert message.startswith(f"deepexp: cannot parse {line!r} (") and message.endswith("(README: Quoting)"), message
+    suggestion = message.split(", e.g. ", 1)[1].rsplit(" (README", 1)[0]
+    (word,) = shlex.split(suggestion)  # one shell word, which Hydra reads as the value meant
+    assert parse_value(word) == value
+    assert not (tmp_path / "exp").exists()
 
 
 def test_an_extra_override_of_a_key_the_study_leaves_alone_reaches_every_run():

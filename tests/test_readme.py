@@ -80,3 +80,11 @@ def override_spans(text: str):
 def test_every_override_the_readme_shows_parses(span):
     for word in shlex.split(span):  # shell words, as they would be typed
         override_parser().parse_override(word)
+
+
+def test_a_documented_study_command_with_a_key_the_study_sets_would_fail_this_test():
+    """prevalidate applies a study's refusals of its own keys, so a README line that sets one cannot pass."""
+    from deepexp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'lr=0.001' sets lr, which the study sets itself in every run"):
+        prevalidate("activations", hydra_args("activations", ["preset=quick", "train=['optim=adam','lr=0.001']"]))

@@ -47,8 +47,8 @@ def test_the_activation_study_reports_the_hosts_its_runs_trained_on_not_the_one_
     from deepexp.progress import QuietReporter
     from deepexp.train import train
 
-    study = validate(compose_config("activations", ["preset=quick", "acts=[relu]", "seeds=2", "epochs=2", "depth=2", "width=8",
-                                                    "dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32",
+    study = validate(compose_config("activations", ["preset=quick", "acts=[relu]", "seeds=2", "epochs=2", "stability_epochs=2",
+                                                    "depth=2", "width=8", "dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32",
                                                     "subset=null"]))
     results = []
     for spec, host in zip(plan(study), ("node7", "node9")):

@@ -47,12 +47,18 @@ REFUSED = [  # (command line, the one line it gets)
                               "selu, sigmoid, swish, tanh"),
     (["-m", "seed=glob(*)"], "glob(...) picks among the choices of a config group, and seed is not one"),
     (["-m", "seed=range(3,3)"], "seed=range(3,3) gives no value to run"),
+    (["-m", "lr=range(0,1,0)"], "lr=range(0,1,0): a range's step must not be zero; e.g. range(0,1,0.25) gives 0, 0.25, 0.5, 0.75"),
+    (["-m", "lr=shuffle(range(1,2,0.0))"], "lr=shuffle(range(1,2,0.0)): a range's step must not be zero"),
+    (["-m", "lr=range(0,1,1e-9)"], "lr=range(0,1,1e-9): this range has more than 100,000 values; check its step"),
     (["act=relu,gelu"], "act=relu,gelu is a sweep: add -m"),
     (["-m", "act=relu,nope"], "unknown act 'nope'"),
     (["~seed"], "seed is required: add seed=..."),
     (["+foo=1"], "unknown key 'foo' (TrainConfig has no such key)"),
     (["+sched.foo=1"], "unknown key 'sched.foo' (SchedConfig has no such key)"),
-    (["+lr=0.1"], "Could not append to config. An item is already at 'lr'"),
+    (["+lr=0.1"], "+lr=0.1: lr is already in the config; set it without the +: lr=0.1"),
+    (["+grad_clip=1.0"], "+grad_clip=1.0: grad_clip is already in the config; set it without the +: grad_clip=1.0"),  # (null)
+    (["~grad_clip=3"], "~grad_clip=3: grad_clip is null, not 3"),
+    (["~lr", "--cfg", "job"], "lr is required: add lr=..."),  # printing the config checks it as a run would
     (["+act=gelu"], "act already has a choice in the defaults: choose with act=... (no +)"),
     (["~model.depth"], "MLPConfig (DictConfig) does not support deletion"),
 ]
@@ -65,3 +71,10 @@ def test_a_sweep_or_key_change_that_cannot_run_is_one_line_and_exit_2(tmp_path, 
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("deepexp: ") and message in lines[0], out.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_removing_a_key_that_may_be_null_sets_it_to_null(tmp_path):
+    out = run_cli(["train", "debug=fast", "grad_clip=1.0", "~grad_clip", "~subset", "--cfg", "job"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    assert (config["grad_clip"], config["subset"], config["epochs"]) == (None, None, 1)  # debug=fast's subset removed as well

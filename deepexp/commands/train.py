@@ -2,26 +2,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.table import Table
 
-from ..config import validate
+from ..config import TrainConfig, job_output_dir, validate
 from ..progress import ConsoleReporter, plain_console
-from ..train import train
+from ..rundir import read_metrics
 
 
 def train_command(cfg: DictConfig) -> int:
+    from ..train import train  # here, not at the top: check_command needs torch only for a run to compare with
+
     typed = validate(cfg)
     hydra = HydraConfig.get()
-    run_dir = Path(hydra.runtime.output_dir)
+    run_dir = job_output_dir()
     label = f"[{hydra.job.num}]" if hydra.mode.name == "MULTIRUN" else ""
     console = plain_console()
     result = train(typed, run_dir, ConsoleReporter(console, label=label),
                    provenance={"command": "train", "overrides": list(hydra.overrides.task)})
     console.print(results_table(result.metrics, run_dir))
     return result.exit_code
+
+
+def check_command(typed: TrainConfig, run_dir: Optional[Path]) -> None:
+    """What `deepexp train` refuses before anything is written, beyond its validated config `typed`: a run
+    already in `run_dir` whose config differs in anything that changes the numbers (train.check_resumable)."""
+    earlier = read_metrics(run_dir) if run_dir is not None else None
+    if earlier:
+        from ..experiments.runner import fresh_folder_advice
+        from ..train import check_resumable, flat_config  # (imports torch: only when there is a run to check)
+
+        check_resumable(earlier.get("config", {}), flat_config(typed), run_dir, fresh_folder_advice())
 
 
 def results_table(metrics: dict, run_dir: Path) -> Table:

@@ -24,7 +24,7 @@ from .. import plots
 from ..config import ActivationsConfig
 from ..results import (MIN_SEEDS, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm, markdown_table,
                        publish_report, spearman, stalled, write_csv, write_text)
-from .runner import RunSpec, group_overrides, hardware_line, provenance_values, run_study, train_overrides
+from .runner import RunSpec, check_study, group_overrides, hardware_line, provenance_values, run_study, train_overrides
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
@@ -37,12 +37,20 @@ def activations_command(cfg: DictConfig) -> int:
     return run_study(cfg, "activations", plan, write_study)
 
 
+def check_command(study: ActivationsConfig, exp_dir: Optional[Path]) -> None:
+    """What `deepexp activations` refuses, checked before anything is written (runner.check_study)."""
+    check_study(study, plan, exp_dir)
+
+
 # --- the runs --------------------------------------------------------------------------
 
 
 # The study options behind the train keys it sets under another name (train=[...] may not set them).
 OWN_KEYS = {"act": "acts=[...]", "seed": "seeds=N", "model": "depth=, width= and norm=", "model.depth": "depth=...",
             "model.width": "width=...", "model.norm": "norm=..."}
+# What the study reads from every run at the trainer's setting (train=[...] may not change it either).
+NEEDS = {"eval_test": "the tables and the report compare every run's test accuracy",
+         "monitor.enabled": "the diagnosis and the figures read every run's per-layer gradients and dead units"}
 
 
 def plan(study: ActivationsConfig) -> List[RunSpec]:
@@ -67,7 +75,7 @@ def plan(study: ActivationsConfig) -> List[RunSpec]:
         for act in study.acts:
             for seed in range(study.seeds):
                 values = {**base, **changes, "act": act, "seed": seed}
-                overrides = train_overrides(study, values, study.train, "train", OWN_KEYS)
+                overrides = train_overrides(study, values, study.train, "train", OWN_KEYS, NEEDS)
                 folder = f"{variant.replace('=', '-')}/{act}-s{seed}"
                 specs.append(RunSpec(folder, {"variant": variant, "act": act, "seed": seed}, overrides))
     return specs

@@ -34,7 +34,7 @@ from ..results import (MIN_SEEDS, STALLED_FRACTION, Stat, chance_loss, compare, 
                        pareto_front, publish_report, spearman, stalled, write_csv, write_text)
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
-from .runner import RunSpec, group_overrides, run_study, train_overrides
+from .runner import RunSpec, check_study, group_overrides, run_study, train_overrides
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64
@@ -58,11 +58,18 @@ def efficient_command(cfg: DictConfig) -> int:
     return run_study(cfg, "efficient", plan, write_study)
 
 
+def check_command(study: EfficientConfig, exp_dir: Optional[Path]) -> None:
+    """What `deepexp efficient` refuses, checked before anything is written (runner.check_study)."""
+    check_study(study, plan, exp_dir)
+
+
 # --- the runs ------------------------------------------------------------------------------
 
 
 # The study options behind the train keys it sets under another name (overrides=[...] may not set them).
 OWN_KEYS = {"seed": "seeds=N", "model": "models=[...]", "model.width": "width=..."}
+# What the study reads from every run at the trainer's setting (overrides=[...] may not change it either).
+NEEDS = {"eval_test": "the tables and the report compare every trained model's test accuracy"}
 
 
 def run_overrides(study: EfficientConfig, model: str, seed: int) -> List[str]:
@@ -72,7 +79,7 @@ def run_overrides(study: EfficientConfig, model: str, seed: int) -> List[str]:
     if study.width is not None and takes_width(model):
         values["model.width"] = study.width
     values.update(group_overrides(study, {"dataset": "name", "act": "name", "device": "type"}))
-    return train_overrides(study, values, study.overrides, "overrides", OWN_KEYS)
+    return train_overrides(study, values, study.overrides, "overrides", OWN_KEYS, NEEDS)
 
 
 @functools.lru_cache(maxsize=None)  # one composition per model, not one per run

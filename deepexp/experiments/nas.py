@@ -51,8 +51,8 @@ from ..results import (STALLED_FRACTION, Comparison, Group, Stat, chance_loss, c
 from ..rundir import RunLock, write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
-from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, hardware_line, hardware_record, on_command_line,
-                     provenance_values, run_all, run_one, study_console, train_overrides)
+from .runner import (RunSpec, check_extra, check_runs, experiment_dir, group_overrides, hardware_line, hardware_record, on_command_line,
+                     provenance_values, run_all, run_config, run_one, study_console, train_overrides)
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 LATENCY_SECONDS = 0.1  # timed calls behind each candidate's batch-1 latency (the median is kept)
@@ -218,6 +218,50 @@ def check_rating(study: NASConfig, url: Optional[str], storage=None, files_only:
                 raise ConfigError(f"search {name} rated its candidates with {was}; this command asks for {asked}, and one search "
                                   f"rates all its candidates alike: resume it with its own settings, or start a new search in "
                                   f"another hydra.run.dir{' (and storage)' if study.storage else ''}")
+
+
+def check_command(study: NASConfig, exp_dir: Optional[Path]) -> None:
+    """What `deepexp nas` refuses, checked before anything is written: its `overrides=[...]`
+    (check_overrides), a search evaluation's and each baseline's run config composed and validated, and
+    a search resumed with other rating settings (check_rating; a database server is checked by the command
+    itself), every run already in `exp_dir` against the config this study would now give it (runner.check_runs):
+    the study's storage holds the scores of those runs, so a changed lr or epochs count would mix two
+    settings in one search."""
+    check_overrides(study)
+    run_config(search_overrides(study, "spec.json"))
+    for name in study.baselines:
+        run_config(base_overrides(study, study.final_epochs, study.final_subset, 0, {"model": name}))
+    check_rating(study, storage_url(study, exp_dir), files_only=True)
+    if exp_dir is not None:
+        check_runs(exp_dir, existing_runs(study, exp_dir))
+
+
+def search_overrides(study: NASConfig, arch: str) -> List[str]:
+    """The `deepexp train` overrides of a search evaluation of the spec file `arch`, as Search.evaluate writes
+    them: the proxy budget, no test set (a candidate is rated on validation; the test set is for the final
+    retraining), uncompiled."""
+    return base_overrides(study, study.proxy_epochs, study.proxy_subset, 0, {"model": "nas", "model.arch": arch, "eval_test": False},
+                          compiled=False)
+
+
+def existing_runs(study: NASConfig, exp_dir: Path) -> List[Tuple[str, List[str]]]:
+    """(name under runs/, the overrides this study would give it now) of every run already in `exp_dir`: a
+    final run (`final/...`) of its recorded model, architecture file and seed, else a search evaluation of its
+    recorded architecture file."""
+    from ..rundir import read_metrics
+
+    runs = []
+    for path in sorted((exp_dir / "runs").glob("**/metrics.json")):
+        config = (read_metrics(path.parent) or {}).get("config") or {}
+        if not config.get("model"):
+            continue
+        name = path.parent.relative_to(exp_dir / "runs").as_posix()
+        if name.startswith("final/"):
+            run = {"model": config["model"], **({"model.arch": config.get("model.arch")} if config["model"] == "nas" else {})}
+            runs.append((name, base_overrides(study, study.final_epochs, study.final_subset, config.get("seed", 0), run)))
+        else:
+            runs.append((name, search_overrides(study, str(config.get("model.arch")))))
+    return runs
 
 
 def run_workers(study: NASConfig, exp_dir: Path, storage: str, console, n_workers: int) -> None:

@@ -23,7 +23,8 @@ from ..measure import count_macs, count_params
 from ..models import create_model
 from ..results import (MIN_SEEDS, STALLED_FRACTION, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm,
                        markdown_table, publish_report, stalled, write_csv, write_text)
-from .runner import RunSpec, group_overrides, parse_pairs, hardware_line, provenance_values, run_study, train_overrides
+from .runner import (RunSpec, check_extra, check_study, group_overrides, hardware_line, parse_pairs, provenance_values, run_study,
+                     train_overrides)
 
 MAIN = "main"
 
@@ -32,12 +33,23 @@ def residual_command(cfg: DictConfig) -> int:
     return run_study(cfg, "residual", plan, write_study)
 
 
+def check_command(study: ResidualConfig, exp_dir: Optional[Path]) -> None:
+    """What `deepexp residual` refuses, checked before anything is written (runner.check_study)."""
+    check_study(study, plan, exp_dir)
+
+
 # --- the runs ------------------------------------------------------------------------------
 
 
 # The study options behind the train keys it sets under another name (train=[...] may not set them).
 OWN_KEYS = {"seed": "seeds=N", "model": "depths=[...] and densenet=true", "model.norm": "norm=...",
             "model.shortcut": "shortcut=..."}
+# What the study reads from every run at the trainer's setting (train=[...] may not change it either).
+NEEDS = {"eval_test": "the tables and the report compare every run's test accuracy",
+         "monitor.enabled": "the gradient figures and the report read every run's per-layer gradients"}
+# What the norm=none sweep may change besides batch norm: its training recipe. Everything else it shares with
+# the main sweep (the same networks, data, epochs and seeds), which the report compares it with.
+NO_NORM_RECIPE = ("lr", "weight_decay", "batch_size", "sched")
 
 
 def plan(study: ResidualConfig) -> List[RunSpec]:
@@ -47,6 +59,8 @@ def plan(study: ResidualConfig) -> List[RunSpec]:
     base["subset"] = study.subset  # also when null (all images): the study's own key either way
     base.update(group_overrides(study, {"dataset": "name", "act": "name", "device": "type"}))
 
+    fixed = [k for k in base if k not in NO_NORM_RECIPE] + ["model", "model.norm", "model.shortcut", "seed"]
+    check_extra(study, fixed, study.no_norm_overrides, "no_norm_overrides", OWN_KEYS, NEEDS)
     networks: List[Tuple[str, str, Dict[str, Any]]] = []  # (variant, model, changes)
     for depth in study.depths:
         networks += [(MAIN, f"plain{depth}", {}), (MAIN, f"resnet{depth}", {})]
@@ -66,7 +80,7 @@ def plan(study: ResidualConfig) -> List[RunSpec]:
             values = {**base, "model": model, **options, **changes, "seed": seed}
             folder = f"{variant.replace('=', '-')}/{model}-s{seed}"
             labels = {"variant": variant, "network": model, "family": family(model), "depth": depth_of(model), "seed": seed}
-            specs.append(RunSpec(folder, labels, train_overrides(study, values, study.train, "train", OWN_KEYS)))
+            specs.append(RunSpec(folder, labels, train_overrides(study, values, study.train, "train", OWN_KEYS, NEEDS)))
     return specs
 
 

@@ -7,15 +7,19 @@ goes on: all of that is the trainer's own behaviour on an existing run directory
 """
 from __future__ import annotations
 
+import copy
+import functools
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 from rich.console import Console
 
-from ..config import compose_config, hydra_override, hydra_overrides, override_parser, parse_key, to_plain, validate
+from ..config import (compose_config, config_choices, first_line, hydra_override, hydra_overrides, job_output_dir, override_parser,
+                      parse_key, to_plain, unparsable, validate)
 from ..errors import ConfigError
 from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan, worker_slot
 from ..progress import QuietReporter, plain_console
@@ -48,37 +52,102 @@ def group_overrides(study: Any, groups: Dict[str, str]) -> Dict[str, Any]:
 
 
 def train_overrides(study: Any, values: Dict[str, Any], extra: Sequence[str], option: str,
-                    own_keys: Optional[Dict[str, str]] = None) -> List[str]:
+                    own_keys: Optional[Dict[str, str]] = None, needs: Optional[Dict[str, str]] = None) -> List[str]:
     """The `deepexp train` overrides of one run: the study's `values` ({train key: Python value}),
     each written by `hydra_override` (so paths with `=`, spaces, commas, brackets or quotes stay one
     value), then the user's `extra` overrides (the study's `train=[...]` or `overrides=[...]`) as given.
 
     Raises:
-        ConfigError: an extra override sets a key in `values` or in `own_keys` (see `check_extra`).
+        ConfigError: an extra override that check_extra refuses (a key in `values`, `own_keys` or `needs`).
     """
-    check_extra(study, [*values, *(own_keys or {})], extra, option, own_keys)
+    check_extra(study, [*values, *(own_keys or {})], extra, option, own_keys, needs)
     return hydra_overrides(values) + list(extra)
 
 
 def check_extra(study: Any, keys: Iterable[str], extra: Sequence[str], option: str,
-                own_keys: Optional[Dict[str, str]] = None) -> None:
-    """Refuse an extra override (`option=[...]`) of a key the study sets in its runs (`keys`): the
-    study's tables, figures and report describe its own settings, and an epochs count or a seed
-    changed behind them makes them wrong. `own_keys` names the study option to use instead where it
-    is not the train key itself (`seed` -> `seeds=N`); a key the study also has (lr, dataset.path)
-    is named as it is.
+                own_keys: Optional[Dict[str, str]] = None, needs: Optional[Dict[str, str]] = None) -> None:
+    """Refuse an extra override (`option=[...]`) that would make the study's tables, figures and report
+    wrong, or that a run cannot take:
+
+    - a key the study sets in its runs (`keys`): its report describes its own settings, and an epochs
+      count or a seed changed behind them makes it wrong. `own_keys` names the study option to use
+      instead where it is not the train key itself (`seed` -> `seeds=N`); a key the study also has
+      (lr, dataset.path) is named as it is;
+    - a key the study needs at the trainer's setting (`needs`: key -> what reads it), such as
+      `eval_test` where the tables read every run's test accuracy;
+    - a parent of such a key (`monitor={...}` sets monitor.enabled) or a config group whose choice sets
+      one (`debug=fast` sets epochs and subset);
+    - a Hydra setting (`hydra.*`, `hydra/...`), which belongs to the whole command, not to each run;
+    - a line Hydra cannot parse.
 
     Raises:
         ConfigError: the first such override, in one line.
     """
-    keys = set(keys)
+    keys, needs = list(keys), needs or {}
+    owned = list(dict.fromkeys([*keys, *needs]))
     for line in extra:
-        key = parse_key(line)
-        if key not in keys:
+        parsed = parse_extra(line, option)
+        key = parsed.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            raise ConfigError(f"{option}=[...]: {line!r} is a Hydra setting, which applies to the whole command, not to "
+                              f"each run: give it on the command line itself")
+        value = None if parsed.is_delete() or parsed.is_sweep_override() else parsed.value()
+        sets = [f"{key}.{k}" for k in flat_keys(value)] if isinstance(value, dict) and value else [key]
+        hit = next(filter(None, (owned_key(k, owned) for k in [*sets, *group_sets(line, key)])), None)
+        if hit is None:
             continue
-        instead = (own_keys or {}).get(key) or (f"{key}=..." if has_key(study, key) else None)
+        if hit in needs and hit not in keys:
+            raise ConfigError(f"{option}=[...]: {line!r} sets {hit}, which the study needs as the trainer sets it: {needs[hit]}")
+        instead = (own_keys or {}).get(hit) or (f"{hit}=..." if has_key(study, hit) else None)
         advice = f"use the study's own {instead} instead" if instead else "the study does not let it change"
-        raise ConfigError(f"{option}=[...]: {line!r} sets {key}, which the study sets itself in every run; {advice}")
+        raise ConfigError(f"{option}=[...]: {line!r} sets {hit}, which the study sets itself in every run; {advice}")
+
+
+def parse_extra(line: str, option: str) -> Any:
+    """One element of a study's list of overrides as Hydra's parser reads it (an Override).
+    Raises ConfigError, naming the option, for a line Hydra cannot parse."""
+    from hydra.errors import HydraException
+
+    try:
+        return override_parser().parse_override(line)
+    except HydraException as exc:
+        raise ConfigError(f"{option}=[...]: {unparsable(line, first_line(exc))}") from None
+
+
+def owned_key(key: str, owned: Sequence[str]) -> Optional[str]:
+    """The owned key that setting `key` sets: `key` itself, or the first owned key below it (`~monitor`
+    deletes monitor.figure); None when there is none."""
+    return key if key in owned else next((o for o in owned if o.startswith(key + ".")), None)
+
+
+@functools.lru_cache(maxsize=256)
+def group_sets(line: str, key: str) -> Tuple[str, ...]:
+    """The train keys a config-group choice changes (`debug=fast`: epochs, subset, monitor.every_n_steps),
+    found by composing the default train config with and without it; () for a key that is no config group,
+    or a line that does not compose (its run's composition then says why)."""
+    if not config_choices(key.split("@")[0]):
+        return ()
+    try:
+        before, after = (flat_keys(OmegaConf.to_container(compose_config("train", lines))) for lines in ([], [line]))
+    except Exception:
+        return ()
+    return tuple(k for k in sorted(set(before) | set(after)) if before.get(k, _ABSENT) != after.get(k, _ABSENT))
+
+
+_ABSENT = object()
+
+
+def flat_keys(node: Any, prefix: str = "") -> Dict[str, Any]:
+    """{dotted key: leaf value} of a nested dict; a group's `name` also counts as the group's key (`act`)."""
+    out: Dict[str, Any] = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            if "name" in v:
+                out[f"{prefix}{k}"] = v["name"]
+            out.update(flat_keys(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def has_key(study: Any, dotted: str) -> bool:
@@ -96,15 +165,84 @@ def parse_pairs(lines: Sequence[str], option: str) -> Dict[str, Any]:
     read by Hydra's parser: quotes removed, numbers and bools typed.
 
     Raises:
-        ConfigError: a line that is not a plain `key=value` (a sweep, `+key`, `~key`).
+        ConfigError: a line Hydra cannot parse, or one that is not a plain `key=value` (a sweep, `+key`, `~key`).
     """
     pairs: Dict[str, Any] = {}
     for line in lines:
-        parsed = override_parser().parse_override(line)
+        parsed = parse_extra(line, option)
         if parsed.is_sweep_override() or parsed.is_add() or parsed.is_force_add() or parsed.is_delete():
             raise ConfigError(f"{option}: {line!r} must be a plain key=value override")
         pairs[parsed.key_or_group] = parsed.value()
     return pairs
+
+
+# --- what a study checks before anything is written -----------------------------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def _run_config(overrides: Tuple[str, ...]) -> Any:
+    return validate(compose_config("train", overrides))
+
+
+def run_config(overrides: Sequence[str]) -> Any:
+    """The validated `deepexp train` config of one run's overrides (a TrainConfig of its own: callers may
+    change it), composed once per process: the checks before the folder is written, and the study after
+    them, read the same runs. Raises ConfigError (or Hydra's error) for overrides that do not compose."""
+    return copy.deepcopy(_run_config(tuple(overrides)))
+
+
+def check_study(study: Any, plan: Callable[[Any], List["RunSpec"]], exp_dir: Optional[Path]) -> None:
+    """Everything a study (activations, residual, efficient) would refuse beyond its validated config
+    `study`, checked before anything is written: the extra overrides of its runs (`plan` refuses the keys
+    the study sets or needs), one run of each kind composed and validated (`representatives`), and every
+    run already in `exp_dir` against the config it would now get (check_runs).
+
+    Raises:
+        ConfigError: the first of these that fails, in one line.
+    """
+    specs = plan(study)
+    for spec in representatives(specs):
+        run_config(spec.overrides)
+    if exp_dir is not None:
+        check_runs(exp_dir, [(spec.name, spec.overrides) for spec in specs])
+
+
+def representatives(specs: Sequence["RunSpec"]) -> List["RunSpec"]:
+    """One spec per kind of run: runs that set the same keys with the same model compose to the same
+    schema, and the study's own values are checked by the study's schema; seeds and activations,
+    for one, need no composition each."""
+    kinds: Dict[tuple, RunSpec] = {}
+    for spec in specs:
+        kind = tuple(line if line.startswith("model=") else line.partition("=")[0] for line in spec.overrides)
+        kinds.setdefault(kind, spec)
+    return list(kinds.values())
+
+
+def check_runs(exp_dir: Path, runs: Iterable[Tuple[str, Sequence[str]]]) -> None:
+    """Refuse, as the trainer would when it reaches them, the runs already in `<exp_dir>/runs/<name>/`
+    whose recorded config differs from the one their overrides now give (`train.check_resumable`:
+    a changed lr, epochs or model is refused; device, monitoring and the like may change).
+
+    Raises:
+        CheckpointError: the first such run, naming it and what changed.
+    """
+    from ..rundir import read_metrics
+
+    for name, overrides in runs:
+        run_dir = exp_dir / "runs" / name
+        earlier = read_metrics(run_dir)
+        if earlier:
+            from ..train import check_resumable, flat_config  # (imports torch: only when there is a run to check)
+
+            check_resumable(earlier.get("config", {}), flat_config(run_config(overrides)), run_dir, fresh_folder_advice())
+
+
+def fresh_folder_advice() -> str:
+    """How to start afresh instead of continuing a folder that holds another run: choose another run folder,
+    or in a -m sweep another sweep folder, or a hydra.sweep.subdir that gives every job its own."""
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        return "give every job its own folder (a hydra.sweep.subdir that differs between jobs) or choose a new hydra.sweep.dir"
+    return "choose a new hydra.run.dir to start afresh"
 
 
 def on_command_line(key: str) -> bool:
@@ -117,7 +255,7 @@ def on_command_line(key: str) -> bool:
 
 def experiment_dir() -> Path:
     """The folder Hydra made for this command (`hydra.run.dir=PATH` to choose it)."""
-    return Path(HydraConfig.get().runtime.output_dir)
+    return job_output_dir()
 
 
 def study_console() -> Console:
@@ -139,7 +277,7 @@ def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str,
     that share the CPU threads, on CUDA worker i on GPU i mod count (run_in_worker); with one GPU and
     `n_workers` not `n_workers_given` on the command line, one at a time (parallel.worker_plan, which
     prints why). Returns (spec, metrics) pairs in order."""
-    configs = [validate(compose_config("train", spec.overrides)) for spec in specs]  # all bad input before any work
+    configs = [run_config(spec.overrides) for spec in specs]  # all bad input before any work
     if configs:
         n_workers, note = worker_plan(configs[0].device.type, configs[0].device.index, n_workers, n_workers_given)
         if note:
