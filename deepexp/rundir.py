@@ -162,7 +162,7 @@ def metrics_problem(data: Any) -> Optional[str]:
 
 
 def read_metrics(run_dir: Path) -> Optional[dict]:
-    """The run's metrics.json, checked by `metrics_problem`; None when the folder has none.
+    """The run's metrics.json, checked by `metrics_problem`; None when there is none (no such file, or no such folder).
 
     Raises:
         MetricsError: the file cannot be read, is not JSON (a copy cut short) or is not shaped as
@@ -171,7 +171,7 @@ def read_metrics(run_dir: Path) -> Optional[dict]:
     path = Path(run_dir) / METRICS
     try:
         text = path.read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no such file, or a file where a folder of its path should be
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise MetricsError(path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
