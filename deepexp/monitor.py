@@ -14,14 +14,19 @@ backward (not `register_full_backward_hook`, which breaks with in-place ops and
 residual additions). Statistics stay on the device, are stacked, and cross to the
 host once per log step. Hooks do nothing on steps that are not logged.
 
-Each epoch ends with a probe: one eval-mode forward and backward pass on the same
-probe images (without touching `.grad` or the optimizer), so the per-epoch layer
-statistics in metrics.json compare across epochs, activations and runs.
+Each epoch ends with a probe: one forward and backward pass on the same probe images
+(without touching `.grad` or the optimizer), so the per-epoch layer statistics in
+metrics.json compare across epochs, activations and runs. Batch norm normalises the
+probe batch with its own statistics, as in a training step, and its running averages
+are left as they were; dropout is off (`batch_statistics`). Early in training the
+running averages lag far behind the weights, and eval-mode gradients would measure
+that lag (a plain net's validation loss can be thousands while its training loss is 2).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +39,33 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 STEP_ACT_STATS = ("act_mean", "act_std", "sparsity", "saturation")
 DEAD_DERIVATIVE = 1e-3  # a unit whose local slope stays below this on every probe image is dead
 FD_EPS = 1e-3  # finite-difference step for the local slope
+
+
+@contextmanager
+def batch_statistics(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Within the block, `model` runs as in a training step but for what must not change it: every
+    batch-norm layer normalises with the statistics of the batch it gets (training mode), and its
+    running mean, variance and batch counter are put back afterwards; every other module is in eval
+    mode, so dropout is off. On exit every module is back in the mode of `model` (the trainer keeps
+    them all in one mode).
+
+    `enabled=False`: plain eval mode, batch norm on its running averages (for a batch of one image,
+    whose single value per channel has no variance to normalise with)."""
+    was_training = model.training
+    norms = [m for m in model.modules()
+             if enabled and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[b.detach().clone() for b in m.buffers(recurse=False)] for m in norms]
+    model.eval()
+    for m in norms:
+        m.train()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for buffer, value in zip(m.buffers(recurse=False), buffers):
+                    buffer.copy_(value)
+        model.train(was_training)
 
 
 @dataclass
@@ -171,20 +203,27 @@ class LayerMonitor:
     # --- the per-epoch probe ---------------------------------------------------------
 
     def probe(self, model: nn.Module, x: Tensor, y: Tensor) -> LayerStats:
-        """Eval-mode forward + backward on fixed images; gradients go to a list, not to `.grad`."""
-        was_training = model.training
-        model.eval()
+        """The layer statistics of one forward and backward pass of `model` on fixed images.
+
+        Args:
+            x: normalised images (N, C, H, W) (or what the model takes), on the model's device.
+            y: int64 labels (N,).
+        Returns the per-layer numbers (LayerStats): gradient L2 norms of the weights of the mean
+        cross-entropy over the N images, activation statistics, dead-unit fractions and the loss.
+
+        Batch norm uses the batch's statistics, as the training steps do, and keeps its running
+        averages; dropout is off (`batch_statistics`). The gradients go to a list, not to `.grad`,
+        and the optimizer is not touched, so training goes on exactly as without the probe."""
         self._set_mode("probe")
         self._keep_values = False
         self._stats.clear()
         self._ever_active.clear()
         try:
-            with torch.enable_grad():
+            with batch_statistics(model, enabled=len(x) > 1), torch.enable_grad():
                 loss = F.cross_entropy(model(x).float(), y)
                 grads = torch.autograd.grad(loss, [w for _, w in self.weights], allow_unused=True)
         finally:
             self._set_mode(None)
-            model.train(was_training)
         grads = [g if g is not None else torch.zeros_like(w) for g, (_, w) in zip(grads, self.weights)]
         norms = torch.stack(torch._foreach_norm(grads)).float()
         acts = torch.stack([self._stats[name] for name in self.act_names]).float() if self.acts else norms.new_zeros(0, 4)

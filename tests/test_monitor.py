@@ -70,6 +70,47 @@ def test_probe_leaves_grads_and_mode_untouched():
     assert model.training and all(p.grad is None for p in model.parameters())
 
 
+def test_probe_normalises_with_batch_statistics_keeps_running_averages_and_turns_dropout_off():
+    """Running averages far from the truth (as early in training) change nothing the probe measures,
+    the probe changes nothing in them, and dropout does not make two probes differ."""
+    import copy
+
+    torch.manual_seed(0)
+    model = create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=3, act="relu", depth=3, width=16,
+                         norm="batch", dropout=0.3)
+    x, y = torch.randn(32, 1, 4, 4), torch.randint(0, 3, (32,))
+    clean = probe(model, "relu", x, y)
+    with torch.no_grad():  # running statistics that would put eval-mode outputs off by orders of magnitude
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.fill_(50.0)
+                m.running_var.fill_(1e-4)
+                m.num_batches_tracked.fill_(7)
+    wrong = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    model.train()
+    first, second = probe(model, "relu", x, y), probe(model, "relu", x, y)
+    # the gradients of a training step on the same batch without dropout
+    reference = copy.deepcopy(model).train()
+    for m in reference.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    loss = nn.functional.cross_entropy(reference(x), y)
+    weights = [m.weight for m in reference.modules() if isinstance(m, nn.Linear)]
+    expected = [g.norm().item() for g in torch.autograd.grad(loss, weights)]
+    assert first.grad_norm == pytest.approx(expected, rel=1e-5) and first.loss == pytest.approx(loss.item(), rel=1e-6)
+    assert first.grad_norm == pytest.approx(clean.grad_norm, rel=1e-5) and first.act_std == pytest.approx(clean.act_std, rel=1e-5)
+    assert second.grad_norm == first.grad_norm  # no dropout mask: the same numbers twice
+    after = {k: v for k, v in model.state_dict().items() if k in wrong}
+    assert all(torch.equal(after[k], wrong[k]) for k in wrong) and model.training
+
+
+def test_probe_of_a_single_image_uses_the_running_averages():
+    """One value per channel has no batch variance: the probe then runs in eval mode instead of failing."""
+    model = create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=3, act="relu", depth=2, width=8, norm="batch")
+    stats = probe(model, "relu", torch.randn(1, 1, 4, 4), torch.tensor([1]))
+    assert len(stats.grad_norm) == 3 and all(v > 0 for v in stats.grad_norm)
+
+
 def test_update_ratio_and_grad_norms_match_a_direct_computation():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
