@@ -262,7 +262,9 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
     nets = [key for key in runs if key[0] == MAIN]
     if nets:
         fig, axes = plots.panels(len(nets), width=4.0, height=3.6)
-        grids = {key: np.log10(np.maximum(np.mean([[h["layers"]["grad_norm"] for h in m["history"][:last]] for m in runs[key]], axis=0), 1e-30))
+        # the mean over seeds of log10 values (a geometric mean), as the log-axis bands take it (plots.band_limits)
+        grids = {key: np.log10(np.maximum([[h["layers"]["grad_norm"] for h in m["history"][:last]] for m in runs[key]],
+                                          plots.LOG_FLOOR)).mean(axis=0)
                  for key in nets}
         low, high = min(g.min() for g in grids.values()), max(g.max() for g in grids.values())  # one colour scale for all
         for ax, key in zip(axes, nets):
@@ -273,7 +275,7 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
             plots.integer_ticks(ax.xaxis)
             plots.integer_ticks(ax.yaxis)
             fig.colorbar(image, ax=ax)
-        fig.suptitle(f"gradient norm by layer and epoch (mean over seeds), {subtitle}", fontsize=9)
+        fig.suptitle(f"gradient norm by layer and epoch (geometric mean over seeds), {subtitle}", fontsize=9)
         files["grad_heatmap"] = plots.save(fig, folder / "grad_heatmap.png")
     return files
 
