@@ -21,6 +21,12 @@ probe batch with its own statistics, as in a training step, and its running aver
 are left as they were; dropout is off (`batch_statistics`). Early in training the
 running averages lag far behind the weights, and eval-mode gradients would measure
 that lag (a plain net's validation loss can be thousands while its training loss is 2).
+
+Tags: each layer's scalars are written as `<statistic>/<NN>.<module path>`, e.g.
+`grad_norm/01.layers.0`, NN being the layer's 1-based position from input to output
+among the weight layers (grad_norm, update_ratio, weights, grads) or the activation
+modules (act_mean, act_std, sparsity, saturation, dead, activations), zero-padded so
+that TensorBoard lists them in depth order; the reports' layer axes count the same way.
 """
 from __future__ import annotations
 
@@ -39,6 +45,16 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 STEP_ACT_STATS = ("act_mean", "act_std", "sparsity", "saturation")
 DEAD_DERIVATIVE = 1e-3  # a unit whose local slope stays below this on every probe image is dead
 FD_EPS = 1e-3  # finite-difference step for the local slope
+
+
+def layer_tags(names: List[str]) -> List[str]:
+    """TensorBoard tag suffixes of layers listed from input to output: `NN.<module path>`.
+
+    NN is the layer's 1-based position in `names`, zero-padded to at least two digits (three from
+    100 layers on) so that the tags sort in depth order as text, and the same number the reports'
+    layer axes show (`layers.0`, ..., `head` of a 12-layer MLP -> `01.layers.0`, ..., `13.head`)."""
+    width = max(2, len(str(len(names))))
+    return [f"{i:0{width}d}.{name}" for i, name in enumerate(names, start=1)]
 
 
 @contextmanager
@@ -95,6 +111,8 @@ class LayerMonitor:
             (name, m.weight) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)
         ]
         self.acts: List[Tuple[str, nn.Module]] = [(name, m) for name, m in model.named_modules() if is_activation(m)]
+        self.weight_tags = layer_tags(self.weight_names)  # `01.layers.0`: the suffix of each weight layer's tags
+        self.act_tags = layer_tags(self.act_names)
         self.bounds = ACTIVATIONS.get(act).bounds
         self._mode: Optional[str] = None  # None | "step" | "probe"
         self._keep_values = False
@@ -179,9 +197,9 @@ class LayerMonitor:
         n = len(self.weights)
         from_device = dict(zip(tensors, host[len(host) - len(tensors):]))
         scalars = [(tag, from_device.get(tag, value)) for tag, value in extra.items()]
-        scalars += [(f"grad_norm/{name}", host[i]) for i, name in enumerate(self.weight_names)]
-        scalars += [(f"update_ratio/{name}", host[n + i]) for i, name in enumerate(self.weight_names)]
-        for j, name in enumerate(self.act_names):
+        scalars += [(f"grad_norm/{tag}", host[i]) for i, tag in enumerate(self.weight_tags)]
+        scalars += [(f"update_ratio/{tag}", host[n + i]) for i, tag in enumerate(self.weight_tags)]
+        for j, name in enumerate(self.act_tags):
             row = host[2 * n + 4 * j: 2 * n + 4 * j + 4]
             scalars += [(f"{tag}/{name}", value) for tag, value in zip(STEP_ACT_STATS, row)
                         if tag != "saturation" or self.bounds is not None]
@@ -191,12 +209,13 @@ class LayerMonitor:
     def log_histograms(self, step: int) -> None:
         """Histograms of the step: weights after its update, gradients as `grad_norms` saw them
         (before clipping), activations of its forward pass."""
+        weight_tags, act_tags = dict(zip(self.weight_names, self.weight_tags)), dict(zip(self.act_names, self.act_tags))
         for name, w in self.weights:
-            self.writer.add_histogram(f"weights/{name}", w.detach().float().cpu(), step)
+            self.writer.add_histogram(f"weights/{weight_tags[name]}", w.detach().float().cpu(), step)
         for name, grad in self._grads.items():
-            self.writer.add_histogram(f"grads/{name}", grad.float().cpu(), step)
+            self.writer.add_histogram(f"grads/{weight_tags[name]}", grad.float().cpu(), step)
         for name, values in self._values.items():
-            self.writer.add_histogram(f"activations/{name}", values.float().cpu(), step)
+            self.writer.add_histogram(f"activations/{act_tags[name]}", values.float().cpu(), step)
         self._values.clear()
         self._grads.clear()
 
@@ -240,7 +259,7 @@ class LayerMonitor:
         )
 
     def log_probe(self, stats: LayerStats, step: int) -> None:
-        write_scalars(self.writer, [(f"dead/{name}", value) for name, value in zip(self.act_names, stats.dead)], step)
+        write_scalars(self.writer, [(f"dead/{tag}", value) for tag, value in zip(self.act_tags, stats.dead)], step)
 
     # --- the hook ----------------------------------------------------------------------
 

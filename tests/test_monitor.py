@@ -138,9 +138,9 @@ def test_tensorboard_event_files_hold_the_per_layer_tags(tmp_path):
     tags = set(events.Tags()["scalars"])
     for tag in ("loss/train", "loss/val", "acc/train", "acc/val", "acc/test", "lr", "hparam/test_acc"):
         assert tag in tags, tag
-    for layer in ("layers.0", "layers.2", "layers.4", "head"):
+    for layer in ("01.layers.0", "02.layers.2", "03.layers.4", "04.head"):  # numbered as the reports' layer axes
         assert f"grad_norm/{layer}" in tags and f"update_ratio/{layer}" in tags
-    for layer in ("layers.1", "layers.3", "layers.5"):
+    for layer in ("01.layers.1", "02.layers.3", "03.layers.5"):
         for stat in ("act_mean", "act_std", "sparsity", "saturation", "dead"):
             assert f"{stat}/{layer}" in tags
     assert "grad_norm_vs_depth" in events.Tags()["images"]
@@ -148,10 +148,26 @@ def test_tensorboard_event_files_hold_the_per_layer_tags(tmp_path):
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
     assert b"act" in hparams["_hparams_/session_start_info"] and b"tanh" in hparams["_hparams_/session_start_info"]
     assert "custom_scalars__config__" in events.Tags()["tensors"]  # the Custom Scalars layout
-    assert "weights/layers.0" in events.Tags()["histograms"]
-    steps = [e.step for e in events.Scalars("grad_norm/layers.0")]
+    assert {"weights/01.layers.0", "grads/01.layers.0", "activations/01.layers.1"} <= set(events.Tags()["histograms"])
+    steps = [e.step for e in events.Scalars("grad_norm/01.layers.0")]
     assert steps == sorted(steps) and len(steps) >= 2 * 3  # every 5 steps over 2 epochs of 14 steps
     # the values are those of metrics.json (float32 in the event file)
     assert [e.value for e in events.Scalars("loss/val")] == pytest.approx([row["val_loss"] for row in history], rel=1e-6)
     last_probe = history[-1]["layers"]["dead"]
-    assert [events.Scalars(f"dead/{layer}")[-1].value for layer in ("layers.1", "layers.3", "layers.5")] == pytest.approx(last_probe, abs=1e-7)
+    assert [events.Scalars(f"dead/{layer}")[-1].value for layer in ("01.layers.1", "02.layers.3", "03.layers.5")] == pytest.approx(last_probe, abs=1e-7)
+
+
+@pytest.mark.parametrize("model, options", [("mlp", {"depth": 12, "width": 8}), ("resnet110", {"shortcut": "A"})])
+def test_layer_tags_sort_in_depth_order_and_count_from_1_as_the_reports_do(model, options):
+    """`grad_norm/01.layers.0` ... `grad_norm/13.head`: text order is depth order (not layers.1, layers.11, ...,
+    layers.3), and the number is the layer's place on the reports' 1-based layer axis."""
+    net = create_model(model, in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", **options)
+    monitor = LayerMonitor(net, "relu", writer=None, every_n_steps=1)
+    for names, tags in ((monitor.weight_names, monitor.weight_tags), (monitor.act_names, monitor.act_tags)):
+        assert sorted(tags) == tags and len(set(tags)) == len(names) >= 12
+        assert [int(t.split(".", 1)[0]) for t in tags] == list(range(1, len(names) + 1))
+        assert [t.split(".", 1)[1] for t in tags] == names
+    if model == "mlp":
+        assert monitor.weight_tags[0] == "01.layers.0" and monitor.weight_tags[-1] == "13.head"
+    else:  # 110 and more weight layers: three digits
+        assert monitor.weight_tags[0].startswith("001.") and len(monitor.weight_tags) > 100
