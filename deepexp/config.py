@@ -127,23 +127,40 @@ class ActConfig:
 
 @dataclass
 class DatasetConfig:
+    """What every dataset has. A dataset with keys of its own has a schema of its own below (stored as
+    `schema_dataset_<name>`, its YAML inherits it), so that a run's config, metrics.json and HParams
+    hold only the keys of the dataset it used."""
+
     name: str = MISSING
     augment: bool = MISSING  # random crop with padding + horizontal flip, on whole batches
-    path: Optional[str] = None  # npz only: file with x_train, y_train, x_test, y_test
     num_classes: Optional[int] = None  # K, labels 0..K-1; null: the largest training label + 1 (synthetic: labels drawn)
-    # synthetic only: the shape of the random images
+
+    def __post_init__(self) -> None:
+        check(self.num_classes is None or self.num_classes >= 2, f"dataset.num_classes must be at least 2, got {self.num_classes}")
+
+
+@dataclass
+class NpzDatasetConfig(DatasetConfig):
+    path: Optional[str] = None  # file with x_train, y_train, x_test, y_test
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
     channels: int = 1
     image_shape: List[int] = field(default_factory=lambda: [28, 28])  # (H, W) in pixels
     train_size: int = 2048
     test_size: int = 512
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.channels >= 1, f"dataset.channels must be positive, got {self.channels}")
         check(len(self.image_shape) == 2 and all(n >= 1 for n in self.image_shape),
               f"dataset.image_shape must be [H, W] with positive sizes, got {list(self.image_shape)}")
-        check(self.num_classes is None or self.num_classes >= 2, f"dataset.num_classes must be at least 2, got {self.num_classes}")
-        check(self.name != "synthetic" or self.num_classes is not None, "dataset=synthetic needs dataset.num_classes=K, the labels to draw")
+        check(self.num_classes is not None, "dataset=synthetic needs dataset.num_classes=K, the labels to draw")
         check(self.train_size >= 2 and self.test_size >= 1, "dataset.train_size must be >= 2 and test_size >= 1")
+
+
+DATASET_SCHEMAS = {"npz": NpzDatasetConfig, "synthetic": SyntheticDatasetConfig}
 
 
 @dataclass
@@ -456,6 +473,8 @@ def register_schemas() -> None:
         # Root-level names, referenced as `/schema_<family>@_here_` from configs/model/*.yaml,
         # so that schemas never show up as model choices.
         cs.store(name=f"schema_{family}", node=schema)
+    for dataset, schema in DATASET_SCHEMAS.items():  # likewise `/schema_dataset_<name>@_here_` in configs/dataset/
+        cs.store(name=f"schema_dataset_{dataset}", node=schema)
 
 
 # --- overrides deepexp writes itself ----------------------------------------------------------

@@ -215,8 +215,10 @@ def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path)
     """Refuse to continue a run whose config changed in a way that changes the numbers.
 
     Keys the saved run does not have are options added to deepexp since; their defaults
-    keep the old behaviour, so only a non-default value there counts as a change."""
-    changed = sorted(k for k in set(saved) | set(current)
+    keep the old behaviour, so only a non-default value there counts as a change. Keys only the
+    saved run has are ones deepexp no longer records for this choice of groups (older runs held
+    every dataset's own keys): they cannot change the numbers."""
+    changed = sorted(k for k in current
                      if saved.get(k, NEW_OPTION_DEFAULTS.get(k)) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])

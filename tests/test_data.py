@@ -3,14 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from deepexp.config import DataConfig, DatasetConfig
+from deepexp.config import DATASET_SCHEMAS, DataConfig, DatasetConfig
 from deepexp.data import load_splits, normalize, random_crop_flip, read_npz
 from deepexp.errors import DataError
 from conftest import needs_cifar, needs_mnist
 
 
 def dataset(name, **kw):
-    return DatasetConfig(name=name, augment=kw.pop("augment", False), **kw)
+    """The typed config of dataset `name` (its own schema where it has keys of its own)."""
+    return DATASET_SCHEMAS.get(name, DatasetConfig)(name=name, augment=kw.pop("augment", False), **kw)
 
 
 @needs_mnist

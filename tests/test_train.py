@@ -317,6 +317,20 @@ def test_a_run_saved_before_an_option_existed_resumes_unless_the_option_is_set_o
         check_resumable(old, {**old, "on_nan": "skip_batch"}, tmp_path)
 
 
+def test_a_run_that_recorded_every_datasets_keys_resumes_and_a_real_change_is_still_refused(tmp_path):
+    """Older runs recorded the synthetic dataset's keys (and npz's path) for every dataset; they are no
+    longer part of an mnist run's config, and their absence is no change."""
+    from deepexp.train import check_resumable, flat_config
+
+    now = flat_config(compose_train([]))
+    assert not any(k in now for k in ("dataset.path", "dataset.channels", "dataset.image_shape", "dataset.train_size", "dataset.test_size"))
+    old = {**now, "dataset.path": None, "dataset.channels": 1, "dataset.image_shape": [28, 28], "dataset.train_size": 2048,
+           "dataset.test_size": 512}
+    check_resumable(old, now, tmp_path)
+    with pytest.raises(CheckpointError, match="lr: 0.05 -> 0.1"):
+        check_resumable(old, {**now, "lr": 0.1}, tmp_path)
+
+
 # --- what a run records is what the run did ----------------------------------------------------
 
 # A one-step epoch: the batch is the whole training split (230 images), so the first step's gradient
