@@ -112,7 +112,7 @@ def test_an_extra_override_of_a_key_the_study_sets_is_refused_before_anything_ru
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0] == f"deepexp: {option}=[...]: {refusal(line, instead)}", out.stderr
-    assert sorted(p.name for p in exp.iterdir()) == [".hydra", ".lock"]  # no run, no search storage, no report
+    assert sorted(p.name for p in exp.iterdir()) == [".hydra"]  # no run, no search storage, no report (and the lock released)
 
 
 OWN_KEYS_IN_PROCESS = [  # (study, its overrides, the option, the line, the study option named instead)

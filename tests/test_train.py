@@ -28,7 +28,8 @@ def test_short_mlp_run_on_real_mnist_beats_90_percent(tmp_path):
     assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
     assert {"train_loss", "val_acc", "grad_norm_first", "grad_norm_last", "layers"} <= set(m["history"][0])
     assert json.loads((tmp_path / "metrics.json").read_text())["test"] == m["test"]
-    assert (tmp_path / "checkpoints" / "last.pt").exists() and (tmp_path / "checkpoints" / "prev.pt").exists()
+    # a finished run keeps its final checkpoint only, and no lock file
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt"] and not (tmp_path / ".lock").exists()
 
 
 @pytest.mark.slow
