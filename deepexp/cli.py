@@ -84,7 +84,7 @@ def run(argv: List[str]) -> int:
         record = sweep_dir = None
         if not any(a.split("=", 1)[0] in HYDRA_FLAGS_WITHOUT_RUN for a in args):  # (also `--cfg=job`)
             args = resolve_resume(name, args)
-            prevalidate(name, args)
+            check_inputs(name, prevalidate(name, args), args)
             args, record = record_after_lock(args)
             sweep_dir = named_sweep_dir(args)
         return launch(name, args, record, sweep_dir)
@@ -261,8 +261,8 @@ def resolve_resume(name: str, args: List[str]) -> List[str]:
     raise ConfigError(f"resume=true: no unfinished run under {Path('outputs', name)}; pass hydra.run.dir=DIR of the run to continue")
 
 
-def prevalidate(name: str, args: List[str]) -> None:
-    """Compose and validate before Hydra creates any run directory.
+def prevalidate(name: str, args: List[str]) -> List[Any]:
+    """Compose and validate before Hydra creates any run directory; returns the validated configs.
 
     For a sweep (`-m a=1,2 b=x,y`), each value of each swept key is checked with the
     other keys at their first value: every bad value is caught without composing the
@@ -282,6 +282,49 @@ def prevalidate(name: str, args: List[str]) -> None:
             from .train import check_resumable, flat_config  # (imports torch: only when there is a run to check)
 
             check_resumable(earlier.get("config", {}), flat_config(typed[0]), Path(str(run_dir)))
+    return typed
+
+
+LOCAL_LAUNCHERS = (None, "basic", "joblib")  # launchers whose jobs run on this machine, with its files
+
+
+def check_inputs(name: str, typed: List[Any], args: List[str]) -> None:
+    """Refuse, before Hydra makes an output folder, what a job would refuse as soon as it started:
+    a report's missing or empty folder, data that is neither on disk nor downloadable, device=cuda
+    without a GPU. (Downloads happen here, once, where they are allowed.) Jobs that another launcher
+    runs elsewhere (a SLURM cluster) find their data and device there, so only the report is checked.
+
+    `typed`: the validated config of each job variant (see sweep_variants).
+    Raises: ConfigError (DataError for data) with the job's own one line.
+    """
+    from .config import compose_config, parse_key, to_plain, validate
+
+    if name == "report":
+        from .commands.report import check_path
+
+        for cfg in typed:
+            check_path(cfg.path)
+        return
+    if last_value(args, "hydra/launcher") not in LOCAL_LAUNCHERS:
+        return
+    from .data import check_available
+
+    checked = set()
+    for cfg in typed:
+        if name == "train":
+            data = cfg.data
+        else:  # a study's runs: the trainer's data options, as the study's extra overrides set them
+            extra = [line for option in ("train", "overrides") if isinstance(getattr(cfg, option, None), list)
+                     for line in getattr(cfg, option)]
+            data = validate(compose_config("train", [line for line in extra if (parse_key(line) or "").startswith("data.")])).data
+        key = repr((to_plain(cfg.dataset), to_plain(data)))
+        if key not in checked:
+            checked.add(key)
+            check_available(cfg.dataset, data)
+        if cfg.device.type == "cuda":
+            from .train import resolve_device  # (imports torch: only where a GPU is asked for)
+
+            resolve_device(cfg.device.type)
 
 
 def is_multirun(args: List[str]) -> bool:

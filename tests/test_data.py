@@ -92,6 +92,35 @@ def test_missing_data_without_download_is_one_clear_line(tmp_path):
     assert "\n" not in message and str(tmp_path) in message and "fix:" in message
 
 
+class OfflineMNIST:
+    """torchvision's MNIST without a network: download() makes the raw folder, then every mirror fails."""
+
+    def __init__(self, root, train=True, download=False):
+        import os
+
+        os.makedirs(os.path.join(root, "MNIST", "raw"), exist_ok=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n"
+                           "Tried https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n"
+                           "<urlopen error [Errno -3] Temporary failure in name resolution>\n")
+
+
+def test_a_failed_download_names_its_cause_suggests_no_download_and_leaves_no_empty_folders(tmp_path, monkeypatch):
+    from deepexp import data
+
+    monkeypatch.setattr(data, "_torchvision_dataset", lambda name: OfflineMNIST)
+    root = tmp_path / "new" / "data"
+    with pytest.raises(DataError) as err:
+        data.check_available(dataset("mnist"), DataConfig(root=str(root), download=True))
+    message = str(err.value)
+    assert ("download failed (Error downloading train-images-idx3-ubyte.gz: "
+            "<urlopen error [Errno -3] Temporary failure in name resolution>)") in message
+    assert message.endswith("or run once where the download can reach the network") and "allow the download" not in message
+    assert list(tmp_path.iterdir()) == []  # new/, data/, MNIST/, raw/: every folder the attempt made is gone
+    with pytest.raises(DataError) as err:  # with the download off, the fix is to allow it
+        data.check_available(dataset("mnist"), DataConfig(root=str(root), download=False))
+    assert "download is off (data.download=false)" in str(err.value) and str(err.value).endswith("(data.download=true)")
+
+
 def write_npz(path, **arrays):
     np.savez(path, **arrays)
     return path

@@ -193,7 +193,7 @@ def test_quick_study_writes_every_file_and_int8_stays_close_to_fp32_on_real_data
     from deepexp.config import DataConfig, DatasetConfig
     from deepexp.data import data_roots, load_mnist
 
-    raw = load_mnist(DatasetConfig(name="mnist", augment=False), data_roots(DataConfig()), download=False)
+    raw = load_mnist(DatasetConfig(name="mnist", augment=False), data_roots(DataConfig()), download=False)()
     Image.fromarray(raw.x_test[0, 0].numpy()).save(tmp_path / "image.png")
     snippet = re.search(r"### Deploying a model.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
     snippet = snippet.replace('Path("outputs/efficient/DATE/TIME/deploy")', f'Path({str(out / "deploy")!r})')

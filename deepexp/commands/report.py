@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -59,15 +59,30 @@ def label(g: Group) -> str:
     return ", ".join(f"{k}={show_value(v)}" for k, v in g.key.items()) or "all runs"
 
 
+def check_path(path: str, out: Optional[Path] = None) -> List[dict]:
+    """The runs (metrics.json contents, each with its `run_dir`) below the folder `path`, leaving out
+    those in this report's own folder `out`.
+
+    Raises:
+        ConfigError: `path` is not a folder, or no run lies below it. The CLI calls this before Hydra
+            makes the report's folder, so that a mistyped path leaves nothing behind.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"{hydra_override('path', path)}: no such folder; give the folder that holds the run directories "
+                          f"(a sweep's: outputs/train/multirun/DATE/TIME; a study's: outputs/<study>/DATE/TIME)")
+    inside = lambda p: out is not None and (out in p.parents or p == out)
+    runs = [m for m in (load_run(p) for p in find_runs(root) if not inside(p)) if m is not None]
+    if not runs:
+        raise ConfigError(f"{hydra_override('path', path)}: no run directories (folders with a metrics.json) below it")
+    return runs
+
+
 def report_command(cfg: DictConfig) -> int:
     study: ReportConfig = validate(cfg)
     root = Path(study.path).expanduser()
-    if not root.is_dir():
-        raise ConfigError(f"{hydra_override('path', study.path)}: no such folder; give the folder that holds the run directories")
     out, console = experiment_dir(), study_console()
-    runs = [m for m in (load_run(p) for p in find_runs(root) if out not in p.parents and p != out) if m is not None]
-    if not runs:
-        raise ConfigError(f"{hydra_override('path', study.path)}: no run directories (folders with a metrics.json) below it")
+    runs = check_path(study.path, out)
     rows = [run_row(m) for m in runs]
     by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
     unknown = [k for k in by if all(k not in r for r in rows)]
