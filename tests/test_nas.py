@@ -338,6 +338,7 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
     # Two workers search; the retraining is left to a second invocation on the same storage (below).
     result = run_cli([*search, "n_workers=2", "retrain=false", f"hydra.run.dir={out}"], tmp_path)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"nas study: 4 strategies x 1 search seed(s) x 2 evaluations in {out}"
     for name in ("evaluated.csv", "summary.csv", "summary.md", "report.md", "search.db", "plots/pareto_params.png",
                  "plots/pareto_latency_ms.png", "plots/best_so_far.png"):
         assert (out / name).is_file(), name

@@ -21,11 +21,13 @@ def train_command(cfg: DictConfig) -> int:
     console = Console()
     result = train(typed, run_dir, ConsoleReporter(console, label=label),
                    provenance={"command": "train", "overrides": list(hydra.overrides.task)})
-    console.print(results_table(result.metrics, run_dir))
+    console.print(results_table(result.metrics))
+    # On its own line, never cut to the table's width: the path is there to be copied.
+    console.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     return result.exit_code
 
 
-def results_table(metrics: dict, run_dir: Path) -> Table:
+def results_table(metrics: dict) -> Table:
     config = metrics["config"]
     table = Table(title=f"{config['model']} / {config['act']} on {config['dataset']} (seed {config['seed']})")
     table.add_column("", style="bold")
@@ -42,7 +44,6 @@ def results_table(metrics: dict, run_dir: Path) -> Table:
         ("test loss / acc", f"{test['loss']:.4f} / {test['acc']:.4f}" if test else "-"),
         ("grad norm first / last layer", f"{last['grad_norm_first']:.2e} / {last['grad_norm_last']:.2e}" if "grad_norm_first" in last else "-"),
         ("training time", f"{metrics['seconds']:.1f} s"),
-        ("run directory", str(run_dir)),
     ]
     for key, value in rows:
         table.add_row(key, value)

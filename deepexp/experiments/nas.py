@@ -59,6 +59,8 @@ def nas_command(cfg: DictConfig) -> int:
     exp_dir, console = experiment_dir(), study_console()
     start = time.perf_counter()
     check_overrides(study)
+    console.print(f"nas study: {len(study.strategies)} strategies x {study.search_seeds} search seed(s) x {study.trials} evaluations "
+                  f"in {exp_dir}", highlight=False, soft_wrap=True)  # where to look, before the search's long silence
     storage = study.storage or f"sqlite:///{exp_dir / 'search.db'}"
     search = Search(study, exp_dir, storage, console)
     for strategy, seed in search.searches():  # before any worker starts, so that one process redoes each

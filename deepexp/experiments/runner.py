@@ -27,7 +27,7 @@ def run_study(cfg, command: str, plan: Callable[[Any], List["RunSpec"]], write_s
     exp_dir, console = experiment_dir(), study_console()
     start = time.perf_counter()
     specs = plan(study)
-    console.print(f"{command} study: {len(specs)} runs in {exp_dir}", highlight=False)
+    console.print(f"{command} study: {len(specs)} runs in {exp_dir}", highlight=False, soft_wrap=True)
     results = run_all(specs, exp_dir, console, command, study.n_workers)
     write_study(study, results, exp_dir, console, time.perf_counter() - start)
     return 0
@@ -113,7 +113,8 @@ def experiment_dir() -> Path:
 
 
 def study_console() -> Console:
-    """Rich output; logs and pipes get room for the whole summary table."""
+    """Rich output; logs and pipes get room for the whole summary table. Lines that hold a path are
+    printed with soft_wrap=True (the terminal wraps them, nothing is cut or broken by rich)."""
     console = Console()
     return console if console.is_terminal else Console(width=200)
 
