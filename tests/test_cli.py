@@ -343,12 +343,17 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-COMMANDS = [["train", "debug=fast"], ["activations", "preset=quick"], ["residual", "preset=quick"], ["efficient", "preset=quick"],
-            ["nas", "preset=quick"], ["report", "path=."]]
+# Synthetic data and a report over a folder with a run: the commands pass the checks made before any folder
+# (data on disk, a report folder with runs) wherever the tests run, and meet the read-only folder.
+COMMANDS = [["train", "debug=fast", "dataset=synthetic"],
+            *([study, "preset=quick", "dataset=synthetic"] for study in ("activations", "residual", "efficient", "nas")),
+            ["report", "path=earlier"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_a_read_only_output_folder_is_one_line_for_every_command(small_fs, tmp_path, command):
+    (tmp_path / "earlier" / "run-0").mkdir(parents=True)
+    (tmp_path / "earlier" / "run-0" / "metrics.json").write_text("{}")
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     out = run_cli([*command, f"hydra.run.dir={small_fs / 'run'}"], tmp_path)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
