@@ -20,7 +20,7 @@ from rich.console import Console
 from .. import plots
 from ..config import ActivationsConfig
 from ..results import ALPHA, Group, chance_loss, group, markdown_table, publish_report, stalled, welch, write_csv, write_text
-from .runner import RunSpec, group_overrides, provenance_values, run_study, train_overrides
+from .runner import RunSpec, group_overrides, preset_note, provenance_values, run_study, train_overrides
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
@@ -357,7 +357,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     if ablation:
         report += ["", "## Ablations (test accuracy, mean ± std; each column changes one thing from the main sweep)", ablation]
     report += ["", "## Recommendations"] + [f"- {line}" for line in recommendations(groups, diagnoses)]
-    report += ["", "## Limitations",
+    report += ["", "## Limitations", *(f"- {line}" for line in preset_note(study.preset)),
                f"- {study.epochs} epochs and {study.seeds} seeds" + (f" on the first {study.subset} training images" if study.subset else "")
                + f" (preset `{study.preset}`): differences smaller than the seed-to-seed spread are not claims.",
                "- One learning rate and optimizer for every activation: a tuned rate per activation may reorder the ranking.",

@@ -30,7 +30,7 @@ from ..models import init_weights
 from ..results import Stat, markdown_table, pareto_front, publish_report, spearman, verdict, welch, write_csv, write_text
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
-from .runner import RunSpec, group_overrides, run_study, train_overrides
+from .runner import RunSpec, group_overrides, preset_note, run_study, train_overrides
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64
@@ -407,7 +407,7 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
 
 
 def limitations(study: EfficientConfig, data: dict) -> List[str]:
-    out = []
+    out = preset_note(study.preset)
     if study.train and (study.epochs < 30 or (data.get("train") or 0) < 20000):
         out.append(f"{study.epochs} epochs on {data.get('train', '?')} training images: far from converged CIFAR-10 training, "
                    f"so the accuracies rank designs at a small budget; smaller models may close or widen the gap with longer training.")

@@ -45,8 +45,8 @@ from ..results import Stat, group, markdown_table, pareto_front, publish_report,
 from ..rundir import write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
-from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, provenance_values, run_all, run_one,
-                     study_console, train_overrides)
+from .runner import (RunSpec, check_extra, experiment_dir, group_overrides, preset_note, provenance_values, run_all,
+                     run_one, study_console, train_overrides)
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 POLL_SECONDS = 0.5  # how often a worker looks again at a trial another worker is still deciding or evaluating
@@ -603,7 +603,7 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
              f"This invocation: {wall_seconds:.0f} s (searches and runs on disk are reused).", "", "## Results", table, ""]
     lines += [f"![{name}](plots/{file})" for name, file in files.items()]
     lines += ["", "## Findings"] + [f"- {line}" for line in findings(study, trials, groups)]
-    lines += ["", "## Limitations",
+    lines += ["", "## Limitations", *(f"- {line}" for line in preset_note(study.preset)),
               f"- Proxy training of {study.proxy_epochs} epoch(s) ranks candidates at a tiny budget; the ranking may change with full training.",
               f"- {study.search_seeds} search seeds and {study.trials} evaluations per search: the comparison of strategies has little power.",
               "", "## References",

@@ -22,7 +22,7 @@ from ..config import ResidualConfig
 from ..measure import count_macs, count_params
 from ..models import create_model
 from ..results import ALPHA, STALLED_FRACTION, Group, chance_loss, group, markdown_table, publish_report, stalled, verdict, welch, write_csv, write_text
-from .runner import RunSpec, group_overrides, parse_pairs, provenance_values, run_study, train_overrides
+from .runner import RunSpec, group_overrides, parse_pairs, preset_note, provenance_values, run_study, train_overrides
 
 MAIN = "main"
 
@@ -192,7 +192,7 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance
 
 
 def limitations(study: ResidualConfig, data: dict) -> List[str]:
-    out = []
+    out = preset_note(study.preset)
     if study.epochs < 30 or (data.get("train") or 0) < 20000:
         out.append(f"These runs ({study.epochs} epochs on {data.get('train', '?')} training images) are far shorter than He et al.'s "
                    f"(64k iterations on 45k images): degradation needs full training to appear, deep nets of both kinds are still "
