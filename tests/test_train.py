@@ -62,9 +62,13 @@ def test_resume_from_a_checkpoint_gives_identical_metrics(tmp_path):
 
 
 @needs_mnist
-def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, monkeypatch):
+    from deepexp import rundir
+
     overrides = QUICK + ["epochs=2", "model.depth=2"]
-    train(compose_train(overrides), tmp_path)
+    with monkeypatch.context() as patch:  # as if killed after epoch 2's checkpoint: prev.pt is kept while a run is in progress
+        patch.setattr(rundir, "FINISHED", ())
+        train(compose_train(overrides), tmp_path)
     (tmp_path / "metrics.json").unlink()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"truncated")
     metrics = train(compose_train(overrides), tmp_path).metrics
@@ -352,11 +356,11 @@ def scalars(run_dir, tag):
 
 
 def first_step_gradients(cfg):
-    """By hand: the gradient norm of every weight, and of all parameters together, at the run's first
-    step (its initial weights, its whole training split as the batch)."""
+    """By hand: the gradient norm of every weight (by its TensorBoard tag suffix, `01.layers.0`), and of all
+    parameters together, at the run's first step (its initial weights, its whole training split as the batch)."""
     from deepexp.models import init_weights
     from deepexp.data import normalize
-    from deepexp.monitor import WEIGHT_LAYERS
+    from deepexp.monitor import WEIGHT_LAYERS, layer_tags
     from deepexp.train import build_model, run_splits
 
     data = run_splits(cfg)
@@ -364,7 +368,8 @@ def first_step_gradients(cfg):
     model = build_model(cfg, data)
     init_weights(model, cfg.init.name, cfg.act.name)
     F.cross_entropy(model(normalize(data.x_train, data.mean, data.std)), data.y_train).backward()
-    per_weight = {name: m.weight.grad.norm().item() for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+    weights = [(name, m.weight.grad.norm().item()) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+    per_weight = dict(zip(layer_tags([name for name, _ in weights]), [norm for _, norm in weights]))
     return per_weight, torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
 
 
