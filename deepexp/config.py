@@ -181,30 +181,59 @@ class DeviceConfig:
 
 @dataclass
 class OptimConfig:
+    """What every optimizer has; each one's own keys are in its own schema below (as for datasets)."""
+
     name: str = MISSING  # sgd | adam | adamw
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw only
 
     def __post_init__(self) -> None:
         check_choice("optim.name", self.name, ("sgd", "adam", "adamw"))
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    momentum: float = 0.9
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check(0.0 <= self.momentum < 1.0, f"optim.momentum must be in [0, 1), got {self.momentum}")
+
+
+@dataclass
+class AdamConfig(OptimConfig):  # adam and adamw
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "optim.betas must be two numbers in [0, 1)")
 
 
 @dataclass
 class SchedConfig:
+    """What every schedule has (`none` has nothing else); step's and cosine's own keys are in their schemas below."""
+
     name: str = MISSING  # none | step | cosine
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr, then the schedule
-    step_size: int = 30  # step only: epochs between decays
-    gamma: float = 0.1  # step only: decay factor
-    min_lr_factor: float = 0.0  # cosine only: final lr as a fraction of lr
 
     def __post_init__(self) -> None:
         check_choice("sched.name", self.name, ("none", "step", "cosine"))
         check(self.warmup_epochs >= 0, f"sched.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+
+@dataclass
+class StepSchedConfig(SchedConfig):
+    step_size: int = 30  # epochs between decays
+    gamma: float = 0.1  # decay factor
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.step_size >= 1, f"sched.step_size must be >= 1, got {self.step_size}")
         check(0 < self.gamma <= 1, f"sched.gamma must be in (0, 1], got {self.gamma}")
+
+
+@dataclass
+class CosineSchedConfig(SchedConfig):
+    min_lr_factor: float = 0.0  # final lr as a fraction of lr
 
 
 @dataclass
@@ -460,6 +489,12 @@ class ReportConfig:
         check_choice("metric", self.metric, METRICS)
 
 
+# The choices of a group whose own keys have their own schema (the group's base schema serves the others).
+OPTIM_SCHEMAS = {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamConfig}
+SCHED_SCHEMAS = {"step": StepSchedConfig, "cosine": CosineSchedConfig}
+CHOICE_SCHEMAS = {"dataset": DATASET_SCHEMAS, "optim": OPTIM_SCHEMAS, "sched": SCHED_SCHEMAS}
+
+
 def register_schemas() -> None:
     """Put every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
@@ -473,8 +508,9 @@ def register_schemas() -> None:
         # Root-level names, referenced as `/schema_<family>@_here_` from configs/model/*.yaml,
         # so that schemas never show up as model choices.
         cs.store(name=f"schema_{family}", node=schema)
-    for dataset, schema in DATASET_SCHEMAS.items():  # likewise `/schema_dataset_<name>@_here_` in configs/dataset/
-        cs.store(name=f"schema_dataset_{dataset}", node=schema)
+    for group, schemas in CHOICE_SCHEMAS.items():  # likewise `/schema_<group>_<name>@_here_` in configs/<group>/<name>.yaml
+        for choice, schema in schemas.items():
+            cs.store(name=f"schema_{group}_{choice}", node=schema)
 
 
 # --- overrides deepexp writes itself ----------------------------------------------------------

@@ -120,18 +120,22 @@ def test_the_run_folder_is_printed_whole_on_one_line_in_an_80_column_pipe(finish
     assert len(str(run)) > 80 and f"run directory: {run}\n" in out.stdout and "…" not in out.stdout
 
 
-def test_a_run_records_only_the_keys_of_its_own_dataset(finished_npz_run):
-    """The synthetic dataset's keys (train_size, image_shape, ...) are not in an npz run's config or HParams."""
+def test_a_run_records_only_the_keys_of_its_own_dataset_optimizer_and_schedule(finished_npz_run):
+    """The synthetic dataset's keys (train_size, image_shape, ...), Adam's betas and the step and cosine schedules'
+    keys are not in an npz / sgd / no-schedule run's config or HParams."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run, _ = finished_npz_run
     config = json.loads((run / "metrics.json").read_text())["config"]
     assert sorted(k for k in config if k.startswith("dataset")) == ["dataset", "dataset.augment", "dataset.num_classes", "dataset.path"]
+    assert sorted(k for k in config if k.startswith(("optim", "sched"))) == ["optim", "optim.momentum", "optim.nesterov",
+                                                                             "sched", "sched.warmup_epochs"]
     events = EventAccumulator(str(run))
     events.Reload()
     hparams = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
-    assert b"dataset.path" in hparams
-    assert not any(b"dataset." + key in hparams for key in (b"train_size", b"test_size", b"image_shape", b"channels"))
+    assert b"dataset.path" in hparams and b"optim.momentum" in hparams
+    assert not any(key in hparams for key in (b"dataset.train_size", b"dataset.test_size", b"dataset.image_shape", b"dataset.channels",
+                                              b"optim.betas", b"sched.step_size", b"sched.gamma", b"sched.min_lr_factor"))
 
 
 def test_a_lock_file_removed_by_its_leaving_holder_is_not_locked_twice(tmp_path, monkeypatch):

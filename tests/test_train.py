@@ -13,7 +13,7 @@ from deepexp.errors import CheckpointError
 from deepexp.host import keep_freed_memory, user_tuned_malloc
 from deepexp.rundir import read_metrics
 from deepexp.train import EXIT_DIVERGED, lr_factor, seed_everything, train
-from deepexp.config import SchedConfig
+from deepexp.config import CosineSchedConfig, StepSchedConfig
 from conftest import QUICK, compose_train, needs_mnist, run_cli
 
 
@@ -216,12 +216,12 @@ def test_channels_last_trains_like_the_default_layout(tmp_path, model):
 
 
 def test_lr_schedule_is_a_pure_function_of_the_step():
-    cosine = SchedConfig(name="cosine", warmup_epochs=1, min_lr_factor=0.1)
+    cosine = CosineSchedConfig(name="cosine", warmup_epochs=1, min_lr_factor=0.1)
     assert lr_factor(0, 10, 5, cosine) == pytest.approx(0.1)
     assert lr_factor(9, 10, 5, cosine) == pytest.approx(1.0)
     assert lr_factor(10, 10, 5, cosine) == pytest.approx(1.0)
     assert lr_factor(49, 10, 5, cosine) == pytest.approx(0.1, abs=0.01)
-    step = SchedConfig(name="step", step_size=2, gamma=0.5)
+    step = StepSchedConfig(name="step", step_size=2, gamma=0.5)
     assert [lr_factor(s, 10, 6, step) for s in (0, 19, 20, 40)] == [1.0, 1.0, 0.5, 0.25]
 
 
@@ -322,15 +322,17 @@ def test_a_run_saved_before_an_option_existed_resumes_unless_the_option_is_set_o
         check_resumable(old, {**old, "on_nan": "skip_batch"}, tmp_path)
 
 
-def test_a_run_that_recorded_every_datasets_keys_resumes_and_a_real_change_is_still_refused(tmp_path):
-    """Older runs recorded the synthetic dataset's keys (and npz's path) for every dataset; they are no
-    longer part of an mnist run's config, and their absence is no change."""
+def test_a_run_that_recorded_every_choices_keys_resumes_and_a_real_change_is_still_refused(tmp_path):
+    """Older runs recorded the synthetic dataset's keys (and npz's path), Adam's betas and the step and cosine
+    schedules' keys for every run; they are no longer part of an mnist/sgd/none run's config, and their absence is no change."""
     from deepexp.train import check_resumable, flat_config
 
-    now = flat_config(compose_train([]))
-    assert not any(k in now for k in ("dataset.path", "dataset.channels", "dataset.image_shape", "dataset.train_size", "dataset.test_size"))
-    old = {**now, "dataset.path": None, "dataset.channels": 1, "dataset.image_shape": [28, 28], "dataset.train_size": 2048,
-           "dataset.test_size": 512}
+    now = flat_config(compose_train([]))  # mnist, sgd, no schedule
+    others = {"dataset.path": None, "dataset.channels": 1, "dataset.image_shape": [28, 28], "dataset.train_size": 2048,
+              "dataset.test_size": 512, "optim.betas": [0.9, 0.999], "sched.step_size": 30, "sched.gamma": 0.1,
+              "sched.min_lr_factor": 0.0}
+    assert not set(others) & set(now) and {"optim.momentum", "sched.warmup_epochs"} <= set(now)
+    old = {**now, **others}
     check_resumable(old, now, tmp_path)
     with pytest.raises(CheckpointError, match="lr: 0.05 -> 0.1"):
         check_resumable(old, {**now, "lr": 0.1}, tmp_path)
