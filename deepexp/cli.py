@@ -300,10 +300,10 @@ def check_inputs(name: str, typed: List[Any], args: List[str]) -> None:
     from .config import compose_config, parse_key, to_plain, validate
 
     if name == "report":
-        from .commands.report import check_path
+        from .commands.report import runs_below
 
         for cfg in typed:
-            check_path(cfg.path)
+            runs_below(cfg.path)
         return
     if last_value(args, "hydra/launcher") not in LOCAL_LAUNCHERS:
         return

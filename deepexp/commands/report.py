@@ -59,9 +59,9 @@ def label(g: Group) -> str:
     return ", ".join(f"{k}={show_value(v)}" for k, v in g.key.items()) or "all runs"
 
 
-def check_path(path: str, out: Optional[Path] = None) -> List[dict]:
+def runs_below(path: str, out: Optional[Path] = None) -> List[dict]:
     """The runs (metrics.json contents, each with its `run_dir`) below the folder `path`, leaving out
-    those in this report's own folder `out`.
+    those in this report's own folder `out`, at least one.
 
     Raises:
         ConfigError: `path` is not a folder, or no run lies below it. The CLI calls this before Hydra
@@ -82,7 +82,7 @@ def report_command(cfg: DictConfig) -> int:
     study: ReportConfig = validate(cfg)
     root = Path(study.path).expanduser()
     out, console = experiment_dir(), study_console()
-    runs = check_path(study.path, out)
+    runs = runs_below(study.path, out)
     rows = [run_row(m) for m in runs]
     by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
     unknown = [k for k in by if all(k not in r for r in rows)]
