@@ -419,8 +419,6 @@ def load_fashion_mnist(cfg: DatasetConfig, roots: List[Path], download: bool) ->
 
 
 CIFAR_SUBSET = "cifar10-subset.npz"
-
-
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]  # what torchvision reads
 
