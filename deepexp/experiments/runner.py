@@ -121,11 +121,11 @@ def study_console() -> Console:
 
 def preset_note(preset: str) -> List[str]:
     """The report's first limitation for a study run with `preset=quick` (none for another preset): its
-    numbers are a first look, sized to take minutes on a 2-core CPU, not the study's result."""
+    numbers are a first look, sized for a 2-core CPU, not the study's result."""
     if preset != "quick":
         return []
-    return ["Quick results are a first look (`preset=quick`: less data, fewer epochs and seeds, sized for a few minutes on "
-            "2 CPU cores): they show that the study runs and which way its effects lean, not how large they are. "
+    return ["Quick results are a first look (`preset=quick`: less data, fewer epochs and seeds, sized for a 2-core CPU): "
+            "they show that the study runs and which way its effects lean, not how large they are. "
             "Run the study without `preset=quick` for the results to report."]
 
 
