@@ -101,8 +101,9 @@ def run(argv: List[str]) -> int:
         flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}  # (also `--cfg=job`)
         if not flags & set(HYDRA_FLAGS_WITHOUT_RUN):
             args = add_and_delete(name, resolve_resume(name, args))
-            prevalidate(name, args)
+            typed = prevalidate(name, args)
             if not flags & set(HYDRA_CFG_FLAGS):
+                check_inputs(name, typed, args)
                 args, record = record_after_lock(args)
                 args += [SWEEP_LOCK] if is_multirun(args) else []
         return launch(name, args, record)
@@ -375,8 +376,8 @@ def add_and_delete(name: str, args: List[str]) -> List[str]:
     return out
 
 
-def prevalidate(name: str, args: List[str]) -> None:
-    """Compose and check before Hydra creates any run directory.
+def prevalidate(name: str, args: List[str]) -> List[Any]:
+    """Compose and validate before Hydra creates any run directory; returns the validated configs.
 
     For a sweep (`-m a=1,2 b=x,y`), each value of each swept key is checked with the
     other keys at their first value: every bad value is caught without composing the
@@ -392,6 +393,49 @@ def prevalidate(name: str, args: List[str]) -> None:
     folder = None if is_multirun(args) else given_folder(args)
     for one in typed:
         COMMANDS[name].check_config(one, folder)
+    return typed
+
+
+LOCAL_LAUNCHERS = (None, "basic", "joblib")  # launchers whose jobs run on this machine, with its files
+
+
+def check_inputs(name: str, typed: List[Any], args: List[str]) -> None:
+    """Refuse, before Hydra makes an output folder, what a job would refuse as soon as it started:
+    a report's missing or empty folder, data that is neither on disk nor downloadable, device=cuda
+    without a GPU. (Downloads happen here, once, where they are allowed.) Jobs that another launcher
+    runs elsewhere (a SLURM cluster) find their data and device there, so only the report is checked.
+
+    `typed`: the validated config of each job variant (see sweep_variants).
+    Raises: ConfigError (DataError for data) with the job's own one line.
+    """
+    from .config import compose_config, parse_key, to_plain, validate
+
+    if name == "report":
+        from .commands.report import runs_below
+
+        for cfg in typed:
+            runs_below(cfg.path)
+        return
+    if last_value(args, "hydra/launcher") not in LOCAL_LAUNCHERS:
+        return
+    from .data import check_available
+
+    checked = set()
+    for cfg in typed:
+        if name == "train":
+            data = cfg.data
+        else:  # a study's runs: the trainer's data options, as the study's extra overrides set them
+            extra = [line for option in ("train", "overrides") if isinstance(getattr(cfg, option, None), list)
+                     for line in getattr(cfg, option)]
+            data = validate(compose_config("train", [line for line in extra if (parse_key(line) or "").startswith("data.")])).data
+        key = repr((to_plain(cfg.dataset), to_plain(data)))
+        if key not in checked:
+            checked.add(key)
+            check_available(cfg.dataset, data)
+        if cfg.device.type == "cuda":
+            from .train import resolve_device  # (imports torch: only where a GPU is asked for)
+
+            resolve_device(cfg.device.type)
 
 
 def is_multirun(args: List[str]) -> bool:

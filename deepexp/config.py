@@ -128,23 +128,40 @@ class ActConfig:
 
 @dataclass
 class DatasetConfig:
+    """What every dataset has. A dataset with keys of its own has a schema of its own below (stored as
+    `schema_dataset_<name>`, its YAML inherits it), so that a run's config, metrics.json and HParams
+    hold only the keys of the dataset it used."""
+
     name: str = MISSING
     augment: bool = MISSING  # random crop with padding + horizontal flip, on whole batches
-    path: Optional[str] = None  # npz only: file with x_train, y_train, x_test, y_test
     num_classes: Optional[int] = None  # K, labels 0..K-1; null: the largest training label + 1 (synthetic: labels drawn)
-    # synthetic only: the shape of the random images
+
+    def __post_init__(self) -> None:
+        check(self.num_classes is None or self.num_classes >= 2, f"dataset.num_classes must be at least 2, got {self.num_classes}")
+
+
+@dataclass
+class NpzDatasetConfig(DatasetConfig):
+    path: Optional[str] = None  # file with x_train, y_train, x_test, y_test
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
     channels: int = 1
     image_shape: List[int] = field(default_factory=lambda: [28, 28])  # (H, W) in pixels
     train_size: int = 2048
     test_size: int = 512
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.channels >= 1, f"dataset.channels must be positive, got {self.channels}")
         check(len(self.image_shape) == 2 and all(n >= 1 for n in self.image_shape),
               f"dataset.image_shape must be [H, W] with positive sizes, got {list(self.image_shape)}")
-        check(self.num_classes is None or self.num_classes >= 2, f"dataset.num_classes must be at least 2, got {self.num_classes}")
-        check(self.name != "synthetic" or self.num_classes is not None, "dataset=synthetic needs dataset.num_classes=K, the labels to draw")
+        check(self.num_classes is not None, "dataset=synthetic needs dataset.num_classes=K, the labels to draw")
         check(self.train_size >= 2 and self.test_size >= 1, "dataset.train_size must be >= 2 and test_size >= 1")
+
+
+DATASET_SCHEMAS = {"npz": NpzDatasetConfig, "synthetic": SyntheticDatasetConfig}
 
 
 @dataclass
@@ -168,30 +185,59 @@ class DeviceConfig:
 
 @dataclass
 class OptimConfig:
+    """What every optimizer has; each one's own keys are in its own schema below (as for datasets)."""
+
     name: str = MISSING  # sgd | adam | adamw
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw only
 
     def __post_init__(self) -> None:
         check_choice("optim.name", self.name, ("sgd", "adam", "adamw"))
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    momentum: float = 0.9
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check(0.0 <= self.momentum < 1.0, f"optim.momentum must be in [0, 1), got {self.momentum}")
+
+
+@dataclass
+class AdamConfig(OptimConfig):  # adam and adamw
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas), "optim.betas must be two numbers in [0, 1)")
 
 
 @dataclass
 class SchedConfig:
+    """What every schedule has (`none` has nothing else); step's and cosine's own keys are in their schemas below."""
+
     name: str = MISSING  # none | step | cosine
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr, then the schedule
-    step_size: int = 30  # step only: epochs between decays
-    gamma: float = 0.1  # step only: decay factor
-    min_lr_factor: float = 0.0  # cosine only: final lr as a fraction of lr
 
     def __post_init__(self) -> None:
         check_choice("sched.name", self.name, ("none", "step", "cosine"))
         check(self.warmup_epochs >= 0, f"sched.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+
+@dataclass
+class StepSchedConfig(SchedConfig):
+    step_size: int = 30  # epochs between decays
+    gamma: float = 0.1  # decay factor
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.step_size >= 1, f"sched.step_size must be >= 1, got {self.step_size}")
         check(0 < self.gamma <= 1, f"sched.gamma must be in (0, 1], got {self.gamma}")
+
+
+@dataclass
+class CosineSchedConfig(SchedConfig):
+    min_lr_factor: float = 0.0  # final lr as a fraction of lr
 
 
 @dataclass
@@ -450,6 +496,12 @@ class ReportConfig:
         check_choice("metric", self.metric, METRICS)
 
 
+# The choices of a group whose own keys have their own schema (the group's base schema serves the others).
+OPTIM_SCHEMAS = {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamConfig}
+SCHED_SCHEMAS = {"step": StepSchedConfig, "cosine": CosineSchedConfig}
+CHOICE_SCHEMAS = {"dataset": DATASET_SCHEMAS, "optim": OPTIM_SCHEMAS, "sched": SCHED_SCHEMAS}
+
+
 def register_schemas() -> None:
     """Put every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
@@ -463,6 +515,9 @@ def register_schemas() -> None:
         # Root-level names, referenced as `/schema_<family>@_here_` from configs/model/*.yaml,
         # so that schemas never show up as model choices.
         cs.store(name=f"schema_{family}", node=schema)
+    for group, schemas in CHOICE_SCHEMAS.items():  # likewise `/schema_<group>_<name>@_here_` in configs/<group>/<name>.yaml
+        for choice, schema in schemas.items():
+            cs.store(name=f"schema_{group}_{choice}", node=schema)
 
 
 # --- overrides deepexp writes itself ----------------------------------------------------------

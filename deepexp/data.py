@@ -12,6 +12,7 @@ missing, where deepexp looked, and how to fix it.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import itertools
 import os
@@ -90,7 +91,10 @@ CLASS_NAMES = {
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
 }
 
-Loader = Callable[[DatasetConfig, List[Path], bool], RawDataset]
+# A dataset's loader finds its files (downloading them where allowed) and returns the function that
+# reads them: `check_available` runs only the first half, before a command makes its output folder.
+Reader = Callable[[], RawDataset]
+Loader = Callable[[DatasetConfig, List[Path], bool], Reader]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
@@ -107,7 +111,7 @@ def load_splits(dataset: DatasetConfig, data: DataConfig, seed: int, val_fractio
 
     The classes are checked on the whole dataset (count_classes: a bad label raises DataError), so
     that K is the dataset's whatever `subset` is; the split trained on only warns (split_warnings)."""
-    raw = check_raw(dataset.name, DATASETS.get(dataset.name)(dataset, data_roots(data), data.download))
+    raw = check_raw(dataset.name, DATASETS.get(dataset.name)(dataset, data_roots(data), data.download)())
     num_classes = count_classes(dataset.name, raw.y_train, raw.y_test, dataset.num_classes)
     x, y = raw.x_train, raw.y_train
     if subset is not None:
@@ -155,6 +159,13 @@ def check_raw(name: str, raw: RawDataset) -> RawDataset:
         raise DataError(f"{name}: training images {tuple(raw.x_train.shape[1:])} and test images {tuple(raw.x_test.shape[1:])} "
                         f"(C, H, W) differ in shape ({raw.source})")
     return raw
+
+
+def check_available(dataset: DatasetConfig, data: DataConfig) -> None:
+    """Find the files of `dataset` where `load_splits` would, downloading them where `data.download`
+    allows, without reading them. Raises DataError (one line: what is missing, where deepexp looked,
+    why the download did not help, how to fix it), having left no folder the attempt made."""
+    DATASETS.get(dataset.name)(dataset, data_roots(data), data.download)
 
 
 # --- classes ---------------------------------------------------------------------------------
@@ -284,10 +295,28 @@ def _nchw(images: np.ndarray | Tensor) -> Tensor:
     return t.contiguous()
 
 
-def _missing(name: str, looked: List[Path], what: str, download_error: Optional[str], fix: str) -> DataError:
+def _missing(name: str, looked: List[Path], what: str, download_error: Optional[str], put: str) -> DataError:
+    """The one line for data that is neither on disk nor downloadable.
+
+    download_error: why the download failed; None where it was not tried (data.download=false).
+    put: how to provide the files by hand ("put ... in a folder and pass data.root=FOLDER")."""
     where = ", ".join(str(p) for p in looked)
-    tried = f"; download failed ({download_error})" if download_error else "; download is off (data.download=false)"
-    return DataError(f"{name}: {what} not found in {where}{tried}; fix: {fix}")
+    if download_error is None:
+        tried, other = "download is off (data.download=false)", "or allow the download (data.download=true)"
+    else:
+        tried, other = f"download failed ({download_error})", "or run once where the download can reach the network"
+    return DataError(f"{name}: {what} not found in {where}; {tried}; fix: {put}, {other}")
+
+
+def _download_error(exc: BaseException) -> str:
+    """Why a download failed, in one line. torchvision's message starts "Error downloading FILE:" and
+    ends with each mirror's error ("<urlopen error [Errno -3] Temporary failure in name resolution>"):
+    the first line alone names no cause."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    first, cause = lines[0].rstrip(":"), lines[-1]
+    return first if cause == lines[0] else f"{first}: {cause}"
 
 
 def _torchvision(cls, roots: List[Path]) -> Optional[Tuple[object, object, Path]]:
@@ -303,14 +332,22 @@ def _torchvision(cls, roots: List[Path]) -> Optional[Tuple[object, object, Path]
     return None
 
 
-def _download(cls, root: Path) -> Tuple[object, object, Path]:
-    root.mkdir(parents=True, exist_ok=True)
-    return cls(str(root), train=True, download=True), cls(str(root), train=False, download=True), root
+def _download(cls_name: str, root: Path, folders: List[Path]) -> Optional[str]:
+    """Download torchvision's `cls_name` dataset into `root`; None when it worked, else why not (one line).
 
-
-def _from_torchvision_arrays(train, test, root: Path, label: str) -> RawDataset:
-    return RawDataset(_nchw(train.data), torch.as_tensor(train.targets).long(),
-                      _nchw(test.data), torch.as_tensor(test.targets).long(), f"{label} in {root}")
+    `folders`: those the download creates (deepest first; `root` and its parents are added). A failed
+    download removes the ones it created that are still empty, so that no empty data folder is left."""
+    made = [d for d in [*folders, root, *root.parents] if not d.exists()]
+    try:
+        cls = _torchvision_dataset(cls_name)
+        root.mkdir(parents=True, exist_ok=True)
+        cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
+        return None
+    except Exception as exc:  # no network, refused, partial file ...
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):  # not empty (a partial file): left for the next attempt
+                folder.rmdir()
+        return _download_error(exc)
 
 
 def _torchvision_dataset(name: str):
@@ -321,28 +358,30 @@ def _torchvision_dataset(name: str):
     return getattr(torchvision.datasets, name)
 
 
-def _mnist_like(cls_name: str, name: str, roots: List[Path], download: bool,
-                extra: Callable[[], Optional[RawDataset]] = lambda: None) -> RawDataset:
+def _from_torchvision_arrays(train, test, root: Path, label: str) -> RawDataset:
+    return RawDataset(_nchw(train.data), torch.as_tensor(train.targets).long(),
+                      _nchw(test.data), torch.as_tensor(test.targets).long(), f"{label} in {root}")
+
+
+def _mnist_like(cls_name: str, name: str, roots: List[Path], download: bool, extra: Optional[Path] = None) -> Reader:
     """MNIST-format data: torchvision's folder layout (ROOT/MNIST/raw/*-ubyte) in the first root that
-    has it, else `extra()`, else torchvision's download into the first root."""
-    for root in roots:
-        found = read_idx_folder(root / cls_name / "raw", f"{cls_name} idx files")
-        if found is not None:
-            return found
-    local = extra()
-    if local is not None:
-        return local
-    error = None
-    if download:
-        try:
-            cls = _torchvision_dataset(cls_name)
-            return _from_torchvision_arrays(*_download(cls, roots[0]), label=f"torchvision {cls_name} (downloaded)")
-        except Exception as exc:  # no network, refused, partial file ...
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    looked = [r / cls_name / "raw" for r in roots]
-    absent = missing_idx_files(next((f for f in looked if f.is_dir()), looked[0]))
-    raise _missing(name, looked, f"idx file{'s' if len(absent) > 1 else ''} {', '.join(absent)} (plain or .gz)", error,
-                   f"put {cls_name}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA), or allow the download")
+    has it, else the folder `extra`, else torchvision's download into the first root's layout."""
+    label = f"{cls_name} idx files"
+    found = next((folder for folder in [*(r / cls_name / "raw" for r in roots), *([extra] if extra else [])]
+                  if find_idx_files(folder) is not None), None)
+    if found is None:
+        raw = roots[0] / cls_name / "raw"
+        error = _download(cls_name, roots[0], [raw, raw.parent]) if download else None
+        if download and error is None and find_idx_files(raw) is not None:
+            found, label = raw, f"{cls_name} idx files (downloaded)"
+        else:
+            looked = [r / cls_name / "raw" for r in roots]
+            absent = missing_idx_files(next((f for f in looked if f.is_dir()), looked[0]))
+            raise _missing(name, looked, f"idx file{'s' if len(absent) > 1 else ''} {', '.join(absent)} (plain or .gz)", error,
+                           f"put {cls_name}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA)")
+    if extra is not None and found == extra:
+        label = f"Debian dataset-{name.replace('_', '-')} idx files"
+    return lambda: read_idx_folder(found, label)
 
 
 # The four files of an MNIST-format dataset, each under the names mirrors use: torchvision's
@@ -357,6 +396,18 @@ def idx_names(split: str, kind: str, idx: str) -> List[str]:
     return names + [f"{name}.gz" for name in names]
 
 
+def find_idx_files(folder: Path) -> Optional[List[Path]]:
+    """The four MNIST-format files in `folder` (train images, train labels, test images, test labels;
+    any spelling of `idx_names`), or None where any is missing."""
+    files = []
+    for split, kind, idx in IDX_FILES:
+        found = next((folder / name for name in idx_names(split, kind, idx) if (folder / name).is_file()), None)
+        if found is None:
+            return None
+        files.append(found)
+    return files
+
+
 def missing_idx_files(folder: Path) -> List[str]:
     """The idx files `folder` lacks under every spelling of `idx_names`, each named by its first spelling."""
     return [idx_names(*key)[0] for key in IDX_FILES if not any((folder / n).is_file() for n in idx_names(*key))]
@@ -366,12 +417,9 @@ def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
     """The four MNIST-format files in `folder` (any spelling of `idx_names`); None where any is missing.
 
     Raises DataError where all four are there but one is unreadable (truncated, corrupt, not idx data)."""
-    files = []
-    for split, kind, idx in IDX_FILES:
-        found = next((folder / name for name in idx_names(split, kind, idx) if (folder / name).is_file()), None)
-        if found is None:
-            return None
-        files.append(found)
+    files = find_idx_files(folder)
+    if files is None:
+        return None
     try:
         xtr, ytr, xte, yte = arrays = [read_idx(f) for f in files]
         for (_, kind, _), path, array in zip(IDX_FILES, files, arrays):
@@ -407,43 +455,47 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
-def _debian_fashion_mnist() -> Optional[RawDataset]:
-    return read_idx_folder(DEBIAN_FASHION_MNIST, "Debian dataset-fashion-mnist idx files")
-
-
 @DATASETS.register("mnist")
-def load_mnist(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
+def load_mnist(cfg: DatasetConfig, roots: List[Path], download: bool) -> Reader:
     return _mnist_like("MNIST", "mnist", roots, download)
 
 
 @DATASETS.register("fashion_mnist")
-def load_fashion_mnist(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
-    return _mnist_like("FashionMNIST", "fashion_mnist", roots, download, extra=_debian_fashion_mnist)
+def load_fashion_mnist(cfg: DatasetConfig, roots: List[Path], download: bool) -> Reader:
+    return _mnist_like("FashionMNIST", "fashion_mnist", roots, download, extra=DEBIAN_FASHION_MNIST)
 
 
 CIFAR_SUBSET = "cifar10-subset.npz"
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]  # what torchvision reads
 
 
 @DATASETS.register("cifar10")
-def load_cifar10(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
+def load_cifar10(cfg: DatasetConfig, roots: List[Path], download: bool) -> Reader:
     """The full CIFAR-10 where it is on disk, else the offline subset npz, else a download."""
-    full = [root for root in roots if (root / "cifar-10-batches-py").is_dir()]
-    found = _torchvision(_torchvision_dataset("CIFAR10"), full) if full else None
-    if found:
-        return _from_torchvision_arrays(*found, label="torchvision CIFAR10")
-    for root in roots:
-        if (root / CIFAR_SUBSET).exists():
-            raw = read_npz(root / CIFAR_SUBSET)
+    def full(root: Path, label: str) -> Reader:
+        def read() -> RawDataset:
+            found = _torchvision(_torchvision_dataset("CIFAR10"), [root])
+            if found is None:  # torchvision's checksums failed
+                raise DataError(f"cifar10: the files in {root / CIFAR_FOLDER} are corrupt (checksums differ); "
+                                f"fix: delete them to re-download, or replace them")
+            return _from_torchvision_arrays(*found, label=label)
+        return read
+
+    present = next((root for root in roots if all((root / CIFAR_FOLDER / f).is_file() for f in CIFAR_FILES)), None)
+    if present is not None:
+        return full(present, "torchvision CIFAR10")
+    subset = next((root / CIFAR_SUBSET for root in roots if (root / CIFAR_SUBSET).exists()), None)
+    if subset is not None:
+        def read_subset() -> RawDataset:
+            raw = read_npz(subset)
             return replace(raw, source=f"CIFAR-10 subset ({len(raw.y_train)} train / {len(raw.y_test)} test images) {raw.source}")
-    error = None
-    if download:
-        try:
-            cifar10 = _torchvision_dataset("CIFAR10")
-            return _from_torchvision_arrays(*_download(cifar10, roots[0]), label="torchvision CIFAR10 (downloaded)")
-        except Exception as exc:
-            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    raise _missing("cifar10", roots, f"cifar-10-batches-py (or {CIFAR_SUBSET})", error,
-                   "pass data.root=FOLDER (or set DEEPEXP_DATA) to a folder holding either, or allow the download")
+        return read_subset
+    error = _download("CIFAR10", roots[0], []) if download else None
+    if download and error is None:
+        return full(roots[0], "torchvision CIFAR10 (downloaded)")
+    raise _missing("cifar10", roots, f"{CIFAR_FOLDER} (or {CIFAR_SUBSET})", error,
+                   "pass data.root=FOLDER (or set DEEPEXP_DATA) to a folder holding either")
 
 
 def read_npz(path: Path) -> RawDataset:
@@ -469,26 +521,28 @@ def read_npz(path: Path) -> RawDataset:
 
 
 @DATASETS.register("npz")
-def load_npz(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
+def load_npz(cfg: DatasetConfig, roots: List[Path], download: bool) -> Reader:
     if not cfg.path:
         raise DataError("dataset=npz needs dataset.path=FILE.npz")
     path = Path(cfg.path).expanduser()
     candidates = [path] if path.is_absolute() else [path] + [root / path for root in roots]
     for candidate in candidates:
         if candidate.is_file():
-            return read_npz(candidate)
+            return lambda: read_npz(candidate)
     raise DataError(f"npz: {cfg.path} not found (looked in {', '.join(str(c.parent) for c in candidates)}); fix: dataset.path=/absolute/path.npz")
 
 
 @DATASETS.register("synthetic")
-def load_synthetic(cfg: DatasetConfig, roots: List[Path], download: bool) -> RawDataset:
+def load_synthetic(cfg: DatasetConfig, roots: List[Path], download: bool) -> Reader:
     """Random uint8 images (N, channels, *image_shape) with random labels 0..num_classes-1, fixed by seed 0
-    (the run seed never changes the data)."""
-    g = torch.Generator().manual_seed(0)
-    shape = (cfg.channels, *cfg.image_shape)
+    (the run seed never changes the data); there are no files to find."""
+    def make_all() -> RawDataset:
+        g = torch.Generator().manual_seed(0)
+        shape = (cfg.channels, *cfg.image_shape)
 
-    def make(n: int) -> Tuple[Tensor, Tensor]:
-        return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8), torch.randint(0, cfg.num_classes, (n,), generator=g)
+        def make(n: int) -> Tuple[Tensor, Tensor]:
+            return torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8), torch.randint(0, cfg.num_classes, (n,), generator=g)
 
-    (xtr, ytr), (xte, yte) = make(cfg.train_size), make(cfg.test_size)
-    return RawDataset(xtr, ytr, xte, yte, "synthetic random images")
+        (xtr, ytr), (xte, yte) = make(cfg.train_size), make(cfg.test_size)
+        return RawDataset(xtr, ytr, xte, yte, "synthetic random images")
+    return make_all

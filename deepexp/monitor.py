@@ -16,14 +16,25 @@ host once per log step. Hooks do nothing on steps that are not logged. They are 
 on logged steps only, so with `compile=true` the trainer runs those steps through the
 uncompiled module: a compiled module does not run hooks added after it was compiled.
 
-Each epoch ends with a probe: one eval-mode forward and backward pass on the same
-probe images (without touching `.grad` or the optimizer), so the per-epoch layer
-statistics in metrics.json compare across epochs, activations and runs.
+Each epoch ends with a probe: one forward and backward pass on the same probe images
+(without touching `.grad` or the optimizer), so the per-epoch layer statistics in
+metrics.json compare across epochs, activations and runs. Batch norm normalises the
+probe batch with its own statistics, as in a training step, and its running averages
+are left as they were; dropout is off (`batch_statistics`). Early in training the
+running averages lag far behind the weights, and eval-mode gradients would measure
+that lag (a plain net's validation loss can be thousands while its training loss is 2).
+
+Tags: each layer's scalars are written as `<statistic>/<NN>.<module path>`, e.g.
+`grad_norm/01.layers.0`, NN being the layer's 1-based position from input to output
+among the weight layers (grad_norm, update_ratio, weights, grads) or the activation
+modules (act_mean, act_std, sparsity, saturation, dead, activations), zero-padded so
+that TensorBoard lists them in depth order; the reports' layer axes count the same way.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +47,43 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 STEP_ACT_STATS = ("act_mean", "act_std", "sparsity", "saturation")
 DEAD_DERIVATIVE = 1e-3  # a unit whose local slope stays below this on every probe image is dead
 FD_EPS = 1e-3  # finite-difference step for the local slope
+
+
+def layer_tags(names: List[str]) -> List[str]:
+    """TensorBoard tag suffixes of layers listed from input to output: `NN.<module path>`.
+
+    NN is the layer's 1-based position in `names`, zero-padded to at least two digits (three from
+    100 layers on) so that the tags sort in depth order as text, and the same number the reports'
+    layer axes show (`layers.0`, ..., `head` of a 12-layer MLP -> `01.layers.0`, ..., `13.head`)."""
+    width = max(2, len(str(len(names))))
+    return [f"{i:0{width}d}.{name}" for i, name in enumerate(names, start=1)]
+
+
+@contextmanager
+def batch_statistics(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Within the block, `model` runs as in a training step but for what must not change it: every
+    batch-norm layer normalises with the statistics of the batch it gets (training mode), and its
+    running mean, variance and batch counter are put back afterwards; every other module is in eval
+    mode, so dropout is off. On exit every module is back in the mode of `model` (the trainer keeps
+    them all in one mode).
+
+    `enabled=False`: plain eval mode, batch norm on its running averages (for a batch of one image,
+    whose single value per channel has no variance to normalise with)."""
+    was_training = model.training
+    norms = [m for m in model.modules()
+             if enabled and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[b.detach().clone() for b in m.buffers(recurse=False)] for m in norms]
+    model.eval()
+    for m in norms:
+        m.train()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for buffer, value in zip(m.buffers(recurse=False), buffers):
+                    buffer.copy_(value)
+        model.train(was_training)
 
 
 @dataclass
@@ -65,6 +113,8 @@ class LayerMonitor:
             (name, m.weight) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)
         ]
         self.acts: List[Tuple[str, nn.Module]] = [(name, m) for name, m in model.named_modules() if is_activation(m)]
+        self.weight_tags = layer_tags(self.weight_names)  # `01.layers.0`: the suffix of each weight layer's tags
+        self.act_tags = layer_tags(self.act_names)
         self.bounds = ACTIVATIONS.get(act).bounds
         self._mode: Optional[str] = None  # None | "step" | "probe"
         self._keep_values = False
@@ -149,9 +199,9 @@ class LayerMonitor:
         n = len(self.weights)
         from_device = dict(zip(tensors, host[len(host) - len(tensors):]))
         scalars = [(tag, from_device.get(tag, value)) for tag, value in extra.items()]
-        scalars += [(f"grad_norm/{name}", host[i]) for i, name in enumerate(self.weight_names)]
-        scalars += [(f"update_ratio/{name}", host[n + i]) for i, name in enumerate(self.weight_names)]
-        for j, name in enumerate(self.act_names):
+        scalars += [(f"grad_norm/{tag}", host[i]) for i, tag in enumerate(self.weight_tags)]
+        scalars += [(f"update_ratio/{tag}", host[n + i]) for i, tag in enumerate(self.weight_tags)]
+        for j, name in enumerate(self.act_tags):
             row = host[2 * n + 4 * j: 2 * n + 4 * j + 4]
             scalars += [(f"{tag}/{name}", value) for tag, value in zip(STEP_ACT_STATS, row)
                         if tag != "saturation" or self.bounds is not None]
@@ -161,32 +211,40 @@ class LayerMonitor:
     def log_histograms(self, step: int) -> None:
         """Histograms of the step: weights after its update, gradients as `grad_norms` saw them
         (before clipping), activations of its forward pass."""
+        weight_tags, act_tags = dict(zip(self.weight_names, self.weight_tags)), dict(zip(self.act_names, self.act_tags))
         for name, w in self.weights:
-            self.writer.add_histogram(f"weights/{name}", w.detach().float().cpu(), step)
+            self.writer.add_histogram(f"weights/{weight_tags[name]}", w.detach().float().cpu(), step)
         for name, grad in self._grads.items():
-            self.writer.add_histogram(f"grads/{name}", grad.float().cpu(), step)
+            self.writer.add_histogram(f"grads/{weight_tags[name]}", grad.float().cpu(), step)
         for name, values in self._values.items():
-            self.writer.add_histogram(f"activations/{name}", values.float().cpu(), step)
+            self.writer.add_histogram(f"activations/{act_tags[name]}", values.float().cpu(), step)
         self._values.clear()
         self._grads.clear()
 
     # --- the per-epoch probe ---------------------------------------------------------
 
     def probe(self, model: nn.Module, x: Tensor, y: Tensor) -> LayerStats:
-        """Eval-mode forward + backward on fixed images; gradients go to a list, not to `.grad`."""
-        was_training = model.training
-        model.eval()
+        """The layer statistics of one forward and backward pass of `model` on fixed images.
+
+        Args:
+            x: normalised images (N, C, H, W) (or what the model takes), on the model's device.
+            y: int64 labels (N,).
+        Returns the per-layer numbers (LayerStats): gradient L2 norms of the weights of the mean
+        cross-entropy over the N images, activation statistics, dead-unit fractions and the loss.
+
+        Batch norm uses the batch's statistics, as the training steps do, and keeps its running
+        averages; dropout is off (`batch_statistics`). The gradients go to a list, not to `.grad`,
+        and the optimizer is not touched, so training goes on exactly as without the probe."""
         self._set_mode("probe")
         self._keep_values = False
         self._stats.clear()
         self._ever_active.clear()
         try:
-            with torch.enable_grad():
+            with batch_statistics(model, enabled=len(x) > 1), torch.enable_grad():
                 loss = F.cross_entropy(model(x).float(), y)
                 grads = torch.autograd.grad(loss, [w for _, w in self.weights], allow_unused=True)
         finally:
             self._set_mode(None)
-            model.train(was_training)
         grads = [g if g is not None else torch.zeros_like(w) for g, (_, w) in zip(grads, self.weights)]
         norms = torch.stack(torch._foreach_norm(grads)).float()
         acts = torch.stack([self._stats[name] for name in self.act_names]).float() if self.acts else norms.new_zeros(0, 4)
@@ -203,7 +261,7 @@ class LayerMonitor:
         )
 
     def log_probe(self, stats: LayerStats, step: int) -> None:
-        write_scalars(self.writer, [(f"dead/{name}", value) for name, value in zip(self.act_names, stats.dead)], step)
+        write_scalars(self.writer, [(f"dead/{tag}", value) for tag, value in zip(self.act_tags, stats.dead)], step)
 
     # --- the hook ----------------------------------------------------------------------
 

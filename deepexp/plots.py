@@ -29,14 +29,32 @@ def _plt():
     return plt
 
 
-def band(ax, x: Sequence[int], series: List[Sequence[float]], label: str, log: bool = False) -> None:
-    """Mean line with a ±1 std band over the seeds in `series` (all the same length). `x` counts
-    something (epochs, layers, trials), so its ticks are whole numbers."""
+LOG_FLOOR = 1e-30  # a zero on a log axis (a gradient that vanished entirely) is drawn here
+
+
+def band_limits(series: List[Sequence[float]], log: bool = False):
+    """(centre, low, high) arrays of shape (points,) for `series` of shape (runs, points): the mean and
+    mean ± 1 sample std (ddof=1; no spread for one run). With `log`, all three are taken in log10
+    space and drawn back as 10**(mean ± std), with values floored at LOG_FLOOR: the geometric mean
+    and a band of a constant factor either side, which is what a log axis shows evenly. On a log
+    axis a linear mean ± std would be pulled up by the largest run and its lower edge would go
+    below zero wherever the runs spread by more than their mean."""
     arr = np.asarray(series, dtype=float)
-    mean, std = arr.mean(0), arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1])
-    line, = ax.plot(x, mean, marker="o", markersize=3, label=literal(label))
-    low = np.maximum(mean - std, mean * 1e-3) if log else mean - std
-    ax.fill_between(x, low, mean + std, color=line.get_color(), alpha=0.2)
+    if log:
+        arr = np.log10(np.maximum(arr, LOG_FLOOR))
+    mean = arr.mean(0)
+    std = arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1])
+    limits = mean, mean - std, mean + std
+    return tuple(10 ** v for v in limits) if log else limits
+
+
+def band(ax, x: Sequence[int], series: List[Sequence[float]], label: str, log: bool = False) -> None:
+    """Mean line with a ±1 std band over the runs in `series` (shape (runs, points), one row per seed).
+    `x` counts something (epochs, layers, trials), so its ticks are whole numbers. `log=True`: a log
+    y axis, with the mean and std taken over log10 of the values (`band_limits`)."""
+    centre, low, high = band_limits(series, log)
+    line, = ax.plot(x, centre, marker="o", markersize=3, label=literal(label))
+    ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
     if log:
         ax.set_yscale("log")
     integer_ticks(ax.xaxis)

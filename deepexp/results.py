@@ -357,8 +357,8 @@ def print_table(console, title: str, header: Sequence[str], rows: Sequence[Seque
     from rich.table import Table
 
     view = Table(title=title)
-    for i, column in enumerate(header):
-        view.add_column(column, justify="left" if i == 0 else "right")
+    for i, column in enumerate(header):  # folded where the terminal is too narrow: never cut off with "…"
+        view.add_column(column, justify="left" if i == 0 else "right", overflow="fold")
     for row in rows:
         view.add_row(*[str(c) for c in row])
     console.print(view)
@@ -371,7 +371,7 @@ def publish_report(exp_dir: Path, lines: List[str], console, title: str, header:
     write_text(path, "\n".join(lines))
     if rows:
         print_table(console, title, header, rows)
-    console.print(f"report: {path}", highlight=False)
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
     return path
 
 

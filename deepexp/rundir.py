@@ -1,12 +1,14 @@
 """The run directory on disk: atomic writes, metrics.json, checkpoints, and a lock.
 
 Layout (DESIGN.md): `metrics.json`, `checkpoints/last.pt` (+ `prev.pt`, the
-previous good one), TensorBoard event files, Hydra's `.hydra/`. Every file is
-written to a temporary name, flushed and renamed, so a crash at any moment
-leaves either the old or the new version, never half of one.
+previous good one, while the run is in progress), TensorBoard event files, Hydra's
+`.hydra/`, and `.lock` while a process works in the folder. Every file is written
+to a temporary name, flushed and renamed, so a crash at any moment leaves either
+the old or the new version, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -20,6 +22,7 @@ from .errors import CheckpointError, ConfigError, RunLockedError
 
 METRICS = "metrics.json"
 LAST, PREV = "last.pt", "prev.pt"
+FINISHED = ("completed", "diverged")  # statuses of a run that no process continues
 
 
 def _umask() -> int:
@@ -186,7 +189,13 @@ def read_metrics(run_dir: Path) -> Optional[dict]:
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:
+    """Write `<run_dir>/metrics.json` atomically. Once it says the run finished (status completed or
+    diverged), `checkpoints/prev.pt` is removed: it is there so that a crash while `last.pt` is being
+    replaced leaves one good checkpoint, and no process writes a checkpoint of a finished run again
+    (the final weights stay in `last.pt`). Raises ConfigError when the folder cannot be written."""
     write_json(Path(run_dir) / METRICS, metrics)
+    if metrics.get("status") in FINISHED:
+        (Path(run_dir) / "checkpoints" / PREV).unlink(missing_ok=True)
 
 
 # --- checkpoints ------------------------------------------------------------------------
@@ -252,7 +261,14 @@ class RunLock:
 
     Re-entrant within one process: the CLI takes a run's lock before anything is written in the
     folder and the trainer takes it again for the same folder; the flock is released when the
-    outermost holder leaves."""
+    outermost holder leaves.
+
+    The holder removes `.lock` as it leaves (a killed process leaves it, unlocked), so finished runs
+    keep no lock file. Removing a lock file is safe because the holder unlinks it while still holding
+    the flock, and a process that gets the flock checks that the file it locked is still the one at
+    `.lock` (same device and inode): one that opened the file just before the holder removed it then
+    holds a lock on a file nobody else can open, and starts over with a fresh `.lock`, which two
+    processes cannot both lock."""
 
     _held: Dict[Tuple[int, Path], int] = {}  # (pid, lock file) -> how many holders in that process
 
@@ -262,24 +278,33 @@ class RunLock:
         self._key: Optional[Tuple[int, Path]] = None
 
     def __enter__(self) -> "RunLock":
+        """Take the lock. Raises RunLockedError while another process holds it, ConfigError when the
+        folder cannot be made or written."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             key = (os.getpid(), self.path.resolve())
-            if RunLock._held.get(key):
-                RunLock._held[key] += 1
-                self._key = key
-                return self
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise ConfigError(f"cannot use run directory {self.path.parent}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            self._fd = None
-            raise RunLockedError(f"{self.path.parent} is in use by another deepexp process; wait for it or choose another hydra.run.dir") from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
+        if RunLock._held.get(key):
+            RunLock._held[key] += 1
+            self._key = key
+            return self
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise ConfigError(f"cannot use run directory {self.path.parent}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunLockedError(f"{self.path.parent} is in use by another deepexp process; wait for it or choose another hydra.run.dir") from None
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # the holder removed this file as it left: lock the one at .lock now
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
         self._key = key
         RunLock._held[key] = 1
         return self
@@ -292,6 +317,18 @@ class RunLock:
             del RunLock._held[self._key]
         self._key = None
         if self._fd is not None:
+            with contextlib.suppress(OSError):  # a folder made read-only meanwhile keeps its (unlocked) file
+                self.path.unlink(missing_ok=True)  # while the flock is held (see the class docstring)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is the file at `path` now (not one removed since it was opened)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)

@@ -357,12 +357,14 @@ def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path,
     line (how to start afresh: another run folder, or in a sweep another sweep folder).
 
     Keys the saved run does not have are options added to deepexp since; their defaults
-    keep the old behaviour, so only a non-default value there counts as a change. `amp` and `tf32`
-    compare as they take effect here (`as_run_here`), not as asked for; `compile` never changes the numbers.
+    keep the old behaviour, so only a non-default value there counts as a change. Keys only the
+    saved run has are ones deepexp no longer records for this choice of groups (older runs held
+    every dataset's own keys): they cannot change the numbers. `amp` and `tf32` compare as they take
+    effect here (`as_run_here`), not as asked for; `compile` never changes the numbers.
 
     Raises CheckpointError naming up to four changed keys."""
     saved, current = as_run_here(saved), as_run_here(current)
-    changed = sorted(k for k in set(saved) | set(current)
+    changed = sorted(k for k in current
                      if saved.get(k, NEW_OPTION_DEFAULTS.get(k)) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])

@@ -30,11 +30,20 @@ def mnist_available() -> bool:
     return dataset_in_roots("MNIST/raw/t10k-images-idx3-ubyte")
 
 
+def fashion_mnist_available() -> bool:
+    from deepexp.data import DEBIAN_FASHION_MNIST, find_idx_files
+
+    folders = [root / "FashionMNIST" / "raw" for root in data_roots(DataConfig())] + [DEBIAN_FASHION_MNIST]
+    return any(find_idx_files(folder) is not None for folder in folders)
+
+
 def cifar_available() -> bool:
     return dataset_in_roots("cifar10-subset.npz", "cifar-10-batches-py")
 
 
 needs_mnist = pytest.mark.skipif(not mnist_available(), reason="real MNIST not found (set DEEPEXP_DATA to a folder with MNIST/raw, e.g. ../shared/data)")
+needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not found (data root or "
+                                         "apt-get install dataset-fashion-mnist); the studies' quick presets train on it")
 needs_cifar = pytest.mark.skipif(not cifar_available(), reason="CIFAR-10 (full or cifar10-subset.npz) not found in the data root")
 
 

@@ -59,6 +59,17 @@ def test_sigmoid_gradient_ratio_is_far_below_relu_with_he_init(study):
 @pytest.mark.slow
 @SHARES_STUDY
 @needs_mnist
+def test_the_quick_study_learns_well_above_chance_and_calls_itself_a_first_look(study):
+    exp, _ = study
+    rows = list(csv.DictReader(open(exp / "summary_by_activation.csv")))  # the main sweep, mean over seeds
+    assert max(float(r["test_acc_mean"]) for r in rows) > 0.5, rows  # chance: 0.10
+    limitations = (exp / "report.md").read_text().split("## Limitations")[1]
+    assert "Quick results are a first look" in limitations
+
+
+@pytest.mark.slow
+@SHARES_STUDY
+@needs_mnist
 def test_report_numbers_match_summary_csv(study):
     exp, _ = study
     rows = [r for r in csv.DictReader(open(exp / "summary.csv")) if r["variant"] == "main"]

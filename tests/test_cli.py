@@ -73,6 +73,102 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert "Traceback" not in out.stderr + out.stdout
 
 
+NOTHING_ON_DISK = [  # refused before Hydra makes any folder: no outputs/, no data/, no run folder
+    (["report", "path=nowhere"], "path=nowhere: no such folder"),
+    (["report", "path=empty"], "path=empty: no run directories"),
+    (["train", "data.root=nodata", "data.download=false"], "mnist: the idx files not found in nodata/MNIST/raw"),
+    (["train", "dataset=npz", "dataset.path=none.npz"], "npz: none.npz not found"),
+    (["residual", "train=['data.root=nodata','data.download=false']"],  # a study, whose runs' data root is an extra override
+     "cifar10: cifar-10-batches-py (or cifar10-subset.npz) not found in nodata"),
+]
+
+
+@pytest.mark.parametrize("args, message", NOTHING_ON_DISK, ids=[" ".join(a[:2]) for a, _ in NOTHING_ON_DISK])
+def test_a_missing_folder_or_dataset_is_refused_before_any_folder_is_made(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    out = run_cli(args, tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no outputs/<command>/DATE/TIME, no data/
+
+
+@pytest.fixture(scope="module")
+def finished_npz_run(tmp_path_factory):
+    """A two-epoch run on a small npz file, in a run folder with a long path; (run folder, CLI output)."""
+    import numpy as np
+
+    tmp = tmp_path_factory.mktemp("finished")
+    rng = np.random.default_rng(0)
+    np.savez(tmp / "tiny.npz", x_train=rng.integers(0, 255, (200, 8, 8), dtype=np.uint8), y_train=np.arange(200) % 4,
+             x_test=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8), y_test=np.arange(40) % 4)
+    run = tmp / "a-folder-name-long-enough" / "that-the-whole-path-is-wider-than-80-columns" / "run-0001"
+    out = run_cli(["train", "dataset=npz", f"dataset.path={tmp / 'tiny.npz'}", "epochs=2", "batch_size=32", "model.depth=1",
+                   "model.width=8", "monitor.figure=false", f"hydra.run.dir={run}"], tmp)
+    assert out.returncode == 0, out.stderr
+    return run, out
+
+
+def test_a_finished_run_keeps_only_its_last_checkpoint_and_no_lock_file(finished_npz_run):
+    run, _ = finished_npz_run
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]  # prev.pt only while in progress
+    assert not (run / ".lock").exists()
+
+
+def test_the_run_folder_is_printed_whole_on_one_line_in_an_80_column_pipe(finished_npz_run):
+    run, out = finished_npz_run
+    assert len(str(run)) > 80 and f"run directory: {run}\n" in out.stdout and "…" not in out.stdout
+
+
+def test_a_run_records_only_the_keys_of_its_own_dataset_optimizer_and_schedule(finished_npz_run):
+    """The synthetic dataset's keys (train_size, image_shape, ...), Adam's betas and the step and cosine schedules'
+    keys are not in an npz / sgd / no-schedule run's config or HParams."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, _ = finished_npz_run
+    config = json.loads((run / "metrics.json").read_text())["config"]
+    assert sorted(k for k in config if k.startswith("dataset")) == ["dataset", "dataset.augment", "dataset.num_classes", "dataset.path"]
+    assert sorted(k for k in config if k.startswith(("optim", "sched"))) == ["optim", "optim.momentum", "optim.nesterov",
+                                                                             "sched", "sched.warmup_epochs"]
+    events = EventAccumulator(str(run))
+    events.Reload()
+    hparams = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    assert b"dataset.path" in hparams and b"optim.momentum" in hparams
+    assert not any(key in hparams for key in (b"dataset.train_size", b"dataset.test_size", b"dataset.image_shape", b"dataset.channels",
+                                              b"optim.betas", b"sched.step_size", b"sched.gamma", b"sched.min_lr_factor"))
+
+
+def test_a_lock_file_removed_by_its_leaving_holder_is_not_locked_twice(tmp_path, monkeypatch):
+    """The holder removes .lock as it leaves. A process that opened the file just before that, and gets
+    the flock on it just after, must not count as holding the folder: a third process would lock the
+    new .lock at the same time. It notices the file is gone and locks the new one instead."""
+    import fcntl
+
+    from deepexp import rundir
+    from deepexp.errors import RunLockedError
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from deepexp.rundir import RunLock\n"
+                               f"with RunLock({str(tmp_path)!r}):\n    print('held', flush=True); sys.stdin.readline()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    real_flock, calls = fcntl.flock, []
+
+    def holder_leaves_first(fd, op):  # our open() is done; the holder now removes .lock and exits
+        if not calls:
+            holder.communicate("\n", timeout=60)
+        calls.append(fd)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(rundir.fcntl, "flock", holder_leaves_first)
+    with rundir.RunLock(tmp_path):
+        monkeypatch.setattr(rundir.fcntl, "flock", real_flock)
+        assert holder.returncode == 0 and len(calls) >= 2  # the removed file, then the new one
+        third = subprocess.run([sys.executable, "-c", f"from deepexp.rundir import RunLock\nwith RunLock({str(tmp_path)!r}): pass"],
+                               capture_output=True, text=True)
+        assert third.returncode != 0 and RunLockedError.__name__ in third.stderr  # one holder at a time
+    assert not (tmp_path / ".lock").exists()
+
+
 @pytest.mark.slow
 @needs_mnist
 def test_bad_input_leaves_an_earlier_run_untouched(tmp_path):
@@ -251,12 +347,17 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-COMMANDS = [["train", "debug=fast"], ["activations", "preset=quick"], ["residual", "preset=quick"], ["efficient", "preset=quick"],
-            ["nas", "preset=quick"], ["report", "path=."]]
+# Synthetic data and a report over a folder with a run: the commands pass the checks made before any folder
+# (data on disk, a report folder with runs) wherever the tests run, and meet the read-only folder.
+COMMANDS = [["train", "debug=fast", "dataset=synthetic"],
+            *([study, "preset=quick", "dataset=synthetic"] for study in ("activations", "residual", "efficient", "nas")),
+            ["report", "path=earlier"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_a_read_only_output_folder_is_one_line_for_every_command(small_fs, tmp_path, command):
+    (tmp_path / "earlier" / "run-0").mkdir(parents=True)
+    (tmp_path / "earlier" / "run-0" / "metrics.json").write_text("{}")
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     out = run_cli([*command, f"hydra.run.dir={small_fs / 'run'}"], tmp_path)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr

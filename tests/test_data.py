@@ -3,14 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from deepexp.config import DataConfig, DatasetConfig
+from deepexp.config import DATASET_SCHEMAS, DataConfig, DatasetConfig
 from deepexp.data import check_raw, load_splits, normalize, random_crop_flip, read_npz
 from deepexp.errors import DataError
 from conftest import needs_cifar, needs_mnist
 
 
 def dataset(name, **kw):
-    return DatasetConfig(name=name, augment=kw.pop("augment", False), **kw)
+    """The typed config of dataset `name` (its own schema where it has keys of its own)."""
+    return DATASET_SCHEMAS.get(name, DatasetConfig)(name=name, augment=kw.pop("augment", False), **kw)
 
 
 @needs_mnist
@@ -89,6 +90,35 @@ def test_missing_data_without_download_is_one_clear_line(tmp_path):
         load_splits(dataset("mnist"), DataConfig(root=str(tmp_path), download=False), 0, 0.1, None)
     message = str(err.value)
     assert "\n" not in message and str(tmp_path) in message and "fix:" in message
+
+
+class OfflineMNIST:
+    """torchvision's MNIST without a network: download() makes the raw folder, then every mirror fails."""
+
+    def __init__(self, root, train=True, download=False):
+        import os
+
+        os.makedirs(os.path.join(root, "MNIST", "raw"), exist_ok=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n"
+                           "Tried https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n"
+                           "<urlopen error [Errno -3] Temporary failure in name resolution>\n")
+
+
+def test_a_failed_download_names_its_cause_suggests_no_download_and_leaves_no_empty_folders(tmp_path, monkeypatch):
+    from deepexp import data
+
+    monkeypatch.setattr(data, "_torchvision_dataset", lambda name: OfflineMNIST)
+    root = tmp_path / "new" / "data"
+    with pytest.raises(DataError) as err:
+        data.check_available(dataset("mnist"), DataConfig(root=str(root), download=True))
+    message = str(err.value)
+    assert ("download failed (Error downloading train-images-idx3-ubyte.gz: "
+            "<urlopen error [Errno -3] Temporary failure in name resolution>)") in message
+    assert message.endswith("or run once where the download can reach the network") and "allow the download" not in message
+    assert list(tmp_path.iterdir()) == []  # new/, data/, MNIST/, raw/: every folder the attempt made is gone
+    with pytest.raises(DataError) as err:  # with the download off, the fix is to allow it
+        data.check_available(dataset("mnist"), DataConfig(root=str(root), download=False))
+    assert "download is off (data.download=false)" in str(err.value) and str(err.value).endswith("(data.download=true)")
 
 
 def write_npz(path, **arrays):

@@ -104,7 +104,7 @@ def test_two_seeds_make_a_comparison_indicative_only_never_significant():
     best = next(line for line in lines if line.startswith("**Best test accuracy"))
     p = ttest_ind([0.950, 0.951], [0.900, 0.902], equal_var=False).pvalue
     assert p < 0.05
-    assert f"tanh (0.9010 ± 0.0014): indicative only with 2 seeds (difference +0.0495, 95% CI [" in best
+    assert "tanh (0.9010 ± 0.0014): indicative only with 2 seeds (difference +0.0495, 95% CI [" in best
     assert f"Welch p = {p:.2g}; fewer than 3 per side cannot establish significance)." in best
     assert "significant with" not in best.replace("not significant with", "")
     diagnoses = {"relu": ("healthy", ""), "tanh": ("healthy", "")}

@@ -70,6 +70,47 @@ def test_probe_leaves_grads_and_mode_untouched():
     assert model.training and all(p.grad is None for p in model.parameters())
 
 
+def test_probe_normalises_with_batch_statistics_keeps_running_averages_and_turns_dropout_off():
+    """Running averages far from the truth (as early in training) change nothing the probe measures,
+    the probe changes nothing in them, and dropout does not make two probes differ."""
+    import copy
+
+    torch.manual_seed(0)
+    model = create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=3, act="relu", depth=3, width=16,
+                         norm="batch", dropout=0.3)
+    x, y = torch.randn(32, 1, 4, 4), torch.randint(0, 3, (32,))
+    clean = probe(model, "relu", x, y)
+    with torch.no_grad():  # running statistics that would put eval-mode outputs off by orders of magnitude
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_mean.fill_(50.0)
+                m.running_var.fill_(1e-4)
+                m.num_batches_tracked.fill_(7)
+    wrong = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    model.train()
+    first, second = probe(model, "relu", x, y), probe(model, "relu", x, y)
+    # the gradients of a training step on the same batch without dropout
+    reference = copy.deepcopy(model).train()
+    for m in reference.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    loss = nn.functional.cross_entropy(reference(x), y)
+    weights = [m.weight for m in reference.modules() if isinstance(m, nn.Linear)]
+    expected = [g.norm().item() for g in torch.autograd.grad(loss, weights)]
+    assert first.grad_norm == pytest.approx(expected, rel=1e-5) and first.loss == pytest.approx(loss.item(), rel=1e-6)
+    assert first.grad_norm == pytest.approx(clean.grad_norm, rel=1e-5) and first.act_std == pytest.approx(clean.act_std, rel=1e-5)
+    assert second.grad_norm == first.grad_norm  # no dropout mask: the same numbers twice
+    after = {k: v for k, v in model.state_dict().items() if k in wrong}
+    assert all(torch.equal(after[k], wrong[k]) for k in wrong) and model.training
+
+
+def test_probe_of_a_single_image_uses_the_running_averages():
+    """One value per channel has no batch variance: the probe then runs in eval mode instead of failing."""
+    model = create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=3, act="relu", depth=2, width=8, norm="batch")
+    stats = probe(model, "relu", torch.randn(1, 1, 4, 4), torch.tensor([1]))
+    assert len(stats.grad_norm) == 3 and all(v > 0 for v in stats.grad_norm)
+
+
 def test_update_ratio_and_grad_norms_match_a_direct_computation():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
@@ -97,9 +138,9 @@ def test_tensorboard_event_files_hold_the_per_layer_tags(tmp_path):
     tags = set(events.Tags()["scalars"])
     for tag in ("loss/train", "loss/val", "acc/train", "acc/val", "acc/test", "lr", "hparam/test_acc"):
         assert tag in tags, tag
-    for layer in ("layers.0", "layers.2", "layers.4", "head"):
+    for layer in ("01.layers.0", "02.layers.2", "03.layers.4", "04.head"):  # numbered as the reports' layer axes
         assert f"grad_norm/{layer}" in tags and f"update_ratio/{layer}" in tags
-    for layer in ("layers.1", "layers.3", "layers.5"):
+    for layer in ("01.layers.1", "02.layers.3", "03.layers.5"):
         for stat in ("act_mean", "act_std", "sparsity", "saturation", "dead"):
             assert f"{stat}/{layer}" in tags
     assert "grad_norm_vs_depth" in events.Tags()["images"]
@@ -107,10 +148,26 @@ def test_tensorboard_event_files_hold_the_per_layer_tags(tmp_path):
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
     assert b"act" in hparams["_hparams_/session_start_info"] and b"tanh" in hparams["_hparams_/session_start_info"]
     assert "custom_scalars__config__" in events.Tags()["tensors"]  # the Custom Scalars layout
-    assert "weights/layers.0" in events.Tags()["histograms"]
-    steps = [e.step for e in events.Scalars("grad_norm/layers.0")]
+    assert {"weights/01.layers.0", "grads/01.layers.0", "activations/01.layers.1"} <= set(events.Tags()["histograms"])
+    steps = [e.step for e in events.Scalars("grad_norm/01.layers.0")]
     assert steps == sorted(steps) and len(steps) >= 2 * 3  # every 5 steps over 2 epochs of 14 steps
     # the values are those of metrics.json (float32 in the event file)
     assert [e.value for e in events.Scalars("loss/val")] == pytest.approx([row["val_loss"] for row in history], rel=1e-6)
     last_probe = history[-1]["layers"]["dead"]
-    assert [events.Scalars(f"dead/{layer}")[-1].value for layer in ("layers.1", "layers.3", "layers.5")] == pytest.approx(last_probe, abs=1e-7)
+    assert [events.Scalars(f"dead/{layer}")[-1].value for layer in ("01.layers.1", "02.layers.3", "03.layers.5")] == pytest.approx(last_probe, abs=1e-7)
+
+
+@pytest.mark.parametrize("model, options", [("mlp", {"depth": 12, "width": 8}), ("resnet110", {"shortcut": "A"})])
+def test_layer_tags_sort_in_depth_order_and_count_from_1_as_the_reports_do(model, options):
+    """`grad_norm/01.layers.0` ... `grad_norm/13.head`: text order is depth order (not layers.1, layers.11, ...,
+    layers.3), and the number is the layer's place on the reports' 1-based layer axis."""
+    net = create_model(model, in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", **options)
+    monitor = LayerMonitor(net, "relu", writer=None, every_n_steps=1)
+    for names, tags in ((monitor.weight_names, monitor.weight_tags), (monitor.act_names, monitor.act_tags)):
+        assert sorted(tags) == tags and len(set(tags)) == len(names) >= 12
+        assert [int(t.split(".", 1)[0]) for t in tags] == list(range(1, len(names) + 1))
+        assert [t.split(".", 1)[1] for t in tags] == names
+    if model == "mlp":
+        assert monitor.weight_tags[0] == "01.layers.0" and monitor.weight_tags[-1] == "13.head"
+    else:  # 110 and more weight layers: three digits
+        assert monitor.weight_tags[0].startswith("001.") and len(monitor.weight_tags) > 100

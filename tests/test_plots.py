@@ -2,6 +2,7 @@
 from itertools import combinations
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 
@@ -46,4 +47,17 @@ def test_curves_over_epochs_have_ticks_only_at_whole_epochs():
     fig.canvas.draw()
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)  # no "epoch 1.25"
+    matplotlib.pyplot.close(fig)
+
+
+def test_a_band_on_a_log_axis_is_the_mean_and_std_of_log10_values():
+    """Runs 10 and 1000: the band centres on 100 and spans a factor 10**std(log10) either side, instead of
+    a linear mean of 505 whose lower edge (mean - std < 0) falls off the axis."""
+    fig, (ax,) = plots.panels(1)
+    plots.band(ax, [1, 2], [[10.0, 1e-3], [1000.0, 1e-1]], "plain", log=True)
+    spread = 10 ** (2 ** 0.5)  # the sample std of log10 values [1, 3] and of [-3, -1] is sqrt(2)
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([100.0, 1e-2])
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert min(band) == pytest.approx(1e-2 / spread) and max(band) == pytest.approx(100.0 * spread)
+    assert ax.get_yscale() == "log"
     matplotlib.pyplot.close(fig)

@@ -11,12 +11,16 @@ from conftest import run_cli
 TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1",
         "monitor.figure=false"]
 
-COMMANDS = [["train", *TINY], ["activations", "preset=quick"], ["residual", "preset=quick"], ["efficient", "preset=quick"],
-            ["nas", "preset=quick"], ["report", "path=."]]
+# Synthetic data and a report over a folder with a run: the commands pass the checks made before any folder
+# (data on disk, a report folder with runs) wherever the tests run, and meet the lock.
+COMMANDS = [["train", *TINY], *([study, "preset=quick", "dataset=synthetic"] for study in ("activations", "residual", "efficient", "nas")),
+            ["report", "path=earlier"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_a_process_refused_by_the_lock_leaves_the_folder_byte_for_byte_as_it_was(tmp_path, command):
+    (tmp_path / "earlier" / "run-0").mkdir(parents=True)
+    (tmp_path / "earlier" / "run-0" / "metrics.json").write_text("{}")
     folder = tmp_path / "run"
     (folder / ".hydra").mkdir(parents=True)
     for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):  # the record of the process holding the folder

@@ -107,3 +107,16 @@ def test_dicts_nulls_and_nested_values_group_print_and_round_trip_through_summar
     rows = read_csv(tmp_path / "report" / "summary.csv")
     assert [(r["grad_clip"], json.loads(r["custom"]), json.loads(r["optim.betas"])) for r in rows[:3]] == [
         ("", a["custom"], a["optim.betas"]), ("", a["custom"], a["optim.betas"]), ("1.0", b["custom"], b["optim.betas"])]
+
+
+def test_terminal_tables_fold_long_values_instead_of_cutting_them():
+    """A group label or path wider than an 80-column terminal is wrapped inside its cell, every character kept."""
+    import io
+
+    from deepexp.results import print_table
+
+    console = Console(file=io.StringIO(), width=80)
+    value = "dataset.path=/data/" + "x" * 90 + "/mini.npz"
+    print_table(console, "test", ["group", "test_acc (mean ± std)"], [[value, "0.9000 ± 0.0100"]])
+    text = console.file.getvalue()
+    assert "…" not in text and text.count("x") == 90 and "mini.npz" in text.replace("│", "").replace(" ", "").replace("\n", "")

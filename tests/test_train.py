@@ -13,7 +13,7 @@ from deepexp.errors import CheckpointError
 from deepexp.host import keep_freed_memory, user_tuned_malloc
 from deepexp.rundir import read_metrics
 from deepexp.train import EXIT_DIVERGED, lr_factor, train
-from deepexp.config import SchedConfig
+from deepexp.config import CosineSchedConfig, StepSchedConfig
 from conftest import QUICK, compose_train, needs_mnist, run_cli
 
 
@@ -28,7 +28,8 @@ def test_short_mlp_run_on_real_mnist_beats_90_percent(tmp_path):
     assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
     assert {"train_loss", "val_acc", "grad_norm_first", "grad_norm_last", "layers"} <= set(m["history"][0])
     assert json.loads((tmp_path / "metrics.json").read_text())["test"] == m["test"]
-    assert (tmp_path / "checkpoints" / "last.pt").exists() and (tmp_path / "checkpoints" / "prev.pt").exists()
+    # a finished run keeps its final checkpoint only, and no lock file
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt"] and not (tmp_path / ".lock").exists()
 
 
 @pytest.mark.slow
@@ -61,9 +62,13 @@ def test_resume_from_a_checkpoint_gives_identical_metrics(tmp_path):
 
 
 @needs_mnist
-def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys, monkeypatch):
+    from deepexp import rundir
+
     overrides = QUICK + ["epochs=2", "model.depth=2"]
-    train(compose_train(overrides), tmp_path)
+    with monkeypatch.context() as patch:  # as if killed after epoch 2's checkpoint: prev.pt is kept while a run is in progress
+        patch.setattr(rundir, "FINISHED", ())
+        train(compose_train(overrides), tmp_path)
     (tmp_path / "metrics.json").unlink()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"truncated")
     metrics = train(compose_train(overrides), tmp_path).metrics
@@ -237,12 +242,12 @@ def test_channels_last_trains_like_the_default_layout(tmp_path, model):
 
 
 def test_lr_schedule_is_a_pure_function_of_the_step():
-    cosine = SchedConfig(name="cosine", warmup_epochs=1, min_lr_factor=0.1)
+    cosine = CosineSchedConfig(name="cosine", warmup_epochs=1, min_lr_factor=0.1)
     assert lr_factor(0, 10, 5, cosine) == pytest.approx(0.1)
     assert lr_factor(9, 10, 5, cosine) == pytest.approx(1.0)
     assert lr_factor(10, 10, 5, cosine) == pytest.approx(1.0)
     assert lr_factor(49, 10, 5, cosine) == pytest.approx(0.1, abs=0.01)
-    step = SchedConfig(name="step", step_size=2, gamma=0.5)
+    step = StepSchedConfig(name="step", step_size=2, gamma=0.5)
     assert [lr_factor(s, 10, 6, step) for s in (0, 19, 20, 40)] == [1.0, 1.0, 0.5, 0.25]
 
 
@@ -343,6 +348,22 @@ def test_a_run_saved_before_an_option_existed_resumes_unless_the_option_is_set_o
         check_resumable(old, {**old, "on_nan": "skip_batch"}, tmp_path)
 
 
+def test_a_run_that_recorded_every_choices_keys_resumes_and_a_real_change_is_still_refused(tmp_path):
+    """Older runs recorded the synthetic dataset's keys (and npz's path), Adam's betas and the step and cosine
+    schedules' keys for every run; they are no longer part of an mnist/sgd/none run's config, and their absence is no change."""
+    from deepexp.train import check_resumable, flat_config
+
+    now = flat_config(compose_train([]))  # mnist, sgd, no schedule
+    others = {"dataset.path": None, "dataset.channels": 1, "dataset.image_shape": [28, 28], "dataset.train_size": 2048,
+              "dataset.test_size": 512, "optim.betas": [0.9, 0.999], "sched.step_size": 30, "sched.gamma": 0.1,
+              "sched.min_lr_factor": 0.0}
+    assert not set(others) & set(now) and {"optim.momentum", "sched.warmup_epochs"} <= set(now)
+    old = {**now, **others}
+    check_resumable(old, now, tmp_path)
+    with pytest.raises(CheckpointError, match="lr: 0.05 -> 0.1"):
+        check_resumable(old, {**now, "lr": 0.1}, tmp_path)
+
+
 # --- what a run records is what the run did ----------------------------------------------------
 
 # A one-step epoch: the batch is the whole training split (230 images), so the first step's gradient
@@ -363,11 +384,11 @@ def scalars(run_dir, tag):
 
 
 def first_step_gradients(cfg):
-    """By hand: the gradient norm of every weight, and of all parameters together, at the run's first
-    step (its initial weights, its whole training split as the batch)."""
+    """By hand: the gradient norm of every weight (by its TensorBoard tag suffix, `01.layers.0`), and of all
+    parameters together, at the run's first step (its initial weights, its whole training split as the batch)."""
     from deepexp.models import init_weights
     from deepexp.data import normalize
-    from deepexp.monitor import WEIGHT_LAYERS
+    from deepexp.monitor import WEIGHT_LAYERS, layer_tags
     from deepexp.train import build_model, run_splits
 
     data = run_splits(cfg)
@@ -375,7 +396,8 @@ def first_step_gradients(cfg):
     model = build_model(cfg, data)
     init_weights(model, cfg.init.name, cfg.act.name)
     F.cross_entropy(model(normalize(data.x_train, data.mean, data.std)), data.y_train).backward()
-    per_weight = {name: m.weight.grad.norm().item() for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+    weights = [(name, m.weight.grad.norm().item()) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+    per_weight = dict(zip(layer_tags([name for name, _ in weights]), [norm for _, norm in weights]))
     return per_weight, torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
 
 

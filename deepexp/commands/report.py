@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig
 
@@ -19,7 +19,7 @@ from ..config import ReportConfig, hydra_override, validate
 from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..progress import plain_console
-from ..rundir import with_new_options
+from ..rundir import MetricsError, with_new_options
 from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm,
                        load_runs, markdown_table, publish_report, run_config, show_value, stalled, value_key, write_csv, write_text)
 
@@ -62,16 +62,32 @@ def label(g: Group) -> str:
     return ", ".join(f"{k}={show_value(v)}" for k, v in g.key.items()) or "all runs"
 
 
+def runs_below(path: str, out: Optional[Path] = None) -> Tuple[List[dict], List[MetricsError]]:
+    """The runs (metrics.json contents, each with its `run_dir`) below the folder `path`, leaving out
+    those in this report's own folder `out`, at least one; and, apart, why each unreadable metrics.json
+    could not be read (results.load_runs).
+
+    Raises:
+        ConfigError: `path` is not a folder, or no run lies below it. The CLI calls this before Hydra
+            makes the report's folder, so that a mistyped path leaves nothing behind.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"{hydra_override('path', path)}: no such folder; give the folder that holds the run directories "
+                          f"(a sweep's: outputs/train/multirun/DATE/TIME; a study's: outputs/<study>/DATE/TIME)")
+    inside = lambda p: out is not None and (out in p.parents or p == out)
+    runs, unreadable = load_runs(p for p in find_runs(root) if not inside(p))
+    if not runs:
+        found = f"; the {len(unreadable)} metrics.json below it cannot be read, first {unreadable[0].path}: {unreadable[0].reason}" if unreadable else ""
+        raise ConfigError(f"{hydra_override('path', path)}: no run directories (folders with a readable metrics.json) below it{found}")
+    return runs, unreadable
+
+
 def report_command(cfg: DictConfig) -> int:
     study: ReportConfig = validate(cfg)
     root = Path(study.path).expanduser()
-    if not root.is_dir():
-        raise ConfigError(f"{hydra_override('path', study.path)}: no such folder; give the folder that holds the run directories")
     out, console = experiment_dir(), study_console()
-    runs, unreadable = load_runs(p for p in find_runs(root) if out not in p.parents and p != out)
-    if not runs:
-        found = f"; the {len(unreadable)} metrics.json below it cannot be read, first {unreadable[0].path}: {unreadable[0].reason}" if unreadable else ""
-        raise ConfigError(f"{hydra_override('path', study.path)}: no run directories (folders with a readable metrics.json) below it{found}")
+    runs, unreadable = runs_below(study.path, out)
     warnings = plain_console(stderr=True)
     for problem in unreadable:
         warnings.print(f"warning: skipped {problem.path}: {problem.reason}", soft_wrap=True)

@@ -23,7 +23,9 @@ def train_command(cfg: DictConfig) -> int:
     console = plain_console()
     result = train(typed, run_dir, ConsoleReporter(console, label=label),
                    provenance={"command": "train", "overrides": list(hydra.overrides.task)})
-    console.print(results_table(result.metrics, run_dir))
+    console.print(results_table(result.metrics))
+    # On its own line, never cut to the table's width: the path is there to be copied.
+    console.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
     return result.exit_code
 
 
@@ -38,7 +40,7 @@ def check_command(typed: TrainConfig, run_dir: Optional[Path]) -> None:
         check_resumable(earlier.get("config", {}), flat_config(typed), run_dir, fresh_folder_advice())
 
 
-def results_table(metrics: dict, run_dir: Path) -> Table:
+def results_table(metrics: dict) -> Table:
     """The run's outcome as a two-column table; a value the run did not record (or recorded as null, as NaN
     is stored) shows as "-"."""
     config = metrics["config"]
@@ -62,7 +64,6 @@ def results_table(metrics: dict, run_dir: Path) -> Table:
         ("grad norm first / last layer", f"{num(last.get('grad_norm_first'), '.2e')} / {num(last.get('grad_norm_last'), '.2e')}"
          if "grad_norm_first" in last else "-"),
         ("training time", f"{metrics['seconds']:.1f} s" if metrics.get("seconds") is not None else "-"),
-        ("run directory", str(run_dir)),
     ]
     for key, value in rows:
         table.add_row(key, value)

@@ -24,7 +24,7 @@ from .. import plots
 from ..config import ActivationsConfig
 from ..results import (MIN_SEEDS, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm, markdown_table,
                        publish_report, spearman, stalled, write_csv, write_text)
-from .runner import RunSpec, check_study, group_overrides, hardware_line, provenance_values, run_study, train_overrides
+from .runner import RunSpec, check_study, group_overrides, hardware_line, preset_note, provenance_values, run_study, train_overrides
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
@@ -463,7 +463,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     if ablation:
         report += ["", "## Ablations (test accuracy, mean ± std; each column changes one thing from the main sweep)", ablation]
     report += ["", "## Recommendations"] + [f"- {line}" for line in recommendations(groups, diagnoses)]
-    report += ["", "## Limitations",
+    report += ["", "## Limitations", *(f"- {line}" for line in preset_note(study.preset)),
                f"- {study.epochs} epochs and {study.seeds} seeds" + (f" on the first {study.subset} training images" if study.subset else "")
                + f" (preset `{study.preset}`): only differences the findings call significant are claims"
                + (f"; with fewer than {MIN_SEEDS} seeds every comparison is indicative only." if study.seeds < MIN_SEEDS else "."),

@@ -34,7 +34,7 @@ from ..results import (MIN_SEEDS, STALLED_FRACTION, Stat, chance_loss, compare, 
                        pareto_front, publish_report, spearman, stalled, write_csv, write_text)
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
-from .runner import RunSpec, check_study, group_overrides, run_study, train_overrides
+from .runner import RunSpec, check_study, group_overrides, preset_note, run_study, train_overrides
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64
@@ -849,7 +849,7 @@ def separable_theory(study: EfficientConfig, measured: List[Measured]) -> List[s
 
 
 def limitations(study: EfficientConfig, data: dict, host: Dict[str, Any]) -> List[str]:
-    out = []
+    out = preset_note(study.preset)
     if study.train and (study.epochs < 30 or (data.get("train") or 0) < 20000):
         out.append(f"{study.epochs} epochs on {data.get('train', '?')} training images: far from converged {study.dataset.name} training, "
                    f"so the accuracies rank designs at a small budget; smaller models may close or widen the gap with longer training.")

@@ -52,7 +52,7 @@ from ..rundir import RunLock, write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
 from .runner import (RunSpec, check_extra, check_runs, experiment_dir, group_overrides, hardware_line, hardware_record, on_command_line,
-                     provenance_values, run_all, run_config, run_one, study_console, train_overrides)
+                     preset_note, provenance_values, run_all, run_config, run_one, study_console, train_overrides)
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 LATENCY_SECONDS = 0.1  # timed calls behind each candidate's batch-1 latency (the median is kept)
@@ -76,6 +76,8 @@ def nas_command(cfg: DictConfig) -> int:
     exp_dir, console = experiment_dir(), study_console()
     start = time.perf_counter()
     check_overrides(study)
+    console.print(f"nas study: {len(study.strategies)} strategies x {study.search_seeds} search seed(s) x {study.trials} evaluations "
+                  f"in {exp_dir}", highlight=False, soft_wrap=True)  # where to look, before the search's long silence
     storage = storage_url(study, exp_dir)
     search = Search(study, exp_dir, storage, console)  # composes a run config: a bad override value is refused here
     if compile_asked(study):
@@ -929,7 +931,7 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
              f"- {comparison_method()}", "", "## Results", table, ""]
     lines += [f"![{name}](plots/{file})" for name, file in files.items()]
     lines += ["", "## Findings"] + [f"- {line}" for line in findings(study, trials, groups, chance_loss(m for _, m in final))]
-    lines += ["", "## Limitations",
+    lines += ["", "## Limitations", *(f"- {line}" for line in preset_note(study.preset)),
               f"- Proxy training of {study.proxy_epochs} epoch(s) ranks candidates at a tiny budget; the ranking may change with full training.",
               f"- {study.search_seeds} search seeds and {study.trials} evaluations per search: the comparison of strategies has little power.",
               "", "## References",

@@ -23,7 +23,7 @@ from ..measure import count_macs, count_params
 from ..models import create_model
 from ..results import (MIN_SEEDS, STALLED_FRACTION, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm,
                        markdown_table, publish_report, stalled, write_csv, write_text)
-from .runner import (RunSpec, check_extra, check_study, group_overrides, hardware_line, parse_pairs, provenance_values, run_study,
+from .runner import (RunSpec, check_extra, check_study, group_overrides, hardware_line, parse_pairs, preset_note, provenance_values, run_study,
                      train_overrides)
 
 MAIN = "main"
@@ -232,7 +232,7 @@ def gradient_flow(study: ResidualConfig, plain: Group, res: Group, depth: int, l
 
 
 def limitations(study: ResidualConfig, data: dict) -> List[str]:
-    out = []
+    out = preset_note(study.preset)
     if study.epochs < 30 or (data.get("train") or 0) < 20000:
         out.append(f"These runs ({study.epochs} epochs on {data.get('train', '?')} training images) are far shorter than He et al.'s "
                    f"(64k iterations on 45k images): degradation needs full training to appear, deep nets of both kinds are still "
@@ -303,7 +303,9 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
     nets = [key for key in runs if key[0] == MAIN]
     if nets:
         fig, axes = plots.panels(len(nets), width=4.0, height=3.6)
-        grids = {key: np.log10(np.maximum(np.mean([[h["layers"]["grad_norm"] for h in m["history"][:last]] for m in runs[key]], axis=0), 1e-30))
+        # the mean over seeds of log10 values (a geometric mean), as the log-axis bands take it (plots.band_limits)
+        grids = {key: np.log10(np.maximum([[h["layers"]["grad_norm"] for h in m["history"][:last]] for m in runs[key]],
+                                          plots.LOG_FLOOR)).mean(axis=0)
                  for key in nets}
         low, high = min(g.min() for g in grids.values()), max(g.max() for g in grids.values())  # one colour scale for all
         for ax, key in zip(axes, nets):
@@ -314,7 +316,7 @@ def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
             plots.integer_ticks(ax.xaxis)
             plots.integer_ticks(ax.yaxis)
             fig.colorbar(image, ax=ax)
-        fig.suptitle(f"gradient norm by layer and epoch (mean over seeds), {subtitle}", fontsize=9)
+        fig.suptitle(f"gradient norm by layer and epoch (geometric mean over seeds), {subtitle}", fontsize=9)
         files["grad_heatmap"] = plots.save(fig, folder / "grad_heatmap.png")
     return files
 

@@ -31,7 +31,7 @@ def run_study(cfg, command: str, plan: Callable[[Any], List["RunSpec"]], write_s
     exp_dir, console = experiment_dir(), study_console()
     start = time.perf_counter()
     specs = plan(study)
-    console.print(f"{command} study: {len(specs)} runs in {exp_dir}", highlight=False)
+    console.print(f"{command} study: {len(specs)} runs in {exp_dir}", highlight=False, soft_wrap=True)
     results = run_all(specs, exp_dir, console, command, study.n_workers, on_command_line("n_workers"))
     write_study(study, results, exp_dir, console, time.perf_counter() - start)
     return 0
@@ -259,9 +259,20 @@ def experiment_dir() -> Path:
 
 
 def study_console() -> Console:
-    """Rich output, user text printed as given (`plain_console`); logs and pipes get room for the whole summary table."""
+    """Rich output, user text printed as given (`plain_console`); logs and pipes get room for the whole summary table.
+    Lines that hold a path are printed with soft_wrap=True (the terminal wraps them, nothing is cut or broken by rich)."""
     console = plain_console()
     return console if console.is_terminal else plain_console(width=200)
+
+
+def preset_note(preset: str) -> List[str]:
+    """The report's first limitation for a study run with `preset=quick` (none for another preset): its
+    numbers are a first look, sized for a 2-core CPU, not the study's result."""
+    if preset != "quick":
+        return []
+    return ["Quick results are a first look (`preset=quick`: less data, fewer epochs and seeds, sized for a 2-core CPU): "
+            "they show that the study runs and which way its effects lean, not how large they are. "
+            "Run the study without `preset=quick` for the results to report."]
 
 
 @dataclass
