@@ -76,7 +76,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 NOTHING_ON_DISK = [  # refused before Hydra makes any folder: no outputs/, no data/, no run folder
     (["report", "path=nowhere"], "path=nowhere: no such folder"),
     (["report", "path=empty"], "path=empty: no run directories"),
-    (["train", "data.root=nodata", "data.download=false"], "mnist: the idx files not found in nodata/MNIST/raw"),
+    (["train", "data.root=nodata", "data.download=false"], "mnist: idx files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (plain or .gz) not found in nodata/MNIST/raw"),
     (["train", "dataset=npz", "dataset.path=none.npz"], "npz: none.npz not found"),
     (["residual", "train=['data.root=nodata','data.download=false']"],  # a study, whose runs' data root is an extra override
      "cifar10: cifar-10-batches-py (or cifar10-subset.npz) not found in nodata"),
@@ -357,7 +357,7 @@ COMMANDS = [["train", "debug=fast", "dataset=synthetic"],
 @pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_a_read_only_output_folder_is_one_line_for_every_command(small_fs, tmp_path, command):
     (tmp_path / "earlier" / "run-0").mkdir(parents=True)
-    (tmp_path / "earlier" / "run-0" / "metrics.json").write_text("{}")
+    (tmp_path / "earlier" / "run-0" / "metrics.json").write_text('{"status": "completed", "config": {"seed": 0}, "history": []}')
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     out = run_cli([*command, f"hydra.run.dir={small_fs / 'run'}"], tmp_path)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -440,7 +440,7 @@ def test_a_search_rerun_with_other_rating_settings_is_refused_before_anything_is
     result = run_cli(["nas", "preset=quick", *SEARCH[1:], "strategies=[evolution]", "dataset.image_shape=[8,8]", "trials=5",
                       "proxy_epochs=1", "proxy_subset=600", "retrain=false", f"hydra.run.dir={tmp_path}"], tmp_path, timeout=120)
     assert (result.returncode, result.stderr) == (2, (
-        "deepexp: search evolution-s0 rated its candidates with proxy_epochs=2 proxy_subset=1500; this command asks for "
+        "deepexp: search evolution-s0 rated its candidates with proxy_epochs=2 proxy_subset=2000; this command asks for "
         "proxy_epochs=1 proxy_subset=600, and one search rates all its candidates alike: resume it with its own settings, or "
         "start a new search in another hydra.run.dir\n"))
     assert (tmp_path / "search.db").read_bytes() == before and not (tmp_path / ".hydra").exists() and not (tmp_path / "runs").exists()

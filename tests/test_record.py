@@ -20,7 +20,7 @@ COMMANDS = [["train", *TINY], *([study, "preset=quick", "dataset=synthetic"] for
 @pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_a_process_refused_by_the_lock_leaves_the_folder_byte_for_byte_as_it_was(tmp_path, command):
     (tmp_path / "earlier" / "run-0").mkdir(parents=True)
-    (tmp_path / "earlier" / "run-0" / "metrics.json").write_text("{}")
+    (tmp_path / "earlier" / "run-0" / "metrics.json").write_text('{"status": "completed", "config": {"seed": 0}, "history": []}')
     folder = tmp_path / "run"
     (folder / ".hydra").mkdir(parents=True)
     for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):  # the record of the process holding the folder
