@@ -13,8 +13,8 @@ images, and every run is deepexp's own trainer. The checks, in order:
                   no "does not have a deterministic implementation" warning from any of its ops
   kill_resume     an MLP with dropout, SIGKILLed in its second epoch and resumed, against the run that
                   never stopped: final weights and every recorded number bit for bit (the CUDA RNG state)
-  fp16_resume     a run checkpointed with a disabled GradScaler (bf16 or fp32), resumed under float16
-                  AMP: it must finish, with the GradScaler running
+  fp16_resume     an amp=true run checkpointed with a disabled GradScaler (forced to float32, whatever
+                  the GPU picks), resumed under float16 AMP: it must finish, with the GradScaler running
   layout_resume   a ResNet-20 with fused Adam checkpointed in NCHW, resumed with channels_last: it must
                   finish, with the optimizer state in the parameters' memory format
   diverge         `deepexp train lr=1e6` must exit 3 and name the first non-finite step
@@ -162,10 +162,16 @@ def steps_per_epoch(overrides: List[str]) -> int:
     return n_train // min(cfg.batch_size, n_train)
 
 
-def killed_run(ctx: Context, name: str, overrides: List[str], step: int, timeout: float) -> int:
+# The killed run's autocast dtype: as `accelerator` picks it on this GPU, or float32 throughout (no autocast,
+# so the GradScaler is disabled and its checkpointed state is empty, whatever the GPU would pick for amp=true).
+WORKER_AMP = {"as-picked": "as-picked", "float32": None}
+
+
+def killed_run(ctx: Context, name: str, overrides: List[str], step: int, timeout: float, amp: str = "as-picked") -> int:
     """Train in a subprocess that SIGKILLs itself as training step `step` (1-based, counted over the whole
-    run) gathers its batch; returns the subprocess's exit status (-9 when it was killed as planned)."""
-    out = subprocess.run([sys.executable, str(SCRIPT), "--kill-worker", str(step), str(ctx.run_dir(name)), *overrides],
+    run) gathers its batch, with autocast as `amp` (a WORKER_AMP key) says; returns the subprocess's exit
+    status (-9 when it was killed as planned)."""
+    out = subprocess.run([sys.executable, str(SCRIPT), "--kill-worker", str(step), str(ctx.run_dir(name)), amp, *overrides],
                          capture_output=True, text=True, timeout=timeout)
     if out.returncode != -signal.SIGKILL:
         tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -173,9 +179,13 @@ def killed_run(ctx: Context, name: str, overrides: List[str], step: int, timeout
     return out.returncode
 
 
-def kill_worker(step: int, run_dir: str, overrides: List[str]) -> None:
+def kill_worker(step: int, run_dir: str, amp: str, overrides: List[str]) -> None:
     """The subprocess of `killed_run`: the trainer's batch gather (`take`, twice a step: images, then
-    labels) wrapped from the outside, as tests/kill_at.py does, so the code under test is the real one."""
+    labels) wrapped from the outside, as tests/kill_at.py does, so the code under test is the real one;
+    amp="float32" runs it without autocast whatever amp=true would pick on this GPU."""
+    if WORKER_AMP[amp] != "as-picked":
+        with forced_amp(WORKER_AMP[amp]):
+            return kill_worker(step, run_dir, "as-picked", overrides)
     real_take, calls = deepexp.train.take, [0]
 
     def take(*args, **kwargs):
@@ -295,12 +305,13 @@ def check_kill_resume(ctx: Context, budget: float) -> Outcome:
 
 
 @contextmanager
-def float16_amp() -> Iterator[None]:
-    """The trainer's float16 path (autocast + GradScaler) on any device, as on a GPU without native bf16."""
+def forced_amp(dtype: Optional[torch.dtype]) -> Iterator[None]:
+    """amp=true autocasts to `dtype` on any device: float16 is the trainer's float16 path (autocast +
+    GradScaler), as on a GPU without native bf16; None is float32 throughout, with the GradScaler disabled."""
     real = deepexp.train.accelerator
 
     def forced(device, amp, compile, tf32=False):
-        return dataclasses.replace(real(device, amp, compile, tf32), amp_dtype=torch.float16)
+        return dataclasses.replace(real(device, amp, compile, tf32), amp_dtype=dtype if amp else None)
 
     deepexp.train.accelerator = forced
     try:
@@ -310,11 +321,13 @@ def float16_amp() -> Iterator[None]:
 
 
 def check_fp16_resume(ctx: Context, budget: float) -> Outcome:
+    """A checkpoint of a disabled GradScaler (written in float32: amp=true on a pre-Ampere GPU would pick
+    float16 and checkpoint a running scaler) resumed under float16 AMP."""
     overrides = [*mlp(ctx), "epochs=2", "amp=true", "monitor.enabled=false"]
     step = steps_per_epoch(overrides) + 2
-    killed_run(ctx, "fp16_resume", overrides, step, timeout=budget)
+    killed_run(ctx, "fp16_resume", overrides, step, timeout=budget, amp="float32")
     written = checkpoint(ctx.run_dir("fp16_resume"))
-    with float16_amp():
+    with forced_amp(torch.float16):
         resumed = train_in_process(ctx, "fp16_resume", overrides)
     scaler = checkpoint(ctx.run_dir("fp16_resume"))["scaler"]
     ok = (written["scaler"] == {} and resumed["status"] == "completed" and resumed["provenance"]["amp_dtype"] == "float16"
@@ -494,7 +507,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--kill-worker":
-        kill_worker(int(sys.argv[2]), sys.argv[3], sys.argv[4:])
+    if len(sys.argv) > 4 and sys.argv[1] == "--kill-worker":
+        kill_worker(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:])
         sys.exit(0)
     sys.exit(main())

@@ -82,3 +82,56 @@ def test_gpu_check_skips_what_the_budget_does_not_fit_and_refuses_a_missing_gpu_
         out = gpu_check(["--out", str(tmp_path / "gpu")], tmp_path)
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "no CUDA GPU" in out.stderr
         assert not (tmp_path / "gpu").exists()
+
+
+@pytest.fixture
+def gpu_check_module(monkeypatch):
+    """scripts/gpu_check.py imported in this process (its CUBLAS_WORKSPACE_CONFIG default undone afterwards)."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import gpu_check
+
+    return gpu_check
+
+
+class Killed(Exception):
+    """The in-process stand-in for the kill worker's SIGKILL."""
+
+
+def test_gpu_check_fp16_resume_passes_on_a_gpu_where_amp_picks_float16(tmp_path, monkeypatch, gpu_check_module):
+    """On a T4 or V100 amp=true autocasts to float16, so a killed amp=true run would checkpoint a running
+    GradScaler: the kill worker must write its checkpoint without autocast. The GPU's pick is faked here
+    (every amp=true run: float16), and the worker subprocess runs in this process, killed by an exception."""
+    import dataclasses
+    import os
+    import signal
+
+    import deepexp.train
+
+    gc, real_accelerator, real_run = gpu_check_module, deepexp.train.accelerator, subprocess.run
+
+    def t4(device, amp, compile, tf32=False):
+        return dataclasses.replace(real_accelerator(device, amp, compile, tf32), amp_dtype=torch.float16 if amp else None)
+
+    def kill(pid, sig):
+        raise Killed
+
+    def run(args, **kwargs):
+        if args[1:3] != [str(gc.SCRIPT), "--kill-worker"]:
+            return real_run(args, **kwargs)
+        real_kill, os.kill = os.kill, kill
+        try:
+            gc.kill_worker(int(args[3]), args[4], args[5], args[6:])
+        except Killed:
+            return subprocess.CompletedProcess(args, -signal.SIGKILL, "", "")
+        finally:
+            os.kill = real_kill
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(deepexp.train, "accelerator", t4)
+    monkeypatch.setattr(subprocess, "run", run)
+    ctx = gc.Context("cpu", gc.SCALES["cpu"], quick=True, work=tmp_path)
+    outcome = gc.check_fp16_resume(ctx, budget=120)
+    assert outcome.passed, outcome.summary
+    assert outcome.numbers["written_amp_dtype"] is None and outcome.numbers["status"] == "completed"
+    assert outcome.numbers["scale"] == 2.0 ** 16
