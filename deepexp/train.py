@@ -190,18 +190,22 @@ CUBLAS_DETERMINISTIC = ":4096:8"
 
 def fix_cublas_workspace(deterministic: bool, environ: MutableMapping[str, str] = os.environ,
                          cuda_in_use: Optional[bool] = None) -> Optional[str]:
-    """For deterministic=true, fix cuBLAS's workspace (CUBLAS_WORKSPACE_CONFIG), which it must be before the
-    process's first CUDA work: PyTorch gives each cuBLAS handle its workspace, sized from this variable, when
-    the handle first runs (aten/src/ATen/cuda/CublasHandlePool.cpp), and keeps it. A variable the user set is
-    left as it is. Where CUDA is already in use in this process (`cuda_in_use`; default
-    torch.cuda.is_initialized()), setting it now would not change the workspaces handles already hold, so it
-    is not set, and the returned line says why the run's matrix products may not be deterministic."""
+    """For deterministic=true, fix cuBLAS's workspace (CUBLAS_WORKSPACE_CONFIG) unless the user set it.
+
+    What counts is the process's first cuBLAS work, not CUDA's start: PyTorch creates a cuBLAS handle when
+    the first matrix product on a device needs one and gives it a workspace sized from this variable, read
+    once per process (aten/src/ATen/cuda/CublasHandlePool.cpp); starting CUDA (torch.cuda.set_device, moving
+    a model to the GPU) creates no handle. So the variable is set whether or not CUDA is in use. Where it is
+    (`cuda_in_use`; default torch.cuda.is_initialized()), earlier work of this process may have run matrix
+    products already, and the returned line says that cuBLAS may then keep its old workspace; a study's
+    worker process calls this before it starts CUDA, so that its runs never see the line."""
     if not deterministic or "CUBLAS_WORKSPACE_CONFIG" in environ:
         return None
-    if torch.cuda.is_initialized() if cuda_in_use is None else cuda_in_use:
-        return ("deterministic=true, but CUDA was in use in this process before CUBLAS_WORKSPACE_CONFIG was set, so "
-                f"cuBLAS may not be deterministic; set CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC} before starting it")
     environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+    if torch.cuda.is_initialized() if cuda_in_use is None else cuda_in_use:
+        return (f"deterministic=true: CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC} was set after CUDA started in this "
+                "process; if the process ran matrix products on the GPU before, cuBLAS keeps its earlier workspace and may "
+                "not be deterministic (set the variable before starting Python to be sure)")
     return None
 
 
