@@ -294,28 +294,38 @@ def git_dirty() -> Optional[bool]:
     return None if status is None else bool(status)
 
 
-def rng_state() -> dict:
+def rng_state(device: Optional[torch.device] = None) -> dict:
     """Every generator a run draws from, as tensors and plain values (torch.load(weights_only=True) reads them):
     torch's CPU generator, each CUDA device's (dropout on the GPU draws from it), Python's and NumPy's.
 
     The CUDA states (torch.cuda.get_rng_state_all: one ByteTensor per visible device) are taken once CUDA is
-    in use in this process, as it is in a CUDA run; asking earlier would start a CUDA context for a CPU run."""
+    in use in this process, as it is in a CUDA run; asking earlier would start a CUDA context for a CPU run.
+    The generator of the run's own `device` is saved once more on its own ("cuda_run"), as a resume may put
+    the run on a GPU with another number."""
     np_state = np.random.get_state()
+    cuda_in_use = torch.cuda.is_initialized()
+    own = device is not None and device.type == "cuda" and cuda_in_use
     return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "cuda": torch.cuda.get_rng_state_all() if cuda_in_use else [],
+            "cuda_run": torch.cuda.get_rng_state(device) if own else None,
             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": np_state[2],
                       "has_gauss": np_state[3], "cached": np_state[4]}}
 
 
-def set_rng_state(state: dict) -> None:
-    """Put back what `rng_state` saved. CUDA generators go back device by device, as many as both machines
-    have: a checkpoint from a machine with more GPUs restores the ones this one has, and devices it did not
-    have keep their seeded state (a run trains on one device, the current one, device 0 unless chosen)."""
+def set_rng_state(state: dict, device: Optional[torch.device] = None) -> None:
+    """Put back what `rng_state` saved. The run's own CUDA generator ("cuda_run") goes into `device`, the GPU
+    the run trains on now, whatever its number was before (a study's pool decides it anew on resume). The
+    other CUDA generators go back device by device, as many as both machines have: a checkpoint from a
+    machine with more GPUs restores the ones this one has, and devices it did not have keep their seeded
+    state. Checkpoints written before "cuda_run" was saved restore by number only."""
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda", [])  # checkpoints written before CUDA states were saved have none
     if cuda and torch.cuda.is_initialized():
         for index, device_state in enumerate(cuda[:torch.cuda.device_count()]):
             torch.cuda.set_rng_state(device_state, index)
+    own = state.get("cuda_run")
+    if own is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(own, device)  # last: the run's generator wins over the one saved under its number
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
@@ -515,7 +525,7 @@ class _Run:
         state, path = found
         check_resumable(state.get("config", {}), self.flat, self.run_dir)
         self._load_parts(state, path)
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], self.device)
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.skipped = state.get("skipped", 0)
         self.history, self.init_layers = state["history"], state["init_layers"]
@@ -548,7 +558,7 @@ class _Run:
         save_checkpoint(self.run_dir, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(), "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "skipped": self.skipped,
+            "rng": rng_state(self.device), "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "skipped": self.skipped,
             "history": self.history, "init_layers": self.init_layers, "config": self.flat,
             "provenance": [*self.earlier_attempts, self._provenance(with_earlier=False)],
         })

@@ -679,6 +679,33 @@ def test_checkpoints_keep_every_cuda_generator_and_restore_as_many_as_the_machin
     assert rng_state()["cuda"] == []
 
 
+def test_the_runs_own_cuda_generator_follows_it_to_a_gpu_with_another_number(tmp_path, monkeypatch):
+    """A study's pool may resume a run trained on cuda:1 on cuda:0: its dropout masks must continue from
+    cuda:1's generator, not from what cuda:0's happened to hold (fake states, two devices)."""
+    from deepexp.rundir import load_checkpoint, save_checkpoint
+    from deepexp.train import rng_state, set_rng_state
+
+    states = [torch.arange(16, dtype=torch.uint8) + 100 * i for i in range(2)]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states[torch.device(device).index].clone())
+    save_checkpoint(tmp_path, {"model": {}, "epoch": 1, "rng": rng_state(torch.device("cuda", 1))})
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["rng"]
+    restored = {}
+
+    def set_state(state, device):
+        index = device if isinstance(device, int) else torch.device(device).index
+        restored[index] = state
+
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_state)
+    set_rng_state(saved, torch.device("cuda", 0))
+    assert torch.equal(restored[0], states[1]) and torch.equal(restored[1], states[1])  # cuda:0 now runs the run
+    restored.clear()
+    set_rng_state(saved, torch.device("cuda", 1))  # the same GPU: as saved
+    assert torch.equal(restored[0], states[0]) and torch.equal(restored[1], states[1])
+
+
 def test_resuming_in_another_memory_format_gives_the_optimizer_state_its_parameters_layout(tmp_path):
     """channels_last may change on resume. CUDA's fused Adam and SGD refuse moments whose strides differ from
     their weights' ("params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout");
