@@ -151,6 +151,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def tf32_flags() -> tuple:
+    """The float32 precision settings of cuBLAS matmuls and cuDNN convolutions (and RNNs), read through the API
+    `set_tf32_flags` sets them with: PyTorch's fp32_precision settings where this torch has them (the matmul's,
+    cuDNN conv's and RNN's: "ieee", "tf32" or "none", which follows the enclosing setting), else the legacy
+    flags (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32). Once anything in the
+    process used the newer settings, PyTorch refuses to read the legacy flags ("a mix of the legacy and new
+    APIs"; notes on TensorFloat-32 in its CUDA semantics), so deepexp never reads them there."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        return matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision
+    return matmul.allow_tf32, cudnn.allow_tf32
+
+
+def set_tf32_flags(flags: tuple) -> None:
+    """Put back settings `tf32_flags` read."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = flags
+    else:
+        matmul.allow_tf32, cudnn.allow_tf32 = flags
+
+
+def use_tf32(tf32: bool) -> None:
+    """cuBLAS matmuls and cuDNN convolutions (and RNNs) in TF32 (`tf32`) or IEEE float32, through the API
+    `tf32_flags` reads."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        set_tf32_flags(("tf32" if tf32 else "ieee",) * 3)
+    else:
+        set_tf32_flags((tf32, tf32))
+
+
 @contextmanager
 def run_flags(deterministic: bool, tf32: bool, threads: int = 0) -> Iterator[None]:
     """Set the process-wide flags a run depends on for the run, and put back what was there after it, so
@@ -163,25 +194,25 @@ def run_flags(deterministic: bool, tf32: bool, threads: int = 0) -> Iterator[Non
     fastest convolution kernels for the run's fixed shapes (PyTorch's performance tuning guide); the kernels
     it picks may differ between runs.
 
-    tf32: cuBLAS matmuls and cuDNN convolutions both, explicitly. PyTorch's defaults differ between the two
-    (matmuls float32, convolutions TF32: torch.backends.cuda.matmul.allow_tf32 False, cudnn.allow_tf32
-    True); both flags are set through this one API, as PyTorch refuses to read flags set through a mix of
-    it and the newer fp32_precision settings (notes on TensorFloat-32 in its CUDA semantics)."""
-    cuda_matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    tf32: cuBLAS matmuls and cuDNN convolutions both, explicitly (`use_tf32`). PyTorch's defaults differ between
+    the two (matmuls float32, convolutions TF32). They are set, and restored, through PyTorch's fp32_precision
+    settings where this torch has them, else through the legacy allow_tf32 flags (`tf32_flags`)."""
+    cudnn = torch.backends.cudnn
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32, torch.get_num_threads())
+             cudnn.benchmark, tf32_flags(), torch.get_num_threads())
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     cudnn.benchmark = not deterministic
-    cuda_matmul.allow_tf32 = cudnn.allow_tf32 = tf32
+    use_tf32(tf32)
     if threads:
         torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32 = saved[2:5]
-        if torch.get_num_threads() != saved[5]:
-            torch.set_num_threads(saved[5])
+        cudnn.benchmark = saved[2]
+        set_tf32_flags(saved[3])
+        if torch.get_num_threads() != saved[4]:
+            torch.set_num_threads(saved[4])
 
 
 # One of the two workspace settings with which cuBLAS is deterministic (PyTorch's reproducibility notes).

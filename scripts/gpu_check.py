@@ -254,8 +254,7 @@ def check_environment(ctx: Context) -> Outcome:
                "amp_dtype": str(accel.amp_dtype).removeprefix("torch.") if accel.amp_dtype else None,
                "tf32_available": accel.tf32, "compile_applies": accel.compile,
                "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
-               "pytorch_default_tf32": {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-                                        "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32}}
+               "pytorch_default_tf32": deepexp.train.tf32_flags()}
     if ctx.device == "cpu":
         return Outcome(accel.amp_dtype is None and not accel.tf32, "dry run on the CPU: amp, compile and tf32 do not apply",
                        numbers)

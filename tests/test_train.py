@@ -745,21 +745,40 @@ def test_tf32_is_set_for_the_run_recorded_and_restored_after_it(tmp_path, monkey
     after the run the flags are as they were."""
     import deepexp.train
 
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    from deepexp.train import tf32_flags
+
+    before = tf32_flags()
     real_evaluate, during = deepexp.train.evaluate, []
 
     def evaluate(*args, **kwargs):
-        during.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        during.append(tf32_flags())
         return real_evaluate(*args, **kwargs)
 
     monkeypatch.setattr(deepexp.train, "evaluate", evaluate)
+    new_api = hasattr(torch.backends.cuda.matmul, "fp32_precision")
     for tf32 in (False, True):
         during.clear()
         m = train(compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", f"tf32={tf32}"]), tmp_path / str(tf32)).metrics
-        assert set(during) == {(tf32, tf32)}
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+        assert set(during) == {("tf32" if tf32 else "ieee",) * 3 if new_api else (tf32, tf32)}
+        assert tf32_flags() == before
         assert m["provenance"]["tf32"] is False and m["config"]["tf32"] is tf32
     assert "tf32=true has no effect on cpu" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(torch.backends, "fp32_precision"), reason="this torch has no fp32_precision settings")
+def test_a_process_that_used_the_fp32_precision_settings_can_still_train(tmp_path):
+    """After torch.backends.fp32_precision was set, PyTorch refuses to read the legacy allow_tf32 flags; the
+    run sets and restores the float32 precision through the newer settings there."""
+    from deepexp.train import tf32_flags
+
+    torch.backends.fp32_precision = "ieee"
+    try:
+        before = tf32_flags()
+        m = train(compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", "tf32=true"]), tmp_path).metrics
+        assert m["status"] == "completed" and tf32_flags() == before == ("ieee", "ieee", "ieee")
+    finally:
+        torch.backends.fp32_precision = "none"  # back to PyTorch's defaults: matmul "none", cuDNN conv and RNN "tf32"
+    assert tf32_flags() == ("none", "tf32", "tf32")
 
 
 def test_every_run_of_a_study_is_compiled_however_many_models_of_one_class_came_before(tmp_path, monkeypatch):
