@@ -11,6 +11,7 @@ It knows nothing about any one project.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import platform
@@ -101,7 +102,27 @@ def accelerator(device: torch.device, amp: bool, compile: bool, tf32: bool = Fal
     if amp and on_cuda:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     tf32 = tf32 and on_cuda and torch.cuda.get_device_capability(device) >= (8, 0)
-    return Accelerator(amp_dtype=dtype, compile=compile and device.type in COMPILE_DEVICES, tf32=tf32)
+    return Accelerator(amp_dtype=dtype, compile=compile and compile_unavailable(device) is None, tf32=tf32)
+
+
+# torch.compile's default backend (inductor) generates Triton kernels on CUDA, which need compute capability 7.0
+# (Volta) and up: below it inductor raises GPUTooOldForTriton, and without the triton package TritonMissing.
+TRITON_MIN_CAPABILITY = (7, 0)
+
+
+def compile_unavailable(device: torch.device) -> Optional[str]:
+    """Why `compile=true` cannot compile on `device` (None: it can): a device outside COMPILE_DEVICES, a GPU
+    below compute capability 7.0, or no triton package (torch.compile's inductor needs Triton on CUDA)."""
+    if device.type not in COMPILE_DEVICES:
+        return f"torch.compile is used on {' and '.join(COMPILE_DEVICES)} only"
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        if capability < TRITON_MIN_CAPABILITY:
+            return (f"compute capability {capability[0]}.{capability[1]} is below the 7.0 that torch.compile's Triton "
+                    "kernels need")
+        if importlib.util.find_spec("triton") is None:
+            return "the triton package, which torch.compile needs on CUDA, is not installed"
+    return None
 
 
 # --- small pure helpers -------------------------------------------------------------------
@@ -497,7 +518,8 @@ class _Run:
         for option, applied in (("amp", self.accel.amp_dtype is not None), ("compile", self.accel.compile),
                                 ("tf32", self.accel.tf32)):
             if getattr(cfg, option) and not applied:
-                reporter.warn(f"{option}=true has no effect on {where}; running without it")
+                why = compile_unavailable(self.device) if option == "compile" and self.device.type == "cuda" else None
+                reporter.warn(f"{option}=true has no effect on {where}; running without it" + (f" ({why})" if why else ""))
         # The numerics as they ran, not as asked for: amp=true is bfloat16 or float16 depending on the GPU, and
         # tf32=true is float32 below compute capability 8.0.
         self.provenance.update(amp_dtype=str(self.accel.amp_dtype).removeprefix("torch.") if self.accel.amp_dtype else None,

@@ -739,6 +739,25 @@ def test_tf32_takes_effect_only_on_gpus_with_tf32_tensor_cores(monkeypatch, capa
     assert accelerator(torch.device("cpu"), amp=False, compile=False, tf32=True).tf32 is False
 
 
+@pytest.mark.parametrize("capability, triton, why", [
+    ((6, 1), True, "compute capability 6.1 is below the 7.0"),  # a P100: inductor raises GPUTooOldForTriton
+    ((7, 5), False, "the triton package, which torch.compile needs on CUDA, is not installed"),  # inductor: TritonMissing
+    ((7, 0), True, None), ((9, 0), True, None)])
+def test_compile_applies_only_on_gpus_where_torch_compile_can_generate_triton_kernels(monkeypatch, capability, triton, why):
+    import importlib.util
+
+    from deepexp.train import accelerator, compile_unavailable
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (object() if triton else None) if name == "triton"
+                        else real_find_spec(name, *a))
+    cuda = torch.device("cuda", 0)
+    assert accelerator(cuda, amp=False, compile=True).compile is (why is None)
+    assert (compile_unavailable(cuda) or "").startswith(why or "")
+    assert accelerator(cuda, amp=False, compile=False).compile is False
+
+
 def test_tf32_is_set_for_the_run_recorded_and_restored_after_it(tmp_path, monkeypatch, capsys):
     """cuBLAS and cuDNN get the run's choice explicitly (PyTorch's own defaults differ: matmuls in float32,
     convolutions in TF32); provenance records what ran (on the CPU: float32, with a warning for tf32=true);
