@@ -179,3 +179,15 @@ def test_gpu_check_budgets_fit_the_default_budget_and_hold_the_benchmarks_time(m
     verdicts = {c["name"]: c["verdict"] for c in report["checks"]}
     assert verdicts["bench_resnet18"] == verdicts["bench_resnet20"] == "pass" and "skipped" in verdicts.values()
     assert limits["bench_resnet18"] == own["bench_resnet18"] and limits["bench_resnet20"] == own["bench_resnet20"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--rounds", "0"], "bench_gpu.py: --rounds must be at least 1, got 0"),
+    (["--batch-size", "0"], "bench_gpu.py: --batch-size must be at least 1, got 0"),
+    (["--train-size", "2"], "bench_gpu.py: synthetic: classes "),  # the trainer's own ConfigError, as one line
+])
+def test_bench_gpu_refuses_bad_arguments_in_one_line(tmp_path, args, says):
+    out = subprocess.run([sys.executable, str(SCRIPTS / "bench_gpu.py"), "--device", "cpu", "--models", "resnet20", *args],
+                         cwd=SCRIPTS, capture_output=True, text=True, timeout=300)
+    lines = [line for line in out.stderr.strip().splitlines() if not line.startswith("warning: load average")]
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith(says), out.stderr
