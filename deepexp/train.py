@@ -92,19 +92,22 @@ def accelerator(device: torch.device, amp: bool, compile: bool, tf32: bool = Fal
     tf32=true takes effect on GPUs with TF32 tensor cores (compute capability 8.0 and up); elsewhere, and
     with tf32=false, float32 matmuls and convolutions compute in IEEE float32.
 
-    amp=true autocasts to bfloat16 where the GPU computes it natively (compute capability 8.0 and up:
-    Ampere, Hopper, ...), else to float16 with a GradScaler. `torch.cuda.is_bf16_supported()` alone
-    says yes on a T4 or V100 too, where bfloat16 is emulated (slower than float32, and cuDNN has no
-    bfloat16 convolution engines below 8.0); `including_emulation=False` asks for native support only.
+    amp=true autocasts to bfloat16 where the run's GPU computes it natively (compute capability 8.0 and up:
+    Ampere, Hopper, ...), else to float16 with a GradScaler. `torch.cuda.is_bf16_supported()` says yes on a
+    T4 or V100 too, where bfloat16 is emulated (slower than float32, and cuDNN has no bfloat16 convolution
+    engines below 8.0), and asks about the current GPU, not `device`; so the capability of `device` decides
+    (the test is_bf16_supported(including_emulation=False) makes, for the GPU the run trains on).
     """
     on_cuda = device.type == "cuda"
     dtype = None
     if amp and on_cuda:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+        dtype = torch.bfloat16 if torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY else torch.float16
     tf32 = tf32 and on_cuda and torch.cuda.get_device_capability(device) >= (8, 0)
     return Accelerator(amp_dtype=dtype, compile=compile and compile_unavailable(device) is None, tf32=tf32)
 
 
+# Native bfloat16 arithmetic: Ampere (8.0) and later.
+NATIVE_BF16_CAPABILITY = (8, 0)
 # torch.compile's default backend (inductor) generates Triton kernels on CUDA, which need compute capability 7.0
 # (Volta) and up: below it inductor raises GPUTooOldForTriton, and without the triton package TritonMissing.
 TRITON_MIN_CAPABILITY = (7, 0)

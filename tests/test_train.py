@@ -564,13 +564,15 @@ def test_a_compiled_model_logs_the_activation_statistics_of_every_logged_step(tm
 
 @pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
 def test_amp_autocasts_to_bfloat16_only_on_gpus_that_compute_it_natively(monkeypatch, capability, expected):
-    """A T4 (compute capability 7.5) or V100 (7.0) emulates bfloat16, and torch.cuda.is_bf16_supported()
-    says yes there unless asked for native support (its own logic, with the device's capability faked)."""
+    """A T4 (compute capability 7.5) or V100 (7.0) emulates bfloat16, and torch.cuda.is_bf16_supported() says yes
+    there; the run's GPU decides, not the current one (a study worker's run on cuda:1, current GPU cuda:0)."""
     from deepexp.train import accelerator
 
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: capability >= (8, 0) or including_emulation)
-    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # the emulation's yes
+    # cuda:1 is the GPU under test; cuda:0, the current GPU, is an H100 (is_bf16_supported asks about that one)
+    monkeypatch.setattr(torch.cuda, "get_device_capability",
+                        lambda device=None: capability if torch.device(device).index == 1 else (9, 0))
+    cuda = torch.device("cuda", 1)
     accel = accelerator(cuda, amp=True, compile=False)
     assert accel.amp_dtype == expected
     assert accel.grad_scaler == (expected == torch.float16)  # float16 needs loss scaling, bfloat16 does not
