@@ -191,3 +191,22 @@ def test_bench_gpu_refuses_bad_arguments_in_one_line(tmp_path, args, says):
                          cwd=SCRIPTS, capture_output=True, text=True, timeout=300)
     lines = [line for line in out.stderr.strip().splitlines() if not line.startswith("warning: load average")]
     assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith(says), out.stderr
+
+
+def test_gpu_check_smoke_fails_on_cuda_where_compile_or_amp_did_not_apply(gpu_check_module):
+    """A compiled run that fell back to eager, or an amp run in float32, proves nothing on a GPU; on the CPU
+    dry run they do not apply, and the check says it proves the mechanics only."""
+    tags = {"act_mean": 3, "grad_norm": 4}
+
+    def run(compiled, amp_dtype):
+        return {"status": "completed", "train_loss": 2.3, "wall_s": 1.0, "tags": tags, "compiled": compiled, "amp_dtype": amp_dtype}
+
+    applied = {"eager, sgd, fp32": run(False, None), "eager, adam, amp": run(False, "bfloat16"),
+               "compiled, sgd, amp": run(True, "bfloat16")}
+    fallen_back = {**applied, "compiled, sgd, amp": run(False, "bfloat16"), "eager, adam, amp": run(False, None)}
+    outcome = gpu_check_module.smoke_outcome("cuda", applied)
+    assert outcome.passed and "compile and amp applied" in outcome.summary
+    outcome = gpu_check_module.smoke_outcome("cuda", fallen_back)
+    assert not outcome.passed and "did NOT apply in eager, adam, amp; compiled, sgd, amp" in outcome.summary
+    outcome = gpu_check_module.smoke_outcome("cpu", fallen_back)
+    assert outcome.passed and "the mechanics only" in outcome.summary
