@@ -46,6 +46,8 @@ PROGRESS_EVERY_S = 0.25
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
 RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
+# Whether a run of this process compiled its model already (then the next compiled run resets dynamo first).
+_COMPILED_BEFORE = False
 # Where `compile=true` compiles the model; elsewhere it warns and the run stays eager. (The tests widen
 # this to the CPU, with torch.compile's "eager" backend, to run the compiled path without a GPU.)
 COMPILE_DEVICES = ("cuda",)
@@ -441,7 +443,13 @@ def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path)
 
 def train(cfg: TrainConfig, run_dir: Path | str, reporter: Optional[ConsoleReporter] = None,
           provenance: Optional[dict] = None) -> RunResult:
-    """Train one model as `cfg` says, writing everything into `run_dir`; resume if it holds a checkpoint."""
+    """Train one model as `cfg` says, writing everything into `run_dir`; resume if it holds a checkpoint.
+
+    Returns the run's metrics (metrics.json's content) and exit status (EXIT_OK, EXIT_DIVERGED). Raises
+    ConfigError, CheckpointError, RunLockedError (DeepexpError's one-line messages) for what cannot run.
+    Process-wide state is the run's only while it runs (`run_flags`), with one exception: with compile=true,
+    a run after another compiled run of the same process calls torch._dynamo.reset(), which also drops what
+    the caller compiled with torch.compile in that process (it compiles again on its next call)."""
     run_dir = Path(run_dir)
     reporter = reporter or ConsoleReporter()
     flat = flat_config(cfg)
@@ -549,8 +557,12 @@ class _Run:
         if self.accel.compile:
             # Each run compiles its own model afresh. Dynamo keeps what it compiled for earlier runs of this process,
             # and once it holds 8 versions of one forward (torch._dynamo.config.recompile_limit: resnet20, resnet32, ...
-            # share ResNet.forward) it silently runs that forward uncompiled.
-            torch._dynamo.reset()
+            # share ResNet.forward) it silently runs that forward uncompiled. The reset clears everything dynamo
+            # compiled in the process, so it happens only where an earlier run of this process compiled.
+            global _COMPILED_BEFORE
+            if _COMPILED_BEFORE:
+                torch._dynamo.reset()
+            _COMPILED_BEFORE = True
             self.forward = torch.compile(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
         n_train = len(self.data.y_train)

@@ -802,6 +802,21 @@ def test_a_process_that_used_the_fp32_precision_settings_can_still_train(tmp_pat
     assert tf32_flags() == ("none", "tf32", "tf32")
 
 
+def test_dynamo_is_reset_only_after_an_earlier_compiled_run_of_the_process(tmp_path, monkeypatch):
+    """torch._dynamo.reset() drops everything compiled in the process, a Python caller's own functions too:
+    the first compiled run leaves them alone; the next resets, as a study's runs need."""
+    import deepexp.train
+
+    real_compile, resets = torch.compile, []
+    monkeypatch.setattr(deepexp.train, "COMPILE_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(deepexp.train, "_COMPILED_BEFORE", False, raising=False)
+    monkeypatch.setattr(torch, "compile", lambda model: real_compile(model, backend="eager"))
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    for i in range(2):
+        train(compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", "compile=true"]), tmp_path / str(i))
+        assert len(resets) == i, i
+
+
 def test_every_run_of_a_study_is_compiled_however_many_models_of_one_class_came_before(tmp_path, monkeypatch):
     """Dynamo stops compiling a forward it holds `recompile_limit` versions of (8 by default; 2 here), and
     runs it uncompiled with only a log line: a study's ninth ResNet would silently train eager."""
