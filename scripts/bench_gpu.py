@@ -13,7 +13,7 @@ reported as warm-up.
     python scripts/bench_gpu.py                            # resnet18 + resnet20, batch 256, 3 rounds
     python scripts/bench_gpu.py --models resnet20 --batch-size 512 --rounds 5
     python scripts/bench_gpu.py --device cpu --train-size 1024 --epochs 2 --rounds 1 --models resnet20
-                                                           # a dry run of the mechanics: on the CPU amp and
+                                                           # a dry run of the mechanics: on the CPU amp, tf32 and
                                                            # compile fall back (with a warning) to plain
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ def measure(args: argparse.Namespace) -> None:
         where = (f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
                  f"cuDNN {torch.backends.cudnn.version()}, native bf16 {torch.cuda.is_bf16_supported(including_emulation=False)}")
     else:
-        where = f"CPU, {torch.get_num_threads()} threads (dry run: amp and compile fall back to plain here)"
+        where = f"CPU, {torch.get_num_threads()} threads (dry run: amp, compile and tf32 fall back to plain float32 here)"
     print(f"torch {torch.__version__}, {where}")
     print(f"batch {args.batch_size}, {args.train_size:,} synthetic 3x32x32 images (90% trained on per epoch), "
           f"{args.epochs} epochs per run (images/s: median of epochs 2-{args.epochs}), {args.rounds} rounds, monitoring off")
