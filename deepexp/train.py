@@ -222,7 +222,9 @@ def run_flags(deterministic: bool, tf32: bool, threads: int = 0) -> Iterator[Non
 
     tf32: cuBLAS matmuls and cuDNN convolutions both, explicitly (`use_tf32`). PyTorch's defaults differ between
     the two (matmuls float32, convolutions TF32). They are set, and restored, through PyTorch's fp32_precision
-    settings where this torch has them, else through the legacy allow_tf32 flags (`tf32_flags`)."""
+    settings where this torch has them, else through the legacy allow_tf32 flags (`tf32_flags`). The restored
+    settings read as before; one that followed an enclosing setting before the run (torch.backends.fp32_precision)
+    holds its value explicitly after it, as PyTorch offers no way to unset it."""
     cudnn = torch.backends.cudnn
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              cudnn.benchmark, tf32_flags(), torch.get_num_threads())
