@@ -11,6 +11,7 @@ It knows nothing about any one project.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import platform
@@ -45,6 +46,8 @@ PROGRESS_EVERY_S = 0.25
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
 RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
+# Whether a run of this process compiled its model already (then the next compiled run resets dynamo first).
+_COMPILED_BEFORE = False
 # Where `compile=true` compiles the model; elsewhere it warns and the run stays eager. (The tests widen
 # this to the CPU, with torch.compile's "eager" backend, to run the compiled path without a GPU.)
 COMPILE_DEVICES = ("cuda",)
@@ -91,17 +94,40 @@ def accelerator(device: torch.device, amp: bool, compile: bool, tf32: bool = Fal
     tf32=true takes effect on GPUs with TF32 tensor cores (compute capability 8.0 and up); elsewhere, and
     with tf32=false, float32 matmuls and convolutions compute in IEEE float32.
 
-    amp=true autocasts to bfloat16 where the GPU computes it natively (compute capability 8.0 and up:
-    Ampere, Hopper, ...), else to float16 with a GradScaler. `torch.cuda.is_bf16_supported()` alone
-    says yes on a T4 or V100 too, where bfloat16 is emulated (slower than float32, and cuDNN has no
-    bfloat16 convolution engines below 8.0); `including_emulation=False` asks for native support only.
+    amp=true autocasts to bfloat16 where the run's GPU computes it natively (compute capability 8.0 and up:
+    Ampere, Hopper, ...), else to float16 with a GradScaler. `torch.cuda.is_bf16_supported()` says yes on a
+    T4 or V100 too, where bfloat16 is emulated (slower than float32, and cuDNN has no bfloat16 convolution
+    engines below 8.0), and asks about the current GPU, not `device`; so the capability of `device` decides
+    (the test is_bf16_supported(including_emulation=False) makes, for the GPU the run trains on).
     """
     on_cuda = device.type == "cuda"
     dtype = None
     if amp and on_cuda:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+        dtype = torch.bfloat16 if torch.cuda.get_device_capability(device) >= NATIVE_BF16_CAPABILITY else torch.float16
     tf32 = tf32 and on_cuda and torch.cuda.get_device_capability(device) >= (8, 0)
-    return Accelerator(amp_dtype=dtype, compile=compile and device.type in COMPILE_DEVICES, tf32=tf32)
+    return Accelerator(amp_dtype=dtype, compile=compile and compile_unavailable(device) is None, tf32=tf32)
+
+
+# Native bfloat16 arithmetic: Ampere (8.0) and later.
+NATIVE_BF16_CAPABILITY = (8, 0)
+# torch.compile's default backend (inductor) generates Triton kernels on CUDA, which need compute capability 7.0
+# (Volta) and up: below it inductor raises GPUTooOldForTriton, and without the triton package TritonMissing.
+TRITON_MIN_CAPABILITY = (7, 0)
+
+
+def compile_unavailable(device: torch.device) -> Optional[str]:
+    """Why `compile=true` cannot compile on `device` (None: it can): a device outside COMPILE_DEVICES, a GPU
+    below compute capability 7.0, or no triton package (torch.compile's inductor needs Triton on CUDA)."""
+    if device.type not in COMPILE_DEVICES:
+        return f"torch.compile is used on {' and '.join(COMPILE_DEVICES)} only"
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        if capability < TRITON_MIN_CAPABILITY:
+            return (f"compute capability {capability[0]}.{capability[1]} is below the 7.0 that torch.compile's Triton "
+                    "kernels need")
+        if importlib.util.find_spec("triton") is None:
+            return "the triton package, which torch.compile needs on CUDA, is not installed"
+    return None
 
 
 # --- small pure helpers -------------------------------------------------------------------
@@ -151,6 +177,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def tf32_flags() -> tuple:
+    """The float32 precision settings of cuBLAS matmuls and cuDNN convolutions (and RNNs), read through the API
+    `set_tf32_flags` sets them with: PyTorch's fp32_precision settings where this torch has them (the matmul's,
+    cuDNN conv's and RNN's: "ieee", "tf32" or "none", which follows the enclosing setting), else the legacy
+    flags (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32). Once anything in the
+    process used the newer settings, PyTorch refuses to read the legacy flags ("a mix of the legacy and new
+    APIs"; notes on TensorFloat-32 in its CUDA semantics), so deepexp never reads them there."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        return matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision
+    return matmul.allow_tf32, cudnn.allow_tf32
+
+
+def set_tf32_flags(flags: tuple) -> None:
+    """Put back settings `tf32_flags` read."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(matmul, "fp32_precision"):
+        matmul.fp32_precision, cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = flags
+    else:
+        matmul.allow_tf32, cudnn.allow_tf32 = flags
+
+
+def use_tf32(tf32: bool) -> None:
+    """cuBLAS matmuls and cuDNN convolutions (and RNNs) in TF32 (`tf32`) or IEEE float32, through the API
+    `tf32_flags` reads."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        set_tf32_flags(("tf32" if tf32 else "ieee",) * 3)
+    else:
+        set_tf32_flags((tf32, tf32))
+
+
 @contextmanager
 def run_flags(deterministic: bool, tf32: bool, threads: int = 0) -> Iterator[None]:
     """Set the process-wide flags a run depends on for the run, and put back what was there after it, so
@@ -163,25 +220,27 @@ def run_flags(deterministic: bool, tf32: bool, threads: int = 0) -> Iterator[Non
     fastest convolution kernels for the run's fixed shapes (PyTorch's performance tuning guide); the kernels
     it picks may differ between runs.
 
-    tf32: cuBLAS matmuls and cuDNN convolutions both, explicitly. PyTorch's defaults differ between the two
-    (matmuls float32, convolutions TF32: torch.backends.cuda.matmul.allow_tf32 False, cudnn.allow_tf32
-    True); both flags are set through this one API, as PyTorch refuses to read flags set through a mix of
-    it and the newer fp32_precision settings (notes on TensorFloat-32 in its CUDA semantics)."""
-    cuda_matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    tf32: cuBLAS matmuls and cuDNN convolutions both, explicitly (`use_tf32`). PyTorch's defaults differ between
+    the two (matmuls float32, convolutions TF32). They are set, and restored, through PyTorch's fp32_precision
+    settings where this torch has them, else through the legacy allow_tf32 flags (`tf32_flags`). The restored
+    settings read as before; one that followed an enclosing setting before the run (torch.backends.fp32_precision)
+    holds its value explicitly after it, as PyTorch offers no way to unset it."""
+    cudnn = torch.backends.cudnn
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32, torch.get_num_threads())
+             cudnn.benchmark, tf32_flags(), torch.get_num_threads())
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     cudnn.benchmark = not deterministic
-    cuda_matmul.allow_tf32 = cudnn.allow_tf32 = tf32
+    use_tf32(tf32)
     if threads:
         torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        cudnn.benchmark, cuda_matmul.allow_tf32, cudnn.allow_tf32 = saved[2:5]
-        if torch.get_num_threads() != saved[5]:
-            torch.set_num_threads(saved[5])
+        cudnn.benchmark = saved[2]
+        set_tf32_flags(saved[3])
+        if torch.get_num_threads() != saved[4]:
+            torch.set_num_threads(saved[4])
 
 
 # One of the two workspace settings with which cuBLAS is deterministic (PyTorch's reproducibility notes).
@@ -190,18 +249,22 @@ CUBLAS_DETERMINISTIC = ":4096:8"
 
 def fix_cublas_workspace(deterministic: bool, environ: MutableMapping[str, str] = os.environ,
                          cuda_in_use: Optional[bool] = None) -> Optional[str]:
-    """For deterministic=true, fix cuBLAS's workspace (CUBLAS_WORKSPACE_CONFIG), which it must be before the
-    process's first CUDA work: PyTorch gives each cuBLAS handle its workspace, sized from this variable, when
-    the handle first runs (aten/src/ATen/cuda/CublasHandlePool.cpp), and keeps it. A variable the user set is
-    left as it is. Where CUDA is already in use in this process (`cuda_in_use`; default
-    torch.cuda.is_initialized()), setting it now would not change the workspaces handles already hold, so it
-    is not set, and the returned line says why the run's matrix products may not be deterministic."""
+    """For deterministic=true, fix cuBLAS's workspace (CUBLAS_WORKSPACE_CONFIG) unless the user set it.
+
+    What counts is the process's first cuBLAS work, not CUDA's start: PyTorch creates a cuBLAS handle when
+    the first matrix product on a device needs one and gives it a workspace sized from this variable, read
+    once per process (aten/src/ATen/cuda/CublasHandlePool.cpp); starting CUDA (torch.cuda.set_device, moving
+    a model to the GPU) creates no handle. So the variable is set whether or not CUDA is in use. Where it is
+    (`cuda_in_use`; default torch.cuda.is_initialized()), earlier work of this process may have run matrix
+    products already, and the returned line says that cuBLAS may then keep its old workspace; a study's
+    worker process calls this before it starts CUDA, so that its runs never see the line."""
     if not deterministic or "CUBLAS_WORKSPACE_CONFIG" in environ:
         return None
-    if torch.cuda.is_initialized() if cuda_in_use is None else cuda_in_use:
-        return ("deterministic=true, but CUDA was in use in this process before CUBLAS_WORKSPACE_CONFIG was set, so "
-                f"cuBLAS may not be deterministic; set CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC} before starting it")
     environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
+    if torch.cuda.is_initialized() if cuda_in_use is None else cuda_in_use:
+        return (f"deterministic=true: CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC} was set after CUDA started in this "
+                "process; if the process ran matrix products on the GPU before, cuBLAS keeps its earlier workspace and may "
+                "not be deterministic (set the variable before starting Python to be sure)")
     return None
 
 
@@ -290,28 +353,38 @@ def git_dirty() -> Optional[bool]:
     return None if status is None else bool(status)
 
 
-def rng_state() -> dict:
+def rng_state(device: Optional[torch.device] = None) -> dict:
     """Every generator a run draws from, as tensors and plain values (torch.load(weights_only=True) reads them):
     torch's CPU generator, each CUDA device's (dropout on the GPU draws from it), Python's and NumPy's.
 
     The CUDA states (torch.cuda.get_rng_state_all: one ByteTensor per visible device) are taken once CUDA is
-    in use in this process, as it is in a CUDA run; asking earlier would start a CUDA context for a CPU run."""
+    in use in this process, as it is in a CUDA run; asking earlier would start a CUDA context for a CPU run.
+    The generator of the run's own `device` is saved once more on its own ("cuda_run"), as a resume may put
+    the run on a GPU with another number."""
     np_state = np.random.get_state()
+    cuda_in_use = torch.cuda.is_initialized()
+    own = device is not None and device.type == "cuda" and cuda_in_use
     return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "cuda": torch.cuda.get_rng_state_all() if cuda_in_use else [],
+            "cuda_run": torch.cuda.get_rng_state(device) if own else None,
             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": np_state[2],
                       "has_gauss": np_state[3], "cached": np_state[4]}}
 
 
-def set_rng_state(state: dict) -> None:
-    """Put back what `rng_state` saved. CUDA generators go back device by device, as many as both machines
-    have: a checkpoint from a machine with more GPUs restores the ones this one has, and devices it did not
-    have keep their seeded state (a run trains on one device, the current one, device 0 unless chosen)."""
+def set_rng_state(state: dict, device: Optional[torch.device] = None) -> None:
+    """Put back what `rng_state` saved. The run's own CUDA generator ("cuda_run") goes into `device`, the GPU
+    the run trains on now, whatever its number was before (a study's pool decides it anew on resume). The
+    other CUDA generators go back device by device, as many as both machines have: a checkpoint from a
+    machine with more GPUs restores the ones this one has, and devices it did not have keep their seeded
+    state. Checkpoints written before "cuda_run" was saved restore by number only."""
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda", [])  # checkpoints written before CUDA states were saved have none
     if cuda and torch.cuda.is_initialized():
         for index, device_state in enumerate(cuda[:torch.cuda.device_count()]):
             torch.cuda.set_rng_state(device_state, index)
+    own = state.get("cuda_run")
+    if own is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(own, device)  # last: the run's generator wins over the one saved under its number
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
@@ -376,7 +449,13 @@ def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path,
 
 def train(cfg: TrainConfig, run_dir: Path | str, reporter: Optional[ConsoleReporter] = None,
           provenance: Optional[dict] = None) -> RunResult:
-    """Train one model as `cfg` says, writing everything into `run_dir`; resume if it holds a checkpoint."""
+    """Train one model as `cfg` says, writing everything into `run_dir`; resume if it holds a checkpoint.
+
+    Returns the run's metrics (metrics.json's content) and exit status (EXIT_OK, EXIT_DIVERGED). Raises
+    ConfigError, CheckpointError, RunLockedError (DeepexpError's one-line messages) for what cannot run.
+    Process-wide state is the run's only while it runs (`run_flags`), with one exception: with compile=true,
+    a run after another compiled run of the same process calls torch._dynamo.reset(), which also drops what
+    the caller compiled with torch.compile in that process (it compiles again on its next call)."""
     run_dir = Path(run_dir)
     reporter = reporter or ConsoleReporter()
     flat = flat_config(cfg)
@@ -456,7 +535,8 @@ class _Run:
         for option, applied in (("amp", self.accel.amp_dtype is not None), ("compile", self.accel.compile),
                                 ("tf32", self.accel.tf32)):
             if getattr(cfg, option) and not applied:
-                reporter.warn(f"{option}=true has no effect on {where}; running without it")
+                why = compile_unavailable(self.device) if option == "compile" and self.device.type == "cuda" else None
+                reporter.warn(f"{option}=true has no effect on {where}; running without it" + (f" ({why})" if why else ""))
         # The numerics as they ran, not as asked for: amp=true is bfloat16 or float16 depending on the GPU, and
         # tf32=true is float32 below compute capability 8.0.
         self.provenance.update(amp_dtype=str(self.accel.amp_dtype).removeprefix("torch.") if self.accel.amp_dtype else None,
@@ -483,8 +563,12 @@ class _Run:
         if self.accel.compile:
             # Each run compiles its own model afresh. Dynamo keeps what it compiled for earlier runs of this process,
             # and once it holds 8 versions of one forward (torch._dynamo.config.recompile_limit: resnet20, resnet32, ...
-            # share ResNet.forward) it silently runs that forward uncompiled.
-            torch._dynamo.reset()
+            # share ResNet.forward) it silently runs that forward uncompiled. The reset clears everything dynamo
+            # compiled in the process, so it happens only where an earlier run of this process compiled.
+            global _COMPILED_BEFORE
+            if _COMPILED_BEFORE:
+                torch._dynamo.reset()
+            _COMPILED_BEFORE = True
             self.forward = torch.compile(self.model)
         self.optimizer = build_optimizer(self.model, cfg)
         n_train = len(self.data.y_train)
@@ -515,7 +599,7 @@ class _Run:
         state, path = found
         check_resumable(state.get("config", {}), self.flat, self.run_dir)
         self._load_parts(state, path)
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"], self.device)
         self.epoch, self.step, self.seconds = state["epoch"], state["step"], state["seconds"]
         self.skipped = state.get("skipped", 0)
         self.history, self.init_layers = state["history"], state["init_layers"]
@@ -548,7 +632,7 @@ class _Run:
         save_checkpoint(self.run_dir, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(), "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "skipped": self.skipped,
+            "rng": rng_state(self.device), "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "skipped": self.skipped,
             "history": self.history, "init_layers": self.init_layers, "config": self.flat,
             "provenance": [*self.earlier_attempts, self._provenance(with_earlier=False)],
         })

@@ -13,7 +13,7 @@ reported as warm-up.
     python scripts/bench_gpu.py                            # resnet18 + resnet20, batch 256, 3 rounds
     python scripts/bench_gpu.py --models resnet20 --batch-size 512 --rounds 5
     python scripts/bench_gpu.py --device cpu --train-size 1024 --epochs 2 --rounds 1 --models resnet20
-                                                           # a dry run of the mechanics: on the CPU amp and
+                                                           # a dry run of the mechanics: on the CPU amp, tf32 and
                                                            # compile fall back (with a warning) to plain
 """
 from __future__ import annotations
@@ -25,6 +25,8 @@ import sys
 import torch
 
 from bench_trainer import trainer_history  # one trainer run in a scratch folder, as the other benchmarks time it
+from deepexp.config import first_line
+from deepexp.errors import DeepexpError
 from deepexp.models import list_models
 
 PLAIN = "plain (fp32, NCHW, eager)"
@@ -47,7 +49,13 @@ def run(overrides: list[str], epochs: int) -> tuple[float, float]:
     return statistics.median(h["images_per_s"] for h in steady), history[0]["seconds"]
 
 
-def main() -> None:
+def refuse(line: str) -> None:
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"bench_gpu.py: {line}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=["resnet18", "resnet20"], choices=list_models())
     parser.add_argument("--batch-size", type=int, default=256)
@@ -55,16 +63,27 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="per run; the first is warm-up")
     parser.add_argument("--rounds", type=int, default=3, help="turns of every configuration")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for option in ("batch_size", "train_size", "epochs", "rounds"):
+        if getattr(args, option) < 1:
+            refuse(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("bench_gpu.py: no CUDA GPU is visible (torch.cuda.is_available() is False); run it on a GPU machine, "
-                 "or pass --device cpu for a dry run")
+        refuse("no CUDA GPU is visible (torch.cuda.is_available() is False); run it on a GPU machine, "
+               "or pass --device cpu for a dry run")
+    try:
+        measure(args)
+    except DeepexpError as exc:  # a configuration the trainer refuses (too few images for a batch, ...): its one line
+        refuse(first_line(exc))
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Every configuration of every model, `args.rounds` times; prints the table."""
     if args.device == "cuda":
         props = torch.cuda.get_device_properties(0)
         where = (f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
                  f"cuDNN {torch.backends.cudnn.version()}, native bf16 {torch.cuda.is_bf16_supported(including_emulation=False)}")
     else:
-        where = f"CPU, {torch.get_num_threads()} threads (dry run: amp and compile fall back to plain here)"
+        where = f"CPU, {torch.get_num_threads()} threads (dry run: amp, compile and tf32 fall back to plain float32 here)"
     print(f"torch {torch.__version__}, {where}")
     print(f"batch {args.batch_size}, {args.train_size:,} synthetic 3x32x32 images (90% trained on per epoch), "
           f"{args.epochs} epochs per run (images/s: median of epochs 2-{args.epochs}), {args.rounds} rounds, monitoring off")

@@ -1,6 +1,6 @@
 """The first command to run on a machine with a CUDA GPU: does deepexp's CUDA path do what it claims?
 
-    python scripts/gpu_check.py                    # every check; checks stop at --budget (450 s by default)
+    python scripts/gpu_check.py                    # every check, within --budget (450 s by default)
     python scripts/gpu_check.py --quick            # fewer compiled runs and one benchmark model
     python scripts/gpu_check.py --out DIR          # gpu_check.json and gpu_check.md in DIR (default: .)
     python scripts/gpu_check.py --device cpu       # the dry run the tests execute: every check, tiny, on the CPU
@@ -13,8 +13,8 @@ images, and every run is deepexp's own trainer. The checks, in order:
                   no "does not have a deterministic implementation" warning from any of its ops
   kill_resume     an MLP with dropout, SIGKILLed in its second epoch and resumed, against the run that
                   never stopped: final weights and every recorded number bit for bit (the CUDA RNG state)
-  fp16_resume     a run checkpointed with a disabled GradScaler (bf16 or fp32), resumed under float16
-                  AMP: it must finish, with the GradScaler running
+  fp16_resume     an amp=true run checkpointed with a disabled GradScaler (forced to float32, whatever
+                  the GPU picks), resumed under float16 AMP: it must finish, with the GradScaler running
   layout_resume   a ResNet-20 with fused Adam checkpointed in NCHW, resumed with channels_last: it must
                   finish, with the optimizer state in the parameters' memory format
   diverge         `deepexp train lr=1e6` must exit 3 and name the first non-finite step
@@ -25,12 +25,15 @@ images, and every run is deepexp's own trainer. The checks, in order:
   bench_<model>   training images/s of ResNet-18 and ResNet-20 at batch 256, as bench_gpu.py measures it
                   (one round): plain fp32, amp, channels_last, tf32, compile, and amp + channels_last + compile
 
-Each check runs under its own time budget (SIGALRM; subprocesses get a timeout), inside its own
-try/except, so one failure or hang never loses the others; a check that no longer fits in the
-remaining --budget is skipped. gpu_check.json is rewritten after every check (a check in progress is
+Each check runs under its own time budget (BUDGETS; SIGALRM; subprocesses get a timeout), inside its
+own try/except, so one failure or hang never loses the others; the budgets together fit the default
+--budget, and the benchmarks' budgets are held back from the checks before them, so that the images/s
+table is measured however long those run. A check that no longer fits in the remaining --budget is
+skipped. gpu_check.json is rewritten after every check (a check in progress is
 marked "running"), so a run cut short by an outer time limit still leaves everything done so far.
 The markdown table (gpu_check.md, for BENCHMARKS.md) is printed at the end. Exit status: 0 when every
-check that ran passed, 1 otherwise.
+check ran and passed, 1 when a check failed, ran out of its time or raised, 4 when every check that ran
+passed but the budget left some unrun (no proof for those), 2 for bad arguments (one line, nothing written).
 
 CUBLAS_WORKSPACE_CONFIG is set to :4096:8 before torch is imported, unless it is set already: the
 deterministic checks run in this one process, and cuBLAS takes its workspace size when it first runs.
@@ -44,7 +47,6 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before torch: see
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import hashlib  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -91,11 +93,19 @@ class Scale:
 SCALES = {
     "cuda": Scale(batch=256, image=32, train=2880, bench_train=12_800, bench_epochs=3, mlp=(), budget=450, check_budget=1),
     "cpu": Scale(batch=16, image=8, train=80, bench_train=80, bench_epochs=2, mlp=("model.depth=2", "model.width=32"),
-                 budget=1200, check_budget=4),
+                 budget=3600, check_budget=8),
 }
-# Each check's own time budget on the GPU, seconds (compilation dominates the smoke and benchmark checks).
-BUDGETS = {"environment": 30, "deterministic": 90, "kill_resume": 90, "fp16_resume": 90, "layout_resume": 90,
-           "diverge": 60, **{f"smoke_{m}": 150 for m in SMOKE_MODELS}, **{f"bench_{m}": 180 for m in BENCH_MODELS}}
+# Each check's own time budget on the GPU, seconds; together they fit the default --budget (450 s: with the
+# interpreter's start, under 8 minutes on one GPU). Compilation dominates the smoke checks (two compiled runs
+# each) and the benchmarks (two compiled configurations each). Estimates, not yet timed on a GPU.
+BUDGETS = {"environment": 10, "deterministic": 30, "kill_resume": 30, "fp16_resume": 20, "layout_resume": 25,
+           "diverge": 15, **{f"smoke_{m}": 70 for m in SMOKE_MODELS}, "bench_resnet18": 60, "bench_resnet20": 50}
+# Checks whose own budget is held back from the checks before them, so that an earlier check running long
+# cannot leave the images/s table unmeasured.
+RESERVED = tuple(f"bench_{m}" for m in BENCH_MODELS)
+# Exit status: every planned check ran and passed / a check failed, ran out of time or raised / every check
+# that ran passed, but the budget left some unrun / bad arguments.
+EXIT_PASSED, EXIT_FAILED, EXIT_SKIPPED, EXIT_USAGE = 0, 1, 4, 2
 
 
 class CheckTimeout(Exception):
@@ -162,10 +172,16 @@ def steps_per_epoch(overrides: List[str]) -> int:
     return n_train // min(cfg.batch_size, n_train)
 
 
-def killed_run(ctx: Context, name: str, overrides: List[str], step: int, timeout: float) -> int:
+# The killed run's autocast dtype: as `accelerator` picks it on this GPU, or float32 throughout (no autocast,
+# so the GradScaler is disabled and its checkpointed state is empty, whatever the GPU would pick for amp=true).
+WORKER_AMP = {"as-picked": "as-picked", "float32": None}
+
+
+def killed_run(ctx: Context, name: str, overrides: List[str], step: int, timeout: float, amp: str = "as-picked") -> int:
     """Train in a subprocess that SIGKILLs itself as training step `step` (1-based, counted over the whole
-    run) gathers its batch; returns the subprocess's exit status (-9 when it was killed as planned)."""
-    out = subprocess.run([sys.executable, str(SCRIPT), "--kill-worker", str(step), str(ctx.run_dir(name)), *overrides],
+    run) gathers its batch, with autocast as `amp` (a WORKER_AMP key) says; returns the subprocess's exit
+    status (-9 when it was killed as planned)."""
+    out = subprocess.run([sys.executable, str(SCRIPT), "--kill-worker", str(step), str(ctx.run_dir(name)), amp, *overrides],
                          capture_output=True, text=True, timeout=timeout)
     if out.returncode != -signal.SIGKILL:
         tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -173,9 +189,13 @@ def killed_run(ctx: Context, name: str, overrides: List[str], step: int, timeout
     return out.returncode
 
 
-def kill_worker(step: int, run_dir: str, overrides: List[str]) -> None:
+def kill_worker(step: int, run_dir: str, amp: str, overrides: List[str]) -> None:
     """The subprocess of `killed_run`: the trainer's batch gather (`take`, twice a step: images, then
-    labels) wrapped from the outside, as tests/kill_at.py does, so the code under test is the real one."""
+    labels) wrapped from the outside, as tests/kill_at.py does, so the code under test is the real one;
+    amp="float32" runs it without autocast whatever amp=true would pick on this GPU."""
+    if WORKER_AMP[amp] != "as-picked":
+        with forced_amp(WORKER_AMP[amp]):
+            return kill_worker(step, run_dir, "as-picked", overrides)
     real_take, calls = deepexp.train.take, [0]
 
     def take(*args, **kwargs):
@@ -244,8 +264,7 @@ def check_environment(ctx: Context) -> Outcome:
                "amp_dtype": str(accel.amp_dtype).removeprefix("torch.") if accel.amp_dtype else None,
                "tf32_available": accel.tf32, "compile_applies": accel.compile,
                "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
-               "pytorch_default_tf32": {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-                                        "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32}}
+               "pytorch_default_tf32": deepexp.train.tf32_flags()}
     if ctx.device == "cpu":
         return Outcome(accel.amp_dtype is None and not accel.tf32, "dry run on the CPU: amp, compile and tf32 do not apply",
                        numbers)
@@ -295,12 +314,13 @@ def check_kill_resume(ctx: Context, budget: float) -> Outcome:
 
 
 @contextmanager
-def float16_amp() -> Iterator[None]:
-    """The trainer's float16 path (autocast + GradScaler) on any device, as on a GPU without native bf16."""
+def forced_amp(dtype: Optional[torch.dtype]) -> Iterator[None]:
+    """amp=true autocasts to `dtype` on any device: float16 is the trainer's float16 path (autocast +
+    GradScaler), as on a GPU without native bf16; None is float32 throughout, with the GradScaler disabled."""
     real = deepexp.train.accelerator
 
     def forced(device, amp, compile, tf32=False):
-        return dataclasses.replace(real(device, amp, compile, tf32), amp_dtype=torch.float16)
+        return dataclasses.replace(real(device, amp, compile, tf32), amp_dtype=dtype if amp else None)
 
     deepexp.train.accelerator = forced
     try:
@@ -310,11 +330,13 @@ def float16_amp() -> Iterator[None]:
 
 
 def check_fp16_resume(ctx: Context, budget: float) -> Outcome:
+    """A checkpoint of a disabled GradScaler (written in float32: amp=true on a pre-Ampere GPU would pick
+    float16 and checkpoint a running scaler) resumed under float16 AMP."""
     overrides = [*mlp(ctx), "epochs=2", "amp=true", "monitor.enabled=false"]
     step = steps_per_epoch(overrides) + 2
-    killed_run(ctx, "fp16_resume", overrides, step, timeout=budget)
+    killed_run(ctx, "fp16_resume", overrides, step, timeout=budget, amp="float32")
     written = checkpoint(ctx.run_dir("fp16_resume"))
-    with float16_amp():
+    with forced_amp(torch.float16):
         resumed = train_in_process(ctx, "fp16_resume", overrides)
     scaler = checkpoint(ctx.run_dir("fp16_resume"))["scaler"]
     ok = (written["scaler"] == {} and resumed["status"] == "completed" and resumed["provenance"]["amp_dtype"] == "float16"
@@ -367,14 +389,30 @@ def check_smoke(ctx: Context, model: str) -> Outcome:
                         "images_per_s": row.get("images_per_s"), "wall_s": round(time.perf_counter() - start, 1),
                         "amp_dtype": metrics["provenance"]["amp_dtype"], "compiled": metrics["provenance"]["compiled"],
                         "tags": tag_counts(ctx.run_dir(name))}
+    return smoke_outcome(ctx.device, found)
+
+
+def smoke_outcome(device: str, found: Dict[str, dict]) -> Outcome:
+    """The smoke check's verdict on its runs `found` (label -> what the run recorded): every run finite; the
+    compiled runs log the eager run's per-layer tags; and on CUDA, where they apply, the compiled runs ran
+    compiled and the amp runs under an autocast dtype (on the CPU dry run neither applies, and the check
+    proves only the mechanics)."""
     finite = all(r["status"] == "completed" and r["train_loss"] is not None for r in found.values())
     eager_tags = found["eager, sgd, fp32"]["tags"]
     same_tags = all(r["tags"] == eager_tags for label, r in found.items() if label.startswith("compiled"))
     acts = eager_tags.get("act_mean", 0)
     walls = "; ".join(f"{label.replace(', ', '/')} {r['wall_s']:.0f} s" for label, r in found.items())
-    return Outcome(finite and same_tags and acts > 0,
+    if device == "cuda":
+        not_applied = [label for label, r in found.items()
+                       if (label.startswith("compiled") and not r["compiled"]) or ("amp" in label and not r["amp_dtype"])]
+        applied = not not_applied
+        how = ("compile and amp applied" if applied else f"compile or amp did NOT apply in {'; '.join(not_applied)}")
+    else:
+        applied, how = True, "dry run on the CPU: the mechanics only, compile and amp do not apply here"
+    return Outcome(finite and same_tags and acts > 0 and applied,
                    f"{len(found)} runs {'finite' if finite else 'NOT ALL FINITE'}; per-layer tags with compile "
-                   f"{'= without' if same_tags else 'DIFFER from without'} ({acts} act_mean/ tags); wall clock: {walls}", found)
+                   f"{'= without' if same_tags else 'DIFFER from without'} ({acts} act_mean/ tags); {how}; wall clock: {walls}",
+                   found)
 
 
 def check_bench(ctx: Context, model: str) -> Outcome:
@@ -448,33 +486,63 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def refusal(args: argparse.Namespace) -> Optional[str]:
+    """The one line that refuses the arguments, or None; checked before anything is written."""
+    if args.budget is not None and not args.budget > 0:
+        return f"--budget must be a positive number of seconds, got {args.budget:g}"
+    unknown = [name for name in args.only or [] if name not in BUDGETS]
+    if unknown:
+        return f"--only: no check named {', '.join(map(repr, unknown))}; the checks are {', '.join(BUDGETS)}"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        return ("no CUDA GPU is visible (torch.cuda.is_available() is False); run it on a GPU machine, or pass --device cpu "
+                "for a dry run")
+    if args.out.exists() and not args.out.is_dir():
+        return f"--out {args.out} is a file, not a folder"
+    return None
+
+
+def exit_status(checks: List[dict]) -> int:
+    """EXIT_FAILED if any check did not pass, EXIT_SKIPPED if some were not run, else EXIT_PASSED."""
+    verdicts = {c["verdict"] for c in checks}
+    if verdicts - {"pass", "skipped"}:
+        return EXIT_FAILED
+    return EXIT_SKIPPED if "skipped" in verdicts else EXIT_PASSED
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=sorted(SCALES))
     parser.add_argument("--out", type=Path, default=Path("."), help="folder for gpu_check.json and gpu_check.md")
     parser.add_argument("--quick", action="store_true", help="one compiled run per model and only ResNet-20's benchmark")
-    parser.add_argument("--budget", type=float, help="seconds for all checks together (default: 450 on cuda, 1200 on cpu)")
+    parser.add_argument("--budget", type=float, help="seconds for all checks together (default: 450 on cuda, 3600 on cpu: a ceiling)")
     parser.add_argument("--only", nargs="*", help="run only the checks with these names")
     args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("gpu_check.py: no CUDA GPU is visible (torch.cuda.is_available() is False); "
-              "run it on a GPU machine, or pass --device cpu for a dry run", file=sys.stderr)
-        return 2
+    refused = refusal(args)
+    if refused:
+        print(f"gpu_check.py: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     scale = SCALES[args.device]
     deadline = time.perf_counter() + (args.budget or scale.budget)
-    args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="gpu_check_runs_"))
-    ctx = Context(args.device, scale, args.quick, work)
     report = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": args.device,
               "torch": str(torch.__version__), "host": platform.node(), "quick": args.quick,
               "argv": sys.argv[1:] if argv is None else argv, "checks": []}
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(args.out / "gpu_check.json", report)
+    except OSError as exc:
+        print(f"gpu_check.py: cannot write to --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    work = Path(tempfile.mkdtemp(prefix="gpu_check_runs_"))
+    ctx = Context(args.device, scale, args.quick, work)
     checks = [(n, f) for n, f in plan(ctx) if not args.only or n in args.only]
     try:
-        for name, function in checks:
-            left, own = deadline - time.perf_counter(), BUDGETS[name] * scale.check_budget
+        for i, (name, function) in enumerate(checks):
+            own = BUDGETS[name] * scale.check_budget
+            held_back = sum(BUDGETS[n] * scale.check_budget for n, _ in checks[i + 1:] if n in RESERVED)
+            left = deadline - time.perf_counter() - held_back
             limit = min(own, left)
             if limit < min(own, 20):
-                entry = {"name": name, "verdict": "skipped", "summary": f"{left:.0f} s of the budget left", "seconds": 0}
+                entry = {"name": name, "verdict": "skipped", "summary": f"{max(left, 0):.0f} s of the budget left", "seconds": 0}
             else:
                 report["checks"].append({"name": name, "verdict": "running"})
                 write_json(args.out / "gpu_check.json", report)
@@ -490,11 +558,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = markdown(report)
     atomic_write(args.out / "gpu_check.md", lambda f: f.write(table), mode="w")
     print("\n" + table)
-    return 0 if all(c["verdict"] in ("pass", "skipped") for c in report["checks"]) else 1
+    return exit_status(report["checks"])
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--kill-worker":
-        kill_worker(int(sys.argv[2]), sys.argv[3], sys.argv[4:])
+    if len(sys.argv) > 4 and sys.argv[1] == "--kill-worker":
+        kill_worker(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:])
         sys.exit(0)
     sys.exit(main())

@@ -414,15 +414,24 @@ def test_int8_that_changes_predictions_is_called_out_and_a_near_chance_deploymen
 
 
 def test_the_report_says_where_and_in_which_precision_the_runs_trained():
+    """The wording every study's report uses (runner.hardware_line); TF32 is no float32 either."""
     from deepexp.experiments.efficient import training_setup
 
-    cuda = {"device": "cuda:0", "gpu": "NVIDIA H200"}
-    assert training_setup([{"config": {"amp": True}, "provenance": {**cuda, "amp_dtype": "torch.bfloat16"}}]) == (
-        "trained and tested on cuda:0 (NVIDIA H200) in bfloat16 autocast (amp=true); so the pytorch-fp32 accuracies are that "
-        "precision's, and the onnxruntime-fp32 column is the float32 CPU accuracy of the same weights")
+    caveat = ("so the pytorch-fp32 accuracies are that precision's, and the onnxruntime-fp32 column is the float32 CPU "
+              "accuracy of the same weights")
+    cuda = {"device": "cuda:0", "gpu": "NVIDIA H200", "threads": 8}
+    assert training_setup([{"config": {"amp": True}, "provenance": {**cuda, "amp_dtype": "bfloat16", "tf32": False}}]) == (
+        f"trained and tested on cuda:0 (NVIDIA H200), amp bf16, 8 CPU threads; {caveat}")
     assert training_setup([{"config": {"amp": True}, "provenance": cuda}]).startswith(
-        "trained and tested on cuda:0 (NVIDIA H200) in float16 or bfloat16 autocast (amp=true; the run did not record which)")
+        "trained and tested on cuda:0 (NVIDIA H200), amp (dtype and TF32 use not recorded), 8 CPU threads; so the")
+    tf32 = {"device": "cuda:0", "gpu": "NVIDIA A100", "threads": 8, "amp_dtype": None, "tf32": True}
+    assert training_setup([{"config": {"amp": False, "tf32": True}, "provenance": tf32}]) == (
+        f"trained and tested on cuda:0 (NVIDIA A100), TF32, 8 CPU threads; {caveat}")
     # amp=true has no effect on the CPU; a run resumed there after a GPU started it names both
-    resumed = {"config": {"amp": True}, "provenance": {"device": "cpu", "earlier_attempts": [{**cuda, "amp_dtype": "float16"}]}}
-    assert training_setup([resumed]).startswith("trained and tested on cpu, cuda:0 (NVIDIA H200) in float32, float16 autocast")
-    assert training_setup([{"config": {"amp": False}, "provenance": cuda}]) == "trained and tested on cuda:0 (NVIDIA H200) in float32"
+    resumed = {"config": {"amp": True}, "provenance": {"device": "cpu", "threads": 2, "amp_dtype": None, "tf32": False,
+                                                       "earlier_attempts": [{**cuda, "amp_dtype": "float16", "tf32": False}]}}
+    assert training_setup([resumed]) == ("trained and tested on cpu, fp32, 2 CPU threads (1 run); cuda:0 (NVIDIA H200), amp fp16, "
+                                         "8 CPU threads (1 run); so the pytorch-fp32 accuracies are those precisions', and the "
+                                         "onnxruntime-fp32 column is the float32 CPU accuracy of the same weights")
+    plain = {**cuda, "amp_dtype": None, "tf32": False}
+    assert training_setup([{"config": {"amp": False}, "provenance": plain}]) == "trained and tested on cuda:0 (NVIDIA H200), fp32, 8 CPU threads"

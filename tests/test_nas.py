@@ -611,6 +611,29 @@ def test_search_workers_take_gpu_i_mod_count_and_their_runs_say_so_in_a_device_i
     assert "device=cuda" in run and "device.index=1" in run and "device.threads=2" in run
 
 
+def test_a_deterministic_search_worker_fixes_cublas_before_it_starts_cuda(tmp_path, monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: bool(seen))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: seen.append((index, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))))
+
+    class Search:
+        def __init__(self, *args):
+            pass
+
+        def searches(self):
+            return []
+
+    monkeypatch.setattr(nas, "Search", Search)
+    for asked, expected in (("[]", None), ("['deterministic=true']", ":4096:8")):
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # restored (absent) after the test
+        seen.clear()
+        study = validate(compose_config("nas", ["nas/preset=quick", "device=cuda", "device.index=1", f"overrides={asked}"]))
+        nas.search_worker(study, tmp_path, "sqlite://", 1)
+        assert seen == [(1, expected)], asked
+    assert "CUBLAS" not in capsys.readouterr().err
+
+
 def test_compile_true_applies_to_the_final_retraining_only_and_the_search_says_so(tmp_path, monkeypatch):
     study = validate(compose_config("nas", ["nas/preset=quick", "dataset=synthetic", "dataset.num_classes=3", "dataset.train_size=64",
                                             "dataset.test_size=16", "dataset.image_shape=[8,8]",

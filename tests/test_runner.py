@@ -54,6 +54,24 @@ def test_a_pool_worker_puts_its_run_on_its_gpu_through_a_device_index_override(g
     assert resolve_device("cuda", 1) == torch.device("cuda", 1)
 
 
+def test_a_deterministic_study_worker_fixes_cublas_before_it_starts_cuda(monkeypatch, tmp_path):
+    """cuBLAS sizes its workspace from CUBLAS_WORKSPACE_CONFIG at its first matrix product; a worker's
+    set_device starts CUDA, which must not keep the variable from being set (nor warn)."""
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: bool(seen))  # set_device starts CUDA
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: seen.append((index, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))))
+    monkeypatch.setattr(runner, "run_one", lambda spec, cfg, *args: {})
+    for deterministic, expected in ((False, None), (True, ":4096:8")):
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # restored (absent) after the test
+        seen.clear()
+        overrides = ["device=cuda", "epochs=1", f"deterministic={deterministic}"]
+        runner.run_in_worker(RunSpec("r", {}, overrides), compose_train(overrides), tmp_path, "residual", "1/1")
+        assert seen == [(0, expected)], deterministic
+
+
 def test_one_gpu_runs_a_study_one_run_at_a_time_unless_n_workers_is_given(gpus, monkeypatch, tmp_path):
     gpus(1)
     monkeypatch.setattr(runner, "run_one", lambda spec, *args: {"ran": spec.name})

@@ -159,7 +159,7 @@ def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(tmp_path, monkey
         assert torch.get_num_threads() == threads
 
 
-def test_cublas_workspace_is_fixed_for_deterministic_runs_before_cuda_work_and_never_under_it():
+def test_cublas_workspace_is_fixed_for_deterministic_runs_even_after_cuda_started():
     from deepexp.train import fix_cublas_workspace
 
     env = {}
@@ -168,8 +168,10 @@ def test_cublas_workspace_is_fixed_for_deterministic_runs_before_cuda_work_and_n
     assert fix_cublas_workspace(True, env, cuda_in_use=False) is None and env == {"CUBLAS_WORKSPACE_CONFIG": ":16:8"}
     env = {}
     assert fix_cublas_workspace(False, env, cuda_in_use=False) is None and env == {}
-    warning = fix_cublas_workspace(True, env, cuda_in_use=True)  # too late: handles keep their workspace
-    assert env == {} and "CUBLAS_WORKSPACE_CONFIG=:4096:8" in warning and "may not be deterministic" in warning
+    # CUDA started (set_device, a model moved to the GPU) creates no cuBLAS handle: set anyway, with a caveat
+    # for matrix products the process may have run before
+    warning = fix_cublas_workspace(True, env, cuda_in_use=True)
+    assert env == {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} and "may not be deterministic" in warning
 
 
 glibc_linux = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned_malloc(),
@@ -586,13 +588,15 @@ def test_a_compiled_model_logs_the_activation_statistics_of_every_logged_step(tm
 
 @pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
 def test_amp_autocasts_to_bfloat16_only_on_gpus_that_compute_it_natively(monkeypatch, capability, expected):
-    """A T4 (compute capability 7.5) or V100 (7.0) emulates bfloat16, and torch.cuda.is_bf16_supported()
-    says yes there unless asked for native support (its own logic, with the device's capability faked)."""
+    """A T4 (compute capability 7.5) or V100 (7.0) emulates bfloat16, and torch.cuda.is_bf16_supported() says yes
+    there; the run's GPU decides, not the current one (a study worker's run on cuda:1, current GPU cuda:0)."""
     from deepexp.train import accelerator
 
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
-                        lambda including_emulation=True: capability >= (8, 0) or including_emulation)
-    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # the emulation's yes
+    # cuda:1 is the GPU under test; cuda:0, the current GPU, is an H100 (is_bf16_supported asks about that one)
+    monkeypatch.setattr(torch.cuda, "get_device_capability",
+                        lambda device=None: capability if torch.device(device).index == 1 else (9, 0))
+    cuda = torch.device("cuda", 1)
     accel = accelerator(cuda, amp=True, compile=False)
     assert accel.amp_dtype == expected
     assert accel.grad_scaler == (expected == torch.float16)  # float16 needs loss scaling, bfloat16 does not
@@ -701,6 +705,33 @@ def test_checkpoints_keep_every_cuda_generator_and_restore_as_many_as_the_machin
     assert rng_state()["cuda"] == []
 
 
+def test_the_runs_own_cuda_generator_follows_it_to_a_gpu_with_another_number(tmp_path, monkeypatch):
+    """A study's pool may resume a run trained on cuda:1 on cuda:0: its dropout masks must continue from
+    cuda:1's generator, not from what cuda:0's happened to hold (fake states, two devices)."""
+    from deepexp.rundir import load_checkpoint, save_checkpoint
+    from deepexp.train import rng_state, set_rng_state
+
+    states = [torch.arange(16, dtype=torch.uint8) + 100 * i for i in range(2)]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states[torch.device(device).index].clone())
+    save_checkpoint(tmp_path, {"model": {}, "epoch": 1, "rng": rng_state(torch.device("cuda", 1))})
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["rng"]
+    restored = {}
+
+    def set_state(state, device):
+        index = device if isinstance(device, int) else torch.device(device).index
+        restored[index] = state
+
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_state)
+    set_rng_state(saved, torch.device("cuda", 0))
+    assert torch.equal(restored[0], states[1]) and torch.equal(restored[1], states[1])  # cuda:0 now runs the run
+    restored.clear()
+    set_rng_state(saved, torch.device("cuda", 1))  # the same GPU: as saved
+    assert torch.equal(restored[0], states[0]) and torch.equal(restored[1], states[1])
+
+
 def test_resuming_in_another_memory_format_gives_the_optimizer_state_its_parameters_layout(tmp_path):
     """channels_last may change on resume. CUDA's fused Adam and SGD refuse moments whose strides differ from
     their weights' ("params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout");
@@ -734,27 +765,81 @@ def test_tf32_takes_effect_only_on_gpus_with_tf32_tensor_cores(monkeypatch, capa
     assert accelerator(torch.device("cpu"), amp=False, compile=False, tf32=True).tf32 is False
 
 
+@pytest.mark.parametrize("capability, triton, why", [
+    ((6, 1), True, "compute capability 6.1 is below the 7.0"),  # a P100: inductor raises GPUTooOldForTriton
+    ((7, 5), False, "the triton package, which torch.compile needs on CUDA, is not installed"),  # inductor: TritonMissing
+    ((7, 0), True, None), ((9, 0), True, None)])
+def test_compile_applies_only_on_gpus_where_torch_compile_can_generate_triton_kernels(monkeypatch, capability, triton, why):
+    import importlib.util
+
+    from deepexp.train import accelerator, compile_unavailable
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (object() if triton else None) if name == "triton"
+                        else real_find_spec(name, *a))
+    cuda = torch.device("cuda", 0)
+    assert accelerator(cuda, amp=False, compile=True).compile is (why is None)
+    assert (compile_unavailable(cuda) or "").startswith(why or "")
+    assert accelerator(cuda, amp=False, compile=False).compile is False
+
+
 def test_tf32_is_set_for_the_run_recorded_and_restored_after_it(tmp_path, monkeypatch, capsys):
     """cuBLAS and cuDNN get the run's choice explicitly (PyTorch's own defaults differ: matmuls in float32,
     convolutions in TF32); provenance records what ran (on the CPU: float32, with a warning for tf32=true);
     after the run the flags are as they were."""
     import deepexp.train
 
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    from deepexp.train import tf32_flags
+
+    before = tf32_flags()
     real_evaluate, during = deepexp.train.evaluate, []
 
     def evaluate(*args, **kwargs):
-        during.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        during.append(tf32_flags())
         return real_evaluate(*args, **kwargs)
 
     monkeypatch.setattr(deepexp.train, "evaluate", evaluate)
+    new_api = hasattr(torch.backends.cuda.matmul, "fp32_precision")
     for tf32 in (False, True):
         during.clear()
         m = train(compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", f"tf32={tf32}"]), tmp_path / str(tf32)).metrics
-        assert set(during) == {(tf32, tf32)}
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+        assert set(during) == {("tf32" if tf32 else "ieee",) * 3 if new_api else (tf32, tf32)}
+        assert tf32_flags() == before
         assert m["provenance"]["tf32"] is False and m["config"]["tf32"] is tf32
     assert "tf32=true has no effect on cpu" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(torch.backends, "fp32_precision"), reason="this torch has no fp32_precision settings")
+def test_a_process_that_used_the_fp32_precision_settings_can_still_train(tmp_path):
+    """After torch.backends.fp32_precision was set, PyTorch refuses to read the legacy allow_tf32 flags; the
+    run sets and restores the float32 precision through the newer settings there."""
+    from deepexp.train import tf32_flags
+
+    saved = torch.backends.fp32_precision
+    torch.backends.fp32_precision = "ieee"
+    try:
+        before = tf32_flags()
+        assert before[0] == "ieee"  # the matmul's setting follows the global one
+        m = train(compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", "tf32=true"]), tmp_path).metrics
+        assert m["status"] == "completed" and m["config"]["tf32"] is True and tf32_flags() == before
+    finally:
+        torch.backends.fp32_precision = saved
+
+
+def test_dynamo_is_reset_only_after_an_earlier_compiled_run_of_the_process(tmp_path, monkeypatch):
+    """torch._dynamo.reset() drops everything compiled in the process, a Python caller's own functions too:
+    the first compiled run leaves them alone; the next resets, as a study's runs need."""
+    import deepexp.train
+
+    real_compile, resets = torch.compile, []
+    monkeypatch.setattr(deepexp.train, "COMPILE_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(deepexp.train, "_COMPILED_BEFORE", False, raising=False)
+    monkeypatch.setattr(torch, "compile", lambda model: real_compile(model, backend="eager"))
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    for i in range(2):
+        train(compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", "compile=true"]), tmp_path / str(i))
+        assert len(resets) == i, i
 
 
 def test_every_run_of_a_study_is_compiled_however_many_models_of_one_class_came_before(tmp_path, monkeypatch):

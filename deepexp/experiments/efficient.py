@@ -34,7 +34,7 @@ from ..results import (MIN_SEEDS, STALLED_FRACTION, Stat, chance_loss, compare, 
                        pareto_front, publish_report, spearman, stalled, write_csv, write_text)
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
-from .runner import RunSpec, check_study, group_overrides, preset_note, run_study, train_overrides
+from .runner import RunSpec, check_study, group_overrides, hardware_line, precision, preset_note, run_study, train_overrides
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64
@@ -735,29 +735,20 @@ def reliability_lines(measured: List[Measured]) -> List[str]:
 
 
 def training_setup(runs: List[dict]) -> str:
-    """Where and in which precision the runs trained and were tested, from their provenance (every process of a
-    resumed run included) and config: the recorded `amp_dtype` where there is one, else float32 unless amp=true
-    ran on CUDA (then autocast in float16 or bfloat16, unrecorded)."""
-    places, precisions = [], []
-    for m in runs:
-        prov, amp = m.get("provenance") or {}, bool((m.get("config") or {}).get("amp"))
-        for attempt in (prov, *prov.get("earlier_attempts", [])):
-            device = str(attempt.get("device") or "cpu")
-            place = f"{device} ({attempt['gpu']})" if attempt.get("gpu") else device
-            if not (amp and device.startswith("cuda")):
-                precision = "float32"
-            elif attempt.get("amp_dtype"):
-                precision = f"{str(attempt['amp_dtype']).replace('torch.', '')} autocast (amp=true)"
-            else:
-                precision = "float16 or bfloat16 autocast (amp=true; the run did not record which)"
-            places += [place] if place not in places else []
-            precisions += [precision] if precision not in precisions else []
-    if not places:
+    """Where and in which precision the runs trained and were tested, as every study's report says it
+    (runner.hardware_line, runner.precision: every process of a resumed run, amp's dtype and TF32 as
+    recorded). Where any of it was not plain float32 (amp, TF32), the pytorch-fp32 column holds that
+    precision's accuracies, and the report says so."""
+    runs = list(runs)
+    if not runs:
         return "no run recorded where it trained"
-    text = f"trained and tested on {', '.join(places)} in {', '.join(precisions)}"
-    if precisions != ["float32"]:
-        text += ("; so the pytorch-fp32 accuracies are that precision's, and the onnxruntime-fp32 column is the float32 "
-                 "CPU accuracy of the same weights")
+    precisions = {precision(attempt, m.get("config") or {}) for m in runs
+                  for attempt in ((m.get("provenance") or {}), *(m.get("provenance") or {}).get("earlier_attempts", []))}
+    text = f"trained and tested on {hardware_line(runs)}"
+    if precisions - {"fp32"}:
+        whose = "that precision's" if len(precisions) == 1 else "those precisions'"
+        text += (f"; so the pytorch-fp32 accuracies are {whose}, and the onnxruntime-fp32 column is the float32 CPU "
+                 "accuracy of the same weights")
     return text
 
 

@@ -52,7 +52,7 @@ from ..rundir import RunLock, write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
 from .runner import (RunSpec, check_extra, check_runs, experiment_dir, group_overrides, hardware_line, hardware_record, on_command_line,
-                     preset_note, provenance_values, run_all, run_config, run_one, study_console, train_overrides)
+                     preset_note, provenance_values, run_all, run_config, run_one, start_worker_device, study_console, train_overrides)
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 LATENCY_SECONDS = 0.1  # timed calls behind each candidate's batch-1 latency (the median is kept)
@@ -285,8 +285,8 @@ def run_workers(study: NASConfig, exp_dir: Path, storage: str, console, n_worker
 
 def search_worker(study: NASConfig, exp_dir: Path, storage: str, worker: int) -> None:
     """The body of one worker process: every search, until each has its budget of trials."""
-    if study.device.index is not None:
-        torch.cuda.set_device(study.device.index)  # the process's default GPU too, so that nothing lands on cuda:0
+    deterministic = validate(compose_config("train", base_overrides(study, 1, study.proxy_subset, 0))).deterministic
+    start_worker_device(study.device.index, deterministic)
     search = Search(study, exp_dir, storage, study_console(), worker)
     for strategy, seed in search.searches():
         search.run(strategy, seed)

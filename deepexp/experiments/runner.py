@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -394,15 +395,28 @@ def hardware_line(runs: Iterable[dict]) -> str:
     return "; ".join(out)
 
 
+def start_worker_device(index: Optional[int], deterministic: bool) -> None:
+    """Prepare a study's worker process for its runs: for deterministic=true, cuBLAS's workspace setting
+    (train.fix_cublas_workspace) before anything of CUDA starts; then GPU `index`, if any, as the process's
+    current GPU, so that nothing of its runs lands on cuda:0 (torch.cuda.set_device)."""
+    from ..train import fix_cublas_workspace  # here, not at the top: `deepexp report` uses this module without torch
+
+    warning = fix_cublas_workspace(deterministic)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    if index is not None:
+        import torch
+
+        torch.cuda.set_device(index)
+
+
 def run_in_worker(spec: RunSpec, cfg: Any, exp_dir: Path, command: str, counter: str) -> dict:
     """run_one in a worker process of map_in_processes (which has its own console). On CUDA the run trains
     on this worker's GPU, parallel.worker_device (worker i: GPU i mod count, or the GPU device.index names),
     which becomes this process's current GPU and, as `device.index=N`, part of the run's config and overrides."""
     index = worker_device(cfg.device.type, cfg.device.index, worker_slot())
+    start_worker_device(index, cfg.deterministic)
     if index is not None:
-        import torch
-
-        torch.cuda.set_device(index)  # the process's default GPU too, so that nothing of it lands on cuda:0
         if cfg.device.index is None:
             cfg.device.index = index
             spec = replace(spec, overrides=[*spec.overrides, hydra_override("device.index", index)])
