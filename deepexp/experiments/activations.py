@@ -244,7 +244,12 @@ def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> Li
         family = max(c.family for c in against_best.values())
         how = f"Holm-adjusted over the {family} pairwise tests of {len(ranked)} activations" if family > 1 else "Welch t-test"
         listed = ", ".join(f"{g.key['act']} ({short(against_best[g.key['act']])})" for g in unshown)
-        lines.append(f"Not shown to be less accurate than {top.key['act']} ({how}; difference and 95% CI): {listed}.")
+        few = min(against_best[g.key["act"]].n for g in unshown)
+        if few < MIN_SEEDS:  # no test can establish a difference: say so instead of listing gaps as "not shown"
+            lines.append(f"With {few} seed(s) per side no comparison can establish a difference (at least {MIN_SEEDS} are "
+                         f"needed); differences from {top.key['act']}, indicative only (difference and unadjusted 95% CI): {listed}.")
+        else:
+            lines.append(f"Not shown to be less accurate than {top.key['act']} ({how}; difference and 95% CI): {listed}.")
     diverged = [f"{g.key['act']} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups if g.count(lambda r: r["status"] == "diverged")]
     lines.append(f"Diverged runs: {', '.join(diverged)}." if diverged else "No run diverged.")
     return lines + theory(groups, study)

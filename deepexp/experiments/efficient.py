@@ -34,7 +34,8 @@ from ..results import (MIN_SEEDS, STALLED_FRACTION, Stat, chance_loss, compare, 
                        pareto_front, publish_report, spearman, stalled, write_csv, write_text)
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
-from .runner import RunSpec, check_study, group_overrides, hardware_line, precision, preset_note, run_study, train_overrides
+from .runner import (RunSpec, check_study, group_overrides, hardware_line, precision, preset_note, representatives, run_config, run_study,
+                     train_overrides)
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64
@@ -59,8 +60,13 @@ def efficient_command(cfg: DictConfig) -> int:
 
 
 def check_command(study: EfficientConfig, exp_dir: Optional[Path]) -> None:
-    """What `deepexp efficient` refuses, checked before anything is written (runner.check_study)."""
+    """What `deepexp efficient` refuses, checked before anything is written (runner.check_study). With
+    train=false nothing trains, but every model is still built and measured with `overrides`: one run
+    config per model is composed and checked alike."""
     check_study(study, plan, exp_dir)
+    if not study.train:
+        for spec in representatives([RunSpec(model, {"model": model}, run_overrides(study, model, 0)) for model in study.models]):
+            run_config(spec.overrides)
 
 
 # --- the runs ------------------------------------------------------------------------------
