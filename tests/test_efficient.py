@@ -435,3 +435,15 @@ def test_the_report_says_where_and_in_which_precision_the_runs_trained():
                                          "onnxruntime-fp32 column is the float32 CPU accuracy of the same weights")
     plain = {**cuda, "amp_dtype": None, "tf32": False}
     assert training_setup([{"config": {"amp": False}, "provenance": plain}]) == "trained and tested on cuda:0 (NVIDIA H200), fp32, 8 CPU threads"
+
+
+def test_the_int8_sentence_counts_the_latencies_behind_its_ratios_that_were_not_measured_reliably():
+    from deepexp.config import compose_config, validate
+    from deepexp.experiments.efficient import ORT_INT8, findings, summary_rows
+
+    study = validate(compose_config("efficient", ["models=[baseline_cnn,dws_cnn]", "train=false", "latency_batches=[1]"]))
+    measured = measured_by_hand([1], study.quantize)
+    measured[1].cost["latency"][ORT_INT8]["1"]["blocks"] = 1  # one timed block: no spread, not reliable
+    int8 = next(line for line in findings(study, summary_rows(study, measured), measured, None) if line.startswith("**INT8**"))
+    assert int8.endswith("(median 1.50x) (1 of the 4 latencies behind these ratios was not measured reliably: see Measurement "
+                         "reliability).")

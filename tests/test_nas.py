@@ -801,3 +801,10 @@ def test_the_quick_preset_retrains_models_well_above_chance_and_calls_itself_a_f
     assert max(float(r["test_acc"]) for r in rows) > 0.3, rows
     report = (out / "report.md").read_text()
     assert "fashion_mnist" in report and "Quick results are a first look" in report.split("## Limitations")[1]
+
+
+def test_a_report_without_retraining_or_evolution_describes_neither(tmp_path):
+    trials = [trial_row("nsga2", i, arch(i), 0.3 + 0.01 * i, origin="initial population") for i in range(5)]
+    setup = nas_report(tmp_path, trials, [], "strategies=[nsga2]", "retrain=false").split("## Results")[0]
+    assert "- Final: no retraining (retrain=false, or no candidate finished)" in setup
+    assert "aging evolution" not in setup and "on ? training images" not in setup

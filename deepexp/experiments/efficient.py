@@ -698,13 +698,15 @@ def int8_findings(study: EfficientConfig, get: Dict[Tuple[str, str], Dict[str, A
     differ from FP32 on more than INT8_MAX_DISAGREEMENT of the test images."""
     speedups = {b: [get[(m.name, ORT_FP32)][f"latency_b{b}_ms"] / get[(m.name, ORT_INT8)][f"latency_b{b}_ms"] for m in measured]
                 for b in batches}
-    ok = all(get[(m.name, rt)][f"latency_b{b}_reliable"] for m in measured for rt in (ORT_FP32, ORT_INT8) for b in batches)
+    checks = [get[(m.name, rt)][f"latency_b{b}_reliable"] for m in measured for rt in (ORT_FP32, ORT_INT8) for b in batches]
+    bad = len(checks) - sum(checks)
     shrink = [get[(m.name, ORT_FP32)]["size_bytes"] / get[(m.name, ORT_INT8)]["size_bytes"] for m in measured]
     line = (f"**INT8** (ONNX Runtime static QDQ, per-channel weights, {study.calibration_images} calibration images): files "
             f"{min(shrink):.1f}-{max(shrink):.1f}x smaller; latency speed-up over ONNX Runtime FP32 "
             + " and ".join(f"{min(speedups[b]):.2f}-{max(speedups[b]):.2f}x at batch {b} (median {statistics.median(speedups[b]):.2f}x)"
                            for b in batches)
-            + ("" if ok else " (some of these latencies were not measured reliably)"))
+            + ("" if not bad else f" ({'all' if bad == len(checks) else bad} of the {len(checks)} latencies behind these ratios "
+                                  f"{'was' if bad == 1 else 'were'} not measured reliably: see Measurement reliability)"))
     paired = [s["onnx_int8_acc"] - s["onnx_fp32_acc"] for m in measured for s in m.seeds if s.get("onnx_int8_acc") is not None]
     agree = [s["int8_agreement"] for m in measured for s in m.seeds if s.get("int8_agreement") is not None]
     if paired:

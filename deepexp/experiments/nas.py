@@ -912,12 +912,14 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
              f"- Space: {5}-{15} layers of {', '.join(LAYER_TYPES)}; channels {list(CHANNELS)}; at most {MAX_DOWNSAMPLES} stride-2 layers; "
              f"act={study.act.name} (deepexp/models/nas_space.py). {code_definition(study.act.name)}",
              f"- Search: strategies {list(study.strategies)}, {study.search_seeds} search seeds each, {study.trials} evaluations per search "
-             f"(the same budget for every strategy); aging evolution with population {study.population}, tournament {study.sample_size}. "
-             + initial_sentence(study),
+             f"(the same budget for every strategy)"
+             + (f"; aging evolution with population {study.population}, tournament {study.sample_size}" if "evolution" in study.strategies else "")
+             + ". " + initial_sentence(study),
              f"- Evaluation: {study.proxy_epochs} epoch(s) of training on {study.proxy_subset or 'all'} {study.dataset.name} images, "
              f"rated by the best validation accuracy (the test set is never used to select).",
-             f"- Final: top {study.top_k} architectures and baselines {list(study.baselines)} retrained {study.final_epochs} epochs, "
-             f"{study.final_seeds} seeds, on {data.get('train', '?')} training images; test accuracy mean ± std.",
+             (f"- Final: top {study.top_k} architectures and baselines {list(study.baselines)} retrained {study.final_epochs} epochs, "
+              f"{study.final_seeds} seeds, on {data['train']} training images; test accuracy mean ± std." if final and "train" in data else
+              "- Final: no retraining (retrain=false, or no candidate finished); the tables below rank candidates by proxy accuracy only."),
              f"- Hardware: {'; '.join(hardware)}; torch {provenance_values([*searched_on, *(m for _, m in final)], 'torch')}."
              + (f" {compile_note(study)}." if compile_asked(study) else ""),
              f"- Measured: parameters and MACs per image by formula (deepexp/models/nas_space.py, checked against the built "
