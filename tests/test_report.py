@@ -120,3 +120,17 @@ def test_terminal_tables_fold_long_values_instead_of_cutting_them():
     print_table(console, "test", ["group", "test_acc (mean ± std)"], [[value, "0.9000 ± 0.0100"]])
     text = console.file.getvalue()
     assert "…" not in text and text.count("x") == 90 and "mini.npz" in text.replace("│", "").replace(" ", "").replace("\n", "")
+
+
+def test_a_group_by_key_no_run_has_is_refused_before_hydra_makes_or_rewrites_a_folder(tmp_path):
+    for i in range(2):
+        run_dir(tmp_path / "runs", f"r{i}", {"act": "relu", "seed": i}, 0.9)
+    report = tmp_path / "report"
+    assert run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={report}"], tmp_path).returncode == 0
+    record = {p.name: p.read_bytes() for p in (report / ".hydra").iterdir()}
+    for folder in ([f"hydra.run.dir={report}"], []):
+        out = run_cli(["report", f"path={tmp_path / 'runs'}", "group_by=[nokey]", *folder], tmp_path)
+        assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+            "deepexp: group_by=[nokey]: no run has these config keys; choose from seed only"], out.stderr
+    assert {p.name: p.read_bytes() for p in (report / ".hydra").iterdir()} == record
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]  # no outputs/report/DATE/TIME

@@ -83,6 +83,28 @@ def runs_below(path: str, out: Optional[Path] = None) -> Tuple[List[dict], List[
     return runs, unreadable
 
 
+def grouping(study: ReportConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """The config keys the report groups `rows` (run_row) by: `group_by`, or every key that varies.
+
+    Raises:
+        ConfigError: a `group_by` key that no run has.
+    """
+    by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
+    unknown = [k for k in by if all(k not in r for r in rows)]
+    if unknown:
+        raise ConfigError(f"{hydra_override('group_by', unknown)}: no run has these config keys; "
+                          f"choose from {', '.join(varying_keys(rows)) or 'seed only'}")
+    return by
+
+
+def check_command(study: ReportConfig, out: Optional[Path]) -> None:
+    """What `deepexp report` refuses before anything is written, beyond its validated config `study`: a
+    `path` without runs (runs_below) and a `group_by` key no run below it has (grouping); `out` is the
+    report's own folder (None: not known yet), whose runs are left out. Raises ConfigError."""
+    runs, _ = runs_below(study.path, out)
+    grouping(study, with_new_options([run_row(m) for m in runs]))
+
+
 def report_command(cfg: DictConfig) -> int:
     study: ReportConfig = validate(cfg)
     root = Path(study.path).expanduser()
@@ -92,11 +114,7 @@ def report_command(cfg: DictConfig) -> int:
     for problem in unreadable:
         warnings.print(f"warning: skipped {problem.path}: {problem.reason}", soft_wrap=True)
     rows = with_new_options([run_row(m) for m in runs])  # runs written before an option existed ran at its default
-    by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
-    unknown = [k for k in by if all(k not in r for r in rows)]
-    if unknown:
-        raise ConfigError(f"{hydra_override('group_by', unknown)}: no run has these config keys; "
-                          f"choose from {', '.join(varying_keys(rows)) or 'seed only'}")
+    by = grouping(study, rows)
     metric = study.metric
     groups = group(rows, by)
     groups.sort(key=lambda g: -(g.stat(metric).mean if g.stat(metric).n else float("-inf")))
