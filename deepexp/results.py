@@ -63,8 +63,13 @@ class Group:
     key: Dict[str, Any]
     rows: List[Dict[str, Any]] = field(default_factory=list)
 
+    def scored(self, column: str) -> List[Dict[str, Any]]:
+        """The rows with a finite value of `column`: the runs `stat(column)` is computed from (a run still
+        running, stopped before its test, or with a NaN result, which metrics.json stores as null, has none)."""
+        return [r for r in self.rows if r.get(column) is not None and math.isfinite(float(r[column]))]
+
     def stat(self, column: str) -> Stat:
-        return Stat([float(r[column]) for r in self.rows if r.get(column) is not None and math.isfinite(float(r[column]))])
+        return Stat([float(r[column]) for r in self.scored(column)])
 
     def count(self, predicate: Callable[[Dict[str, Any]], bool]) -> int:
         return sum(1 for r in self.rows if predicate(r))

@@ -134,3 +134,24 @@ def test_a_group_by_key_no_run_has_is_refused_before_hydra_makes_or_rewrites_a_f
             "deepexp: group_by=[nokey]: no run has these config keys; choose from seed only"], out.stderr
     assert {p.name: p.read_bytes() for p in (report / ".hydra").iterdir()} == record
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]  # no outputs/report/DATE/TIME
+
+
+def test_the_runs_and_seeds_columns_count_the_runs_the_statistics_are_over_and_the_others_are_named(tmp_path):
+    runs = tmp_path / "runs"
+    for i, acc in enumerate([0.90, 0.92, 0.5]):
+        run_dir(runs, f"relu{i}", {"act": "relu", "seed": i}, acc)
+    for i, acc in enumerate([0.80, 0.82, 0.5]):
+        run_dir(runs, f"tanh{i}", {"act": "tanh", "seed": i}, acc)
+    nan, running = json.loads((runs / "relu2" / "metrics.json").read_text()), json.loads((runs / "tanh2" / "metrics.json").read_text())
+    nan["test"]["acc"] = None  # (NaN is stored as null)
+    running["status"] = "running"
+    del running["test"]
+    (runs / "relu2" / "metrics.json").write_text(json.dumps(nan))
+    (runs / "tanh2" / "metrics.json").write_text(json.dumps(running))
+    out = run_cli(["report", f"path={runs}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    for text in ((tmp_path / "report" / name).read_text() for name in ("summary.md", "report.md")):
+        assert "| relu | 2 | 0,1 | 0.9100 ± 0.0141 | 0.1271 | 0 |" in text
+        assert "| tanh | 2 | 0,1 | 0.8100 ± 0.0141 | 0.1271 | 0 |" in text
+        assert (f"Left out of the runs, seeds and statistics above (2 without a finite test_acc): `{runs / 'relu2'}` (status completed, "
+                f"test_acc NaN or not recorded); `{runs / 'tanh2'}` (status running, test_acc NaN or not recorded).") in text

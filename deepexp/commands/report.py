@@ -119,11 +119,13 @@ def report_command(cfg: DictConfig) -> int:
     groups = group(rows, by)
     groups.sort(key=lambda g: -(g.stat(metric).mean if g.stat(metric).n else float("-inf")))
     write_csv(out / "summary.csv", rows)
+    # runs and seeds: those the statistics are computed from; the others are named under the table
     header = [*(by or ["group"]), "runs", "seeds", f"{metric} (mean ± std)", "95% CI ±", "diverged"]
-    table_rows = [[*(map(show_value, g.key.values()) if by else ["all runs"]), len(g.rows), ",".join(str(r.get("seed")) for r in g.rows),
+    table_rows = [[*(map(show_value, g.key.values()) if by else ["all runs"]), len(g.scored(metric)),
+                   ",".join(str(r.get("seed")) for r in g.scored(metric)) or "-",
                    g.stat(metric).fmt(4), f"{g.stat(metric).ci95:.4f}" if g.stat(metric).ci95 is not None else "-",
                    g.count(lambda r: r["status"] == "diverged")] for g in groups]
-    table = markdown_table(header, table_rows)
+    table = markdown_table(header, table_rows) + left_out(groups, metric)
     epochs = sorted({r["epochs_done"] for r in rows if r["epochs_done"] is not None})
     datasets = sorted({str(r.get("dataset")) for r in rows})
     subtitle = f"{', '.join(datasets)}, {'/'.join(map(str, epochs))} epochs, {len(rows)} runs in {len(groups)} groups"
@@ -146,6 +148,17 @@ def report_command(cfg: DictConfig) -> int:
     lines += ["", "Every run's own numbers: `summary.csv`.", ""]
     publish_report(out, lines, console, f"{metric} by {', '.join(by) or 'run'}: {subtitle}", header, table_rows)
     return 0
+
+
+def left_out(groups: List[Group], metric: str) -> str:
+    """The line under the table that names each run without a finite `metric` and why (its status: still
+    running, stopped before its test, or a NaN result), or "" where every run has one."""
+    missing = [r for g in groups for r in g.rows if r not in g.scored(metric)]
+    if not missing:
+        return ""
+    return (f"\n\nLeft out of the runs, seeds and statistics above ({len(missing)} without a finite {metric}): "
+            + "; ".join(f"`{r['run_dir']}` (status {r.get('status')}, {metric} {'NaN or not recorded' if r.get(metric) is None else r[metric]})"
+                        for r in missing) + ".")
 
 
 def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
