@@ -155,3 +155,15 @@ def test_the_runs_and_seeds_columns_count_the_runs_the_statistics_are_over_and_t
         assert "| tanh | 2 | 0,1 | 0.8100 ± 0.0141 | 0.1271 | 0 |" in text
         assert (f"Left out of the runs, seeds and statistics above (2 without a finite test_acc): `{runs / 'relu2'}` (status completed, "
                 f"test_acc NaN or not recorded); `{runs / 'tanh2'}` (status running, test_acc NaN or not recorded).") in text
+
+
+def test_seeds_that_all_give_the_same_value_are_reported_without_a_p_value(tmp_path):
+    for i in range(3):
+        run_dir(tmp_path / "runs", f"relu{i}", {"act": "relu", "seed": i}, 0.90)
+        run_dir(tmp_path / "runs", f"tanh{i}", {"act": "tanh", "seed": i}, 0.80)
+    out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    findings = (tmp_path / "report" / "report.md").read_text().split("## Findings")[1]
+    assert ("- Against the runner-up, act=tanh (0.8000 ± 0.0000): difference +0.1000; no test with 3 runs: every run gave the "
+            "identical value on each side (zero variance leaves Welch's test undefined; the seed may not be varying anything).") in findings
+    assert "significant" not in findings and "p = " not in findings
