@@ -75,6 +75,17 @@ class Group:
         return sum(1 for r in self.rows if predicate(r))
 
 
+def leaders(groups: Sequence[Group], column: str, lowest: bool = False) -> List[Group]:
+    """The groups (those with `column`) whose mean `column` equals the best one's (math.isclose: the
+    same number up to float rounding), in their given order: a tie has several, and no order among them
+    is a finding. `lowest`: the best is the smallest mean (a loss, epochs to a threshold)."""
+    scored = [g for g in groups if g.stat(column).n]
+    if not scored:
+        return []
+    best = (min if lowest else max)(g.stat(column).mean for g in scored)
+    return [g for g in scored if math.isclose(g.stat(column).mean, best)]
+
+
 def find_runs(root: Path) -> List[Path]:
     """Every run directory (a folder with a metrics.json) below `root`, sorted."""
     return sorted(p.parent for p in Path(root).glob("**/metrics.json"))

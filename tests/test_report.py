@@ -167,3 +167,13 @@ def test_seeds_that_all_give_the_same_value_are_reported_without_a_p_value(tmp_p
     assert ("- Against the runner-up, act=tanh (0.8000 ± 0.0000): difference +0.1000; no test with 3 runs: every run gave the "
             "identical value on each side (zero variance leaves Welch's test undefined; the seed may not be varying anything).") in findings
     assert "significant" not in findings and "p = " not in findings
+
+
+def test_equal_best_means_are_reported_as_a_tie(tmp_path):
+    for i in range(3):
+        for act, acc in (("relu", 0.90), ("gelu", 0.90), ("tanh", 0.80)):
+            run_dir(tmp_path / "runs", f"{act}{i}", {"act": act, "seed": i}, acc)
+    out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert ("- Highest mean test_acc: a tie between act=gelu and act=relu, each 0.9000 (act=gelu: 0.9000 ± 0.0000, 3 runs; "
+            "act=relu: 0.9000 ± 0.0000, 3 runs).") in (tmp_path / "report" / "report.md").read_text()

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..progress import plain_console
 from ..rundir import MetricsError, with_new_options
-from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm,
+from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm, leaders,
                        load_runs, markdown_table, publish_report, run_config, show_value, stalled, value_key, write_csv, write_text)
 
 # Config keys that never define a group: the seed is what groups average over; the rest
@@ -174,8 +174,12 @@ def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
     scored = [g for g in groups if g.stat(metric).n]
     if not scored:
         return lines + [f"No run has {metric}."]
-    best = scored[0]
-    lines.append(f"Highest mean {metric}: {label(best)} with {best.stat(metric).fmt(4)} ({best.stat(metric).n} runs).")
+    best, tied = scored[0], leaders(scored, metric)
+    if len(tied) > 1:
+        lines.append(f"Highest mean {metric}: a tie between {' and '.join(label(g) for g in tied)}, each "
+                     f"{best.stat(metric).mean:.4f} ({'; '.join(f'{label(g)}: {g.stat(metric).fmt(4)}, {g.stat(metric).n} runs' for g in tied)}).")
+    else:
+        lines.append(f"Highest mean {metric}: {label(best)} with {best.stat(metric).fmt(4)} ({best.stat(metric).n} runs).")
     if len(scored) > 1:
         second = scored[1]
         pairs = list(itertools.combinations(range(len(scored)), 2))
