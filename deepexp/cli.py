@@ -63,7 +63,7 @@ COMMANDS: Dict[str, Command] = {
     "nas": Command("project 4: architecture search (random, evolution, NSGA-II, zero-cost), Pareto front, top 5",
                    "experiments.nas:nas_command", presets=True, check="experiments.nas:check_command"),
     "report": Command("summarise any folder of runs: group over seeds, mean ± std, curves, bars, report.md",
-                      "commands.report:report_command"),
+                      "commands.report:report_command", check="commands.report:check_command"),
 }
 
 

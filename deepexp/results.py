@@ -63,11 +63,27 @@ class Group:
     key: Dict[str, Any]
     rows: List[Dict[str, Any]] = field(default_factory=list)
 
+    def scored(self, column: str) -> List[Dict[str, Any]]:
+        """The rows with a finite value of `column`: the runs `stat(column)` is computed from (a run still
+        running, stopped before its test, or with a NaN result, which metrics.json stores as null, has none)."""
+        return [r for r in self.rows if r.get(column) is not None and math.isfinite(float(r[column]))]
+
     def stat(self, column: str) -> Stat:
-        return Stat([float(r[column]) for r in self.rows if r.get(column) is not None and math.isfinite(float(r[column]))])
+        return Stat([float(r[column]) for r in self.scored(column)])
 
     def count(self, predicate: Callable[[Dict[str, Any]], bool]) -> int:
         return sum(1 for r in self.rows if predicate(r))
+
+
+def leaders(groups: Sequence[Group], column: str, lowest: bool = False) -> List[Group]:
+    """The groups (those with `column`) whose mean `column` equals the best one's (math.isclose: the
+    same number up to float rounding), in their given order: a tie has several, and no order among them
+    is a finding. `lowest`: the best is the smallest mean (a loss, epochs to a threshold)."""
+    scored = [g for g in groups if g.stat(column).n]
+    if not scored:
+        return []
+    best = (min if lowest else max)(g.stat(column).mean for g in scored)
+    return [g for g in scored if math.isclose(g.stat(column).mean, best)]
 
 
 def find_runs(root: Path) -> List[Path]:
@@ -189,7 +205,8 @@ class Comparison:
 
     `p_holm` is `p` adjusted over a family of `family` tests (see `holm`); a lone comparison is a
     family of one (`p_holm == p`). `p`, the interval and `df` are None when a side has fewer than two
-    values (no spread to test against); `difference` is None when a side has none.
+    values, or when every value on each side is the same (`no_spread`: Welch's t is 0/0, undefined);
+    `difference` is None when a side has none.
     """
 
     n_a: int
@@ -212,6 +229,12 @@ class Comparison:
     @property
     def testable(self) -> bool:
         return self.p is not None
+
+    @property
+    def no_spread(self) -> bool:
+        """At least two values per side and all values of each side equal: the difference is exact, but
+        Welch's test is undefined, and the seeds (or runs) changed nothing in the result."""
+        return self.n >= 2 and self.pooled_std == 0
 
     @property
     def adjusted(self) -> Optional[float]:
@@ -251,8 +274,9 @@ def compare(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> Com
         d ± t_{1-alpha/2, nu} * sqrt(s_a^2/n_a + s_b^2/n_b) with the Welch-Satterthwaite degrees of
         freedom nu = (s_a^2/n_a + s_b^2/n_b)^2 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1))
         (Satterthwaite 1946; NIST/SEMATECH e-Handbook of Statistical Methods, 1.3.5.3), computed by
-        scipy.stats.ttest_ind(equal_var=False). With no spread on either side the difference is exact:
-        p = 0 if the means differ, else 1, and the interval is the difference itself.
+        scipy.stats.ttest_ind(equal_var=False). With no spread on either side (every value of a equal,
+        every value of b equal) the standard error is 0 and Welch's t is undefined: the Comparison has the
+        difference and no test (`no_spread`; p, interval and df None).
     """
     a, b = [float(v) for v in a], [float(v) for v in b]
     d = statistics.fmean(a) - statistics.fmean(b) if a and b else None
@@ -261,7 +285,7 @@ def compare(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> Com
     sa, sb = statistics.stdev(a), statistics.stdev(b)
     pooled = math.sqrt((sa ** 2 + sb ** 2) / 2)
     if sa == 0 and sb == 0:
-        return Comparison(len(a), len(b), d, d, d, None, 0.0 if d != 0 else 1.0, pooled, alpha, None)
+        return Comparison(len(a), len(b), d, None, None, None, None, 0.0, alpha, None)
     from scipy.stats import ttest_ind
 
     with warnings.catch_warnings():  # near-identical values warn of precision loss; the p-value is still right
@@ -307,7 +331,9 @@ def describe(c: Comparison, unit: str = "seed", digits: int = 4) -> str:
     - adjusted p < alpha with fewer per side: "indicative only with 2 seeds (...)", never "significant";
     - otherwise "not significant with 3 seeds (...)", followed by "; the test has little power" where
       `Comparison.little_power` holds;
-    - fewer than two values on a side: the difference and "not testable".
+    - fewer than two values on a side: the difference and "not testable";
+    - every value of each side equal (`Comparison.no_spread`): the difference, no test, and that the
+      seeds gave identical results.
 
     With a family of several tests the p-value part reads "Welch p = 0.012, Holm-adjusted over 8 tests
     p = 0.096", the adjusted value decides, and the interval is marked as the test's own (unadjusted).
@@ -318,6 +344,9 @@ def describe(c: Comparison, unit: str = "seed", digits: int = 4) -> str:
     if c.difference is None:
         return f"not testable with {sides}"
     difference = f"difference {c.difference:+.{digits}f}"
+    if c.no_spread:
+        return (f"{difference}; no test with {sides}: every {unit} gave the identical value on each side (zero variance "
+                f"leaves Welch's test undefined; the seed may not be varying anything)")
     if not c.testable:
         return f"{difference}; not testable with {sides} (a test needs at least two per side)"
     interval = f"{1 - c.alpha:.0%} CI" + (" (unadjusted)" if c.family > 1 else "")

@@ -120,3 +120,60 @@ def test_terminal_tables_fold_long_values_instead_of_cutting_them():
     print_table(console, "test", ["group", "test_acc (mean ± std)"], [[value, "0.9000 ± 0.0100"]])
     text = console.file.getvalue()
     assert "…" not in text and text.count("x") == 90 and "mini.npz" in text.replace("│", "").replace(" ", "").replace("\n", "")
+
+
+def test_a_group_by_key_no_run_has_is_refused_before_hydra_makes_or_rewrites_a_folder(tmp_path):
+    for i in range(2):
+        run_dir(tmp_path / "runs", f"r{i}", {"act": "relu", "seed": i}, 0.9)
+    report = tmp_path / "report"
+    assert run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={report}"], tmp_path).returncode == 0
+    record = {p.name: p.read_bytes() for p in (report / ".hydra").iterdir()}
+    for folder in ([f"hydra.run.dir={report}"], []):
+        out = run_cli(["report", f"path={tmp_path / 'runs'}", "group_by=[nokey]", *folder], tmp_path)
+        assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+            "deepexp: group_by=[nokey]: no run has these config keys; choose from seed only"], out.stderr
+    assert {p.name: p.read_bytes() for p in (report / ".hydra").iterdir()} == record
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]  # no outputs/report/DATE/TIME
+
+
+def test_the_runs_and_seeds_columns_count_the_runs_the_statistics_are_over_and_the_others_are_named(tmp_path):
+    runs = tmp_path / "runs"
+    for i, acc in enumerate([0.90, 0.92, 0.5]):
+        run_dir(runs, f"relu{i}", {"act": "relu", "seed": i}, acc)
+    for i, acc in enumerate([0.80, 0.82, 0.5]):
+        run_dir(runs, f"tanh{i}", {"act": "tanh", "seed": i}, acc)
+    nan, running = json.loads((runs / "relu2" / "metrics.json").read_text()), json.loads((runs / "tanh2" / "metrics.json").read_text())
+    nan["test"]["acc"] = None  # (NaN is stored as null)
+    running["status"] = "running"
+    del running["test"]
+    (runs / "relu2" / "metrics.json").write_text(json.dumps(nan))
+    (runs / "tanh2" / "metrics.json").write_text(json.dumps(running))
+    out = run_cli(["report", f"path={runs}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    for text in ((tmp_path / "report" / name).read_text() for name in ("summary.md", "report.md")):
+        assert "| relu | 2 | 0,1 | 0.9100 ± 0.0141 | 0.1271 | 0 |" in text
+        assert "| tanh | 2 | 0,1 | 0.8100 ± 0.0141 | 0.1271 | 0 |" in text
+        assert (f"Left out of the runs, seeds and statistics above (2 without a finite test_acc): `{runs / 'relu2'}` (status completed, "
+                f"test_acc NaN or not recorded); `{runs / 'tanh2'}` (status running, test_acc NaN or not recorded).") in text
+
+
+def test_seeds_that_all_give_the_same_value_are_reported_without_a_p_value(tmp_path):
+    for i in range(3):
+        run_dir(tmp_path / "runs", f"relu{i}", {"act": "relu", "seed": i}, 0.90)
+        run_dir(tmp_path / "runs", f"tanh{i}", {"act": "tanh", "seed": i}, 0.80)
+    out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    findings = (tmp_path / "report" / "report.md").read_text().split("## Findings")[1]
+    assert ("- Against the runner-up, act=tanh (0.8000 ± 0.0000): difference +0.1000; no test with 3 runs: every run gave the "
+            "identical value on each side (zero variance leaves Welch's test undefined; the seed may not be varying anything).") in findings
+    assert "significant" not in findings and "p = " not in findings
+
+
+def test_equal_best_means_are_reported_as_a_tie(tmp_path):
+    for i in range(3):
+        for act, acc in (("relu", 0.90), ("gelu", 0.90), ("tanh", 0.80)):
+            run_dir(tmp_path / "runs", f"{act}{i}", {"act": act, "seed": i}, acc)
+    out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert ("- Highest mean test_acc: a tie between act=gelu and act=relu, each 0.9000 (act=gelu: 0.9000 ± 0.0000, 3 runs; "
+            "act=relu: 0.9000 ± 0.0000, 3 runs).") in (tmp_path / "report" / "report.md").read_text()

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..progress import plain_console
 from ..rundir import MetricsError, with_new_options
-from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm,
+from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm, leaders,
                        load_runs, markdown_table, publish_report, run_config, show_value, stalled, value_key, write_csv, write_text)
 
 # Config keys that never define a group: the seed is what groups average over; the rest
@@ -83,6 +83,28 @@ def runs_below(path: str, out: Optional[Path] = None) -> Tuple[List[dict], List[
     return runs, unreadable
 
 
+def grouping(study: ReportConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """The config keys the report groups `rows` (run_row) by: `group_by`, or every key that varies.
+
+    Raises:
+        ConfigError: a `group_by` key that no run has.
+    """
+    by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
+    unknown = [k for k in by if all(k not in r for r in rows)]
+    if unknown:
+        raise ConfigError(f"{hydra_override('group_by', unknown)}: no run has these config keys; "
+                          f"choose from {', '.join(varying_keys(rows)) or 'seed only'}")
+    return by
+
+
+def check_command(study: ReportConfig, out: Optional[Path]) -> None:
+    """What `deepexp report` refuses before anything is written, beyond its validated config `study`: a
+    `path` without runs (runs_below) and a `group_by` key no run below it has (grouping); `out` is the
+    report's own folder (None: not known yet), whose runs are left out. Raises ConfigError."""
+    runs, _ = runs_below(study.path, out)
+    grouping(study, with_new_options([run_row(m) for m in runs]))
+
+
 def report_command(cfg: DictConfig) -> int:
     study: ReportConfig = validate(cfg)
     root = Path(study.path).expanduser()
@@ -92,20 +114,18 @@ def report_command(cfg: DictConfig) -> int:
     for problem in unreadable:
         warnings.print(f"warning: skipped {problem.path}: {problem.reason}", soft_wrap=True)
     rows = with_new_options([run_row(m) for m in runs])  # runs written before an option existed ran at its default
-    by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
-    unknown = [k for k in by if all(k not in r for r in rows)]
-    if unknown:
-        raise ConfigError(f"{hydra_override('group_by', unknown)}: no run has these config keys; "
-                          f"choose from {', '.join(varying_keys(rows)) or 'seed only'}")
+    by = grouping(study, rows)
     metric = study.metric
     groups = group(rows, by)
     groups.sort(key=lambda g: -(g.stat(metric).mean if g.stat(metric).n else float("-inf")))
     write_csv(out / "summary.csv", rows)
+    # runs and seeds: those the statistics are computed from; the others are named under the table
     header = [*(by or ["group"]), "runs", "seeds", f"{metric} (mean ± std)", "95% CI ±", "diverged"]
-    table_rows = [[*(map(show_value, g.key.values()) if by else ["all runs"]), len(g.rows), ",".join(str(r.get("seed")) for r in g.rows),
+    table_rows = [[*(map(show_value, g.key.values()) if by else ["all runs"]), len(g.scored(metric)),
+                   ",".join(str(r.get("seed")) for r in g.scored(metric)) or "-",
                    g.stat(metric).fmt(4), f"{g.stat(metric).ci95:.4f}" if g.stat(metric).ci95 is not None else "-",
                    g.count(lambda r: r["status"] == "diverged")] for g in groups]
-    table = markdown_table(header, table_rows)
+    table = markdown_table(header, table_rows) + left_out(groups, metric)
     epochs = sorted({r["epochs_done"] for r in rows if r["epochs_done"] is not None})
     datasets = sorted({str(r.get("dataset")) for r in rows})
     subtitle = f"{', '.join(datasets)}, {'/'.join(map(str, epochs))} epochs, {len(rows)} runs in {len(groups)} groups"
@@ -130,6 +150,17 @@ def report_command(cfg: DictConfig) -> int:
     return 0
 
 
+def left_out(groups: List[Group], metric: str) -> str:
+    """The line under the table that names each run without a finite `metric` and why (its status: still
+    running, stopped before its test, or a NaN result), or "" where every run has one."""
+    missing = [r for g in groups for r in g.rows if r not in g.scored(metric)]
+    if not missing:
+        return ""
+    return (f"\n\nLeft out of the runs, seeds and statistics above ({len(missing)} without a finite {metric}): "
+            + "; ".join(f"`{r['run_dir']}` (status {r.get('status')}, {metric} {'NaN or not recorded' if r.get(metric) is None else r[metric]})"
+                        for r in missing) + ".")
+
+
 def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
     """The best group (groups come sorted by mean `metric`, best first) against the runner-up, its Welch
     test Holm-adjusted over every pair of groups (the best is picked by these same data), and diverged
@@ -143,8 +174,12 @@ def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
     scored = [g for g in groups if g.stat(metric).n]
     if not scored:
         return lines + [f"No run has {metric}."]
-    best = scored[0]
-    lines.append(f"Highest mean {metric}: {label(best)} with {best.stat(metric).fmt(4)} ({best.stat(metric).n} runs).")
+    best, tied = scored[0], leaders(scored, metric)
+    if len(tied) > 1:
+        lines.append(f"Highest mean {metric}: a tie between {' and '.join(label(g) for g in tied)}, each "
+                     f"{best.stat(metric).mean:.4f} ({'; '.join(f'{label(g)}: {g.stat(metric).fmt(4)}, {g.stat(metric).n} runs' for g in tied)}).")
+    else:
+        lines.append(f"Highest mean {metric}: {label(best)} with {best.stat(metric).fmt(4)} ({best.stat(metric).n} runs).")
     if len(scored) > 1:
         second = scored[1]
         pairs = list(itertools.combinations(range(len(scored)), 2))
