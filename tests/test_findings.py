@@ -63,7 +63,7 @@ def test_a_large_gap_that_is_not_significant_is_reported_with_its_interval_not_a
     assert best == (f"**Best test accuracy: relu** (0.9700 ± 0.0100); against the runner-up tanh (0.9300 ± 0.0300): "
                     f"not significant with 3 seeds (difference +0.0400, 95% CI [{low:+.4f}, {high:+.4f}], Welch p = {p:.2g}); "
                     f"the test has little power.")
-    assert (f"Not shown to be less accurate than relu (Welch t-test; difference and 95% CI): "
+    assert (f"Not shown to be less accurate than relu (Welch t-test; relu's lead and its 95% CI): "
             f"tanh (+0.0400, CI [{low:+.4f}, {high:+.4f}]).") in lines
     assert not [line for line in lines if re.search("within|indistinguishable", line)]
 
@@ -108,7 +108,7 @@ def test_two_seeds_make_a_comparison_indicative_only_never_significant():
     assert f"Welch p = {p:.2g}; fewer than 3 per side cannot establish significance)." in best
     assert "significant with" not in best.replace("not significant with", "")
     text = "\n".join(lines)  # the other activations' gaps are listed as indicative, not as "not shown to be less accurate"
-    assert ("With 2 seed(s) per side no comparison can establish a difference (at least 3 are needed); differences from relu, "
+    assert ("With 2 seed(s) per side no comparison can establish a difference (at least 3 are needed); relu's lead over each, "
             "indicative only (difference and unadjusted 95% CI): tanh (+0.0495, CI [") in text and "Not shown" not in text
     diagnoses = {"relu": ("healthy", ""), "tanh": ("healthy", "")}
     assert recommendations(groups, diagnoses)[0] == ("For this depth and budget, use relu or any of tanh "

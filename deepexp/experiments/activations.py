@@ -247,9 +247,9 @@ def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> Li
         few = min(against_best[g.key["act"]].n for g in unshown)
         if few < MIN_SEEDS:  # no test can establish a difference: say so instead of listing gaps as "not shown"
             lines.append(f"With {few} seed(s) per side no comparison can establish a difference (at least {MIN_SEEDS} are "
-                         f"needed); differences from {top.key['act']}, indicative only (difference and unadjusted 95% CI): {listed}.")
+                         f"needed); {top.key['act']}'s lead over each, indicative only (difference and unadjusted 95% CI): {listed}.")
         else:
-            lines.append(f"Not shown to be less accurate than {top.key['act']} ({how}; difference and 95% CI): {listed}.")
+            lines.append(f"Not shown to be less accurate than {top.key['act']} ({how}; {top.key['act']}'s lead and its 95% CI): {listed}.")
     diverged = [f"{g.key['act']} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups if g.count(lambda r: r["status"] == "diverged")]
     lines.append(f"Diverged runs: {', '.join(diverged)}." if diverged else "No run diverged.")
     return lines + theory(groups, study)
