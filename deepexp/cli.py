@@ -401,8 +401,8 @@ LOCAL_LAUNCHERS = (None, "basic", "joblib")  # launchers whose jobs run on this 
 
 def check_inputs(name: str, typed: List[Any], args: List[str]) -> None:
     """Refuse, before Hydra makes an output folder, what a job would refuse as soon as it started:
-    a report's missing or empty folder, data that is neither on disk nor downloadable, device=cuda
-    without a GPU. (Downloads happen here, once, where they are allowed.) Jobs that another launcher
+    a report's missing or empty folder, data that is neither on disk nor downloadable or that the
+    trainer's data checks refuse (data.check_available), device=cuda without a GPU. (Downloads happen here, once, where they are allowed.) Jobs that another launcher
     runs elsewhere (a SLURM cluster) find their data and device there, so only the report is checked.
 
     `typed`: the validated config of each job variant (see sweep_variants).

@@ -92,7 +92,7 @@ CLASS_NAMES = {
 }
 
 # A dataset's loader finds its files (downloading them where allowed) and returns the function that
-# reads them: `check_available` runs only the first half, before a command makes its output folder.
+# reads them: `check_available` runs both, and the checks, before a command makes its output folder.
 Reader = Callable[[], RawDataset]
 Loader = Callable[[DatasetConfig, List[Path], bool], Reader]
 DATASETS: Registry[Loader] = Registry("dataset")
@@ -163,9 +163,12 @@ def check_raw(name: str, raw: RawDataset) -> RawDataset:
 
 def check_available(dataset: DatasetConfig, data: DataConfig) -> None:
     """Find the files of `dataset` where `load_splits` would, downloading them where `data.download`
-    allows, without reading them. Raises DataError (one line: what is missing, where deepexp looked,
-    why the download did not help, how to fix it), having left no folder the attempt made."""
-    DATASETS.get(dataset.name)(dataset, data_roots(data), data.download)
+    allows, then read them and check their arrays and labels as `load_splits` does (check_raw,
+    count_classes), so that data a run would refuse is refused before a command makes its folder.
+    Raises DataError (one line: what is missing or wrong, where deepexp looked, how to fix it), having
+    left no folder the attempt made."""
+    raw = check_raw(dataset.name, DATASETS.get(dataset.name)(dataset, data_roots(data), data.download)())
+    count_classes(dataset.name, raw.y_train, raw.y_test, dataset.num_classes)
 
 
 # --- classes ---------------------------------------------------------------------------------

@@ -93,6 +93,18 @@ def test_a_missing_folder_or_dataset_is_refused_before_any_folder_is_made(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no outputs/<command>/DATE/TIME, no data/
 
 
+def test_data_the_trainer_would_refuse_is_refused_before_any_folder_is_made(tmp_path):
+    import numpy as np
+
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "bad.npz", x_train=np.zeros((20, 8, 8), np.uint8), y_train=np.full(20, 2),
+             x_test=np.zeros((5, 8, 8), np.uint8), y_test=np.zeros(5, int))  # classes 0 and 1 have no training images
+    out = run_cli(["train", "dataset=npz", "dataset.path=data/bad.npz", "model=mlp", "debug=fast"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("deepexp: npz: classes 0, 1 of 0..2 have no training images"), out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no outputs/train/DATE/TIME
+
+
 @pytest.fixture(scope="module")
 def finished_npz_run(tmp_path_factory):
     """A two-epoch run on a small npz file, in a run folder with a long path; (run folder, CLI output)."""
