@@ -27,6 +27,11 @@ INITS = ("default", "xavier", "kaiming", "lecun", "auto")
 DEVICES = ("cpu", "cuda", "auto")
 
 
+# The config groups whose node names its own choice, and that field: `optim=adam` gives optim.name=adam.
+CHOICE_FIELDS = {"model": "name", "act": "name", "dataset": "name", "optim": "name", "sched": "name", "init": "name",
+                 "device": "type"}
+
+
 def check(ok: bool, message: str) -> None:
     """Raise a one-line ConfigError unless `ok`."""
     if not ok:

@@ -136,6 +136,7 @@ OWN_KEY_CASES = [  # (command, the option, an extra override the study refuses, 
     ("residual", "train", "monitor.enabled=false", needed("monitor.enabled=false", "monitor.enabled", GRADIENTS)),
     ("efficient", "overrides", "debug=fast", refusal("debug=fast", "epochs=...", "epochs")),  # the debug group sets epochs
     ("nas", "overrides", "hydra.run.dir=/tmp/x", f"'hydra.run.dir=/tmp/x' {HYDRA_SETTING}"),
+    ("activations", "train", "act.name=gelu", refusal("act.name=gelu", "acts=[...]")),  # a group's own choice field
 ]
 
 
@@ -165,6 +166,15 @@ OWN_KEYS_IN_PROCESS = [  # (study, its overrides, the option, the line, the stud
     ("nas", [], "overrides", "epochs=1", "proxy_epochs= and final_epochs="),
     ("nas", [], "overrides", "eval_test=true", None),
     ("nas", [], "overrides", "model.arch=x.json", None),
+    # a group's choice field (`name`, device's `type`) is the group the study chooses
+    ("activations", [], "train", "dataset.name=mnist", "dataset=..."),
+    ("activations", [], "train", "init.name=xavier", "init=..."),
+    ("residual", [], "train", "act.name=gelu", "act=..."),
+    ("residual", [], "train", "device.type=cpu", "device=..."),
+    ("residual", [], "train", "model.name=resnet20", "depths=[...] and densenet=true"),
+    ("efficient", [], "overrides", "model.name=resnet20", "models=[...]"),
+    ("nas", [], "overrides", "model.name=mlp", "baselines=[...]"),
+    ("nas", [], "overrides", "dataset.name=mnist", "dataset=..."),
 ]
 
 
