@@ -100,7 +100,9 @@ def run(argv: List[str]) -> int:
         record = None
         flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}  # (also `--cfg=job`)
         if not flags & set(HYDRA_FLAGS_WITHOUT_RUN):
-            args = add_and_delete(name, resolve_resume(name, args))
+            args = resolve_resume(name, args)
+            refuse_choice_fields(args)
+            args = add_and_delete(name, args)
             typed = prevalidate(name, args)
             if not flags & set(HYDRA_CFG_FLAGS):
                 check_inputs(name, typed, args)
@@ -325,17 +327,26 @@ def recorded_overrides(folder: Path) -> List[str]:
     return [str(line) for line in ((read_metrics(folder) or {}).get("provenance") or {}).get("overrides") or []]
 
 
+def refuse_choice_fields(args: List[str]) -> None:
+    """Refuse (ConfigError, config.check_choice_field) a command-line override that sets a group's choice
+    field (`optim.name=adam`) instead of choosing the group (`optim=adam`)."""
+    from .config import check_choice_field
+
+    for line in overrides_in(args):
+        check_choice_field(line)
+
+
 def add_and_delete(name: str, args: List[str]) -> List[str]:
     """Hydra's `~key` and `+key=value` made to agree with the schemas, whatever a key's value.
 
     Hydra takes a key whose value is null for an absent one: it cannot delete it (`~grad_clip`: "does not
     exist") and lets `+grad_clip=1.0` add it, while `+lr=0.1` is refused. Here `~key` (or `~key=null`) of
-    a key that may be null sets it to null, and `+key=value` of any key the config has is refused with the
-    line to use instead. Other `~key` and `+key` lines (groups, unknown keys, keys without null) go to
-    Hydra as given.
+    a key that may be null sets it to null, `~key` of a key a schema requires is refused, and `+key=value`
+    of any key the config has is refused with the line to use instead. Other `~key` and `+key` lines
+    (groups, unknown keys) go to Hydra as given.
 
     Raises:
-        ConfigError: `+key=value` of a key the config already has.
+        ConfigError: `+key=value` of a key the config already has; `~key` of a key its schema requires.
     """
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -371,6 +382,10 @@ def add_and_delete(name: str, args: List[str]) -> List[str]:
             if o.value() not in (None, parent[leaf]):  # `~key=value`: Hydra removes a key only at that value
                 raise ConfigError(f"{line}: {o.key_or_group} is {hydra_value(parent[leaf])}, not {hydra_value(o.value())}")
             out.append(f"{o.key_or_group}=null")
+        elif parent_key and OmegaConf.get_type(parent) not in (None, dict):
+            # a field of a group's schema (`~model.depth`), which OmegaConf cannot delete; a top-level key
+            # (`~seed`) is deleted by Hydra and then named as required by validation
+            raise ConfigError(f"{line}: {o.key_or_group} is required and cannot be removed; set it instead: {o.key_or_group}=...")
         else:
             out.append(line)
     return out

@@ -710,6 +710,32 @@ def parse_value(line: str) -> Any:
     return override_parser().parse_override(line).value()
 
 
+def check_choice_field(line: str) -> None:
+    """Refuse an override that sets a group's choice field directly (`optim.name=adam`, `device.type=cpu`, also
+    `optim={name: adam}`, `~optim.name`): it renames the choice but keeps the chosen group's node (an SGD node
+    named adam, an MLP node named resnet20), which the trainer cannot build. Lines Hydra cannot parse pass
+    (their composition names them).
+
+    Raises:
+        ConfigError: naming the line and the group choice to use instead (`optim=adam`).
+    """
+    from hydra.errors import HydraException
+
+    try:
+        o = override_parser().parse_override(line)
+    except HydraException:
+        return
+    group, _, field = o.key_or_group.partition(".")
+    value = None if o.is_delete() or o.is_sweep_override() else o.value()
+    if CHOICE_FIELDS.get(group) == field:
+        choice = line.split("=", 1)[1] if "=" in line and not o.is_delete() else "..."
+    elif not field and group in CHOICE_FIELDS and isinstance(value, dict) and CHOICE_FIELDS[group] in value:
+        choice = hydra_value(value[CHOICE_FIELDS[group]])
+    else:
+        return
+    raise ConfigError(f"{line}: choose the group instead: {group}={choice}")
+
+
 def job_output_dir() -> Path:
     """The running Hydra job's output folder as Hydra stored it (`hydra.runtime.output_dir`, an absolute path
     it resolved from hydra.run.dir or the sweep's folders), read without resolving it again: a folder named

@@ -209,6 +209,9 @@ OTHER_REFUSALS = [  # (study, the option, the line, the refusal): keys the table
     ("activations", "train", "lr=0.001 x=1", "cannot parse 'lr=0.001 x=1' (mismatched input '=' expecting <EOF>): quote a "
                                             "value that holds =, a space, a comma, a bracket or a quote, e.g. \"lr='0.001 x=1'\" "
                                             "(README: Quoting)"),
+    # the choice field of a group the study leaves to the trainer: the group is chosen, not renamed
+    ("activations", "train", "optim.name=adam", "optim.name=adam: choose the group instead: optim=adam"),
+    ("efficient", "overrides", "init.name=xavier", "init.name=xavier: choose the group instead: init=xavier"),
 ]
 
 

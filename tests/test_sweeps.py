@@ -60,7 +60,12 @@ REFUSED = [  # (command line, the one line it gets)
     (["~grad_clip=3"], "~grad_clip=3: grad_clip is null, not 3"),
     (["~lr", "--cfg", "job"], "lr is required: add lr=..."),  # printing the config checks it as a run would
     (["+act=gelu"], "act already has a choice in the defaults: choose with act=... (no +)"),
-    (["~model.depth"], "MLPConfig (DictConfig) does not support deletion"),
+    (["~model.depth"], "~model.depth: model.depth is required and cannot be removed; set it instead: model.depth=..."),
+    # a group's choice field set directly would rename the choice and keep the old group's node
+    (["optim.name=adam", "debug=fast"], "optim.name=adam: choose the group instead: optim=adam"),
+    (["sched.name=cosine"], "sched.name=cosine: choose the group instead: sched=cosine"),
+    (["model.name=resnet20"], "model.name=resnet20: choose the group instead: model=resnet20"),
+    (["-m", "device.type=cpu,auto"], "device.type=cpu,auto: choose the group instead: device=cpu,auto"),
 ]
 
 
