@@ -47,6 +47,12 @@ BAD_INPUT = [
     (["train", "data.root=EMPTY", "data.download=false"], "mnist: idx files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (plain or .gz) not found"),
     (["train", "dataset=npz", "dataset.path=BADNPZ"], "missing arrays"),
     (["nas", "strategies=[grid]"], "strategies='grid' is not valid"),
+    # a repeated value in a study's list would count one configuration's runs twice
+    (["activations", "acts=[relu,relu]"], "acts names relu twice; give each value once (more runs of one: seeds=N)"),
+    (["residual", "depths=[20,20]"], "depths names 20 twice"),
+    (["efficient", "models=[dws_cnn,baseline_cnn,dws_cnn]"], "models names dws_cnn twice"),
+    (["nas", "baselines=[dws_cnn,dws_cnn]"], "baselines names dws_cnn twice"),
+    (["nas", "strategies=[random,random]"], "strategies names random twice"),
     (["report"], "path is required: add path=..."),
     (["report", "path=EMPTY"], "no such folder"),
     (["report", "path=.", "metric=accuracy"], "metric='accuracy' is not valid"),

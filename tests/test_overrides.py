@@ -307,3 +307,18 @@ def test_residual_figures_draw_the_epochs_every_run_has(tmp_path, monkeypatch):
     files = residual.write_plots(study, results, tmp_path, "test")
     assert set(files) == {"training_error", "grad_norm_vs_depth", "grad_heatmap"}
     assert [x for x, _ in seen[:4]] == [[1, 2]] * 4  # training and validation error of plain20 and resnet20
+
+
+REPEATS = [("activations", "ablation_depths=[5,5]", "ablation_depths names 5 twice"),
+           ("activations", "ablations=[norm,norm]", "ablations names norm twice"),
+           ("residual", "ablations=[shortcut,shortcut]", "ablations names shortcut twice"),
+           ("efficient", "latency_batches=[1,1]", "latency_batches names 1 twice")]
+
+
+@pytest.mark.parametrize("name, line, said", REPEATS, ids=[f"{c[0]} {c[1]}" for c in REPEATS])
+def test_a_study_list_that_repeats_a_value_is_refused(name, line, said):
+    from deepexp.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_config(name, [line]))
+    assert str(refused.value) == f"{said}; give each value once (more runs of one: seeds=N)"
