@@ -21,6 +21,7 @@ EXIT_BAD_INPUT = 2
 _show_traceback = False  # the user's HYDRA_FULL_ERROR, before we set it for Hydra
 HYDRA_FLAGS_WITHOUT_RUN = ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc")  # print, check nothing
 HYDRA_CFG_FLAGS = ("--cfg", "-c")  # print the config: checked as a run would be, but nothing is written
+MULTIRUN_FLAGS = ("-m", "--multirun")  # a sweep: one job per value, in any position on deepexp's command line
 HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                           "--experimental-rerun")  # `--cfg job`: the next word is the flag's, not an override
 
@@ -123,7 +124,13 @@ def run(argv: List[str]) -> int:
 
 
 def hydra_args(name: str, args: List[str]) -> List[str]:
-    """The command line as Hydra's overrides: deepexp's short spellings written out."""
+    """The command line as Hydra's overrides: deepexp's short spellings written out, and `-m`/`--multirun`
+    moved to the front (Hydra's argument parser takes it only before the overrides)."""
+    flags, rest, skip = [], [], False
+    for a in args:
+        (flags if not skip and a in MULTIRUN_FLAGS else rest).append(a)
+        skip = not skip and a in HYDRA_FLAGS_WITH_VALUE  # `-cn NAME`: the word after it is the flag's
+    args = [*flags, *rest]
     if COMMANDS[name].presets:  # every study spells it `preset=quick`; Hydra's group is per command
         args = [f"{name}/{a}" if a.startswith("preset=") else a for a in args]
     if name == "train":  # `model=nas arch=PATH`, as the course writes it, is the model's own key
