@@ -143,7 +143,8 @@ def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None) -
 
     Each job takes its output folder's RunLock before anything is written there, checks what the
     command would refuse in that folder (Command.check_config), then writes Hydra's `.hydra/` record
-    itself (`record`, see record_after_lock), then runs the task. A second process on the same folder,
+    itself (`record`, see record_after_lock; not over the record of a finished run, which the task does
+    not run again), then runs the task. A second process on the same folder,
     or a job refused there, leaves the folder's record as it was; likewise a second sweep into a sweep
     folder in use (hydra_callbacks.SweepLock, which a sweep gets as the override SWEEP_LOCK)."""
     import hydra
@@ -157,13 +158,14 @@ def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None) -
     def task(cfg) -> int:
         # Under a launcher that runs jobs in other processes (joblib, submitit), `codes` stays
         # empty here; each job's outcome is in its metrics.json (`deepexp report` counts them).
-        from .rundir import RunLock
+        from .rundir import FINISHED, RunLock, read_metrics
 
         try:
             folder = job_output_dir()
             with RunLock(folder):
                 command.check_config(validate(cfg), folder)
-                if record is not None:
+                # A finished run is not run again: its record stays the one of the command that ran it.
+                if record is not None and (read_metrics(folder) or {}).get("status") not in FINISHED:
                     record.write(cfg)
                 codes.append(command.run(cfg))
             return codes[-1]
@@ -294,7 +296,7 @@ def resolve_resume(name: str, args: List[str]) -> List[str]:
     Prints which run continues and with which recorded overrides.
 
     Raises:
-        ConfigError: no unfinished run under outputs/train/ to continue.
+        ConfigError: no unfinished run under outputs/train/ to continue, or no run in the folder named.
     """
     if name != "train" or is_multirun(args) or last_value(args, "resume") is not True:
         return args
@@ -311,7 +313,7 @@ def resolve_resume(name: str, args: List[str]) -> List[str]:
             raise ConfigError(f"resume=true: no unfinished run under {Path('outputs', name)}; pass hydra.run.dir=DIR of the run to continue")
         args = [*args, hydra_override("hydra.run.dir", str(folder))]
     elif read_metrics(folder) is None:
-        return args  # nothing there yet: a new run
+        raise ConfigError(f"resume=true: {folder} holds no run to continue; leave out resume=true to start a new run there")
     given = {parse_key(a) for a in overrides_in(args)} | {"resume"}
     kept = [line for line in recorded_overrides(folder) if parse_key(line) not in given]
     print(f"resume=true: continuing {folder}" + (f" ({' '.join(map(shell_word, kept))})" if kept else ""))
