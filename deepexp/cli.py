@@ -21,6 +21,7 @@ EXIT_BAD_INPUT = 2
 _show_traceback = False  # the user's HYDRA_FULL_ERROR, before we set it for Hydra
 HYDRA_FLAGS_WITHOUT_RUN = ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc")  # print, check nothing
 HYDRA_CFG_FLAGS = ("--cfg", "-c")  # print the config: checked as a run would be, but nothing is written
+MULTIRUN_FLAGS = ("-m", "--multirun")  # a sweep: one job per value, in any position on deepexp's command line
 HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                           "--experimental-rerun")  # `--cfg job`: the next word is the flag's, not an override
 
@@ -100,7 +101,9 @@ def run(argv: List[str]) -> int:
         record = None
         flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}  # (also `--cfg=job`)
         if not flags & set(HYDRA_FLAGS_WITHOUT_RUN):
-            args = add_and_delete(name, resolve_resume(name, args))
+            args = resolve_resume(name, args)
+            refuse_choice_fields(args)
+            args = add_and_delete(name, args)
             typed = prevalidate(name, args)
             if not flags & set(HYDRA_CFG_FLAGS):
                 check_inputs(name, typed, args)
@@ -121,7 +124,13 @@ def run(argv: List[str]) -> int:
 
 
 def hydra_args(name: str, args: List[str]) -> List[str]:
-    """The command line as Hydra's overrides: deepexp's short spellings written out."""
+    """The command line as Hydra's overrides: deepexp's short spellings written out, and `-m`/`--multirun`
+    moved to the front (Hydra's argument parser takes it only before the overrides)."""
+    flags, rest, skip = [], [], False
+    for a in args:
+        (flags if not skip and a in MULTIRUN_FLAGS else rest).append(a)
+        skip = not skip and a in HYDRA_FLAGS_WITH_VALUE  # `-cn NAME`: the word after it is the flag's
+    args = [*flags, *rest]
     if COMMANDS[name].presets:  # every study spells it `preset=quick`; Hydra's group is per command
         args = [f"{name}/{a}" if a.startswith("preset=") else a for a in args]
     if name == "train":  # `model=nas arch=PATH`, as the course writes it, is the model's own key
@@ -134,7 +143,8 @@ def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None) -
 
     Each job takes its output folder's RunLock before anything is written there, checks what the
     command would refuse in that folder (Command.check_config), then writes Hydra's `.hydra/` record
-    itself (`record`, see record_after_lock), then runs the task. A second process on the same folder,
+    itself (`record`, see record_after_lock; not over the record of a finished run, which the task does
+    not run again), then runs the task. A second process on the same folder,
     or a job refused there, leaves the folder's record as it was; likewise a second sweep into a sweep
     folder in use (hydra_callbacks.SweepLock, which a sweep gets as the override SWEEP_LOCK)."""
     import hydra
@@ -148,13 +158,14 @@ def launch(name: str, args: List[str], record: Optional["HydraRecord"] = None) -
     def task(cfg) -> int:
         # Under a launcher that runs jobs in other processes (joblib, submitit), `codes` stays
         # empty here; each job's outcome is in its metrics.json (`deepexp report` counts them).
-        from .rundir import RunLock
+        from .rundir import FINISHED, RunLock, read_metrics
 
         try:
             folder = job_output_dir()
             with RunLock(folder):
                 command.check_config(validate(cfg), folder)
-                if record is not None:
+                # A finished run is not run again: its record stays the one of the command that ran it.
+                if record is not None and (read_metrics(folder) or {}).get("status") not in FINISHED:
                     record.write(cfg)
                 codes.append(command.run(cfg))
             return codes[-1]
@@ -285,7 +296,7 @@ def resolve_resume(name: str, args: List[str]) -> List[str]:
     Prints which run continues and with which recorded overrides.
 
     Raises:
-        ConfigError: no unfinished run under outputs/train/ to continue.
+        ConfigError: no unfinished run under outputs/train/ to continue, or no run in the folder named.
     """
     if name != "train" or is_multirun(args) or last_value(args, "resume") is not True:
         return args
@@ -302,7 +313,7 @@ def resolve_resume(name: str, args: List[str]) -> List[str]:
             raise ConfigError(f"resume=true: no unfinished run under {Path('outputs', name)}; pass hydra.run.dir=DIR of the run to continue")
         args = [*args, hydra_override("hydra.run.dir", str(folder))]
     elif read_metrics(folder) is None:
-        return args  # nothing there yet: a new run
+        raise ConfigError(f"resume=true: {folder} holds no run to continue; leave out resume=true to start a new run there")
     given = {parse_key(a) for a in overrides_in(args)} | {"resume"}
     kept = [line for line in recorded_overrides(folder) if parse_key(line) not in given]
     print(f"resume=true: continuing {folder}" + (f" ({' '.join(map(shell_word, kept))})" if kept else ""))
@@ -325,17 +336,26 @@ def recorded_overrides(folder: Path) -> List[str]:
     return [str(line) for line in ((read_metrics(folder) or {}).get("provenance") or {}).get("overrides") or []]
 
 
+def refuse_choice_fields(args: List[str]) -> None:
+    """Refuse (ConfigError, config.check_choice_field) a command-line override that sets a group's choice
+    field (`optim.name=adam`) instead of choosing the group (`optim=adam`)."""
+    from .config import check_choice_field
+
+    for line in overrides_in(args):
+        check_choice_field(line)
+
+
 def add_and_delete(name: str, args: List[str]) -> List[str]:
     """Hydra's `~key` and `+key=value` made to agree with the schemas, whatever a key's value.
 
     Hydra takes a key whose value is null for an absent one: it cannot delete it (`~grad_clip`: "does not
     exist") and lets `+grad_clip=1.0` add it, while `+lr=0.1` is refused. Here `~key` (or `~key=null`) of
-    a key that may be null sets it to null, and `+key=value` of any key the config has is refused with the
-    line to use instead. Other `~key` and `+key` lines (groups, unknown keys, keys without null) go to
-    Hydra as given.
+    a key that may be null sets it to null, `~key` of a key a schema requires is refused, and `+key=value`
+    of any key the config has is refused with the line to use instead. Other `~key` and `+key` lines
+    (groups, unknown keys) go to Hydra as given.
 
     Raises:
-        ConfigError: `+key=value` of a key the config already has.
+        ConfigError: `+key=value` of a key the config already has; `~key` of a key its schema requires.
     """
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -371,6 +391,10 @@ def add_and_delete(name: str, args: List[str]) -> List[str]:
             if o.value() not in (None, parent[leaf]):  # `~key=value`: Hydra removes a key only at that value
                 raise ConfigError(f"{line}: {o.key_or_group} is {hydra_value(parent[leaf])}, not {hydra_value(o.value())}")
             out.append(f"{o.key_or_group}=null")
+        elif parent_key and OmegaConf.get_type(parent) not in (None, dict):
+            # a field of a group's schema (`~model.depth`), which OmegaConf cannot delete; a top-level key
+            # (`~seed`) is deleted by Hydra and then named as required by validation
+            raise ConfigError(f"{line}: {o.key_or_group} is required and cannot be removed; set it instead: {o.key_or_group}=...")
         else:
             out.append(line)
     return out

@@ -27,10 +27,28 @@ INITS = ("default", "xavier", "kaiming", "lecun", "auto")
 DEVICES = ("cpu", "cuda", "auto")
 
 
+# The config groups whose node names its own choice, and that field: `optim=adam` gives optim.name=adam.
+CHOICE_FIELDS = {"model": "name", "act": "name", "dataset": "name", "optim": "name", "sched": "name", "init": "name",
+                 "device": "type"}
+
+
 def check(ok: bool, message: str) -> None:
     """Raise a one-line ConfigError unless `ok`."""
     if not ok:
         raise ConfigError(message)
+
+
+def check_unique(key: str, values: Sequence[Any]) -> None:
+    """Refuse a study list that names a value twice (`acts=[relu,relu]`): each value is one arm of the study,
+    and a repeat would count one configuration's runs twice (or run two processes on one folder).
+
+    Raises:
+        ConfigError: naming the list and the first repeated value.
+    """
+    seen = set()
+    for value in values:
+        check(value not in seen, f"{key} names {value} twice; give each value once (more runs of one: seeds=N)")
+        seen.add(value)
 
 
 def check_choice(key: str, value: str, choices: Sequence[str]) -> None:
@@ -332,6 +350,7 @@ class ActivationsConfig:
         check(len(self.acts) >= 1, "acts must name at least one activation")
         for act in self.acts:
             check_choice("acts", act, config_choices("act"))
+        check_unique("acts", self.acts)
         check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
         check(self.n_workers >= 1, f"n_workers must be at least 1, got {self.n_workers}")
         check(self.depth >= 1 and self.width >= 1, f"depth and width must be at least 1, got {self.depth}, {self.width}")
@@ -343,7 +362,9 @@ class ActivationsConfig:
                                                     f"epochs={self.epochs} (the trend is fitted over the last stability_epochs epochs)")
         for ablation in self.ablations:
             check_choice("ablations", ablation, ("init", "norm", "depth"))
+        check_unique("ablations", self.ablations)
         check(all(d >= 1 for d in self.ablation_depths), "ablation_depths must be positive")
+        check_unique("ablation_depths", self.ablation_depths)
 
 
 @dataclass
@@ -383,6 +404,7 @@ class ResidualConfig(StudyConfig):
         check(len(self.depths) >= 1, "depths must name at least one depth")
         for depth in self.depths:
             check(f"resnet{depth}" in config_choices("model"), f"depth {depth} has no CIFAR ResNet; choose from 20, 32, 44, 56, 110")
+        check_unique("depths", self.depths)
         check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
         check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         check(self.lr > 0, f"lr must be positive, got {self.lr}")
@@ -390,6 +412,7 @@ class ResidualConfig(StudyConfig):
         check_choice("shortcut", self.shortcut, ("A", "B", "C"))
         for ablation in self.ablations:
             check_choice("ablations", ablation, ("shortcut", "norm"))
+        check_unique("ablations", self.ablations)
 
 
 @dataclass
@@ -421,6 +444,7 @@ class EfficientConfig(StudyConfig):
         check(len(self.models) >= 1, "models must name at least one model")
         for name in [*self.models, self.baseline]:
             check_choice("models", name, config_choices("model"))
+        check_unique("models", self.models)
         check(self.baseline in self.models, f"baseline {self.baseline!r} must be one of models {list(self.models)}")
         check(self.width is None or 0 < self.width <= 8, f"width must be in (0, 8], got {self.width}")
         check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
@@ -428,6 +452,7 @@ class EfficientConfig(StudyConfig):
         check(self.lr > 0, f"lr must be positive, got {self.lr}")
         check(self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}")
         check(len(self.latency_batches) >= 1 and all(b >= 1 for b in self.latency_batches), "latency_batches must be positive")
+        check_unique("latency_batches", self.latency_batches)
         check(self.min_run_time > 0, f"min_run_time must be positive, got {self.min_run_time}")
         check(self.calibration_images >= 1, f"calibration_images must be at least 1, got {self.calibration_images}")
         check(self.parity_tolerance > 0, f"parity_tolerance must be positive, got {self.parity_tolerance}")
@@ -467,6 +492,7 @@ class NASConfig(StudyConfig):
         check(len(self.strategies) >= 1, "strategies must name at least one strategy")
         for strategy in self.strategies:
             check_choice("strategies", strategy, ("random", "evolution", "nsga2", "zero_cost"))
+        check_unique("strategies", self.strategies)
         check(self.search_seeds >= 1 and self.trials >= 1, "search_seeds and trials must be at least 1")
         check(self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be positive, got {self.max_minutes}")
         check(1 <= self.sample_size <= self.population, "sample_size must be between 1 and population")
@@ -476,6 +502,7 @@ class NASConfig(StudyConfig):
         check(self.top_k >= 1 and self.final_seeds >= 1, "top_k and final_seeds must be at least 1")
         for name in self.baselines:
             check_choice("baselines", name, [m for m in config_choices("model") if m != "nas"])
+        check_unique("baselines", self.baselines)
         check(self.latency_threads >= 1, "latency_threads must be at least 1")
         from .zero_cost import PROXIES  # last: the proxies' module imports torch
 
@@ -703,6 +730,32 @@ def parse_value(line: str) -> Any:
     """The value of one override as Hydra reads it: quotes removed, `null` as None, `true` as True
     (a sweep as Hydra's sweep object). Raises Hydra's OverrideParseException for what does not parse."""
     return override_parser().parse_override(line).value()
+
+
+def check_choice_field(line: str) -> None:
+    """Refuse an override that sets a group's choice field directly (`optim.name=adam`, `device.type=cpu`, also
+    `optim={name: adam}`, `~optim.name`): it renames the choice but keeps the chosen group's node (an SGD node
+    named adam, an MLP node named resnet20), which the trainer cannot build. Lines Hydra cannot parse pass
+    (their composition names them).
+
+    Raises:
+        ConfigError: naming the line and the group choice to use instead (`optim=adam`).
+    """
+    from hydra.errors import HydraException
+
+    try:
+        o = override_parser().parse_override(line)
+    except HydraException:
+        return
+    group, _, field = o.key_or_group.partition(".")
+    value = None if o.is_delete() or o.is_sweep_override() else o.value()
+    if CHOICE_FIELDS.get(group) == field:
+        choice = line.split("=", 1)[1] if "=" in line and not o.is_delete() else "..."
+    elif not field and group in CHOICE_FIELDS and isinstance(value, dict) and CHOICE_FIELDS[group] in value:
+        choice = hydra_value(value[CHOICE_FIELDS[group]])
+    else:
+        return
+    raise ConfigError(f"{line}: choose the group instead: {group}={choice}")
 
 
 def job_output_dir() -> Path:

@@ -47,6 +47,12 @@ BAD_INPUT = [
     (["train", "data.root=EMPTY", "data.download=false"], "mnist: idx files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (plain or .gz) not found"),
     (["train", "dataset=npz", "dataset.path=BADNPZ"], "missing arrays"),
     (["nas", "strategies=[grid]"], "strategies='grid' is not valid"),
+    # a repeated value in a study's list would count one configuration's runs twice
+    (["activations", "acts=[relu,relu]"], "acts names relu twice; give each value once (more runs of one: seeds=N)"),
+    (["residual", "depths=[20,20]"], "depths names 20 twice"),
+    (["efficient", "models=[dws_cnn,baseline_cnn,dws_cnn]"], "models names dws_cnn twice"),
+    (["nas", "baselines=[dws_cnn,dws_cnn]"], "baselines names dws_cnn twice"),
+    (["nas", "strategies=[random,random]"], "strategies names random twice"),
     (["report"], "path is required: add path=..."),
     (["report", "path=EMPTY"], "no such folder"),
     (["report", "path=.", "metric=accuracy"], "metric='accuracy' is not valid"),
@@ -398,3 +404,21 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path):
     out = run_cli(["train", "debug=fast", f"hydra.run.dir={blocker / 'run'}"], tmp_path)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "cannot write" in out.stderr and "hydra.run.dir" in out.stderr
+
+
+def test_resume_true_on_a_folder_without_a_run_is_refused_before_hydra_makes_it(tmp_path):
+    run = tmp_path / "nonexist"
+    out = run_cli(["train", "dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8",
+                   "epochs=1", "resume=true", f"hydra.run.dir={run}"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == f"deepexp: resume=true: {run} holds no run to continue; leave out resume=true to start a new run there\n"
+    assert not run.exists()
+
+
+def test_resume_true_on_a_finished_run_leaves_its_record_as_it_was(finished_npz_run):
+    run, _ = finished_npz_run
+    before = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
+    out = run_cli(["train", "resume=true", f"hydra.run.dir={run}"], run.parent)
+    assert out.returncode == 0, out.stderr
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == before
+    assert "resume=true" not in (run / ".hydra" / "overrides.yaml").read_text()

@@ -136,6 +136,7 @@ OWN_KEY_CASES = [  # (command, the option, an extra override the study refuses, 
     ("residual", "train", "monitor.enabled=false", needed("monitor.enabled=false", "monitor.enabled", GRADIENTS)),
     ("efficient", "overrides", "debug=fast", refusal("debug=fast", "epochs=...", "epochs")),  # the debug group sets epochs
     ("nas", "overrides", "hydra.run.dir=/tmp/x", f"'hydra.run.dir=/tmp/x' {HYDRA_SETTING}"),
+    ("activations", "train", "act.name=gelu", refusal("act.name=gelu", "acts=[...]")),  # a group's own choice field
 ]
 
 
@@ -165,6 +166,15 @@ OWN_KEYS_IN_PROCESS = [  # (study, its overrides, the option, the line, the stud
     ("nas", [], "overrides", "epochs=1", "proxy_epochs= and final_epochs="),
     ("nas", [], "overrides", "eval_test=true", None),
     ("nas", [], "overrides", "model.arch=x.json", None),
+    # a group's choice field (`name`, device's `type`) is the group the study chooses
+    ("activations", [], "train", "dataset.name=mnist", "dataset=..."),
+    ("activations", [], "train", "init.name=xavier", "init=..."),
+    ("residual", [], "train", "act.name=gelu", "act=..."),
+    ("residual", [], "train", "device.type=cpu", "device=..."),
+    ("residual", [], "train", "model.name=resnet20", "depths=[...] and densenet=true"),
+    ("efficient", [], "overrides", "model.name=resnet20", "models=[...]"),
+    ("nas", [], "overrides", "model.name=mlp", "baselines=[...]"),
+    ("nas", [], "overrides", "dataset.name=mnist", "dataset=..."),
 ]
 
 
@@ -199,6 +209,9 @@ OTHER_REFUSALS = [  # (study, the option, the line, the refusal): keys the table
     ("activations", "train", "lr=0.001 x=1", "cannot parse 'lr=0.001 x=1' (mismatched input '=' expecting <EOF>): quote a "
                                             "value that holds =, a space, a comma, a bracket or a quote, e.g. \"lr='0.001 x=1'\" "
                                             "(README: Quoting)"),
+    # the choice field of a group the study leaves to the trainer: the group is chosen, not renamed
+    ("activations", "train", "optim.name=adam", "optim.name=adam: choose the group instead: optim=adam"),
+    ("efficient", "overrides", "init.name=xavier", "init.name=xavier: choose the group instead: init=xavier"),
 ]
 
 
@@ -294,3 +307,18 @@ def test_residual_figures_draw_the_epochs_every_run_has(tmp_path, monkeypatch):
     files = residual.write_plots(study, results, tmp_path, "test")
     assert set(files) == {"training_error", "grad_norm_vs_depth", "grad_heatmap"}
     assert [x for x, _ in seen[:4]] == [[1, 2]] * 4  # training and validation error of plain20 and resnet20
+
+
+REPEATS = [("activations", "ablation_depths=[5,5]", "ablation_depths names 5 twice"),
+           ("activations", "ablations=[norm,norm]", "ablations names norm twice"),
+           ("residual", "ablations=[shortcut,shortcut]", "ablations names shortcut twice"),
+           ("efficient", "latency_batches=[1,1]", "latency_batches names 1 twice")]
+
+
+@pytest.mark.parametrize("name, line, said", REPEATS, ids=[f"{c[0]} {c[1]}" for c in REPEATS])
+def test_a_study_list_that_repeats_a_value_is_refused(name, line, said):
+    from deepexp.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_config(name, [line]))
+    assert str(refused.value) == f"{said}; give each value once (more runs of one: seeds=N)"

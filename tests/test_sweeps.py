@@ -52,6 +52,7 @@ REFUSED = [  # (command line, the one line it gets)
     (["-m", "lr=range(0,1,1e-9)"], "lr=range(0,1,1e-9): this range has more than 100,000 values; check its step"),
     (["act=relu,gelu"], "act=relu,gelu is a sweep: add -m"),
     (["-m", "act=relu,nope"], "unknown act 'nope'"),
+    (["act=relu,nope", "-m"], "unknown act 'nope'"),  # -m after the overrides, as after any other word
     (["~seed"], "seed is required: add seed=..."),
     (["+foo=1"], "unknown key 'foo' (TrainConfig has no such key)"),
     (["+sched.foo=1"], "unknown key 'sched.foo' (SchedConfig has no such key)"),
@@ -60,7 +61,12 @@ REFUSED = [  # (command line, the one line it gets)
     (["~grad_clip=3"], "~grad_clip=3: grad_clip is null, not 3"),
     (["~lr", "--cfg", "job"], "lr is required: add lr=..."),  # printing the config checks it as a run would
     (["+act=gelu"], "act already has a choice in the defaults: choose with act=... (no +)"),
-    (["~model.depth"], "MLPConfig (DictConfig) does not support deletion"),
+    (["~model.depth"], "~model.depth: model.depth is required and cannot be removed; set it instead: model.depth=..."),
+    # a group's choice field set directly would rename the choice and keep the old group's node
+    (["optim.name=adam", "debug=fast"], "optim.name=adam: choose the group instead: optim=adam"),
+    (["sched.name=cosine"], "sched.name=cosine: choose the group instead: sched=cosine"),
+    (["model.name=resnet20"], "model.name=resnet20: choose the group instead: model=resnet20"),
+    (["-m", "device.type=cpu,auto"], "device.type=cpu,auto: choose the group instead: device=cpu,auto"),
 ]
 
 
@@ -78,3 +84,11 @@ def test_removing_a_key_that_may_be_null_sets_it_to_null(tmp_path):
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(out.stdout)
     assert (config["grad_clip"], config["subset"], config["epochs"]) == (None, None, 1)  # debug=fast's subset removed as well
+
+
+def test_multirun_may_come_after_the_overrides(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_cli(["train", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", "--multirun"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    runs = {json.loads(p.read_text())["config"]["seed"]: json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json")}
+    assert runs == {0: "completed", 1: "completed"}

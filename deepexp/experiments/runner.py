@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from ..config import (compose_config, config_choices, first_line, hydra_override, hydra_overrides, job_output_dir, override_parser,
+from ..config import (CHOICE_FIELDS, check_choice_field, compose_config, config_choices, first_line, hydra_override, hydra_overrides, job_output_dir, override_parser,
                       parse_key, to_plain, unparsable, validate)
 from ..errors import ConfigError
 from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan, worker_slot
@@ -78,6 +78,8 @@ def check_extra(study: Any, keys: Iterable[str], extra: Sequence[str], option: s
       `eval_test` where the tables read every run's test accuracy;
     - a parent of such a key (`monitor={...}` sets monitor.enabled) or a config group whose choice sets
       one (`debug=fast` sets epochs and subset);
+    - the choice field of a group the study chooses (`act.name=gelu` where the study sets `act`);
+    - the choice field of any other group (`optim.name=adam`: choose `optim=adam`, config.check_choice_field);
     - a Hydra setting (`hydra.*`, `hydra/...`), which belongs to the whole command, not to each run;
     - a line Hydra cannot parse.
 
@@ -86,6 +88,8 @@ def check_extra(study: Any, keys: Iterable[str], extra: Sequence[str], option: s
     """
     keys, needs = list(keys), needs or {}
     owned = list(dict.fromkeys([*keys, *needs]))
+    choice_of = {f"{group}.{CHOICE_FIELDS[group]}": group for group in owned if group in CHOICE_FIELDS}
+    owned += list(choice_of)
     for line in extra:
         parsed = parse_extra(line, option)
         key = parsed.key_or_group
@@ -96,10 +100,15 @@ def check_extra(study: Any, keys: Iterable[str], extra: Sequence[str], option: s
         sets = [f"{key}.{k}" for k in flat_keys(value)] if isinstance(value, dict) and value else [key]
         hit = next(filter(None, (owned_key(k, owned) for k in [*sets, *group_sets(line, key)])), None)
         if hit is None:
+            try:
+                check_choice_field(line)
+            except ConfigError as exc:
+                raise ConfigError(f"{option}=[...]: {exc}") from None
             continue
         if hit in needs and hit not in keys:
             raise ConfigError(f"{option}=[...]: {line!r} sets {hit}, which the study needs as the trainer sets it: {needs[hit]}")
-        instead = (own_keys or {}).get(hit) or (f"{hit}=..." if has_key(study, hit) else None)
+        named = choice_of.get(hit, hit)  # `act.name` is the study's `act`
+        instead = (own_keys or {}).get(named) or (f"{named}=..." if has_key(study, named) else None)
         advice = f"use the study's own {instead} instead" if instead else "the study does not let it change"
         raise ConfigError(f"{option}=[...]: {line!r} sets {hit}, which the study sets itself in every run; {advice}")
 
