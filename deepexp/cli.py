@@ -64,7 +64,7 @@ COMMANDS: Dict[str, Command] = {
     "nas": Command("project 4: architecture search (random, evolution, NSGA-II, zero-cost), Pareto front, top 5",
                    "experiments.nas:nas_command", presets=True, check="experiments.nas:check_command"),
     "report": Command("summarise any folder of runs: group over seeds, mean ± std, curves, bars, report.md",
-                      "commands.report:report_command", check="commands.report:check_command"),
+                      "commands.report:report_command"),  # its check reads the runs: in check_inputs
 }
 
 
@@ -425,9 +425,11 @@ LOCAL_LAUNCHERS = (None, "basic", "joblib")  # launchers whose jobs run on this 
 
 def check_inputs(name: str, typed: List[Any], args: List[str]) -> None:
     """Refuse, before Hydra makes an output folder, what a job would refuse as soon as it started:
-    a report's missing or empty folder, data that is neither on disk nor downloadable or that the
-    trainer's data checks refuse (data.check_available), device=cuda without a GPU. (Downloads happen here, once, where they are allowed.) Jobs that another launcher
-    runs elsewhere (a SLURM cluster) find their data and device there, so only the report is checked.
+    a report's missing or empty folder or a group_by key no run has (commands.report.check_command),
+    data that is neither on disk nor downloadable or that the trainer's data checks refuse
+    (data.check_available), device=cuda without a GPU. (Downloads happen here, once, where they are
+    allowed.) Jobs that another launcher runs elsewhere (a SLURM cluster) find their data and device
+    there, so only the report is checked.
 
     `typed`: the validated config of each job variant (see sweep_variants).
     Raises: ConfigError (DataError for data) with the job's own one line.
@@ -435,10 +437,10 @@ def check_inputs(name: str, typed: List[Any], args: List[str]) -> None:
     from .config import compose_config, parse_key, to_plain, validate
 
     if name == "report":
-        from .commands.report import runs_below
+        from .commands.report import check_command
 
         for cfg in typed:
-            runs_below(cfg.path)
+            check_command(cfg, None)
         return
     if last_value(args, "hydra/launcher") not in LOCAL_LAUNCHERS:
         return
