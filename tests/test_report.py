@@ -81,13 +81,13 @@ def test_a_sweep_over_a_list_valued_setting_groups_into_one_group_per_list(tmp_p
     assert sorted(json.loads(r["optim.betas"]) for r in rows) == [[0.5, 0.9], [0.5, 0.9], [0.9, 0.999], [0.9, 0.999]]
 
 
-def run_dir(root, name, config, acc):
+def run_dir(root, name, config, acc, loss=1.0):
     folder = root / name
     folder.mkdir(parents=True)
     history = [{"epoch": 1, "train_loss": 1.0, "train_acc": acc, "val_loss": 1.0, "val_acc": acc}]
     (folder / "metrics.json").write_text(json.dumps({
         "status": "completed", "config": {"dataset": "synthetic", "lr": 0.1, **config}, "params": 10, "epochs_done": 1,
-        "history": history, "test": {"acc": acc, "loss": 1.0}, "best_val_acc": acc, "seconds": 1.0}))
+        "history": history, "test": {"acc": acc, "loss": loss}, "best_val_acc": acc, "seconds": 1.0}))
 
 
 def test_dicts_nulls_and_nested_values_group_print_and_round_trip_through_summary_csv(tmp_path):
@@ -177,3 +177,14 @@ def test_equal_best_means_are_reported_as_a_tie(tmp_path):
     assert out.returncode == 0, out.stderr
     assert ("- Highest mean test_acc: a tie between act=gelu and act=relu, each 0.9000 (act=gelu: 0.9000 ± 0.0000, 3 runs; "
             "act=relu: 0.9000 ± 0.0000, 3 runs).") in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_loss_metric_ranks_the_lowest_mean_first(tmp_path):
+    for i in range(3):
+        for lr, loss in ((0.01, 0.30 + i / 100), (1.0, 0.90 + i / 100)):
+            run_dir(tmp_path / "runs", f"lr{lr}-{i}", {"lr": lr, "seed": i}, 0.5, loss=loss)
+    out = run_cli(["report", f"path={tmp_path / 'runs'}", "metric=test_loss", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "- Lowest mean test_loss: lr=0.01 with 0.3100 ± 0.0100 (3 runs)." in report, report
+    assert "Against the runner-up, lr=1.0 (0.9100 ± 0.0100)" in report

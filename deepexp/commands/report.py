@@ -117,7 +117,8 @@ def report_command(cfg: DictConfig) -> int:
     by = grouping(study, rows)
     metric = study.metric
     groups = group(rows, by)
-    groups.sort(key=lambda g: -(g.stat(metric).mean if g.stat(metric).n else float("-inf")))
+    sign = 1 if lower_is_better(metric) else -1  # best first: the lowest loss, the highest accuracy
+    groups.sort(key=lambda g: sign * g.stat(metric).mean if g.stat(metric).n else float("inf"))
     write_csv(out / "summary.csv", rows)
     # runs and seeds: those the statistics are computed from; the others are named under the table
     header = [*(by or ["group"]), "runs", "seeds", f"{metric} (mean ± std)", "95% CI ±", "diverged"]
@@ -161,8 +162,13 @@ def left_out(groups: List[Group], metric: str) -> str:
                         for r in missing) + ".")
 
 
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller `metric` is the better one: the losses (test_loss, final_val_loss, ...)."""
+    return "loss" in metric
+
+
 def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
-    """The best group (groups come sorted by mean `metric`, best first) against the runner-up, its Welch
+    """The best group (groups come sorted by mean `metric`, best first: lower_is_better) against the runner-up, its Welch
     test Holm-adjusted over every pair of groups (the best is picked by these same data), and diverged
     runs. Runs whose final training loss never left chance level (`chance` = ln K, results.stalled) are
     named first; they stay in their groups, whose setting may be what stalled them."""
@@ -174,12 +180,13 @@ def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
     scored = [g for g in groups if g.stat(metric).n]
     if not scored:
         return lines + [f"No run has {metric}."]
-    best, tied = scored[0], leaders(scored, metric)
+    best, tied = scored[0], leaders(scored, metric, lowest=lower_is_better(metric))
+    extreme = "Lowest" if lower_is_better(metric) else "Highest"
     if len(tied) > 1:
-        lines.append(f"Highest mean {metric}: a tie between {' and '.join(label(g) for g in tied)}, each "
+        lines.append(f"{extreme} mean {metric}: a tie between {' and '.join(label(g) for g in tied)}, each "
                      f"{best.stat(metric).mean:.4f} ({'; '.join(f'{label(g)}: {g.stat(metric).fmt(4)}, {g.stat(metric).n} runs' for g in tied)}).")
     else:
-        lines.append(f"Highest mean {metric}: {label(best)} with {best.stat(metric).fmt(4)} ({best.stat(metric).n} runs).")
+        lines.append(f"{extreme} mean {metric}: {label(best)} with {best.stat(metric).fmt(4)} ({best.stat(metric).n} runs).")
     if len(scored) > 1:
         second = scored[1]
         pairs = list(itertools.combinations(range(len(scored)), 2))
