@@ -408,15 +408,24 @@ def prevalidate(name: str, args: List[str]) -> List[Any]:
     whole cartesian product. Each variant is checked as the command checks its config
     (Command.check_config: a study's owned keys, its runs' configs), and against what is
     already in the run folder when the command line names it: a run there that the command
-    would refuse is refused here, before Hydra writes anything in that folder.
+    would refuse is refused here, before Hydra writes anything in that folder; likewise each job
+    of a sweep rerun into a named sweep folder (existing_sweep_jobs), before Hydra rewrites its
+    multirun.yaml.
     """
     from .config import compose_config, validate
 
-    variants = sweep_variants(name, args)
-    typed = [validate(compose_config(name, variant)) for variant in variants]
+    choices = sweep_choices(name, args)
+    typed = [validate(compose_config(name, variant)) for variant in variants_of(choices)]
     folder = None if is_multirun(args) else given_folder(args)
     for one in typed:
         COMMANDS[name].check_config(one, folder)
+    jobs = existing_sweep_jobs(args, choices)  # a rerun sweep: each job against the run in its folder, before multirun.yaml is rewritten
+    if jobs:
+        from .experiments.runner import checking_sweep_jobs
+
+        with checking_sweep_jobs():
+            for job_folder, overrides in jobs:
+                COMMANDS[name].check_config(validate(compose_config(name, overrides)), job_folder)
     return typed
 
 
@@ -472,6 +481,19 @@ def is_multirun(args: List[str]) -> bool:
 def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
     """The override lists that prevalidate composes: the first job of the sweep, then one variant per
     further value of each swept key (the others at their first value). Without -m, the overrides as given.
+    Raises as sweep_choices does."""
+    return variants_of(sweep_choices(name, args))
+
+
+def variants_of(choices: List[List[str]]) -> List[List[str]]:
+    """The first job of `choices` (each key at its first value), then one list per further value of a key."""
+    firsts = [c[0] for c in choices]
+    return [firsts] + [firsts[:i] + [value] + firsts[i + 1:] for i, c in enumerate(choices) for value in c[1:]]
+
+
+def sweep_choices(name: str, args: List[str]) -> List[List[str]]:
+    """For each key of the command line, in order, the overrides of its values: the jobs of a -m sweep are
+    their cartesian product, in Hydra's basic sweeper's order. Without -m, each override as given, alone.
 
     With -m every override goes through Hydra's own BasicSweeper with the command's config loader, so
     `glob(...)` sees the group's options and each override is written as the jobs will get it (the
@@ -499,7 +521,7 @@ def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
                 if override.is_sweep_override():
                     raise ConfigError(f"{override.input_line} is a sweep: add -m to run one job per value, or quote the value "
                                       f"to give it as one string ({override.get_key_element()}='...')")
-            return [lines]
+            return [[line] for line in lines]
         per_key: Dict[str, List[str]] = {}  # key -> the overrides of its values; a repeated key: the last wins, as in Hydra
         for override in parsed:
             line = override.input_line
@@ -516,9 +538,26 @@ def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
                         f"; glob(...) picks among the choices of a config group, and {group} is not one" if options is not None else "")
                 raise ConfigError(f"{line} gives no value to run{said}")
             per_key[override.get_key_element()] = [job[0] for job in jobs]
-    choices = list(per_key.values())
-    firsts = [c[0] for c in choices]
-    return [firsts] + [firsts[:i] + [value] + firsts[i + 1:] for i, c in enumerate(choices) for value in c[1:]]
+    return list(per_key.values())
+
+
+def existing_sweep_jobs(args: List[str], choices: List[List[str]]) -> List[Tuple[Path, List[str]]]:
+    """(folder, overrides) of each job of this -m sweep whose folder already holds a run: for a sweep into a
+    named `hydra.sweep.dir` with Hydra's default `hydra.sweep.subdir` (the job's number), the jobs in the
+    basic sweeper's order (the cartesian product of `choices`, see sweep_choices). Empty where the folder is
+    new, interpolated, or its jobs are named another way."""
+    import itertools
+
+    folder = last_value(args, "hydra.sweep.dir")
+    if not is_multirun(args) or folder is None or "${" in str(folder) or last_value(args, "hydra.sweep.subdir") is not None:
+        return []
+    from .rundir import METRICS
+
+    root = Path(str(folder))
+    if not root.is_dir():
+        return []
+    jobs = itertools.product(*choices)
+    return [(root / str(i), list(job)) for i, job in enumerate(jobs) if (root / str(i) / METRICS).is_file()]
 
 
 MAX_RANGE_VALUES = 100_000  # a range with more values is a typo (a step of 1e-9), not a sweep anyone can run

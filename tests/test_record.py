@@ -180,3 +180,15 @@ def test_resume_true_alone_continues_the_newest_unfinished_run_with_its_recorded
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["config"]["act"] == "gelu" and metrics["config"]["device.threads"] == 1
     assert yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) == [*TINY, "act=gelu", "resume=true", "device.threads=1"]
+
+
+def test_a_sweep_rerun_into_its_folder_with_another_config_is_refused_before_hydra_rewrites_multirun_yaml(tmp_path):
+    sweep = ["train", "-m", "debug=fast", "model.depth=2", "dataset=synthetic", "dataset.train_size=200", "seed=0,1",
+             f"hydra.sweep.dir={tmp_path / 'sw'}"]
+    assert run_cli(sweep, tmp_path).returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "sw").rglob("*.yaml")}
+    out = run_cli([*sweep, "lr=0.1"], tmp_path)
+    assert out.returncode == 2 and "Launching" not in out.stdout, out.stdout
+    assert out.stderr.startswith(f"deepexp: {tmp_path / 'sw' / '0'} holds a run with another config (lr: 0.05 -> 0.1); "
+                                 "give every job its own folder"), out.stderr
+    assert {p: p.read_bytes() for p in (tmp_path / "sw").rglob("*.yaml")} == before  # multirun.yaml and each job's record

@@ -7,6 +7,7 @@ goes on: all of that is the trainer's own behaviour on an existing run directory
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import sys
@@ -247,10 +248,24 @@ def check_runs(exp_dir: Path, runs: Iterable[Tuple[str, Sequence[str]]]) -> None
             check_resumable(earlier.get("config", {}), flat_config(run_config(overrides)), run_dir, fresh_folder_advice())
 
 
+_checking_sweep_jobs = False  # set by checking_sweep_jobs(): the CLI checks a sweep's jobs before Hydra runs them
+
+
+@contextlib.contextmanager
+def checking_sweep_jobs():
+    """While the CLI checks the jobs of a -m sweep before Hydra starts it, advice names the sweep's keys."""
+    global _checking_sweep_jobs
+    _checking_sweep_jobs = True
+    try:
+        yield
+    finally:
+        _checking_sweep_jobs = False
+
+
 def fresh_folder_advice() -> str:
     """How to start afresh instead of continuing a folder that holds another run: choose another run folder,
     or in a -m sweep another sweep folder, or a hydra.sweep.subdir that gives every job its own."""
-    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+    if _checking_sweep_jobs or (HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"):
         return "give every job its own folder (a hydra.sweep.subdir that differs between jobs) or choose a new hydra.sweep.dir"
     return "choose a new hydra.run.dir to start afresh"
 
