@@ -447,3 +447,11 @@ def test_the_int8_sentence_counts_the_latencies_behind_its_ratios_that_were_not_
     int8 = next(line for line in findings(study, summary_rows(study, measured), measured, None) if line.startswith("**INT8**"))
     assert int8.endswith("(median 1.50x) (1 of the 4 latencies behind these ratios was not measured reliably: see Measurement "
                          "reliability).")
+
+
+def test_measure_only_mode_checks_its_overrides_before_anything_is_written(tmp_path):
+    out = run_cli(["efficient", "train=false", "models=[baseline_cnn]", "overrides=['model.width=0.5']",
+                   f"hydra.run.dir={tmp_path / 'exp'}"], tmp_path)
+    assert (out.returncode, out.stderr) == (2, "deepexp: overrides=[...]: 'model.width=0.5' sets model.width, which the study "
+                                               "sets itself in every run; use the study's own width=... instead\n")
+    assert not (tmp_path / "exp").exists()

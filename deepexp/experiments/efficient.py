@@ -34,8 +34,7 @@ from ..results import (MIN_SEEDS, STALLED_FRACTION, Stat, chance_loss, compare, 
                        pareto_front, publish_report, spearman, stalled, write_csv, write_text)
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
-from .runner import (RunSpec, check_study, group_overrides, hardware_line, precision, preset_note, representatives, run_config, run_study,
-                     train_overrides)
+from .runner import RunSpec, check_study, group_overrides, hardware_line, precision, preset_note, run_study, train_overrides
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64
@@ -62,11 +61,11 @@ def efficient_command(cfg: DictConfig) -> int:
 def check_command(study: EfficientConfig, exp_dir: Optional[Path]) -> None:
     """What `deepexp efficient` refuses, checked before anything is written (runner.check_study). With
     train=false nothing trains, but every model is still built and measured with `overrides`: one run
-    config per model is composed and checked alike."""
-    check_study(study, plan, exp_dir)
-    if not study.train:
-        for spec in representatives([RunSpec(model, {"model": model}, run_overrides(study, model, 0)) for model in study.models]):
-            run_config(spec.overrides)
+    config per model is composed and checked alike (there are no runs in `exp_dir` to check)."""
+    if study.train:
+        check_study(study, plan, exp_dir)
+    else:
+        check_study(study, lambda s: [RunSpec(m, {"model": m}, run_overrides(s, m, 0)) for m in s.models], None)
 
 
 # --- the runs ------------------------------------------------------------------------------
