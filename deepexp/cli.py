@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import ConfigError, DeepexpError
+from .errors import EXIT_BAD_INPUT, ConfigError, DeepexpError, fail
 
-EXIT_BAD_INPUT = 2
 _show_traceback = False  # the user's HYDRA_FULL_ERROR, before we set it for Hydra
 HYDRA_FLAGS_WITHOUT_RUN = ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc")  # print, check nothing
 HYDRA_CFG_FLAGS = ("--cfg", "-c")  # print the config: checked as a run would be, but nothing is written
@@ -74,11 +73,6 @@ def usage() -> str:
     lines += ["", "`deepexp <command> --help` shows that command's config groups, choices and defaults.",
               "Example: deepexp train model=resnet18 act=gelu dataset=cifar10 device=auto"]
     return "\n".join(lines)
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
-    sys.stderr.write(f"deepexp: {message}\n")
-    return code
 
 
 def main(argv: List[str] | None = None) -> None:

@@ -518,9 +518,9 @@ class ReportConfig:
     metric: str = MISSING
 
     def __post_init__(self) -> None:
-        from .commands.report import METRICS
+        from .rundir import RUN_METRICS
 
-        check_choice("metric", self.metric, METRICS)
+        check_choice("metric", self.metric, RUN_METRICS)
 
 
 # The choices of a group whose own keys have their own schema (the group's base schema serves the others).

@@ -23,6 +23,11 @@ from .errors import CheckpointError, ConfigError, RunLockedError
 METRICS = "metrics.json"
 LAST, PREV = "last.pt", "prev.pt"
 FINISHED = ("completed", "diverged")  # statuses of a run that no process continues
+# A run's final numbers as `deepexp report` tabulates them (commands/report.py run_row) and ranks runs by (its
+# `metric=`): here, at the bottom of the package, so that the config schema can check `metric=` without
+# importing the report.
+RUN_METRICS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_val_loss", "final_train_loss",
+               "final_train_acc", "seconds", "params", "epochs_done", "clipped_fraction")
 
 
 def _umask() -> int:
