@@ -88,6 +88,15 @@ def read_json(path: Path) -> Optional[Any]:
         return None
 
 
+# Config keys that say where and how a run executes and what it logs, not what it computes: each entry is a
+# flat config key or, ending in ".", every key of that group, matched as a prefix (`key.startswith(EXECUTION_KEYS)`).
+# A run may resume with other values of these (train.RESUMABLE_CHANGES), and `deepexp report` does not group
+# runs apart by them (commands/report.py NOT_A_FACTOR). `compile` and `channels_last` change the kernels, not
+# the model's function; `eval_test` only whether the test set is evaluated at the end.
+EXECUTION_KEYS = ("resume", "data.", "device.", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
+
+
+
 # Config keys added after runs were already on disk, with the value that reproduces the old behaviour: a run
 # without the key ran as this value says. The trainer's resumability check and `deepexp report` read old runs
 # through it (found with `git log -p configs/`; keys an option group's schema gained for choices that ignore

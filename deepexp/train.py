@@ -37,7 +37,7 @@ from .host import host_load, keep_freed_memory, oversubscription_warning
 from .models import check_input_fits, create_model, init_weights
 from .monitor import LayerMonitor, grad_depth_figure, write_scalars
 from .progress import ConsoleReporter
-from .rundir import NEW_OPTION_DEFAULTS, RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
+from .rundir import EXECUTION_KEYS, NEW_OPTION_DEFAULTS, RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
 
 EXIT_OK, EXIT_DIVERGED = 0, 3
 # The progress bar is redrawn 10 times a second; reading the running loss more often than this is wasted,
@@ -45,7 +45,7 @@ EXIT_OK, EXIT_DIVERGED = 0, 3
 PROGRESS_EVERY_S = 0.25
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
-RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
+RESUMABLE_CHANGES = EXECUTION_KEYS
 # Whether a run of this process compiled its model already (then the next compiled run resets dynamo first).
 _COMPILED_BEFORE = False
 # Where `compile=true` compiles the model; elsewhere it warns and the run stays eager. (The tests widen
