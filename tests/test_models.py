@@ -62,6 +62,36 @@ def test_activation_reaches_every_block(name, act):
     assert acts and all(type(m) is expected for m in acts)
 
 
+@pytest.mark.parametrize("act", ACTIVATIONS.names())
+def test_every_registered_activation_declares_its_layer_class_init_and_bounds_and_they_hold(act):
+    """What the registry says of an activation is what its layer does: `module` is the class `make` builds (the
+    monitor finds the layers by it), init=auto picks `matched_init`, and `bounds` are declared exactly for the
+    saturating activations (outputs within them, reaching both within 1%); the others grow without bound."""
+    info = ACTIVATIONS.get(act)
+    layer = info.make()
+    assert type(layer) is info.module and is_activation(layer)
+    assert info.matched_init in ("kaiming", "lecun", "xavier")
+    assert init_weights(create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=2, act=act, depth=1, width=4),
+                        "auto", act) == info.matched_init
+    with torch.no_grad():
+        y = layer(torch.linspace(-50.0, 50.0, 1001))
+    if info.bounds is not None:
+        low, high = info.bounds
+        margin = 0.01 * (high - low)
+        assert low <= y.min() <= low + margin and high - margin <= y.max() <= high
+    else:
+        assert y.max() >= 50.0
+
+
+def test_a_newly_registered_activation_is_recognised_as_one(monkeypatch):
+    from deepexp.models.activations import Activation
+
+    monkeypatch.setattr(ACTIVATIONS, "_entries", dict(ACTIVATIONS._entries))  # registered for this test only
+    ACTIVATIONS.register("hardswish")(Activation(nn.Hardswish, "kaiming", "relu"))
+    assert ACTIVATIONS.get("hardswish").module is nn.Hardswish
+    assert is_activation(nn.Hardswish()) and not is_activation(nn.Linear(2, 2)) and not is_activation(nn.Softmax(dim=1))
+
+
 @pytest.mark.parametrize("name, millions", [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66),
                                              ("resnet56", 0.85), ("resnet110", 1.7)])
 def test_cifar_resnet_parameter_counts_match_he_et_al(name, millions):
