@@ -3,7 +3,7 @@
 Each command is `configs/<command>.yaml` plus a task function. Bad input of any
 kind (unknown command, group choice or key, wrong type, impossible value, missing
 data) ends with one line on stderr and exit code 2; a diverged run with 3
-(DESIGN.md). `HYDRA_FULL_ERROR=1` shows the traceback instead.
+(docs/formats.md, "Exit statuses"). `HYDRA_FULL_ERROR=1` shows the traceback instead.
 """
 from __future__ import annotations
 

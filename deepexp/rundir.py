@@ -1,6 +1,6 @@
 """The run directory on disk: atomic writes, metrics.json, checkpoints, and a lock.
 
-Layout (DESIGN.md): `metrics.json`, `checkpoints/last.pt` (+ `prev.pt`, the
+Layout (docs/formats.md, "Run directory"): `metrics.json`, `checkpoints/last.pt` (+ `prev.pt`, the
 previous good one, while the run is in progress), TensorBoard event files, Hydra's
 `.hydra/`, and `.lock` while a process works in the folder. Every file is written
 to a temporary name, flushed and renamed, so a crash at any moment leaves either

@@ -81,3 +81,58 @@ def test_find_cycle_names_the_circle_of_a_hand_built_graph():
 def test_the_package_has_no_import_circle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def section(text: str, title: str) -> str:
+    """The text of the markdown section `title` (any level) up to the next heading of the same or a higher level."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip("#").strip() == title and line.startswith("#"))
+    level = len(lines[start]) - len(lines[start].lstrip("#"))
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].startswith("#") and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines))
+    return "\n".join(lines[start + 1:end])
+
+
+def test_docs_formats_documents_every_key_a_real_run_writes_into_metrics_json(tmp_path):
+    """docs/formats.md names every key of a tiny real run's metrics.json: the top-level keys (one table row each),
+    and those of a history row, of `data` and of `provenance` in their sections; grad_clip and on_nan=skip_batch
+    bring in the history keys that only those settings write."""
+    import json
+
+    from conftest import run_cli
+
+    out = run_cli(["train", "debug=fast", "dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1",
+                   "model.width=8", "monitor.figure=false", "grad_clip=1.0", "on_nan=skip_batch", f"hydra.run.dir={tmp_path / 'run'}"],
+                  tmp_path)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    docs = (PACKAGE.parent / "docs" / "formats.md").read_text()
+    top = section(docs, "Top-level keys")
+    assert [k for k in metrics if f"| `{k}` |" not in top] == []
+    history = section(docs, "History rows")
+    assert [k for k in metrics["history"][-1] if f"`{k}`" not in history] == []
+    assert [k for k in metrics["history"][-1]["layers"] if f"`{k}`" not in history] == []
+    assert [k for k in metrics["data"] if f"`{k}`" not in top] == []
+    assert [k for k in metrics["provenance"] if f"`{k}`" not in section(docs, "Provenance")] == []
+    assert f"`{metrics['status']}`" in section(docs, "Statuses")
+
+
+def test_no_file_cites_a_document_the_repository_does_not_have():
+    """Every `docs/*.md` or top-level `*.md` that the package, configs, scripts or tests name exists."""
+    import re
+
+    root = PACKAGE.parent
+    files = [p for folder in ("deepexp", "configs", "scripts", "tests") if (root / folder).is_dir()
+             for p in (root / folder).rglob("*") if p.suffix in (".py", ".yaml", ".md")]
+    cited = {(p.relative_to(root).as_posix(), name) for p in files for name in re.findall(r"\b((?:docs/)?[A-Z][A-Za-z_]*\.md|docs/\w+\.md)\b",
+                                                                                          p.read_text())}
+    assert [(where, name) for where, name in sorted(cited) if not (root / name).exists()] == []
+
+
+def test_the_readme_layout_gives_every_module_of_the_package_its_own_line():
+    root = PACKAGE.parent
+    readme = (root / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    named = {line.split()[0] for line in block.splitlines() if line.strip()}
+    assert sorted(p.name for p in PACKAGE.rglob("*.py") if p.name not in named) == []
+    assert "docs/" in named and "formats.md" in named
