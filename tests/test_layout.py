@@ -136,3 +136,17 @@ def test_the_readme_layout_gives_every_module_of_the_package_its_own_line():
     named = {line.split()[0] for line in block.splitlines() if line.strip()}
     assert sorted(p.name for p in PACKAGE.rglob("*.py") if p.name not in named) == []
     assert "docs/" in named and "formats.md" in named
+
+
+def test_ruff_finds_nothing_in_the_package_tests_and_scripts():
+    """`ruff check .` with pyproject.toml's [tool.ruff] rules (pyflakes, pycodestyle errors) exits 0."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e '.[dev]')")
+    out = subprocess.run([ruff, "check", "--no-cache", "."], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
