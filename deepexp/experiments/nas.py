@@ -990,11 +990,11 @@ PATTERN_MIN = 10  # architectures each side of the pattern comparison needs, for
 def patterns(rows: List[Dict[str, Any]]) -> Dict[str, float]:
     """Layer-type shares, depth, mean channels and downsampling of the architectures `rows` (each counted once)."""
     layers = [layer for r in rows for layer in r["spec"]["layers"]]
-    downs = [i / max(1, len(r["spec"]["layers"]) - 1) for r in rows for i, l in enumerate(r["spec"]["layers"]) if l["stride"] == 2]
+    downs = [i / max(1, len(r["spec"]["layers"]) - 1) for r in rows for i, layer in enumerate(r["spec"]["layers"]) if layer["stride"] == 2]
     return {**{f"share {t}": sum(layer["type"] == t for layer in layers) / len(layers) for t in LAYER_TYPES},
             "depth": statistics.fmean(len(r["spec"]["layers"]) for r in rows),
             "mean channels": statistics.fmean(layer["channels"] for layer in layers),
-            "downsamplings": sum(l["stride"] == 2 for l in layers) / len(rows),
+            "downsamplings": sum(layer["stride"] == 2 for layer in layers) / len(rows),
             "downsampling position (0 first, 1 last layer)": statistics.fmean(downs) if downs else float("nan")}
 
 
