@@ -437,7 +437,7 @@ def check_inputs(name: str, typed: List[Any], args: List[str]) -> None:
     `typed`: the validated config of each job variant (see sweep_variants).
     Raises: ConfigError (DataError for data) with the job's own one line.
     """
-    from .config import compose_config, parse_key, to_plain, validate
+    from .config import compose_train, parse_key, to_plain
 
     if name == "report":
         from .commands.report import check_command
@@ -454,9 +454,7 @@ def check_inputs(name: str, typed: List[Any], args: List[str]) -> None:
         if name == "train":
             data = cfg.data
         else:  # a study's runs: the trainer's data options, as the study's extra overrides set them
-            extra = [line for option in ("train", "overrides") if isinstance(getattr(cfg, option, None), list)
-                     for line in getattr(cfg, option)]
-            data = validate(compose_config("train", [line for line in extra if (parse_key(line) or "").startswith("data.")])).data
+            data = compose_train([line for line in cfg.overrides if (parse_key(line) or "").startswith("data.")]).data
         key = repr((to_plain(cfg.dataset), to_plain(data)))
         if key not in checked:
             checked.add(key)

@@ -42,7 +42,7 @@ def test_provenance_values_lists_every_run_and_every_earlier_process_of_a_resume
 
 def test_the_activation_study_reports_the_hosts_its_runs_trained_on_not_the_one_writing_the_report(tmp_path):
     """A sweep trained on a cluster and reported on a laptop names the cluster's nodes."""
-    from deepexp.config import compose_config, validate
+    from deepexp.config import compose_config, compose_train, validate
     from deepexp.experiments.activations import plan, write_study
     from deepexp.progress import QuietReporter
     from deepexp.train import train
@@ -52,7 +52,7 @@ def test_the_activation_study_reports_the_hosts_its_runs_trained_on_not_the_one_
                                                     "subset=null"]))
     results = []
     for spec, host in zip(plan(study), ("node7", "node9")):
-        m = train(validate(compose_config("train", spec.overrides)), tmp_path / "runs" / spec.name, QuietReporter()).metrics
+        m = train(compose_train(spec.overrides), tmp_path / "runs" / spec.name, QuietReporter()).metrics
         m["provenance"]["host"] = host
         results.append((spec, m))
     write_study(study, results, tmp_path, Console(file=open(tmp_path / "console.txt", "w")), wall_seconds=1.0)
