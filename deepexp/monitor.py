@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models.activations import ACTIVATIONS, is_activation
+from .models.layers import weight_layers
 from .plots import integer_ticks, panels
 
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 STEP_ACT_STATS = ("act_mean", "act_std", "sparsity", "saturation")
 DEAD_DERIVATIVE = 1e-3  # a unit whose local slope stays below this on every probe image is dead
 FD_EPS = 1e-3  # finite-difference step for the local slope
@@ -109,9 +109,7 @@ class LayerMonitor:
         self.writer = writer
         self.every_n_steps = every_n_steps
         self.hist_every_n_steps = hist_every_n_steps
-        self.weights: List[Tuple[str, Tensor]] = [
-            (name, m.weight) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)
-        ]
+        self.weights: List[Tuple[str, Tensor]] = [(name, m.weight) for name, m in weight_layers(model)]
         self.acts: List[Tuple[str, nn.Module]] = [(name, m) for name, m in model.named_modules() if is_activation(m)]
         self.weight_tags = layer_tags(self.weight_names)  # `01.layers.0`: the suffix of each weight layer's tags
         self.act_tags = layer_tags(self.act_names)
