@@ -35,7 +35,7 @@ from .data import Splits, load_splits, normalize, random_crop_flip, take
 from .errors import CheckpointError, ConfigError
 from .host import host_load, keep_freed_memory, oversubscription_warning
 from .models import check_input_fits, create_model, init_weights
-from .monitor import LayerMonitor, grad_depth_figure, write_scalars
+from .monitor import LayerMonitor, grad_depth_figure, layer_charts, write_scalars
 from .progress import ConsoleReporter
 from .rundir import NEW_OPTION_DEFAULTS, RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
 
@@ -872,9 +872,8 @@ class _Run:
 
 
 def custom_layout() -> dict:
-    """TensorBoard's Custom Scalars tab: each per-layer statistic of a run in one chart."""
-    charts = {tag: ["Multiline", [f"^{tag}/"]] for tag in ("grad_norm", "update_ratio", "act_mean", "act_std", "sparsity", "saturation", "dead")}
-    return {"layers": charts, "training": {"loss": ["Multiline", ["^loss/"]], "accuracy": ["Multiline", ["^acc/"]],
+    """TensorBoard's Custom Scalars tab: each per-layer statistic of a run in one chart (monitor.LAYER_STATS)."""
+    return {"layers": layer_charts(), "training": {"loss": ["Multiline", ["^loss/"]], "accuracy": ["Multiline", ["^acc/"]],
                                            "gradient norm before / after clipping": ["Multiline", ["^grad_clip/norm_"]]}}
 
 
