@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models.activations import ACTIVATIONS, is_activation
-from .models.layers import weight_layers
+from .models.layers import WEIGHT_LAYERS, weight_layers  # noqa: F401  (WEIGHT_LAYERS: importers' name for it here)
 from .plots import integer_ticks, panels
 
 DEAD_DERIVATIVE = 1e-3  # a unit whose local slope stays below this on every probe image is dead
@@ -176,6 +176,8 @@ class LayerMonitor:
         self._ever_active: Dict[str, Tensor] = {}
         self._before: Optional[List[Tensor]] = None
         self._handles: List[Any] = []
+        self._log = self._hist = False  # whether the current training step is logged (with histograms)
+        self._step_grad_norms: Optional[Tensor] = None
 
     @property
     def weight_names(self) -> List[str]:
@@ -199,7 +201,34 @@ class LayerMonitor:
                 handle.remove()
             self._handles = []
 
-    # --- the training-step path -----------------------------------------------------
+    # --- the training step: three named points ------------------------------------------
+
+    def before_forward(self, step: int, last_of_epoch: bool) -> bool:
+        """Whether training step `step` is logged. If it is, the hooks record its forward pass (and keep the
+        raw outputs on a histogram step); on any other step they are off. Call before the forward pass."""
+        self._log = self.due(step, last_of_epoch)
+        self._hist = self._log and self.hist_due(step)
+        self.capture(self._log, values=self._hist)
+        return self._log
+
+    def after_backward(self) -> None:
+        """On a logged step: the gradient norms as backward made them, and the weights before the update.
+        Call after backward, with the gradients unscaled and not yet clipped."""
+        if self._log:
+            self._step_grad_norms = self.grad_norms()
+            self.snapshot_weights()
+
+    def after_step(self, step: int, scalars: Dict[str, Union[Tensor, float]]) -> None:
+        """On a logged step: write its statistics (with `scalars`, more of the step's numbers by tag) and, on a
+        histogram step, its histograms. Call after the optimizer step."""
+        if self._log:
+            self.log_step(step, self._step_grad_norms, self.update_ratios(), scalars)
+            if self._hist:
+                self.log_histograms(step)
+            self._log = self._hist = False
+            self._step_grad_norms = None
+
+    # --- the training-step path, part by part -----------------------------------------
 
     def due(self, step: int, last_of_epoch: bool) -> bool:
         """Log on every n-th step and on the last step of each epoch."""

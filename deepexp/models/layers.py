@@ -16,8 +16,6 @@ but it is a per-channel scale, not a set of connections, and all three leave it 
 """
 from __future__ import annotations
 
-from typing import List, Tuple
-
 from torch import Tensor, nn
 
 # Dense and convolution layers: the MLP's Linear and the conv nets' Conv2d; and Conv1d, which no family here
@@ -25,7 +23,7 @@ from torch import Tensor, nn
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
-def weight_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The WEIGHT_LAYERS of `model` as (module path, module), from input to output in definition order
     (`named_modules`' order: for deepexp's models, the order of the forward pass)."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
