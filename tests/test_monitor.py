@@ -236,3 +236,31 @@ def test_the_probe_and_the_step_log_compute_a_declared_statistic_as_the_declarat
     assert {"act_max/01.1", "act_max/02.3", "sparsity/02.3", "update_ratio/03.4"} <= tags
     assert [events.Scalars(f"act_max/{tag}")[0].value for tag in ("01.1", "02.3")] == pytest.approx(by_hand, rel=1e-6)
     assert not any(tag.startswith("saturation/") for tag in tags)
+
+
+def test_the_three_named_points_log_only_due_steps_with_the_gradient_norms_before_clipping(tmp_path):
+    """before_forward decides the step; after_backward takes the norms before the trainer clips; after_step writes
+    them with the trainer's scalars. A step that is not due leaves no hooks and writes nothing."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 5), torch.randint(0, 2, (16,))
+    norms = {}
+    with SummaryWriter(str(tmp_path)) as writer:
+        monitor = LayerMonitor(model, "relu", writer, every_n_steps=2)
+        for step in (1, 2):
+            logged = monitor.before_forward(step, last_of_epoch=False)
+            assert logged == (step == 2) and bool(monitor._handles) == logged
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            monitor.after_backward()
+            norms[step] = float(model[0].weight.grad.norm())
+            nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+            opt.step()
+            monitor.after_step(step, {"lr/step": 0.1})
+            assert not monitor._handles
+    events = scalar_events(tmp_path)
+    assert [(e.step, e.value) for e in events.Scalars("grad_norm/01.0")] == [(2, pytest.approx(norms[2], rel=1e-6))]
+    assert norms[2] > 1e-3 and [e.step for e in events.Scalars("lr/step")] == [2]
