@@ -196,3 +196,27 @@ def test_global_average_pooling_is_adaptive_pooling_to_1x1_bit_for_bit(memory_fo
     (grad_ours,) = torch.autograd.grad((ours * weights).sum(), x)
     (grad_theirs,) = torch.autograd.grad((theirs * weights).sum(), x)
     assert torch.equal(grad_ours, grad_theirs)
+
+
+def test_initialisation_the_monitor_and_the_zero_cost_proxies_take_the_same_weight_layers():
+    """Dense and convolution kernels of every kind (models.layers.WEIGHT_LAYERS), in all three places; a batch
+    norm's per-channel scale is in none of them."""
+    from deepexp.models.layers import WEIGHT_LAYERS
+    from deepexp.monitor import LayerMonitor
+    from deepexp.zero_cost import loss_gradients, snip
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.Unflatten(1, (1, 4)), nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(24, 5))
+    kernels = [net[0].weight, net[2].weight, net[6].weight]
+    assert WEIGHT_LAYERS == (nn.Linear, nn.Conv1d, nn.Conv2d)
+    with torch.no_grad():
+        for m in (net[0], net[2], net[6]):
+            m.bias.fill_(1.0)
+    init_weights(net, "kaiming", "relu")
+    assert all(net[i].bias.abs().sum() == 0 for i in (0, 2, 6)) and torch.equal(net[3].weight, torch.ones(3))
+    assert [name for name, _ in LayerMonitor(net, "relu", writer=None, every_n_steps=1).weights] == ["0", "2", "6"]
+    x, y = torch.randn(8, 2, 8), torch.randint(0, 5, (8,))
+    grads = loss_gradients(net, x, y)
+    assert [w.data_ptr() for w, _ in grads] == [w.data_ptr() for w in kernels]
+    assert float(snip(grads)) == pytest.approx(sum(float((w * w.grad).abs().sum()) for w in kernels), rel=1e-6)
