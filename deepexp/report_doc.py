@@ -136,6 +136,17 @@ def records(table) -> List[Dict[str, Any]]:
             for row in table.to_dict("records")]
 
 
+def read_table(path: Union[str, Path] = "summary.csv"):
+    """A summary CSV as a pandas DataFrame (pandas.read_csv); an empty DataFrame for a file without
+    columns (a study with nothing to list, such as a search without retraining)."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 def load_runs(table, folder: Union[str, Path] = ".", base: Union[str, Path, None] = None) -> List[dict]:
     """Each run's metrics.json (rundir.read_metrics) with its folder under "run_dir" as the table wrote it,
     one per row of `table` (a DataFrame read from summary.csv), in the table's order; [] for a table
@@ -169,7 +180,7 @@ def notebook_loader(module: str, study: Optional[Dict[str, Any]] = None, subtitl
     lines = ["# Load what the report was computed from: nothing is retrained or written.",
              "%matplotlib inline", "import pandas as pd", "from omegaconf import OmegaConf", "from deepexp import report_doc",
              f"from {module.rsplit('.', 1)[0]} import {module.rsplit('.', 1)[1]}", "",
-             'summary = pd.read_csv("summary.csv")',
+             'summary = report_doc.read_table("summary.csv")  # pandas.read_csv',
              "rows = report_doc.records(summary)",
              f"runs = report_doc.load_runs(summary{'' if base is None else f', base={str(base)!r}'})"]
     if study is not None:

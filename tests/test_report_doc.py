@@ -49,7 +49,7 @@ def test_the_notebook_validates_and_has_one_markdown_cell_per_section_in_the_rep
 def test_the_loading_cell_reads_relative_run_folders_from_where_the_runs_were_named():
     cell = notebook_loader("deepexp.commands.report", base="/data/x", subtitle="s, 1 epochs", extra="by = []")
     assert "from deepexp.commands import report" in cell
-    assert 'summary = pd.read_csv("summary.csv")' in cell and "runs = report_doc.load_runs(summary, base='/data/x')" in cell
+    assert 'summary = report_doc.read_table("summary.csv")' in cell and "runs = report_doc.load_runs(summary, base='/data/x')" in cell
     assert "subtitle = 's, 1 epochs'" in cell and cell.splitlines()[-2:] == ["by = []", "summary"]
 
 

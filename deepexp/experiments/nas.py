@@ -906,7 +906,7 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
         references=["Real et al. 2019 (aging evolution); Deb et al. 2002 (NSGA-II); Tanaka et al. 2020 (synflow); Mellor et al. 2021 (NASWOT); "
                     "Abdelfattah et al. 2021 (zero-cost proxies; on NAS-Bench-201 CIFAR-10 synflow reaches Spearman 0.74, params 0.75)."],
         load=notebook_loader("deepexp.experiments.nas", study=to_plain(study), subtitle=subtitle,
-                             extra='trials = report_doc.records(pd.read_csv("evaluated.csv"))'))
+                             extra='trials = report_doc.records(report_doc.read_table("evaluated.csv"))'))
     return report.write(exp_dir, console, f"NAS: {subtitle}", header, table_rows)
 
 
