@@ -32,6 +32,7 @@ class Section:
     level: int = 2
 
     def lines(self) -> List[str]:
+        """The section as markdown lines: its heading, then its text or its bullets."""
         return ["#" * self.level + " " + self.heading, *([self.text] if self.text is not None else bullet_lines(self.bullets))]
 
 
@@ -123,6 +124,7 @@ class Report:
 
 
 def bullet_lines(lines: Sequence[str]) -> List[str]:
+    """Each line as a markdown bullet, `- line`."""
     return [f"- {line}" for line in lines]
 
 
@@ -178,7 +180,8 @@ def notebook_loader(module: str, study: Optional[Dict[str, Any]] = None, subtitl
     OmegaConf node, attribute access as in the study's code), `subtitle` the figures' common subtitle.
     `module` is the figure functions' module (`deepexp.experiments.activations`); `extra` more lines."""
     lines = ["# Load what the report was computed from: nothing is retrained or written.",
-             "%matplotlib inline", "import pandas as pd", "from omegaconf import OmegaConf", "from deepexp import report_doc",
+             "%matplotlib inline", "import pandas as pd", *(["from omegaconf import OmegaConf"] if study is not None else []),
+             "from deepexp import report_doc",
              f"from {module.rsplit('.', 1)[0]} import {module.rsplit('.', 1)[1]}", "",
              'summary = report_doc.read_table("summary.csv")  # pandas.read_csv',
              "rows = report_doc.records(summary)",
