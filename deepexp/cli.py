@@ -3,7 +3,7 @@
 Each command is `configs/<command>.yaml` plus a task function. Bad input of any
 kind (unknown command, group choice or key, wrong type, impossible value, missing
 data) ends with one line on stderr and exit code 2; a diverged run with 3
-(DESIGN.md). `HYDRA_FULL_ERROR=1` shows the traceback instead.
+(docs/formats.md, "Exit statuses"). `HYDRA_FULL_ERROR=1` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import ConfigError, DeepexpError
+from .errors import EXIT_BAD_INPUT, ConfigError, DeepexpError, fail
 
-EXIT_BAD_INPUT = 2
 _show_traceback = False  # the user's HYDRA_FULL_ERROR, before we set it for Hydra
 HYDRA_FLAGS_WITHOUT_RUN = ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc")  # print, check nothing
 HYDRA_CFG_FLAGS = ("--cfg", "-c")  # print the config: checked as a run would be, but nothing is written
@@ -74,11 +73,6 @@ def usage() -> str:
     lines += ["", "`deepexp <command> --help` shows that command's config groups, choices and defaults.",
               "Example: deepexp train model=resnet18 act=gelu dataset=cifar10 device=auto"]
     return "\n".join(lines)
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
-    sys.stderr.write(f"deepexp: {message}\n")
-    return code
 
 
 def main(argv: List[str] | None = None) -> None:
@@ -443,7 +437,7 @@ def check_inputs(name: str, typed: List[Any], args: List[str]) -> None:
     `typed`: the validated config of each job variant (see sweep_variants).
     Raises: ConfigError (DataError for data) with the job's own one line.
     """
-    from .config import compose_config, parse_key, to_plain, validate
+    from .config import compose_train, parse_key, to_plain
 
     if name == "report":
         from .commands.report import check_command
@@ -460,9 +454,7 @@ def check_inputs(name: str, typed: List[Any], args: List[str]) -> None:
         if name == "train":
             data = cfg.data
         else:  # a study's runs: the trainer's data options, as the study's extra overrides set them
-            extra = [line for option in ("train", "overrides") if isinstance(getattr(cfg, option, None), list)
-                     for line in getattr(cfg, option)]
-            data = validate(compose_config("train", [line for line in extra if (parse_key(line) or "").startswith("data.")])).data
+            data = compose_train([line for line in cfg.overrides if (parse_key(line) or "").startswith("data.")]).data
         key = repr((to_plain(cfg.dataset), to_plain(data)))
         if key not in checked:
             checked.add(key)

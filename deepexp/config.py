@@ -12,7 +12,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.types import Quote, QuotedString
@@ -323,38 +323,64 @@ class TrainConfig:
 
 
 @dataclass
-class ActivationsConfig:
-    """`deepexp activations`: which activation trains a deep MLP best, and why."""
+class StudyConfig:
+    """What every study (activations, residual, efficient, nas) has: the preset, the trainer's `dataset=` and
+    `device=` groups, the batch size and learning rate of its runs, the user's extra overrides for every run,
+    and how many runs train at once. Each study's schema adds its own keys; `RENAMED` maps a key the study
+    once had to the key that took its place (compose_config refuses the old one, naming the new)."""
+
+    RENAMED: ClassVar[Dict[str, str]] = {}
 
     preset: str = MISSING  # which preset filled the defaults (quick | full)
     dataset: DatasetConfig = MISSING  # the same `dataset=` group as deepexp train
-    init: InitConfig = MISSING  # the same `init=` group
     device: DeviceConfig = MISSING  # the same `device=` group
-    acts: List[str] = MISSING
-    seeds: int = MISSING
-    depth: int = MISSING
-    width: int = MISSING
-    epochs: int = MISSING
-    norm: str = MISSING
-    subset: Optional[int] = MISSING
     batch_size: int = MISSING
     lr: float = MISSING
+    overrides: List[str] = MISSING  # extra `deepexp train` overrides for every run (the keys the study sets itself are refused)
+    n_workers: int = MISSING  # runs training at once, in separate processes that split the CPU threads
+
+    def __post_init__(self) -> None:
+        check(self.n_workers >= 1, f"n_workers must be at least 1, got {self.n_workers}")
+
+
+@dataclass
+class SeededStudyConfig(StudyConfig):
+    """A study whose every run trains `epochs` epochs on `subset` training images (null: all), repeated over
+    `seeds` seeds: activations, residual and efficient (nas gives its search and its final runs budgets of their own)."""
+
+    seeds: int = MISSING
+    epochs: int = MISSING
+    subset: Optional[int] = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
+        check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+
+
+@dataclass
+class ActivationsConfig(SeededStudyConfig):
+    """`deepexp activations`: which activation trains a deep MLP best, and why."""
+
+    RENAMED: ClassVar[Dict[str, str]] = {"train": "overrides"}
+
+    init: InitConfig = MISSING  # the same `init=` group
+    acts: List[str] = MISSING
+    depth: int = MISSING
+    width: int = MISSING
+    norm: str = MISSING
     threshold: float = MISSING  # validation accuracy that counts as "converged"
     stability_epochs: int = MISSING  # the last N epochs: training-loss slope, and its spread around that trend
     ablations: List[str] = MISSING  # any of: init, norm, depth
     ablation_depths: List[int] = MISSING
-    train: List[str] = MISSING  # extra `deepexp train` overrides for every run
-    n_workers: int = MISSING  # runs training at once, the CPU threads split between them
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(len(self.acts) >= 1, "acts must name at least one activation")
         for act in self.acts:
             check_choice("acts", act, config_choices("act"))
         check_unique("acts", self.acts)
-        check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
-        check(self.n_workers >= 1, f"n_workers must be at least 1, got {self.n_workers}")
         check(self.depth >= 1 and self.width >= 1, f"depth and width must be at least 1, got {self.depth}, {self.width}")
-        check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         check_choice("norm", self.norm, NORMS)
         check(0 < self.threshold <= 1, f"threshold must be in (0, 1], got {self.threshold}")
         check(self.stability_epochs >= 2, f"stability_epochs must be at least 2, got {self.stability_epochs}")
@@ -368,36 +394,19 @@ class ActivationsConfig:
 
 
 @dataclass
-class StudyConfig:
-    """What the residual, efficient and nas studies share: the preset and the trainer's own groups."""
-
-    preset: str = MISSING  # which preset filled the defaults (quick | full)
-    dataset: DatasetConfig = MISSING  # the same `dataset=` group as deepexp train
-    act: ActConfig = MISSING
-    device: DeviceConfig = MISSING
-    n_workers: int = MISSING  # processes training at once, the CPU threads split between them
-
-    def __post_init__(self) -> None:
-        check(self.n_workers >= 1, f"n_workers must be at least 1, got {self.n_workers}")
-
-
-@dataclass
-class ResidualConfig(StudyConfig):
+class ResidualConfig(SeededStudyConfig):
     """`deepexp residual`: plain against residual networks of the same depth, and why shortcuts help."""
 
+    RENAMED: ClassVar[Dict[str, str]] = {"train": "overrides"}
+
+    act: ActConfig = MISSING  # the same `act=` group as deepexp train
     depths: List[int] = MISSING  # CIFAR family 6n+2: 20, 32, 44, 56, 110
-    seeds: int = MISSING
-    epochs: int = MISSING
-    subset: Optional[int] = MISSING
-    batch_size: int = MISSING
-    lr: float = MISSING
     weight_decay: float = MISSING
     norm: str = MISSING
     shortcut: str = MISSING
     densenet: bool = MISSING  # add DenseNet-BC-100 (k=12), comparable with ResNet-56
     ablations: List[str] = MISSING  # any of: shortcut, norm
     no_norm_overrides: List[str] = MISSING  # what the norm=none ablation also changes (see configs/residual.yaml)
-    train: List[str] = MISSING
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -405,8 +414,6 @@ class ResidualConfig(StudyConfig):
         for depth in self.depths:
             check(f"resnet{depth}" in config_choices("model"), f"depth {depth} has no CIFAR ResNet; choose from 20, 32, 44, 56, 110")
         check_unique("depths", self.depths)
-        check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
-        check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         check(self.lr > 0, f"lr must be positive, got {self.lr}")
         check_choice("norm", self.norm, NORMS)
         check_choice("shortcut", self.shortcut, ("A", "B", "C"))
@@ -416,18 +423,16 @@ class ResidualConfig(StudyConfig):
 
 
 @dataclass
-class EfficientConfig(StudyConfig):
+class EfficientConfig(SeededStudyConfig):
     """`deepexp efficient`: a baseline CNN against cheaper designs, measured for deployment."""
 
+    RENAMED: ClassVar[Dict[str, str]] = {"train": "train_models"}
+
+    act: ActConfig = MISSING  # the same `act=` group as deepexp train
     models: List[str] = MISSING  # registered model names; each keeps its configs/model/<name>.yaml options
     baseline: str = MISSING  # the model the others are compared with
     width: Optional[float] = MISSING  # null: each model's own width multiplier
-    train: bool = MISSING  # false: measure size and speed only (untrained weights, no accuracy)
-    seeds: int = MISSING
-    epochs: int = MISSING
-    subset: Optional[int] = MISSING
-    batch_size: int = MISSING
-    lr: float = MISSING
+    train_models: bool = MISSING  # false: measure size and speed only (untrained weights, no accuracy)
     weight_decay: float = MISSING
     threads: Optional[int] = MISSING  # intra-op threads for every latency figure; null: all cores
     latency_batches: List[int] = MISSING
@@ -437,7 +442,6 @@ class EfficientConfig(StudyConfig):
     parity_tolerance: float = MISSING  # max |logit difference| between PyTorch and the ONNX export
     max_params: int = MISSING  # the project's targets: fewer parameters than this ...
     max_drop: float = MISSING  # ... and an accuracy drop against the baseline below this
-    overrides: List[str] = MISSING  # extra deepexp-train overrides for every run
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -447,8 +451,6 @@ class EfficientConfig(StudyConfig):
         check_unique("models", self.models)
         check(self.baseline in self.models, f"baseline {self.baseline!r} must be one of models {list(self.models)}")
         check(self.width is None or 0 < self.width <= 8, f"width must be in (0, 8], got {self.width}")
-        check(self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}")
-        check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         check(self.lr > 0, f"lr must be positive, got {self.lr}")
         check(self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}")
         check(len(self.latency_batches) >= 1 and all(b >= 1 for b in self.latency_batches), "latency_batches must be positive")
@@ -462,6 +464,7 @@ class EfficientConfig(StudyConfig):
 class NASConfig(StudyConfig):
     """`deepexp nas`: search the conv / dws / residual space, then retrain the best with the full budget."""
 
+    act: ActConfig = MISSING  # the same `act=` group as deepexp train
     strategies: List[str] = MISSING  # random | evolution | nsga2 | zero_cost, each searched with the same budget
     search_seeds: int = MISSING
     trials: int = MISSING  # evaluations per search (the budget)
@@ -474,8 +477,6 @@ class NASConfig(StudyConfig):
     zero_cost_proxy: str = MISSING
     proxy_epochs: int = MISSING  # the short training that rates a candidate (validation accuracy)
     proxy_subset: Optional[int] = MISSING
-    batch_size: int = MISSING
-    lr: float = MISSING
     weight_decay: float = MISSING
     top_k: int = MISSING
     final_epochs: int = MISSING  # the full budget for the top architectures and the hand-designed baselines
@@ -485,7 +486,6 @@ class NASConfig(StudyConfig):
     storage: Optional[str] = MISSING  # Optuna storage URL; null: sqlite in the experiment folder
     latency_threads: int = MISSING
     retrain: bool = MISSING  # false: search only (an extra worker on a shared storage), no final retraining
-    overrides: List[str] = MISSING
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -518,10 +518,12 @@ class ReportConfig:
     metric: str = MISSING
 
     def __post_init__(self) -> None:
-        from .commands.report import METRICS
+        from .rundir import RUN_METRICS
 
-        check_choice("metric", self.metric, METRICS)
+        check_choice("metric", self.metric, RUN_METRICS)
 
+
+STUDY_SCHEMAS = {"activations": ActivationsConfig, "residual": ResidualConfig, "efficient": EfficientConfig, "nas": NASConfig}
 
 # The choices of a group whose own keys have their own schema (the group's base schema serves the others).
 OPTIM_SCHEMAS = {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamConfig}
@@ -533,11 +535,9 @@ def register_schemas() -> None:
     """Put every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="activations_schema", node=ActivationsConfig)
-    cs.store(name="residual_schema", node=ResidualConfig)
-    cs.store(name="efficient_schema", node=EfficientConfig)
+    for command, schema in STUDY_SCHEMAS.items():
+        cs.store(name=f"{command}_schema", node=schema)
     cs.store(name="report_schema", node=ReportConfig)
-    cs.store(name="nas_schema", node=NASConfig)
     for family, schema in MODEL_SCHEMAS.items():
         # Root-level names, referenced as `/schema_<family>@_here_` from configs/model/*.yaml,
         # so that schemas never show up as model choices.
@@ -768,10 +768,16 @@ def job_output_dir() -> Path:
 
 
 def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose `configs/<name>.yaml` with overrides, inside or outside a running Hydra app."""
+    """Compose `configs/<name>.yaml` with overrides, inside or outside a running Hydra app.
+
+    Raises:
+        ConfigError: an override of a study key under the name it had before (check_renamed).
+        hydra.errors.HydraException: what Hydra refuses (an unknown key or choice, a wrong type).
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    check_renamed(name, overrides)
     register_schemas()
     if GlobalHydra.instance().is_initialized():
         return compose(config_name=name, overrides=list(overrides))
@@ -779,9 +785,40 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         return compose(config_name=name, overrides=list(overrides))
 
 
+def check_renamed(name: str, overrides: Sequence[str]) -> None:
+    """Refuse an override of study `name` that sets a key under its former name (StudyConfig.RENAMED:
+    `train=[...]` of activations and residual is `overrides=[...]`, efficient's `train=false` is
+    `train_models=false`), naming the key that took its place; Hydra would only call it unknown.
+
+    Raises:
+        ConfigError: the first such override, in one line, with the same override under the new name.
+    """
+    renamed = STUDY_SCHEMAS[name].RENAMED if name in STUDY_SCHEMAS else {}
+    for line in overrides:
+        key = parse_key(line) or ""
+        old, dot, rest = key.partition(".")
+        if old in renamed:
+            new = renamed[old]
+            prefix = line[:len(line) - len(line.lstrip("+~"))]
+            example = prefix + new + dot + rest + line.lstrip("+~")[len(key):]
+            raise ConfigError(f"{line!r}: deepexp {name} calls this key {new!r} now: {shell_word(example)}")
+
+
 def compose_train(overrides: Sequence[str] = ()) -> TrainConfig:
-    """The real `deepexp train` config with `overrides`, validated into typed objects (what the tests
-    and the benchmark scripts train with). Raises ConfigError on a bad override or value."""
+    """The `deepexp train` config of one run: `configs/train.yaml` composed with `overrides` (Hydra's compose
+    API, as `deepexp train` composes it) and validated into typed objects. The one way deepexp composes a
+    run's config: the studies (runner.run_config), the tests and the benchmark scripts all call it.
+
+    Args:
+        overrides: `deepexp train` overrides in Hydra's grammar (`lr=0.01`, `model=resnet20`), applied in order.
+
+    Returns:
+        The TrainConfig (a new object on every call: the caller may change it).
+
+    Raises:
+        ConfigError: an impossible value (validate) or a key out of line with the schemas.
+        hydra.errors.HydraException: an override Hydra refuses (an unknown key or choice, a wrong type).
+    """
     return validate(compose_config("train", overrides))
 
 

@@ -1,4 +1,16 @@
-"""The few exceptions deepexp turns into one line and an exit code (see DESIGN.md)."""
+"""The few exceptions deepexp turns into one line and an exit code (docs/formats.md, "Exit statuses"), and
+`fail`, which prints that line. The bottom of the package: it imports nothing of deepexp, so that every module,
+the Hydra callbacks included, can report an error the same way.
+"""
+import sys
+
+EXIT_BAD_INPUT = 2  # the exit status of bad input of any kind (ConfigError and its subclasses)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    """Print `deepexp: <message>` as one line on stderr and return the exit status `code` to end with."""
+    sys.stderr.write(f"deepexp: {message}\n")
+    return code
 
 
 class DeepexpError(Exception):
@@ -10,7 +22,7 @@ class DeepexpError(Exception):
 class ConfigError(DeepexpError):
     """Bad input: a config value, an override, a file. Exit code 2."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class DataError(ConfigError):

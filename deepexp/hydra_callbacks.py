@@ -7,7 +7,7 @@ from typing import Any, List
 
 from hydra.experimental.callback import Callback
 
-from .errors import ConfigError, RunLockedError
+from .errors import ConfigError, RunLockedError, fail
 from .rundir import RunLock
 
 
@@ -22,8 +22,6 @@ class SweepLock(Callback):
     held: List[RunLock] = []  # the locks this process holds for its sweeps
 
     def on_multirun_start(self, config, **kwargs: Any) -> None:
-        from .cli import fail
-
         folder = Path(str(config.hydra.sweep.dir))
         lock = RunLock(folder)
         try:

@@ -1,9 +1,10 @@
 """Per-layer training diagnostics: gradient norms, activation statistics, dead units.
 
-What is measured, per layer:
-- every Linear/Conv weight (tagged by its module path, e.g. `layers.0`): the L2
-  norm of its gradient as backward produced it (unscaled, before any clipping) and
-  the update-to-weight ratio ||dW|| / ||W|| of the step;
+What is measured, per layer (`LAYER_STATS`, the one list that logging, the probe,
+metrics.json and TensorBoard's custom layout are derived from):
+- every weight layer (models.layers.WEIGHT_LAYERS, tagged by its module path, e.g.
+  `layers.0`): the L2 norm of its gradient as backward produced it (unscaled, before
+  any clipping) and the update-to-weight ratio ||dW|| / ||W|| of the step;
 - every activation module (e.g. `layers.1`): mean, std, sparsity (fraction of
   outputs exactly zero), saturation (bounded activations only: fraction within 1%
   of the output range of a bound), and dead units (fraction of units that pass no
@@ -34,19 +35,66 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models.activations import ACTIVATIONS, is_activation
+from .models.layers import WEIGHT_LAYERS, weight_layers  # noqa: F401  (WEIGHT_LAYERS: importers' name for it here)
 from .plots import integer_ticks, panels
 
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
-STEP_ACT_STATS = ("act_mean", "act_std", "sparsity", "saturation")
 DEAD_DERIVATIVE = 1e-3  # a unit whose local slope stays below this on every probe image is dead
 FD_EPS = 1e-3  # finite-difference step for the local slope
+
+
+Bounds = Optional[Tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class LayerStat:
+    """One per-layer statistic: where it is measured and under which name it is written."""
+
+    name: str  # the key in metrics.json (a history row's `layers`) and the TensorBoard tag prefix, `<name>/<NN>.<path>`
+    layers: str  # "weight": one number per weight layer; "activation": one per activation module
+    on_steps: bool  # measured on logged training steps (TensorBoard, every monitor.every_n_steps steps)
+    in_probe: bool  # measured by the probe at the start and at each epoch's end (metrics.json and TensorBoard)
+    # An activation statistic computed from a module's output: (output y as float32, the activation's output
+    # bounds or None) -> 0-d tensor. None: computed by the monitor's own code (gradients, updates, dead units).
+    summary: Optional[Callable[[Tensor, Bounds], Tensor]] = None
+    bounded_only: bool = False  # defined for bounded activations only: not written, and None in metrics.json, elsewhere
+
+
+def _saturation(y: Tensor, bounds: Bounds) -> Tensor:
+    """Fraction of outputs within 1% of the output range of a bound (0 for an unbounded activation)."""
+    if bounds is None:
+        return y.new_zeros(())
+    low, high = bounds
+    margin = 0.01 * (high - low)
+    return ((y <= low + margin) | (y >= high - margin)).float().mean()
+
+
+# Every per-layer statistic, in the order metrics.json and the custom layout list them.
+LAYER_STATS = (
+    LayerStat("grad_norm", "weight", on_steps=True, in_probe=True),  # ||dLoss/dW||_2 as backward made it
+    LayerStat("update_ratio", "weight", on_steps=True, in_probe=False),  # ||W_after - W_before|| / ||W_after||
+    LayerStat("act_mean", "activation", True, True, summary=lambda y, bounds: y.mean()),
+    LayerStat("act_std", "activation", True, True, summary=lambda y, bounds: y.std()),
+    LayerStat("sparsity", "activation", True, True, summary=lambda y, bounds: (y == 0).float().mean()),
+    LayerStat("saturation", "activation", True, True, summary=_saturation, bounded_only=True),
+    LayerStat("dead", "activation", on_steps=False, in_probe=True),  # no unit slope above DEAD_DERIVATIVE on the probe set
+)
+
+
+def activation_summaries() -> Tuple[LayerStat, ...]:
+    """The statistics the forward hooks compute from each activation module's output, in LAYER_STATS order."""
+    return tuple(s for s in LAYER_STATS if s.summary is not None)
+
+
+def layer_charts() -> Dict[str, list]:
+    """TensorBoard Custom Scalars charts: each declared per-layer statistic, every layer in one chart."""
+    return {s.name: ["Multiline", [f"^{s.name}/"]] for s in LAYER_STATS}
 
 
 def layer_tags(names: List[str]) -> List[str]:
@@ -88,18 +136,24 @@ def batch_statistics(model: nn.Module, enabled: bool = True) -> Iterator[None]:
 
 @dataclass
 class LayerStats:
-    """Per-layer numbers from one probe pass, as plain lists (JSON-ready)."""
+    """Per-layer numbers from one probe pass, as plain lists (JSON-ready).
 
-    grad_norm: List[float]
-    act_mean: List[float]
-    act_std: List[float]
-    sparsity: List[float]
-    saturation: Optional[List[float]]
-    dead: List[float]
+    values: each probe statistic of LAYER_STATS by name (`stats.grad_norm` reads `values["grad_norm"]`),
+    one number per layer from input to output; None for a bounded-only statistic of an unbounded activation.
+    loss: the mean cross-entropy of the probe images."""
+
+    values: Dict[str, Optional[List[float]]]
     loss: float
 
+    def __getattr__(self, name: str) -> Optional[List[float]]:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "loss"}
+        """The per-layer statistics by name, as a history row of metrics.json holds them (`layers`)."""
+        return dict(self.values)
 
 
 class LayerMonitor:
@@ -109,9 +163,7 @@ class LayerMonitor:
         self.writer = writer
         self.every_n_steps = every_n_steps
         self.hist_every_n_steps = hist_every_n_steps
-        self.weights: List[Tuple[str, Tensor]] = [
-            (name, m.weight) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)
-        ]
+        self.weights: List[Tuple[str, Tensor]] = [(name, m.weight) for name, m in weight_layers(model)]
         self.acts: List[Tuple[str, nn.Module]] = [(name, m) for name, m in model.named_modules() if is_activation(m)]
         self.weight_tags = layer_tags(self.weight_names)  # `01.layers.0`: the suffix of each weight layer's tags
         self.act_tags = layer_tags(self.act_names)
@@ -124,6 +176,8 @@ class LayerMonitor:
         self._ever_active: Dict[str, Tensor] = {}
         self._before: Optional[List[Tensor]] = None
         self._handles: List[Any] = []
+        self._log = self._hist = False  # whether the current training step is logged (with histograms)
+        self._step_grad_norms: Optional[Tensor] = None
 
     @property
     def weight_names(self) -> List[str]:
@@ -147,7 +201,34 @@ class LayerMonitor:
                 handle.remove()
             self._handles = []
 
-    # --- the training-step path -----------------------------------------------------
+    # --- the training step: three named points ------------------------------------------
+
+    def before_forward(self, step: int, last_of_epoch: bool) -> bool:
+        """Whether training step `step` is logged. If it is, the hooks record its forward pass (and keep the
+        raw outputs on a histogram step); on any other step they are off. Call before the forward pass."""
+        self._log = self.due(step, last_of_epoch)
+        self._hist = self._log and self.hist_due(step)
+        self.capture(self._log, values=self._hist)
+        return self._log
+
+    def after_backward(self) -> None:
+        """On a logged step: the gradient norms as backward made them, and the weights before the update.
+        Call after backward, with the gradients unscaled and not yet clipped."""
+        if self._log:
+            self._step_grad_norms = self.grad_norms()
+            self.snapshot_weights()
+
+    def after_step(self, step: int, scalars: Dict[str, Union[Tensor, float]]) -> None:
+        """On a logged step: write its statistics (with `scalars`, more of the step's numbers by tag) and, on a
+        histogram step, its histograms. Call after the optimizer step."""
+        if self._log:
+            self.log_step(step, self._step_grad_norms, self.update_ratios(), scalars)
+            if self._hist:
+                self.log_histograms(step)
+            self._log = self._hist = False
+            self._step_grad_norms = None
+
+    # --- the training-step path, part by part -----------------------------------------
 
     def due(self, step: int, last_of_epoch: bool) -> bool:
         """Log on every n-th step and on the last step of each epoch."""
@@ -191,20 +272,21 @@ class LayerMonitor:
 
         grad_norms, update_ratios: shape (n_weights,); extra: more scalars of the step by tag (the trainer's
         learning rate and global gradient norms), each a float or a 0-d tensor on the device."""
-        acts = torch.stack([self._stats[name] for name in self.act_names]) if self._stats else grad_norms.new_zeros(0, 4)
+        summaries = activation_summaries()
+        acts = (torch.stack([self._stats[name] for name in self.act_names]) if self._stats
+                else grad_norms.new_zeros(0, len(summaries)))
         extra = extra or {}
         tensors = {tag: v for tag, v in extra.items() if isinstance(v, Tensor)}
         host = torch.cat([grad_norms.float(), update_ratios.float(), acts.flatten().float(),
                           *(v.detach().float().reshape(1) for v in tensors.values())]).cpu().tolist()
-        n = len(self.weights)
+        n, k = len(self.weights), len(summaries)
         from_device = dict(zip(tensors, host[len(host) - len(tensors):]))
+        by_layer = {"grad_norm": host[:n], "update_ratio": host[n:2 * n]}
+        by_layer.update((s.name, host[2 * n + j: 2 * n + k * len(self.acts): k]) for j, s in enumerate(summaries))
         scalars = [(tag, from_device.get(tag, value)) for tag, value in extra.items()]
-        scalars += [(f"grad_norm/{tag}", host[i]) for i, tag in enumerate(self.weight_tags)]
-        scalars += [(f"update_ratio/{tag}", host[n + i]) for i, tag in enumerate(self.weight_tags)]
-        for j, name in enumerate(self.act_tags):
-            row = host[2 * n + 4 * j: 2 * n + 4 * j + 4]
-            scalars += [(f"{tag}/{name}", value) for tag, value in zip(STEP_ACT_STATS, row)
-                        if tag != "saturation" or self.bounds is not None]
+        for stat in LAYER_STATS:
+            if stat.on_steps and self._defined(stat):
+                scalars += [(f"{stat.name}/{tag}", value) for tag, value in zip(self._tags(stat), by_layer[stat.name])]
         write_scalars(self.writer, scalars, step)
         self._set_mode(None)
 
@@ -246,22 +328,29 @@ class LayerMonitor:
         finally:
             self._set_mode(None)
         grads = [g if g is not None else torch.zeros_like(w) for g, (_, w) in zip(grads, self.weights)]
+        summaries = activation_summaries()
         norms = torch.stack(torch._foreach_norm(grads)).float()
-        acts = torch.stack([self._stats[name] for name in self.act_names]).float() if self.acts else norms.new_zeros(0, 4)
+        acts = (torch.stack([self._stats[name] for name in self.act_names]).float() if self.acts
+                else norms.new_zeros(0, len(summaries)))
         dead = torch.stack([1.0 - self._ever_active[name].float().mean() for name in self.act_names]) if self.acts else norms.new_zeros(0)
-        host_norms, host_acts, host_dead, host_loss = norms.cpu().tolist(), acts.cpu().tolist(), dead.cpu().tolist(), float(loss.detach())
-        return LayerStats(
-            grad_norm=host_norms,
-            act_mean=[r[0] for r in host_acts],
-            act_std=[r[1] for r in host_acts],
-            sparsity=[r[2] for r in host_acts],
-            saturation=[r[3] for r in host_acts] if self.bounds is not None else None,
-            dead=host_dead,
-            loss=host_loss,
-        )
+        host_acts = acts.cpu().tolist()
+        by_layer = {"grad_norm": norms.cpu().tolist(), "dead": dead.cpu().tolist()}
+        by_layer.update((s.name, [row[j] for row in host_acts]) for j, s in enumerate(summaries))
+        values = {s.name: by_layer[s.name] if self._defined(s) else None for s in LAYER_STATS if s.in_probe}
+        return LayerStats(values, loss=float(loss.detach()))
 
     def log_probe(self, stats: LayerStats, step: int) -> None:
-        write_scalars(self.writer, [(f"dead/{tag}", value) for tag, value in zip(self.act_tags, stats.dead)], step)
+        """Write the probe's statistics that the training steps do not log (dead units) at `step`."""
+        write_scalars(self.writer, [(f"{s.name}/{tag}", value) for s in LAYER_STATS if s.in_probe and not s.on_steps
+                                    and self._defined(s) for tag, value in zip(self._tags(s), stats.values[s.name])], step)
+
+    def _defined(self, stat: LayerStat) -> bool:
+        """Whether `stat` applies to this model's activation (a bounded-only one to a bounded activation)."""
+        return not stat.bounded_only or self.bounds is not None
+
+    def _tags(self, stat: LayerStat) -> List[str]:
+        """The tag suffixes of the layers `stat` measures (`01.layers.0`, ...)."""
+        return self.weight_tags if stat.layers == "weight" else self.act_tags
 
     # --- the hook ----------------------------------------------------------------------
 
@@ -284,14 +373,9 @@ class LayerMonitor:
         return record
 
     def _summarise(self, y: Tensor) -> Tensor:
+        """The activation summaries of LAYER_STATS of one module's output, shape (n_summaries,), on the device."""
         y = y.float()
-        if self.bounds is not None:
-            low, high = self.bounds
-            margin = 0.01 * (high - low)
-            saturation = ((y <= low + margin) | (y >= high - margin)).float().mean()
-        else:
-            saturation = y.new_zeros(())
-        return torch.stack([y.mean(), y.std(), (y == 0).float().mean(), saturation])
+        return torch.stack([s.summary(y, self.bounds) for s in activation_summaries()])
 
     @staticmethod
     @torch.no_grad()

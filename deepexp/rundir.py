@@ -1,6 +1,6 @@
 """The run directory on disk: atomic writes, metrics.json, checkpoints, and a lock.
 
-Layout (DESIGN.md): `metrics.json`, `checkpoints/last.pt` (+ `prev.pt`, the
+Layout (docs/formats.md, "Run directory"): `metrics.json`, `checkpoints/last.pt` (+ `prev.pt`, the
 previous good one, while the run is in progress), TensorBoard event files, Hydra's
 `.hydra/`, and `.lock` while a process works in the folder. Every file is written
 to a temporary name, flushed and renamed, so a crash at any moment leaves either
@@ -23,6 +23,11 @@ from .errors import CheckpointError, ConfigError, RunLockedError
 METRICS = "metrics.json"
 LAST, PREV = "last.pt", "prev.pt"
 FINISHED = ("completed", "diverged")  # statuses of a run that no process continues
+# A run's final numbers as `deepexp report` tabulates them (commands/report.py run_row) and ranks runs by (its
+# `metric=`): here, at the bottom of the package, so that the config schema can check `metric=` without
+# importing the report.
+RUN_METRICS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_val_loss", "final_train_loss",
+               "final_train_acc", "seconds", "params", "epochs_done", "clipped_fraction")
 
 
 def _umask() -> int:
@@ -81,6 +86,15 @@ def read_json(path: Path) -> Optional[Any]:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+# Config keys that say where and how a run executes and what it logs, not what it computes: each entry is a
+# flat config key or, ending in ".", every key of that group, matched as a prefix (`key.startswith(EXECUTION_KEYS)`).
+# A run may resume with other values of these (train.RESUMABLE_CHANGES), and `deepexp report` does not group
+# runs apart by them (commands/report.py NOT_A_FACTOR). `compile` and `channels_last` change the kernels, not
+# the model's function; `eval_test` only whether the test set is evaluated at the end.
+EXECUTION_KEYS = ("resume", "data.", "device.", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
+
 
 
 # Config keys added after runs were already on disk, with the value that reproduces the old behaviour: a run

@@ -11,6 +11,7 @@ It knows nothing about any one project.
 """
 from __future__ import annotations
 
+import enum
 import importlib.util
 import math
 import os
@@ -35,9 +36,9 @@ from .data import Splits, load_splits, normalize, random_crop_flip, take
 from .errors import CheckpointError, ConfigError
 from .host import host_load, keep_freed_memory, oversubscription_warning
 from .models import check_input_fits, create_model, init_weights
-from .monitor import LayerMonitor, grad_depth_figure, write_scalars
+from .monitor import LayerMonitor, grad_depth_figure, layer_charts, write_scalars
 from .progress import ConsoleReporter
-from .rundir import NEW_OPTION_DEFAULTS, RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
+from .rundir import EXECUTION_KEYS, NEW_OPTION_DEFAULTS, RunLock, load_latest_checkpoint, read_metrics, save_checkpoint, write_metrics
 
 EXIT_OK, EXIT_DIVERGED = 0, 3
 # The progress bar is redrawn 10 times a second; reading the running loss more often than this is wasted,
@@ -45,7 +46,7 @@ EXIT_OK, EXIT_DIVERGED = 0, 3
 PROGRESS_EVERY_S = 0.25
 # Keys that may change between an interrupted run and its resumption: where and how it
 # runs, and what it logs, but nothing that changes the numbers.
-RESUMABLE_CHANGES = ("resume", "data.", "device", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
+RESUMABLE_CHANGES = EXECUTION_KEYS
 # Whether a run of this process compiled its model already (then the next compiled run resets dynamo first).
 _COMPILED_BEFORE = False
 # Where `compile=true` compiles the model; elsewhere it warns and the run stays eager. (The tests widen
@@ -72,6 +73,25 @@ class EpochStats:
     updates: int = 0  # optimizer steps taken (under fp16 AMP, GradScaler itself may still skip one with inf gradients)
     skipped: int = 0  # batches dropped by on_nan=skip_batch
     clipped: Optional[int] = None  # updates whose gradient norm exceeded grad_clip (None: no clipping)
+
+
+class StepStatus(enum.Enum):
+    UPDATED = "updated"  # the optimizer stepped (under fp16 AMP, GradScaler may still have skipped an inf gradient)
+    SKIPPED = "skipped"  # on_nan=skip_batch dropped the batch: its loss or gradient was not finite
+    DIVERGED = "diverged"  # a non-finite loss or gradient ends the run
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one training step did with its batch (`_Run._step`)."""
+
+    status: StepStatus
+    why: str = ""  # SKIPPED, DIVERGED: what was not finite: "loss", "gradient" ("loss or gradient": found later, on the GPU)
+    diverged_at: Optional[int] = None  # DIVERGED: the first step with a non-finite loss or gradient (maybe an earlier one)
+    loss: Optional[Tensor] = None  # UPDATED: the batch's mean cross-entropy before the update, 0-d on the device
+    correct: Optional[Tensor] = None  # UPDATED: how many of the batch's images were classified right, 0-d int64 on the device
+    lr: float = math.nan  # UPDATED: the learning rate of the update
+    clipped: Optional[Tensor] = None  # UPDATED with grad_clip: whether grad_clip scaled the gradients, 0-d bool on the device
 
 
 @dataclass(frozen=True)
@@ -695,28 +715,25 @@ class _Run:
             return self._finish()
 
     def _train_epoch(self) -> EpochStats:
-        """One pass over the training images; its statistics, or the step of a non-finite loss or gradient.
-
-        Each step: forward, backward, measure the gradients as backward made them (unscaled, before
-        clipping), clip, check for non-finite values, update with the step's learning rate, then move
-        the schedule on. The logged numbers are those of the update itself: the gradient norms before
-        clipping (and, with grad_clip, the global norm before and after), the rate the update used."""
-        cfg, data, model, monitor = self.cfg, self.data, self.model, self.monitor
-        model.train()
+        """One pass over the training images, one `_step` per batch; its statistics, or the step of a
+        non-finite loss or gradient that ends the run (EpochStats.diverged_at)."""
+        cfg, data = self.cfg, self.data
+        self.model.train()
         start = time.perf_counter()
         # The data order and augmentation of an epoch depend only on (seed, epoch): resumable.
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
         order = torch.randperm(len(data.y_train), generator=generator).to(self.device)
+        # Sums of the applied updates, kept on the device: the host reads them for the progress bar only.
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         clipped = torch.zeros((), device=self.device, dtype=torch.long)
-        skip_bad, skipped_before = cfg.on_nan == "skip_batch", self.skipped
-        watch = NonFiniteWatch(self.device, eager=self.device.type == "cpu" or skip_bad, every=cfg.monitor.every_n_steps)
-        seen, images, rates, next_report = 0, 0, [], start
+        watch = NonFiniteWatch(self.device, eager=self.device.type == "cpu" or cfg.on_nan == "skip_batch",
+                               every=cfg.monitor.every_n_steps)
+        seen, images, rates, skipped, next_report = 0, 0, [], 0, start
 
         def stats(diverged_at: Optional[int] = None) -> EpochStats:
             """The epoch so far. A finished epoch's sums are read before the clock: the read waits for the device."""
-            done = EpochStats(0.0, images, diverged_at, updates=len(rates), skipped=self.skipped - skipped_before)
+            done = EpochStats(0.0, images, diverged_at, updates=len(rates), skipped=skipped)
             if diverged_at is None:
                 done.loss, done.acc = loss_sum.item() / seen, correct.item() / seen
                 done.lr = math.fsum(rates) / len(rates)
@@ -727,67 +744,20 @@ class _Run:
         for i in range(self.steps_per_epoch):
             self.step += 1
             last = i == self.steps_per_epoch - 1
-            log = monitor is not None and monitor.due(self.step, last)
-            hist = log and monitor.hist_due(self.step)
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            xb, yb = take(data.x_train, idx), take(data.y_train, idx)
+            xb, yb = self._batch(order[i * self.batch_size:(i + 1) * self.batch_size], generator)
             images += len(yb)
-            if data.augment:
-                xb = random_crop_flip(xb, generator)
-            xb = normalize(xb, data.mean, data.std).contiguous(memory_format=self.memory_format)
-            if monitor:
-                monitor.capture(log, values=hist)
-            # forward; a logged step runs the uncompiled module, so that the monitor's forward hooks see it: a
-            # compiled module runs whichever hooks it was compiled with and notices none added later (torch.compile
-            # skips its module-hook guards by default, torch._dynamo.config.skip_nnmodule_hook_guards)
-            with self.autocast():
-                logits = (self.model if log else self.forward)(xb)
-                loss = F.cross_entropy(logits.float(), yb)
-            if watch.bad_now(~torch.isfinite(loss.detach()), self.step):
-                if skip_bad:
-                    self._skip_batch()
-                    continue
-                return stats(self.step)
-            first_bad = watch.first_bad(self.step, last)
-            if first_bad is not None:
-                return stats(first_bad)
-            # backward; the gradients measured as backward made them, in true (unscaled) units
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip is not None or (log and self.scaler.is_enabled()):
-                self.scaler.unscale_(self.optimizer)
-            if log:
-                grad_norms = monitor.grad_norms()
-            # clip; clip_grad_norm_ returns the global norm before clipping
-            norm = nn.utils.clip_grad_norm_(self.params_list, cfg.grad_clip) if cfg.grad_clip is not None else None
-            if not self.scaler.is_enabled():  # (fp16's GradScaler skips steps with inf gradients itself)
-                # Checked before the step, so that a bad gradient never reaches the weights.
-                bad = ~torch.isfinite(norm) if norm is not None else non_finite_grads(self.params_list)
-                if watch.bad_now(bad, self.step):
-                    if skip_bad:
-                        self._skip_batch()
-                        continue
-                    return stats(self.step)
-            if norm is not None:  # clip_grad_norm_ scales by grad_clip / (norm + 1e-6) where that is below 1
-                clipped.add_(torch.isfinite(norm) & (norm + 1e-6 > cfg.grad_clip))
-            # update, with the rate the schedule gives this step; then the schedule moves on
-            rates.append(self.optimizer.param_groups[0]["lr"])
-            if log:
-                extra = {"lr/step": rates[-1]}
-                if norm is not None:
-                    after = nn.utils.get_total_norm([p.grad for p in self.params_list if p.grad is not None])
-                    extra.update({"grad_clip/norm_before": norm, "grad_clip/norm_after": after})
-                monitor.snapshot_weights()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            # log
-            if log:
-                monitor.log_step(self.step, grad_norms, monitor.update_ratios(), extra)
-                if hist:
-                    monitor.log_histograms(self.step)
-            loss_sum.add_(loss.detach(), alpha=len(yb))
-            correct.add_((logits.argmax(1) == yb).sum())
+            outcome = self._step(xb, yb, last, watch)
+            if outcome.status is StepStatus.DIVERGED:
+                return stats(outcome.diverged_at)
+            if outcome.status is StepStatus.SKIPPED:
+                skipped += 1
+                self._count_skipped(outcome.why)
+                continue
+            loss_sum.add_(outcome.loss, alpha=len(yb))
+            correct.add_(outcome.correct)
+            rates.append(outcome.lr)
+            if outcome.clipped is not None:
+                clipped.add_(outcome.clipped)
             seen += len(yb)
             now = time.perf_counter()
             if last or now >= next_report:
@@ -801,15 +771,87 @@ class _Run:
             return stats(self.step)
         return stats()
 
-    def _skip_batch(self) -> None:
-        """on_nan=skip_batch: drop this batch's update but keep the schedule on its step count."""
+    def _batch(self, idx: Tensor, generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+        """The training images `idx` (int64 indices on the device), augmented with `generator` where the dataset
+        is, normalised and in the run's memory format (N, C, H, W) float; and their int64 labels (N,)."""
+        data = self.data
+        xb, yb = take(data.x_train, idx), take(data.y_train, idx)
+        if data.augment:
+            xb = random_crop_flip(xb, generator)
+        return normalize(xb, data.mean, data.std).contiguous(memory_format=self.memory_format), yb
+
+    def _step(self, xb: Tensor, yb: Tensor, last: bool, watch: NonFiniteWatch) -> StepOutcome:
+        """Training step `self.step` on one batch: forward, backward, clip, update; what it did.
+
+        The logged numbers are those of the update itself: the gradient norms as backward made them
+        (unscaled, before clipping), with grad_clip the global norm before and after clipping, and the
+        rate the update used. A non-finite loss or gradient never reaches the weights: the step is
+        skipped (on_nan=skip_batch) or the run diverges (`_non_finite`)."""
+        cfg, monitor = self.cfg, self.monitor
+        log = monitor is not None and monitor.before_forward(self.step, last)
+        # forward; a logged step runs the uncompiled module, so that the monitor's forward hooks see it: a
+        # compiled module runs whichever hooks it was compiled with and notices none added later (torch.compile
+        # skips its module-hook guards by default, torch._dynamo.config.skip_nnmodule_hook_guards)
+        with self.autocast():
+            logits = (self.model if log else self.forward)(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+        bad = self._non_finite(watch, ~torch.isfinite(loss.detach()), "loss")
+        if bad is not None:
+            return bad
+        first_bad = watch.first_bad(self.step, last)  # on the GPU: a bad step noted on the device, read now and then
+        if first_bad is not None:
+            return StepOutcome(StepStatus.DIVERGED, why="loss or gradient", diverged_at=first_bad)
+        # backward; the gradients measured as backward made them, in true (unscaled) units
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip is not None or (log and self.scaler.is_enabled()):
+            self.scaler.unscale_(self.optimizer)
+        if monitor:
+            monitor.after_backward()
+        # clip; clip_grad_norm_ returns the global norm before clipping
+        norm = nn.utils.clip_grad_norm_(self.params_list, cfg.grad_clip) if cfg.grad_clip is not None else None
+        if not self.scaler.is_enabled():  # (fp16's GradScaler skips steps with inf gradients itself)
+            # Checked before the update, so that a bad gradient never reaches the weights.
+            bad = self._non_finite(watch, ~torch.isfinite(norm) if norm is not None else non_finite_grads(self.params_list),
+                                   "gradient")
+            if bad is not None:
+                return bad
+        # clip_grad_norm_ scales by grad_clip / (norm + 1e-6) where that is below 1
+        clipped = torch.isfinite(norm) & (norm + 1e-6 > cfg.grad_clip) if norm is not None else None
+        lr = self.optimizer.param_groups[0]["lr"]
+        scalars: Dict[str, Any] = {"lr/step": lr}
+        if log and norm is not None:
+            after = nn.utils.get_total_norm([p.grad for p in self.params_list if p.grad is not None])
+            scalars.update({"grad_clip/norm_before": norm, "grad_clip/norm_after": after})
+        # update, with the rate the schedule gives this step; then the schedule moves on
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        # log
+        if monitor:
+            monitor.after_step(self.step, scalars)
+        return StepOutcome(StepStatus.UPDATED, loss=loss.detach(), correct=(logits.argmax(1) == yb).sum(), lr=lr,
+                           clipped=clipped)
+
+    def _non_finite(self, watch: NonFiniteWatch, bad: Tensor, why: str) -> Optional[StepOutcome]:
+        """Note whether this step's `why` ("loss", "gradient") is non-finite (`bad`, a boolean tensor); when that is
+        known now, the step's outcome: on_nan=skip_batch drops its update but keeps the schedule on its step
+        count; otherwise the run diverges at this step."""
+        if not watch.bad_now(bad, self.step):
+            return None
+        if self.cfg.on_nan != "skip_batch":
+            return StepOutcome(StepStatus.DIVERGED, why=why, diverged_at=self.step)
         self.optimizer.zero_grad(set_to_none=True)
         with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
+        return StepOutcome(StepStatus.SKIPPED, why=why)
+
+    def _count_skipped(self, why: str) -> None:
+        """Count a batch on_nan=skip_batch dropped, and say so (the first three, then every 100th)."""
         self.skipped += 1
         if self.skipped <= 3 or self.skipped % 100 == 0:
-            self.reporter.warn(f"non-finite loss or gradient at step {self.step}; batch skipped ({self.skipped} so far)")
+            self.reporter.warn(f"non-finite {why} at step {self.step}; batch skipped ({self.skipped} so far)")
 
     def _end_epoch(self, epoch: EpochStats) -> None:
         cfg, writer = self.cfg, self.writer
@@ -872,9 +914,8 @@ class _Run:
 
 
 def custom_layout() -> dict:
-    """TensorBoard's Custom Scalars tab: each per-layer statistic of a run in one chart."""
-    charts = {tag: ["Multiline", [f"^{tag}/"]] for tag in ("grad_norm", "update_ratio", "act_mean", "act_std", "sparsity", "saturation", "dead")}
-    return {"layers": charts, "training": {"loss": ["Multiline", ["^loss/"]], "accuracy": ["Multiline", ["^acc/"]],
+    """TensorBoard's Custom Scalars tab: each per-layer statistic of a run in one chart (monitor.LAYER_STATS)."""
+    return {"layers": layer_charts(), "training": {"loss": ["Multiline", ["^loss/"]], "accuracy": ["Multiline", ["^acc/"]],
                                            "gradient norm before / after clipping": ["Multiline", ["^grad_clip/norm_"]]}}
 
 

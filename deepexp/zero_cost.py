@@ -22,15 +22,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models import is_activation
+from .models.layers import weight_layers
 
 PROXIES = ("synflow", "naswot", "grad_norm", "snip")
 
 Gradients = List[Tuple[Tensor, Tensor]]  # (weight, dLoss/dweight) per scored connection
 
 
-def _weights(model: nn.Module):
-    """Conv and linear weights: the connections the proxies score."""
-    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+def _weights(model: nn.Module) -> List[Tensor]:
+    """The weights of the weight layers (models.layers.WEIGHT_LAYERS: dense and convolution kernels), the
+    connections the proxies score. Each proxy sums over connections of any kind (Lee et al. 2019 and Tanaka
+    et al. 2020 score every weight), so the set is the one initialisation and the monitor use."""
+    return [m.weight for _, m in weight_layers(model)]
 
 
 def loss_gradients(model: nn.Module, x: Tensor, y: Tensor) -> Gradients:

@@ -1,6 +1,6 @@
-"""Evaluation speed: `deepexp efficient train=false` and the zero-cost ranking of 100 NAS candidates.
+"""Evaluation speed: `deepexp efficient train_models=false` and the zero-cost ranking of 100 NAS candidates.
 
-1. `deepexp efficient train=false` as a user runs it (a subprocess, into a fresh folder): every
+1. `deepexp efficient train_models=false` as a user runs it (a subprocess, into a fresh folder): every
    model built, counted, exported to ONNX, quantized to INT8 and timed. Wall clock, start-up included.
 2. 100 random NAS candidates within the default max_macs (60M), each built, initialised and
    scored with all four zero-cost proxies on the 64 training images `deepexp nas` uses
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from deepexp.config import compose_config, hydra_override, to_plain, validate
+from deepexp.config import compose_config, compose_train, hydra_override, to_plain, validate
 from deepexp.deploy import Deployable, OnnxExporter
 from deepexp.experiments.nas import Search
 from deepexp.models import create_model
@@ -37,7 +37,7 @@ from deepexp.models.nas_space import spec_key
 
 def efficient_measure_only(folder: Path) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "deepexp", "efficient", "train=false", hydra_override("hydra.run.dir", str(folder))],
+    done = subprocess.run([sys.executable, "-m", "deepexp", "efficient", "train_models=false", hydra_override("hydra.run.dir", str(folder))],
                           capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"deepexp efficient failed: {done.stderr.strip()[-500:]}")
@@ -65,7 +65,7 @@ def zero_cost_ranking(folder: Path, n: int) -> None:
 def trained_looking(name: str, seed: int) -> Deployable:
     """`name` as `deepexp efficient` builds it for CIFAR-10, its BatchNorm statistics moved off their defaults."""
     torch.manual_seed(seed)
-    options = {k: v for k, v in to_plain(validate(compose_config("train", [f"model={name}"])).model).items() if k != "name"}
+    options = {k: v for k, v in to_plain(compose_train([f"model={name}"]).model).items() if k != "name"}
     model = create_model(name, in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", **options)
     with torch.no_grad():
         model.train()(torch.randn(64, 3, 32, 32))
@@ -103,7 +103,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_efficient:
-            print(f"deepexp efficient train=false: {efficient_measure_only(Path(tmp) / 'efficient'):.1f} s wall")
+            print(f"deepexp efficient train_models=false: {efficient_measure_only(Path(tmp) / 'efficient'):.1f} s wall")
         zero_cost_ranking(Path(tmp), args.candidates)
         if not args.skip_exports:
             seed_exports(Path(tmp))

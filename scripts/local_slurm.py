@@ -3,8 +3,8 @@
     python scripts/local_slurm.py start DIR   # prints SLURM_CONF=DIR/slurm.conf; export it, then sbatch/sinfo/deepexp -m work
     python scripts/local_slurm.py stop DIR
 
-Needs root and Debian's `slurm-wlm` and `munge` packages (`apt-get install -y slurm-wlm munge`); see
-shared/SLURM.md. Everything but munge's daemon lives in DIR (config, state, logs, pid files) and the
+Needs root and Debian's `slurm-wlm` and `munge` packages (`apt-get install -y slurm-wlm munge`); the
+steps below are those of a by-hand single-node setup (munge, slurm.conf, slurmctld, slurmd). Everything but munge's daemon lives in DIR (config, state, logs, pid files) and the
 daemons listen on their own ports, so /etc/slurm and a real cluster's daemons are left alone. `start`
 exits 1 with one line when SLURM cannot be started here (tests skip with that line as the reason).
 """

@@ -84,7 +84,7 @@ NOTHING_ON_DISK = [  # refused before Hydra makes any folder: no outputs/, no da
     (["report", "path=empty"], "path=empty: no run directories"),
     (["train", "data.root=nodata", "data.download=false"], "mnist: idx files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (plain or .gz) not found in nodata/MNIST/raw"),
     (["train", "dataset=npz", "dataset.path=none.npz"], "npz: none.npz not found"),
-    (["residual", "train=['data.root=nodata','data.download=false']"],  # a study, whose runs' data root is an extra override
+    (["residual", "overrides=['data.root=nodata','data.download=false']"],  # a study, whose runs' data root is an extra override
      "cifar10: cifar-10-batches-py (or cifar10-subset.npz) not found in nodata"),
 ]
 

@@ -121,7 +121,7 @@ def test_latency_is_positive_with_the_recorded_threads():
 @pytest.mark.slow
 def test_measure_only_mode_covers_every_model_without_training(tmp_path):
     out = tmp_path / "exp"
-    result = run_cli(["efficient", "train=false", "width=0.25", "min_run_time=0.02", "calibration_images=32", "latency_batches=[1,4]",
+    result = run_cli(["efficient", "train_models=false", "width=0.25", "min_run_time=0.02", "calibration_images=32", "latency_batches=[1,4]",
                       "dataset=synthetic", f"hydra.run.dir={out}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = read_csv(out / "summary.csv")
@@ -151,7 +151,7 @@ def test_measure_only_mode_times_non_square_images_at_their_own_shape(tmp_path):
     np.savez(tmp_path / "rect.npz", x_train=rng.integers(0, 256, (40, 28, 32), dtype=np.uint8), y_train=np.arange(40) % 2,
              x_test=rng.integers(0, 256, (8, 28, 32), dtype=np.uint8), y_test=np.arange(8) % 2)
     out = tmp_path / "exp"
-    result = run_cli(["efficient", "train=false", "models=[baseline_cnn,dws_cnn]", "width=0.25", "quantize=false", "min_run_time=0.01",
+    result = run_cli(["efficient", "train_models=false", "models=[baseline_cnn,dws_cnn]", "width=0.25", "quantize=false", "min_run_time=0.01",
                       "latency_batches=[1]", "dataset=npz", f"dataset.path={tmp_path / 'rect.npz'}", f"hydra.run.dir={out}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     cost = json.loads((out / "models" / "dws_cnn" / "cost.json").read_text())
@@ -266,7 +266,7 @@ def test_report_sentences_name_each_latency_batch_once(batches):
     from deepexp.config import compose_config, validate
     from deepexp.experiments.efficient import PYTORCH, findings, summary_rows, table
 
-    study = validate(compose_config("efficient", ["models=[baseline_cnn,dws_cnn]", "train=false", f"latency_batches=[{','.join(map(str, batches))}]"]))
+    study = validate(compose_config("efficient", ["models=[baseline_cnn,dws_cnn]", "train_models=false", f"latency_batches=[{','.join(map(str, batches))}]"]))
     measured = measured_by_hand(batches, study.quantize)
     rows = summary_rows(study, measured)
     lines = findings(study, rows, measured, None)
@@ -318,7 +318,7 @@ def test_contended_or_sparse_latencies_are_starred_named_and_explain_nothing():
                                                unreliable_warning)
 
     models = ["baseline_cnn", "dws_cnn", "mobilenet_v2"]
-    study = study_of(models, "train=false")
+    study = study_of(models, "train_models=false")
     measured = [Measured("baseline_cnn", costed(1_150_000, 153_000_000, 224.0, 9.0, blocks=1, single_ms=4.9, load=3.3)),
                 Measured("dws_cnn", costed(140_000, 20_000_000, 392.0, 9.0, single_ms=11.7, load=3.3)),
                 Measured("mobilenet_v2", costed(409_000, 10_000_000, 1340.0, 9.0, single_ms=11.7, load=3.3))]
@@ -349,7 +349,7 @@ def test_contended_or_sparse_latencies_are_starred_named_and_explain_nothing():
 def test_reliable_latencies_get_a_computed_title_and_an_explanation_only_where_the_numbers_show_it():
     from deepexp.experiments.efficient import Measured, findings, latency_title, summary_rows
 
-    study = study_of(["baseline_cnn", "dws_cnn", "mobilenet_v2"], "train=false")
+    study = study_of(["baseline_cnn", "dws_cnn", "mobilenet_v2"], "train_models=false")
 
     def macs_line(dws_ms, load=0.2, single=None):
         measured = [Measured("baseline_cnn", costed(1_150_000, 150_000_000, 10.0, 2.0, load=load, single_ms=single and 10.0)),
@@ -441,7 +441,7 @@ def test_the_int8_sentence_counts_the_latencies_behind_its_ratios_that_were_not_
     from deepexp.config import compose_config, validate
     from deepexp.experiments.efficient import ORT_INT8, findings, summary_rows
 
-    study = validate(compose_config("efficient", ["models=[baseline_cnn,dws_cnn]", "train=false", "latency_batches=[1]"]))
+    study = validate(compose_config("efficient", ["models=[baseline_cnn,dws_cnn]", "train_models=false", "latency_batches=[1]"]))
     measured = measured_by_hand([1], study.quantize)
     measured[1].cost["latency"][ORT_INT8]["1"]["blocks"] = 1  # one timed block: no spread, not reliable
     int8 = next(line for line in findings(study, summary_rows(study, measured), measured, None) if line.startswith("**INT8**"))
@@ -450,7 +450,7 @@ def test_the_int8_sentence_counts_the_latencies_behind_its_ratios_that_were_not_
 
 
 def test_measure_only_mode_checks_its_overrides_before_anything_is_written(tmp_path):
-    out = run_cli(["efficient", "train=false", "models=[baseline_cnn]", "overrides=['model.width=0.5']",
+    out = run_cli(["efficient", "train_models=false", "models=[baseline_cnn]", "overrides=['model.width=0.5']",
                    f"hydra.run.dir={tmp_path / 'exp'}"], tmp_path)
     assert (out.returncode, out.stderr) == (2, "deepexp: overrides=[...]: 'model.width=0.5' sets model.width, which the study "
                                                "sets itself in every run; use the study's own width=... instead\n")

@@ -307,7 +307,7 @@ def test_the_depthwise_separable_ratio_from_the_models_own_layers_predicts_their
     from deepexp.measure import count_macs
     from deepexp.models import create_model
 
-    study = validate(compose_config("efficient", ["models=[baseline_cnn,dws_cnn,bottleneck_cnn]", "latency_batches=[1]", "train=false"]))
+    study = validate(compose_config("efficient", ["models=[baseline_cnn,dws_cnn,bottleneck_cnn]", "latency_batches=[1]", "train_models=false"]))
     shape = [3, 32, 32]
     macs = {name: count_macs(create_model(name, in_channels=3, image_shape=(32, 32), num_classes=10, act="relu"), tuple(shape))
             for name in study.models}

@@ -62,6 +62,36 @@ def test_activation_reaches_every_block(name, act):
     assert acts and all(type(m) is expected for m in acts)
 
 
+@pytest.mark.parametrize("act", ACTIVATIONS.names())
+def test_every_registered_activation_declares_its_layer_class_init_and_bounds_and_they_hold(act):
+    """What the registry says of an activation is what its layer does: `module` is the class `make` builds (the
+    monitor finds the layers by it), init=auto picks `matched_init`, and `bounds` are declared exactly for the
+    saturating activations (outputs within them, reaching both within 1%); the others grow without bound."""
+    info = ACTIVATIONS.get(act)
+    layer = info.make()
+    assert type(layer) is info.module and is_activation(layer)
+    assert info.matched_init in ("kaiming", "lecun", "xavier")
+    assert init_weights(create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=2, act=act, depth=1, width=4),
+                        "auto", act) == info.matched_init
+    with torch.no_grad():
+        y = layer(torch.linspace(-50.0, 50.0, 1001))
+    if info.bounds is not None:
+        low, high = info.bounds
+        margin = 0.01 * (high - low)
+        assert low <= y.min() <= low + margin and high - margin <= y.max() <= high
+    else:
+        assert y.max() >= 50.0
+
+
+def test_a_newly_registered_activation_is_recognised_as_one(monkeypatch):
+    from deepexp.models.activations import Activation
+
+    monkeypatch.setattr(ACTIVATIONS, "_entries", dict(ACTIVATIONS._entries))  # registered for this test only
+    ACTIVATIONS.register("hardswish")(Activation(nn.Hardswish, "kaiming", "relu"))
+    assert ACTIVATIONS.get("hardswish").module is nn.Hardswish
+    assert is_activation(nn.Hardswish()) and not is_activation(nn.Linear(2, 2)) and not is_activation(nn.Softmax(dim=1))
+
+
 @pytest.mark.parametrize("name, millions", [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66),
                                              ("resnet56", 0.85), ("resnet110", 1.7)])
 def test_cifar_resnet_parameter_counts_match_he_et_al(name, millions):
@@ -166,3 +196,27 @@ def test_global_average_pooling_is_adaptive_pooling_to_1x1_bit_for_bit(memory_fo
     (grad_ours,) = torch.autograd.grad((ours * weights).sum(), x)
     (grad_theirs,) = torch.autograd.grad((theirs * weights).sum(), x)
     assert torch.equal(grad_ours, grad_theirs)
+
+
+def test_initialisation_the_monitor_and_the_zero_cost_proxies_take_the_same_weight_layers():
+    """Dense and convolution kernels of every kind (models.layers.WEIGHT_LAYERS), in all three places; a batch
+    norm's per-channel scale is in none of them."""
+    from deepexp.models.layers import WEIGHT_LAYERS
+    from deepexp.monitor import LayerMonitor
+    from deepexp.zero_cost import loss_gradients, snip
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.Unflatten(1, (1, 4)), nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(24, 5))
+    kernels = [net[0].weight, net[2].weight, net[6].weight]
+    assert WEIGHT_LAYERS == (nn.Linear, nn.Conv1d, nn.Conv2d)
+    with torch.no_grad():
+        for m in (net[0], net[2], net[6]):
+            m.bias.fill_(1.0)
+    init_weights(net, "kaiming", "relu")
+    assert all(net[i].bias.abs().sum() == 0 for i in (0, 2, 6)) and torch.equal(net[3].weight, torch.ones(3))
+    assert [name for name, _ in LayerMonitor(net, "relu", writer=None, every_n_steps=1).weights] == ["0", "2", "6"]
+    x, y = torch.randn(8, 2, 8), torch.randint(0, 5, (8,))
+    grads = loss_gradients(net, x, y)
+    assert [w.data_ptr() for w, _ in grads] == [w.data_ptr() for w in kernels]
+    assert float(snip(grads)) == pytest.approx(sum(float((w * w.grad).abs().sum()) for w in kernels), rel=1e-6)

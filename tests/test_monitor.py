@@ -171,3 +171,96 @@ def test_layer_tags_sort_in_depth_order_and_count_from_1_as_the_reports_do(model
         assert monitor.weight_tags[0] == "01.layers.0" and monitor.weight_tags[-1] == "13.head"
     else:  # 110 and more weight layers: three digits
         assert monitor.weight_tags[0].startswith("001.") and len(monitor.weight_tags) > 100
+
+
+def scalar_events(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return events
+
+
+@needs_mnist
+def test_every_declared_layer_statistic_and_only_those_reach_the_history_the_event_file_and_the_layout(tmp_path, monkeypatch):
+    """LAYER_STATS is the one list: a statistic added to it (here the activations' largest output) is computed
+    by the hooks, kept by the probe in every history row, logged per layer on the steps and charted in the
+    Custom Scalars layout, with no other change."""
+    from deepexp import monitor
+    from deepexp.train import custom_layout
+
+    added = monitor.LayerStat("act_max", "activation", True, True, summary=lambda y, bounds: y.amax())
+    monkeypatch.setattr(monitor, "LAYER_STATS", (*monitor.LAYER_STATS, added))
+    declared = [s.name for s in monitor.LAYER_STATS]
+    assert declared == ["grad_norm", "update_ratio", "act_mean", "act_std", "sparsity", "saturation", "dead", "act_max"]
+    cfg = compose_train(["subset=300", "epochs=1", "model.depth=2", "model.width=16", "act=tanh", "batch_size=64",
+                         "monitor.every_n_steps=2", "monitor.probe_size=32", "monitor.figure=false", "eval_test=false"])
+    metrics = train(cfg, tmp_path).metrics
+    in_probe = [s.name for s in monitor.LAYER_STATS if s.in_probe]
+    assert [list(row["layers"]) for row in metrics["history"]] == [in_probe] and list(metrics["init_layers"]) == in_probe
+    assert all(0 < v <= 1 for v in metrics["history"][0]["layers"]["act_max"])  # tanh's outputs lie below 1
+    assert list(custom_layout()["layers"]) == declared
+    tags = set(scalar_events(tmp_path).Tags()["scalars"])
+    logged = {tag.split("/")[0] for tag in tags if tag.split("/")[-1][:2].isdigit()}
+    assert logged == set(declared)
+    for layer in ("01.layers.1", "02.layers.3"):  # every activation statistic of every activation module
+        assert {f"{s.name}/{layer}" for s in monitor.LAYER_STATS if s.layers == "activation"} <= tags
+
+
+def test_the_probe_and_the_step_log_compute_a_declared_statistic_as_the_declaration_says(tmp_path, monkeypatch):
+    """The value, not only the name: a declared summary's number for each activation module equals the
+    summary applied by hand to that module's output; saturation is left out for an unbounded activation."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from deepexp import monitor as monitor_module
+
+    added = monitor_module.LayerStat("act_max", "activation", True, True, summary=lambda y, bounds: y.amax())
+    monkeypatch.setattr(monitor_module, "LAYER_STATS", (*monitor_module.LAYER_STATS, added))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x, y = torch.randn(16, 5), torch.randint(0, 2, (16,))
+    with torch.no_grad():
+        by_hand = [float(model[:2](x).amax()), float(model[:4](x).amax())]
+    with SummaryWriter(str(tmp_path)) as writer:
+        monitor = LayerMonitor(model, "relu", writer, every_n_steps=1)
+        stats = monitor.probe(model, x, y)
+        assert list(stats.as_dict()) == ["grad_norm", "act_mean", "act_std", "sparsity", "saturation", "dead", "act_max"]
+        assert stats.act_max == pytest.approx(by_hand, rel=1e-6) and stats.saturation is None
+        monitor.capture(True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        norms = monitor.grad_norms()
+        monitor.snapshot_weights()
+        monitor.log_step(1, norms, monitor.update_ratios())
+    events = scalar_events(tmp_path)
+    tags = set(events.Tags()["scalars"])
+    assert {"act_max/01.1", "act_max/02.3", "sparsity/02.3", "update_ratio/03.4"} <= tags
+    assert [events.Scalars(f"act_max/{tag}")[0].value for tag in ("01.1", "02.3")] == pytest.approx(by_hand, rel=1e-6)
+    assert not any(tag.startswith("saturation/") for tag in tags)
+
+
+def test_the_three_named_points_log_only_due_steps_with_the_gradient_norms_before_clipping(tmp_path):
+    """before_forward decides the step; after_backward takes the norms before the trainer clips; after_step writes
+    them with the trainer's scalars. A step that is not due leaves no hooks and writes nothing."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 5), torch.randint(0, 2, (16,))
+    norms = {}
+    with SummaryWriter(str(tmp_path)) as writer:
+        monitor = LayerMonitor(model, "relu", writer, every_n_steps=2)
+        for step in (1, 2):
+            logged = monitor.before_forward(step, last_of_epoch=False)
+            assert logged == (step == 2) and bool(monitor._handles) == logged
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            monitor.after_backward()
+            norms[step] = float(model[0].weight.grad.norm())
+            nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+            opt.step()
+            monitor.after_step(step, {"lr/step": 0.1})
+            assert not monitor._handles
+    events = scalar_events(tmp_path)
+    assert [(e.step, e.value) for e in events.Scalars("grad_norm/01.0")] == [(2, pytest.approx(norms[2], rel=1e-6))]
+    assert norms[2] > 1e-3 and [e.step for e in events.Scalars("lr/step")] == [2]

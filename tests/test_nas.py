@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from conftest import needs_cifar, needs_fashion_mnist, read_csv, run_cli
-from deepexp.config import compose_config, validate
+from deepexp.config import compose_config, compose_train, validate
 from deepexp.errors import ConfigError
 from deepexp.experiments import nas
 from deepexp.measure import count_macs, count_params
@@ -607,7 +607,7 @@ def test_search_workers_take_gpu_i_mod_count_and_their_runs_say_so_in_a_device_i
     assert n == 3 and threads == 2 and [job[3] for job in jobs] == [0, 1, 2]
     assert [job[0].device.index for job in jobs] == [0, 1, 0] and study.device.index is None
     assert "3 search workers, 2 thread(s) each, on GPU(s) [0, 1]" in out.getvalue()
-    run = nas.base_overrides(jobs[1][0], 1, 100, 0)
+    run = nas.run_overrides(jobs[1][0], 1, 100, 0)
     assert "device=cuda" in run and "device.index=1" in run and "device.threads=2" in run
 
 
@@ -646,7 +646,7 @@ def test_compile_true_applies_to_the_final_retraining_only_and_the_search_says_s
     search.evaluate(SMALL_SPEC, "random-s0/t000", "random-s0 1/1")
     nas.retrain(study, [trial_row("evolution", 3, SMALL_SPEC, 0.5, 1, origin="mutation")], tmp_path, Console(file=io.StringIO()), 1)
     assert [(cfg.compile, cfg.grad_clip) for cfg in trained] == [(False, 1.0)]  # the candidate eager; the other overrides kept
-    finals = [validate(compose_config("train", spec.overrides)) for spec in retrained]
+    finals = [compose_train(spec.overrides) for spec in retrained]
     assert len(finals) == 4 and {(cfg.compile, cfg.grad_clip) for cfg in finals} == {(True, 1.0)}  # top1 and dws_cnn, 2 seeds each
     assert retrained[0].labels["found_by"] == "evolution-s1 #4 (mutation)"  # who found the architecture, as the table says
     for asked, expected in (("'compile=true','compile=false'", False), ("'compile=1'", True), ("'grad_clip=1.0'", False)):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from conftest import run_cli
-from deepexp.config import compose_config, hydra_override, parse_value, validate
+from deepexp.config import compose_config, compose_train, hydra_override, parse_value, validate
 from deepexp.experiments import activations, efficient, nas, residual
 
 # A file name with every character Hydra's grammar gives a meaning to (`=`, space, comma, brackets,
@@ -22,7 +22,7 @@ TRICKY = ["/data/d=1/mini.npz", "/data/my data, v2/[a] {b}/x.npz", "/data/odd/bs
 @pytest.mark.parametrize("text", TRICKY, ids=repr)
 def test_a_string_reads_back_as_the_same_string_through_hydra_and_omegaconf(text):
     line = hydra_override("dataset.path", text)
-    assert validate(compose_config("train", ["dataset=npz", line])).dataset.path == text
+    assert compose_train(["dataset=npz", line]).dataset.path == text
 
 
 @pytest.mark.parametrize("value", [None, True, False, 0, -3, 0.001, 1e-5, 1e16, [0.9, 0.999], [], ["a=1", "b c"],
@@ -58,10 +58,10 @@ def run_configs(name, module, small, path):
     """Every run config a (small) study composes, with `dataset.path` (and NAS's spec path) set to `path`."""
     study = validate(compose_config(name, [f"{name}/preset=quick", *small, "dataset=npz", hydra_override("dataset.path", path)]))
     if module is nas:
-        overrides = [nas.base_overrides(study, 1, 100, seed, {"model": "nas", "model.arch": path}) for seed in (0, 1)]
+        overrides = [nas.run_overrides(study, 1, 100, seed, {"model": "nas", "model.arch": path}) for seed in (0, 1)]
     else:
         overrides = [spec.overrides for spec in module.plan(study)]
-    return [validate(compose_config("train", o)) for o in overrides]
+    return [compose_train(o) for o in overrides]
 
 
 @pytest.mark.parametrize("name, module, small", STUDIES, ids=[s[0] for s in STUDIES])
@@ -99,7 +99,7 @@ def test_resume_true_continues_a_run_whose_folder_name_holds_hydra_syntax(tmp_pa
     args = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1",
             "monitor.figure=false"]
     run.mkdir(parents=True)  # as a killed run leaves it before its first checkpoint
-    (run / "metrics.json").write_text(json.dumps({"status": "running", "config": flat_config(validate(compose_config("train", args)))}))
+    (run / "metrics.json").write_text(json.dumps({"status": "running", "config": flat_config(compose_train(args))}))
     out = run_cli(["train", *args, "resume=true"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"continuing {run.relative_to(tmp_path)}" in out.stdout
@@ -132,11 +132,11 @@ SMALL = {"activations": ["acts=[relu]", "seeds=1", "depth=2", "epochs=2", "subse
          "efficient": ["preset=quick", "models=[baseline_cnn]", "seeds=1", "epochs=1", "subset=100"],
          "nas": ["preset=quick", "trials=1", "proxy_epochs=1", "proxy_subset=100", "final_epochs=1", "final_subset=100", "final_seeds=1"]}
 OWN_KEY_CASES = [  # (command, the option, an extra override the study refuses, the refusal), one kind of refusal per study
-    ("activations", "train", "eval_test=false", needed("eval_test=false", "eval_test", TEST_ACC)),
-    ("residual", "train", "monitor.enabled=false", needed("monitor.enabled=false", "monitor.enabled", GRADIENTS)),
+    ("activations", "overrides", "eval_test=false", needed("eval_test=false", "eval_test", TEST_ACC)),
+    ("residual", "overrides", "monitor.enabled=false", needed("monitor.enabled=false", "monitor.enabled", GRADIENTS)),
     ("efficient", "overrides", "debug=fast", refusal("debug=fast", "epochs=...", "epochs")),  # the debug group sets epochs
     ("nas", "overrides", "hydra.run.dir=/tmp/x", f"'hydra.run.dir=/tmp/x' {HYDRA_SETTING}"),
-    ("activations", "train", "act.name=gelu", refusal("act.name=gelu", "acts=[...]")),  # a group's own choice field
+    ("activations", "overrides", "act.name=gelu", refusal("act.name=gelu", "acts=[...]")),  # a group's own choice field
 ]
 
 
@@ -151,15 +151,15 @@ def test_an_extra_override_a_study_refuses_is_refused_before_hydra_makes_its_fol
 
 
 OWN_KEYS_IN_PROCESS = [  # (study, its overrides, the option, the line, the study option named instead)
-    ("activations", [], "train", "epochs=2", "epochs=..."),
-    ("activations", [], "train", "subset=500", "subset=..."),  # (the full preset's subset is null: all images)
-    ("activations", [], "train", "seed=3", "seeds=N"),
-    ("activations", [], "train", "act=gelu", "acts=[...]"),
-    ("activations", [], "train", "model=cnn", "depth=, width= and norm="),
-    ("activations", [], "train", "~init", "init=..."),
-    ("residual", [], "train", "epochs=1", "epochs=..."),
-    ("residual", [], "train", "model.shortcut=B", "shortcut=..."),
-    ("residual", [], "train", "sched=step", None),
+    ("activations", [], "overrides", "epochs=2", "epochs=..."),
+    ("activations", [], "overrides", "subset=500", "subset=..."),  # (the full preset's subset is null: all images)
+    ("activations", [], "overrides", "seed=3", "seeds=N"),
+    ("activations", [], "overrides", "act=gelu", "acts=[...]"),
+    ("activations", [], "overrides", "model=cnn", "depth=, width= and norm="),
+    ("activations", [], "overrides", "~init", "init=..."),
+    ("residual", [], "overrides", "epochs=1", "epochs=..."),
+    ("residual", [], "overrides", "model.shortcut=B", "shortcut=..."),
+    ("residual", [], "overrides", "sched=step", None),
     ("efficient", [], "overrides", "++seed=1", "seeds=N"),
     ("efficient", [], "overrides", "model=resnet20", "models=[...]"),
     ("efficient", [], "overrides", "model.width=0.5", "width=..."),  # (width is null: each model's own)
@@ -167,11 +167,11 @@ OWN_KEYS_IN_PROCESS = [  # (study, its overrides, the option, the line, the stud
     ("nas", [], "overrides", "eval_test=true", None),
     ("nas", [], "overrides", "model.arch=x.json", None),
     # a group's choice field (`name`, device's `type`) is the group the study chooses
-    ("activations", [], "train", "dataset.name=mnist", "dataset=..."),
-    ("activations", [], "train", "init.name=xavier", "init=..."),
-    ("residual", [], "train", "act.name=gelu", "act=..."),
-    ("residual", [], "train", "device.type=cpu", "device=..."),
-    ("residual", [], "train", "model.name=resnet20", "depths=[...] and densenet=true"),
+    ("activations", [], "overrides", "dataset.name=mnist", "dataset=..."),
+    ("activations", [], "overrides", "init.name=xavier", "init=..."),
+    ("residual", [], "overrides", "act.name=gelu", "act=..."),
+    ("residual", [], "overrides", "device.type=cpu", "device=..."),
+    ("residual", [], "overrides", "model.name=resnet20", "depths=[...] and densenet=true"),
     ("efficient", [], "overrides", "model.name=resnet20", "models=[...]"),
     ("nas", [], "overrides", "model.name=mlp", "baselines=[...]"),
     ("nas", [], "overrides", "dataset.name=mnist", "dataset=..."),
@@ -196,21 +196,21 @@ def test_every_key_a_study_sets_is_refused_in_its_extra_overrides(name, override
 
 OTHER_REFUSALS = [  # (study, the option, the line, the refusal): keys the tables read, groups and parents that set
     # owned keys, Hydra's settings, residual's no_norm_overrides, a line Hydra cannot parse
-    ("activations", "train", "monitor.enabled=false", needed("monitor.enabled=false", "monitor.enabled", DIAGNOSIS)),
-    ("activations", "train", "monitor={enabled:false}", needed("monitor={enabled:false}", "monitor.enabled", DIAGNOSIS)),
-    ("residual", "train", "eval_test=false", needed("eval_test=false", "eval_test", TEST_ACC)),
+    ("activations", "overrides", "monitor.enabled=false", needed("monitor.enabled=false", "monitor.enabled", DIAGNOSIS)),
+    ("activations", "overrides", "monitor={enabled:false}", needed("monitor={enabled:false}", "monitor.enabled", DIAGNOSIS)),
+    ("residual", "overrides", "eval_test=false", needed("eval_test=false", "eval_test", TEST_ACC)),
     ("efficient", "overrides", "eval_test=false", needed("eval_test=false", "eval_test", MODEL_ACC)),
-    ("activations", "train", "debug=fast", refusal("debug=fast", "epochs=...", "epochs")),
+    ("activations", "overrides", "debug=fast", refusal("debug=fast", "epochs=...", "epochs")),
     ("nas", "overrides", "debug=fast", refusal("debug=fast", "proxy_epochs= and final_epochs=", "epochs")),
-    ("activations", "train", "hydra.run.dir=/tmp/x", f"'hydra.run.dir=/tmp/x' {HYDRA_SETTING}"),
-    ("residual", "train", "hydra/launcher=joblib", f"'hydra/launcher=joblib' {HYDRA_SETTING}"),
+    ("activations", "overrides", "hydra.run.dir=/tmp/x", f"'hydra.run.dir=/tmp/x' {HYDRA_SETTING}"),
+    ("residual", "overrides", "hydra/launcher=joblib", f"'hydra/launcher=joblib' {HYDRA_SETTING}"),
     ("residual", "no_norm_overrides", "epochs=1", refusal("epochs=1", "epochs=...")),
     ("residual", "no_norm_overrides", "model.norm=batch", refusal("model.norm=batch", "norm=...")),
-    ("activations", "train", "lr=0.001 x=1", "cannot parse 'lr=0.001 x=1' (mismatched input '=' expecting <EOF>): quote a "
+    ("activations", "overrides", "lr=0.001 x=1", "cannot parse 'lr=0.001 x=1' (mismatched input '=' expecting <EOF>): quote a "
                                             "value that holds =, a space, a comma, a bracket or a quote, e.g. \"lr='0.001 x=1'\" "
                                             "(README: Quoting)"),
     # the choice field of a group the study leaves to the trainer: the group is chosen, not renamed
-    ("activations", "train", "optim.name=adam", "optim.name=adam: choose the group instead: optim=adam"),
+    ("activations", "overrides", "optim.name=adam", "optim.name=adam: choose the group instead: optim=adam"),
     ("efficient", "overrides", "init.name=xavier", "init.name=xavier: choose the group instead: init=xavier"),
 ]
 
@@ -223,7 +223,7 @@ def test_every_override_that_would_falsify_a_studys_tables_is_refused(name, opti
 def test_the_norm_ablation_may_change_its_training_recipe():
     study = validate(compose_config("residual", ["depths=[20]", "seeds=1", "ablations=[norm]",
                                                  "no_norm_overrides=['init=default','lr=0.01','sched=step','batch_size=64']"]))
-    runs = {spec.name: validate(compose_config("train", spec.overrides)) for spec in residual.plan(study)}
+    runs = {spec.name: compose_train(spec.overrides) for spec in residual.plan(study)}
     plain = runs["norm-none/plain20-s0"]
     assert (plain.model.norm, plain.init.name, plain.lr, plain.sched.name, plain.batch_size) == ("none", "default", 0.01, "step", 64)
     assert (runs["main/plain20-s0"].lr, runs["main/plain20-s0"].sched.name) == (study.lr, "cosine")
@@ -246,7 +246,7 @@ def test_study_options_that_contradict_the_report_are_refused_before_anything_ru
 
 UNPARSABLE = [  # (command line, the override named, the value its suggested quoting gives)
     (["report", "path=/tmp/a b/x=1"], "path=/tmp/a b/x=1", "/tmp/a b/x=1"),
-    (["activations", "train=[optim=adam,lr=0.001]"], "train=[optim=adam,lr=0.001]", ["optim=adam", "lr=0.001"]),
+    (["activations", "overrides=[optim=adam,lr=0.001]"], "overrides=[optim=adam,lr=0.001]", ["optim=adam", "lr=0.001"]),
 ]
 
 
@@ -266,8 +266,8 @@ def test_an_override_hydra_cannot_parse_is_named_with_a_quoting_that_reads_back(
 
 def test_an_extra_override_of_a_key_the_study_leaves_alone_reaches_every_run():
     study = validate(compose_config("activations", ["activations/preset=quick", "acts=[relu]", "seeds=1",
-                                                    "train=['optim=adam','optim.betas=[0.5,0.9]']"]))
-    configs = [validate(compose_config("train", spec.overrides)) for spec in activations.plan(study)]
+                                                    "overrides=['optim=adam','optim.betas=[0.5,0.9]']"]))
+    configs = [compose_train(spec.overrides) for spec in activations.plan(study)]
     assert {(c.optim.name, tuple(c.optim.betas)) for c in configs} == {("adam", (0.5, 0.9))}
 
 

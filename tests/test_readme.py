@@ -87,4 +87,4 @@ def test_a_documented_study_command_with_a_key_the_study_sets_would_fail_this_te
     from deepexp.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"'lr=0.001' sets lr, which the study sets itself in every run"):
-        prevalidate("activations", hydra_args("activations", ["preset=quick", "train=['optim=adam','lr=0.001']"]))
+        prevalidate("activations", hydra_args("activations", ["preset=quick", "overrides=['optim=adam','lr=0.001']"]))

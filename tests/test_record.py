@@ -82,7 +82,7 @@ def test_a_study_refused_for_a_run_already_in_its_folder_leaves_the_folder_byte_
     """Every run already in the folder is checked against the config the study would now give it before Hydra
     starts: nothing is written there, the `.hydra/` record included."""
     from deepexp.cli import hydra_args
-    from deepexp.config import compose_config, hydra_override, validate
+    from deepexp.config import compose_config, compose_train, hydra_override, validate
     from deepexp.experiments import activations, efficient, nas, residual
     from deepexp.train import flat_config
 
@@ -91,13 +91,13 @@ def test_a_study_refused_for_a_run_already_in_its_folder_leaves_the_folder_byte_
     study = validate(compose_config(name, hydra_args(name, args)))
     if name == "nas":  # a search evaluation, as the search names and configures it
         run = "random-s0/t000"
-        overrides = nas.base_overrides(study, study.proxy_epochs, study.proxy_subset, 0, {"model": "nas", "model.arch": str(
+        overrides = nas.run_overrides(study, study.proxy_epochs, study.proxy_subset, 0, {"model": "nas", "model.arch": str(
             exp / "specs" / "c16.json"), "eval_test": False}, compiled=False)
     else:
         spec = {"activations": activations, "residual": residual, "efficient": efficient}[name].plan(study)[0]
         run, overrides = spec.name, spec.overrides
     (exp / "runs" / run).mkdir(parents=True)
-    config = flat_config(validate(compose_config("train", overrides)))
+    config = flat_config(compose_train(overrides))
     (exp / "runs" / run / "metrics.json").write_text(json.dumps({"status": "completed", "config": config}))
     (exp / ".hydra").mkdir()
     for file in ("config.yaml", "hydra.yaml", "overrides.yaml"):
@@ -164,13 +164,13 @@ def test_a_second_sweep_into_the_default_folder_of_the_same_second_leaves_its_mu
 
 
 def test_resume_true_alone_continues_the_newest_unfinished_run_with_its_recorded_overrides(tmp_path):
-    from deepexp.config import compose_config, validate
+    from deepexp.config import compose_train
     from deepexp.train import flat_config
 
     run = tmp_path / "outputs" / "train" / "2026-01-01" / "00-00-00"
     (run / ".hydra").mkdir(parents=True)  # as `deepexp train TINY act=gelu` leaves it when killed before its first checkpoint
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*TINY, "act=gelu"]))
-    config = flat_config(validate(compose_config("train", [*TINY, "act=gelu"])))
+    config = flat_config(compose_train([*TINY, "act=gelu"]))
     (run / "metrics.json").write_text(json.dumps({"status": "running", "config": config}))
     out = run_cli(["train", "resume=true", "act=relu"], tmp_path)  # a change on top: checked like any other
     assert out.returncode == 2 and "(act: 'gelu' -> 'relu')" in out.stderr, out.stderr

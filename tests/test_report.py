@@ -42,7 +42,7 @@ def test_provenance_values_lists_every_run_and_every_earlier_process_of_a_resume
 
 def test_the_activation_study_reports_the_hosts_its_runs_trained_on_not_the_one_writing_the_report(tmp_path):
     """A sweep trained on a cluster and reported on a laptop names the cluster's nodes."""
-    from deepexp.config import compose_config, validate
+    from deepexp.config import compose_config, compose_train, validate
     from deepexp.experiments.activations import plan, write_study
     from deepexp.progress import QuietReporter
     from deepexp.train import train
@@ -52,7 +52,7 @@ def test_the_activation_study_reports_the_hosts_its_runs_trained_on_not_the_one_
                                                     "subset=null"]))
     results = []
     for spec, host in zip(plan(study), ("node7", "node9")):
-        m = train(validate(compose_config("train", spec.overrides)), tmp_path / "runs" / spec.name, QuietReporter()).metrics
+        m = train(compose_train(spec.overrides), tmp_path / "runs" / spec.name, QuietReporter()).metrics
         m["provenance"]["host"] = host
         results.append((spec, m))
     write_study(study, results, tmp_path, Console(file=open(tmp_path / "console.txt", "w")), wall_seconds=1.0)
@@ -188,3 +188,31 @@ def test_a_loss_metric_ranks_the_lowest_mean_first(tmp_path):
     report = (tmp_path / "report" / "report.md").read_text()
     assert "- Lowest mean test_loss: lr=0.01 with 0.3100 ± 0.0100 (3 runs)." in report, report
     assert "Against the runner-up, lr=1.0 (0.9100 ± 0.0100)" in report
+
+
+def test_runs_that_differ_only_in_how_they_executed_form_one_group_and_runs_that_differ_in_lr_two(tmp_path):
+    """monitor.every_n_steps says what a run logged (rundir.EXECUTION_KEYS, the keys a run may also resume with other
+    values of), not what it computed: it is not a factor of the comparison."""
+    sweep, report = tmp_path / "sweep", tmp_path / "report"
+    out = run_cli(["train", "-m", "lr=0.1,0.05", "monitor.every_n_steps=1,2", "seed=0", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    out = run_cli(["report", f"path={sweep}", f"hydra.run.dir={report}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    table = (report / "summary.md").read_text()
+    assert "Grouped by ['lr']" in table
+    metrics = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    for lr in (0.1, 0.05):
+        accs = [m["test"]["acc"] for m in metrics if m["config"]["lr"] == lr]
+        assert len(accs) == 2
+        assert f"| {lr} | 2 | 0,0 | {statistics.fmean(accs):.4f} ± {statistics.stdev(accs):.4f} |" in table
+
+
+def test_no_key_that_only_says_how_a_run_executed_is_a_factor_of_the_report():
+    from deepexp.commands.report import varying_keys
+
+    base = {"lr": 0.1, "seed": 0, "device.type": "cpu", "device.threads": 1, "device.index": None, "monitor.every_n_steps": 1,
+            "eval_batch_size": 256, "eval_test": True, "channels_last": False, "compile": False, "resume": False, "data.root": None}
+    changed = {"seed": 1, "device.type": "cuda", "device.threads": 2, "device.index": 0, "monitor.every_n_steps": 5,
+               "eval_batch_size": 512, "eval_test": False, "channels_last": True, "compile": True, "resume": True, "data.root": "/d"}
+    assert varying_keys([base, {**base, **changed}]) == []
+    assert varying_keys([base, {**base, **changed, "lr": 0.05, "amp": True}]) == ["lr", "amp"]

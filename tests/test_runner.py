@@ -170,7 +170,7 @@ TINY_DATA = ["dataset=synthetic", "dataset.num_classes=3", "dataset.channels=3",
 
 @pytest.mark.parametrize("name, small", [("activations", ["acts=[relu]", "depth=2", "width=8", "epochs=2", "stability_epochs=2"]),
                                          ("residual", ["depths=[20]", "ablations=[]", "epochs=1",
-                                                       "train=['monitor.hist_every_n_steps=0','monitor.probe_size=8']"])])
+                                                       "overrides=['monitor.hist_every_n_steps=0','monitor.probe_size=8']"])])
 def test_activation_and_residual_reports_say_where_and_in_which_precision_their_runs_trained(tmp_path, name, small):
     """Runs trained elsewhere (here: recorded as an H200 with bf16 autocast) are described as they ran, not as this machine is."""
     import importlib
@@ -183,7 +183,7 @@ def test_activation_and_residual_reports_say_where_and_in_which_precision_their_
     study = validate(compose_config(name, ["preset=quick", *TINY_DATA, *small]))
     results = []
     for spec in module.plan(study):
-        m = train(validate(compose_config("train", spec.overrides)), tmp_path / "runs" / spec.name, QuietReporter()).metrics
+        m = train(compose_train(spec.overrides), tmp_path / "runs" / spec.name, QuietReporter()).metrics
         m["provenance"].update(H200)
         results.append((spec, m))
     module.write_study(study, results, tmp_path, Console(file=io.StringIO()), wall_seconds=1.0)

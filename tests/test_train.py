@@ -336,6 +336,24 @@ def test_on_nan_skip_batch_drops_only_the_bad_batches_and_finishes(tmp_path, poi
 
 
 @needs_mnist
+def test_on_nan_skip_batch_says_whether_the_loss_or_the_gradient_was_not_finite(tmp_path, poisoned_config):
+    """Each step's outcome carries why it was skipped; the warning names it."""
+    from deepexp.progress import QuietReporter
+
+    warned = []
+
+    class Recorder(QuietReporter):
+        def warn(self, message):
+            warned.append(message)
+
+    cfg = poisoned_config(nan_loss=[2], inf_grad=[3], extra=["on_nan=skip_batch", "subset=600", "epochs=1", "eval_test=false"])
+    result = train(cfg, tmp_path, reporter=Recorder())
+    assert result.exit_code == 0 and result.metrics["skipped_batches"] == 2
+    assert [line for line in warned if "skipped" in line] == ["non-finite loss at step 2; batch skipped (1 so far)",
+                                                              "non-finite gradient at step 3; batch skipped (2 so far)"]
+
+
+@needs_mnist
 def test_on_nan_skip_batch_with_every_batch_bad_is_still_divergence(tmp_path, poisoned_config):
     result = train(poisoned_config(nan_loss=range(1, 1000), extra=["on_nan=skip_batch"]), tmp_path)
     assert result.exit_code == EXIT_DIVERGED and read_metrics(tmp_path)["status"] == "diverged"

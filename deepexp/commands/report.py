@@ -19,16 +19,14 @@ from ..config import ReportConfig, hydra_override, validate
 from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..progress import plain_console
-from ..rundir import MetricsError, with_new_options
+from ..rundir import EXECUTION_KEYS, RUN_METRICS, MetricsError, with_new_options
 from ..report_doc import Figure, Report, figure_code, notebook_loader
 from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm, leaders,
                        load_runs, markdown_table, run_config, show_value, stalled, value_key, write_csv, write_text)
 
-# Config keys that never define a group: the seed is what groups average over; the rest
-# change where or how a run executed, not what it computed.
-NOT_A_FACTOR = ("seed", "resume", "data.root", "data.download", "device.threads", "device.index")
-METRICS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_val_loss", "final_train_loss",
-           "final_train_acc", "seconds", "params", "epochs_done", "clipped_fraction")
+# Config keys that never define a group, matched as prefixes like EXECUTION_KEYS: those change where or how a
+# run executed, not what it computed; and the seed, whose runs are the replicates a group averages over.
+NOT_A_FACTOR = EXECUTION_KEYS + ("seed",)
 
 
 def run_row(metrics: dict) -> Dict[str, Any]:
@@ -52,9 +50,9 @@ def run_row(metrics: dict) -> Dict[str, Any]:
 
 
 def varying_keys(rows: Sequence[Dict[str, Any]]) -> List[str]:
-    """Config keys whose value differs between runs (the factors of the comparison), seed excluded."""
-    config_keys = [k for k in dict.fromkeys(itertools.chain.from_iterable(rows)) if k not in METRICS and k not in
-                   ("status", "run_dir") and k not in NOT_A_FACTOR]
+    """Config keys whose value differs between runs (the factors of the comparison), NOT_A_FACTOR excluded."""
+    config_keys = [k for k in dict.fromkeys(itertools.chain.from_iterable(rows)) if k not in RUN_METRICS and k not in
+                   ("status", "run_dir") and not k.startswith(NOT_A_FACTOR)]
     return [k for k in config_keys if len({value_key(r.get(k)) for r in rows}) > 1]
 
 

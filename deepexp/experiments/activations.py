@@ -25,7 +25,7 @@ from ..config import ActivationsConfig
 from ..report_doc import Figure, Report, Section, figure_code, notebook_loader
 from ..results import (MIN_SEEDS, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm, markdown_table,
                        spearman, stalled, write_csv, write_text)
-from .runner import RunSpec, check_study, group_overrides, hardware_line, preset_note, provenance_values, run_study, train_overrides
+from .runner import RunSpec, base_overrides, check_study, hardware_line, preset_note, provenance_values, run_study, train_overrides
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
@@ -46,22 +46,17 @@ def check_command(study: ActivationsConfig, exp_dir: Optional[Path]) -> None:
 # --- the runs --------------------------------------------------------------------------
 
 
-# The study options behind the train keys it sets under another name (train=[...] may not set them).
+# The study options behind the train keys it sets under another name (overrides=[...] may not set them).
 OWN_KEYS = {"act": "acts=[...]", "seed": "seeds=N", "model": "depth=, width= and norm=", "model.depth": "depth=...",
             "model.width": "width=...", "model.norm": "norm=..."}
-# What the study reads from every run at the trainer's setting (train=[...] may not change it either).
+# What the study reads from every run at the trainer's setting (overrides=[...] may not change it either).
 NEEDS = {"eval_test": "the tables and the report compare every run's test accuracy",
          "monitor.enabled": "the diagnosis and the figures read every run's per-layer gradients and dead units"}
 
 
 def plan(study: ActivationsConfig) -> List[RunSpec]:
     """The main sweep (act x seed) and one extra sweep per ablation, each changing one thing."""
-    base: Dict[str, Any] = {
-        "model": "mlp", "model.depth": study.depth, "model.width": study.width, "model.norm": study.norm,
-        "epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr, "monitor.figure": False,
-    }
-    base.update(group_overrides(study, {"dataset": "name", "init": "name", "device": "type"}))
-    base["subset"] = study.subset  # also when null (all images): the study's own key either way
+    base = base_overrides(study, {"model": "mlp", "model.depth": study.depth, "model.width": study.width, "model.norm": study.norm})
     variants: List[Tuple[str, Dict[str, Any]]] = [(MAIN, {})]
     if "init" in study.ablations:
         other = "default" if study.init.name != "default" else "auto"
@@ -76,7 +71,7 @@ def plan(study: ActivationsConfig) -> List[RunSpec]:
         for act in study.acts:
             for seed in range(study.seeds):
                 values = {**base, **changes, "act": act, "seed": seed}
-                overrides = train_overrides(study, values, study.train, "train", OWN_KEYS, NEEDS)
+                overrides = train_overrides(study, values, OWN_KEYS, NEEDS)
                 folder = f"{variant.replace('=', '-')}/{act}-s{seed}"
                 specs.append(RunSpec(folder, {"variant": variant, "act": act, "seed": seed}, overrides))
     return specs
@@ -477,7 +472,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
         f"Model: MLP with {study.depth} hidden layers of {study.width} units, norm={study.norm}, "
         f"{first.get('params', 0):,} parameters; init={study.init.name} (auto = He for the ReLU family, LeCun for SELU, Xavier for tanh/sigmoid).",
         f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD with momentum 0.9, lr {study.lr}"
-        + (f", extra overrides {list(study.train)}" if study.train else "") + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
+        + (f", extra overrides {list(study.overrides)}" if study.overrides else "") + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
         f"Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}, host {hardware('host')}. "
         f"Training time summed over runs: {train_seconds:.0f} s; this invocation's wall clock: {wall_seconds:.0f} s (runs already on disk are not retrained).",
         f"Measures: *epochs to threshold* = first epoch with validation accuracy ≥ {study.threshold}; over the last "

@@ -6,7 +6,7 @@ disk, CPU latency at batch 1 and 32 in PyTorch and in ONNX Runtime (FP32 and
 static INT8), and test accuracy in all three runtimes. Writes the tables, the
 accuracy-against-cost plots with their Pareto fronts, a report whose every
 statement is computed from the measurements, and the recommended model's ONNX
-files under `deploy/`. `train=false` measures size and speed only.
+files under `deploy/`. `train_models=false` measures size and speed only.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import plots
-from ..config import EfficientConfig, EfficientModelConfig, compose_config, hydra_override, to_plain, validate
+from ..config import EfficientConfig, EfficientModelConfig, compose_config, hydra_override, to_plain
 from ..data import CLASS_NAMES, Splits
 from ..deploy import Deployable, OnnxExporter, onnx_latency, onnx_predictions, parity, quantize_int8, session
 from ..host import HostLoad, cores_available, cpu_name, host_load
@@ -35,7 +35,7 @@ from ..results import (MIN_SEEDS, STALLED_FRACTION, Stat, chance_loss, compare, 
                        pareto_front, spearman, stalled, write_csv, write_text)
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
-from .runner import RunSpec, check_study, group_overrides, hardware_line, precision, preset_note, run_study, train_overrides
+from .runner import RunSpec, base_overrides, check_study, hardware_line, precision, preset_note, run_config, run_study, train_overrides
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64
@@ -61,9 +61,9 @@ def efficient_command(cfg: DictConfig) -> int:
 
 def check_command(study: EfficientConfig, exp_dir: Optional[Path]) -> None:
     """What `deepexp efficient` refuses, checked before anything is written (runner.check_study). With
-    train=false nothing trains, but every model is still built and measured with `overrides`: one run
+    train_models=false nothing trains, but every model is still built and measured with `overrides`: one run
     config per model is composed and checked alike (there are no runs in `exp_dir` to check)."""
-    if study.train:
+    if study.train_models:
         check_study(study, plan, exp_dir)
     else:
         check_study(study, lambda s: [RunSpec(m, {"model": m}, run_overrides(s, m, 0)) for m in s.models], None)
@@ -79,13 +79,11 @@ NEEDS = {"eval_test": "the tables and the report compare every trained model's t
 
 
 def run_overrides(study: EfficientConfig, model: str, seed: int) -> List[str]:
-    values: Dict[str, Any] = {"model": model, "epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr,
-                              "weight_decay": study.weight_decay, "sched": "cosine", "monitor.figure": False, "seed": seed}
-    values["subset"] = study.subset  # also when null (all images): the study's own key either way
-    if study.width is not None and takes_width(model):
-        values["model.width"] = study.width
-    values.update(group_overrides(study, {"dataset": "name", "act": "name", "device": "type"}))
-    return train_overrides(study, values, study.overrides, "overrides", OWN_KEYS, NEEDS)
+    """The `deepexp train` overrides of `model` trained with `seed` (runner.base_overrides, with the study's
+    weight decay and cosine schedule, and its `width` where the model takes one)."""
+    values = base_overrides(study, {"weight_decay": study.weight_decay, "sched": "cosine"})
+    values.update({"model": model, **({"model.width": study.width} if study.width is not None and takes_width(model) else {}), "seed": seed})
+    return train_overrides(study, values, OWN_KEYS, NEEDS)
 
 
 @functools.lru_cache(maxsize=None)  # one composition per model, not one per run
@@ -95,7 +93,7 @@ def takes_width(model: str) -> bool:
 
 
 def plan(study: EfficientConfig) -> List[RunSpec]:
-    if not study.train:
+    if not study.train_models:
         return []
     return [RunSpec(f"{model}-s{seed}", {"model": model, "seed": seed}, run_overrides(study, model, seed))
             for model in study.models for seed in range(study.seeds)]
@@ -262,7 +260,7 @@ def measure_all(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
         runs = [(spec, m) for spec, m in results if spec.labels["model"] == name and m["status"] == "completed"]
         seeds, first_export = [], None
         for spec, metrics in runs:
-            cfg = validate(compose_config("train", spec.overrides))
+            cfg = run_config(spec.overrides)
             data = run_splits(cfg)
             model = build_model(cfg, data)
             checkpoint = exp_dir / "runs" / spec.name / "checkpoints" / "last.pt"
@@ -275,8 +273,8 @@ def measure_all(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
                           "seconds": metrics.get("seconds"), "folder": folder, "mean": data.mean.tolist(), "std": data.std.tolist(),
                           "num_classes": data.num_classes, **exported})
             first_export = first_export or (model, data, folder)
-        if first_export is None:  # train=false, or no seed of this model completed: untrained weights
-            cfg = validate(compose_config("train", run_overrides(study, name, 0)))
+        if first_export is None:  # train_models=false, or no seed of this model completed: untrained weights
+            cfg = run_config(run_overrides(study, name, 0))
             data = run_splits(cfg)
             torch.manual_seed(0)
             model = build_model(cfg, data)
@@ -868,10 +866,10 @@ def separable_theory(study: EfficientConfig, measured: List[Measured]) -> List[s
 
 def limitations(study: EfficientConfig, data: dict, host: Dict[str, Any]) -> List[str]:
     out = preset_note(study.preset)
-    if study.train and (study.epochs < 30 or (data.get("train") or 0) < 20000):
+    if study.train_models and (study.epochs < 30 or (data.get("train") or 0) < 20000):
         out.append(f"{study.epochs} epochs on {data.get('train', '?')} training images: far from converged {study.dataset.name} training, "
                    f"so the accuracies rank designs at a small budget; smaller models may close or widen the gap with longer training.")
-    if study.train and study.seeds < MIN_SEEDS:
+    if study.train_models and study.seeds < MIN_SEEDS:
         out.append(f"{study.seeds} seed(s) per model: every comparison is indicative only (fewer than {MIN_SEEDS} per side), "
                    f"and the tests have little power.")
     out.append(f"Latency is one CPU ({host.get('cpu', '?')}, {cores_phrase(host)}) with fixed thread counts; other "
@@ -887,11 +885,11 @@ def write_study(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
     wall_seconds += time.perf_counter() - measure_start  # the measurements are part of this invocation
     rows = summary_rows(study, measured)
     write_csv(exp_dir / "summary.csv", rows)
-    if study.train:
+    if study.train_models:
         write_csv(exp_dir / "runs.csv", run_rows(measured))
     first = next((m for _, m in results if m.get("data")), {})
     data = first.get("data", {})
-    trained = f"{data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds" if study.train else "untrained (train=false)"
+    trained = f"{data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds" if study.train_models else "untrained (train_models=false)"
     subtitle = f"{study.dataset.name}, {trained}"
     main_header, main_rows = table(study, rows, [PYTORCH])
     ort_header, ort_rows = table(study, rows, [ORT_FP32, ORT_INT8])
@@ -904,17 +902,17 @@ def write_study(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
     write_text(exp_dir / "summary.md", f"# Efficient models: {subtitle}\n\nLatency: median per batch (interquartile range), "
                                        f"{threads} threads{' and 1 thread' if threads != 1 else ''}. Accuracy: test set, mean ± std "
                                        f"over seeds.\n\n{tables}\n## Measurement reliability\n\n" + "\n".join(f"- {line}" for line in reliability) + "\n")
-    rec = recommend(study, rows, measured, exp_dir) if study.train else None
+    rec = recommend(study, rows, measured, exp_dir) if study.train_models else None
     figures = write_plots(study, rows, exp_dir, subtitle)
     train_seconds = sum(s.get("seconds") or 0 for m in measured for s in m.seeds)
     host = measured[0].cost.get("host") or {}
     setup = [
         f"Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} "
-        f"validation, {data.get('test', '?')} test images." if study.train else "No training (train=false): size and speed only.",
+        f"validation, {data.get('test', '?')} test images." if study.train_models else "No training (train_models=false): size and speed only.",
         f"Models: {', '.join(study.models)}; baseline {study.baseline}; act={study.act.name}"
         + (f"; width multiplier {study.width}" if study.width is not None else "") + " (configs/model/<name>.yaml).",
     ]
-    if study.train:
+    if study.train_models:
         setup.append(f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine "
                      f"schedule, weight decay {study.weight_decay}; {study.seeds} seeds per model; "
                      f"{training_setup([m for _, m in results if m.get('status') == 'completed'])}.")
@@ -927,7 +925,7 @@ def write_study(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
           f"measurements on disk are reused).",
         "MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Size: the PyTorch state_dict and the ONNX files on disk. "
         "Exported models take [0, 1] images and normalise inside.",
-        *([comparison_method()] if study.train else [])]
+        *([comparison_method()] if study.train_models else [])]
     final_losses = {(spec.labels["model"], spec.labels["seed"]): m["history"][-1]["train_loss"] for spec, m in results if m["history"]}
     chance = chance_loss(m for _, m in results)
     report = Report(

@@ -38,7 +38,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import plots
-from ..config import NASConfig, compose_config, hydra_override, parse_key, parse_value, to_plain, validate
+from ..config import NASConfig, hydra_override, parse_key, parse_value, to_plain, validate
 from ..data import normalize
 from ..errors import ConfigError, RunLockedError
 from ..host import keep_freed_memory
@@ -52,8 +52,9 @@ from ..report_doc import Figure, Report, figure_code, notebook_loader
 from ..rundir import RunLock, write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
-from .runner import (RunSpec, check_extra, check_runs, experiment_dir, group_overrides, hardware_line, hardware_record, on_command_line,
-                     preset_note, provenance_values, run_all, run_config, run_one, start_worker_device, study_console, train_overrides)
+from .runner import (RunSpec, base_overrides, check_extra, check_runs, experiment_dir, group_overrides, hardware_line, hardware_record,
+                     on_command_line, preset_note, provenance_values, run_all, run_config, run_one, start_worker_device, study_console,
+                     train_overrides)
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 LATENCY_SECONDS = 0.1  # timed calls behind each candidate's batch-1 latency (the median is kept)
@@ -105,16 +106,16 @@ def nas_command(cfg: DictConfig) -> int:
 # The study options behind the train keys it sets under another name (overrides=[...] may not set them).
 OWN_KEYS = {"epochs": "proxy_epochs= and final_epochs=", "subset": "proxy_subset= and final_subset=",
             "seed": "final_seeds=N", "model": "baselines=[...]"}
-RUN_KEYS = ("model", "model.arch", "eval_test")  # set per run, beyond the shared settings of base_overrides
+RUN_KEYS = ("model", "model.arch", "eval_test")  # set per run, beyond the shared settings of shared_values
 
 
-def base_overrides(study: NASConfig, epochs: int, subset: Optional[int], seed: int, run: Optional[Dict[str, Any]] = None,
-                   compiled: bool = True) -> List[str]:
-    """The `deepexp train` overrides of one run: the settings every run shares, the run's own
+def run_overrides(study: NASConfig, epochs: int, subset: Optional[int], seed: int, run: Optional[Dict[str, Any]] = None,
+                  compiled: bool = True) -> List[str]:
+    """The `deepexp train` overrides of one run: the settings every run shares (shared_values), the run's own
     (`run`: model, model.arch, eval_test), then the user's `overrides=[...]`, without their `compile`
     entries where not `compiled` (a search evaluation: see compile_note)."""
     extra = study.overrides if compiled else [line for line in study.overrides if parse_key(line) != "compile"]
-    return train_overrides(study, {**shared_values(study, epochs, subset, seed), **(run or {})}, extra, "overrides", OWN_KEYS)
+    return train_overrides(study, {**shared_values(study, epochs, subset, seed), **(run or {})}, OWN_KEYS, extra=extra)
 
 
 def compile_asked(study: NASConfig) -> bool:
@@ -141,12 +142,10 @@ def compile_note(study: NASConfig) -> str:
 
 
 def shared_values(study: NASConfig, epochs: int, subset: Optional[int], seed: int) -> Dict[str, Any]:
-    """{train key: value} that every search and final run sets."""
-    values: Dict[str, Any] = {"epochs": epochs, "batch_size": study.batch_size, "lr": study.lr, "weight_decay": study.weight_decay,
-                              "sched": "cosine", "monitor.figure": False, "seed": seed}
-    values["subset"] = subset  # also when null (all images): the study's own key either way
-    values.update(group_overrides(study, {"dataset": "name", "act": "name", "device": "type"}))
-    return values
+    """{train key: value} that every search and final run sets (runner.base_overrides), with the budget
+    of its kind of run (`epochs`, `subset`: the proxy's or the final one) and its `seed`."""
+    return base_overrides(study, {"epochs": epochs, "subset": subset, "weight_decay": study.weight_decay, "sched": "cosine",
+                                  "seed": seed})
 
 
 def check_overrides(study: NASConfig) -> None:
@@ -233,7 +232,7 @@ def check_command(study: NASConfig, exp_dir: Optional[Path]) -> None:
     check_overrides(study)
     run_config(search_overrides(study, "spec.json"))
     for name in study.baselines:
-        run_config(base_overrides(study, study.final_epochs, study.final_subset, 0, {"model": name}))
+        run_config(run_overrides(study, study.final_epochs, study.final_subset, 0, {"model": name}))
     check_rating(study, storage_url(study, exp_dir), files_only=True)
     if exp_dir is not None:
         check_runs(exp_dir, existing_runs(study, exp_dir))
@@ -243,8 +242,8 @@ def search_overrides(study: NASConfig, arch: str) -> List[str]:
     """The `deepexp train` overrides of a search evaluation of the spec file `arch`, as Search.evaluate writes
     them: the proxy budget, no test set (a candidate is rated on validation; the test set is for the final
     retraining), uncompiled."""
-    return base_overrides(study, study.proxy_epochs, study.proxy_subset, 0, {"model": "nas", "model.arch": arch, "eval_test": False},
-                          compiled=False)
+    return run_overrides(study, study.proxy_epochs, study.proxy_subset, 0, {"model": "nas", "model.arch": arch, "eval_test": False},
+                         compiled=False)
 
 
 def existing_runs(study: NASConfig, exp_dir: Path) -> List[Tuple[str, List[str]]]:
@@ -261,7 +260,7 @@ def existing_runs(study: NASConfig, exp_dir: Path) -> List[Tuple[str, List[str]]
         name = path.parent.relative_to(exp_dir / "runs").as_posix()
         if name.startswith("final/"):
             run = {"model": config["model"], **({"model.arch": config.get("model.arch")} if config["model"] == "nas" else {})}
-            runs.append((name, base_overrides(study, study.final_epochs, study.final_subset, config.get("seed", 0), run)))
+            runs.append((name, run_overrides(study, study.final_epochs, study.final_subset, config.get("seed", 0), run)))
         else:
             runs.append((name, search_overrides(study, str(config.get("model.arch")))))
     return runs
@@ -286,7 +285,7 @@ def run_workers(study: NASConfig, exp_dir: Path, storage: str, console, n_worker
 
 def search_worker(study: NASConfig, exp_dir: Path, storage: str, worker: int) -> None:
     """The body of one worker process: every search, until each has its budget of trials."""
-    deterministic = validate(compose_config("train", base_overrides(study, 1, study.proxy_subset, 0))).deterministic
+    deterministic = run_config(run_overrides(study, 1, study.proxy_subset, 0)).deterministic
     start_worker_device(study.device.index, deterministic)
     search = Search(study, exp_dir, storage, study_console(), worker)
     for strategy, seed in search.searches():
@@ -314,7 +313,7 @@ class Search:
         self.signature = {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start(os.getpid())}
         self.given_up: set = set()  # (search, trial number) of the trials this process stopped waiting for
         check_rating(study, storage)  # a search rated with other settings: refused before anything is read or written
-        data = run_splits(validate(compose_config("train", base_overrides(study, 1, study.proxy_subset, 0))))
+        data = run_splits(run_config(run_overrides(study, 1, study.proxy_subset, 0)))
         self.input_shape, self.num_classes = data.input_shape, data.num_classes  # (C, H, W), K
         g = torch.Generator().manual_seed(0)
         pick = torch.randperm(len(data.y_train), generator=g)[:PROXY_BATCH]
@@ -534,14 +533,19 @@ class Search:
         return out
 
     def evaluate(self, spec, name: str, counter: str) -> Tuple[float, dict]:
+        """Train the candidate `spec` with the proxy budget in `runs/<name>` and rate it: (its best validation
+        accuracy, 0.0 for a run that did not complete; its metrics dict).
+
+        An ordinary trainer run (runner.run_one on a RunSpec), but not one of a list planned beforehand for
+        runner.run_all: a search proposes each candidate from the ratings of those before it (Optuna's
+        ask/tell), so its runs exist only one at a time, and a search spreads over processes as search
+        workers sharing one storage (run_workers), each already holding its share of the threads and its GPU."""
         path = self.exp_dir / "specs" / f"{spec_key(spec)}.json"
         if not path.exists():
             write_json(path, spec)
         # No test set: a candidate is rated on validation, and the test set is for the final retraining only.
-        overrides = base_overrides(self.study, self.study.proxy_epochs, self.study.proxy_subset, 0,
-                                   {"model": "nas", "model.arch": str(path), "eval_test": False}, compiled=False)
-        run = RunSpec(name, {"spec": spec_key(spec)}, overrides)
-        m = run_one(run, validate(compose_config("train", overrides)), self.exp_dir, self.console, "nas", counter)
+        overrides = search_overrides(self.study, str(path))
+        m = run_one(RunSpec(name, {"spec": spec_key(spec)}, overrides), run_config(overrides), self.exp_dir, self.console, "nas", counter)
         return (m["best_val_acc"] or 0.0) if m["status"] == "completed" else 0.0, m
 
     # -- one search --
@@ -792,24 +796,32 @@ def top_specs(study: NASConfig, trials: List[Dict[str, Any]]) -> List[Dict[str, 
     return chosen
 
 
-def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, console, n_workers: int) -> List[Tuple[RunSpec, dict]]:
-    """The full-budget retraining of the top architectures and the baselines, `n_workers` runs at a time."""
+def final_plan(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path) -> List[RunSpec]:
+    """The full-budget runs: each of the top architectures (top_specs, its spec written to
+    `<exp_dir>/top5/<rank>-<key>.json`, which its runs read) and each hand-designed baseline, `final_seeds`
+    times, as ordinary trainer runs under `runs/final/`."""
     specs = []
-    top = top_specs(study, trials)
-    for rank, t in enumerate(top, 1):
+    for rank, t in enumerate(top_specs(study, trials), 1):
         path = exp_dir / "top5" / f"{rank}-{t['spec_key']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, t["spec"])
         for seed in range(study.final_seeds):
-            overrides = base_overrides(study, study.final_epochs, study.final_subset, seed, {"model": "nas", "model.arch": str(path)})
+            overrides = run_overrides(study, study.final_epochs, study.final_subset, seed, {"model": "nas", "model.arch": str(path)})
             specs.append(RunSpec(f"final/top{rank}-s{seed}", {"model": f"top{rank}", "kind": "searched", "spec": t["spec_key"],
                                                                   "found_by": found_by(trials, t["spec_key"]), "seed": seed,
                                                                   "file": str(path.relative_to(exp_dir))}, overrides))
     for name in study.baselines:
         for seed in range(study.final_seeds):
-            overrides = base_overrides(study, study.final_epochs, study.final_subset, seed, {"model": name})
+            overrides = run_overrides(study, study.final_epochs, study.final_subset, seed, {"model": name})
             specs.append(RunSpec(f"final/{name}-s{seed}", {"model": name, "kind": "hand-designed", "seed": seed}, overrides))
-    console.print(f"retraining {len(top)} searched and {len(study.baselines)} hand-designed networks x {study.final_seeds} seeds, "
+    return specs
+
+
+def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, console, n_workers: int) -> List[Tuple[RunSpec, dict]]:
+    """The full-budget retraining (final_plan) through runner.run_all, as every study runs its runs, `n_workers` at a time."""
+    specs = final_plan(study, trials, exp_dir)
+    n_searched = sum(spec.labels["kind"] == "searched" for spec in specs) // study.final_seeds
+    console.print(f"retraining {n_searched} searched and {len(study.baselines)} hand-designed networks x {study.final_seeds} seeds, "
                   f"{study.final_epochs} epochs", highlight=False)
     return run_all(specs, exp_dir, console, "nas", n_workers)
 
@@ -1017,11 +1029,11 @@ PATTERN_MIN = 10  # architectures each side of the pattern comparison needs, for
 def patterns(rows: List[Dict[str, Any]]) -> Dict[str, float]:
     """Layer-type shares, depth, mean channels and downsampling of the architectures `rows` (each counted once)."""
     layers = [layer for r in rows for layer in r["spec"]["layers"]]
-    downs = [i / max(1, len(r["spec"]["layers"]) - 1) for r in rows for i, l in enumerate(r["spec"]["layers"]) if l["stride"] == 2]
+    downs = [i / max(1, len(r["spec"]["layers"]) - 1) for r in rows for i, layer in enumerate(r["spec"]["layers"]) if layer["stride"] == 2]
     return {**{f"share {t}": sum(layer["type"] == t for layer in layers) / len(layers) for t in LAYER_TYPES},
             "depth": statistics.fmean(len(r["spec"]["layers"]) for r in rows),
             "mean channels": statistics.fmean(layer["channels"] for layer in layers),
-            "downsamplings": sum(l["stride"] == 2 for l in layers) / len(rows),
+            "downsamplings": sum(layer["stride"] == 2 for layer in layers) / len(rows),
             "downsampling position (0 first, 1 last layer)": statistics.fmean(downs) if downs else float("nan")}
 
 

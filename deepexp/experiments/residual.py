@@ -24,7 +24,7 @@ from ..models import create_model
 from ..report_doc import Figure, Report, figure_code, notebook_loader
 from ..results import (MIN_SEEDS, STALLED_FRACTION, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm,
                        markdown_table, stalled, write_csv, write_text)
-from .runner import (RunSpec, check_extra, check_study, group_overrides, hardware_line, parse_pairs, preset_note, provenance_values, run_study,
+from .runner import (RunSpec, base_overrides, check_extra, check_study, hardware_line, parse_pairs, preset_note, provenance_values, run_study,
                      train_overrides)
 
 MAIN = "main"
@@ -42,10 +42,10 @@ def check_command(study: ResidualConfig, exp_dir: Optional[Path]) -> None:
 # --- the runs ------------------------------------------------------------------------------
 
 
-# The study options behind the train keys it sets under another name (train=[...] may not set them).
+# The study options behind the train keys it sets under another name (overrides=[...] may not set them).
 OWN_KEYS = {"seed": "seeds=N", "model": "depths=[...] and densenet=true", "model.norm": "norm=...",
             "model.shortcut": "shortcut=..."}
-# What the study reads from every run at the trainer's setting (train=[...] may not change it either).
+# What the study reads from every run at the trainer's setting (overrides=[...] may not change it either).
 NEEDS = {"eval_test": "the tables and the report compare every run's test accuracy",
          "monitor.enabled": "the gradient figures and the report read every run's per-layer gradients"}
 # What the norm=none sweep may change besides batch norm: its training recipe. Everything else it shares with
@@ -55,10 +55,7 @@ NO_NORM_RECIPE = ("lr", "weight_decay", "batch_size", "sched")
 
 def plan(study: ResidualConfig) -> List[RunSpec]:
     """plainN and resnetN at every depth; optional DenseNet, shortcut and no-batch-norm sweeps."""
-    base: Dict[str, Any] = {"epochs": study.epochs, "batch_size": study.batch_size, "lr": study.lr,
-                            "weight_decay": study.weight_decay, "sched": "cosine", "monitor.figure": False}
-    base["subset"] = study.subset  # also when null (all images): the study's own key either way
-    base.update(group_overrides(study, {"dataset": "name", "act": "name", "device": "type"}))
+    base = base_overrides(study, {"weight_decay": study.weight_decay, "sched": "cosine"})
 
     fixed = [k for k in base if k not in NO_NORM_RECIPE] + ["model", "model.norm", "model.shortcut", "seed"]
     check_extra(study, fixed, study.no_norm_overrides, "no_norm_overrides", OWN_KEYS, NEEDS)
@@ -81,7 +78,7 @@ def plan(study: ResidualConfig) -> List[RunSpec]:
             values = {**base, "model": model, **options, **changes, "seed": seed}
             folder = f"{variant.replace('=', '-')}/{model}-s{seed}"
             labels = {"variant": variant, "network": model, "family": family(model), "depth": depth_of(model), "seed": seed}
-            specs.append(RunSpec(folder, labels, train_overrides(study, values, study.train, "train", OWN_KEYS, NEEDS)))
+            specs.append(RunSpec(folder, labels, train_overrides(study, values, OWN_KEYS, NEEDS)))
     return specs
 
 
@@ -149,7 +146,7 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance
         lines.append(f"**Left out of the training-error and accuracy comparisons below: runs that never left chance level** "
                      f"(final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): {'; '.join(stuck)}. At this "
                      f"budget they say more about the schedule than about the architecture; He et al. warm up their deepest net "
-                     f"at lr 0.01 for this reason (`\"train=['sched.warmup_epochs=1']\"`). The gradient measurements include them.")
+                     f"at lr 0.01 for this reason (`\"overrides=['sched.warmup_epochs=1']\"`). The gradient measurements include them.")
     learned = {key: Group(g.key, [r for r in g.rows if not is_stuck(r)]) for key, g in groups.items()}
     get = lambda net, variant=MAIN: learned.get((variant, net))
     everything = lambda net, variant=MAIN: groups.get((variant, net))

@@ -20,8 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from ..config import (CHOICE_FIELDS, check_choice_field, compose_config, config_choices, first_line, hydra_override, hydra_overrides, job_output_dir, override_parser,
-                      parse_key, to_plain, unparsable, validate)
+from ..config import (CHOICE_FIELDS, SeededStudyConfig, StudyConfig, check_choice_field, compose_config, compose_train, config_choices,
+                      first_line, hydra_override, hydra_overrides, job_output_dir, override_parser, parse_key, to_plain, unparsable, validate)
 from ..errors import ConfigError
 from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan, worker_slot
 from ..progress import QuietReporter, plain_console
@@ -53,16 +53,42 @@ def group_overrides(study: Any, groups: Dict[str, str]) -> Dict[str, Any]:
     return out
 
 
-def train_overrides(study: Any, values: Dict[str, Any], extra: Sequence[str], option: str,
-                    own_keys: Optional[Dict[str, str]] = None, needs: Optional[Dict[str, str]] = None) -> List[str]:
-    """The `deepexp train` overrides of one run: the study's `values` ({train key: Python value}),
-    each written by `hydra_override` (so paths with `=`, spaces, commas, brackets or quotes stay one
-    value), then the user's `extra` overrides (the study's `train=[...]` or `overrides=[...]`) as given.
+# The trainer groups a study may choose for all its runs, in the order their overrides are written.
+STUDY_GROUPS = ("dataset", "act", "init", "device")
+
+
+def base_overrides(study: StudyConfig, own: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """{train key: value} that every run of `study` gets, before its per-run values (model, seed, ...)
+    and the user's `overrides=[...]` (train_overrides adds those):
+
+    - `epochs` and `subset` of a SeededStudyConfig (`subset` also when null, all images: the study's own
+      key either way), `batch_size` and `lr`;
+    - `monitor.figure=false`: a study draws its own figures from metrics.json, not one per run and epoch;
+    - every field of the trainer groups the study chooses (STUDY_GROUPS it has: dataset, act or init, device);
+    - then `own`, the settings only this study gives all its runs (residual's `sched=cosine`, NAS's budgets),
+      which may also replace a value above.
+    """
+    values: Dict[str, Any] = {}
+    if isinstance(study, SeededStudyConfig):
+        values.update(epochs=study.epochs, subset=study.subset)
+    values.update({"batch_size": study.batch_size, "lr": study.lr, "monitor.figure": False})
+    values.update(group_overrides(study, {g: CHOICE_FIELDS[g] for g in STUDY_GROUPS if hasattr(study, g)}))
+    values.update(own or {})
+    return values
+
+
+def train_overrides(study: StudyConfig, values: Dict[str, Any], own_keys: Optional[Dict[str, str]] = None,
+                    needs: Optional[Dict[str, str]] = None, extra: Optional[Sequence[str]] = None) -> List[str]:
+    """The `deepexp train` overrides of one run: the study's `values` ({train key: Python value}, from
+    base_overrides and the run's own), each written by `hydra_override` (so paths with `=`, spaces, commas,
+    brackets or quotes stay one value), then the user's `extra` overrides as given (default: the study's
+    `overrides=[...]`).
 
     Raises:
         ConfigError: an extra override that check_extra refuses (a key in `values`, `own_keys` or `needs`).
     """
-    check_extra(study, [*values, *(own_keys or {})], extra, option, own_keys, needs)
+    extra = study.overrides if extra is None else extra
+    check_extra(study, [*values, *(own_keys or {})], extra, "overrides", own_keys, needs)
     return hydra_overrides(values) + list(extra)
 
 
@@ -192,13 +218,14 @@ def parse_pairs(lines: Sequence[str], option: str) -> Dict[str, Any]:
 
 @functools.lru_cache(maxsize=1024)
 def _run_config(overrides: Tuple[str, ...]) -> Any:
-    return validate(compose_config("train", overrides))
+    return compose_train(overrides)
 
 
 def run_config(overrides: Sequence[str]) -> Any:
-    """The validated `deepexp train` config of one run's overrides (a TrainConfig of its own: callers may
-    change it), composed once per process: the checks before the folder is written, and the study after
-    them, read the same runs. Raises ConfigError (or Hydra's error) for overrides that do not compose."""
+    """The validated `deepexp train` config of one run's overrides (config.compose_train; a TrainConfig of
+    its own: callers may change it), composed once per process: the checks before the folder is written,
+    and the study after them, read the same runs. Raises ConfigError (or Hydra's error) for overrides that
+    do not compose."""
     return copy.deepcopy(_run_config(tuple(overrides)))
 
 

@@ -14,8 +14,8 @@ with dropout 0.2 drifts to mean 0.14, std 1.46 at its last hidden layer in train
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Tuple, Type
 
 from torch import nn
 
@@ -24,12 +24,18 @@ from ..registry import Registry
 
 @dataclass(frozen=True)
 class Activation:
+    """One activation function and everything deepexp derives from it; `module` is derived from `make`."""
+
     make: Callable[[], nn.Module]  # a fresh module (PReLU has its own parameter per use)
     matched_init: str  # init=auto picks this: kaiming | lecun | xavier
     gain: str  # nn.init.calculate_gain name for xavier / kaiming
     slope: float = 0.0  # negative slope, for kaiming's gain with leaky units
     bounds: Optional[Tuple[float, float]] = None  # bounded outputs can saturate
     dropout: Callable[[float], nn.Module] = nn.Dropout  # the dropout that keeps this activation's statistics
+    module: Type[nn.Module] = field(init=False)  # the class of what `make` builds: how is_activation finds the layers
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "module", type(self.make()))
 
 
 ACTIVATIONS: Registry[Activation] = Registry("activation")
@@ -49,8 +55,6 @@ _add("gelu", Activation(nn.GELU, "kaiming", "relu"))
 _add("prelu", Activation(lambda: nn.PReLU(init=0.25), "kaiming", "leaky_relu", slope=0.25))
 _add("swish", Activation(nn.SiLU, "kaiming", "relu"))
 
-ACTIVATION_TYPES = (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.PReLU, nn.SiLU)
-
 
 def act_layer(name: str) -> Callable[[], nn.Module]:
     """The module factory for activation `name` (raises a one-line error for unknown names)."""
@@ -64,5 +68,12 @@ def dropout_layer(name: str) -> Callable[[float], nn.Module]:
     return ACTIVATIONS.get(name).dropout
 
 
+def activation_types() -> Tuple[Type[nn.Module], ...]:
+    """The module classes of every registered activation (`Activation.module`), in name order."""
+    return tuple(ACTIVATIONS.get(name).module for name in ACTIVATIONS.names())
+
+
 def is_activation(module: nn.Module) -> bool:
-    return isinstance(module, ACTIVATION_TYPES)
+    """Whether `module` is a layer of a registered activation (an instance of one of `activation_types()`): the
+    layers the monitor and the zero-cost proxies hook."""
+    return isinstance(module, activation_types())

@@ -10,10 +10,11 @@ import math
 from torch import nn
 
 from .activations import ACTIVATIONS
+from .layers import weight_layers
 
 
 def init_weights(model: nn.Module, scheme: str, act: str) -> str:
-    """Initialise every Linear/Conv weight of `model`; biases start at zero.
+    """Initialise the weight of every weight layer of `model` (layers.WEIGHT_LAYERS); their biases start at zero.
 
     Returns the scheme actually used (`auto` resolved).
     """
@@ -22,9 +23,7 @@ def init_weights(model: nn.Module, scheme: str, act: str) -> str:
         scheme = info.matched_init
     if scheme == "default":
         return scheme
-    for module in model.modules():
-        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-            continue
+    for _, module in weight_layers(model):
         weight = module.weight
         if scheme == "kaiming":
             nn.init.kaiming_normal_(weight, a=info.slope, mode="fan_in", nonlinearity=info.gain)

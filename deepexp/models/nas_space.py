@@ -52,7 +52,7 @@ def check_spec(spec: Any, where: str = "arch") -> Spec:
             raise ConfigError(f"{where}: layer {i} has stride {layer['stride']!r}; choose 1 or 2")
     if sum(layer.get("stride", 1) == 2 for layer in layers) > MAX_DOWNSAMPLES:
         raise ConfigError(f"{where}: more than {MAX_DOWNSAMPLES} layers with stride 2")
-    return {"layers": [{"type": l["type"], "channels": l["channels"], "stride": l.get("stride", 1)} for l in layers]}
+    return {"layers": [{"type": layer["type"], "channels": layer["channels"], "stride": layer.get("stride", 1)} for layer in layers]}
 
 
 def load_spec(path: str | Path) -> Spec:
