@@ -287,7 +287,6 @@ def recorded_bands(monkeypatch):
 
 
 def test_activation_figures_draw_the_epochs_every_run_has(tmp_path, monkeypatch):
-    study = validate(compose_config("activations", ["acts=[relu,tanh]", "epochs=3"]))
     results = [(activations.RunSpec(f"main/{act}-s{seed}", {"variant": "main", "act": act, "seed": seed}),
                 {"status": "completed", "history": history(n), "test": {"acc": 0.5 + 0.1 * seed}})
                for act, seed, n in (("relu", 0, 3), ("relu", 1, 2), ("tanh", 0, 3))]  # one relu run stopped after epoch 2
