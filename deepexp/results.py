@@ -393,17 +393,6 @@ def print_table(console, title: str, header: Sequence[str], rows: Sequence[Seque
     console.print(view)
 
 
-def publish_report(exp_dir: Path, lines: List[str], console, title: str, header: Sequence[str],
-                   rows: Sequence[Sequence[Any]]) -> Path:
-    """Write `report.md` (atomically) and show the summary table in the terminal."""
-    path = Path(exp_dir) / "report.md"
-    write_text(path, "\n".join(lines))
-    if rows:
-        print_table(console, title, header, rows)
-    console.print(f"report: {path}", highlight=False, soft_wrap=True)
-    return path
-
-
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), mode="w")
 

@@ -287,13 +287,12 @@ def recorded_bands(monkeypatch):
 
 
 def test_activation_figures_draw_the_epochs_every_run_has(tmp_path, monkeypatch):
-    study = validate(compose_config("activations", ["acts=[relu,tanh]", "epochs=3"]))
     results = [(activations.RunSpec(f"main/{act}-s{seed}", {"variant": "main", "act": act, "seed": seed}),
                 {"status": "completed", "history": history(n), "test": {"acc": 0.5 + 0.1 * seed}})
                for act, seed, n in (("relu", 0, 3), ("relu", 1, 2), ("tanh", 0, 3))]  # one relu run stopped after epoch 2
     seen = recorded_bands(monkeypatch)
-    files = activations.write_plots(study, results, tmp_path, "test")
-    assert set(files) == {"loss", "grad", "act_std_vs_depth", "dead_units_by_layer", "accuracy"}
+    files = {f.name for f in activations.write_plots([m for _, m in results], [spec.labels for spec, _ in results], tmp_path, "test")}
+    assert files == {"loss", "grad", "act_std_vs_depth", "dead_units_by_layer", "accuracy"}
     curves = [(x, lengths) for x, lengths in seen if lengths[0] != 3 or x == [1, 2]][:4]  # the loss bands come first
     assert curves == [([1, 2], [2, 2]), ([1, 2], [2, 2]), ([1, 2], [2]), ([1, 2], [2])]
 
@@ -304,8 +303,8 @@ def test_residual_figures_draw_the_epochs_every_run_has(tmp_path, monkeypatch):
                 {"status": "completed", "history": history(n)})
                for net, seed, n in (("plain20", 0, 3), ("plain20", 1, 2), ("resnet20", 0, 3))]
     seen = recorded_bands(monkeypatch)
-    files = residual.write_plots(study, results, tmp_path, "test")
-    assert set(files) == {"training_error", "grad_norm_vs_depth", "grad_heatmap"}
+    files = {f.name for f in residual.write_plots(study, [m for _, m in results], [spec.labels for spec, _ in results], tmp_path, "test")}
+    assert files == {"training_error", "grad_norm_vs_depth", "grad_heatmap"}
     assert [x for x, _ in seen[:4]] == [[1, 2]] * 4  # training and validation error of plain20 and resnet20
 
 

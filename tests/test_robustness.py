@@ -162,14 +162,14 @@ def test_report_figures_of_runs_without_curves_or_with_long_labels_raise_no_matp
     import warnings
 
     from deepexp.commands.report import write_plots
-    from deepexp.results import group
 
-    rows = [{"run_dir": f"r{i}", "dataset.path": "/data/" + "x" * 300 + str(i), "test_acc": 0.5, "seed": 0} for i in range(2)]
-    runs = [{"run_dir": r["run_dir"], "history": []} for r in rows]  # no epoch finished: no curve, no legend entry
+    # no epoch finished: no curve, no legend entry
+    runs = [{"run_dir": f"r{i}", "config": {"dataset.path": "/data/" + "x" * 300 + str(i), "seed": 0}, "test": {"acc": 0.5}, "history": []}
+            for i in range(2)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "No artists with labels found", "Tight layout not applied" were printed
-        files = write_plots(runs, rows, group(rows, ["dataset.path"]), ["dataset.path"], "test_acc", tmp_path, "npz")
-    assert files == {"learning_curves": "learning_curves.png", "test_acc": "test_acc.png"}
+        files = write_plots(runs, ["dataset.path"], "test_acc", tmp_path, "npz")
+    assert [(f.name, f.file) for f in files] == [("learning_curves", "learning_curves.png"), ("test_acc", "test_acc.png")]
 
 
 def test_the_efficient_reports_budget_caveat_names_the_dataset_it_trained_on():

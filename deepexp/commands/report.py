@@ -20,8 +20,9 @@ from ..errors import ConfigError
 from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..progress import plain_console
 from ..rundir import EXECUTION_KEYS, RUN_METRICS, MetricsError, with_new_options
+from ..report_doc import Figure, Report, figure_code, notebook_loader
 from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm, leaders,
-                       load_runs, markdown_table, publish_report, run_config, show_value, stalled, value_key, write_csv, write_text)
+                       load_runs, markdown_table, run_config, show_value, stalled, value_key, write_csv, write_text)
 
 # Config keys that never define a group, matched as prefixes like EXECUTION_KEYS: those change where or how a
 # run executed, not what it computed; and the seed, whose runs are the replicates a group averages over.
@@ -103,6 +104,14 @@ def check_command(study: ReportConfig, out: Optional[Path]) -> None:
     grouping(study, with_new_options([run_row(m) for m in runs]))
 
 
+def ranked_groups(rows: List[Dict[str, Any]], by: List[str], metric: str) -> List[Group]:
+    """`rows` (run_row) grouped by `by`, best mean `metric` first (lower_is_better), groups without it last."""
+    groups = group(rows, by)
+    sign = 1 if lower_is_better(metric) else -1  # best first: the lowest loss, the highest accuracy
+    groups.sort(key=lambda g: sign * g.stat(metric).mean if g.stat(metric).n else float("inf"))
+    return groups
+
+
 def report_command(cfg: DictConfig) -> int:
     study: ReportConfig = validate(cfg)
     root = Path(study.path).expanduser()
@@ -114,9 +123,7 @@ def report_command(cfg: DictConfig) -> int:
     rows = with_new_options([run_row(m) for m in runs])  # runs written before an option existed ran at its default
     by = grouping(study, rows)
     metric = study.metric
-    groups = group(rows, by)
-    sign = 1 if lower_is_better(metric) else -1  # best first: the lowest loss, the highest accuracy
-    groups.sort(key=lambda g: sign * g.stat(metric).mean if g.stat(metric).n else float("inf"))
+    groups = ranked_groups(rows, by, metric)
     write_csv(out / "summary.csv", rows)
     # runs and seeds: those the statistics are computed from; the others are named under the table
     header = [*(by or ["group"]), "runs", "seeds", f"{metric} (mean ± std)", "95% CI ±", "diverged"]
@@ -130,22 +137,22 @@ def report_command(cfg: DictConfig) -> int:
     subtitle = f"{', '.join(datasets)}, {'/'.join(map(str, epochs))} epochs, {len(rows)} runs in {len(groups)} groups"
     write_text(out / "summary.md", f"# Runs below {root}: {subtitle}\n\nGrouped by {by or 'nothing'}; "
                                    f"{metric}: mean ± std over the runs of each group.\n\n{table}\n")
-    files = write_plots(runs, rows, groups, by, metric, out, subtitle)
-    lines = ["# Report", "", "## Setup",
-             f"- Runs: {len(rows)} run directories below `{root}` ({sum(r['status'] == 'completed' for r in rows)} completed, "
+    figures = write_plots(runs, by, metric, out, subtitle)
+    setup = [f"Runs: {len(rows)} run directories below `{root}` ({sum(r['status'] == 'completed' for r in rows)} completed, "
              f"{sum(r['status'] == 'diverged' for r in rows)} diverged, {sum(r['status'] not in ('completed', 'diverged') for r in rows)} "
              f"other); datasets {', '.join(datasets)}; epochs {epochs}."
              + (f" Skipped {len(unreadable)} unreadable metrics.json: "
                 + "; ".join(f"`{p.path}` ({p.reason})" for p in unreadable) + "." if unreadable else ""),
-             f"- Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
+             f"Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
              f"each group's statistics are over its runs (mean, sample std, Student-t 95% CI).",
-             f"- {comparison_method('run')}",
-             f"- Hardware: {hardware_line(runs)}.",
-             "", "## Results", table, ""]
-    lines += [f"![{name}](plots/{file})" for name, file in files.items()]
-    lines += ["", "## Findings"] + [f"- {line}" for line in findings(groups, metric, chance_loss(runs))]
-    lines += ["", "Every run's own numbers: `summary.csv`.", ""]
-    publish_report(out, lines, console, f"{metric} by {', '.join(by) or 'run'}: {subtitle}", header, table_rows)
+             comparison_method('run'),
+             f"Hardware: {hardware_line(runs)}."]
+    # the run folders as summary.csv names them: relative ones are relative to where this command ran
+    load = notebook_loader("deepexp.commands.report", base=Path.cwd(), subtitle=subtitle,
+                           extra=f"by, metric = {by!r}, {metric!r}")
+    report = Report("Report", setup, table, findings(groups, metric, chance_loss(runs)), figures,
+                    closing="Every run's own numbers: `summary.csv`.", load=load)
+    report.write(out, console, f"{metric} by {', '.join(by) or 'run'}: {subtitle}", header, table_rows)
     return 0
 
 
@@ -198,10 +205,17 @@ def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
     return lines
 
 
-def write_plots(runs: List[dict], rows: List[Dict[str, Any]], groups: List[Group], by: List[str], metric: str,
-                out: Path, subtitle: str) -> Dict[str, str]:
+def group_rows(runs: List[dict]) -> List[Dict[str, Any]]:
+    """The runs' rows (run_row) as the report groups them: options added since a run was written at their default."""
+    return with_new_options([run_row(m) for m in runs])
+
+
+def learning_curves_figure(runs: List[dict], by: List[str], metric: str, subtitle: str):
+    """Training loss and validation accuracy against epoch, mean ± std over the runs of each group (`by`,
+    ordered by `metric` as the table is); `runs` are metrics.json contents with their "run_dir". Returns the
+    matplotlib Figure."""
+    groups = ranked_groups(group_rows(runs), by, metric)
     histories = {m["run_dir"]: m.get("history") or [] for m in runs}
-    files: Dict[str, str] = {}
     fig, axes = plots.panels(2)
     for g in groups:
         curves = [histories[r["run_dir"]] for r in g.rows if histories[r["run_dir"]]]
@@ -216,12 +230,28 @@ def write_plots(runs: List[dict], rows: List[Dict[str, Any]], groups: List[Group
         ax.grid(alpha=0.3)
     if len(groups) <= 12:
         plots.legend(axes[1], fontsize=7)
-    files["learning_curves"] = plots.save(fig, out / "plots" / "learning_curves.png")
-    scored = [g for g in groups if g.stat(metric).n]
-    if scored:
-        fig, (ax,) = plots.panels(1, width=max(5.5, 0.6 * len(scored) + 2))
-        plots.bars(ax, [label(g) for g in scored], [g.stat(metric).mean for g in scored], [g.stat(metric).std for g in scored],
-                   f"{metric} (mean ± std)")
-        ax.set_title(plots.literal(f"{metric} by group\n{subtitle}"), fontsize=9)
-        files[metric] = plots.save(fig, out / "plots" / f"{metric}.png")
-    return files
+    return fig
+
+
+def metric_figure(runs: List[dict], by: List[str], metric: str, subtitle: str):
+    """Bars of each group's mean `metric` ± sample std over its runs (groups with the metric, best first);
+    None where no run has it. Returns the matplotlib Figure."""
+    scored = [g for g in ranked_groups(group_rows(runs), by, metric) if g.stat(metric).n]
+    if not scored:
+        return None
+    fig, (ax,) = plots.panels(1, width=max(5.5, 0.6 * len(scored) + 2))
+    plots.bars(ax, [label(g) for g in scored], [g.stat(metric).mean for g in scored], [g.stat(metric).std for g in scored],
+               f"{metric} (mean ± std)")
+    ax.set_title(plots.literal(f"{metric} by group\n{subtitle}"), fontsize=9)
+    return fig
+
+
+def write_plots(runs: List[dict], by: List[str], metric: str, out: Path, subtitle: str) -> List[Figure]:
+    """The learning curves and the bars of `metric`, saved under out/plots/."""
+    figures = [Figure("learning_curves", plots.save(learning_curves_figure(runs, by, metric, subtitle), out / "plots" / "learning_curves.png"),
+                      figure_code("report.learning_curves_figure(runs, by, metric, subtitle)"))]
+    fig = metric_figure(runs, by, metric, subtitle)
+    if fig is not None:
+        figures.append(Figure(metric, plots.save(fig, out / "plots" / f"{metric}.png"),
+                              figure_code("report.metric_figure(runs, by, metric, subtitle)")))
+    return figures

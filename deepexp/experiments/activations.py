@@ -22,8 +22,9 @@ from rich.console import Console
 
 from .. import plots
 from ..config import ActivationsConfig
+from ..report_doc import Figure, Report, Section, figure_code, notebook_loader
 from ..results import (MIN_SEEDS, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm, markdown_table,
-                       publish_report, spearman, stalled, write_csv, write_text)
+                       spearman, stalled, write_csv, write_text)
 from .runner import RunSpec, base_overrides, check_study, hardware_line, preset_note, provenance_values, run_study, train_overrides
 
 MAIN = "main"
@@ -234,27 +235,12 @@ def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> Li
         sentence += (f"; against the runner-up {second.key['act']} ({second.stat('test_acc').fmt(4)}): "
                      f"{describe(against_best[second.key['act']])}")
     lines.append(sentence + ".")
-    unshown = [g for g in ranked[1:] if not against_best[g.key["act"]].significant]
-    if unshown:
-        family = max(c.family for c in against_best.values())
-        how = f"Holm-adjusted over the {family} pairwise tests of {len(ranked)} activations" if family > 1 else "Welch t-test"
-        listed = ", ".join(f"{g.key['act']} ({short(against_best[g.key['act']])})" for g in unshown)
-        few = min(against_best[g.key["act"]].n for g in unshown)
-        if few < MIN_SEEDS:  # no test can establish a difference: say so instead of listing gaps as "not shown"
-            lines.append(f"With {few} seed(s) per side no comparison can establish a difference (at least {MIN_SEEDS} are "
-                         f"needed); {top.key['act']}'s lead over each, indicative only (difference and unadjusted 95% CI): {listed}.")
-        else:
-            lines.append(f"Not shown to be less accurate than {top.key['act']} ({how}; {top.key['act']}'s lead and its 95% CI): {listed}.")
+    # every other activation the data do not show to be less accurate, in the words of every comparison (results.describe)
+    lines += [f"Not shown to be less accurate than {top.key['act']}: {g.key['act']} ({g.stat('test_acc').fmt(4)}), "
+              f"{describe(against_best[g.key['act']])}." for g in ranked[1:] if not against_best[g.key["act"]].significant]
     diverged = [f"{g.key['act']} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups if g.count(lambda r: r["status"] == "diverged")]
     lines.append(f"Diverged runs: {', '.join(diverged)}." if diverged else "No run diverged.")
     return lines + theory(groups, study)
-
-
-def short(c: Comparison) -> str:
-    """A comparison's difference and interval in a list ("+0.0123, CI [-0.0040, +0.0286]")."""
-    if c.ci_low is None:
-        return f"{c.difference:+.4f}, not testable"
-    return f"{c.difference:+.4f}, CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
 
 
 def theory(groups: List[Group], study: ActivationsConfig) -> List[str]:
@@ -346,63 +332,110 @@ def grouped_csv_rows(groups: List[Group]) -> List[Dict[str, Any]]:
     return out
 
 
-def write_plots(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], exp_dir: Path, subtitle: str) -> Dict[str, str]:
-    """The study's figures from the main sweep's completed runs; returns {name: file}."""
+def main_runs(runs: List[dict], rows: List[Dict[str, Any]]) -> Dict[str, List[dict]]:
+    """The main sweep's completed runs with a history, by activation: `runs` (metrics.json contents) and
+    `rows` (their summary.csv rows, in the same order) as the study and its notebook hold them."""
     by_act: Dict[str, List[dict]] = {}
-    for spec, m in results:
-        if spec.labels["variant"] == MAIN and m["status"] == "completed" and m["history"]:
-            by_act.setdefault(spec.labels["act"], []).append(m)
-    folder = exp_dir / "plots"
-    files: Dict[str, str] = {}
-    if not by_act:
-        return files
-    # The epochs every run has (a band needs runs of equal length): `epochs` for runs of this study,
-    # fewer where a run on disk was cut short.
-    last = min(len(m["history"]) for runs in by_act.values() for m in runs)
-    epochs = list(range(1, last + 1))
+    for m, row in zip(runs, rows):
+        if row["variant"] == MAIN and m["status"] == "completed" and m["history"]:
+            by_act.setdefault(row["act"], []).append(m)
+    return by_act
 
+
+def common_epochs(by_act: Dict[str, List[dict]]) -> int:
+    """The epochs every run has (a band needs runs of equal length): `epochs` for runs of this study,
+    fewer where a run on disk was cut short."""
+    return min(len(m["history"]) for runs in by_act.values() for m in runs)
+
+
+def loss_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str):
+    """Training and validation loss (cross-entropy, nats) against epoch, mean ± std over seeds per
+    activation (main sweep); returns the matplotlib Figure."""
+    by_act = main_runs(runs, rows)
+    last = common_epochs(by_act)
+    epochs = list(range(1, last + 1))
     fig, (ax_train, ax_val) = plots.panels(2)
-    for act, runs in by_act.items():
-        plots.band(ax_train, epochs, [[h["train_loss"] for h in m["history"][:last]] for m in runs], act)
-        plots.band(ax_val, epochs, [[h["val_loss"] for h in m["history"][:last]] for m in runs], act)
+    for act, ms in by_act.items():
+        plots.band(ax_train, epochs, [[h["train_loss"] for h in m["history"][:last]] for m in ms], act)
+        plots.band(ax_val, epochs, [[h["val_loss"] for h in m["history"][:last]] for m in ms], act)
     for ax, which in ((ax_train, "training"), (ax_val, "validation")):
         ax.set(xlabel="epoch", ylabel=f"{which} loss (cross-entropy)", title=f"{which} loss, mean ± std\n{subtitle}")
         ax.grid(alpha=0.3)
     plots.legend(ax_val, fontsize=8)
-    files["loss"] = plots.save(fig, folder / "loss_curves.png")
+    return fig
 
-    def per_layer(stat: str, epoch_index: int, scale: float = 1.0) -> Dict[str, List[List[float]]]:
-        return {act: [[v * scale for v in m["history"][epoch_index]["layers"][stat]] for m in runs] for act, runs in by_act.items()}
 
+def per_layer(by_act: Dict[str, List[dict]], stat: str, epoch_index: int, scale: float = 1.0) -> Dict[str, List[List[float]]]:
+    """{activation: one list per run of the probe's per-layer `stat` at epoch `epoch_index`, times `scale`}."""
+    return {act: [[v * scale for v in m["history"][epoch_index]["layers"][stat]] for m in ms] for act, ms in by_act.items()}
+
+
+def grad_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str):
+    """Gradient L2 norm of each layer's weight against depth (log axis), after the first and the last
+    epoch, geometric mean ± std over seeds per activation; returns the Figure."""
+    by_act = main_runs(runs, rows)
+    last = common_epochs(by_act)
     fig, axes = plots.panels(2)
     for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], last - 1, f"after epoch {last}")):
-        for act, series in per_layer("grad_norm", index).items():
+        for act, series in per_layer(by_act, "grad_norm", index).items():
             plots.band(ax, list(range(1, len(series[0]) + 1)), series, act, log=True)
         ax.set(xlabel="layer (1 = input side, last = classifier)", ylabel="gradient L2 norm of the weight (log)",
                title=f"gradient norm against depth, {when}\n{subtitle}")
         ax.grid(alpha=0.3, which="both")
     plots.legend(axes[1], fontsize=8)
-    files["grad"] = plots.save(fig, folder / "grad_norm_vs_depth.png")
+    return fig
 
-    for stat, name, label, scale in (("act_std", "act_std_vs_depth", "activation std (probe set)", 1.0),
-                                     ("dead", "dead_units_by_layer", "dead units (%)", 100.0)):
-        fig, (ax,) = plots.panels(1, width=7)
-        for act, series in per_layer(stat, last - 1, scale).items():
-            plots.band(ax, list(range(1, len(series[0]) + 1)), series, act)
-        ax.set(xlabel="hidden layer (1 = input side)", ylabel=label, title=f"{label} by layer, after epoch {last}\n{subtitle}")
-        ax.grid(alpha=0.3)
-        plots.legend(ax, fontsize=8)
-        files[name] = plots.save(fig, folder / f"{name}.png")
 
+LAYER_FIGURES = {"act_std_vs_depth": ("act_std", "activation std (probe set)", 1.0),
+                 "dead_units_by_layer": ("dead", "dead units (%)", 100.0)}  # figure name: (probe statistic, label, scale)
+
+
+def layer_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str, name: str):
+    """One probe statistic by hidden layer after the last epoch, mean ± std over seeds per activation:
+    `name` "act_std_vs_depth" (std of the activations on the probe set) or "dead_units_by_layer" (% of
+    units passing no gradient); returns the Figure."""
+    stat, label, scale = LAYER_FIGURES[name]
+    by_act = main_runs(runs, rows)
+    last = common_epochs(by_act)
     fig, (ax,) = plots.panels(1, width=7)
-    accs = {act: [m["test"]["acc"] for m in runs] for act, runs in by_act.items()}
+    for act, series in per_layer(by_act, stat, last - 1, scale).items():
+        plots.band(ax, list(range(1, len(series[0]) + 1)), series, act)
+    ax.set(xlabel="hidden layer (1 = input side)", ylabel=label, title=f"{label} by layer, after epoch {last}\n{subtitle}")
+    ax.grid(alpha=0.3)
+    plots.legend(ax, fontsize=8)
+    return fig
+
+
+def accuracy_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str):
+    """Final test accuracy per activation, mean ± sample std over seeds (main sweep); returns the Figure."""
+    by_act = main_runs(runs, rows)
+    fig, (ax,) = plots.panels(1, width=7)
+    accs = {act: [m["test"]["acc"] for m in ms] for act, ms in by_act.items()}
     plots.bars(ax, list(accs), [statistics.fmean(v) for v in accs.values()],
                [statistics.stdev(v) if len(v) > 1 else 0 for v in accs.values()], "test accuracy (mean ± std)")
     low = min(min(v) for v in accs.values())
     ax.set_ylim(max(0.0, low - 0.05), 1.0)
     ax.set_title(f"final test accuracy\n{subtitle}")
-    files["accuracy"] = plots.save(fig, folder / "test_accuracy.png")
-    return files
+    return fig
+
+
+# name in the report: (file under plots/, the call that draws it, on the notebook's names)
+FIGURES = {"loss": ("loss_curves.png", "activations.loss_figure(runs, rows, subtitle)"),
+           "grad": ("grad_norm_vs_depth.png", "activations.grad_figure(runs, rows, subtitle)"),
+           **{name: (f"{name}.png", f"activations.layer_figure(runs, rows, subtitle, {name!r})") for name in LAYER_FIGURES},
+           "accuracy": ("test_accuracy.png", "activations.accuracy_figure(runs, rows, subtitle)")}
+
+
+def write_plots(runs: List[dict], rows: List[Dict[str, Any]], exp_dir: Path, subtitle: str) -> List[Figure]:
+    """The study's figures from the main sweep's completed runs (`runs` and their summary rows `rows`), each
+    saved under plots/; none where no run of the main sweep completed."""
+    if not main_runs(runs, rows):
+        return []
+    draw = {"loss": lambda: loss_figure(runs, rows, subtitle), "grad": lambda: grad_figure(runs, rows, subtitle),
+            **{name: (lambda name=name: layer_figure(runs, rows, subtitle, name)) for name in LAYER_FIGURES},
+            "accuracy": lambda: accuracy_figure(runs, rows, subtitle)}
+    return [Figure(name, plots.save(draw[name](), exp_dir / "plots" / file), figure_code(call))
+            for name, (file, call) in FIGURES.items()]
 
 
 def ablation_table(rows: List[Dict[str, Any]], acts: List[str]) -> Optional[str]:
@@ -427,52 +460,44 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     data = first.get("data", {})
     hardware = lambda key: provenance_values((m for _, m in results), key)  # where the runs trained, not this machine
     subtitle = f"{study.dataset.name}, {data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds"
-    files = write_plots(study, results, exp_dir, subtitle)
+    figures = write_plots([m for _, m in results], rows, exp_dir, subtitle)
     table = markdown_table(SUMMARY_HEADER, summary_rows(groups))
     write_text(exp_dir / "summary.md", f"# Activation study: {subtitle}\n\nMean ± std over seeds (main sweep).\n\n{table}\n")
 
     train_seconds = sum(r["seconds"] or 0 for r in rows)
     ablation = ablation_table(rows, study.acts)
-    report = [
-        f"# Which activation trains a {study.depth}-layer MLP best?",
-        "",
-        "## Setup",
-        f"- Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} validation "
+    setup = [
+        f"Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} validation "
         f"(seeded split of the training images), {data.get('test', '?')} test images.",
-        f"- Model: MLP with {study.depth} hidden layers of {study.width} units, norm={study.norm}, "
+        f"Model: MLP with {study.depth} hidden layers of {study.width} units, norm={study.norm}, "
         f"{first.get('params', 0):,} parameters; init={study.init.name} (auto = He for the ReLU family, LeCun for SELU, Xavier for tanh/sigmoid).",
-        f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD with momentum 0.9, lr {study.lr}"
+        f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD with momentum 0.9, lr {study.lr}"
         + (f", extra overrides {list(study.overrides)}" if study.overrides else "") + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
-        f"- Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}, host {hardware('host')}. "
+        f"Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}, host {hardware('host')}. "
         f"Training time summed over runs: {train_seconds:.0f} s; this invocation's wall clock: {wall_seconds:.0f} s (runs already on disk are not retrained).",
-        f"- Measures: *epochs to threshold* = first epoch with validation accuracy ≥ {study.threshold}; over the last "
+        f"Measures: *epochs to threshold* = first epoch with validation accuracy ≥ {study.threshold}; over the last "
         f"{study.stability_epochs} epochs, *loss slope* = least-squares slope of the training loss per epoch (how fast it still "
         f"falls) and *stability* = std of the training loss around that line (needs 3 epochs); gradient ratio, dead units and "
         f"saturation come from the final epoch's probe pass over {first.get('config', {}).get('monitor.probe_size', '?')} fixed "
         f"validation images (see README); 95% CI uses Student's t with n-1 degrees of freedom.",
-        f"- {comparison_method()}",
-        "",
-        "## Results",
-        table,
-        "",
+        comparison_method(),
     ]
-    report += [f"![{name}](plots/{file})" for name, file in files.items()]
-    report += ["", "## Findings"] + [f"- {line}" for line in findings(groups, chance, study)]
-    report += ["", "### Diagnosis per activation"]
-    report += [f"- **{act}**: {sentence}." for act, (_, sentence) in diagnoses.items()]
+    sections = [Section("Diagnosis per activation", [f"**{act}**: {sentence}." for act, (_, sentence) in diagnoses.items()], level=3)]
     if ablation:
-        report += ["", "## Ablations (test accuracy, mean ± std; each column changes one thing from the main sweep)", ablation]
-    report += ["", "## Recommendations"] + [f"- {line}" for line in recommendations(groups, diagnoses)]
-    report += ["", "## Limitations", *(f"- {line}" for line in preset_note(study.preset)),
-               f"- {study.epochs} epochs and {study.seeds} seeds" + (f" on the first {study.subset} training images" if study.subset else "")
-               + f" (preset `{study.preset}`): only differences the findings call significant are claims"
-               + (f"; with fewer than {MIN_SEEDS} seeds every comparison is indicative only." if study.seeds < MIN_SEEDS else "."),
-               "- One learning rate and optimizer for every activation: a tuned rate per activation may reorder the ranking.",
-               f"- {hardware('device')} only; no data augmentation; MNIST-like data saturate near 98%, so run `dataset=fashion_mnist` for a harder test.",
-               "", "## References",
-               "- Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks.",
-               "- He et al. 2015, Delving deep into rectifiers (He init, PReLU).",
-               "- Clevert et al. 2016, ELU; Klambauer et al. 2017, Self-normalizing neural networks (SELU).",
-               "- Hendrycks & Gimpel 2016, GELU; Ramachandran et al. 2017, Searching for activation functions (Swish).",
-               "- Lu et al. 2019, Dying ReLU and initialization.", ""]
-    return publish_report(exp_dir, report, console, f"activation study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))
+        sections.append(Section("Ablations (test accuracy, mean ± std; each column changes one thing from the main sweep)", text=ablation))
+    sections.append(Section("Recommendations", recommendations(groups, diagnoses)))
+    report = Report(
+        f"Which activation trains a {study.depth}-layer MLP best?", setup, table, findings(groups, chance, study), figures, sections,
+        limitations=[*preset_note(study.preset),
+                     f"{study.epochs} epochs and {study.seeds} seeds" + (f" on the first {study.subset} training images" if study.subset else "")
+                     + f" (preset `{study.preset}`): only differences the findings call significant are claims"
+                     + (f"; with fewer than {MIN_SEEDS} seeds every comparison is indicative only." if study.seeds < MIN_SEEDS else "."),
+                     "One learning rate and optimizer for every activation: a tuned rate per activation may reorder the ranking.",
+                     f"{hardware('device')} only; no data augmentation; MNIST-like data saturate near 98%, so run `dataset=fashion_mnist` for a harder test."],
+        references=["Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks.",
+                    "He et al. 2015, Delving deep into rectifiers (He init, PReLU).",
+                    "Clevert et al. 2016, ELU; Klambauer et al. 2017, Self-normalizing neural networks (SELU).",
+                    "Hendrycks & Gimpel 2016, GELU; Ramachandran et al. 2017, Searching for activation functions (Swish).",
+                    "Lu et al. 2019, Dying ReLU and initialization."],
+        load=notebook_loader("deepexp.experiments.activations", subtitle=subtitle))
+    return report.write(exp_dir, console, f"activation study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))

@@ -24,14 +24,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import plots
-from ..config import EfficientConfig, EfficientModelConfig, compose_config, hydra_override
+from ..config import EfficientConfig, EfficientModelConfig, compose_config, hydra_override, to_plain
 from ..data import CLASS_NAMES, Splits
 from ..deploy import Deployable, OnnxExporter, onnx_latency, onnx_predictions, parity, quantize_int8, session
 from ..host import HostLoad, cores_available, cpu_name, host_load
 from ..measure import MAX_RELATIVE_IQR, MIN_BLOCKS, count_macs, count_params, spread_problems, torch_latency
 from ..models import create_model, init_weights
+from ..report_doc import Figure, Report, Section, figure_code, notebook_loader
 from ..results import (MIN_SEEDS, STALLED_FRACTION, Stat, chance_loss, compare, comparison_method, describe, holm, markdown_table,
-                       pareto_front, publish_report, spearman, stalled, write_csv, write_text)
+                       pareto_front, spearman, stalled, write_csv, write_text)
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
 from .runner import RunSpec, base_overrides, check_study, hardware_line, precision, preset_note, run_config, run_study, train_overrides
@@ -525,40 +526,50 @@ def latency_title(rows: Sequence[Dict[str, Any]], batch: int) -> str:
     return f"CPU latency against MACs at batch {batch}\nSpearman rho = {rho:+.2f} over {len(pt)} models (PyTorch, {used[1]})"
 
 
-def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Path, subtitle: str) -> Dict[str, str]:
-    folder, files = exp_dir / "plots", {}
+STYLES = {PYTORCH: ("o", "C0"), ORT_FP32: ("s", "C2"), ORT_INT8: ("^", "C3")}  # runtime: (marker, colour)
+
+
+def accuracy_figure(rows: List[Dict[str, Any]], study: EfficientConfig, subtitle: str, name: str):
+    """Test accuracy (mean ± std over seeds) against a cost, per model, with each runtime's Pareto front:
+    `name` "accuracy_vs_latency" (CPU latency at the first latency batch, ms, every runtime) or
+    "accuracy_vs_macs" (MACs per image, millions, PyTorch); marker area ~ parameters. `rows` are
+    summary.csv's (one per model and runtime). Returns the matplotlib Figure."""
     b1 = study.latency_batches[0]
-    scored = any(r["test_acc_mean"] is not None for r in rows)
-    styles = {PYTORCH: ("o", "C0"), ORT_FP32: ("s", "C2"), ORT_INT8: ("^", "C3")}
     shown_rows = [r for r in rows if r["runtime"] in runtimes(study)]
     bad = sum(not r[f"latency_b{b1}_reliable"] for r in shown_rows)
-    if scored:
-        for name, x_of, xlabel, shown in (
-                ("accuracy_vs_latency", lambda r: r[f"latency_b{b1}_ms"], f"CPU latency at batch {b1} (ms, median)", runtimes(study)),
-                ("accuracy_vs_macs", lambda r: r["macs"] / 1e6, "MACs per image (millions)", [PYTORCH])):
-            fig, (ax,) = plots.panels(1, width=7.5, height=5.0)
-            pts = [r for r in rows if r["runtime"] in shown and r["test_acc_mean"] is not None]
-            for runtime in shown:
-                mine = [r for r in pts if r["runtime"] == runtime]
-                xs, ys = [x_of(r) for r in mine], [r["test_acc_mean"] for r in mine]
-                plots.pareto_scatter(ax, xs, ys, [r["test_acc_std"] or 0 for r in mine], [r["params"] for r in mine],
-                                     pareto_front(xs, ys), *styles[runtime], legend=runtime)
-            plots.log_axis(ax, "x")
-            caveat = f"\n{bad} of {len(shown_rows)} latencies not measured reliably" if "latency" in name and bad else ""
-            ax.set(xlabel=xlabel, ylabel="test accuracy (mean ± std over seeds)",
-                   title=f"accuracy against {'latency' if 'latency' in name else 'MACs'} (marker area ~ parameters; "
-                         f"dashed: Pareto front){caveat}\n{subtitle}")
-            ax.grid(alpha=0.3, which="both")
-            plots.legend(ax, fontsize=8, markerscale=0.5)
-            plots.label_points(ax, [x_of(r) for r in pts], [r["test_acc_mean"] for r in pts], [r["model"] for r in pts])
-            files[name] = plots.save(fig, folder / f"{name}.png")
-    # The figures the title's correlation rests on: the configured threads' or, where those were not measured reliably,
-    # the 1-thread ones (analysed_latency).
+    x_of, xlabel, shown = {
+        "accuracy_vs_latency": (lambda r: r[f"latency_b{b1}_ms"], f"CPU latency at batch {b1} (ms, median)", runtimes(study)),
+        "accuracy_vs_macs": (lambda r: r["macs"] / 1e6, "MACs per image (millions)", [PYTORCH])}[name]
+    fig, (ax,) = plots.panels(1, width=7.5, height=5.0)
+    pts = [r for r in rows if r["runtime"] in shown and r["test_acc_mean"] is not None]
+    for runtime in shown:
+        mine = [r for r in pts if r["runtime"] == runtime]
+        xs, ys = [x_of(r) for r in mine], [r["test_acc_mean"] for r in mine]
+        plots.pareto_scatter(ax, xs, ys, [r["test_acc_std"] or 0 for r in mine], [r["params"] for r in mine],
+                             pareto_front(xs, ys), *STYLES[runtime], legend=runtime)
+    plots.log_axis(ax, "x")
+    caveat = f"\n{bad} of {len(shown_rows)} latencies not measured reliably" if "latency" in name and bad else ""
+    ax.set(xlabel=xlabel, ylabel="test accuracy (mean ± std over seeds)",
+           title=f"accuracy against {'latency' if 'latency' in name else 'MACs'} (marker area ~ parameters; "
+                 f"dashed: Pareto front){caveat}\n{subtitle}")
+    ax.grid(alpha=0.3, which="both")
+    plots.legend(ax, fontsize=8, markerscale=0.5)
+    plots.label_points(ax, [x_of(r) for r in pts], [r["test_acc_mean"] for r in pts], [r["model"] for r in pts])
+    return fig
+
+
+def latency_figure(rows: List[Dict[str, Any]], study: EfficientConfig, subtitle: str):
+    """CPU latency (ms, median) at the first latency batch against MACs per image (millions), log-log, per
+    model and runtime; figures not measured reliably hollow. The latencies are the configured threads' or,
+    where those were not measured reliably, the 1-thread ones (analysed_latency), as the title's correlation.
+    `rows` are summary.csv's. Returns the matplotlib Figure."""
+    b1 = study.latency_batches[0]
+    shown_rows = [r for r in rows if r["runtime"] in runtimes(study)]
     key, label = analysed_latency([r for r in rows if r["runtime"] == PYTORCH], b1) or (f"latency_b{b1}", threads_label(shown_rows[0]["threads"]))
     fig, (ax,) = plots.panels(1, width=7.5, height=5.0)
     macs, latency = [r["macs"] / 1e6 for r in shown_rows], [r[f"{key}_ms"] for r in shown_rows]
     for runtime in runtimes(study):
-        marker, color = styles[runtime]
+        marker, color = STYLES[runtime]
         for ok in (True, False):  # figures not measured reliably: hollow
             mine = [i for i, r in enumerate(shown_rows) if r["runtime"] == runtime and r[f"{key}_reliable"] == ok]
             if mine:
@@ -571,8 +582,17 @@ def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Pat
     ax.grid(alpha=0.3, which="both")
     plots.legend(ax, fontsize=8)
     plots.label_points(ax, macs, latency, [r["model"] for r in shown_rows])
-    files["latency_vs_macs"] = plots.save(fig, folder / "latency_vs_macs.png")
-    return files
+    return fig
+
+
+def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Path, subtitle: str) -> List[Figure]:
+    """The accuracy figures (where any model has a test accuracy) and the latency figure, saved under plots/."""
+    figures = []
+    if any(r["test_acc_mean"] is not None for r in rows):
+        figures += [(name, lambda name=name: accuracy_figure(rows, study, subtitle, name),
+                     f"efficient.accuracy_figure(rows, study, subtitle, {name!r})") for name in ("accuracy_vs_latency", "accuracy_vs_macs")]
+    figures.append(("latency_vs_macs", lambda: latency_figure(rows, study, subtitle), "efficient.latency_figure(rows, study, subtitle)"))
+    return [Figure(name, plots.save(draw(), exp_dir / "plots" / f"{name}.png"), figure_code(call)) for name, draw, call in figures]
 
 
 def ratio(a: float, b: float) -> str:
@@ -883,42 +903,39 @@ def write_study(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
                                        f"{threads} threads{' and 1 thread' if threads != 1 else ''}. Accuracy: test set, mean ± std "
                                        f"over seeds.\n\n{tables}\n## Measurement reliability\n\n" + "\n".join(f"- {line}" for line in reliability) + "\n")
     rec = recommend(study, rows, measured, exp_dir) if study.train_models else None
-    files = write_plots(study, rows, exp_dir, subtitle)
+    figures = write_plots(study, rows, exp_dir, subtitle)
     train_seconds = sum(s.get("seconds") or 0 for m in measured for s in m.seeds)
     host = measured[0].cost.get("host") or {}
-    report = [
-        "# Efficient CNNs: what each design costs and what it buys", "", "## Setup",
-        f"- Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} "
-        f"validation, {data.get('test', '?')} test images." if study.train_models else "- No training (train_models=false): size and speed only.",
-        f"- Models: {', '.join(study.models)}; baseline {study.baseline}; act={study.act.name}"
+    setup = [
+        f"Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} "
+        f"validation, {data.get('test', '?')} test images." if study.train_models else "No training (train_models=false): size and speed only.",
+        f"Models: {', '.join(study.models)}; baseline {study.baseline}; act={study.act.name}"
         + (f"; width multiplier {study.width}" if study.width is not None else "") + " (configs/model/<name>.yaml).",
     ]
     if study.train_models:
-        report.append(f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine "
-                      f"schedule, weight decay {study.weight_decay}; {study.seeds} seeds per model; "
-                      f"{training_setup([m for _, m in results if m.get('status') == 'completed'])}.")
-    report += [
-        f"- Measured on {host.get('name', '?')}: CPU {host.get('cpu', '?')}, {cores_phrase(host)}, torch "
+        setup.append(f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine "
+                     f"schedule, weight decay {study.weight_decay}; {study.seeds} seeds per model; "
+                     f"{training_setup([m for _, m in results if m.get('status') == 'completed'])}.")
+    setup += [
+        f"Measured on {host.get('name', '?')}: CPU {host.get('cpu', '?')}, {cores_phrase(host)}, torch "
         f"{torch.__version__}; latency in float32 with {threads_label(threads)}" + (" and with 1" if threads != 1 else "")
         + f" (intra-op; torch.utils.benchmark: warm-up, then blocks of calls for {study.min_run_time:g} s and at least {MIN_BLOCKS} blocks; "
           f"median and IQR per batch), ONNX Runtime CPU execution provider with the same thread counts; ONNX Runtime accuracy on "
           f"the same CPU. Training time summed over runs: {train_seconds:.0f} s; this invocation: {wall_seconds:.0f} s (runs and "
           f"measurements on disk are reused).",
-        "- MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Size: the PyTorch state_dict and the ONNX files on disk. "
+        "MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Size: the PyTorch state_dict and the ONNX files on disk. "
         "Exported models take [0, 1] images and normalise inside.",
-        *([f"- {comparison_method()}"] if study.train_models else []),
-        "", "## Results", tables, ""]
-    report += [f"![{name}](plots/{file})" for name, file in files.items()]
+        *([comparison_method()] if study.train_models else [])]
     final_losses = {(spec.labels["model"], spec.labels["seed"]): m["history"][-1]["train_loss"] for spec, m in results if m["history"]}
     chance = chance_loss(m for _, m in results)
-    report += ["", "## Findings"] + [f"- {line}" for line in findings(study, rows, measured, rec, final_losses, chance)]
-    report += ["", "## Measurement reliability"] + [f"- {line}" for line in reliability]
-    report += ["", "## Limitations"] + [f"- {line}" for line in limitations(study, data, host)]
-    report += ["", "## References",
-               "- Simonyan & Zisserman 2015 (VGG); Howard et al. 2017 (MobileNets, depthwise-separable convolutions); "
-               "Sandler et al. 2018 (MobileNetV2); Iandola et al. 2016 (SqueezeNet); Szegedy et al. 2015, 2016 (Inception); "
-               "He et al. 2016 (bottleneck blocks).",
-               "- Jacob et al. 2018, Quantization and training of neural networks for efficient integer-arithmetic-only inference.",
-               "- Published counters this code reproduces: torchvision ResNet-18 at 224 px 1.82 GMACs and 11.69M parameters; "
-               "MobileNetV2 300M MACs and 3.50M parameters (tests/test_efficient.py).", ""]
-    return publish_report(exp_dir, report, console, f"efficient models: {subtitle}", main_header, main_rows + ort_rows)
+    report = Report(
+        "Efficient CNNs: what each design costs and what it buys", setup, tables, findings(study, rows, measured, rec, final_losses, chance),
+        figures, [Section("Measurement reliability", reliability)], limitations(study, data, host),
+        references=["Simonyan & Zisserman 2015 (VGG); Howard et al. 2017 (MobileNets, depthwise-separable convolutions); "
+                    "Sandler et al. 2018 (MobileNetV2); Iandola et al. 2016 (SqueezeNet); Szegedy et al. 2015, 2016 (Inception); "
+                    "He et al. 2016 (bottleneck blocks).",
+                    "Jacob et al. 2018, Quantization and training of neural networks for efficient integer-arithmetic-only inference.",
+                    "Published counters this code reproduces: torchvision ResNet-18 at 224 px 1.82 GMACs and 11.69M parameters; "
+                    "MobileNetV2 300M MACs and 3.50M parameters (tests/test_efficient.py)."],
+        load=notebook_loader("deepexp.experiments.efficient", study=to_plain(study), subtitle=subtitle))
+    return report.write(exp_dir, console, f"efficient models: {subtitle}", main_header, main_rows + ort_rows)

@@ -38,7 +38,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import plots
-from ..config import NASConfig, hydra_override, parse_key, parse_value, validate
+from ..config import NASConfig, hydra_override, parse_key, parse_value, to_plain, validate
 from ..data import normalize
 from ..errors import ConfigError, RunLockedError
 from ..host import keep_freed_memory
@@ -47,7 +47,8 @@ from ..parallel import map_in_processes, threads_per_worker, worker_device, work
 from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
 from ..results import (STALLED_FRACTION, Comparison, Group, Stat, chance_loss, compare, comparison_method, describe, group, holm,
-                       markdown_table, pareto_front, publish_report, spearman, stalled, write_csv, write_text)
+                       markdown_table, pareto_front, spearman, stalled, write_csv, write_text)
+from ..report_doc import Figure, Report, figure_code, notebook_loader
 from ..rundir import RunLock, write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
@@ -879,28 +880,84 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     subtitle = f"{study.dataset.name}, proxy {study.proxy_epochs} epochs on {study.proxy_subset or 'all'} images"
     write_text(exp_dir / "summary.md", f"# NAS: full-budget retraining ({study.final_epochs} epochs, {study.final_seeds} seeds)\n\n{table}\n")
 
-    files, folder = {}, exp_dir / "plots"
-    hand = [g for g in groups if g.key["kind"] == "hand-designed"]
-    for cost, label in (("params", "parameters"), ("latency_ms", "CPU latency at batch 1 (ms)")) if trials else ():
-        fig, (ax,) = plots.panels(1, width=7.5, height=5.0)
-        xs, ys = [t[cost] for t in trials], [t["val_acc"] for t in trials]
-        front = pareto_front(xs, ys)
-        ax.scatter(xs, ys, s=14, alpha=0.45, color="grey", label="evaluated candidates")
-        ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=40, color="C3", label="Pareto front")
-        ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", color="C3", linestyle="--")
-        if cost == "latency_ms":
-            plots.log_axis(ax, "x")  # a decade or so of milliseconds: plain numbers read best
-        else:
-            ax.set_xscale("log")
-        ax.set(xlabel=label, ylabel="proxy validation accuracy",
-               title=f"accuracy against {label.split(' (')[0]}, every candidate\n{subtitle}")
-        if cost == "params":
-            for g in hand:
-                ax.axvline(g.rows[0]["params"], color="C0", alpha=0.5, linestyle=":")
-                ax.annotate(g.key["model"], (g.rows[0]["params"], min(ys)), fontsize=7, rotation=90, color="C0")
-        ax.grid(alpha=0.3, which="both")
-        plots.legend(ax, fontsize=8)
-        files[f"pareto_{cost}"] = plots.save(fig, folder / f"pareto_{cost}.png")
+    figures = write_plots(study, trials, final_rows, exp_dir, subtitle)
+
+    hours = sum(t["wall_seconds"] for t in trials) / 3600
+    # where the candidates trained and were measured, from what each trial recorded (older trials: the device only)
+    searched_on = [t.get("hardware") or {"provenance": {"device": t.get("device")}} for t in trials]
+    hardware = [f"search evaluations on {hardware_line(searched_on)}"]
+    hardware += [f"final retraining on {hardware_line(m for _, m in final)}"] if final else []
+    setup = [f"Space: {5}-{15} layers of {', '.join(LAYER_TYPES)}; channels {list(CHANNELS)}; at most {MAX_DOWNSAMPLES} stride-2 layers; "
+             f"act={study.act.name} (deepexp/models/nas_space.py). {code_definition(study.act.name)}",
+             f"Search: strategies {list(study.strategies)}, {study.search_seeds} search seeds each, {study.trials} evaluations per search "
+             f"(the same budget for every strategy)"
+             + (f"; aging evolution with population {study.population}, tournament {study.sample_size}" if "evolution" in study.strategies else "")
+             + ". " + initial_sentence(study),
+             f"Evaluation: {study.proxy_epochs} epoch(s) of training on {study.proxy_subset or 'all'} {study.dataset.name} images, "
+             f"rated by the best validation accuracy (the test set is never used to select).",
+             (f"Final: top {study.top_k} architectures and baselines {list(study.baselines)} retrained {study.final_epochs} epochs, "
+              f"{study.final_seeds} seeds, on {data['train']} training images; test accuracy mean ± std." if final and "train" in data else
+              "Final: no retraining (retrain=false, or no candidate finished); the tables below rank candidates by proxy accuracy only."),
+             f"Hardware: {'; '.join(hardware)}; torch {provenance_values([*searched_on, *(m for _, m in final)], 'torch')}."
+             + (f" {compile_note(study)}." if compile_asked(study) else ""),
+             f"Measured: parameters and MACs per image by formula (deepexp/models/nas_space.py, checked against the built "
+             f"networks); latency at batch 1 in fp32, eager PyTorch in inference mode, on the CPU of the machine that evaluated "
+             f"the candidate ({provenance_values(searched_on, 'host')}) with latency_threads={study.latency_threads}, the median of "
+             f"{LATENCY_SECONDS} s of calls; zero-cost proxies on {PROXY_BATCH} training images, on the CPU.",
+             f"Storage: `{storage}` (Optuna; every trial with its spec and measurements). "
+             f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time (measurement and proxy training, "
+             f"summed over evaluations); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
+             f"This invocation: {wall_seconds:.0f} s (searches and runs on disk are reused).",
+             comparison_method()]
+    report = Report(
+        "Neural architecture search: conv / depthwise-separable / residual chains", setup, table,
+        findings(study, trials, groups, chance_loss(m for _, m in final)), figures,
+        limitations=[*preset_note(study.preset),
+                     f"Proxy training of {study.proxy_epochs} epoch(s) ranks candidates at a tiny budget; the ranking may change with full training.",
+                     f"{study.search_seeds} search seeds and {study.trials} evaluations per search: the comparison of strategies has little power."],
+        references=["Real et al. 2019 (aging evolution); Deb et al. 2002 (NSGA-II); Tanaka et al. 2020 (synflow); Mellor et al. 2021 (NASWOT); "
+                    "Abdelfattah et al. 2021 (zero-cost proxies; on NAS-Bench-201 CIFAR-10 synflow reaches Spearman 0.74, params 0.75)."],
+        load=notebook_loader("deepexp.experiments.nas", study=to_plain(study), subtitle=subtitle,
+                             extra='trials = report_doc.records(report_doc.read_table("evaluated.csv"))'))
+    return report.write(exp_dir, console, f"NAS: {subtitle}", header, table_rows)
+
+
+PARETO_COSTS = {"params": "parameters", "latency_ms": "CPU latency at batch 1 (ms)"}  # cost column: its axis label
+
+
+def pareto_figure(trials: List[Dict[str, Any]], rows: List[Dict[str, Any]], cost: str, subtitle: str):
+    """Every evaluated candidate's proxy validation accuracy against `cost` ("params" or "latency_ms", the
+    columns of evaluated.csv, `trials`), its Pareto front, and, against parameters, the hand-designed
+    networks of the retraining (summary.csv's `rows`) as vertical lines. Returns the matplotlib Figure."""
+    label = PARETO_COSTS[cost]
+    hand: Dict[str, int] = {}  # one line per network, at its first run's count, as the table gives it
+    for r in rows:
+        if r["kind"] == "hand-designed":
+            hand.setdefault(r["model"], r["params"])
+    fig, (ax,) = plots.panels(1, width=7.5, height=5.0)
+    xs, ys = [t[cost] for t in trials], [t["val_acc"] for t in trials]
+    front = pareto_front(xs, ys)
+    ax.scatter(xs, ys, s=14, alpha=0.45, color="grey", label="evaluated candidates")
+    ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=40, color="C3", label="Pareto front")
+    ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", color="C3", linestyle="--")
+    if cost == "latency_ms":
+        plots.log_axis(ax, "x")  # a decade or so of milliseconds: plain numbers read best
+    else:
+        ax.set_xscale("log")
+    ax.set(xlabel=label, ylabel="proxy validation accuracy",
+           title=f"accuracy against {label.split(' (')[0]}, every candidate\n{subtitle}")
+    if cost == "params":
+        for model, params in hand.items():
+            ax.axvline(params, color="C0", alpha=0.5, linestyle=":")
+            ax.annotate(model, (params, min(ys)), fontsize=7, rotation=90, color="C0")
+    ax.grid(alpha=0.3, which="both")
+    plots.legend(ax, fontsize=8)
+    return fig
+
+
+def best_so_far_figure(trials: List[Dict[str, Any]], study: NASConfig, subtitle: str):
+    """The best proxy validation accuracy after each evaluation, mean ± std over search seeds, per strategy,
+    with where each strategy's random initial population ends. Returns the matplotlib Figure."""
     fig, (ax,) = plots.panels(1, width=7.0, height=4.5)
     for strategy in study.strategies:
         curves = best_so_far(trials, strategy, study.search_seeds, study.trials)
@@ -913,45 +970,15 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
            title=f"search progress, mean ± std over search seeds\n{subtitle}")
     ax.grid(alpha=0.3)
     plots.legend(ax, fontsize=8)
-    files["best_so_far"] = plots.save(fig, folder / "best_so_far.png")
+    return fig
 
-    hours = sum(t["wall_seconds"] for t in trials) / 3600
-    # where the candidates trained and were measured, from what each trial recorded (older trials: the device only)
-    searched_on = [t.get("hardware") or {"provenance": {"device": t.get("device")}} for t in trials]
-    hardware = [f"search evaluations on {hardware_line(searched_on)}"]
-    hardware += [f"final retraining on {hardware_line(m for _, m in final)}"] if final else []
-    lines = ["# Neural architecture search: conv / depthwise-separable / residual chains", "", "## Setup",
-             f"- Space: {5}-{15} layers of {', '.join(LAYER_TYPES)}; channels {list(CHANNELS)}; at most {MAX_DOWNSAMPLES} stride-2 layers; "
-             f"act={study.act.name} (deepexp/models/nas_space.py). {code_definition(study.act.name)}",
-             f"- Search: strategies {list(study.strategies)}, {study.search_seeds} search seeds each, {study.trials} evaluations per search "
-             f"(the same budget for every strategy)"
-             + (f"; aging evolution with population {study.population}, tournament {study.sample_size}" if "evolution" in study.strategies else "")
-             + ". " + initial_sentence(study),
-             f"- Evaluation: {study.proxy_epochs} epoch(s) of training on {study.proxy_subset or 'all'} {study.dataset.name} images, "
-             f"rated by the best validation accuracy (the test set is never used to select).",
-             (f"- Final: top {study.top_k} architectures and baselines {list(study.baselines)} retrained {study.final_epochs} epochs, "
-              f"{study.final_seeds} seeds, on {data['train']} training images; test accuracy mean ± std." if final and "train" in data else
-              "- Final: no retraining (retrain=false, or no candidate finished); the tables below rank candidates by proxy accuracy only."),
-             f"- Hardware: {'; '.join(hardware)}; torch {provenance_values([*searched_on, *(m for _, m in final)], 'torch')}."
-             + (f" {compile_note(study)}." if compile_asked(study) else ""),
-             f"- Measured: parameters and MACs per image by formula (deepexp/models/nas_space.py, checked against the built "
-             f"networks); latency at batch 1 in fp32, eager PyTorch in inference mode, on the CPU of the machine that evaluated "
-             f"the candidate ({provenance_values(searched_on, 'host')}) with latency_threads={study.latency_threads}, the median of "
-             f"{LATENCY_SECONDS} s of calls; zero-cost proxies on {PROXY_BATCH} training images, on the CPU.",
-             f"- Storage: `{storage}` (Optuna; every trial with its spec and measurements). "
-             f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time (measurement and proxy training, "
-             f"summed over evaluations); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
-             f"This invocation: {wall_seconds:.0f} s (searches and runs on disk are reused).",
-             f"- {comparison_method()}", "", "## Results", table, ""]
-    lines += [f"![{name}](plots/{file})" for name, file in files.items()]
-    lines += ["", "## Findings"] + [f"- {line}" for line in findings(study, trials, groups, chance_loss(m for _, m in final))]
-    lines += ["", "## Limitations", *(f"- {line}" for line in preset_note(study.preset)),
-              f"- Proxy training of {study.proxy_epochs} epoch(s) ranks candidates at a tiny budget; the ranking may change with full training.",
-              f"- {study.search_seeds} search seeds and {study.trials} evaluations per search: the comparison of strategies has little power.",
-              "", "## References",
-              "- Real et al. 2019 (aging evolution); Deb et al. 2002 (NSGA-II); Tanaka et al. 2020 (synflow); Mellor et al. 2021 (NASWOT); "
-              "Abdelfattah et al. 2021 (zero-cost proxies; on NAS-Bench-201 CIFAR-10 synflow reaches Spearman 0.74, params 0.75).", ""]
-    return publish_report(exp_dir, lines, console, f"NAS: {subtitle}", header, table_rows)
+
+def write_plots(study: NASConfig, trials: List[Dict[str, Any]], rows: List[Dict[str, Any]], exp_dir: Path, subtitle: str) -> List[Figure]:
+    """The Pareto figures (where any candidate was evaluated) and the search progress, saved under plots/."""
+    figures = [(f"pareto_{cost}", lambda cost=cost: pareto_figure(trials, rows, cost, subtitle),
+                f"nas.pareto_figure(trials, rows, {cost!r}, subtitle)") for cost in PARETO_COSTS if trials]
+    figures.append(("best_so_far", lambda: best_so_far_figure(trials, study, subtitle), "nas.best_so_far_figure(trials, study, subtitle)"))
+    return [Figure(name, plots.save(draw(), exp_dir / "plots" / f"{name}.png"), figure_code(call)) for name, draw, call in figures]
 
 
 def initial_sentence(study: NASConfig) -> str:

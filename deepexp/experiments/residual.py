@@ -18,11 +18,12 @@ import numpy as np
 from omegaconf import DictConfig
 
 from .. import plots
-from ..config import ResidualConfig
+from ..config import ResidualConfig, to_plain
 from ..measure import count_macs, count_params
 from ..models import create_model
+from ..report_doc import Figure, Report, figure_code, notebook_loader
 from ..results import (MIN_SEEDS, STALLED_FRACTION, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm,
-                       markdown_table, publish_report, stalled, write_csv, write_text)
+                       markdown_table, stalled, write_csv, write_text)
 from .runner import (RunSpec, base_overrides, check_extra, check_study, hardware_line, parse_pairs, preset_note, provenance_values, run_study,
                      train_overrides)
 
@@ -255,67 +256,109 @@ def summary_rows(groups: Dict[Tuple[str, str], Group]) -> List[List[str]]:
             for (variant, net), g in groups.items()]
 
 
-def write_plots(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_dir: Path, subtitle: str) -> Dict[str, str]:
-    runs: Dict[Tuple[str, str], List[dict]] = {}
-    for spec, m in results:
+def completed_runs(runs: List[dict], rows: List[Dict[str, Any]]) -> Dict[Tuple[str, str], List[dict]]:
+    """The completed runs with a history by (variant, network): `runs` (metrics.json contents) and `rows`
+    (their summary.csv rows, in the same order) as the study and its notebook hold them."""
+    out: Dict[Tuple[str, str], List[dict]] = {}
+    for m, row in zip(runs, rows):
         if m["status"] == "completed" and m["history"]:
-            runs.setdefault((spec.labels["variant"], spec.labels["network"]), []).append(m)
-    folder, files = exp_dir / "plots", {}
-    # The epochs every run has (a band needs runs of equal length): `epochs` for runs of this study,
-    # fewer where a run on disk was cut short.
-    last = min((len(m["history"]) for ms in runs.values() for m in ms), default=0)
+            out.setdefault((row["variant"], row["network"]), []).append(m)
+    return out
+
+
+def common_epochs(by_net: Dict[Tuple[str, str], List[dict]]) -> int:
+    """The epochs every run has (a band needs runs of equal length): `epochs` for runs of this study,
+    fewer where a run on disk was cut short."""
+    return min((len(m["history"]) for ms in by_net.values() for m in ms), default=0)
+
+
+def training_error_figure(runs: List[dict], rows: List[Dict[str, Any]], study, subtitle: str):
+    """Training (dashed) and validation (solid) error, 1 - accuracy, against epoch for the plain and the
+    residual networks of the main sweep at every depth of `study.depths`, mean ± std over seeds (He et
+    al. 2016, Fig. 1 and 6); None where no network of the main sweep completed. Returns the Figure."""
+    by_net = completed_runs(runs, rows)
+    last = common_epochs(by_net)
     epochs = list(range(1, last + 1))
-    main_depths = [d for d in study.depths if (MAIN, f"plain{d}") in runs or (MAIN, f"resnet{d}") in runs]
-    if main_depths:
-        fig, axes = plots.panels(2)
-        for ax, fam in zip(axes, ("plain", "resnet")):
-            for depth in main_depths:
-                for key, style in (("train", "--"), ("val", "-")):
-                    ms = runs.get((MAIN, f"{fam}{depth}"), [])
-                    if ms:
-                        plots.band(ax, epochs, [[1 - h[f"{key}_acc"] for h in m["history"][:last]] for m in ms],
-                                   f"{fam}-{depth} {'train' if key == 'train' else 'val'}")
-                        ax.lines[-1].set_linestyle(style)
-            ax.set(xlabel="epoch", ylabel="error (1 - accuracy)", title=f"{fam} networks: training (dashed) and validation error\n{subtitle}")
-            ax.grid(alpha=0.3)
-            plots.legend(ax, fontsize=8)
-        files["training_error"] = plots.save(fig, folder / "training_error.png")
+    main_depths = [d for d in study.depths if (MAIN, f"plain{d}") in by_net or (MAIN, f"resnet{d}") in by_net]
+    if not main_depths:
+        return None
+    fig, axes = plots.panels(2)
+    for ax, fam in zip(axes, ("plain", "resnet")):
+        for depth in main_depths:
+            for key, style in (("train", "--"), ("val", "-")):
+                ms = by_net.get((MAIN, f"{fam}{depth}"), [])
+                if ms:
+                    plots.band(ax, epochs, [[1 - h[f"{key}_acc"] for h in m["history"][:last]] for m in ms],
+                               f"{fam}-{depth} {'train' if key == 'train' else 'val'}")
+                    ax.lines[-1].set_linestyle(style)
+        ax.set(xlabel="epoch", ylabel="error (1 - accuracy)", title=f"{fam} networks: training (dashed) and validation error\n{subtitle}")
+        ax.grid(alpha=0.3)
+        plots.legend(ax, fontsize=8)
+    return fig
 
-    for variant in dict.fromkeys(v for v, _ in runs):
-        nets = [n for v, n in runs if v == variant and n != "densenet"]
-        if not nets:
-            continue
-        fig, axes = plots.panels(2)
-        for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], last - 1, f"after epoch {last}")):
-            for net in nets:
-                series = [m["history"][index]["layers"]["grad_norm"] for m in runs[(variant, net)]]
-                plots.band(ax, list(range(1, len(series[0]) + 1)), series, net, log=True)
-            ax.set(xlabel="weight layer (1 = stem conv, last = classifier)", ylabel="gradient L2 norm (log)",
-                   title=f"gradient norm against depth, {when} ({variant})\n{subtitle}")
-            ax.grid(alpha=0.3, which="both")
-        plots.legend(axes[1], fontsize=8)
+
+def grad_figure(runs: List[dict], rows: List[Dict[str, Any]], variant: str, subtitle: str):
+    """Gradient L2 norm of every weight layer against depth (log axis) after the first and the last epoch,
+    geometric mean ± std over seeds, per network of sweep `variant` (DenseNet left out); None where the
+    sweep has none. Returns the Figure."""
+    by_net = completed_runs(runs, rows)
+    last = common_epochs(by_net)
+    nets = [n for v, n in by_net if v == variant and n != "densenet"]
+    if not nets:
+        return None
+    fig, axes = plots.panels(2)
+    for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], last - 1, f"after epoch {last}")):
+        for net in nets:
+            series = [m["history"][index]["layers"]["grad_norm"] for m in by_net[(variant, net)]]
+            plots.band(ax, list(range(1, len(series[0]) + 1)), series, net, log=True)
+        ax.set(xlabel="weight layer (1 = stem conv, last = classifier)", ylabel="gradient L2 norm (log)",
+               title=f"gradient norm against depth, {when} ({variant})\n{subtitle}")
+        ax.grid(alpha=0.3, which="both")
+    plots.legend(axes[1], fontsize=8)
+    return fig
+
+
+def grad_heatmap_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str):
+    """log10 of each weight layer's gradient norm by epoch, one panel per network of the main sweep, on one
+    colour scale; the mean over seeds of log10 values (a geometric mean), as the log-axis bands take it
+    (plots.band_limits). None where no network of the main sweep completed. Returns the Figure."""
+    by_net = completed_runs(runs, rows)
+    last = common_epochs(by_net)
+    nets = [key for key in by_net if key[0] == MAIN]
+    if not nets:
+        return None
+    fig, axes = plots.panels(len(nets), width=4.0, height=3.6)
+    grids = {key: np.log10(np.maximum([[h["layers"]["grad_norm"] for h in m["history"][:last]] for m in by_net[key]],
+                                      plots.LOG_FLOOR)).mean(axis=0)
+             for key in nets}
+    low, high = min(g.min() for g in grids.values()), max(g.max() for g in grids.values())  # one colour scale for all
+    for ax, key in zip(axes, nets):
+        grid = grids[key]
+        image = ax.imshow(grid.T, aspect="auto", origin="lower", cmap="viridis", vmin=low, vmax=high,
+                          extent=(0.5, grid.shape[0] + 0.5, 0.5, grid.shape[1] + 0.5))
+        ax.set(xlabel="epoch", ylabel="weight layer", title=f"{key[1]}: log10 gradient norm")
+        plots.integer_ticks(ax.xaxis)
+        plots.integer_ticks(ax.yaxis)
+        fig.colorbar(image, ax=ax)
+    fig.suptitle(f"gradient norm by layer and epoch (geometric mean over seeds), {subtitle}", fontsize=9)
+    return fig
+
+
+def write_plots(study: ResidualConfig, runs: List[dict], rows: List[Dict[str, Any]], exp_dir: Path, subtitle: str) -> List[Figure]:
+    """The study's figures (those with runs to draw), saved under plots/."""
+    figures = [("training_error", lambda: training_error_figure(runs, rows, study, subtitle),
+                "residual.training_error_figure(runs, rows, study, subtitle)")]
+    for variant in dict.fromkeys(v for v, _ in completed_runs(runs, rows)):
         name = "grad_norm_vs_depth" + ("" if variant == MAIN else f"_{variant.replace('=', '_')}")
-        files[name] = plots.save(fig, folder / f"{name}.png")
-
-    nets = [key for key in runs if key[0] == MAIN]
-    if nets:
-        fig, axes = plots.panels(len(nets), width=4.0, height=3.6)
-        # the mean over seeds of log10 values (a geometric mean), as the log-axis bands take it (plots.band_limits)
-        grids = {key: np.log10(np.maximum([[h["layers"]["grad_norm"] for h in m["history"][:last]] for m in runs[key]],
-                                          plots.LOG_FLOOR)).mean(axis=0)
-                 for key in nets}
-        low, high = min(g.min() for g in grids.values()), max(g.max() for g in grids.values())  # one colour scale for all
-        for ax, key in zip(axes, nets):
-            grid = grids[key]
-            image = ax.imshow(grid.T, aspect="auto", origin="lower", cmap="viridis", vmin=low, vmax=high,
-                              extent=(0.5, grid.shape[0] + 0.5, 0.5, grid.shape[1] + 0.5))
-            ax.set(xlabel="epoch", ylabel="weight layer", title=f"{key[1]}: log10 gradient norm")
-            plots.integer_ticks(ax.xaxis)
-            plots.integer_ticks(ax.yaxis)
-            fig.colorbar(image, ax=ax)
-        fig.suptitle(f"gradient norm by layer and epoch (geometric mean over seeds), {subtitle}", fontsize=9)
-        files["grad_heatmap"] = plots.save(fig, folder / "grad_heatmap.png")
-    return files
+        figures.append((name, lambda variant=variant: grad_figure(runs, rows, variant, subtitle),
+                        f"residual.grad_figure(runs, rows, {variant!r}, subtitle)"))
+    figures.append(("grad_heatmap", lambda: grad_heatmap_figure(runs, rows, subtitle), "residual.grad_heatmap_figure(runs, rows, subtitle)"))
+    out = []
+    for name, draw, call in figures:
+        fig = draw()
+        if fig is not None:
+            out.append(Figure(name, plots.save(fig, exp_dir / "plots" / f"{name}.png"), figure_code(call)))
+    return out
 
 
 def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_dir: Path, console, wall_seconds: float) -> Path:
@@ -333,33 +376,31 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
     subtitle = f"{study.dataset.name}, {data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds"
     table = markdown_table(SUMMARY_HEADER, summary_rows(groups))
     write_text(exp_dir / "summary.md", f"# Plain vs residual: {subtitle}\n\nMean ± std over seeds.\n\n{table}\n")
-    files = write_plots(study, results, exp_dir, subtitle)
+    figures = write_plots(study, [m for _, m in results], rows, exp_dir, subtitle)
     train_seconds = sum(r["seconds"] or 0 for r in rows)
-    report = [
-        "# Plain against residual networks: do shortcuts make depth trainable?", "", "## Setup",
-        f"- Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} validation, "
+    setup = [
+        f"Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} validation, "
         f"{data.get('test', '?')} test images; augmentation: {'random crop + flip' if study.dataset.augment else 'none'}.",
-        f"- Networks: the CIFAR family of He et al. (2016) at depths {study.depths} (6n+2 layers, 16/32/64 channels), each as "
+        f"Networks: the CIFAR family of He et al. (2016) at depths {study.depths} (6n+2 layers, 16/32/64 channels), each as "
         f"plainN (no shortcuts) and resnetN (shortcut option {study.shortcut}), norm={study.norm}, act={study.act.name}"
         + ("; DenseNet-BC-100 (k=12)" if study.densenet else "") + ".",
-        f"- Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine schedule, "
+        f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine schedule, "
         f"weight decay {study.weight_decay}; {study.seeds} seeds per network ({len(rows)} runs).",
-        f"- Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}. Training time "
+        f"Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}. Training time "
         f"summed over runs: {train_seconds:.0f} s; this invocation: {wall_seconds:.0f} s (runs on disk are not retrained).",
-        "- MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Training error is measured on the augmented "
+        "MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Training error is measured on the augmented "
         "training batches of the last epoch, as in He et al.; gradient norms come from each epoch's probe pass (README).",
-        f"- {comparison_method()}",
+        comparison_method(),
     ]
     if "norm" in study.ablations:
-        report.append(f"- The norm=none sweep also sets {list(study.no_norm_overrides)}: with He init, unnormalised residual "
-                      f"sums grow about 2x per block and those runs diverge within a few steps.")
-    report += ["", "## Results", table, ""]
-    report += [f"![{name}](plots/{file})" for name, file in files.items()]
+        setup.append(f"The norm=none sweep also sets {list(study.no_norm_overrides)}: with He init, unnormalised residual "
+                     f"sums grow about 2x per block and those runs diverge within a few steps.")
     chance = chance_loss(m for _, m in results)
-    report += ["", "## Findings"] + [f"- {line}" for line in findings(study, groups, chance)]
-    report += ["", "## Limitations"] + [f"- {line}" for line in limitations(study, data)]
-    report += ["", "## References",
-               "- He, Zhang, Ren, Sun 2016, Deep residual learning for image recognition (CVPR): plain vs residual, options A/B/C, Fig. 1 and 6.",
-               "- Huang, Liu, van der Maaten, Weinberger 2017, Densely connected convolutional networks (DenseNet-BC).",
-               "- Ioffe & Szegedy 2015, Batch normalization.", ""]
-    return publish_report(exp_dir, report, console, f"residual study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))
+    report = Report(
+        "Plain against residual networks: do shortcuts make depth trainable?", setup, table, findings(study, groups, chance), figures,
+        limitations=limitations(study, data),
+        references=["He, Zhang, Ren, Sun 2016, Deep residual learning for image recognition (CVPR): plain vs residual, options A/B/C, Fig. 1 and 6.",
+                    "Huang, Liu, van der Maaten, Weinberger 2017, Densely connected convolutional networks (DenseNet-BC).",
+                    "Ioffe & Szegedy 2015, Batch normalization."],
+        load=notebook_loader("deepexp.experiments.residual", study=to_plain(study), subtitle=subtitle))
+    return report.write(exp_dir, console, f"residual study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))
