@@ -235,9 +235,15 @@ def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> Li
         sentence += (f"; against the runner-up {second.key['act']} ({second.stat('test_acc').fmt(4)}): "
                      f"{describe(against_best[second.key['act']])}")
     lines.append(sentence + ".")
-    # every other activation the data do not show to be less accurate, in the words of every comparison (results.describe)
-    lines += [f"Not shown to be less accurate than {top.key['act']}: {g.key['act']} ({g.stat('test_acc').fmt(4)}), "
-              f"{describe(against_best[g.key['act']])}." for g in ranked[1:] if not against_best[g.key["act"]].significant]
+    # the best against each of the others, in the words of every comparison (results.describe), then which of them
+    # the data do not show to be less accurate
+    lines += [f"{top.key['act']} against {g.key['act']} ({g.stat('test_acc').fmt(4)}): {describe(against_best[g.key['act']])}."
+              for g in ranked[2:]]
+    unshown = [g.key["act"] for g in ranked[1:] if not against_best[g.key["act"]].significant]
+    if unshown:
+        few = min(g.stat("test_acc").n for g in ranked) < MIN_SEEDS
+        lines.append(f"Not shown to be less accurate than {top.key['act']}: {', '.join(unshown)}"
+                     + (f" (with fewer than {MIN_SEEDS} seeds per side no comparison can show a difference)." if few else "."))
     diverged = [f"{g.key['act']} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups if g.count(lambda r: r["status"] == "diverged")]
     lines.append(f"Diverged runs: {', '.join(diverged)}." if diverged else "No run diverged.")
     return lines + theory(groups, study)
