@@ -153,3 +153,22 @@ def log_axis(ax, which: str) -> None:
     getattr(ax, f"set_{which}scale")("log")
     axis.set_major_formatter(Plain())
     axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
+def first_and_last_epoch(series_at, last: int, xlabel: str, ylabel: str, title: str, subtitle: str, log: bool = True):
+    """Two panels of a per-layer statistic against depth, after epoch 1 and after epoch `last`: one band
+    (mean ± std over seeds; on a log axis, of the log10 values: band_limits) per label.
+
+    `series_at(index)` returns {label: seeds x layers values} for history row `index` (0-based epoch);
+    `title` is followed by ", after epoch N" and may hold a "{when}" placeholder where that phrase goes.
+    Returns the Figure."""
+    fig, axes = panels(2)
+    for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], last - 1, f"after epoch {last}")):
+        for label, series in series_at(index).items():
+            band(ax, list(range(1, len(series[0]) + 1)), series, label, log=log)
+        heading = title.format(when=when) if "{when}" in title else f"{title}, {when}"
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{heading}\n{subtitle}")
+        ax.grid(alpha=0.3, which="both")
+    legend(axes[1], fontsize=8)
+    return fig
+

@@ -70,6 +70,25 @@ def test_the_quick_study_learns_well_above_chance_and_calls_itself_a_first_look(
 @pytest.mark.slow
 @SHARES_STUDY
 @needs_mnist
+def test_the_quick_studys_notebook_runs_and_redraws_each_figure_of_its_report(study):
+    import nbformat
+    from nbclient import NotebookClient
+
+    exp, _ = study
+    nb = nbformat.read(exp / "report.ipynb", as_version=4)
+    NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(exp)}}).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    figures = [c for c in code if c.source.startswith("fig = ")]
+    assert len(figures) == len(re.findall(r"^!\[", (exp / "report.md").read_text(), re.M)) == 5  # one cell per figure of report.md
+    assert all(any("image/png" in o.get("data", {}) for o in c.outputs) for c in figures)
+    runs_cell = code[0].outputs[0]["data"]["text/plain"]
+    assert "runs/main/relu-s0" in runs_cell  # the loading cell shows summary.csv with its run folders
+
+
+@pytest.mark.slow
+@SHARES_STUDY
+@needs_mnist
 def test_report_numbers_match_summary_csv(study):
     exp, _ = study
     rows = [r for r in csv.DictReader(open(exp / "summary.csv")) if r["variant"] == "main"]

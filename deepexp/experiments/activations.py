@@ -381,15 +381,9 @@ def grad_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str):
     epoch, geometric mean ± std over seeds per activation; returns the Figure."""
     by_act = main_runs(runs, rows)
     last = common_epochs(by_act)
-    fig, axes = plots.panels(2)
-    for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], last - 1, f"after epoch {last}")):
-        for act, series in per_layer(by_act, "grad_norm", index).items():
-            plots.band(ax, list(range(1, len(series[0]) + 1)), series, act, log=True)
-        ax.set(xlabel="layer (1 = input side, last = classifier)", ylabel="gradient L2 norm of the weight (log)",
-               title=f"gradient norm against depth, {when}\n{subtitle}")
-        ax.grid(alpha=0.3, which="both")
-    plots.legend(axes[1], fontsize=8)
-    return fig
+    return plots.first_and_last_epoch(lambda index: per_layer(by_act, "grad_norm", index), last,
+                                      "layer (1 = input side, last = classifier)", "gradient L2 norm of the weight (log)",
+                                      "gradient norm against depth", subtitle)
 
 
 LAYER_FIGURES = {"act_std_vs_depth": ("act_std", "activation std (probe set)", 1.0),

@@ -306,16 +306,9 @@ def grad_figure(runs: List[dict], rows: List[Dict[str, Any]], variant: str, subt
     nets = [n for v, n in by_net if v == variant and n != "densenet"]
     if not nets:
         return None
-    fig, axes = plots.panels(2)
-    for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], last - 1, f"after epoch {last}")):
-        for net in nets:
-            series = [m["history"][index]["layers"]["grad_norm"] for m in by_net[(variant, net)]]
-            plots.band(ax, list(range(1, len(series[0]) + 1)), series, net, log=True)
-        ax.set(xlabel="weight layer (1 = stem conv, last = classifier)", ylabel="gradient L2 norm (log)",
-               title=f"gradient norm against depth, {when} ({variant})\n{subtitle}")
-        ax.grid(alpha=0.3, which="both")
-    plots.legend(axes[1], fontsize=8)
-    return fig
+    series_at = lambda index: {net: [m["history"][index]["layers"]["grad_norm"] for m in by_net[(variant, net)]] for net in nets}
+    return plots.first_and_last_epoch(series_at, last, "weight layer (1 = stem conv, last = classifier)", "gradient L2 norm (log)",
+                                      f"gradient norm against depth, {{when}} ({variant})", subtitle)
 
 
 def grad_heatmap_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str):
