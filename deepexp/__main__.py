@@ -1,4 +1,5 @@
 """`python -m deepexp` is the `deepexp` command."""
+
 from .cli import main
 
 main()

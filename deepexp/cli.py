@@ -5,6 +5,7 @@ kind (unknown command, group choice or key, wrong type, impossible value, missin
 data) ends with one line on stderr and exit code 2; a diverged run with 3
 (docs/formats.md, "Exit statuses"). `HYDRA_FULL_ERROR=1` shows the traceback instead.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -21,8 +22,19 @@ _show_traceback = False  # the user's HYDRA_FULL_ERROR, before we set it for Hyd
 HYDRA_FLAGS_WITHOUT_RUN = ("--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc")  # print, check nothing
 HYDRA_CFG_FLAGS = ("--cfg", "-c")  # print the config: checked as a run would be, but nothing is written
 MULTIRUN_FLAGS = ("-m", "--multirun")  # a sweep: one job per value, in any position on deepexp's command line
-HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
-                          "--experimental-rerun")  # `--cfg job`: the next word is the flag's, not an override
+HYDRA_FLAGS_WITH_VALUE = (
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+)  # `--cfg job`: the next word is the flag's, not an override
 
 
 @dataclass(frozen=True)
@@ -52,26 +64,49 @@ def _function(name: str):
 
 
 COMMANDS: Dict[str, Command] = {
-    "train": Command("train one model with per-layer monitoring (TensorBoard, metrics.json, checkpoints)",
-                     "commands.train:train_command", check="commands.train:check_command"),
-    "activations": Command("project 1: the activation-function study (9 activations x seeds, diagnosis, report)",
-                           "experiments.activations:activations_command", presets=True, check="experiments.activations:check_command"),
-    "residual": Command("project 2: plain vs residual networks, shortcuts, dense connections, gradient flow",
-                        "experiments.residual:residual_command", presets=True, check="experiments.residual:check_command"),
-    "efficient": Command("project 3: baseline CNN vs efficient designs: params, MACs, latency, accuracy, INT8, ONNX",
-                         "experiments.efficient:efficient_command", presets=True, check="experiments.efficient:check_command"),
-    "nas": Command("project 4: architecture search (random, evolution, NSGA-II, zero-cost), Pareto front, top 5",
-                   "experiments.nas:nas_command", presets=True, check="experiments.nas:check_command"),
-    "report": Command("summarise any folder of runs: group over seeds, mean ± std, curves, bars, report.md",
-                      "commands.report:report_command"),  # its check reads the runs: in check_inputs
+    "train": Command(
+        "train one model with per-layer monitoring (TensorBoard, metrics.json, checkpoints)",
+        "commands.train:train_command",
+        check="commands.train:check_command",
+    ),
+    "activations": Command(
+        "project 1: the activation-function study (9 activations x seeds, diagnosis, report)",
+        "experiments.activations:activations_command",
+        presets=True,
+        check="experiments.activations:check_command",
+    ),
+    "residual": Command(
+        "project 2: plain vs residual networks, shortcuts, dense connections, gradient flow",
+        "experiments.residual:residual_command",
+        presets=True,
+        check="experiments.residual:check_command",
+    ),
+    "efficient": Command(
+        "project 3: baseline CNN vs efficient designs: params, MACs, latency, accuracy, INT8, ONNX",
+        "experiments.efficient:efficient_command",
+        presets=True,
+        check="experiments.efficient:check_command",
+    ),
+    "nas": Command(
+        "project 4: architecture search (random, evolution, NSGA-II, zero-cost), Pareto front, top 5",
+        "experiments.nas:nas_command",
+        presets=True,
+        check="experiments.nas:check_command",
+    ),
+    "report": Command(
+        "summarise any folder of runs: group over seeds, mean ± std, curves, bars, report.md", "commands.report:report_command"
+    ),  # its check reads the runs: in check_inputs
 }
 
 
 def usage() -> str:
     lines = ["usage: deepexp <command> [key=value ...] [-m for a sweep]", "", "commands:"]
     lines += [f"  {name:<12} {cmd.summary}" for name, cmd in COMMANDS.items()]
-    lines += ["", "`deepexp <command> --help` shows that command's config groups, choices and defaults.",
-              "Example: deepexp train model=resnet18 act=gelu dataset=cifar10 device=auto"]
+    lines += [
+        "",
+        "`deepexp <command> --help` shows that command's config groups, choices and defaults.",
+        "Example: deepexp train model=resnet18 act=gelu dataset=cifar10 device=auto",
+    ]
     return "\n".join(lines)
 
 
@@ -480,7 +515,7 @@ def sweep_variants(name: str, args: List[str]) -> List[List[str]]:
 def variants_of(choices: List[List[str]]) -> List[List[str]]:
     """The first job of `choices` (each key at its first value), then one list per further value of a key."""
     firsts = [c[0] for c in choices]
-    return [firsts] + [firsts[:i] + [value] + firsts[i + 1:] for i, c in enumerate(choices) for value in c[1:]]
+    return [firsts] + [firsts[:i] + [value] + firsts[i + 1 :] for i, c in enumerate(choices) for value in c[1:]]
 
 
 def sweep_choices(name: str, args: List[str]) -> List[List[str]]:
@@ -511,23 +546,31 @@ def sweep_choices(name: str, args: List[str]) -> List[List[str]]:
         if not is_multirun(args):
             for override in parsed:
                 if override.is_sweep_override():
-                    raise ConfigError(f"{override.input_line} is a sweep: add -m to run one job per value, or quote the value "
-                                      f"to give it as one string ({override.get_key_element()}='...')")
+                    raise ConfigError(
+                        f"{override.input_line} is a sweep: add -m to run one job per value, or quote the value "
+                        f"to give it as one string ({override.get_key_element()}='...')"
+                    )
             return [[line] for line in lines]
         per_key: Dict[str, List[str]] = {}  # key -> the overrides of its values; a repeated key: the last wins, as in Hydra
         for override in parsed:
             line = override.input_line
             if override.is_sweep_override() and not override.is_discrete_sweep():
                 kind = override.value_type.name.lower().replace("_", " ")
-                raise ConfigError(f"{line}: Hydra's basic sweeper cannot enumerate an {kind}; "
-                                  f"use a list (a,b,c), range(start,stop,step), choice(...) or glob(...)")
+                raise ConfigError(
+                    f"{line}: Hydra's basic sweeper cannot enumerate an {kind}; use a list (a,b,c), range(start,stop,step), choice(...) or glob(...)"
+                )
             check_ranges(line, override.value())
             (jobs,) = BasicSweeper.split_arguments([override], max_batch_size=None)
             if not jobs:
                 group = override.key_or_group
                 options = loader.get_group_options(group) if override.value_type.name == "GLOB_CHOICE_SWEEP" else None
-                said = (f"; the choices of {group}: {', '.join(options)}" if options else
-                        f"; glob(...) picks among the choices of a config group, and {group} is not one" if options is not None else "")
+                said = (
+                    f"; the choices of {group}: {', '.join(options)}"
+                    if options
+                    else f"; glob(...) picks among the choices of a config group, and {group} is not one"
+                    if options is not None
+                    else ""
+                )
                 raise ConfigError(f"{line} gives no value to run{said}")
             per_key[override.get_key_element()] = [job[0] for job in jobs]
     return list(per_key.values())

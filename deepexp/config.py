@@ -5,6 +5,7 @@ these dataclasses hold the types and the allowed ranges. Hydra rejects unknown k
 and wrong types while composing; `validate` turns the composed config into these
 objects, whose `__post_init__` rejects impossible values, before any work starts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,7 @@ DEVICES = ("cpu", "cuda", "auto")
 
 
 # The config groups whose node names its own choice, and that field: `optim=adam` gives optim.name=adam.
-CHOICE_FIELDS = {"model": "name", "act": "name", "dataset": "name", "optim": "name", "sched": "name", "init": "name",
-                 "device": "type"}
+CHOICE_FIELDS = {"model": "name", "act": "name", "dataset": "name", "optim": "name", "sched": "name", "init": "name", "device": "type"}
 
 
 def check(ok: bool, message: str) -> None:
@@ -132,8 +132,14 @@ class NASModelConfig:
         check_choice("model.norm", self.norm, NORMS)
 
 
-MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "densenet": DenseNetConfig,
-                 "efficient": EfficientModelConfig, "nas": NASModelConfig}
+MODEL_SCHEMAS = {
+    "mlp": MLPConfig,
+    "cnn": CNNConfig,
+    "resnet": ResNetConfig,
+    "densenet": DenseNetConfig,
+    "efficient": EfficientModelConfig,
+    "nas": NASModelConfig,
+}
 
 
 # --- the other groups -------------------------------------------------------------
@@ -173,8 +179,10 @@ class SyntheticDatasetConfig(DatasetConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.channels >= 1, f"dataset.channels must be positive, got {self.channels}")
-        check(len(self.image_shape) == 2 and all(n >= 1 for n in self.image_shape),
-              f"dataset.image_shape must be [H, W] with positive sizes, got {list(self.image_shape)}")
+        check(
+            len(self.image_shape) == 2 and all(n >= 1 for n in self.image_shape),
+            f"dataset.image_shape must be [H, W] with positive sizes, got {list(self.image_shape)}",
+        )
         check(self.num_classes is not None, "dataset=synthetic needs dataset.num_classes=K, the labels to draw")
         check(self.train_size >= 2 and self.test_size >= 1, "dataset.train_size must be >= 2 and test_size >= 1")
 
@@ -384,8 +392,11 @@ class ActivationsConfig(SeededStudyConfig):
         check_choice("norm", self.norm, NORMS)
         check(0 < self.threshold <= 1, f"threshold must be in (0, 1], got {self.threshold}")
         check(self.stability_epochs >= 2, f"stability_epochs must be at least 2, got {self.stability_epochs}")
-        check(self.stability_epochs <= self.epochs, f"stability_epochs={self.stability_epochs} needs at least as many epochs; "
-                                                    f"epochs={self.epochs} (the trend is fitted over the last stability_epochs epochs)")
+        check(
+            self.stability_epochs <= self.epochs,
+            f"stability_epochs={self.stability_epochs} needs at least as many epochs; "
+            f"epochs={self.epochs} (the trend is fitted over the last stability_epochs epochs)",
+        )
         for ablation in self.ablations:
             check_choice("ablations", ablation, ("init", "norm", "depth"))
         check_unique("ablations", self.ablations)
@@ -799,8 +810,8 @@ def check_renamed(name: str, overrides: Sequence[str]) -> None:
         old, dot, rest = key.partition(".")
         if old in renamed:
             new = renamed[old]
-            prefix = line[:len(line) - len(line.lstrip("+~"))]
-            example = prefix + new + dot + rest + line.lstrip("+~")[len(key):]
+            prefix = line[: len(line) - len(line.lstrip("+~"))]
+            example = prefix + new + dot + rest + line.lstrip("+~")[len(key) :]
             raise ConfigError(f"{line!r}: deepexp {name} calls this key {new!r} now: {shell_word(example)}")
 
 

@@ -10,6 +10,7 @@ offline copy in `../shared/data` beside the checkout, if there is one. Missing
 files are downloaded where the network allows; otherwise one line says what is
 missing, where deepexp looked, and how to fix it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -124,9 +125,17 @@ def load_splits(dataset: DatasetConfig, data: DataConfig, seed: int, val_fractio
     x_train = x[train]
     pixels = x_train.to(torch.float64).div_(255).transpose(0, 1).reshape(x_train.shape[1], -1)
     return Splits(
-        x_train=x_train, y_train=y[train], x_val=x[val], y_val=y[val], x_test=raw.x_test, y_test=raw.y_test,
-        mean=pixels.mean(1).float(), std=pixels.std(1).clamp_min(1e-3).float(),
-        num_classes=num_classes, augment=dataset.augment, source=raw.source,
+        x_train=x_train,
+        y_train=y[train],
+        x_val=x[val],
+        y_val=y[val],
+        x_test=raw.x_test,
+        y_test=raw.y_test,
+        mean=pixels.mean(1).float(),
+        std=pixels.std(1).clamp_min(1e-3).float(),
+        num_classes=num_classes,
+        augment=dataset.augment,
+        source=raw.source,
         warnings=tuple(split_warnings(dataset.name, y[train], num_classes, subset)),
     )
 
@@ -156,8 +165,10 @@ def check_raw(name: str, raw: RawDataset) -> RawDataset:
             continue
         raise DataError(f"{name}: {problem} ({raw.source})")
     if raw.x_train.shape[1:] != raw.x_test.shape[1:]:
-        raise DataError(f"{name}: training images {tuple(raw.x_train.shape[1:])} and test images {tuple(raw.x_test.shape[1:])} "
-                        f"(C, H, W) differ in shape ({raw.source})")
+        raise DataError(
+            f"{name}: training images {tuple(raw.x_train.shape[1:])} and test images {tuple(raw.x_test.shape[1:])} "
+            f"(C, H, W) differ in shape ({raw.source})"
+        )
     return raw
 
 
@@ -213,9 +224,11 @@ def count_classes(name: str, y_train: Tensor, y_test: Tensor, num_classes: Optio
     if len(present) < k:
         first = list(itertools.islice((c for c in range(k) if c not in present), 6))
         n_missing = k - len(present)
-        raise DataError(f"{name}: class{'es' if n_missing > 1 else ''} {_listed(first, total=n_missing)} of 0..{k - 1} "
-                        f"{'have' if n_missing > 1 else 'has'} no training images (K={k}, {source}); "
-                        f"labels must be the classes 0..K-1, each with training images")
+        raise DataError(
+            f"{name}: class{'es' if n_missing > 1 else ''} {_listed(first, total=n_missing)} of 0..{k - 1} "
+            f"{'have' if n_missing > 1 else 'has'} no training images (K={k}, {source}); "
+            f"labels must be the classes 0..K-1, each with training images"
+        )
     if k < 2:
         raise DataError(f"{name}: every training label is 0; a classifier needs at least 2 classes")
     return k
@@ -229,14 +242,18 @@ def split_warnings(name: str, y: Tensor, num_classes: int, subset: Optional[int]
     missing = (counts == 0).nonzero().flatten().tolist()
     if missing:
         cause = f"subset={subset} leaves" if subset is not None else "it has"
-        out.append(f"{name}: the training split ({len(y)} images) has no images of class{'es' if len(missing) > 1 else ''} {_listed(missing)} of "
-                   f"{num_classes} ({cause} none after the validation split); the test set still counts them")
+        out.append(
+            f"{name}: the training split ({len(y)} images) has no images of class{'es' if len(missing) > 1 else ''} {_listed(missing)} of "
+            f"{num_classes} ({cause} none after the validation split); the test set still counts them"
+        )
     present = counts[counts > 0]
     large, small = int(present.max()), int(present.min())
     if large > IMBALANCE_WARNING * small:
         biggest, smallest = int(counts.argmax()), int(torch.where(counts > 0, counts, large + 1).argmin())
-        out.append(f"{name}: classes are imbalanced in the training split: class {biggest} has {large} images, class {smallest} "
-                   f"{small} ({large / small:.0f}:1); accuracy mostly reflects the large classes")
+        out.append(
+            f"{name}: classes are imbalanced in the training split: class {biggest} has {large} images, class {smallest} "
+            f"{small} ({large / small:.0f}:1); accuracy mostly reflects the large classes"
+        )
     return out
 
 
@@ -330,8 +347,9 @@ def _torchvision(cls, roots: List[Path]) -> Optional[Tuple[object, object, Path]
         except RuntimeError:  # torchvision's "Dataset not found"
             continue
         except (OSError, ValueError, EOFError) as exc:  # present but truncated or corrupt
-            raise DataError(f"{cls.__name__} files in {root} are unreadable ({type(exc).__name__}: {exc}); "
-                            f"fix: delete them to re-download, or replace them") from None
+            raise DataError(
+                f"{cls.__name__} files in {root} are unreadable ({type(exc).__name__}: {exc}); fix: delete them to re-download, or replace them"
+            ) from None
     return None
 
 
@@ -362,16 +380,18 @@ def _torchvision_dataset(name: str):
 
 
 def _from_torchvision_arrays(train, test, root: Path, label: str) -> RawDataset:
-    return RawDataset(_nchw(train.data), torch.as_tensor(train.targets).long(),
-                      _nchw(test.data), torch.as_tensor(test.targets).long(), f"{label} in {root}")
+    return RawDataset(
+        _nchw(train.data), torch.as_tensor(train.targets).long(), _nchw(test.data), torch.as_tensor(test.targets).long(), f"{label} in {root}"
+    )
 
 
 def _mnist_like(cls_name: str, name: str, roots: List[Path], download: bool, extra: Optional[Path] = None) -> Reader:
     """MNIST-format data: torchvision's folder layout (ROOT/MNIST/raw/*-ubyte) in the first root that
     has it, else the folder `extra`, else torchvision's download into the first root's layout."""
     label = f"{cls_name} idx files"
-    found = next((folder for folder in [*(r / cls_name / "raw" for r in roots), *([extra] if extra else [])]
-                  if find_idx_files(folder) is not None), None)
+    found = next(
+        (folder for folder in [*(r / cls_name / "raw" for r in roots), *([extra] if extra else [])] if find_idx_files(folder) is not None), None
+    )
     if found is None:
         raw = roots[0] / cls_name / "raw"
         error = _download(cls_name, roots[0], [raw, raw.parent]) if download else None
@@ -380,8 +400,13 @@ def _mnist_like(cls_name: str, name: str, roots: List[Path], download: bool, ext
         else:
             looked = [r / cls_name / "raw" for r in roots]
             absent = missing_idx_files(next((f for f in looked if f.is_dir()), looked[0]))
-            raise _missing(name, looked, f"idx file{'s' if len(absent) > 1 else ''} {', '.join(absent)} (plain or .gz)", error,
-                           f"put {cls_name}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA)")
+            raise _missing(
+                name,
+                looked,
+                f"idx file{'s' if len(absent) > 1 else ''} {', '.join(absent)} (plain or .gz)",
+                error,
+                f"put {cls_name}/raw/*-ubyte in a folder and pass data.root=FOLDER (or set DEEPEXP_DATA)",
+            )
     if extra is not None and found == extra:
         label = f"Debian dataset-{name.replace('_', '-')} idx files"
     return lambda: read_idx_folder(found, label)
@@ -430,10 +455,10 @@ def read_idx_folder(folder: Path, label: str) -> Optional[RawDataset]:
             if array.ndim != rank:
                 raise ValueError(f"{path.name} has a header of shape {array.shape}; idx {kind} are {layout}")
     except (OSError, ValueError, EOFError, IndexError) as exc:  # truncated, corrupt, not idx at all
-        raise DataError(f"{label} in {folder} are unreadable ({type(exc).__name__}: {exc}); "
-                        f"fix: delete them to re-download, or replace them") from None
-    return RawDataset(_nchw(xtr), torch.from_numpy(ytr.astype(np.int64)), _nchw(xte), torch.from_numpy(yte.astype(np.int64)),
-                      f"{label} in {folder}")
+        raise DataError(
+            f"{label} in {folder} are unreadable ({type(exc).__name__}: {exc}); fix: delete them to re-download, or replace them"
+        ) from None
+    return RawDataset(_nchw(xtr), torch.from_numpy(ytr.astype(np.int64)), _nchw(xte), torch.from_numpy(yte.astype(np.int64)), f"{label} in {folder}")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -452,7 +477,7 @@ def read_idx(path: Path) -> np.ndarray:
     offset = 4 + 4 * ndim
     if len(data) < offset:
         raise ValueError(f"{path.name} ends inside its header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(data) - offset != int(np.prod(shape)):
         raise ValueError(f"{path.name} holds {len(data) - offset} bytes of data for a header shape {shape}")
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
@@ -476,13 +501,16 @@ CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches
 @DATASETS.register("cifar10")
 def load_cifar10(cfg: DatasetConfig, roots: List[Path], download: bool) -> Reader:
     """The full CIFAR-10 where it is on disk, else the offline subset npz, else a download."""
+
     def full(root: Path, label: str) -> Reader:
         def read() -> RawDataset:
             found = _torchvision(_torchvision_dataset("CIFAR10"), [root])
             if found is None:  # torchvision's checksums failed
-                raise DataError(f"cifar10: the files in {root / CIFAR_FOLDER} are corrupt (checksums differ); "
-                                f"fix: delete them to re-download, or replace them")
+                raise DataError(
+                    f"cifar10: the files in {root / CIFAR_FOLDER} are corrupt (checksums differ); fix: delete them to re-download, or replace them"
+                )
             return _from_torchvision_arrays(*found, label=label)
+
         return read
 
     present = next((root for root in roots if all((root / CIFAR_FOLDER / f).is_file() for f in CIFAR_FILES)), None)
@@ -490,15 +518,18 @@ def load_cifar10(cfg: DatasetConfig, roots: List[Path], download: bool) -> Reade
         return full(present, "torchvision CIFAR10")
     subset = next((root / CIFAR_SUBSET for root in roots if (root / CIFAR_SUBSET).exists()), None)
     if subset is not None:
+
         def read_subset() -> RawDataset:
             raw = read_npz(subset)
             return replace(raw, source=f"CIFAR-10 subset ({len(raw.y_train)} train / {len(raw.y_test)} test images) {raw.source}")
+
         return read_subset
     error = _download("CIFAR10", roots[0], []) if download else None
     if download and error is None:
         return full(roots[0], "torchvision CIFAR10 (downloaded)")
-    raise _missing("cifar10", roots, f"{CIFAR_FOLDER} (or {CIFAR_SUBSET})", error,
-                   "pass data.root=FOLDER (or set DEEPEXP_DATA) to a folder holding either")
+    raise _missing(
+        "cifar10", roots, f"{CIFAR_FOLDER} (or {CIFAR_SUBSET})", error, "pass data.root=FOLDER (or set DEEPEXP_DATA) to a folder holding either"
+    )
 
 
 def read_npz(path: Path) -> RawDataset:
@@ -539,6 +570,7 @@ def load_npz(cfg: DatasetConfig, roots: List[Path], download: bool) -> Reader:
 def load_synthetic(cfg: DatasetConfig, roots: List[Path], download: bool) -> Reader:
     """Random uint8 images (N, channels, *image_shape) with random labels 0..num_classes-1, fixed by seed 0
     (the run seed never changes the data); there are no files to find."""
+
     def make_all() -> RawDataset:
         g = torch.Generator().manual_seed(0)
         shape = (cfg.channels, *cfg.image_shape)
@@ -548,4 +580,5 @@ def load_synthetic(cfg: DatasetConfig, roots: List[Path], download: bool) -> Rea
 
         (xtr, ytr), (xte, yte) = make(cfg.train_size), make(cfg.test_size)
         return RawDataset(xtr, ytr, xte, yte, "synthetic random images")
+
     return make_all

@@ -11,6 +11,7 @@ Nothing here changes the caller's model: exports work on a CPU copy where the mo
 lives on another device, PyTorch's side of a parity check runs where the model is,
 and every module's train/eval mode is restored afterwards.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -103,9 +104,17 @@ class OnnxExporter:
                     raise ValueError(f"architecture {architecture!r} was traced for a model with other parameters")
                 trace.apply_weights({name: value for name, value in state.items() if name in trace.model.graph.initializers})
             else:
-                trace = torch.onnx.export(model, (example.cpu(),), None, input_names=[INPUT], output_names=[OUTPUT],
-                                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
-                                          dynamo=True, verbose=False, optimize=False)
+                trace = torch.onnx.export(
+                    model,
+                    (example.cpu(),),
+                    None,
+                    input_names=[INPUT],
+                    output_names=[OUTPUT],
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
+                    dynamo=True,
+                    verbose=False,
+                    optimize=False,
+                )
                 if architecture is not None:
                     self._traces[architecture] = (trace, shapes)
             program = torch.onnx.ONNXProgram(ir.from_proto(trace.model_proto), None)  # a copy to optimize
@@ -151,7 +160,7 @@ class _Calibration:
     """onnxruntime.quantization.CalibrationDataReader over a fixed set of images."""
 
     def __init__(self, images: np.ndarray, batch: int = 32):
-        self._batches = iter([{INPUT: images[i:i + batch]} for i in range(0, len(images), batch)])
+        self._batches = iter([{INPUT: images[i : i + batch]} for i in range(0, len(images), batch)])
 
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
         return next(self._batches, None)
@@ -169,9 +178,16 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
     try:
         with _quiet():
             quant_pre_process(str(fp32_path), str(pre))  # shape inference + graph fusions (BatchNorm into conv)
-            quantize_static(str(pre), str(tmp), _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(
+                str(pre),
+                str(tmp),
+                _Calibration(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
         os.replace(tmp, int8_path)
     finally:
         pre.unlink(missing_ok=True)
@@ -183,7 +199,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray) -> 
 
 def onnx_predictions(sess, images: Tensor, batch: int = 256) -> np.ndarray:
     """Predicted class (N,) of every uint8 (N, C, H, W) image, on any device."""
-    out = [run_onnx(sess, (images[i:i + batch].cpu().float() / 255).numpy()).argmax(1) for i in range(0, len(images), batch)]
+    out = [run_onnx(sess, (images[i : i + batch].cpu().float() / 255).numpy()).argmax(1) for i in range(0, len(images), batch)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 

@@ -2,6 +2,7 @@
 `fail`, which prints that line. The bottom of the package: it imports nothing of deepexp, so that every module,
 the Hydra callbacks included, can report an error the same way.
 """
+
 import sys
 
 EXIT_BAD_INPUT = 2  # the exit status of bad input of any kind (ConfigError and its subclasses)

@@ -14,6 +14,7 @@ thresholds, 7,000-9,000 pages and 15-18 ms. Raising both thresholds keeps freed 
 the heap for the next step (then 15-410 faults, about 1 ms); peak resident memory stays
 within 2% of what it was, since that memory was in use at the peak anyway.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -38,7 +39,8 @@ TRIM_THRESHOLD = 1 << 30
 def user_tuned_malloc() -> bool:
     """True where the environment already sets glibc's malloc parameters; those are left alone."""
     return "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(
-        name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))
+        name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,8 +141,7 @@ class HostLoad:
         return f"load average {self.average[0]:.2f} on {self.cpus} cores{mine} (other processes: {self.others:.1f} threads)"
 
     def as_dict(self) -> dict:
-        return {"load_average": [round(x, 2) for x in self.average], "load_own": round(self.own, 2), "cores": self.cores,
-                "cpus": self.cpus}
+        return {"load_average": [round(x, 2) for x in self.average], "load_own": round(self.own, 2), "cores": self.cores, "cpus": self.cpus}
 
     @classmethod
     def from_dict(cls, d: dict) -> "HostLoad":
@@ -166,8 +167,7 @@ def oversubscription_warning(load: Optional[HostLoad], threads: int) -> Optional
     if load is None or threads <= 1 or not load.oversubscribed(threads) or _warned_oversubscribed:
         return None
     _warned_oversubscribed = True
-    return (f"{load.describe()}: {threads} threads per step will wait for each other; "
-            f"device.threads={load.free_threads()} is likely faster")
+    return f"{load.describe()}: {threads} threads per step will wait for each other; device.threads={load.free_threads()} is likely faster"
 
 
 def cpu_name() -> str:

@@ -1,4 +1,5 @@
 """Hydra callbacks deepexp adds to a command (cli.py names them in the overrides it gives Hydra)."""
+
 from __future__ import annotations
 
 import sys

@@ -13,6 +13,7 @@ A latency is only as good as its spread: it needs at least `MIN_BLOCKS` timed bl
 None of these functions changes the caller's model: its device, and the train/eval
 mode of each of its modules, are as they were before the call.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -31,6 +31,7 @@ among the weight layers (grad_norm, update_ratio, weights, grads) or the activat
 modules (act_mean, act_std, sparsity, saturation, dead, activations), zero-padded so
 that TensorBoard lists them in depth order; the reports' layer axes count the same way.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -118,8 +119,7 @@ def batch_statistics(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     `enabled=False`: plain eval mode, batch norm on its running averages (for a batch of one image,
     whose single value per channel has no variance to normalise with)."""
     was_training = model.training
-    norms = [m for m in model.modules()
-             if enabled and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = [m for m in model.modules() if enabled and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     saved = [[b.detach().clone() for b in m.buffers(recurse=False)] for m in norms]
     model.eval()
     for m in norms:
@@ -266,23 +266,24 @@ class LayerMonitor:
         self._before = None
         return torch.stack(torch._foreach_norm(deltas)) / torch.stack(torch._foreach_norm(weights)).clamp_min(1e-12)
 
-    def log_step(self, step: int, grad_norms: Tensor, update_ratios: Tensor,
-                 extra: Optional[Dict[str, Union[Tensor, float]]] = None) -> None:
+    def log_step(self, step: int, grad_norms: Tensor, update_ratios: Tensor, extra: Optional[Dict[str, Union[Tensor, float]]] = None) -> None:
         """Write one step's statistics, moving them to the host in a single transfer.
 
         grad_norms, update_ratios: shape (n_weights,); extra: more scalars of the step by tag (the trainer's
         learning rate and global gradient norms), each a float or a 0-d tensor on the device."""
         summaries = activation_summaries()
-        acts = (torch.stack([self._stats[name] for name in self.act_names]) if self._stats
-                else grad_norms.new_zeros(0, len(summaries)))
+        acts = torch.stack([self._stats[name] for name in self.act_names]) if self._stats else grad_norms.new_zeros(0, len(summaries))
         extra = extra or {}
         tensors = {tag: v for tag, v in extra.items() if isinstance(v, Tensor)}
-        host = torch.cat([grad_norms.float(), update_ratios.float(), acts.flatten().float(),
-                          *(v.detach().float().reshape(1) for v in tensors.values())]).cpu().tolist()
+        host = (
+            torch.cat([grad_norms.float(), update_ratios.float(), acts.flatten().float(), *(v.detach().float().reshape(1) for v in tensors.values())])
+            .cpu()
+            .tolist()
+        )
         n, k = len(self.weights), len(summaries)
-        from_device = dict(zip(tensors, host[len(host) - len(tensors):]))
-        by_layer = {"grad_norm": host[:n], "update_ratio": host[n:2 * n]}
-        by_layer.update((s.name, host[2 * n + j: 2 * n + k * len(self.acts): k]) for j, s in enumerate(summaries))
+        from_device = dict(zip(tensors, host[len(host) - len(tensors) :]))
+        by_layer = {"grad_norm": host[:n], "update_ratio": host[n : 2 * n]}
+        by_layer.update((s.name, host[2 * n + j : 2 * n + k * len(self.acts) : k]) for j, s in enumerate(summaries))
         scalars = [(tag, from_device.get(tag, value)) for tag, value in extra.items()]
         for stat in LAYER_STATS:
             if stat.on_steps and self._defined(stat):
@@ -330,8 +331,7 @@ class LayerMonitor:
         grads = [g if g is not None else torch.zeros_like(w) for g, (_, w) in zip(grads, self.weights)]
         summaries = activation_summaries()
         norms = torch.stack(torch._foreach_norm(grads)).float()
-        acts = (torch.stack([self._stats[name] for name in self.act_names]).float() if self.acts
-                else norms.new_zeros(0, len(summaries)))
+        acts = torch.stack([self._stats[name] for name in self.act_names]).float() if self.acts else norms.new_zeros(0, len(summaries))
         dead = torch.stack([1.0 - self._ever_active[name].float().mean() for name in self.act_names]) if self.acts else norms.new_zeros(0)
         host_acts = acts.cpu().tolist()
         by_layer = {"grad_norm": norms.cpu().tolist(), "dead": dead.cpu().tolist()}
@@ -341,8 +341,16 @@ class LayerMonitor:
 
     def log_probe(self, stats: LayerStats, step: int) -> None:
         """Write the probe's statistics that the training steps do not log (dead units) at `step`."""
-        write_scalars(self.writer, [(f"{s.name}/{tag}", value) for s in LAYER_STATS if s.in_probe and not s.on_steps
-                                    and self._defined(s) for tag, value in zip(self._tags(s), stats.values[s.name])], step)
+        write_scalars(
+            self.writer,
+            [
+                (f"{s.name}/{tag}", value)
+                for s in LAYER_STATS
+                if s.in_probe and not s.on_steps and self._defined(s)
+                for tag, value in zip(self._tags(s), stats.values[s.name])
+            ],
+            step,
+        )
 
     def _defined(self, stat: LayerStat) -> bool:
         """Whether `stat` applies to this model's activation (a bounded-only one to a bounded activation)."""

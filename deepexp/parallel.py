@@ -8,6 +8,7 @@ worker i trains on GPU i mod (number of GPUs), so that several GPUs are used and
 shared by more workers than it must; with a single GPU a study runs one worker unless
 `n_workers` was asked for (`worker_plan`).
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -56,8 +57,10 @@ def worker_plan(kind: str, index: Optional[int], n_workers: int, given: bool) ->
     `n_workers` stands as it is.
     """
     if n_workers > 1 and not given and gpu_count(kind, index) == 1:
-        return 1, (f"one GPU: its runs train one at a time, not {n_workers} sharing it "
-                   f"(n_workers={n_workers} on the command line runs {n_workers} at once anyway)")
+        return 1, (
+            f"one GPU: its runs train one at a time, not {n_workers} sharing it "
+            f"(n_workers={n_workers} on the command line runs {n_workers} at once anyway)"
+        )
     return n_workers, None
 
 
@@ -78,12 +81,10 @@ def map_in_processes(fn: Callable[..., Any], jobs: Sequence[tuple], n_workers: i
     for slot in range(n_workers):
         slots.put(slot)
     try:
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(threads, slots)) as pool:
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_start_worker, initargs=(threads, slots)) as pool:
             return list(pool.map(_call, [(fn, job) for job in jobs]))
     except BrokenProcessPool:
-        raise DeepexpError("a worker process died (killed, or out of memory); run the same command again to "
-                           "resume: finished work is kept") from None
+        raise DeepexpError("a worker process died (killed, or out of memory); run the same command again to resume: finished work is kept") from None
 
 
 def _start_worker(threads: int, slots) -> None:

@@ -4,6 +4,7 @@ Pareto scatters with their points named, log axes written as plain numbers.
 Every figure is saved as PNG with labelled axes and a title that says which data,
 how many epochs and how many seeds it shows.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,7 +46,7 @@ def band_limits(series: List[Sequence[float]], log: bool = False):
     mean = arr.mean(0)
     std = arr.std(0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1])
     limits = mean, mean - std, mean + std
-    return tuple(10 ** v for v in limits) if log else limits
+    return tuple(10**v for v in limits) if log else limits
 
 
 def band(ax, x: Sequence[int], series: List[Sequence[float]], label: str, log: bool = False) -> None:
@@ -53,7 +54,7 @@ def band(ax, x: Sequence[int], series: List[Sequence[float]], label: str, log: b
     `x` counts something (epochs, layers, trials), so its ticks are whole numbers. `log=True`: a log
     y axis, with the mean and std taken over log10 of the values (`band_limits`)."""
     centre, low, high = band_limits(series, log)
-    line, = ax.plot(x, centre, marker="o", markersize=3, label=literal(label))
+    (line,) = ax.plot(x, centre, marker="o", markersize=3, label=literal(label))
     ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2)
     if log:
         ax.set_yscale("log")
@@ -102,8 +103,7 @@ def panels(n: int, width: float = 5.5, height: float = 4.0):
     return fig, list(axes[0])
 
 
-def bars(ax, labels: Sequence[str], means: Sequence[float], stds: Sequence[float], ylabel: str,
-         colors: Optional[Dict[str, str]] = None) -> None:
+def bars(ax, labels: Sequence[str], means: Sequence[float], stds: Sequence[float], ylabel: str, colors: Optional[Dict[str, str]] = None) -> None:
     x = np.arange(len(labels))
     ax.bar(x, means, yerr=stds, capsize=4, color=[(colors or {}).get(lbl, "C0") for lbl in labels])
     ax.set_xticks(x, [literal(lbl) for lbl in labels], rotation=30, ha="right")
@@ -111,8 +111,17 @@ def bars(ax, labels: Sequence[str], means: Sequence[float], stds: Sequence[float
     ax.grid(True, axis="y", alpha=0.3)
 
 
-def pareto_scatter(ax, xs: Sequence[float], ys: Sequence[float], yerr: Sequence[float], sizes: Sequence[float],
-                   front: Sequence[int], marker: str = "o", color: str = "C0", legend: str = "") -> None:
+def pareto_scatter(
+    ax,
+    xs: Sequence[float],
+    ys: Sequence[float],
+    yerr: Sequence[float],
+    sizes: Sequence[float],
+    front: Sequence[int],
+    marker: str = "o",
+    color: str = "C0",
+    legend: str = "",
+) -> None:
     """Points with error bars, marker area proportional to `sizes`, and the Pareto front
     (indices `front`, sorted by x) drawn as a dashed step line."""
     area = 600 * np.asarray(sizes, dtype=float) / max(max(sizes), 1)
@@ -133,8 +142,7 @@ def label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[
     markers = [box for c in ax.collections if isinstance(c, PathCollection) for box in get_bboxes(c, ax=ax)]
     texts = [ax.text(x, y, literal(label), fontsize=7) for x, y, label in zip(xs, ys, labels)]
     # A fixed number of iterations, not adjustText's default time limit: the same figure on any machine.
-    adjust_text(texts, objects=markers or None, ax=ax, iter_lim=150, expand=(1.3, 1.6),
-                arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
+    adjust_text(texts, objects=markers or None, ax=ax, iter_lim=150, expand=(1.3, 1.6), arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
 
 
 def log_axis(ax, which: str) -> None:
@@ -171,4 +179,3 @@ def first_and_last_epoch(series_at, last: int, xlabel: str, ylabel: str, title: 
         ax.grid(alpha=0.3, which="both")
     legend(axes[1], fontsize=8)
     return fig
-

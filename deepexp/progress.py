@@ -3,6 +3,7 @@
 The trainer only calls these methods, so a study can pass a quieter reporter. Every rich
 console deepexp prints through comes from `plain_console`, which prints text as given.
 """
+
 from __future__ import annotations
 
 import sys
@@ -48,9 +49,15 @@ class ConsoleReporter:
     def start(self, epochs: int, steps_per_epoch: int, first_epoch: int) -> None:
         self._epochs = epochs
         self._progress.start()
-        self._task = self._progress.add_task(self.label, total=epochs * steps_per_epoch,
-                                             completed=first_epoch * steps_per_epoch,
-                                             epoch=f"{first_epoch + 1}/{epochs}", loss=0.0, acc=0.0, ips=0.0)
+        self._task = self._progress.add_task(
+            self.label,
+            total=epochs * steps_per_epoch,
+            completed=first_epoch * steps_per_epoch,
+            epoch=f"{first_epoch + 1}/{epochs}",
+            loss=0.0,
+            acc=0.0,
+            ips=0.0,
+        )
 
     def step(self, epoch: int, completed: int, loss: float, acc: float, images_per_s: float) -> None:
         self._progress.update(self._task, completed=completed, epoch=f"{epoch}/{self._epochs}", loss=loss, acc=acc, ips=images_per_s)
@@ -61,7 +68,8 @@ class ConsoleReporter:
             f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
             f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}  "
             f"{row['seconds']:.1f}s  {row['images_per_s']:,.0f} img/s",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
 
     def info(self, message: str) -> None:

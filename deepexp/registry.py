@@ -3,6 +3,7 @@
 The name in `configs/<group>/<name>.yaml`, the registry key and the command-line
 choice are the same string, so there is never an if/elif chain from names to objects.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Generic, List, TypeVar
@@ -33,9 +34,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
-            ) from None
+            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}") from None
 
     def names(self) -> List[str]:
         return sorted(self._entries)

@@ -9,6 +9,7 @@ reads; the notebook (nbformat 4) has the same sections as markdown cells, a code
 calling the same figure function the study saved it with, so a student can rerun it and change a plot.
 The notebook needs only the study's folder and its run folders: it never trains and writes nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,12 @@ class Report:
 
     def blocks(self) -> List[List[str]]:
         """The report's sections as lists of markdown lines, in order (each a markdown cell of the notebook)."""
-        out = [[f"# {self.title}"], ["## Setup", *bullet_lines(self.setup)], ["## Results", self.results],
-               ["## Findings", *bullet_lines(self.findings)]]
+        out = [
+            [f"# {self.title}"],
+            ["## Setup", *bullet_lines(self.setup)],
+            ["## Results", self.results],
+            ["## Findings", *bullet_lines(self.findings)],
+        ]
         out += [s.lines() for s in self.sections]
         if self.limitations:
             out.append(["## Limitations", *bullet_lines(self.limitations)])
@@ -103,8 +108,10 @@ class Report:
         cells.append(new_markdown_cell("\n".join(blocks[2])))
         cells += [new_code_cell(f.code) for f in self.figures if self.load]
         cells += [new_markdown_cell("\n".join(block)) for block in blocks[3:]]
-        nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                                                 "language_info": {"name": "python"}})
+        nb = new_notebook(
+            cells=cells,
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}, "language_info": {"name": "python"}},
+        )
         nbformat.validate(nb)
         return nb
 
@@ -134,8 +141,7 @@ def bullet_lines(lines: Sequence[str]) -> List[str]:
 def records(table) -> List[Dict[str, Any]]:
     """The rows of a pandas DataFrame read from a summary CSV as dicts, an empty cell (NaN) as None, as the
     study held them before writing the file (results.csv_value writes None as an empty cell)."""
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-            for row in table.to_dict("records")]
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in table.to_dict("records")]
 
 
 def read_table(path: Union[str, Path] = "summary.csv"):
@@ -172,20 +178,26 @@ def load_runs(table, folder: Union[str, Path] = ".", base: Union[str, Path, None
     return runs
 
 
-def notebook_loader(module: str, study: Optional[Dict[str, Any]] = None, subtitle: Optional[str] = None,
-                    base: Optional[Path] = None, extra: str = "") -> str:
+def notebook_loader(
+    module: str, study: Optional[Dict[str, Any]] = None, subtitle: Optional[str] = None, base: Optional[Path] = None, extra: str = ""
+) -> str:
     """The notebook's loading cell: pandas reads summary.csv (`summary`, and `rows` as dicts), `runs` holds
     every run's metrics.json in the same order (relative run folders against the notebook's folder, or
     against `base` where the runs were named from elsewhere), `study` the study's configuration (an
     OmegaConf node, attribute access as in the study's code), `subtitle` the figures' common subtitle.
     `module` is the figure functions' module (`deepexp.experiments.activations`); `extra` more lines."""
-    lines = ["# Load what the report was computed from: nothing is retrained or written.",
-             "%matplotlib inline", "import pandas as pd", *(["from omegaconf import OmegaConf"] if study is not None else []),
-             "from deepexp import report_doc",
-             f"from {module.rsplit('.', 1)[0]} import {module.rsplit('.', 1)[1]}", "",
-             'summary = report_doc.read_table("summary.csv")  # pandas.read_csv',
-             "rows = report_doc.records(summary)",
-             f"runs = report_doc.load_runs(summary{'' if base is None else f', base={str(base)!r}'})"]
+    lines = [
+        "# Load what the report was computed from: nothing is retrained or written.",
+        "%matplotlib inline",
+        "import pandas as pd",
+        *(["from omegaconf import OmegaConf"] if study is not None else []),
+        "from deepexp import report_doc",
+        f"from {module.rsplit('.', 1)[0]} import {module.rsplit('.', 1)[1]}",
+        "",
+        'summary = report_doc.read_table("summary.csv")  # pandas.read_csv',
+        "rows = report_doc.records(summary)",
+        f"runs = report_doc.load_runs(summary{'' if base is None else f', base={str(base)!r}'})",
+    ]
     if study is not None:
         lines.append(f"study = OmegaConf.create({json.dumps(study, indent=1, default=str)!r})")
     if subtitle is not None:

@@ -7,6 +7,7 @@ std and a 95% confidence interval (Student's t, n - 1 degrees of freedom).
 `compare` (Welch), `holm` (multiple comparisons) and `describe` (the sentence)
 state how two groups differ.
 """
+
 from __future__ import annotations
 
 import csv
@@ -257,8 +258,7 @@ class Comparison:
         seed-to-seed spread, and only the number of seeds keeps the test from confirming it. A
         non-significant difference smaller than that is not called underpowered: its interval says
         how large a difference the data still allow."""
-        return (self.testable and self.adjusted >= self.alpha and self.difference != 0
-                and abs(self.difference) >= LARGE_EFFECT * self.pooled_std)
+        return self.testable and self.adjusted >= self.alpha and self.difference != 0 and abs(self.difference) >= LARGE_EFFECT * self.pooled_std
 
 
 def compare(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> Comparison:
@@ -283,7 +283,7 @@ def compare(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> Com
     if len(a) < 2 or len(b) < 2:
         return Comparison(len(a), len(b), d, None, None, None, None, None, alpha, None)
     sa, sb = statistics.stdev(a), statistics.stdev(b)
-    pooled = math.sqrt((sa ** 2 + sb ** 2) / 2)
+    pooled = math.sqrt((sa**2 + sb**2) / 2)
     if sa == 0 and sb == 0:
         return Comparison(len(a), len(b), d, None, None, None, None, 0.0, alpha, None)
     from scipy.stats import ttest_ind
@@ -292,8 +292,7 @@ def compare(a: Sequence[float], b: Sequence[float], alpha: float = ALPHA) -> Com
         warnings.simplefilter("ignore", RuntimeWarning)
         result = ttest_ind(a, b, equal_var=False)
         interval = result.confidence_interval(1 - alpha)
-    return Comparison(len(a), len(b), d, float(interval.low), float(interval.high), float(result.df),
-                      float(result.pvalue), pooled, alpha, None)
+    return Comparison(len(a), len(b), d, float(interval.low), float(interval.high), float(result.df), float(result.pvalue), pooled, alpha, None)
 
 
 def holm_adjust(pvalues: Sequence[float]) -> List[float]:
@@ -345,13 +344,16 @@ def describe(c: Comparison, unit: str = "seed", digits: int = 4) -> str:
         return f"not testable with {sides}"
     difference = f"difference {c.difference:+.{digits}f}"
     if c.no_spread:
-        return (f"{difference}; no test with {sides}: every {unit} gave the identical value on each side (zero variance "
-                f"leaves Welch's test undefined; the seed may not be varying anything)")
+        return (
+            f"{difference}; no test with {sides}: every {unit} gave the identical value on each side (zero variance "
+            f"leaves Welch's test undefined; the seed may not be varying anything)"
+        )
     if not c.testable:
         return f"{difference}; not testable with {sides} (a test needs at least two per side)"
     interval = f"{1 - c.alpha:.0%} CI" + (" (unadjusted)" if c.family > 1 else "")
-    numbers = (f"{difference}, {interval} [{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}], "
-               f"Welch p = {c.p:.2g}" + (f", Holm-adjusted over {c.family} tests p = {c.p_holm:.2g}" if c.family > 1 else ""))
+    numbers = f"{difference}, {interval} [{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}], Welch p = {c.p:.2g}" + (
+        f", Holm-adjusted over {c.family} tests p = {c.p_holm:.2g}" if c.family > 1 else ""
+    )
     if c.significant:
         return f"significant with {sides} ({numbers})"
     if c.indicative:
@@ -361,12 +363,14 @@ def describe(c: Comparison, unit: str = "seed", digits: int = 4) -> str:
 
 def comparison_method(unit: str = "seed") -> str:
     """The report sentence that says how `describe` decides, for a report's setup."""
-    return (f"Comparisons: the difference of means with its {1 - ALPHA:.0%} confidence interval and Welch's t-test "
-            f"(unequal variances, Welch-Satterthwaite degrees of freedom); where the findings make several tests, "
-            f"their p-values are Holm-adjusted over all of them (Holm 1979) and each sentence names how many. Significant: "
-            f"adjusted p < {ALPHA} with at least {counted(MIN_SEEDS, unit)} per side; with fewer a comparison is indicative only. "
-            f"Little power: not significant although the difference is at least {LARGE_EFFECT} pooled standard deviations "
-            f"(Cohen's large effect).")
+    return (
+        f"Comparisons: the difference of means with its {1 - ALPHA:.0%} confidence interval and Welch's t-test "
+        f"(unequal variances, Welch-Satterthwaite degrees of freedom); where the findings make several tests, "
+        f"their p-values are Holm-adjusted over all of them (Holm 1979) and each sentence names how many. Significant: "
+        f"adjusted p < {ALPHA} with at least {counted(MIN_SEEDS, unit)} per side; with fewer a comparison is indicative only. "
+        f"Little power: not significant although the difference is at least {LARGE_EFFECT} pooled standard deviations "
+        f"(Cohen's large effect)."
+    )
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:

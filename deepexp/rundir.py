@@ -6,6 +6,7 @@ previous good one, while the run is in progress), TensorBoard event files, Hydra
 to a temporary name, flushed and renamed, so a crash at any moment leaves either
 the old or the new version, never half of one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,8 +27,19 @@ FINISHED = ("completed", "diverged")  # statuses of a run that no process contin
 # A run's final numbers as `deepexp report` tabulates them (commands/report.py run_row) and ranks runs by (its
 # `metric=`): here, at the bottom of the package, so that the config schema can check `metric=` without
 # importing the report.
-RUN_METRICS = ("test_acc", "test_loss", "best_val_acc", "final_val_acc", "final_val_loss", "final_train_loss",
-               "final_train_acc", "seconds", "params", "epochs_done", "clipped_fraction")
+RUN_METRICS = (
+    "test_acc",
+    "test_loss",
+    "best_val_acc",
+    "final_val_acc",
+    "final_val_loss",
+    "final_train_loss",
+    "final_train_acc",
+    "seconds",
+    "params",
+    "epochs_done",
+    "clipped_fraction",
+)
 
 
 def _umask() -> int:
@@ -39,8 +51,7 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb",
-                 before_replace: Optional[Callable[[], None]] = None) -> None:
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb", before_replace: Optional[Callable[[], None]] = None) -> None:
     """Write through `write(file)` to a temp file in the same folder, fsync, then rename over `path`
     (calling `before_replace()` just before the rename)."""
     path = Path(path)
@@ -96,17 +107,27 @@ def read_json(path: Path) -> Optional[Any]:
 EXECUTION_KEYS = ("resume", "data.", "device.", "monitor.", "eval_batch_size", "eval_test", "channels_last", "compile")
 
 
-
 # Config keys added after runs were already on disk, with the value that reproduces the old behaviour: a run
 # without the key ran as this value says. The trainer's resumability check and `deepexp report` read old runs
 # through it (found with `git log -p configs/`; keys an option group's schema gained for choices that ignore
 # them, such as optim.betas for SGD, included). tf32: exactly on the CPU; earlier CUDA runs had PyTorch's
 # defaults, float32 matmuls but TF32 convolutions on compute capability 8.0+, and continue in float32.
 NEW_OPTION_DEFAULTS: Dict[str, Any] = {
-    "on_nan": "stop", "eval_test": True, "tf32": False, "device.index": None,
-    "dataset.path": None, "dataset.num_classes": None, "dataset.channels": 1, "dataset.train_size": 2048,
-    "dataset.test_size": 512, "optim.momentum": 0.9, "optim.nesterov": False, "optim.betas": [0.9, 0.999],
-    "sched.step_size": 30, "sched.gamma": 0.1, "sched.min_lr_factor": 0.0,
+    "on_nan": "stop",
+    "eval_test": True,
+    "tf32": False,
+    "device.index": None,
+    "dataset.path": None,
+    "dataset.num_classes": None,
+    "dataset.channels": 1,
+    "dataset.train_size": 2048,
+    "dataset.test_size": 512,
+    "optim.momentum": 0.9,
+    "optim.nesterov": False,
+    "optim.betas": [0.9, 0.999],
+    "sched.step_size": 30,
+    "sched.gamma": 0.1,
+    "sched.min_lr_factor": 0.0,
 }
 
 
@@ -130,8 +151,7 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")  # in
 
 
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number")
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 def _number(value: Any) -> bool:
@@ -312,7 +332,9 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise RunLockedError(f"{self.path.parent} is in use by another deepexp process; wait for it or choose another hydra.run.dir") from None
+                raise RunLockedError(
+                    f"{self.path.parent} is in use by another deepexp process; wait for it or choose another hydra.run.dir"
+                ) from None
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # the holder removed this file as it left: lock the one at .lock now

@@ -9,6 +9,7 @@ scheduler, RNG; the data order is a pure function of seed and epoch), so an
 interrupted CPU run ends with the same metrics as an uninterrupted one.
 It knows nothing about any one project.
 """
+
 from __future__ import annotations
 
 import enum
@@ -143,8 +144,7 @@ def compile_unavailable(device: torch.device) -> Optional[str]:
     if device.type == "cuda":
         capability = torch.cuda.get_device_capability(device)
         if capability < TRITON_MIN_CAPABILITY:
-            return (f"compute capability {capability[0]}.{capability[1]} is below the 7.0 that torch.compile's Triton "
-                    "kernels need")
+            return f"compute capability {capability[0]}.{capability[1]} is below the 7.0 that torch.compile's Triton kernels need"
         if importlib.util.find_spec("triton") is None:
             return "the triton package, which torch.compile needs on CUDA, is not installed"
     return None
@@ -246,8 +246,13 @@ def run_flags(deterministic: bool, tf32: bool, threads: int = 0) -> Iterator[Non
     settings read as before; one that followed an enclosing setting before the run (torch.backends.fp32_precision)
     holds its value explicitly after it, as PyTorch offers no way to unset it."""
     cudnn = torch.backends.cudnn
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             cudnn.benchmark, tf32_flags(), torch.get_num_threads())
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        cudnn.benchmark,
+        tf32_flags(),
+        torch.get_num_threads(),
+    )
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     cudnn.benchmark = not deterministic
     use_tf32(tf32)
@@ -267,8 +272,7 @@ def run_flags(deterministic: bool, tf32: bool, threads: int = 0) -> Iterator[Non
 CUBLAS_DETERMINISTIC = ":4096:8"
 
 
-def fix_cublas_workspace(deterministic: bool, environ: MutableMapping[str, str] = os.environ,
-                         cuda_in_use: Optional[bool] = None) -> Optional[str]:
+def fix_cublas_workspace(deterministic: bool, environ: MutableMapping[str, str] = os.environ, cuda_in_use: Optional[bool] = None) -> Optional[str]:
     """For deterministic=true, fix cuBLAS's workspace (CUBLAS_WORKSPACE_CONFIG) unless the user set it.
 
     What counts is the process's first cuBLAS work, not CUDA's start: PyTorch creates a cuBLAS handle when
@@ -282,9 +286,11 @@ def fix_cublas_workspace(deterministic: bool, environ: MutableMapping[str, str] 
         return None
     environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC
     if torch.cuda.is_initialized() if cuda_in_use is None else cuda_in_use:
-        return (f"deterministic=true: CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC} was set after CUDA started in this "
-                "process; if the process ran matrix products on the GPU before, cuBLAS keeps its earlier workspace and may "
-                "not be deterministic (set the variable before starting Python to be sure)")
+        return (
+            f"deterministic=true: CUBLAS_WORKSPACE_CONFIG={CUBLAS_DETERMINISTIC} was set after CUDA started in this "
+            "process; if the process ran matrix products on the GPU before, cuBLAS keeps its earlier workspace and may "
+            "not be deterministic (set the variable before starting Python to be sure)"
+        )
     return None
 
 
@@ -311,8 +317,9 @@ def run_splits(cfg: TrainConfig) -> Splits:
 def build_model(cfg: TrainConfig, data: Splits) -> nn.Module:
     """The run's network, shaped for its data (weights as the model's constructor leaves them)."""
     options = {k: v for k, v in to_plain(cfg.model).items() if k != "name"}
-    model = create_model(cfg.model.name, in_channels=data.in_channels, image_shape=data.image_shape,
-                         num_classes=data.num_classes, act=cfg.act.name, **options)
+    model = create_model(
+        cfg.model.name, in_channels=data.in_channels, image_shape=data.image_shape, num_classes=data.num_classes, act=cfg.act.name, **options
+    )
     check_input_fits(model, cfg.model.name, data.input_shape)  # images too small for the model's pooling: one line
     return model
 
@@ -323,8 +330,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     params, o = list(model.parameters()), cfg.optim
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=cfg.weight_decay,
-                               fused=fused)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=cfg.weight_decay, fused=fused)
     optim_class = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     return optim_class(params, lr=cfg.lr, betas=tuple(o.betas), weight_decay=cfg.weight_decay, fused=fused)
 
@@ -384,11 +390,13 @@ def rng_state(device: Optional[torch.device] = None) -> dict:
     np_state = np.random.get_state()
     cuda_in_use = torch.cuda.is_initialized()
     own = device is not None and device.type == "cuda" and cuda_in_use
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if cuda_in_use else [],
-            "cuda_run": torch.cuda.get_rng_state(device) if own else None,
-            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": np_state[2],
-                      "has_gauss": np_state[3], "cached": np_state[4]}}
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if cuda_in_use else [],
+        "cuda_run": torch.cuda.get_rng_state(device) if own else None,
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": np_state[2], "has_gauss": np_state[3], "cached": np_state[4]},
+    }
 
 
 def set_rng_state(state: dict, device: Optional[torch.device] = None) -> None:
@@ -400,7 +408,7 @@ def set_rng_state(state: dict, device: Optional[torch.device] = None) -> None:
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda", [])  # checkpoints written before CUDA states were saved have none
     if cuda and torch.cuda.is_initialized():
-        for index, device_state in enumerate(cuda[:torch.cuda.device_count()]):
+        for index, device_state in enumerate(cuda[: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(device_state, index)
     own = state.get("cuda_run")
     if own is not None and device is not None and device.type == "cuda":
@@ -419,8 +427,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, data: Splits, batch_size: i
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(y), batch_size):
-        xb = normalize(x[i:i + batch_size], data.mean, data.std).contiguous(memory_format=memory_format)
-        yb = y[i:i + batch_size]
+        xb = normalize(x[i : i + batch_size], data.mean, data.std).contiguous(memory_format=memory_format)
+        yb = y[i : i + batch_size]
         with autocast():
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
@@ -444,8 +452,7 @@ def as_run_here(flat: Dict[str, Any]) -> Dict[str, Any]:
     return {**flat, "amp": applied.amp_dtype is not None, "tf32": applied.tf32}
 
 
-def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path,
-                    advice: str = "choose a new hydra.run.dir to start afresh") -> None:
+def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path, advice: str = "choose a new hydra.run.dir to start afresh") -> None:
     """Refuse to continue a run whose config changed in a way that changes the numbers; `advice` ends the
     line (how to start afresh: another run folder, or in a sweep another sweep folder).
 
@@ -457,8 +464,7 @@ def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path,
 
     Raises CheckpointError naming up to four changed keys."""
     saved, current = as_run_here(saved), as_run_here(current)
-    changed = sorted(k for k in current
-                     if saved.get(k, NEW_OPTION_DEFAULTS.get(k)) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    changed = sorted(k for k in current if saved.get(k, NEW_OPTION_DEFAULTS.get(k)) != current.get(k) and not k.startswith(RESUMABLE_CHANGES))
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:4])
         raise CheckpointError(f"{where} holds a run with another config ({diffs}); {advice}")
@@ -467,8 +473,7 @@ def check_resumable(saved: Dict[str, Any], current: Dict[str, Any], where: Path,
 # --- the run ------------------------------------------------------------------------------
 
 
-def train(cfg: TrainConfig, run_dir: Path | str, reporter: Optional[ConsoleReporter] = None,
-          provenance: Optional[dict] = None) -> RunResult:
+def train(cfg: TrainConfig, run_dir: Path | str, reporter: Optional[ConsoleReporter] = None, provenance: Optional[dict] = None) -> RunResult:
     """Train one model as `cfg` says, writing everything into `run_dir`; resume if it holds a checkpoint.
 
     Returns the run's metrics (metrics.json's content) and exit status (EXIT_OK, EXIT_DIVERGED). Raises
@@ -541,26 +546,37 @@ class _Run:
         # Enough to rerun this elsewhere: code version, libraries, hardware. (str(torch.__version__): checkpoints
         # keep a copy, and torch.load(weights_only=True) refuses its str subclass.)
         self.provenance = {
-            "deepexp": __version__, "git_commit": git_commit(), "git_dirty": git_dirty(), "torch": str(torch.__version__),
-            "python": platform.python_version(), "host": platform.node(), "device": str(self.device),
+            "deepexp": __version__,
+            "git_commit": git_commit(),
+            "git_dirty": git_dirty(),
+            "torch": str(torch.__version__),
+            "python": platform.python_version(),
+            "host": platform.node(),
+            "device": str(self.device),
             "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
-            "threads": torch.get_num_threads(), "malloc_keeps_freed_memory": kept_freed_memory,
-            "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **(load.as_dict() if load else {}), **provenance,
+            "threads": torch.get_num_threads(),
+            "malloc_keeps_freed_memory": kept_freed_memory,
+            "pid": os.getpid(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            **(load.as_dict() if load else {}),
+            **provenance,
         }
         busy = oversubscription_warning(load, torch.get_num_threads()) if self.device.type == "cpu" else None
         if busy:
             reporter.warn(busy)
         self.accel = accelerator(self.device, cfg.amp, cfg.compile, cfg.tf32)
         where = self.provenance["gpu"] or self.device.type
-        for option, applied in (("amp", self.accel.amp_dtype is not None), ("compile", self.accel.compile),
-                                ("tf32", self.accel.tf32)):
+        for option, applied in (("amp", self.accel.amp_dtype is not None), ("compile", self.accel.compile), ("tf32", self.accel.tf32)):
             if getattr(cfg, option) and not applied:
                 why = compile_unavailable(self.device) if option == "compile" and self.device.type == "cuda" else None
                 reporter.warn(f"{option}=true has no effect on {where}; running without it" + (f" ({why})" if why else ""))
         # The numerics as they ran, not as asked for: amp=true is bfloat16 or float16 depending on the GPU, and
         # tf32=true is float32 below compute capability 8.0.
-        self.provenance.update(amp_dtype=str(self.accel.amp_dtype).removeprefix("torch.") if self.accel.amp_dtype else None,
-                               tf32=self.accel.tf32, compiled=self.accel.compile)
+        self.provenance.update(
+            amp_dtype=str(self.accel.amp_dtype).removeprefix("torch.") if self.accel.amp_dtype else None,
+            tf32=self.accel.tf32,
+            compiled=self.accel.compile,
+        )
         # NHWC helps on both devices (oneDNN's CPU kernels: 1.2-1.5x per step, scripts/bench_channels_last.py);
         # it only changes the layout of 4-d tensors, so an MLP is untouched.
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -594,11 +610,12 @@ class _Run:
         n_train = len(self.data.y_train)
         self.batch_size = min(cfg.batch_size, n_train)  # recorded as data.batch_size_used
         if self.batch_size < cfg.batch_size:
-            self.reporter.warn(f"batch_size={cfg.batch_size} is more than the {n_train} training images; "
-                               f"training in batches of {self.batch_size}, one step per epoch")
+            self.reporter.warn(
+                f"batch_size={cfg.batch_size} is more than the {n_train} training images; "
+                f"training in batches of {self.batch_size}, one step per epoch"
+            )
         self.steps_per_epoch = n_train // self.batch_size  # the incomplete last batch is dropped
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg.epochs, cfg.sched))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg.epochs, cfg.sched))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.accel.grad_scaler)
         self.params_list = list(self.model.parameters())
         self.params = sum(p.numel() for p in self.params_list)
@@ -632,10 +649,12 @@ class _Run:
         An empty GradScaler state was written by a disabled scaler (a CPU, bfloat16 or float32 run, all
         resumable on a float16 GPU): the float16 run then starts its loss scale afresh, as GradScaler
         does, instead of GradScaler.load_state_dict refusing an empty dict."""
-        parts = (("model", self.model, f"model {self.cfg.model.name!r}"),
-                 ("optimizer", self.optimizer, f"the {self.cfg.optim.name} optimizer's state"),
-                 ("scheduler", self.scheduler, "the learning-rate schedule's state"),
-                 ("scaler", self.scaler, "the GradScaler's state (amp with float16)"))
+        parts = (
+            ("model", self.model, f"model {self.cfg.model.name!r}"),
+            ("optimizer", self.optimizer, f"the {self.cfg.optim.name} optimizer's state"),
+            ("scheduler", self.scheduler, "the learning-rate schedule's state"),
+            ("scaler", self.scaler, "the GradScaler's state (amp with float16)"),
+        )
         for key, part, what in parts:
             saved = state.get(key)
             if key == "scaler" and saved == {}:
@@ -649,13 +668,24 @@ class _Run:
         match_param_layouts(self.optimizer)  # channels_last may differ from the checkpoint's (RESUMABLE_CHANGES)
 
     def _checkpoint(self) -> None:
-        save_checkpoint(self.run_dir, {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(self.device), "epoch": self.epoch, "step": self.step, "seconds": self.seconds, "skipped": self.skipped,
-            "history": self.history, "init_layers": self.init_layers, "config": self.flat,
-            "provenance": [*self.earlier_attempts, self._provenance(with_earlier=False)],
-        })
+        save_checkpoint(
+            self.run_dir,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rng_state(self.device),
+                "epoch": self.epoch,
+                "step": self.step,
+                "seconds": self.seconds,
+                "skipped": self.skipped,
+                "history": self.history,
+                "init_layers": self.init_layers,
+                "config": self.flat,
+                "provenance": [*self.earlier_attempts, self._provenance(with_earlier=False)],
+            },
+        )
 
     def _provenance(self, with_earlier: bool = True) -> dict:
         """This process's provenance; for a resumed run, after which epoch it took over, and the provenance
@@ -666,15 +696,29 @@ class _Run:
     def _metrics(self, status: str, **extra: Any) -> dict:
         best = max((h["val_acc"] for h in self.history), default=None)
         return {
-            "status": status, "config": self.flat, "params": self.params, "epochs_done": self.epoch,
-            "history": self.history, "test": None, "diverged_at_step": None, "seconds": round(self.seconds, 3),
-            "best_val_acc": best, "init": self.init_scheme, "skipped_batches": self.skipped,
+            "status": status,
+            "config": self.flat,
+            "params": self.params,
+            "epochs_done": self.epoch,
+            "history": self.history,
+            "test": None,
+            "diverged_at_step": None,
+            "seconds": round(self.seconds, 3),
+            "best_val_acc": best,
+            "init": self.init_scheme,
+            "skipped_batches": self.skipped,
             "layers": {"weights": self.monitor.weight_names, "activations": self.monitor.act_names} if self.monitor else None,
             "init_layers": self.init_layers,
-            "data": {"source": self.data.source, **self.data.sizes(), "num_classes": self.data.num_classes,
-                     "in_channels": self.data.in_channels, "image_shape": list(self.data.image_shape),
-                     # the sizes that ran, where the configured ones exceed the data (batch_size, monitor.probe_size)
-                     "batch_size_used": self.batch_size, "probe_size_used": len(self.probe_y)},
+            "data": {
+                "source": self.data.source,
+                **self.data.sizes(),
+                "num_classes": self.data.num_classes,
+                "in_channels": self.data.in_channels,
+                "image_shape": list(self.data.image_shape),
+                # the sizes that ran, where the configured ones exceed the data (batch_size, monitor.probe_size)
+                "batch_size_used": self.batch_size,
+                "probe_size_used": len(self.probe_y),
+            },
             "provenance": self._provenance(),
             **extra,
         }
@@ -690,14 +734,19 @@ class _Run:
         for line in self.data.warnings:  # a subset missing a class, imbalanced classes
             reporter.warn(line)
         if self.epoch == 0:
-            reporter.info(f"{cfg.model.name} ({self.params:,} parameters, act={cfg.act.name}, init={self.init_scheme}) "
-                          f"on {cfg.dataset.name}: {self.data.sizes()} images ({self.data.source}), device {self.device}")
+            reporter.info(
+                f"{cfg.model.name} ({self.params:,} parameters, act={cfg.act.name}, init={self.init_scheme}) "
+                f"on {cfg.dataset.name}: {self.data.sizes()} images ({self.data.source}), device {self.device}"
+            )
         with ExitStack() as stack:
             # purge_step drops events logged after the checkpoint by an interrupted attempt: those of steps from
             # purge_step on. The checkpointed epoch logged its own numbers at its last step, self.step, which stay.
             self.writer = stack.enter_context(SummaryWriter(str(self.run_dir), purge_step=self.step + 1 if self.step else None))
-            self.monitor = LayerMonitor(self.model, cfg.act.name, self.writer, cfg.monitor.every_n_steps,
-                                        cfg.monitor.hist_every_n_steps) if cfg.monitor.enabled else None
+            self.monitor = (
+                LayerMonitor(self.model, cfg.act.name, self.writer, cfg.monitor.every_n_steps, cfg.monitor.hist_every_n_steps)
+                if cfg.monitor.enabled
+                else None
+            )
             if self.monitor:
                 stack.callback(self.monitor.remove)
                 if self.epoch == 0:  # layer statistics of the untrained network
@@ -727,8 +776,7 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         clipped = torch.zeros((), device=self.device, dtype=torch.long)
-        watch = NonFiniteWatch(self.device, eager=self.device.type == "cpu" or cfg.on_nan == "skip_batch",
-                               every=cfg.monitor.every_n_steps)
+        watch = NonFiniteWatch(self.device, eager=self.device.type == "cpu" or cfg.on_nan == "skip_batch", every=cfg.monitor.every_n_steps)
         seen, images, rates, skipped, next_report = 0, 0, [], 0, start
 
         def stats(diverged_at: Optional[int] = None) -> EpochStats:
@@ -744,7 +792,7 @@ class _Run:
         for i in range(self.steps_per_epoch):
             self.step += 1
             last = i == self.steps_per_epoch - 1
-            xb, yb = self._batch(order[i * self.batch_size:(i + 1) * self.batch_size], generator)
+            xb, yb = self._batch(order[i * self.batch_size : (i + 1) * self.batch_size], generator)
             images += len(yb)
             outcome = self._step(xb, yb, last, watch)
             if outcome.status is StepStatus.DIVERGED:
@@ -762,8 +810,13 @@ class _Run:
             now = time.perf_counter()
             if last or now >= next_report:
                 next_report, elapsed = now + PROGRESS_EVERY_S, now - start
-                self.reporter.step(self.epoch + 1, self.epoch * self.steps_per_epoch + i + 1,
-                                   loss_sum.item() / seen, correct.item() / seen, images / max(elapsed, 1e-9))
+                self.reporter.step(
+                    self.epoch + 1,
+                    self.epoch * self.steps_per_epoch + i + 1,
+                    loss_sum.item() / seen,
+                    correct.item() / seen,
+                    images / max(elapsed, 1e-9),
+                )
         first_bad = watch.first_bad(self.step, last=True)  # on the GPU: a bad gradient in the epoch's last step
         if first_bad is not None:
             return stats(first_bad)
@@ -812,8 +865,7 @@ class _Run:
         norm = nn.utils.clip_grad_norm_(self.params_list, cfg.grad_clip) if cfg.grad_clip is not None else None
         if not self.scaler.is_enabled():  # (fp16's GradScaler skips steps with inf gradients itself)
             # Checked before the update, so that a bad gradient never reaches the weights.
-            bad = self._non_finite(watch, ~torch.isfinite(norm) if norm is not None else non_finite_grads(self.params_list),
-                                   "gradient")
+            bad = self._non_finite(watch, ~torch.isfinite(norm) if norm is not None else non_finite_grads(self.params_list), "gradient")
             if bad is not None:
                 return bad
         # clip_grad_norm_ scales by grad_clip / (norm + 1e-6) where that is below 1
@@ -830,8 +882,7 @@ class _Run:
         # log
         if monitor:
             monitor.after_step(self.step, scalars)
-        return StepOutcome(StepStatus.UPDATED, loss=loss.detach(), correct=(logits.argmax(1) == yb).sum(), lr=lr,
-                           clipped=clipped)
+        return StepOutcome(StepStatus.UPDATED, loss=loss.detach(), correct=(logits.argmax(1) == yb).sum(), lr=lr, clipped=clipped)
 
     def _non_finite(self, watch: NonFiniteWatch, bad: Tensor, why: str) -> Optional[StepOutcome]:
         """Note whether this step's `why` ("loss", "gradient") is non-finite (`bad`, a boolean tensor); when that is
@@ -855,12 +906,18 @@ class _Run:
 
     def _end_epoch(self, epoch: EpochStats) -> None:
         cfg, writer = self.cfg, self.writer
-        val_loss, val_acc = evaluate(self.model, self.data.x_val, self.data.y_val, self.data, cfg.eval_batch_size,
-                                     self.autocast, self.memory_format)
+        val_loss, val_acc = evaluate(self.model, self.data.x_val, self.data.y_val, self.data, cfg.eval_batch_size, self.autocast, self.memory_format)
         self.epoch += 1
-        row = {"epoch": self.epoch, "train_loss": epoch.loss, "train_acc": epoch.acc, "val_loss": val_loss,
-               "val_acc": val_acc, "seconds": round(epoch.seconds, 3),
-               "images_per_s": round(epoch.images / max(epoch.seconds, 1e-9), 1), "lr": epoch.lr}
+        row = {
+            "epoch": self.epoch,
+            "train_loss": epoch.loss,
+            "train_acc": epoch.acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "seconds": round(epoch.seconds, 3),
+            "images_per_s": round(epoch.images / max(epoch.seconds, 1e-9), 1),
+            "lr": epoch.lr,
+        }
         if cfg.on_nan == "skip_batch":
             row["skipped_batches"] = epoch.skipped
         if epoch.clipped is not None:
@@ -870,13 +927,27 @@ class _Run:
             row.update(grad_norm_first=stats.grad_norm[0], grad_norm_last=stats.grad_norm[-1], layers=stats.as_dict())
             self.monitor.log_probe(stats, self.step)
             if cfg.monitor.figure:
-                fig = grad_depth_figure(self.monitor.weight_names, stats.grad_norm,
-                                        f"{cfg.model.name} / {cfg.act.name}, epoch {self.epoch} (probe set)")
+                fig = grad_depth_figure(
+                    self.monitor.weight_names, stats.grad_norm, f"{cfg.model.name} / {cfg.act.name}, epoch {self.epoch} (probe set)"
+                )
                 writer.add_figure("grad_norm_vs_depth", fig, self.step, close=True)
-        write_scalars(writer, [(tag, row[key]) for tag, key in (
-            ("loss/train", "train_loss"), ("loss/val", "val_loss"), ("acc/train", "train_acc"), ("acc/val", "val_acc"),
-            ("lr", "lr"), ("throughput/images_per_s", "images_per_s"), ("grad_clip/clipped_fraction", "clipped_fraction"))
-            if key in row], self.step)
+        write_scalars(
+            writer,
+            [
+                (tag, row[key])
+                for tag, key in (
+                    ("loss/train", "train_loss"),
+                    ("loss/val", "val_loss"),
+                    ("acc/train", "train_acc"),
+                    ("acc/val", "val_acc"),
+                    ("lr", "lr"),
+                    ("throughput/images_per_s", "images_per_s"),
+                    ("grad_clip/clipped_fraction", "clipped_fraction"),
+                )
+                if key in row
+            ],
+            self.step,
+        )
         self.history.append(row)
         self._checkpoint()
         write_metrics(self.run_dir, self._metrics("running"))
@@ -885,8 +956,9 @@ class _Run:
     def _finish(self) -> RunResult:
         test = None
         if self.cfg.eval_test:
-            test_loss, test_acc = evaluate(self.model, self.data.x_test, self.data.y_test, self.data, self.cfg.eval_batch_size,
-                                           self.autocast, self.memory_format)
+            test_loss, test_acc = evaluate(
+                self.model, self.data.x_test, self.data.y_test, self.data, self.cfg.eval_batch_size, self.autocast, self.memory_format
+            )
             write_scalars(self.writer, [("loss/test", test_loss), ("acc/test", test_acc)], self.step)
             test = {"loss": test_loss, "acc": test_acc}
         metrics = self._metrics("completed", test=test)
@@ -895,8 +967,10 @@ class _Run:
         return RunResult(metrics, EXIT_OK)
 
     def _diverged(self, step: int) -> RunResult:
-        self.reporter.warn(f"non-finite loss or gradient at step {step} (epoch {self.epoch + 1}); run stopped as diverged"
-                           + ("" if self.cfg.on_nan == "skip_batch" else " (on_nan=skip_batch skips such batches instead)"))
+        self.reporter.warn(
+            f"non-finite loss or gradient at step {step} (epoch {self.epoch + 1}); run stopped as diverged"
+            + ("" if self.cfg.on_nan == "skip_batch" else " (on_nan=skip_batch skips such batches instead)")
+        )
         metrics = self._metrics("diverged", diverged_at_step=step)
         self._hparams(metrics)
         write_metrics(self.run_dir, metrics)
@@ -915,8 +989,14 @@ class _Run:
 
 def custom_layout() -> dict:
     """TensorBoard's Custom Scalars tab: each per-layer statistic of a run in one chart (monitor.LAYER_STATS)."""
-    return {"layers": layer_charts(), "training": {"loss": ["Multiline", ["^loss/"]], "accuracy": ["Multiline", ["^acc/"]],
-                                           "gradient norm before / after clipping": ["Multiline", ["^grad_clip/norm_"]]}}
+    return {
+        "layers": layer_charts(),
+        "training": {
+            "loss": ["Multiline", ["^loss/"]],
+            "accuracy": ["Multiline", ["^acc/"]],
+            "gradient norm before / after clipping": ["Multiline", ["^grad_clip/norm_"]],
+        },
+    }
 
 
 def write_hparams(writer, hparams: Dict[str, Any], results: Dict[str, float], step: int) -> None:

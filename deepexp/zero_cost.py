@@ -12,6 +12,7 @@ Every tensor a proxy makes lives on the device of its inputs (the model and the 
 share one), and each proxy returns a 0-dim tensor there: on a GPU nothing is copied between devices
 and nothing waits for the GPU until `score_all` reads the four scores at the end.
 """
+
 from __future__ import annotations
 
 import copy

@@ -11,6 +11,7 @@ batch in channels_last, alternating the two with `torch.utils.benchmark`.
 
 The trainer ignores `channels_last=true` on the CPU (with a warning) unless this shows a gain.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=2.0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU; batch {args.batch_size} of 3x32x32, "
-          f"{args.rounds} alternating rounds, median of each")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, CPU; batch {args.batch_size} of 3x32x32, "
+        f"{args.rounds} alternating rounds, median of each"
+    )
     for name in args.models:
         x = torch.randn(args.batch_size, 3, 32, 32)
         y = torch.randint(0, 10, (args.batch_size,))
@@ -44,12 +47,16 @@ def main() -> None:
             torch.manual_seed(0)
             model = create_model(name, in_channels=3, image_shape=(32, 32), num_classes=10, act="relu")
             init_weights(model, "auto", "relu")
-            models[label] = (model.to(memory_format=fmt), x.contiguous(memory_format=fmt),
-                             torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True))
+            models[label] = (
+                model.to(memory_format=fmt),
+                x.contiguous(memory_format=fmt),
+                torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True),
+            )
         train_ms = {label: [] for label in FORMATS}
         eval_ms = {label: [] for label in FORMATS}
         for _ in range(args.rounds):
             for label, (model, xb, opt) in models.items():
+
                 def step(model=model, xb=xb, opt=opt):
                     loss = F.cross_entropy(model(xb), y)
                     opt.zero_grad(set_to_none=True)
@@ -69,8 +76,10 @@ def main() -> None:
         base, last = list(FORMATS)
         for what, table in (("train step", train_ms), ("eval batch", eval_ms)):
             a, b = statistics.median(table[base]), statistics.median(table[last])
-            print(f"{name} {what}: {base} {a:.1f} ms, {last} {b:.1f} ms; channels_last speed-up {a / b:.2f}x "
-                  f"(rounds {', '.join(f'{p / q:.2f}' for p, q in zip(table[base], table[last]))})")
+            print(
+                f"{name} {what}: {base} {a:.1f} ms, {last} {b:.1f} ms; channels_last speed-up {a / b:.2f}x "
+                f"(rounds {', '.join(f'{p / q:.2f}' for p, q in zip(table[base], table[last]))})"
+            )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ First it times the batch gather and the normalisation against the kernels they r
 
 Target (issue #8): under 10% of a step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,12 +39,20 @@ def gather_and_normalize(batch_size: int, threads: int, min_run_time: float) -> 
         idx = torch.randperm(shape[0], generator=torch.Generator().manual_seed(0))[:batch_size]
         mean, std = torch.full((shape[1],), 0.45), torch.full((shape[1],), 0.25)
         xb = take(x, idx)
-        t = {label: time_call(fn, batch_size, threads, min_run_time).median_ms * 1e3 for label, fn in (
-            ("x[idx]", lambda: x[idx]), ("take", lambda: take(x, idx)),
-            ("addcmul", lambda: addcmul_normalize(xb, mean, std)), ("normalize", lambda: normalize(xb, mean, std)))}
-        print(f"uint8 batch {(batch_size, *shape[1:])}: gather x[idx] {t['x[idx]']:.1f} us, take (index_select) {t['take']:.1f} us "
-              f"({t['x[idx]'] / t['take']:.1f}x); normalise with a broadcast addcmul {t['addcmul']:.1f} us, normalize "
-              f"{t['normalize']:.1f} us ({t['addcmul'] / t['normalize']:.1f}x)")
+        t = {
+            label: time_call(fn, batch_size, threads, min_run_time).median_ms * 1e3
+            for label, fn in (
+                ("x[idx]", lambda: x[idx]),
+                ("take", lambda: take(x, idx)),
+                ("addcmul", lambda: addcmul_normalize(xb, mean, std)),
+                ("normalize", lambda: normalize(xb, mean, std)),
+            )
+        }
+        print(
+            f"uint8 batch {(batch_size, *shape[1:])}: gather x[idx] {t['x[idx]']:.1f} us, take (index_select) {t['take']:.1f} us "
+            f"({t['x[idx]'] / t['take']:.1f}x); normalise with a broadcast addcmul {t['addcmul']:.1f} us, normalize "
+            f"{t['normalize']:.1f} us ({t['addcmul'] / t['normalize']:.1f}x)"
+        )
 
 
 def main() -> None:
@@ -58,9 +67,11 @@ def main() -> None:
     data = run_splits(compose_train(["dataset=cifar10"]))
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(data.y_train), generator=generator)
-    idx = order[:args.batch_size]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; CIFAR-10 {len(data.y_train)} training images "
-          f"(uint8 {tuple(data.x_train.shape)}), batch {args.batch_size}, augment={data.augment}")
+    idx = order[: args.batch_size]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; CIFAR-10 {len(data.y_train)} training images "
+        f"(uint8 {tuple(data.x_train.shape)}), batch {args.batch_size}, augment={data.augment}"
+    )
 
     def data_part():
         x = random_crop_flip(take(data.x_train, idx), generator)  # exactly the trainer's per-step data work
@@ -81,12 +92,16 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-        timings = {label: time_call(fn, args.batch_size, args.threads, args.min_run_time)
-                   for label, fn in (("data", data_part), ("step", step), ("data again", data_part))}
+        timings = {
+            label: time_call(fn, args.batch_size, args.threads, args.min_run_time)
+            for label, fn in (("data", data_part), ("step", step), ("data again", data_part))
+        }
         data_ms = (timings["data"].median_ms + timings["data again"].median_ms) / 2  # before and after the steps
         step_ms = timings["step"].median_ms
-        print(f"{name}: augmentation + normalisation {data_ms:.2f} ms (IQR {timings['data'].iqr_ms:.2f}), "
-              f"whole step {step_ms:.1f} ms (IQR {timings['step'].iqr_ms:.1f}): data path = {data_ms / step_ms:.1%} of a step")
+        print(
+            f"{name}: augmentation + normalisation {data_ms:.2f} ms (IQR {timings['data'].iqr_ms:.2f}), "
+            f"whole step {step_ms:.1f} ms (IQR {timings['step'].iqr_ms:.1f}): data path = {data_ms / step_ms:.1%} of a step"
+        )
 
 
 if __name__ == "__main__":

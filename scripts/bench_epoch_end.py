@@ -9,6 +9,7 @@ timer, and prints the median seconds per epoch of each beside the training loop'
     python scripts/bench_epoch_end.py                        # the MLP on MNIST, 5 epochs
     python scripts/bench_epoch_end.py model=cnn dataset=cifar10 epochs=3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,11 +90,12 @@ def main() -> None:
     timer = EpochEndTimer()
     with tempfile.TemporaryDirectory() as tmp:
         history = deepexp.train.train(cfg, Path(tmp), QuietReporter()).metrics["history"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {cfg.model.name} on {cfg.dataset.name}, "
-          f"{len(history)} epochs; median seconds per epoch (the first epoch, which imports matplotlib, left out)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {cfg.model.name} on {cfg.dataset.name}, "
+        f"{len(history)} epochs; median seconds per epoch (the first epoch, which imports matplotlib, left out)"
+    )
     rows = {"training loop": [h["seconds"] for h in history][1:]}
-    rows.update({part: [e.get(part, 0.0) for e in timer.epochs][1:]
-                 for part in [*PARTS, "the rest", "end of epoch in all"]})
+    rows.update({part: [e.get(part, 0.0) for e in timer.epochs][1:] for part in [*PARTS, "the rest", "end of epoch in all"]})
     for part, values in rows.items():
         print(f"  {part:<32} {statistics.median(values):.3f} s")
 

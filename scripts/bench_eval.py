@@ -14,6 +14,7 @@
     python scripts/bench_eval.py
     python scripts/bench_eval.py --candidates 20 --skip-efficient --skip-exports
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,11 @@ from deepexp.models.nas_space import spec_key
 
 def efficient_measure_only(folder: Path) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "deepexp", "efficient", "train_models=false", hydra_override("hydra.run.dir", str(folder))],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "deepexp", "efficient", "train_models=false", hydra_override("hydra.run.dir", str(folder))],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         sys.exit(f"deepexp efficient failed: {done.stderr.strip()[-500:]}")
     return time.perf_counter() - start
@@ -57,9 +61,11 @@ def zero_cost_ranking(folder: Path, n: int) -> None:
     total = time.perf_counter() - start
     ranked = sorted(zip(specs, scores), key=lambda pair: -pair[1]["synflow"])
     macs = [s["macs"] / 1e6 for s in scores]
-    print(f"zero-cost ranking of {n} candidates (MACs {min(macs):.1f}M-{max(macs):.1f}M, median {statistics.median(macs):.1f}M): "
-          f"{total:.1f} s, per candidate {statistics.median(seconds):.2f} s (min {min(seconds):.2f}, max {max(seconds):.2f}); "
-          f"best by synflow {spec_key(ranked[0][0])}")
+    print(
+        f"zero-cost ranking of {n} candidates (MACs {min(macs):.1f}M-{max(macs):.1f}M, median {statistics.median(macs):.1f}M): "
+        f"{total:.1f} s, per candidate {statistics.median(seconds):.2f} s (min {min(seconds):.2f}, max {max(seconds):.2f}); "
+        f"best by synflow {spec_key(ranked[0][0])}"
+    )
 
 
 def trained_looking(name: str, seed: int) -> Deployable:
@@ -90,8 +96,7 @@ def seed_exports(folder: Path, seeds: int = 3) -> None:
             totals[way] += seconds
             print(f"  {name}, {way}: {seconds:.1f} s")
     base, ours = totals["a trace per seed"], totals["a trace per model"]
-    print(f"ONNX export of {seeds} seeds x {len(models)} models: a trace per seed {base:.1f} s, "
-          f"a trace per model {ours:.1f} s, {base / ours:.2f}x")
+    print(f"ONNX export of {seeds} seeds x {len(models)} models: a trace per seed {base:.1f} s, a trace per model {ours:.1f} s, {base / ours:.2f}x")
 
 
 def main() -> None:

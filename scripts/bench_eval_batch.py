@@ -11,6 +11,7 @@ default `eval_batch_size` (configs/train.yaml).
     python scripts/bench_eval_batch.py
     python scripts/bench_eval_batch.py --models resnet20 mobilenet_v2 --batch-sizes 1024 256 128 64 32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,7 @@ def time_evaluate(name: str, batch_sizes: list[int], rounds: int) -> dict[int, f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=["mlp", "cnn", "resnet20", "dws_cnn", "mobilenet_v2", "baseline_cnn"],
-                        choices=list_models())
+    parser.add_argument("--models", nargs="*", default=["mlp", "cnn", "resnet20", "dws_cnn", "mobilenet_v2", "baseline_cnn"], choices=list_models())
     parser.add_argument("--batch-sizes", type=int, nargs="*", default=[1024, 512, 256, 128, 64])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -54,8 +54,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     default = compose_train([]).eval_batch_size
     sizes = sorted(set(args.batch_sizes) | {default}, reverse=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; seconds to evaluate the test set "
-          f"(median of {args.rounds} rounds); ratio = time at the default {default} / time at that size")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; seconds to evaluate the test set "
+        f"(median of {args.rounds} rounds); ratio = time at the default {default} / time at that size"
+    )
     for name in args.models:
         med = time_evaluate(name, sizes, args.rounds)
         cells = "  ".join(f"{b}: {med[b]:.3f} s ({med[default] / med[b]:.2f})" for b in sizes)

@@ -16,6 +16,7 @@ reported as warm-up.
                                                            # a dry run of the mechanics: on the CPU amp, tf32 and
                                                            # compile fall back (with a warning) to plain
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, option) < 1:
             refuse(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     if args.device == "cuda" and not torch.cuda.is_available():
-        refuse("no CUDA GPU is visible (torch.cuda.is_available() is False); run it on a GPU machine, "
-               "or pass --device cpu for a dry run")
+        refuse("no CUDA GPU is visible (torch.cuda.is_available() is False); run it on a GPU machine, or pass --device cpu for a dry run")
     try:
         measure(args)
     except DeepexpError as exc:  # a configuration the trainer refuses (too few images for a batch, ...): its one line
@@ -80,31 +80,44 @@ def measure(args: argparse.Namespace) -> None:
     """Every configuration of every model, `args.rounds` times; prints the table."""
     if args.device == "cuda":
         props = torch.cuda.get_device_properties(0)
-        where = (f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
-                 f"cuDNN {torch.backends.cudnn.version()}, native bf16 {torch.cuda.is_bf16_supported(including_emulation=False)}")
+        where = (
+            f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}, "
+            f"cuDNN {torch.backends.cudnn.version()}, native bf16 {torch.cuda.is_bf16_supported(including_emulation=False)}"
+        )
     else:
         where = f"CPU, {torch.get_num_threads()} threads (dry run: amp, compile and tf32 fall back to plain float32 here)"
     print(f"torch {torch.__version__}, {where}")
-    print(f"batch {args.batch_size}, {args.train_size:,} synthetic 3x32x32 images (90% trained on per epoch), "
-          f"{args.epochs} epochs per run (images/s: median of epochs 2-{args.epochs}), {args.rounds} rounds, monitoring off")
-    data = ["dataset=synthetic", "dataset.channels=3", "dataset.image_shape=[32,32]", f"dataset.train_size={args.train_size}",
-            "dataset.test_size=16", "eval_test=false", "monitor.enabled=false"]
+    print(
+        f"batch {args.batch_size}, {args.train_size:,} synthetic 3x32x32 images (90% trained on per epoch), "
+        f"{args.epochs} epochs per run (images/s: median of epochs 2-{args.epochs}), {args.rounds} rounds, monitoring off"
+    )
+    data = [
+        "dataset=synthetic",
+        "dataset.channels=3",
+        "dataset.image_shape=[32,32]",
+        f"dataset.train_size={args.train_size}",
+        "dataset.test_size=16",
+        "eval_test=false",
+        "monitor.enabled=false",
+    ]
     for name in args.models:
         base = [f"model={name}", f"device={args.device}", f"batch_size={args.batch_size}", *data]
         rates: dict[str, list[float]] = {c: [] for c in CONFIGS}
         warmup: dict[str, float] = {}
         order = list(CONFIGS)
         for r in range(args.rounds):
-            for config in order[r % len(order):] + order[:r % len(order)]:  # each round starts with another one
+            for config in order[r % len(order) :] + order[: r % len(order)]:  # each round starts with another one
                 rate, first = run(base + CONFIGS[config], args.epochs)
                 rates[config].append(rate)
                 warmup.setdefault(config, first)  # the first round's, before this process has cached anything for it
         print(f"\n{name}")
         for config, values in rates.items():
             ratios = [v / p for v, p in zip(values, rates[PLAIN])]
-            print(f"  {config:<30} {statistics.median(values):>9,.0f} images/s (rounds {min(values):,.0f}-{max(values):,.0f})  "
-                  f"{statistics.median(ratios):.2f}x plain (rounds {min(ratios):.2f}-{max(ratios):.2f})  "
-                  f"first epoch {warmup[config]:.1f} s")
+            print(
+                f"  {config:<30} {statistics.median(values):>9,.0f} images/s (rounds {min(values):,.0f}-{max(values):,.0f})  "
+                f"{statistics.median(ratios):.2f}x plain (rounds {min(ratios):.2f}-{max(ratios):.2f})  "
+                f"first epoch {warmup[config]:.1f} s"
+            )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ round. Page faults are exact counts; only the times drift with this VM.
     python scripts/bench_page_faults.py                 # mlp, cnn, resnet20; 3 rounds
     python scripts/bench_page_faults.py --models cnn --rounds 5 --kinds "trainer epoch"
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,11 @@ WARMUP_STEPS = 3
 
 def usage(before: resource.struct_rusage, steps: int) -> dict:
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return {"faults": (after.ru_minflt - before.ru_minflt) / steps, "sys_ms": (after.ru_stime - before.ru_stime) / steps * 1e3,
-            "max_rss_mb": after.ru_maxrss / 1024}
+    return {
+        "faults": (after.ru_minflt - before.ru_minflt) / steps,
+        "sys_ms": (after.ru_stime - before.ru_stime) / steps * 1e3,
+        "max_rss_mb": after.ru_maxrss / 1024,
+    }
 
 
 def trainer_epoch(model_name: str, threads: int) -> dict:
@@ -68,8 +72,10 @@ def trainer_epoch(model_name: str, threads: int) -> dict:
         return out
 
     deepexp.train._Run._train_epoch = counted
-    history, _ = trainer_history([f"model={model_name}", f"dataset={case['dataset']}", f"batch_size={case['batch']}",
-                                  "monitor.enabled=false", f"device.threads={threads}"], epochs=2)
+    history, _ = trainer_history(
+        [f"model={model_name}", f"dataset={case['dataset']}", f"batch_size={case['batch']}", "monitor.enabled=false", f"device.threads={threads}"],
+        epochs=2,
+    )
     return {"step_ms": case["batch"] / history[-1]["images_per_s"] * 1e3, **loops[-1]}
 
 
@@ -86,8 +92,7 @@ def measure(kind: str, model_name: str, steps: int, threads: int, keep: bool) ->
     torch.manual_seed(0)
     model = create_model(model_name, in_channels=case["in_channels"], image_shape=case["image_shape"], num_classes=10, act="relu")
     model.to(memory_format=torch.channels_last)  # as the trainer does; an MLP is untouched
-    x = torch.randn(case["batch"], case["in_channels"], *case["image_shape"]).contiguous(
-        memory_format=torch.channels_last)
+    x = torch.randn(case["batch"], case["in_channels"], *case["image_shape"]).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (case["batch"],))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, fused=True)
 
@@ -122,8 +127,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="roughly how long each timed bare-step run takes")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU; a fresh process per measurement, "
-          f"{args.rounds} rounds alternating the two settings; medians over rounds (min-max)")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, CPU; a fresh process per measurement, "
+        f"{args.rounds} rounds alternating the two settings; medians over rounds (min-max)"
+    )
     for kind in args.kinds:
         for name in args.models:
             compare(kind, name, args)
@@ -144,9 +151,11 @@ def compare(kind: str, name: str, args: argparse.Namespace) -> None:
     for setting, rs in runs.items():
         cols = {k: [r[k] for r in rs] for k in ("step_ms", "faults", "sys_ms", "max_rss_mb")}
         med = {k: statistics.median(v) for k, v in cols.items()}
-        print(f"  {setting:<18} {med['step_ms']:7.1f} ms/step ({min(cols['step_ms']):.1f}-{max(cols['step_ms']):.1f})  "
-              f"{med['faults']:8,.0f} page faults/step  {med['sys_ms']:5.2f} ms system/step  "
-              f"peak RSS {med['max_rss_mb']:,.0f} MB  (setting took effect: {rs[0]['kept']})")
+        print(
+            f"  {setting:<18} {med['step_ms']:7.1f} ms/step ({min(cols['step_ms']):.1f}-{max(cols['step_ms']):.1f})  "
+            f"{med['faults']:8,.0f} page faults/step  {med['sys_ms']:5.2f} ms system/step  "
+            f"peak RSS {med['max_rss_mb']:,.0f} MB  (setting took effect: {rs[0]['kept']})"
+        )
     speedups = [d["step_ms"] / k["step_ms"] for d, k in zip(runs["glibc default"], runs["keep_freed_memory"])]
     print(f"  step speed-up within a round: {statistics.median(speedups):.2f}x ({min(speedups):.2f}-{max(speedups):.2f})")
 

@@ -21,6 +21,7 @@ inside the spread is met, missed, or not resolved by this many rounds.
 
 Target (issue #8): at least 60% of the matmul rate at batch 256.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,7 @@ def matmul_images_per_s(shapes: list[tuple[int, int]], batch: int, min_run_time:
 
     flops = sum(2 * batch * d_in * d_out * (3 if i else 2) for i, (d_in, d_out) in enumerate(shapes))
     # Timer runs its statement single-threaded unless told otherwise
-    m = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads()).blocked_autorange(
-        min_run_time=min_run_time)
+    m = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=min_run_time)
     return batch / m.median, flops / m.median / 1e9, m.iqr / m.median
 
 
@@ -76,11 +76,15 @@ def profile_loop(overrides: list[str], rows: int) -> None:
     ops = sorted(prof.key_averages(), key=lambda op: op.self_cpu_time_total, reverse=True)
     total = sum(op.self_cpu_time_total for op in ops)
     matmuls = sum(op.self_cpu_time_total for op in ops if op.key in ("aten::mm", "aten::addmm"))
-    print(f"  an epoch of the loop, profiled: {total / loop.steps / 1e3:.2f} ms of self CPU time per step, "
-          f"{matmuls / total:.0%} of it in matmuls (aten::mm, aten::addmm)")
+    print(
+        f"  an epoch of the loop, profiled: {total / loop.steps / 1e3:.2f} ms of self CPU time per step, "
+        f"{matmuls / total:.0%} of it in matmuls (aten::mm, aten::addmm)"
+    )
     for op in ops[:rows]:
-        print(f"    {op.key[:44]:<44} {op.self_cpu_time_total / total:6.1%}  {op.count / loop.steps:5.1f} per step, "
-              f"{op.self_cpu_time_total / op.count:7.1f} us each")
+        print(
+            f"    {op.key[:44]:<44} {op.self_cpu_time_total / total:6.1%}  {op.count / loop.steps:5.1f} per step, "
+            f"{op.self_cpu_time_total / op.count:7.1f} us each"
+        )
 
 
 def main() -> None:
@@ -117,16 +121,19 @@ def main() -> None:
             after = matmul_images_per_s(shapes, batch, args.min_run_time)
             ceiling = statistics.fmean([before[0], after[0]])  # drift within the round hits both sides alike
             ceilings += [before[1], after[1]]
-            for name, epoch_rates in (("deepexp trainer", [h["images_per_s"] for h in history]),  # as metrics.json has it
-                                      ("hand-written PyTorch loop", [images / t for t in raw_times])):
+            for name, epoch_rates in (
+                ("deepexp trainer", [h["images_per_s"] for h in history]),  # as metrics.json has it
+                ("hand-written PyTorch loop", [images / t for t in raw_times]),
+            ):
                 rates[name].append(statistics.median(epoch_rates))
                 fractions[name].append(statistics.median(epoch_rates) / ceiling)
-        print(f"batch {batch}: matmuls alone {statistics.median(ceilings):.1f} GFLOP/s (rounds: min {min(ceilings):.1f}, "
-              f"max {max(ceilings):.1f})")
+        print(f"batch {batch}: matmuls alone {statistics.median(ceilings):.1f} GFLOP/s (rounds: min {min(ceilings):.1f}, max {max(ceilings):.1f})")
         for name, f in fractions.items():
             low, high = median_interval(f)
-            print(f"  {name:<26} {statistics.median(rates[name]):,.0f} images/s = {statistics.median(f):.2f} of the matmul rate "
-                  f"(95% interval of the median {low:.2f}-{high:.2f}; rounds: min {min(f):.2f}, max {max(f):.2f})")
+            print(
+                f"  {name:<26} {statistics.median(rates[name]):,.0f} images/s = {statistics.median(f):.2f} of the matmul rate "
+                f"(95% interval of the median {low:.2f}-{high:.2f}; rounds: min {min(f):.2f}, max {max(f):.2f})"
+            )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ the transfer to the host and the TensorBoard write). An epoch of this MLP has 3-
 
     python scripts/bench_step_parts.py              # 10 rounds, about 2 minutes on 2 cores
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,7 +77,7 @@ def main() -> None:
             log = "monitor" in parts and monitor.due(i, i == steps - 1)  # the trainer's calls, in its order
             if "monitor" in parts:
                 monitor.capture(log)
-            idx = order[i * bs:(i + 1) * bs]
+            idx = order[i * bs : (i + 1) * bs]
             yb = data.y_train[idx]
             logits = model(normalize(data.x_train[idx], data.mean, data.std))
             loss = F.cross_entropy(logits, yb)
@@ -105,12 +106,13 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, parts in VARIANTS.items():
             times[name].append(epoch(parts, *states[name]))
-    print(f"torch {torch.__version__}, {args.threads} threads, CPU; 12-layer MLP on MNIST, batch {cfg.batch_size}, "
-          f"{args.rounds} rounds")
+    print(f"torch {torch.__version__}, {args.threads} threads, CPU; 12-layer MLP on MNIST, batch {cfg.batch_size}, {args.rounds} rounds")
     for name in VARIANTS:
         ratios = [t / bare for t, bare in zip(times[name], times["bare loop"])]
-        print(f"  {name:<34} {statistics.median(times[name]):.3f} s per epoch, ratio {statistics.median(ratios):.3f} "
-              f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+        print(
+            f"  {name:<34} {statistics.median(times[name]):.3f} s per epoch, ratio {statistics.median(ratios):.3f} "
+            f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
     model, opt, _, _, monitor = states["+ monitoring every 50 steps"]
     logged_step_parts(model, opt, monitor, data, cfg.batch_size, args.logged_steps)
 
@@ -126,8 +128,10 @@ def logged_step_parts(model, opt, monitor, data, batch_size: int, pairs: int) ->
     """Median milliseconds of each part of the monitoring on a logged step (see the module docstring)."""
     x = normalize(data.x_train[:batch_size], data.mean, data.std)
     y = data.y_train[:batch_size]
-    parts = {name: [] for name in ("forward, unlogged", "forward, logged", "gradient norms + weight snapshot",
-                                   "update ratios", "to the host + TensorBoard")}
+    parts = {
+        name: []
+        for name in ("forward, unlogged", "forward, logged", "gradient norms + weight snapshot", "update ratios", "to the host + TensorBoard")
+    }
 
     def timed(name, fn):
         start = time.perf_counter()
@@ -151,8 +155,10 @@ def logged_step_parts(model, opt, monitor, data, batch_size: int, pairs: int) ->
             for values in parts.values():
                 values.clear()
     ms = {name: 1e3 * statistics.median(values) for name, values in parts.items()}
-    extra = {"hook statistics (logged forward - unlogged)": ms["forward, logged"] - ms["forward, unlogged"],
-             **{name: ms[name] for name in list(parts)[2:]}}
+    extra = {
+        "hook statistics (logged forward - unlogged)": ms["forward, logged"] - ms["forward, unlogged"],
+        **{name: ms[name] for name in list(parts)[2:]},
+    }
     print(f"a logged step, part by part (median of {pairs} steps; an unlogged forward pass takes {ms['forward, unlogged']:.2f} ms):")
     for name, value in extra.items():
         print(f"  {name:<44} {value:.2f} ms")

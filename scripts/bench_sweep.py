@@ -10,6 +10,7 @@ process start included); the ratio is the speed-up.
     python scripts/bench_sweep.py
     python scripts/bench_sweep.py --acts relu,tanh --seeds 0,1 --jobs 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,18 @@ GRID = ["model=mlp", "subset=3000", "epochs=3", "lr=0.01", "batch_size=128"]  # 
 
 
 def sweep(extra: list[str], acts: str, seeds: str, folder: Path) -> tuple[float, list[dict]]:
-    args = [sys.executable, "-m", "deepexp", "train", "-m", f"act={acts}", f"seed={seeds}", *GRID, *extra,
-            hydra_override("hydra.sweep.dir", str(folder))]
+    args = [
+        sys.executable,
+        "-m",
+        "deepexp",
+        "train",
+        "-m",
+        f"act={acts}",
+        f"seed={seeds}",
+        *GRID,
+        *extra,
+        hydra_override("hydra.sweep.dir", str(folder)),
+    ]
     start = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -48,8 +59,11 @@ def main() -> None:
     per_job = max(1, args.threads // args.jobs)
     modes = {
         f"sequential, {args.threads} threads per job": [f"device.threads={args.threads}"],
-        f"joblib, {args.jobs} jobs x {per_job} thread(s)": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}",
-                                                          f"device.threads={per_job}"],
+        f"joblib, {args.jobs} jobs x {per_job} thread(s)": [
+            "hydra/launcher=joblib",
+            f"hydra.launcher.n_jobs={args.jobs}",
+            f"device.threads={per_job}",
+        ],
     }
     n = len(args.acts.split(",")) * len(args.seeds.split(","))
     print(f"{n} runs ({args.acts} x seeds {args.seeds}); {' '.join(GRID)}; {os.cpu_count()} CPUs")
@@ -59,8 +73,7 @@ def main() -> None:
             walls[mode], metrics = sweep(extra, args.acts, args.seeds, Path(tmp) / str(i))
             train_s = sum(m["seconds"] for m in metrics)
             accs = sorted(round(m["test"]["acc"], 4) for m in metrics if m.get("test"))
-            print(f"{mode}: {walls[mode]:.1f} s wall for {len(metrics)} runs ({train_s:.1f} s of training loops); "
-                  f"test acc {accs[0]}-{accs[-1]}")
+            print(f"{mode}: {walls[mode]:.1f} s wall for {len(metrics)} runs ({train_s:.1f} s of training loops); test acc {accs[0]}-{accs[-1]}")
     (seq, seq_wall), (par, par_wall) = walls.items()
     print(f"speed-up of `{par}` over `{seq}`: {seq_wall / par_wall:.2f}x")
 

@@ -18,6 +18,7 @@ median of the rounds' ratios with their min-max.
 Targets (issue #3/#8): monitoring off within 5% of the raw loop; monitoring on at its
 default rate (every 50 steps) within 15%. Full histograms are reported separately.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,9 @@ class RawLoop:
         init_weights(self.model, cfg.init.name, cfg.act.name)
         self.layout = torch.channels_last if as_trainer and cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.layout)
-        self.opt = build_optimizer(self.model, cfg) if as_trainer else \
-            torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum)
+        self.opt = (
+            build_optimizer(self.model, cfg) if as_trainer else torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.optim.momentum)
+        )
         self.as_trainer, self.batch_size = as_trainer, cfg.batch_size
         self.steps = len(self.data.y_train) // self.batch_size
         self.images = self.steps * self.batch_size  # per epoch: the incomplete last batch is dropped
@@ -80,7 +82,7 @@ class RawLoop:
         order = torch.randperm(len(data.y_train), generator=g)
         start = time.perf_counter()
         for i in range(self.steps):
-            idx = order[i * bs:(i + 1) * bs]
+            idx = order[i * bs : (i + 1) * bs]
             if self.as_trainer:
                 x, y = take(data.x_train, idx), take(data.y_train, idx)
             else:
@@ -123,8 +125,7 @@ def median_interval(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:  # bootstrap needs two observations
         return values[0], values[0]
 
-    result = bootstrap((np.asarray(values),), np.median, confidence_level=0.95, method="percentile",
-                       random_state=np.random.default_rng(0))
+    result = bootstrap((np.asarray(values),), np.median, confidence_level=0.95, method="percentile", random_state=np.random.default_rng(0))
     return result.confidence_interval.low, result.confidence_interval.high
 
 
@@ -138,15 +139,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs per configuration per round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES),
-                        help="trainer configurations to time (quote each: they contain spaces)")
+    parser.add_argument(
+        "--modes", nargs="*", default=list(MODES), choices=list(MODES), help="trainer configurations to time (quote each: they contain spaces)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # The trainer sets this on its first run, process-wide; set it first so the baselines of every round,
     # the first included, run under the same malloc settings (its own gain: bench_page_faults.py).
     keep_freed_memory()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.rounds} rounds of {args.epochs} epochs "
-          "per configuration")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.rounds} rounds of {args.epochs} epochs per configuration")
     for case in args.cases:
         base = CASES[case] + [f"device.threads={args.threads}"]
         raw: list[float] = []
@@ -166,15 +167,19 @@ def main() -> None:
                 walls[mode].append(wall)
                 ratios[mode].append(statistics.median(epochs) / statistics.median(round_raw))
                 hand_ratios[mode].append(statistics.median(epochs) / statistics.median(round_hand))
-        print(f"\n{case}: raw PyTorch loop {summary(raw)} per epoch (fused SGD and channels_last, as the trainer); "
-              f"with PyTorch's defaults {summary(by_hand)}")
+        print(
+            f"\n{case}: raw PyTorch loop {summary(raw)} per epoch (fused SGD and channels_last, as the trainer); "
+            f"with PyTorch's defaults {summary(by_hand)}"
+        )
         for mode in args.modes:
             r, h = ratios[mode], hand_ratios[mode]
             low, high = median_interval(r)
-            print(f"  {mode:<32} {summary(times[mode])}  ratio {statistics.median(r):.3f} (rounds: min {min(r):.3f}, "
-                  f"max {max(r):.3f}; 95% interval of the median {low:.3f}-{high:.3f}); "
-                  f"against the loop with defaults {statistics.median(h):.3f}; "
-                  f"whole epoch incl. val/probe/checkpoint {statistics.median(walls[mode]):.3f}s")
+            print(
+                f"  {mode:<32} {summary(times[mode])}  ratio {statistics.median(r):.3f} (rounds: min {min(r):.3f}, "
+                f"max {max(r):.3f}; 95% interval of the median {low:.3f}-{high:.3f}); "
+                f"against the loop with defaults {statistics.median(h):.3f}; "
+                f"whole epoch incl. val/probe/checkpoint {statistics.median(walls[mode]):.3f}s"
+            )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ passed but the budget left some unrun (no proof for those), 2 for bad arguments 
 CUBLAS_WORKSPACE_CONFIG is set to :4096:8 before torch is imported, unless it is set already: the
 deterministic checks run in this one process, and cuBLAS takes its workspace size when it first runs.
 """
+
 from __future__ import annotations
 
 import os
@@ -92,14 +93,22 @@ class Scale:
 
 SCALES = {
     "cuda": Scale(batch=256, image=32, train=2880, bench_train=12_800, bench_epochs=3, mlp=(), budget=450, check_budget=1),
-    "cpu": Scale(batch=16, image=8, train=80, bench_train=80, bench_epochs=2, mlp=("model.depth=2", "model.width=32"),
-                 budget=3600, check_budget=8),
+    "cpu": Scale(batch=16, image=8, train=80, bench_train=80, bench_epochs=2, mlp=("model.depth=2", "model.width=32"), budget=3600, check_budget=8),
 }
 # Each check's own time budget on the GPU, seconds; together they fit the default --budget (450 s: with the
 # interpreter's start, under 8 minutes on one GPU). Compilation dominates the smoke checks (two compiled runs
 # each) and the benchmarks (two compiled configurations each). Estimates, not yet timed on a GPU.
-BUDGETS = {"environment": 10, "deterministic": 30, "kill_resume": 30, "fp16_resume": 20, "layout_resume": 25,
-           "diverge": 15, **{f"smoke_{m}": 70 for m in SMOKE_MODELS}, "bench_resnet18": 60, "bench_resnet20": 50}
+BUDGETS = {
+    "environment": 10,
+    "deterministic": 30,
+    "kill_resume": 30,
+    "fp16_resume": 20,
+    "layout_resume": 25,
+    "diverge": 15,
+    **{f"smoke_{m}": 70 for m in SMOKE_MODELS},
+    "bench_resnet18": 60,
+    "bench_resnet20": 50,
+}
 # Checks whose own budget is held back from the checks before them, so that an earlier check running long
 # cannot leave the images/s table unmeasured.
 RESERVED = tuple(f"bench_{m}" for m in BENCH_MODELS)
@@ -138,6 +147,7 @@ class Context:
 @contextmanager
 def time_limit(seconds: float) -> Iterator[None]:
     """Raise CheckTimeout in this (the main) thread once `seconds` have passed."""
+
     def expire(signum, frame):
         raise CheckTimeout(f"over its {seconds:.0f} s budget")
 
@@ -152,9 +162,17 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 def synthetic(ctx: Context, channels: int = 3, train: Optional[int] = None) -> List[str]:
     """Overrides for synthetic images on the check's device, at its scale."""
-    return ["dataset=synthetic", f"dataset.channels={channels}", f"dataset.image_shape=[{ctx.scale.image},{ctx.scale.image}]",
-            f"dataset.train_size={train or ctx.scale.train}", "dataset.test_size=64", f"device={ctx.device}",
-            f"batch_size={ctx.scale.batch}", "monitor.figure=false", "monitor.probe_size=64"]
+    return [
+        "dataset=synthetic",
+        f"dataset.channels={channels}",
+        f"dataset.image_shape=[{ctx.scale.image},{ctx.scale.image}]",
+        f"dataset.train_size={train or ctx.scale.train}",
+        "dataset.test_size=64",
+        f"device={ctx.device}",
+        f"batch_size={ctx.scale.batch}",
+        "monitor.figure=false",
+        "monitor.probe_size=64",
+    ]
 
 
 def mlp(ctx: Context) -> List[str]:
@@ -181,8 +199,12 @@ def killed_run(ctx: Context, name: str, overrides: List[str], step: int, timeout
     """Train in a subprocess that SIGKILLs itself as training step `step` (1-based, counted over the whole
     run) gathers its batch, with autocast as `amp` (a WORKER_AMP key) says; returns the subprocess's exit
     status (-9 when it was killed as planned)."""
-    out = subprocess.run([sys.executable, str(SCRIPT), "--kill-worker", str(step), str(ctx.run_dir(name)), amp, *overrides],
-                         capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--kill-worker", str(step), str(ctx.run_dir(name)), amp, *overrides],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if out.returncode != -signal.SIGKILL:
         tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"the run to be killed at step {step} exited {out.returncode}: {tail[0]}")
@@ -259,24 +281,37 @@ def fused_layouts_agree(run_dir: Path, overrides: List[str]) -> bool:
 
 def check_environment(ctx: Context) -> Outcome:
     accel = deepexp.train.accelerator(torch.device(ctx.device), amp=True, compile=True, tf32=True)
-    numbers = {"torch": str(torch.__version__), "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-               "python": platform.python_version(), "device": ctx.device,
-               "amp_dtype": str(accel.amp_dtype).removeprefix("torch.") if accel.amp_dtype else None,
-               "tf32_available": accel.tf32, "compile_applies": accel.compile,
-               "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
-               "pytorch_default_tf32": deepexp.train.tf32_flags()}
+    numbers = {
+        "torch": str(torch.__version__),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "python": platform.python_version(),
+        "device": ctx.device,
+        "amp_dtype": str(accel.amp_dtype).removeprefix("torch.") if accel.amp_dtype else None,
+        "tf32_available": accel.tf32,
+        "compile_applies": accel.compile,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "pytorch_default_tf32": deepexp.train.tf32_flags(),
+    }
     if ctx.device == "cpu":
-        return Outcome(accel.amp_dtype is None and not accel.tf32, "dry run on the CPU: amp, compile and tf32 do not apply",
-                       numbers)
+        return Outcome(accel.amp_dtype is None and not accel.tf32, "dry run on the CPU: amp, compile and tf32 do not apply", numbers)
     props = torch.cuda.get_device_properties(0)
     native = torch.cuda.is_bf16_supported(including_emulation=False)
-    numbers.update(gpu=props.name, memory_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}",
-                   devices=torch.cuda.device_count(), bf16_native=native,
-                   bf16_with_emulation=torch.cuda.is_bf16_supported(including_emulation=True))
-    consistent = (accel.amp_dtype == (torch.bfloat16 if native else torch.float16)
-                  and accel.tf32 == ((props.major, props.minor) >= (8, 0)))
-    return Outcome(consistent, f"{props.name} (compute capability {props.major}.{props.minor}); amp=true -> "
-                   f"{numbers['amp_dtype']}; tf32=true {'applies' if accel.tf32 else 'does not apply'}", numbers)
+    numbers.update(
+        gpu=props.name,
+        memory_gib=round(props.total_memory / 2**30, 1),
+        capability=f"{props.major}.{props.minor}",
+        devices=torch.cuda.device_count(),
+        bf16_native=native,
+        bf16_with_emulation=torch.cuda.is_bf16_supported(including_emulation=True),
+    )
+    consistent = accel.amp_dtype == (torch.bfloat16 if native else torch.float16) and accel.tf32 == ((props.major, props.minor) >= (8, 0))
+    return Outcome(
+        consistent,
+        f"{props.name} (compute capability {props.major}.{props.minor}); amp=true -> "
+        f"{numbers['amp_dtype']}; tf32=true {'applies' if accel.tf32 else 'does not apply'}",
+        numbers,
+    )
 
 
 def check_deterministic(ctx: Context) -> Outcome:
@@ -290,10 +325,12 @@ def check_deterministic(ctx: Context) -> Outcome:
     alerts = sorted({str(w.message).split(" does not")[0] for w in caught if NONDETERMINISTIC in str(w.message)})
     restored = not torch.are_deterministic_algorithms_enabled()
     same = digests[0] == digests[1]
-    return Outcome(same and not alerts and restored,
-                   f"weights {'identical' if same else 'DIFFER'}; ops without a deterministic kernel: "
-                   f"{', '.join(alerts) or 'none'}; flags restored after the run: {restored}",
-                   {"digests": digests, "nondeterministic_ops": alerts, "flags_restored": restored})
+    return Outcome(
+        same and not alerts and restored,
+        f"weights {'identical' if same else 'DIFFER'}; ops without a deterministic kernel: "
+        f"{', '.join(alerts) or 'none'}; flags restored after the run: {restored}",
+        {"digests": digests, "nondeterministic_ops": alerts, "flags_restored": restored},
+    )
 
 
 def check_kill_resume(ctx: Context, budget: float) -> Outcome:
@@ -305,12 +342,19 @@ def check_kill_resume(ctx: Context, budget: float) -> Outcome:
     same_weights = weights_digest(ctx.run_dir("uninterrupted")) == weights_digest(ctx.run_dir("killed"))
     same_numbers = recorded(full) == recorded(resumed) and full["test"] == resumed["test"]
     was_resumed = resumed["provenance"]["resumed_after_epoch"] == 1
-    return Outcome(same_weights and same_numbers and was_resumed,
-                   f"killed at step {step} (exit {status}), resumed after epoch 1: weights "
-                   f"{'identical' if same_weights else 'DIFFER'}, recorded numbers {'identical' if same_numbers else 'DIFFER'}",
-                   {"kill_step": step, "exit": status, "resumed_after_epoch": resumed["provenance"]["resumed_after_epoch"],
-                    "same_weights": same_weights, "same_numbers": same_numbers,
-                    "val_acc": [row["val_acc"] for row in resumed["history"]]})
+    return Outcome(
+        same_weights and same_numbers and was_resumed,
+        f"killed at step {step} (exit {status}), resumed after epoch 1: weights "
+        f"{'identical' if same_weights else 'DIFFER'}, recorded numbers {'identical' if same_numbers else 'DIFFER'}",
+        {
+            "kill_step": step,
+            "exit": status,
+            "resumed_after_epoch": resumed["provenance"]["resumed_after_epoch"],
+            "same_weights": same_weights,
+            "same_numbers": same_numbers,
+            "val_acc": [row["val_acc"] for row in resumed["history"]],
+        },
+    )
 
 
 @contextmanager
@@ -339,13 +383,14 @@ def check_fp16_resume(ctx: Context, budget: float) -> Outcome:
     with forced_amp(torch.float16):
         resumed = train_in_process(ctx, "fp16_resume", overrides)
     scaler = checkpoint(ctx.run_dir("fp16_resume"))["scaler"]
-    ok = (written["scaler"] == {} and resumed["status"] == "completed" and resumed["provenance"]["amp_dtype"] == "float16"
-          and bool(scaler))
-    return Outcome(ok, f"checkpoint written with amp_dtype {written['provenance'][-1].get('amp_dtype')} (GradScaler state "
-                   f"{'empty' if written['scaler'] == {} else 'not empty'}); resumed under float16: {resumed['status']}, "
-                   f"loss scale {scaler.get('scale')}",
-                   {"written_amp_dtype": written["provenance"][-1].get("amp_dtype"), "status": resumed["status"],
-                    "scale": scaler.get("scale")})
+    ok = written["scaler"] == {} and resumed["status"] == "completed" and resumed["provenance"]["amp_dtype"] == "float16" and bool(scaler)
+    return Outcome(
+        ok,
+        f"checkpoint written with amp_dtype {written['provenance'][-1].get('amp_dtype')} (GradScaler state "
+        f"{'empty' if written['scaler'] == {} else 'not empty'}); resumed under float16: {resumed['status']}, "
+        f"loss scale {scaler.get('scale')}",
+        {"written_amp_dtype": written["provenance"][-1].get("amp_dtype"), "status": resumed["status"], "scale": scaler.get("scale")},
+    )
 
 
 def check_layout_resume(ctx: Context, budget: float) -> Outcome:
@@ -354,29 +399,39 @@ def check_layout_resume(ctx: Context, budget: float) -> Outcome:
     killed_run(ctx, "layout_resume", [*overrides, "channels_last=false"], step, timeout=budget)
     resumed = train_in_process(ctx, "layout_resume", [*overrides, "channels_last=true"])
     agree = fused_layouts_agree(ctx.run_dir("layout_resume"), overrides)
-    return Outcome(resumed["status"] == "completed" and agree,
-                   f"fused Adam, NCHW checkpoint resumed in channels_last: {resumed['status']}, optimizer state in the "
-                   f"parameters' layout: {agree}", {"status": resumed["status"], "layouts_agree": agree})
+    return Outcome(
+        resumed["status"] == "completed" and agree,
+        f"fused Adam, NCHW checkpoint resumed in channels_last: {resumed['status']}, optimizer state in the parameters' layout: {agree}",
+        {"status": resumed["status"], "layouts_agree": agree},
+    )
 
 
 def check_diverge(ctx: Context, budget: float) -> Outcome:
     run_dir = ctx.run_dir("diverge")
-    out = subprocess.run([sys.executable, "-m", "deepexp", "train", *mlp(ctx), "epochs=2", "lr=1e6", f"hydra.run.dir={run_dir}"],
-                         cwd=ctx.work, capture_output=True, text=True, timeout=budget)
+    out = subprocess.run(
+        [sys.executable, "-m", "deepexp", "train", *mlp(ctx), "epochs=2", "lr=1e6", f"hydra.run.dir={run_dir}"],
+        cwd=ctx.work,
+        capture_output=True,
+        text=True,
+        timeout=budget,
+    )
     metrics = read_metrics(run_dir) or {}
     step = metrics.get("diverged_at_step")
     named = step is not None and f"at step {step}" in out.stderr
-    return Outcome(out.returncode == 3 and metrics.get("status") == "diverged" and isinstance(step, int) and named,
-                   f"exit {out.returncode}, status {metrics.get('status')}, first non-finite step {step}"
-                   f"{' (named on stderr)' if named else ''}",
-                   {"exit": out.returncode, "status": metrics.get("status"), "diverged_at_step": step})
+    return Outcome(
+        out.returncode == 3 and metrics.get("status") == "diverged" and isinstance(step, int) and named,
+        f"exit {out.returncode}, status {metrics.get('status')}, first non-finite step {step}{' (named on stderr)' if named else ''}",
+        {"exit": out.returncode, "status": metrics.get("status"), "diverged_at_step": step},
+    )
 
 
 def check_smoke(ctx: Context, model: str) -> Outcome:
     base = [*synthetic(ctx), f"model={model}", "epochs=1", "monitor.every_n_steps=2"]
-    runs = {"eager, sgd, fp32": ["optim=sgd", "amp=false", "compile=false"],
-            "eager, adam, amp": ["optim=adam", "lr=1e-3", "amp=true", "compile=false"],
-            "compiled, sgd, amp": ["optim=sgd", "amp=true", "compile=true"]}
+    runs = {
+        "eager, sgd, fp32": ["optim=sgd", "amp=false", "compile=false"],
+        "eager, adam, amp": ["optim=adam", "lr=1e-3", "amp=true", "compile=false"],
+        "compiled, sgd, amp": ["optim=sgd", "amp=true", "compile=true"],
+    }
     if not ctx.quick:
         runs["compiled, adam, fp32"] = ["optim=adam", "lr=1e-3", "amp=false", "compile=true"]
     found = {}
@@ -385,10 +440,16 @@ def check_smoke(ctx: Context, model: str) -> Outcome:
         start = time.perf_counter()
         metrics = train_in_process(ctx, name, [*base, *extra])
         row = metrics["history"][-1] if metrics["history"] else {}
-        found[label] = {"status": metrics["status"], "train_loss": row.get("train_loss"), "val_acc": row.get("val_acc"),
-                        "images_per_s": row.get("images_per_s"), "wall_s": round(time.perf_counter() - start, 1),
-                        "amp_dtype": metrics["provenance"]["amp_dtype"], "compiled": metrics["provenance"]["compiled"],
-                        "tags": tag_counts(ctx.run_dir(name))}
+        found[label] = {
+            "status": metrics["status"],
+            "train_loss": row.get("train_loss"),
+            "val_acc": row.get("val_acc"),
+            "images_per_s": row.get("images_per_s"),
+            "wall_s": round(time.perf_counter() - start, 1),
+            "amp_dtype": metrics["provenance"]["amp_dtype"],
+            "compiled": metrics["provenance"]["compiled"],
+            "tags": tag_counts(ctx.run_dir(name)),
+        }
     return smoke_outcome(ctx.device, found)
 
 
@@ -403,16 +464,19 @@ def smoke_outcome(device: str, found: Dict[str, dict]) -> Outcome:
     acts = eager_tags.get("act_mean", 0)
     walls = "; ".join(f"{label.replace(', ', '/')} {r['wall_s']:.0f} s" for label, r in found.items())
     if device == "cuda":
-        not_applied = [label for label, r in found.items()
-                       if (label.startswith("compiled") and not r["compiled"]) or ("amp" in label and not r["amp_dtype"])]
+        not_applied = [
+            label for label, r in found.items() if (label.startswith("compiled") and not r["compiled"]) or ("amp" in label and not r["amp_dtype"])
+        ]
         applied = not not_applied
-        how = ("compile and amp applied" if applied else f"compile or amp did NOT apply in {'; '.join(not_applied)}")
+        how = "compile and amp applied" if applied else f"compile or amp did NOT apply in {'; '.join(not_applied)}"
     else:
         applied, how = True, "dry run on the CPU: the mechanics only, compile and amp do not apply here"
-    return Outcome(finite and same_tags and acts > 0 and applied,
-                   f"{len(found)} runs {'finite' if finite else 'NOT ALL FINITE'}; per-layer tags with compile "
-                   f"{'= without' if same_tags else 'DIFFER from without'} ({acts} act_mean/ tags); {how}; wall clock: {walls}",
-                   found)
+    return Outcome(
+        finite and same_tags and acts > 0 and applied,
+        f"{len(found)} runs {'finite' if finite else 'NOT ALL FINITE'}; per-layer tags with compile "
+        f"{'= without' if same_tags else 'DIFFER from without'} ({acts} act_mean/ tags); {how}; wall clock: {walls}",
+        found,
+    )
 
 
 def check_bench(ctx: Context, model: str) -> Outcome:
@@ -426,8 +490,11 @@ def check_bench(ctx: Context, model: str) -> Outcome:
     for label, extra in configs.items():
         history, _ = trainer_history([*base, *extra], ctx.scale.bench_epochs)
         steady = history[1:] or history
-        found[label] = {"images_per_s": statistics.median(h["images_per_s"] for h in steady),
-                        "first_epoch_s": history[0]["seconds"], "epochs": len(history)}
+        found[label] = {
+            "images_per_s": statistics.median(h["images_per_s"] for h in steady),
+            "first_epoch_s": history[0]["seconds"],
+            "epochs": len(history),
+        }
     plain = found[PLAIN]["images_per_s"]
     for row in found.values():
         row["x_plain"] = round(row["images_per_s"] / plain, 2)
@@ -437,12 +504,14 @@ def check_bench(ctx: Context, model: str) -> Outcome:
 
 def plan(ctx: Context) -> List[tuple]:
     """(name, function taking the check's own time limit) in the order they run."""
-    checks = [("environment", lambda limit: check_environment(ctx)),
-              ("deterministic", lambda limit: check_deterministic(ctx)),
-              ("kill_resume", lambda limit: check_kill_resume(ctx, limit)),
-              ("fp16_resume", lambda limit: check_fp16_resume(ctx, limit)),
-              ("layout_resume", lambda limit: check_layout_resume(ctx, limit)),
-              ("diverge", lambda limit: check_diverge(ctx, limit))]
+    checks = [
+        ("environment", lambda limit: check_environment(ctx)),
+        ("deterministic", lambda limit: check_deterministic(ctx)),
+        ("kill_resume", lambda limit: check_kill_resume(ctx, limit)),
+        ("fp16_resume", lambda limit: check_fp16_resume(ctx, limit)),
+        ("layout_resume", lambda limit: check_layout_resume(ctx, limit)),
+        ("diverge", lambda limit: check_diverge(ctx, limit)),
+    ]
     checks += [(f"smoke_{m}", lambda limit, m=m: check_smoke(ctx, m)) for m in SMOKE_MODELS]
     checks += [(f"bench_{m}", lambda limit, m=m: check_bench(ctx, m)) for m in (BENCH_MODELS[1:] if ctx.quick else BENCH_MODELS)]
     return checks
@@ -463,8 +532,11 @@ def run_check(name: str, function: Callable[[float], Outcome], limit: float) -> 
     except subprocess.TimeoutExpired:
         entry.update(verdict="timeout", summary=f"a subprocess ran past the check's {limit:.0f} s budget", numbers={})
     except Exception as exc:  # one check's failure must not lose the others
-        entry.update(verdict="error", summary=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
-                     numbers={"traceback": traceback.format_exc().splitlines()[-12:]})
+        entry.update(
+            verdict="error",
+            summary=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}",
+            numbers={"traceback": traceback.format_exc().splitlines()[-12:]},
+        )
     entry["seconds"] = round(time.perf_counter() - start, 1)
     return entry
 
@@ -472,17 +544,21 @@ def run_check(name: str, function: Callable[[float], Outcome], limit: float) -> 
 def markdown(report: dict) -> str:
     env = next((c.get("numbers", {}) for c in report["checks"] if c["name"] == "environment"), {})
     where = env.get("gpu") or report["device"]
-    lines = [f"### scripts/gpu_check.py: {where}, torch {report['torch']}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')} "
-             f"({report['started'][:10]})", "", "| check | verdict | seconds | what it found |", "| --- | --- | ---: | --- |"]
-    lines += [f"| {c['name']} | {c['verdict']} | {c.get('seconds', '')} | {c.get('summary', '').replace('|', '/')} |"
-              for c in report["checks"]]
+    lines = [
+        f"### scripts/gpu_check.py: {where}, torch {report['torch']}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')} ({report['started'][:10]})",
+        "",
+        "| check | verdict | seconds | what it found |",
+        "| --- | --- | ---: | --- |",
+    ]
+    lines += [f"| {c['name']} | {c['verdict']} | {c.get('seconds', '')} | {c.get('summary', '').replace('|', '/')} |" for c in report["checks"]]
     bench = [c for c in report["checks"] if c["name"].startswith("bench_") and c["verdict"] in ("pass", "fail")]
     if bench:
         lines += ["", "| model | configuration | images/s | x plain | first epoch (s) |", "| --- | --- | ---: | ---: | ---: |"]
         for c in bench:
             for label, r in c["numbers"].items():
-                lines.append(f"| {c['name'].removeprefix('bench_')} | {label} | {r['images_per_s']:,.0f} | {r['x_plain']:.2f} | "
-                             f"{r['first_epoch_s']:.1f} |")
+                lines.append(
+                    f"| {c['name'].removeprefix('bench_')} | {label} | {r['images_per_s']:,.0f} | {r['x_plain']:.2f} | {r['first_epoch_s']:.1f} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -494,8 +570,7 @@ def refusal(args: argparse.Namespace) -> Optional[str]:
     if unknown:
         return f"--only: no check named {', '.join(map(repr, unknown))}; the checks are {', '.join(BUDGETS)}"
     if args.device == "cuda" and not torch.cuda.is_available():
-        return ("no CUDA GPU is visible (torch.cuda.is_available() is False); run it on a GPU machine, or pass --device cpu "
-                "for a dry run")
+        return "no CUDA GPU is visible (torch.cuda.is_available() is False); run it on a GPU machine, or pass --device cpu for a dry run"
     if args.out.exists() and not args.out.is_dir():
         return f"--out {args.out} is a file, not a folder"
     return None
@@ -523,9 +598,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USAGE
     scale = SCALES[args.device]
     deadline = time.perf_counter() + (args.budget or scale.budget)
-    report = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": args.device,
-              "torch": str(torch.__version__), "host": platform.node(), "quick": args.quick,
-              "argv": sys.argv[1:] if argv is None else argv, "checks": []}
+    report = {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": args.device,
+        "torch": str(torch.__version__),
+        "host": platform.node(),
+        "quick": args.quick,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "checks": [],
+    }
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / "gpu_check.json", report)
@@ -538,7 +619,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         for i, (name, function) in enumerate(checks):
             own = BUDGETS[name] * scale.check_budget
-            held_back = sum(BUDGETS[n] * scale.check_budget for n, _ in checks[i + 1:] if n in RESERVED)
+            held_back = sum(BUDGETS[n] * scale.check_budget for n, _ in checks[i + 1 :] if n in RESERVED)
             left = deadline - time.perf_counter() - held_back
             limit = min(own, left)
             if limit < min(own, 20):

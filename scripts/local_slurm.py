@@ -8,6 +8,7 @@ steps below are those of a by-hand single-node setup (munge, slurm.conf, slurmct
 daemons listen on their own ports, so /etc/slurm and a real cluster's daemons are left alone. `start`
 exits 1 with one line when SLURM cannot be started here (tests skip with that line as the reason).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,16 +29,33 @@ def config(folder: Path) -> str:
     # Addresses are given, not looked up: a CI container's hostname often resolves nowhere, and with
     # no network a DNS lookup only times out.
     host = socket.gethostname().split(".")[0]
-    return "\n".join([
-        "ClusterName=deepexp-local", f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={CTLD_PORT}", f"SlurmdPort={SLURMD_PORT}",
-        "AuthType=auth/munge", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-        "SchedulerType=sched/backfill", "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
-        "SlurmUser=root", "ReturnToService=2", "JobAcctGatherType=jobacct_gather/none", "MpiDefault=none",
-        f"StateSaveLocation={folder / 'ctld'}", f"SlurmdSpoolDir={folder / 'slurmd'}",
-        f"SlurmctldPidFile={folder / 'slurmctld.pid'}", f"SlurmdPidFile={folder / 'slurmd.pid'}",
-        f"SlurmctldLogFile={folder / 'slurmctld.log'}", f"SlurmdLogFile={folder / 'slurmd.log'}",
-        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory=2000 State=UNKNOWN",
-        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""])
+    return "\n".join(
+        [
+            "ClusterName=deepexp-local",
+            f"SlurmctldHost={host}(127.0.0.1)",
+            f"SlurmctldPort={CTLD_PORT}",
+            f"SlurmdPort={SLURMD_PORT}",
+            "AuthType=auth/munge",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SchedulerType=sched/backfill",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
+            "SlurmUser=root",
+            "ReturnToService=2",
+            "JobAcctGatherType=jobacct_gather/none",
+            "MpiDefault=none",
+            f"StateSaveLocation={folder / 'ctld'}",
+            f"SlurmdSpoolDir={folder / 'slurmd'}",
+            f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
+            f"SlurmdPidFile={folder / 'slurmd.pid'}",
+            f"SlurmctldLogFile={folder / 'slurmctld.log'}",
+            f"SlurmdLogFile={folder / 'slurmd.log'}",
+            f"NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory=2000 State=UNKNOWN",
+            "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
 
 
 def run(args: list[str], env: dict | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -103,8 +121,7 @@ def stop(folder: Path) -> None:
             pass
     for proc in Path("/proc").glob("[0-9]*"):  # a step daemon waits for slurmd forever once it is gone
         try:
-            if proc.joinpath("comm").read_text().strip() == "slurmstepd" and \
-                    Path(os.readlink(proc / "cwd")).is_relative_to(folder):
+            if proc.joinpath("comm").read_text().strip() == "slurmstepd" and Path(os.readlink(proc / "cwd")).is_relative_to(folder):
                 os.kill(int(proc.name), signal.SIGKILL)
         except (OSError, ValueError):
             pass

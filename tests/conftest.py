@@ -1,4 +1,5 @@
 """Shared fixtures: compose the real config (Hydra's compose API) and shrink it for tests."""
+
 from __future__ import annotations
 
 import csv
@@ -41,9 +42,13 @@ def cifar_available() -> bool:
     return dataset_in_roots("cifar10-subset.npz", "cifar-10-batches-py")
 
 
-needs_mnist = pytest.mark.skipif(not mnist_available(), reason="real MNIST not found (set DEEPEXP_DATA to a folder with MNIST/raw, e.g. ../shared/data)")
-needs_fashion_mnist = pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not found (data root or "
-                                         "apt-get install dataset-fashion-mnist); the studies' quick presets train on it")
+needs_mnist = pytest.mark.skipif(
+    not mnist_available(), reason="real MNIST not found (set DEEPEXP_DATA to a folder with MNIST/raw, e.g. ../shared/data)"
+)
+needs_fashion_mnist = pytest.mark.skipif(
+    not fashion_mnist_available(),
+    reason="Fashion-MNIST not found (data root or apt-get install dataset-fashion-mnist); the studies' quick presets train on it",
+)
 needs_cifar = pytest.mark.skipif(not cifar_available(), reason="CIFAR-10 (full or cifar10-subset.npz) not found in the data root")
 
 
@@ -66,5 +71,4 @@ def run_cli(args: List[str], cwd: Path, timeout: float = 300, **kwargs) -> subpr
     """`deepexp ARGS` in a subprocess, exactly as a user runs it."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "deepexp", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env, **kwargs)
+    return subprocess.run([sys.executable, "-m", "deepexp", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)

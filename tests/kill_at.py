@@ -11,6 +11,7 @@ POINT (the Nth time this process reaches it):
 
 The hooks wrap deepexp's own functions from the outside, so the code under test is the real one.
 """
+
 import os
 import signal
 import sys
@@ -37,6 +38,7 @@ def before(function, condition=lambda *a, **k: True):
         if condition(*a, **k):
             maybe_die()
         return function(*a, **k)
+
     return wrapped
 
 

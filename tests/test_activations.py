@@ -1,4 +1,5 @@
 """`deepexp activations` end to end on real MNIST: files, numbers, resumption."""
+
 import csv
 import json
 import re
@@ -11,8 +12,7 @@ import pytest
 
 from conftest import needs_mnist, run_cli
 
-ARGS = ["activations", "preset=quick", "acts=[sigmoid,relu,tanh]", "subset=1500", "epochs=2", "seeds=2",
-        "ablations=[init]", "n_workers=2"]
+ARGS = ["activations", "preset=quick", "acts=[sigmoid,relu,tanh]", "subset=1500", "epochs=2", "seeds=2", "ablations=[init]", "n_workers=2"]
 
 
 # The tests that read the one quick study below run on one xdist worker, so that it runs once.
@@ -114,11 +114,11 @@ def test_a_killed_study_skips_finished_runs_resumes_the_interrupted_one_and_rebu
     run, must continue the second from disk, and must write the summary and report from both.
     (activations, residual and efficient share this path: experiments/runner.py.)"""
     exp = tmp_path / "exp"
-    args = ["activations", "preset=quick", "acts=[relu,tanh]", "seeds=1", "epochs=2", "subset=600", "n_workers=1",
-            f"hydra.run.dir={exp}"]
+    args = ["activations", "preset=quick", "acts=[relu,tanh]", "seeds=1", "epochs=2", "subset=600", "n_workers=1", f"hydra.run.dir={exp}"]
     kill_at = Path(__file__).with_name("kill_at.py")
-    killed = subprocess.run([sys.executable, str(kill_at), "checkpoint_written", "3", *args], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, str(kill_at), "checkpoint_written", "3", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     runs = sorted(exp.glob("runs/*/*/metrics.json"))
     assert [json.loads(p.read_text())["status"] for p in runs] == ["completed", "running"]
@@ -136,8 +136,11 @@ def test_a_killed_study_skips_finished_runs_resumes_the_interrupted_one_and_rebu
 
 
 def test_bad_study_input_is_one_line(tmp_path):
-    for args, message in ((["acts=[relu,softplus]"], "acts='softplus' is not valid"), (["seeds=0"], "seeds must be at least 1"),
-                          (["preset=huge"], "unknown activations/preset 'huge'")):
+    for args, message in (
+        (["acts=[relu,softplus]"], "acts='softplus' is not valid"),
+        (["seeds=0"], "seeds must be at least 1"),
+        (["preset=huge"], "unknown activations/preset 'huge'"),
+    ):
         out = run_cli(["activations", *args, f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
@@ -146,8 +149,10 @@ def test_bad_study_input_is_one_line(tmp_path):
 @needs_mnist
 def test_a_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     exp = tmp_path / "exp"
-    out = run_cli(["activations", "preset=quick", "acts=[elu,tanh]", "seeds=1", "subset=600", "epochs=2", "lr=2.0", "n_workers=1",
-                   f"hydra.run.dir={exp}"], tmp_path)
+    out = run_cli(
+        ["activations", "preset=quick", "acts=[elu,tanh]", "seeds=1", "subset=600", "epochs=2", "lr=2.0", "n_workers=1", f"hydra.run.dir={exp}"],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     rows = {r["act"]: r for r in csv.DictReader(open(exp / "summary.csv"))}
     assert rows["elu"]["status"] == "diverged" and int(rows["elu"]["diverged_at_step"]) >= 1
@@ -161,10 +166,11 @@ def test_dataset_init_and_device_groups_reach_every_run(tmp_path):
     from deepexp.config import compose_config, validate
     from deepexp.experiments.activations import plan
 
-    study = validate(compose_config("activations", ["dataset=npz", "dataset.path=/x.npz", "init=default", "device=auto",
-                                                    "acts=[relu]", "seeds=1"]))
+    study = validate(compose_config("activations", ["dataset=npz", "dataset.path=/x.npz", "init=default", "device=auto", "acts=[relu]", "seeds=1"]))
     (spec,) = plan(study)
     assert {"dataset=npz", "dataset.path=/x.npz", "init=default", "device=auto", "act=relu", "seed=0"} <= set(spec.overrides)
-    out = run_cli(["activations", "dataset=npz", "dataset.path=/no/such.npz", "acts=[relu]", "seeds=1", "n_workers=1",
-                   f"hydra.run.dir={tmp_path / 'x'}"], tmp_path)
+    out = run_cli(
+        ["activations", "dataset=npz", "dataset.path=/no/such.npz", "acts=[relu]", "seeds=1", "n_workers=1", f"hydra.run.dir={tmp_path / 'x'}"],
+        tmp_path,
+    )
     assert out.returncode == 2 and "not found" in out.stderr, out.stderr

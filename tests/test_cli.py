@@ -1,4 +1,5 @@
 """The real `deepexp` command, as a user types it: help, sweeps, crash safety, bad input."""
+
 import csv
 import json
 import os
@@ -22,9 +23,14 @@ def test_help_lists_commands_and_config_groups(tmp_path):
     assert top.returncode == 0 and "train" in top.stdout
     sub = run_cli(["train", "--help"], tmp_path)
     assert sub.returncode == 0
-    for line in ("act: elu, gelu, leaky_relu, prelu, relu, selu, sigmoid, swish, tanh",
-                 "dataset: cifar10, fashion_mnist, mnist, npz, synthetic", "device: auto, cpu, cuda",
-                 "init: auto, default, kaiming, lecun, xavier", "optim: adam, adamw, sgd", "sched: cosine, none, step"):
+    for line in (
+        "act: elu, gelu, leaky_relu, prelu, relu, selu, sigmoid, swish, tanh",
+        "dataset: cifar10, fashion_mnist, mnist, npz, synthetic",
+        "device: auto, cpu, cuda",
+        "init: auto, default, kaiming, lecun, xavier",
+        "optim: adam, adamw, sgd",
+        "sched: cosine, none, step",
+    ):
         assert line in sub.stdout
     assert f"model: {', '.join(list_models())}" in sub.stdout
 
@@ -44,7 +50,10 @@ BAD_INPUT = [
     (["train", "-m", "act=relu,nope"], "unknown act 'nope'"),
     (["train", "device=cuda"], "no CUDA GPU is visible"),
     (["train", "dataset=npz", "dataset.path=/no/such/file.npz"], "not found"),
-    (["train", "data.root=EMPTY", "data.download=false"], "mnist: idx files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (plain or .gz) not found"),
+    (
+        ["train", "data.root=EMPTY", "data.download=false"],
+        "mnist: idx files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (plain or .gz) not found",
+    ),
     (["train", "dataset=npz", "dataset.path=BADNPZ"], "missing arrays"),
     (["nas", "strategies=[grid]"], "strategies='grid' is not valid"),
     # a repeated value in a study's list would count one configuration's runs twice
@@ -82,10 +91,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 NOTHING_ON_DISK = [  # refused before Hydra makes any folder: no outputs/, no data/, no run folder
     (["report", "path=nowhere"], "path=nowhere: no such folder"),
     (["report", "path=empty"], "path=empty: no run directories"),
-    (["train", "data.root=nodata", "data.download=false"], "mnist: idx files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (plain or .gz) not found in nodata/MNIST/raw"),
+    (
+        ["train", "data.root=nodata", "data.download=false"],
+        "mnist: idx files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (plain or .gz) not found in nodata/MNIST/raw",
+    ),
     (["train", "dataset=npz", "dataset.path=none.npz"], "npz: none.npz not found"),
-    (["residual", "overrides=['data.root=nodata','data.download=false']"],  # a study, whose runs' data root is an extra override
-     "cifar10: cifar-10-batches-py (or cifar10-subset.npz) not found in nodata"),
+    (
+        ["residual", "overrides=['data.root=nodata','data.download=false']"],  # a study, whose runs' data root is an extra override
+        "cifar10: cifar-10-batches-py (or cifar10-subset.npz) not found in nodata",
+    ),
 ]
 
 
@@ -103,8 +117,13 @@ def test_data_the_trainer_would_refuse_is_refused_before_any_folder_is_made(tmp_
     import numpy as np
 
     (tmp_path / "data").mkdir()
-    np.savez(tmp_path / "data" / "bad.npz", x_train=np.zeros((20, 8, 8), np.uint8), y_train=np.full(20, 2),
-             x_test=np.zeros((5, 8, 8), np.uint8), y_test=np.zeros(5, int))  # classes 0 and 1 have no training images
+    np.savez(
+        tmp_path / "data" / "bad.npz",
+        x_train=np.zeros((20, 8, 8), np.uint8),
+        y_train=np.full(20, 2),
+        x_test=np.zeros((5, 8, 8), np.uint8),
+        y_test=np.zeros(5, int),
+    )  # classes 0 and 1 have no training images
     out = run_cli(["train", "dataset=npz", "dataset.path=data/bad.npz", "model=mlp", "debug=fast"], tmp_path)
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("deepexp: npz: classes 0, 1 of 0..2 have no training images"), out.stderr
@@ -118,11 +137,28 @@ def finished_npz_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("finished")
     rng = np.random.default_rng(0)
-    np.savez(tmp / "tiny.npz", x_train=rng.integers(0, 255, (200, 8, 8), dtype=np.uint8), y_train=np.arange(200) % 4,
-             x_test=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8), y_test=np.arange(40) % 4)
+    np.savez(
+        tmp / "tiny.npz",
+        x_train=rng.integers(0, 255, (200, 8, 8), dtype=np.uint8),
+        y_train=np.arange(200) % 4,
+        x_test=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8),
+        y_test=np.arange(40) % 4,
+    )
     run = tmp / "a-folder-name-long-enough" / "that-the-whole-path-is-wider-than-80-columns" / "run-0001"
-    out = run_cli(["train", "dataset=npz", f"dataset.path={tmp / 'tiny.npz'}", "epochs=2", "batch_size=32", "model.depth=1",
-                   "model.width=8", "monitor.figure=false", f"hydra.run.dir={run}"], tmp)
+    out = run_cli(
+        [
+            "train",
+            "dataset=npz",
+            f"dataset.path={tmp / 'tiny.npz'}",
+            "epochs=2",
+            "batch_size=32",
+            "model.depth=1",
+            "model.width=8",
+            "monitor.figure=false",
+            f"hydra.run.dir={run}",
+        ],
+        tmp,
+    )
     assert out.returncode == 0, out.stderr
     return run, out
 
@@ -146,14 +182,30 @@ def test_a_run_records_only_the_keys_of_its_own_dataset_optimizer_and_schedule(f
     run, _ = finished_npz_run
     config = json.loads((run / "metrics.json").read_text())["config"]
     assert sorted(k for k in config if k.startswith("dataset")) == ["dataset", "dataset.augment", "dataset.num_classes", "dataset.path"]
-    assert sorted(k for k in config if k.startswith(("optim", "sched"))) == ["optim", "optim.momentum", "optim.nesterov",
-                                                                             "sched", "sched.warmup_epochs"]
+    assert sorted(k for k in config if k.startswith(("optim", "sched"))) == [
+        "optim",
+        "optim.momentum",
+        "optim.nesterov",
+        "sched",
+        "sched.warmup_epochs",
+    ]
     events = EventAccumulator(str(run))
     events.Reload()
     hparams = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     assert b"dataset.path" in hparams and b"optim.momentum" in hparams
-    assert not any(key in hparams for key in (b"dataset.train_size", b"dataset.test_size", b"dataset.image_shape", b"dataset.channels",
-                                              b"optim.betas", b"sched.step_size", b"sched.gamma", b"sched.min_lr_factor"))
+    assert not any(
+        key in hparams
+        for key in (
+            b"dataset.train_size",
+            b"dataset.test_size",
+            b"dataset.image_shape",
+            b"dataset.channels",
+            b"optim.betas",
+            b"sched.step_size",
+            b"sched.gamma",
+            b"sched.min_lr_factor",
+        )
+    )
 
 
 def test_a_lock_file_removed_by_its_leaving_holder_is_not_locked_twice(tmp_path, monkeypatch):
@@ -165,9 +217,16 @@ def test_a_lock_file_removed_by_its_leaving_holder_is_not_locked_twice(tmp_path,
     from deepexp import rundir
     from deepexp.errors import RunLockedError
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from deepexp.rundir import RunLock\n"
-                               f"with RunLock({str(tmp_path)!r}):\n    print('held', flush=True); sys.stdin.readline()"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; from deepexp.rundir import RunLock\nwith RunLock({str(tmp_path)!r}):\n    print('held', flush=True); sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline() == "held\n"
     real_flock, calls = fcntl.flock, []
 
@@ -181,8 +240,9 @@ def test_a_lock_file_removed_by_its_leaving_holder_is_not_locked_twice(tmp_path,
     with rundir.RunLock(tmp_path):
         monkeypatch.setattr(rundir.fcntl, "flock", real_flock)
         assert holder.returncode == 0 and len(calls) >= 2  # the removed file, then the new one
-        third = subprocess.run([sys.executable, "-c", f"from deepexp.rundir import RunLock\nwith RunLock({str(tmp_path)!r}): pass"],
-                               capture_output=True, text=True)
+        third = subprocess.run(
+            [sys.executable, "-c", f"from deepexp.rundir import RunLock\nwith RunLock({str(tmp_path)!r}): pass"], capture_output=True, text=True
+        )
         assert third.returncode != 0 and RunLockedError.__name__ in third.stderr  # one holder at a time
     assert not (tmp_path / ".lock").exists()
 
@@ -231,8 +291,20 @@ def test_multirun_gives_each_job_its_own_folder_and_report_summarises_it(tmp_pat
 @needs_mnist
 def test_joblib_launcher_runs_jobs_in_parallel_processes_with_their_own_threads(tmp_path):
     sweep = tmp_path / "sweep"
-    out = run_cli(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "device.threads=1", "act=relu,tanh",
-                   *FAST, "subset=300", f"hydra.sweep.dir={sweep}"], tmp_path)
+    out = run_cli(
+        [
+            "train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "device.threads=1",
+            "act=relu,tanh",
+            *FAST,
+            "subset=300",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     metrics = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert sorted(m["config"]["act"] for m in metrics) == ["relu", "tanh"]
@@ -265,15 +337,15 @@ KILL_CHAIN = [
 @pytest.mark.slow
 @needs_mnist
 def test_sigkill_at_every_point_then_rerun_gives_exactly_the_uninterrupted_result(tmp_path):
-    args = ["train", "epochs=3", "subset=4000", "model.depth=6", "monitor.every_n_steps=5", "monitor.figure=false",
-            "deterministic=true"]
+    args = ["train", "epochs=3", "subset=4000", "model.depth=6", "monitor.every_n_steps=5", "monitor.figure=false", "deterministic=true"]
     reference = tmp_path / "reference"
     assert run_cli([*args, f"hydra.run.dir={reference}"], tmp_path).returncode == 0
 
     run = tmp_path / "killed"
     for point, nth, leaves in KILL_CHAIN:
-        killed = subprocess.run([sys.executable, str(KILL_AT), point, str(nth), *args, f"hydra.run.dir={run}"], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=300)
+        killed = subprocess.run(
+            [sys.executable, str(KILL_AT), point, str(nth), *args, f"hydra.run.dir={run}"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
         assert killed.returncode == -signal.SIGKILL, f"{point} {nth} ({leaves}) was never reached: {killed.stderr}"
         if point == "checkpoint_rotated":
             assert (run / "checkpoints" / "prev.pt").exists() and not (run / "checkpoints" / "last.pt").exists()
@@ -358,8 +430,7 @@ def small_fs(tmp_path):
     """A 2 MB tmpfs of our own (root only), so that a full or read-only output folder is real."""
     mount_point = tmp_path / "fs"
     mount_point.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                                           capture_output=True).returncode != 0:
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True).returncode != 0:
         pytest.skip("mounting a small tmpfs needs root (and mount permission)")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
@@ -367,9 +438,11 @@ def small_fs(tmp_path):
 
 # Synthetic data and a report over a folder with a run: the commands pass the checks made before any folder
 # (data on disk, a report folder with runs) wherever the tests run, and meet the read-only folder.
-COMMANDS = [["train", "debug=fast", "dataset=synthetic"],
-            *([study, "preset=quick", "dataset=synthetic"] for study in ("activations", "residual", "efficient", "nas")),
-            ["report", "path=earlier"]]
+COMMANDS = [
+    ["train", "debug=fast", "dataset=synthetic"],
+    *([study, "preset=quick", "dataset=synthetic"] for study in ("activations", "residual", "efficient", "nas")),
+    ["report", "path=earlier"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
@@ -408,8 +481,20 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path):
 
 def test_resume_true_on_a_folder_without_a_run_is_refused_before_hydra_makes_it(tmp_path):
     run = tmp_path / "nonexist"
-    out = run_cli(["train", "dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8",
-                   "epochs=1", "resume=true", f"hydra.run.dir={run}"], tmp_path)
+    out = run_cli(
+        [
+            "train",
+            "dataset=synthetic",
+            "dataset.train_size=64",
+            "dataset.test_size=16",
+            "model.depth=1",
+            "model.width=8",
+            "epochs=1",
+            "resume=true",
+            f"hydra.run.dir={run}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 2, out.stderr
     assert out.stderr == f"deepexp: resume=true: {run} holds no run to continue; leave out resume=true to start a new run there\n"
     assert not run.exists()

@@ -1,4 +1,5 @@
 """Datasets: real files where they exist, batched augmentation, and one-line errors."""
+
 import numpy as np
 import pytest
 import torch
@@ -55,8 +56,13 @@ def test_random_crop_flip_is_a_padded_crop_with_optional_flip(h, w):
     padded = F.pad(x, (4, 4, 4, 4))
     seen = set()
     for i in range(len(x)):
-        matches = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
-                   if torch.equal(out[i], (padded[i].flip(-1) if f else padded[i])[:, dy:dy + h, dx:dx + w])]
+        matches = [
+            (dy, dx, f)
+            for dy in range(9)
+            for dx in range(9)
+            for f in (False, True)
+            if torch.equal(out[i], (padded[i].flip(-1) if f else padded[i])[:, dy : dy + h, dx : dx + w])
+        ]
         assert matches, f"image {i} is not a padded crop of its input"
         seen.add(matches[0])
     assert len(seen) > 20 and {f for _, _, f in seen} == {False, True}
@@ -99,9 +105,11 @@ class OfflineMNIST:
         import os
 
         os.makedirs(os.path.join(root, "MNIST", "raw"), exist_ok=True)
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n"
-                           "Tried https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n"
-                           "<urlopen error [Errno -3] Temporary failure in name resolution>\n")
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\n"
+            "Tried https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n"
+            "<urlopen error [Errno -3] Temporary failure in name resolution>\n"
+        )
 
 
 def test_a_failed_download_names_its_cause_suggests_no_download_and_leaves_no_empty_folders(tmp_path, monkeypatch):
@@ -112,8 +120,9 @@ def test_a_failed_download_names_its_cause_suggests_no_download_and_leaves_no_em
     with pytest.raises(DataError) as err:
         data.check_available(dataset("mnist"), DataConfig(root=str(root), download=True))
     message = str(err.value)
-    assert ("download failed (Error downloading train-images-idx3-ubyte.gz: "
-            "<urlopen error [Errno -3] Temporary failure in name resolution>)") in message
+    assert (
+        "download failed (Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -3] Temporary failure in name resolution>)"
+    ) in message
     assert message.endswith("or run once where the download can reach the network") and "allow the download" not in message
     assert list(tmp_path.iterdir()) == []  # new/, data/, MNIST/, raw/: every folder the attempt made is gone
     with pytest.raises(DataError) as err:  # with the download off, the fix is to allow it
@@ -128,8 +137,12 @@ def write_npz(path, **arrays):
 
 def good_arrays(n=20):
     rng = np.random.default_rng(0)
-    return dict(x_train=rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8), y_train=np.arange(n) % 4,
-                x_test=rng.integers(0, 255, (5, 8, 8, 3), dtype=np.uint8), y_test=np.arange(5) % 4)
+    return dict(
+        x_train=rng.integers(0, 255, (n, 8, 8, 3), dtype=np.uint8),
+        y_train=np.arange(n) % 4,
+        x_test=rng.integers(0, 255, (5, 8, 8, 3), dtype=np.uint8),
+        y_test=np.arange(5) % 4,
+    )
 
 
 def test_npz_reads_keras_layout(tmp_path):
@@ -137,14 +150,17 @@ def test_npz_reads_keras_layout(tmp_path):
     assert raw.x_train.shape == (20, 3, 8, 8) and raw.y_train.dtype == torch.int64
 
 
-@pytest.mark.parametrize("shape, channels_last, expected", [
-    ((6, 10), False, (1, 6, 10)),  # (N, H, W) grey
-    ((6, 10, 3), True, (3, 6, 10)),  # (N, H, W, C), the documented layout
-    ((6, 10, 4), True, (4, 6, 10)),  # RGBA keeps its 4 channels (it was read as 6 channels of 10 x 4)
-    ((6, 10, 1), True, (1, 6, 10)),
-    ((3, 6, 10), False, (3, 6, 10)),  # (N, C, H, W), where unambiguous
-    ((4, 6, 10), False, (4, 6, 10)),
-])
+@pytest.mark.parametrize(
+    "shape, channels_last, expected",
+    [
+        ((6, 10), False, (1, 6, 10)),  # (N, H, W) grey
+        ((6, 10, 3), True, (3, 6, 10)),  # (N, H, W, C), the documented layout
+        ((6, 10, 4), True, (4, 6, 10)),  # RGBA keeps its 4 channels (it was read as 6 channels of 10 x 4)
+        ((6, 10, 1), True, (1, 6, 10)),
+        ((3, 6, 10), False, (3, 6, 10)),  # (N, C, H, W), where unambiguous
+        ((4, 6, 10), False, (4, 6, 10)),
+    ],
+)
 def test_npz_images_keep_their_channels_and_shape(tmp_path, shape, channels_last, expected):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (5, *shape), dtype=np.uint8)
@@ -154,12 +170,15 @@ def test_npz_images_keep_their_channels_and_shape(tmp_path, shape, channels_last
     assert np.array_equal(raw.x_train.numpy(), nchw)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda a: a.pop("y_test"), "missing arrays"),
-    (lambda a: a.update(x_train=a["x_train"].astype(np.float32)), "must be uint8"),
-    (lambda a: a.update(y_train=a["y_train"][:-1]), "labels for x_train"),
-    (lambda a: a.update(x_test=a["x_test"][:, :4]), "differ in shape"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.pop("y_test"), "missing arrays"),
+        (lambda a: a.update(x_train=a["x_train"].astype(np.float32)), "must be uint8"),
+        (lambda a: a.update(y_train=a["y_train"][:-1]), "labels for x_train"),
+        (lambda a: a.update(x_test=a["x_test"][:, :4]), "differ in shape"),
+    ],
+)
 def test_npz_with_wrong_keys_or_shapes_is_rejected(tmp_path, change, message):
     arrays = good_arrays()
     change(arrays)
@@ -174,9 +193,11 @@ def test_corrupt_npz_is_rejected(tmp_path):
         read_npz(path)
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists()
-                    and not __import__("conftest").dataset_in_roots("FashionMNIST/raw"),
-                    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not __import__("pathlib").Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists()
+    and not __import__("conftest").dataset_in_roots("FashionMNIST/raw"),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
 def test_fashion_mnist_full_set_is_found():
     s = load_splits(dataset("fashion_mnist"), DataConfig(), seed=0, val_fraction=0.1, subset=None)
     assert s.sizes() == {"train": 54000, "val": 6000, "test": 10000} and s.num_classes == 10
@@ -206,8 +227,12 @@ def write_idx_folder(folder, names, compress, h=6, w=6):
     import gzip
 
     rng = np.random.default_rng(0)
-    arrays = {("train", "images"): rng.integers(0, 256, (30, h, w)), ("train", "labels"): np.arange(30) % 3,
-              ("t10k", "images"): rng.integers(0, 256, (9, h, w)), ("t10k", "labels"): np.arange(9) % 3}
+    arrays = {
+        ("train", "images"): rng.integers(0, 256, (30, h, w)),
+        ("train", "labels"): np.arange(30) % 3,
+        ("t10k", "images"): rng.integers(0, 256, (9, h, w)),
+        ("t10k", "labels"): np.arange(9) % 3,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     for key, array in arrays.items():
         data = idx_bytes(array)
@@ -248,8 +273,20 @@ def test_mnist_named_gz_but_uncompressed_trains_through_the_cli(tmp_path):
     from conftest import run_cli
 
     write_idx_folder(tmp_path / "data" / "MNIST" / "raw", IDX_LAYOUTS["plain data under .gz names"][0], compress=False)
-    out = run_cli(["train", f"data.root={tmp_path / 'data'}", "data.download=false", "model.depth=1", "model.width=8", "epochs=1",
-                   "batch_size=9", "monitor.figure=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    out = run_cli(
+        [
+            "train",
+            f"data.root={tmp_path / 'data'}",
+            "data.download=false",
+            "model.depth=1",
+            "model.width=8",
+            "epochs=1",
+            "batch_size=9",
+            "monitor.figure=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     metrics = __import__("json").loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["data"]["test"] == 9
@@ -261,14 +298,21 @@ def test_mnist_named_gz_but_uncompressed_trains_through_the_cli(tmp_path):
 def write_rect_npz(path, h=28, w=32):
     """A 3-class npz of h x w grey images (60 train, 12 test), as (N, H, W)."""
     rng = np.random.default_rng(0)
-    return write_npz(path, x_train=rng.integers(0, 256, (60, h, w), dtype=np.uint8), y_train=np.arange(60) % 3,
-                     x_test=rng.integers(0, 256, (12, h, w), dtype=np.uint8), y_test=np.arange(12) % 3)
+    return write_npz(
+        path,
+        x_train=rng.integers(0, 256, (60, h, w), dtype=np.uint8),
+        y_train=np.arange(60) % 3,
+        x_test=rng.integers(0, 256, (12, h, w), dtype=np.uint8),
+        y_test=np.arange(12) % 3,
+    )
 
 
 def test_splits_carry_the_image_shape_of_non_square_data(tmp_path):
     s = load_splits(dataset("npz", path=str(write_rect_npz(tmp_path / "rect.npz"))), DataConfig(), 0, 0.1, None)
     assert s.image_shape == (28, 32) and s.input_shape == (1, 28, 32) and s.x_test.shape == (12, 1, 28, 32)
-    synthetic = load_splits(dataset("synthetic", channels=2, image_shape=[12, 20], num_classes=4, train_size=40, test_size=8), DataConfig(), 0, 0.1, None)
+    synthetic = load_splits(
+        dataset("synthetic", channels=2, image_shape=[12, 20], num_classes=4, train_size=40, test_size=8), DataConfig(), 0, 0.1, None
+    )
     assert synthetic.input_shape == (2, 12, 20)
 
 
@@ -278,8 +322,20 @@ def test_non_square_npz_trains_through_the_cli(tmp_path, model):
 
     path = write_rect_npz(tmp_path / "rect.npz")
     options = ["model.depth=1", "model.width=8"] if model == "mlp" else ["model.width=4"]
-    out = run_cli(["train", "dataset=npz", f"dataset.path={path}", f"model={model}", *options, "epochs=1", "batch_size=18",
-                   "monitor.figure=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    out = run_cli(
+        [
+            "train",
+            "dataset=npz",
+            f"dataset.path={path}",
+            f"model={model}",
+            *options,
+            "epochs=1",
+            "batch_size=18",
+            "monitor.figure=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     metrics = __import__("json").loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["data"]["image_shape"] == [28, 32] and metrics["data"]["test"] == 12
@@ -292,22 +348,30 @@ def npz_dataset(tmp_path, y_train, y_test, **kw):
     """An npz dataset of 4 x 4 grey images with these labels."""
     rng = np.random.default_rng(0)
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
-    path = write_npz(tmp_path / "labels.npz", x_train=rng.integers(0, 256, (len(y_train), 4, 4), dtype=np.uint8), y_train=y_train,
-                     x_test=rng.integers(0, 256, (len(y_test), 4, 4), dtype=np.uint8), y_test=y_test)
+    path = write_npz(
+        tmp_path / "labels.npz",
+        x_train=rng.integers(0, 256, (len(y_train), 4, 4), dtype=np.uint8),
+        y_train=y_train,
+        x_test=rng.integers(0, 256, (len(y_test), 4, 4), dtype=np.uint8),
+        y_test=y_test,
+    )
     return dataset("npz", path=str(path), **kw)
 
 
-@pytest.mark.parametrize("y_train, y_test, num_classes, message", [
-    ([200] * 20, [0] * 5, None, "classes 0, 1, 2, 3, 4, 5 and 194 more of 0..200 have no training images (K=201, K inferred"),
-    ([0, 1, 3] * 6, [0, 1, 3], None, "class 2 of 0..3 has no training images"),
-    ([0, 1, 2] * 6, [0, 1, 2, 3], None, "test label 3 is a class no training image has (K=3"),
-    ([0, 1, 2, 3] * 5, [0, 1], 3, "training label 3 is outside 0..K-1 (K=3, dataset.num_classes=3)"),
-    ([0, 1] * 10, [0, 1, 2], 2, "test label 2 is outside 0..K-1 (K=2, dataset.num_classes=2)"),
-    ([0, 1, 2, 3] * 5, [0, 1], 6, "classes 4, 5 of 0..5 have no training images (K=6, dataset.num_classes=6)"),
-    ([-1, 0, 1] * 6, [0, 1], None, "training label -1 is negative"),
-    ([0, 1] * 10, [0, -2], None, "test label -2 is negative"),
-    ([0] * 20, [0] * 5, None, "a classifier needs at least 2 classes"),
-])
+@pytest.mark.parametrize(
+    "y_train, y_test, num_classes, message",
+    [
+        ([200] * 20, [0] * 5, None, "classes 0, 1, 2, 3, 4, 5 and 194 more of 0..200 have no training images (K=201, K inferred"),
+        ([0, 1, 3] * 6, [0, 1, 3], None, "class 2 of 0..3 has no training images"),
+        ([0, 1, 2] * 6, [0, 1, 2, 3], None, "test label 3 is a class no training image has (K=3"),
+        ([0, 1, 2, 3] * 5, [0, 1], 3, "training label 3 is outside 0..K-1 (K=3, dataset.num_classes=3)"),
+        ([0, 1] * 10, [0, 1, 2], 2, "test label 2 is outside 0..K-1 (K=2, dataset.num_classes=2)"),
+        ([0, 1, 2, 3] * 5, [0, 1], 6, "classes 4, 5 of 0..5 have no training images (K=6, dataset.num_classes=6)"),
+        ([-1, 0, 1] * 6, [0, 1], None, "training label -1 is negative"),
+        ([0, 1] * 10, [0, -2], None, "test label -2 is negative"),
+        ([0] * 20, [0] * 5, None, "a classifier needs at least 2 classes"),
+    ],
+)
 def test_labels_that_are_not_the_classes_0_to_k_minus_1_are_refused(tmp_path, y_train, y_test, num_classes, message):
     with pytest.raises(DataError) as err:
         load_splits(npz_dataset(tmp_path, y_train, y_test, num_classes=num_classes), DataConfig(), 0, 0.1, None)
@@ -330,7 +394,8 @@ def test_badly_imbalanced_classes_warn_with_their_counts(tmp_path):
     counts = torch.bincount(s.y_train).tolist()
     assert len(s.warnings) == 1 and s.warnings[0] == (
         f"npz: classes are imbalanced in the training split: class 0 has {counts[0]} images, class 1 {counts[1]} "
-        f"({counts[0] / counts[1]:.0f}:1); accuracy mostly reflects the large classes")
+        f"({counts[0] / counts[1]:.0f}:1); accuracy mostly reflects the large classes"
+    )
     mild = load_splits(npz_dataset(tmp_path, [0] * 80 + [1] * 20, [0, 1]), DataConfig(), 0, 0.1, None)
     assert mild.warnings == ()  # 4:1 is a skew, not a problem worth a line
 
@@ -344,7 +409,8 @@ def test_labels_outside_their_classes_stop_the_cli_before_training(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "deepexp: npz: classes 0, 1, 2, 3, 4, 5 and 194 more of 0..200 have no training images (K=201, K inferred from the "
-        "largest training label); labels must be the classes 0..K-1, each with training images"]
+        "largest training label); labels must be the classes 0..K-1, each with training images"
+    ]
     assert not (run / "metrics.json").exists() and not (run / "checkpoints").exists()
 
 
@@ -353,8 +419,21 @@ def test_a_subset_missing_a_class_trains_with_the_datasets_k_and_says_so(tmp_pat
 
     data = npz_dataset(tmp_path, [0, 1] * 10 + [2] * 10, [0, 1, 2])
     run = tmp_path / "run"
-    out = run_cli(["train", "dataset=npz", f"dataset.path={data.path}", "subset=20", "model.depth=1", "model.width=8", "epochs=1",
-                   "batch_size=6", "monitor.figure=false", f"hydra.run.dir={run}"], tmp_path)
+    out = run_cli(
+        [
+            "train",
+            "dataset=npz",
+            f"dataset.path={data.path}",
+            "subset=20",
+            "model.depth=1",
+            "model.width=8",
+            "epochs=1",
+            "batch_size=6",
+            "monitor.figure=false",
+            f"hydra.run.dir={run}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert "warning: npz: the training split (18 images) has no images of class 2 of 3" in out.stderr
     metrics = __import__("json").loads((run / "metrics.json").read_text())
@@ -387,12 +466,15 @@ def idx_folder_with(tmp_path, **replace):
     return folder
 
 
-@pytest.mark.parametrize("replace, message", [
-    ({"train_labels": np.zeros((30, 2))}, "train-labels-idx1-ubyte has a header of shape (30, 2); idx labels are (N,)"),
-    ({"train_images": np.zeros((30, 1, 6, 6))}, "train-images-idx3-ubyte has a header of shape (30, 1, 6, 6); idx images are (N, H, W)"),
-    ({"t10k_images": np.zeros((9, 8, 8))}, "mnist: training images (1, 6, 6) and test images (1, 8, 8) (C, H, W) differ in shape"),
-    ({"t10k_labels": np.zeros(8)}, "mnist: 9 test images for 8 test labels"),
-])
+@pytest.mark.parametrize(
+    "replace, message",
+    [
+        ({"train_labels": np.zeros((30, 2))}, "train-labels-idx1-ubyte has a header of shape (30, 2); idx labels are (N,)"),
+        ({"train_images": np.zeros((30, 1, 6, 6))}, "train-images-idx3-ubyte has a header of shape (30, 1, 6, 6); idx images are (N, H, W)"),
+        ({"t10k_images": np.zeros((9, 8, 8))}, "mnist: training images (1, 6, 6) and test images (1, 8, 8) (C, H, W) differ in shape"),
+        ({"t10k_labels": np.zeros(8)}, "mnist: 9 test images for 8 test labels"),
+    ],
+)
 def test_idx_files_are_checked_at_load_time_as_npz_files_are(tmp_path, replace, message):
     folder = idx_folder_with(tmp_path, **replace)
     with pytest.raises(DataError) as err:
@@ -400,16 +482,22 @@ def test_idx_files_are_checked_at_load_time_as_npz_files_are(tmp_path, replace, 
     assert message in str(err.value) and str(folder) in str(err.value)
 
 
-@pytest.mark.parametrize("arrays, message", [
-    (dict(x_test=np.zeros((0, 4, 4), np.uint8), y_test=np.zeros(0, np.int64)), "npz: no test images (from "),
-    (dict(x_train=np.zeros((20, 0, 12), np.uint8), x_test=np.zeros((5, 0, 12), np.uint8)),
-     "npz: training images of shape (C, H, W) = (1, 0, 12) have no pixels (from "),
-    (dict(y_train=np.array([0, 1] * 9 + [2, 10 ** 12])),  # K from the largest label: refused without a K-sized count
-     "npz: classes 3, 4, 5, 6, 7, 8 and 999999999991 more of 0..1000000000000 have no training images"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        (dict(x_test=np.zeros((0, 4, 4), np.uint8), y_test=np.zeros(0, np.int64)), "npz: no test images (from "),
+        (
+            dict(x_train=np.zeros((20, 0, 12), np.uint8), x_test=np.zeros((5, 0, 12), np.uint8)),
+            "npz: training images of shape (C, H, W) = (1, 0, 12) have no pixels (from ",
+        ),
+        (
+            dict(y_train=np.array([0, 1] * 9 + [2, 10**12])),  # K from the largest label: refused without a K-sized count
+            "npz: classes 3, 4, 5, 6, 7, 8 and 999999999991 more of 0..1000000000000 have no training images",
+        ),
+    ],
+)
 def test_npz_arrays_that_would_record_numbers_never_measured_are_refused_at_load(tmp_path, arrays, message):
-    good = dict(x_train=np.zeros((20, 4, 4), np.uint8), y_train=np.arange(20) % 2, x_test=np.zeros((5, 4, 4), np.uint8),
-                y_test=np.arange(5) % 2)
+    good = dict(x_train=np.zeros((20, 4, 4), np.uint8), y_train=np.arange(20) % 2, x_test=np.zeros((5, 4, 4), np.uint8), y_test=np.arange(5) % 2)
     path = write_npz(tmp_path / "odd.npz", **{**good, **arrays})
     with pytest.raises(DataError) as err:
         load_splits(dataset("npz", path=str(path)), DataConfig(), 0, 0.1, None)
@@ -424,8 +512,13 @@ def test_data_that_cannot_be_trained_and_tested_stops_the_cli_before_training(tm
         idx_folder_with(tmp_path, t10k_images=np.zeros((9, 8, 8)))
         data = [f"data.root={tmp_path / 'data'}", "data.download=false"]
     else:
-        path = write_npz(tmp_path / "odd.npz", x_train=np.zeros((20, 4, 4), np.uint8), y_train=np.arange(20) % 2,
-                         x_test=np.zeros((0, 4, 4), np.uint8), y_test=np.zeros(0, np.int64))
+        path = write_npz(
+            tmp_path / "odd.npz",
+            x_train=np.zeros((20, 4, 4), np.uint8),
+            y_train=np.arange(20) % 2,
+            x_test=np.zeros((0, 4, 4), np.uint8),
+            y_test=np.zeros(0, np.int64),
+        )
         data = ["dataset=npz", f"dataset.path={path}"]
     run = tmp_path / "run"
     out = run_cli(["train", *data, "model.depth=1", "model.width=8", "epochs=1", f"hydra.run.dir={run}"], tmp_path)
@@ -435,8 +528,9 @@ def test_data_that_cannot_be_trained_and_tested_stops_the_cli_before_training(tm
     assert not (run / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("kept, missing", [("t10k", "train-images-idx3-ubyte, train-labels-idx1-ubyte"),
-                                           ("train", "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")])
+@pytest.mark.parametrize(
+    "kept, missing", [("t10k", "train-images-idx3-ubyte, train-labels-idx1-ubyte"), ("train", "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")]
+)
 def test_missing_idx_files_are_named_through_the_cli(tmp_path, kept, missing):
     from conftest import run_cli
 

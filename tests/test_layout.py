@@ -1,4 +1,5 @@
 """The package's shape: its modules import one another without a circle, counting imports inside functions."""
+
 from __future__ import annotations
 
 import ast
@@ -47,7 +48,7 @@ def find_cycle(graph: Dict[str, Set[str]]) -> Optional[List[str]]:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -88,9 +89,10 @@ def section(text: str, title: str) -> str:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.lstrip("#").strip() == title and line.startswith("#"))
     level = len(lines[start]) - len(lines[start].lstrip("#"))
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i].startswith("#") and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines))
-    return "\n".join(lines[start + 1:end])
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("#") and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines)
+    )
+    return "\n".join(lines[start + 1 : end])
 
 
 def test_docs_formats_documents_every_key_a_real_run_writes_into_metrics_json(tmp_path):
@@ -101,9 +103,22 @@ def test_docs_formats_documents_every_key_a_real_run_writes_into_metrics_json(tm
 
     from conftest import run_cli
 
-    out = run_cli(["train", "debug=fast", "dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1",
-                   "model.width=8", "monitor.figure=false", "grad_clip=1.0", "on_nan=skip_batch", f"hydra.run.dir={tmp_path / 'run'}"],
-                  tmp_path)
+    out = run_cli(
+        [
+            "train",
+            "debug=fast",
+            "dataset=synthetic",
+            "dataset.train_size=64",
+            "dataset.test_size=16",
+            "model.depth=1",
+            "model.width=8",
+            "monitor.figure=false",
+            "grad_clip=1.0",
+            "on_nan=skip_batch",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     docs = (PACKAGE.parent / "docs" / "formats.md").read_text()
@@ -122,10 +137,18 @@ def test_no_file_cites_a_document_the_repository_does_not_have():
     import re
 
     root = PACKAGE.parent
-    files = [p for folder in ("deepexp", "configs", "scripts", "tests") if (root / folder).is_dir()
-             for p in (root / folder).rglob("*") if p.suffix in (".py", ".yaml", ".md")]
-    cited = {(p.relative_to(root).as_posix(), name) for p in files for name in re.findall(r"\b((?:docs/)?[A-Z][A-Za-z_]*\.md|docs/\w+\.md)\b",
-                                                                                          p.read_text())}
+    files = [
+        p
+        for folder in ("deepexp", "configs", "scripts", "tests")
+        if (root / folder).is_dir()
+        for p in (root / folder).rglob("*")
+        if p.suffix in (".py", ".yaml", ".md")
+    ]
+    cited = {
+        (p.relative_to(root).as_posix(), name)
+        for p in files
+        for name in re.findall(r"\b((?:docs/)?[A-Z][A-Za-z_]*\.md|docs/\w+\.md)\b", p.read_text())
+    }
     assert [(where, name) for where, name in sorted(cited) if not (root / name).exists()] == []
 
 
@@ -139,7 +162,7 @@ def test_the_readme_layout_gives_every_module_of_the_package_its_own_line():
 
 
 def test_ruff_finds_nothing_in_the_package_tests_and_scripts():
-    """`ruff check .` with pyproject.toml's [tool.ruff] rules (pyflakes, pycodestyle errors) exits 0."""
+    """`ruff check .` with pyproject.toml's [tool.ruff] rules (pyflakes, pycodestyle errors) and `ruff format --check .` exit 0."""
     import shutil
     import subprocess
 
@@ -149,4 +172,7 @@ def test_ruff_finds_nothing_in_the_package_tests_and_scripts():
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[dev]')")
     out = subprocess.run([ruff, "check", "--no-cache", "."], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # and the formatter ([tool.ruff.format]) would change nothing: `ruff format` before committing
+    out = subprocess.run([ruff, "format", "--check", "--no-cache", "."], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

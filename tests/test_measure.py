@@ -1,5 +1,6 @@
 """Latency measurement and the host's load: enough timed blocks for a spread, the caller's model left as it was,
 and the load average read against the cores (the start-of-run warning, the provenance record)."""
+
 from __future__ import annotations
 
 import json
@@ -93,17 +94,31 @@ def test_threads_wait_for_cores_when_other_processes_or_the_affinity_leave_too_f
     assert not shared.oversubscribed(4) and shared.free_threads() == 4
     monkeypatch.setattr(host, "_warned_oversubscribed", False)
     assert oversubscription_warning(busy, threads=1) is None  # one thread: nothing to suggest
-    assert oversubscription_warning(busy, threads=2) == ("load average 3.30 on 2 cores (other processes: 3.3 threads): "
-                                                         "2 threads per step will wait for each other; device.threads=1 is likely faster")
+    assert oversubscription_warning(busy, threads=2) == (
+        "load average 3.30 on 2 cores (other processes: 3.3 threads): 2 threads per step will wait for each other; device.threads=1 is likely faster"
+    )
     assert oversubscription_warning(busy, threads=2) is None  # once per process
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity (Linux)")
 def test_a_run_with_more_threads_than_its_cores_warns_once_at_start_and_records_the_load(tmp_path):
     one_core = {min(os.sched_getaffinity(0))}
-    out = run_cli(["train", "dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32", "epochs=1", "batch_size=64",
-                   "model.depth=2", "monitor.figure=false", "device.threads=2", f"hydra.run.dir={tmp_path / 'run'}"],
-                  tmp_path, preexec_fn=lambda: os.sched_setaffinity(0, one_core))
+    out = run_cli(
+        [
+            "train",
+            "dataset=synthetic",
+            "dataset.train_size=128",
+            "dataset.test_size=32",
+            "epochs=1",
+            "batch_size=64",
+            "model.depth=2",
+            "monitor.figure=false",
+            "device.threads=2",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+        preexec_fn=lambda: os.sched_setaffinity(0, one_core),
+    )
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stderr.splitlines() if line.startswith("warning: load average")]
     assert len(warnings) == 1 and warnings[0].endswith("2 threads per step will wait for each other; device.threads=1 is likely faster")

@@ -1,4 +1,5 @@
 """Every registered model builds, runs forward and backward, and honours `act=`."""
+
 import pytest
 import torch
 from torch import nn
@@ -9,8 +10,11 @@ from deepexp.models import ACTIVATIONS, create_model, init_weights, is_activatio
 from deepexp.models.activations import act_layer
 
 SHAPES = {"mnist": (1, 28), "cifar": (3, 32)}
-NAS_EXAMPLE = {"layers": [{"type": t, "channels": 32, "stride": s} for t, s in
-                          (("conv", 1), ("dws", 2), ("residual", 1), ("residual", 2), ("dws", 1), ("conv", 2))]}
+NAS_EXAMPLE = {
+    "layers": [
+        {"type": t, "channels": 32, "stride": s} for t, s in (("conv", 1), ("dws", 2), ("residual", 1), ("residual", 2), ("dws", 1), ("conv", 2))
+    ]
+}
 
 
 def n_params(model: nn.Module) -> int:
@@ -52,8 +56,23 @@ def test_every_model_takes_non_square_images(name):
         assert model.layers[0].in_features == c * h * w
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet18", "resnet20", "plain20", "resnet50", "baseline_cnn", "dws_cnn",
-                                  "bottleneck_cnn", "squeeze_cnn", "inception_cnn", "mobilenet_v2"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mlp",
+        "cnn",
+        "resnet18",
+        "resnet20",
+        "plain20",
+        "resnet50",
+        "baseline_cnn",
+        "dws_cnn",
+        "bottleneck_cnn",
+        "squeeze_cnn",
+        "inception_cnn",
+        "mobilenet_v2",
+    ],
+)
 @pytest.mark.parametrize("act", ACTIVATIONS.names())
 def test_activation_reaches_every_block(name, act):
     model = create_model(name, in_channels=3, image_shape=(32, 32), num_classes=10, act=act)
@@ -71,8 +90,10 @@ def test_every_registered_activation_declares_its_layer_class_init_and_bounds_an
     layer = info.make()
     assert type(layer) is info.module and is_activation(layer)
     assert info.matched_init in ("kaiming", "lecun", "xavier")
-    assert init_weights(create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=2, act=act, depth=1, width=4),
-                        "auto", act) == info.matched_init
+    assert (
+        init_weights(create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=2, act=act, depth=1, width=4), "auto", act)
+        == info.matched_init
+    )
     with torch.no_grad():
         y = layer(torch.linspace(-50.0, 50.0, 1001))
     if info.bounds is not None:
@@ -92,8 +113,7 @@ def test_a_newly_registered_activation_is_recognised_as_one(monkeypatch):
     assert is_activation(nn.Hardswish()) and not is_activation(nn.Linear(2, 2)) and not is_activation(nn.Softmax(dim=1))
 
 
-@pytest.mark.parametrize("name, millions", [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66),
-                                             ("resnet56", 0.85), ("resnet110", 1.7)])
+@pytest.mark.parametrize("name, millions", [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66), ("resnet56", 0.85), ("resnet110", 1.7)])
 def test_cifar_resnet_parameter_counts_match_he_et_al(name, millions):
     model = create_model(name, in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", shortcut="A")
     assert round(n_params(model) / 1e6, 2 if millions < 1 else 1) == millions
@@ -126,8 +146,7 @@ def test_auto_init_is_matched_to_the_activation(act, expected):
     model = create_model("mlp", in_channels=1, image_shape=(28, 28), num_classes=10, act=act, depth=3, width=512)
     assert init_weights(model, "auto", act) == expected
     w = model.layers[2].weight  # the second hidden layer: fan_in 512
-    target = {"kaiming": (2 / 512) ** 0.5, "lecun": (1 / 512) ** 0.5,
-              "xavier": torch.nn.init.calculate_gain(act) * (2 / 1024) ** 0.5}[expected]
+    target = {"kaiming": (2 / 512) ** 0.5, "lecun": (1 / 512) ** 0.5, "xavier": torch.nn.init.calculate_gain(act) * (2 / 1024) ** 0.5}[expected]
     assert w.std().item() == pytest.approx(target, rel=0.05)
     assert model.layers[0].bias.abs().sum() == 0
 
@@ -171,8 +190,15 @@ def test_every_resnet_and_plain_net_with_every_shortcut_option(name, shortcut, s
 
 
 # Pooling layers whose CUDA backward has no deterministic kernel (torch.use_deterministic_algorithms' list).
-NONDETERMINISTIC_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool2d,
-                          nn.AvgPool3d, nn.FractionalMaxPool2d, nn.FractionalMaxPool3d)
+NONDETERMINISTIC_POOLS = (
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool2d,
+    nn.AvgPool3d,
+    nn.FractionalMaxPool2d,
+    nn.FractionalMaxPool3d,
+)
 
 
 def test_no_model_pools_through_a_layer_without_a_deterministic_cuda_backward():
@@ -206,8 +232,7 @@ def test_initialisation_the_monitor_and_the_zero_cost_proxies_take_the_same_weig
     from deepexp.zero_cost import loss_gradients, snip
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.Unflatten(1, (1, 4)), nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(),
-                        nn.Flatten(), nn.Linear(24, 5))
+    net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.Unflatten(1, (1, 4)), nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(24, 5))
     kernels = [net[0].weight, net[2].weight, net[6].weight]
     assert WEIGHT_LAYERS == (nn.Linear, nn.Conv1d, nn.Conv2d)
     with torch.no_grad():

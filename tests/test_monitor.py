@@ -1,4 +1,5 @@
 """Per-layer monitoring measures what the course says it measures, and TensorBoard gets it."""
+
 import pytest
 import torch
 from torch import nn
@@ -76,8 +77,7 @@ def test_probe_normalises_with_batch_statistics_keeps_running_averages_and_turns
     import copy
 
     torch.manual_seed(0)
-    model = create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=3, act="relu", depth=3, width=16,
-                         norm="batch", dropout=0.3)
+    model = create_model("mlp", in_channels=1, image_shape=(4, 4), num_classes=3, act="relu", depth=3, width=16, norm="batch", dropout=0.3)
     x, y = torch.randn(32, 1, 4, 4), torch.randint(0, 3, (32,))
     clean = probe(model, "relu", x, y)
     with torch.no_grad():  # running statistics that would put eval-mode outputs off by orders of magnitude
@@ -154,7 +154,9 @@ def test_tensorboard_event_files_hold_the_per_layer_tags(tmp_path):
     # the values are those of metrics.json (float32 in the event file)
     assert [e.value for e in events.Scalars("loss/val")] == pytest.approx([row["val_loss"] for row in history], rel=1e-6)
     last_probe = history[-1]["layers"]["dead"]
-    assert [events.Scalars(f"dead/{layer}")[-1].value for layer in ("01.layers.1", "02.layers.3", "03.layers.5")] == pytest.approx(last_probe, abs=1e-7)
+    assert [events.Scalars(f"dead/{layer}")[-1].value for layer in ("01.layers.1", "02.layers.3", "03.layers.5")] == pytest.approx(
+        last_probe, abs=1e-7
+    )
 
 
 @pytest.mark.parametrize("model, options", [("mlp", {"depth": 12, "width": 8}), ("resnet110", {"shortcut": "A"})])
@@ -193,8 +195,20 @@ def test_every_declared_layer_statistic_and_only_those_reach_the_history_the_eve
     monkeypatch.setattr(monitor, "LAYER_STATS", (*monitor.LAYER_STATS, added))
     declared = [s.name for s in monitor.LAYER_STATS]
     assert declared == ["grad_norm", "update_ratio", "act_mean", "act_std", "sparsity", "saturation", "dead", "act_max"]
-    cfg = compose_train(["subset=300", "epochs=1", "model.depth=2", "model.width=16", "act=tanh", "batch_size=64",
-                         "monitor.every_n_steps=2", "monitor.probe_size=32", "monitor.figure=false", "eval_test=false"])
+    cfg = compose_train(
+        [
+            "subset=300",
+            "epochs=1",
+            "model.depth=2",
+            "model.width=16",
+            "act=tanh",
+            "batch_size=64",
+            "monitor.every_n_steps=2",
+            "monitor.probe_size=32",
+            "monitor.figure=false",
+            "eval_test=false",
+        ]
+    )
     metrics = train(cfg, tmp_path).metrics
     in_probe = [s.name for s in monitor.LAYER_STATS if s.in_probe]
     assert [list(row["layers"]) for row in metrics["history"]] == [in_probe] and list(metrics["init_layers"]) == in_probe

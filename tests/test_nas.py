@@ -1,4 +1,5 @@
 """Project 4: the search space, its counters, the proxies, `deepexp nas` on real data and its resumption."""
+
 from __future__ import annotations
 
 import io
@@ -53,13 +54,16 @@ def test_mutation_keeps_every_spec_valid_and_changes_it():
         spec = child
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"layers": [{"type": "attention", "channels": 32}] * 6}, "unknown type 'attention'"),
-    ({"layers": [{"type": "conv", "channels": 48}] * 6}, "channels 48"),
-    ({"layers": [{"type": "conv", "channels": 32}] * 3}, "3 layers"),
-    ({"layers": [{"type": "conv", "channels": 32, "stride": 2}] * 6}, "more than 3 layers with stride 2"),
-    ({"blocks": []}, "a 'layers' list"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"layers": [{"type": "attention", "channels": 32}] * 6}, "unknown type 'attention'"),
+        ({"layers": [{"type": "conv", "channels": 48}] * 6}, "channels 48"),
+        ({"layers": [{"type": "conv", "channels": 32}] * 3}, "3 layers"),
+        ({"layers": [{"type": "conv", "channels": 32, "stride": 2}] * 6}, "more than 3 layers with stride 2"),
+        ({"blocks": []}, "a 'layers' list"),
+    ],
+)
 def test_invalid_specs_are_one_line_errors(bad, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         check_spec(bad)
@@ -77,9 +81,17 @@ SMALL_SPEC = {"layers": [{"type": "conv", "channels": 32, "stride": 1}] * 5}
 SMALL_SPEC_YAML = "layers:\n" + "  - {type: conv, channels: 32, stride: 1}\n" * 5
 
 
-@pytest.mark.parametrize("name, text", [("spec.json", json.dumps(SMALL_SPEC)), ("spec.yaml", json.dumps(SMALL_SPEC)),
-                                        ("spec.json", SMALL_SPEC_YAML), ("spec.txt", SMALL_SPEC_YAML), ("spec", json.dumps(SMALL_SPEC))],
-                         ids=["json as .json", "json as .yaml", "yaml as .json", "yaml as .txt", "json, no suffix"])
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("spec.json", json.dumps(SMALL_SPEC)),
+        ("spec.yaml", json.dumps(SMALL_SPEC)),
+        ("spec.json", SMALL_SPEC_YAML),
+        ("spec.txt", SMALL_SPEC_YAML),
+        ("spec", json.dumps(SMALL_SPEC)),
+    ],
+    ids=["json as .json", "json as .yaml", "yaml as .json", "yaml as .txt", "json, no suffix"],
+)
 def test_spec_files_are_read_by_content_not_by_name(tmp_path, name, text):
     from deepexp.models.nas_space import load_spec
 
@@ -98,9 +110,22 @@ def test_a_spec_that_is_neither_json_nor_yaml_is_one_line(tmp_path):
 
 def test_a_yaml_spec_named_json_trains_through_the_cli(tmp_path):
     (tmp_path / "spec.json").write_text(SMALL_SPEC_YAML)
-    out = run_cli(["train", "model=nas", f"arch={tmp_path / 'spec.json'}", "dataset=synthetic", "dataset.train_size=40",
-                   "dataset.test_size=10", "dataset.image_shape=[8,8]", "epochs=1", "batch_size=12", "monitor.figure=false",
-                   f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    out = run_cli(
+        [
+            "train",
+            "model=nas",
+            f"arch={tmp_path / 'spec.json'}",
+            "dataset=synthetic",
+            "dataset.train_size=40",
+            "dataset.test_size=10",
+            "dataset.image_shape=[8,8]",
+            "epochs=1",
+            "batch_size=12",
+            "monitor.figure=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "completed"
 
@@ -123,8 +148,7 @@ def test_naswot_sums_per_layer_the_kernel_of_the_paper():
     model = create_model("nas", in_channels=3, image_shape=(32, 32), num_classes=10, act="relu", arch=random_spec(random.Random(3)))
     x = torch.randn(16, 3, 32, 32)
     codes = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out: codes.append((out.flatten(1) > 0).double()))
-             for m in model.modules() if is_activation(m)]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: codes.append((out.flatten(1) > 0).double())) for m in model.modules() if is_activation(m)]
     with torch.no_grad():
         model(x)
     for h in hooks:
@@ -252,8 +276,7 @@ def test_a_proposal_the_search_already_evaluated_is_told_that_score_and_costs_no
     monkeypatch.setattr(nas, "random_spec", lambda rng: next(proposals))
     fake = FakeEvaluation(monkeypatch)
     search = session(tmp_path, fake, "strategies=[random]", "trials=3")
-    assert fake.calls == [(spec_key(a), "random-s0/t000", "1/3"), (spec_key(b), "random-s0/t001", "2/3"),
-                          (spec_key(c), "random-s0/t003", "3/3")]
+    assert fake.calls == [(spec_key(a), "random-s0/t000", "1/3"), (spec_key(b), "random-s0/t001", "2/3"), (spec_key(c), "random-s0/t003", "3/3")]
     trials = load_trials(tmp_path, "random-s0")
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     assert trials[2].user_attrs["reused_from"] == 0 and trials[2].values == trials[0].values == [FakeEvaluation.score(a)]
@@ -391,7 +414,8 @@ def test_a_search_killed_between_asking_for_a_trial_and_signing_it_and_rerun_at_
 
 
 def test_with_other_commands_possibly_on_the_storage_a_reused_pid_is_told_by_its_start_time_and_an_unknown_worker_is_waited_for_aloud(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     # The storage is not the study folder's own, so the folder's lock cannot say that no other process here uses it.
     import optuna
 
@@ -401,15 +425,21 @@ def test_with_other_commands_possibly_on_the_storage_a_reused_pid_is_told_by_its
     search = open_search(tmp_path, fake, "strategies=[random]", "trials=3", exp_dir=tmp_path / "exp")
     opt = optuna.create_study(study_name="random-s0", storage=f"sqlite:///{tmp_path / 'search.db'}", load_if_exists=True)
     evaluation = opt.ask()  # evaluation 1 of a process that died; its pid now belongs to a later process (ours's parent)
-    for key, value in {"worker": {"host": socket.gethostname(), "pid": os.getppid(), "started": "an earlier start"},
-                       "spec": a, "evaluation": 1}.items():
+    for key, value in {
+        "worker": {"host": socket.gethostname(), "pid": os.getppid(), "started": "an earlier start"},
+        "spec": a,
+        "evaluation": 1,
+    }.items():
         evaluation.set_user_attr(key, value)
     opt.ask().set_user_attr("worker", {"host": socket.gethostname(), "pid": 1})  # signed by an earlier deepexp: no start time
     out = session_within(60, then=search).console.file.getvalue()
     assert fake.calls[0] == (spec_key(a), "random-s0/t000", "1/3") and [c for *_, c in fake.calls] == ["1/3", "2/3", "3/3"]
     assert "random-s0: waiting for the worker with pid 1 to decide trial 1 (an evaluation or not), asked " in out
-    assert re.search(r"random-s0: trial 1, asked \d+ s ago by the worker with pid 1, is still undecided: given up on, it is not an "
-                     r"evaluation", out), out
+    assert re.search(
+        r"random-s0: trial 1, asked \d+ s ago by the worker with pid 1, is still undecided: given up on, it is not an "
+        r"evaluation",
+        out,
+    ), out
     assert [t.state.name for t in load_trials(tmp_path, "random-s0")] == ["COMPLETE", "RUNNING", "COMPLETE", "COMPLETE"]
 
 
@@ -424,25 +454,61 @@ def test_a_rerun_fails_the_trials_left_unsigned_or_signed_by_a_reused_pid_and_ma
     opt = optuna.create_study(storage=f"sqlite:///{out / 'search.db'}", study_name="random-s0", direction="maximize")
     opt.ask()
     opt.ask().set_user_attr("worker", {"host": socket.gethostname(), "pid": 1})
-    result = run_cli(["nas", "preset=quick", "dataset=synthetic", "dataset.image_shape=[8,8]", "dataset.train_size=200",
-                      "search_seeds=1", "strategies=[random]", "trials=1", "proxy_epochs=1", "proxy_subset=200", "max_macs=2000000",
-                      "retrain=false", f"hydra.run.dir={out}"], tmp_path, timeout=120)
+    result = run_cli(
+        [
+            "nas",
+            "preset=quick",
+            "dataset=synthetic",
+            "dataset.image_shape=[8,8]",
+            "dataset.train_size=200",
+            "search_seeds=1",
+            "strategies=[random]",
+            "trials=1",
+            "proxy_epochs=1",
+            "proxy_subset=200",
+            "max_macs=2000000",
+            "retrain=false",
+            f"hydra.run.dir={out}",
+        ],
+        tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "Search cost: 1 evaluations" in (out / "report.md").read_text() and len(read_csv(out / "evaluated.csv")) == 1
     assert [t.state.name for t in load_trials(out, "random-s0")] == ["FAIL", "FAIL", "COMPLETE"]
-    assert ("random-s0: no rating settings recorded with its 2 trial(s) (an earlier deepexp created it); this command's are "
-            "recorded now, unchecked against them") in result.stdout
+    assert (
+        "random-s0: no rating settings recorded with its 2 trial(s) (an earlier deepexp created it); this command's are "
+        "recorded now, unchecked against them"
+    ) in result.stdout
 
 
 def test_a_search_rerun_with_other_rating_settings_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     session(tmp_path, FakeEvaluation(monkeypatch), "strategies=[evolution]", "trials=4", "dataset.image_shape=[8,8]")
     before = (tmp_path / "search.db").read_bytes()
-    result = run_cli(["nas", "preset=quick", *SEARCH[1:], "strategies=[evolution]", "dataset.image_shape=[8,8]", "trials=5",
-                      "proxy_epochs=1", "proxy_subset=600", "retrain=false", f"hydra.run.dir={tmp_path}"], tmp_path, timeout=120)
-    assert (result.returncode, result.stderr) == (2, (
-        "deepexp: search evolution-s0 rated its candidates with proxy_epochs=2 proxy_subset=2000; this command asks for "
-        "proxy_epochs=1 proxy_subset=600, and one search rates all its candidates alike: resume it with its own settings, or "
-        "start a new search in another hydra.run.dir\n"))
+    result = run_cli(
+        [
+            "nas",
+            "preset=quick",
+            *SEARCH[1:],
+            "strategies=[evolution]",
+            "dataset.image_shape=[8,8]",
+            "trials=5",
+            "proxy_epochs=1",
+            "proxy_subset=600",
+            "retrain=false",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        tmp_path,
+        timeout=120,
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        (
+            "deepexp: search evolution-s0 rated its candidates with proxy_epochs=2 proxy_subset=2000; this command asks for "
+            "proxy_epochs=1 proxy_subset=600, and one search rates all its candidates alike: resume it with its own settings, or "
+            "start a new search in another hydra.run.dir\n"
+        ),
+    )
     assert (tmp_path / "search.db").read_bytes() == before and not (tmp_path / ".hydra").exists() and not (tmp_path / "runs").exists()
 
 
@@ -453,28 +519,63 @@ def test_a_resumed_search_may_change_its_budget_and_retraining_but_not_how_it_ra
     session(tmp_path, fake, "strategies=[evolution]", "trials=2")
     url = f"sqlite:///{tmp_path / 'search.db'}"
     rated = nas.rating_settings(validate(compose_config("nas", [*SEARCH, "strategies=[evolution]"])), "evolution")
-    for change, key, value in [("lr=0.1", "lr", 0.1), ("batch_size=32", "batch_size", 32), ("weight_decay=0.001", "weight_decay", 0.001),
-                               ("act=gelu", "act", "gelu"), ("dataset.num_classes=5", "dataset.num_classes", 5),
-                               ("overrides=['grad_clip=1.0']", "overrides", ["grad_clip=1.0"]), ("max_macs=1000000", "max_macs", 1000000),
-                               ("latency_threads=2", "latency_threads", 2), ("population=3", "population", 3),
-                               ("sample_size=2", "sample_size", 2)]:
+    for change, key, value in [
+        ("lr=0.1", "lr", 0.1),
+        ("batch_size=32", "batch_size", 32),
+        ("weight_decay=0.001", "weight_decay", 0.001),
+        ("act=gelu", "act", "gelu"),
+        ("dataset.num_classes=5", "dataset.num_classes", 5),
+        ("overrides=['grad_clip=1.0']", "overrides", ["grad_clip=1.0"]),
+        ("max_macs=1000000", "max_macs", 1000000),
+        ("latency_threads=2", "latency_threads", 2),
+        ("population=3", "population", 3),
+        ("sample_size=2", "sample_size", 2),
+    ]:
         study = validate(compose_config("nas", [*SEARCH, "strategies=[evolution]", "trials=9", change]))
         with pytest.raises(ConfigError) as refused:
             nas.check_rating(study, url)
-        assert (f"search evolution-s0 rated its candidates with {hydra_override(key, rated[key])}; this command asks for "
-                f"{hydra_override(key, value)}, and one search") in str(refused.value), change
+        assert (
+            f"search evolution-s0 rated its candidates with {hydra_override(key, rated[key])}; this command asks for "
+            f"{hydra_override(key, value)}, and one search"
+        ) in str(refused.value), change
     with pytest.raises(ConfigError, match="rated its candidates with lr=0.05; this command asks for lr=0.1"):
         session(tmp_path, fake, "strategies=[evolution]", "trials=3", "lr=0.1")  # the command's own check, under its lock
     assert len(fake.calls) == 2
     # Free to change: the budget, more searches, the retraining, compile (final runs only), other strategies' settings.
-    search = session(tmp_path, fake, "strategies=[evolution,random]", "trials=3", "max_minutes=60", "top_k=1", "final_epochs=3",
-                     "final_seeds=1", "overrides=['compile=true']", "zero_cost_pool=3", "second_objective=macs", "n_workers=2")
+    search = session(
+        tmp_path,
+        fake,
+        "strategies=[evolution,random]",
+        "trials=3",
+        "max_minutes=60",
+        "top_k=1",
+        "final_epochs=3",
+        "final_seeds=1",
+        "overrides=['compile=true']",
+        "zero_cost_pool=3",
+        "second_objective=macs",
+        "n_workers=2",
+    )
     assert [counter for *_, counter in fake.calls[2:]] == ["3/3", "1/3", "2/3", "3/3"]
     assert [r["evaluation"] for r in search.all_trials()] == [1, 2, 3, 1, 2, 3]
 
 
-TINY = ["dataset=cifar10", "trials=2", "search_seeds=1", "population=2", "sample_size=1", "proxy_epochs=1", "proxy_subset=300",
-        "max_macs=40000000", "zero_cost_pool=3", "top_k=1", "final_epochs=1", "final_seeds=1", "final_subset=300", "baselines=[dws_cnn]"]
+TINY = [
+    "dataset=cifar10",
+    "trials=2",
+    "search_seeds=1",
+    "population=2",
+    "sample_size=1",
+    "proxy_epochs=1",
+    "proxy_subset=300",
+    "max_macs=40000000",
+    "zero_cost_pool=3",
+    "top_k=1",
+    "final_epochs=1",
+    "final_seeds=1",
+    "final_subset=300",
+    "baselines=[dws_cnn]",
+]
 
 
 @pytest.mark.slow
@@ -491,8 +592,16 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
     assert result.stdout.splitlines()[0] == f"nas study: 4 strategies x 1 search seed(s) x 2 evaluations in {out}"
     assert result.stdout.count("compile=true applies to the final retraining only") == 1  # and the candidates train eagerly:
     assert {json.loads(m.read_text())["config"]["compile"] for m in (out / "runs").glob("*/t*/metrics.json")} == {False}
-    for name in ("evaluated.csv", "summary.csv", "summary.md", "report.md", "search.db", "plots/pareto_params.png",
-                 "plots/pareto_latency_ms.png", "plots/best_so_far.png"):
+    for name in (
+        "evaluated.csv",
+        "summary.csv",
+        "summary.md",
+        "report.md",
+        "search.db",
+        "plots/pareto_params.png",
+        "plots/pareto_latency_ms.png",
+        "plots/best_so_far.png",
+    ):
         assert (out / name).is_file(), name
     assert not (out / "runs" / "final").exists() and "retrain=false" in (out / "summary.md").read_text()
     rows = read_csv(out / "evaluated.csv")
@@ -531,14 +640,18 @@ def test_tiny_search_with_every_strategy_on_two_workers_writes_every_file_and_a_
     assert sorted(r["model"] for r in final) == ["dws_cnn", "top1"] and {r["status"] for r in final} == {"completed"}
     assert {json.loads(m.read_text())["config"]["compile"] for m in (again / "runs" / "final").glob("*/metrics.json")} == {True}
     report = (again / "report.md").read_text()
-    assert ("**Searched against dws_cnn at no more parameters**" in report or "**Searched against dws_cnn**: no retrained" in report
-            or "**Searched against hand-designed**: not compared, every run of one side stayed at chance level" in report)
+    assert (
+        "**Searched against dws_cnn at no more parameters**" in report
+        or "**Searched against dws_cnn**: no retrained" in report
+        or "**Searched against hand-designed**: not compared, every run of one side stayed at chance level" in report
+    )
     assert "at this budget evolution is random search" in report  # population 2, 2 evaluations: no mutation was evaluated
     assert {r["origin"] for r in rows if r["strategy"] == "evolution"} == {"initial population"}
 
     top = next((again / "top5").glob("1-*.json"))
-    retrain = run_cli(["train", "model=nas", f"arch={top}", "dataset=cifar10", "epochs=1", "subset=300",
-                       f"hydra.run.dir={tmp_path / 'retrain'}"], tmp_path)
+    retrain = run_cli(
+        ["train", "model=nas", f"arch={top}", "dataset=cifar10", "epochs=1", "subset=300", f"hydra.run.dir={tmp_path / 'retrain'}"], tmp_path
+    )
     assert retrain.returncode == 0, retrain.stderr
     assert json.loads((tmp_path / "retrain" / "metrics.json").read_text())["status"] == "completed"
 
@@ -549,8 +662,19 @@ def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     import optuna
 
     out = tmp_path / "exp"
-    args = [sys.executable, "-m", "deepexp", "nas", "preset=quick", "strategies=[random]", *TINY, "proxy_epochs=2", "n_workers=1",
-            "retrain=false", f"hydra.run.dir={out}"]
+    args = [
+        sys.executable,
+        "-m",
+        "deepexp",
+        "nas",
+        "preset=quick",
+        "strategies=[random]",
+        *TINY,
+        "proxy_epochs=2",
+        "n_workers=1",
+        "retrain=false",
+        f"hydra.run.dir={out}",
+    ]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage = f"sqlite:///{out / 'search.db'}"
     deadline = time.time() + 240
@@ -561,8 +685,9 @@ def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    first = {t.number: t.user_attrs["spec"] for t in optuna.load_study(study_name="random-s0", storage=storage).get_trials()
-             if t.state.name == "COMPLETE"}
+    first = {
+        t.number: t.user_attrs["spec"] for t in optuna.load_study(study_name="random-s0", storage=storage).get_trials() if t.state.name == "COMPLETE"
+    }
     assert len(first) == 1
     result = run_cli(args[3:], tmp_path)
     assert result.returncode == 0, result.stderr
@@ -572,23 +697,31 @@ def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     assert not [t for t in optuna.load_study(study_name="random-s0", storage=storage).get_trials() if t.state.name == "RUNNING"]
 
 
-
 @pytest.mark.slow
 @needs_cifar
 def test_nsga2_search_killed_after_two_evaluations_and_rerun_trains_no_architecture_twice(tmp_path):
     out = tmp_path / "exp"
-    args = ["nas", "preset=quick", "dataset=cifar10", "strategies=[nsga2]", "search_seeds=1", "trials=5", "proxy_epochs=1",
-            "proxy_subset=200", "n_workers=1", "retrain=false", f"hydra.run.dir={out}"]
+    args = [
+        "nas",
+        "preset=quick",
+        "dataset=cifar10",
+        "strategies=[nsga2]",
+        "search_seeds=1",
+        "trials=5",
+        "proxy_epochs=1",
+        "proxy_subset=200",
+        "n_workers=1",
+        "retrain=false",
+        f"hydra.run.dir={out}",
+    ]
     # SIGKILL at the third validation pass: two evaluations done, the third being trained.
-    killed = subprocess.run([sys.executable, str(KILL_AT), "evaluate", "3", *args], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300)
+    killed = subprocess.run([sys.executable, str(KILL_AT), "evaluate", "3", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(list((out / "runs" / "nsga2-s0").iterdir())) == 3
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "resuming trial" in result.stdout
-    trained = Counter(json.loads((run / "metrics.json").read_text())["provenance"]["labels"]["spec"]
-                      for run in (out / "runs" / "nsga2-s0").iterdir())
+    trained = Counter(json.loads((run / "metrics.json").read_text())["provenance"]["labels"]["spec"] for run in (out / "runs" / "nsga2-s0").iterdir())
     assert len(trained) == 5 and set(trained.values()) == {1}, trained  # five architectures, each trained once
     assert sorted(r["spec_key"] for r in read_csv(out / "evaluated.csv")) == sorted(trained)
     counters = re.findall(r"^\[nsga2-s0 (\d+)/5\]", result.stdout, re.MULTILINE)
@@ -603,7 +736,7 @@ def test_search_workers_take_gpu_i_mod_count_and_their_runs_say_so_in_a_device_i
     study = validate(compose_config("nas", ["nas/preset=quick", "device=cuda", "device.threads=6"]))
     out = io.StringIO()
     nas.run_workers(study, tmp_path, "sqlite://", Console(file=out, width=200), 3)
-    (jobs, n, threads), = started
+    ((jobs, n, threads),) = started
     assert n == 3 and threads == 2 and [job[3] for job in jobs] == [0, 1, 2]
     assert [job[0].device.index for job in jobs] == [0, 1, 0] and study.device.index is None
     assert "3 search workers, 2 thread(s) each, on GPU(s) [0, 1]" in out.getvalue()
@@ -635,9 +768,20 @@ def test_a_deterministic_search_worker_fixes_cublas_before_it_starts_cuda(tmp_pa
 
 
 def test_compile_true_applies_to_the_final_retraining_only_and_the_search_says_so(tmp_path, monkeypatch):
-    study = validate(compose_config("nas", ["nas/preset=quick", "dataset=synthetic", "dataset.num_classes=3", "dataset.train_size=64",
-                                            "dataset.test_size=16", "dataset.image_shape=[8,8]",
-                                            "overrides=['compile=yes','grad_clip=1.0']"]))
+    study = validate(
+        compose_config(
+            "nas",
+            [
+                "nas/preset=quick",
+                "dataset=synthetic",
+                "dataset.num_classes=3",
+                "dataset.train_size=64",
+                "dataset.test_size=16",
+                "dataset.image_shape=[8,8]",
+                "overrides=['compile=yes','grad_clip=1.0']",
+            ],
+        )
+    )
     assert nas.compile_asked(study) and "its 2-epoch proxy training" in nas.compile_note(study)
     trained, retrained = [], []
     monkeypatch.setattr(nas, "run_one", lambda run, cfg, *args: trained.append(cfg) or {"status": "completed", "best_val_acc": 0.5})
@@ -667,17 +811,42 @@ def spec_of(*tokens: str) -> dict:
 
 def trial_row(strategy: str, number: int, spec: dict, val_acc: float, seed: int = 0, **attrs) -> dict:
     """One row of Search.all_trials as a search on the H200 records it."""
-    return {"strategy": strategy, "search_seed": seed, "trial": number, "val_acc": val_acc, "params": param_count(spec, 3, 10),
-            "macs": mac_count(spec, (3, 8, 8), 10), "latency_ms": 1.0 + number, **{p: val_acc * (i + 1) for i, p in enumerate(PROXIES)},
-            "spec_key": spec_key(spec), "depth": len(spec["layers"]), "status": "completed", "wall_seconds": 60.0, "device": "cuda:0",
-            "hardware": {"provenance": H200, "config": {"amp": True}}, "evaluation": number + 1, "spec": spec, **attrs}
+    return {
+        "strategy": strategy,
+        "search_seed": seed,
+        "trial": number,
+        "val_acc": val_acc,
+        "params": param_count(spec, 3, 10),
+        "macs": mac_count(spec, (3, 8, 8), 10),
+        "latency_ms": 1.0 + number,
+        **{p: val_acc * (i + 1) for i, p in enumerate(PROXIES)},
+        "spec_key": spec_key(spec),
+        "depth": len(spec["layers"]),
+        "status": "completed",
+        "wall_seconds": 60.0,
+        "device": "cuda:0",
+        "hardware": {"provenance": H200, "config": {"amp": True}},
+        "evaluation": number + 1,
+        "spec": spec,
+        **attrs,
+    }
 
 
 def final_run(model: str, kind: str, seed: int, acc: float, params: int, spec: str = None) -> tuple:
     labels = {"model": model, "kind": kind, "seed": seed, **({"spec": spec} if spec else {})}
-    return (nas.RunSpec(f"final/{model}-s{seed}", labels, []),
-            {"status": "completed", "test": {"acc": acc}, "best_val_acc": acc, "params": params, "seconds": 10.0, "config": {"amp": False},
-             "data": {"train": 900}, "provenance": {"host": "laptop", "device": "cpu", "threads": 2, "torch": "2.x"}})
+    return (
+        nas.RunSpec(f"final/{model}-s{seed}", labels, []),
+        {
+            "status": "completed",
+            "test": {"acc": acc},
+            "best_val_acc": acc,
+            "params": params,
+            "seconds": 10.0,
+            "config": {"amp": False},
+            "data": {"train": 900},
+            "provenance": {"host": "laptop", "device": "cpu", "threads": 2, "torch": "2.x"},
+        },
+    )
 
 
 def nas_report(tmp_path, trials, final, *overrides) -> str:
@@ -691,10 +860,14 @@ def test_the_nas_report_says_where_candidates_and_final_runs_trained_and_where_l
     final = [final_run("top1", "searched", s, 0.6, 5000, trials[5]["spec_key"]) for s in (0, 1)]
     report = nas_report(tmp_path, trials, final, "overrides=['compile=true']")
     setup = report.split("## Results")[0]
-    assert ("- Hardware: search evaluations on cuda:0 (NVIDIA H200), amp bf16, 8 CPU threads; final retraining on cpu, fp32, "
-            "2 CPU threads; torch 2.x. compile=true applies to the final retraining only") in setup
-    assert ("latency at batch 1 in fp32, eager PyTorch in inference mode, on the CPU of the machine that evaluated the candidate "
-            "(gpu-node) with latency_threads=2") in setup
+    assert (
+        "- Hardware: search evaluations on cuda:0 (NVIDIA H200), amp bf16, 8 CPU threads; final retraining on cpu, fp32, "
+        "2 CPU threads; torch 2.x. compile=true applies to the final retraining only"
+    ) in setup
+    assert (
+        "latency at batch 1 in fp32, eager PyTorch in inference mode, on the CPU of the machine that evaluated the candidate "
+        "(gpu-node) with latency_threads=2"
+    ) in setup
     assert "CPU-hours" not in report and "0.10 h of wall-clock time" in setup  # 6 evaluations of 60 s
     assert "hardware" not in read_csv(tmp_path / "evaluated.csv")[0]
 
@@ -704,14 +877,24 @@ def test_each_evaluation_records_whether_its_strategy_proposed_it_or_drew_it_for
     origins = {}
     for row in search.all_trials():
         origins.setdefault(row["strategy"], []).append(row["origin"])
-    assert origins == {"random": ["random draw"] * 6,
-                       "evolution": ["initial population"] * 2 + ["mutation"] * 4,  # population=2
-                       "nsga2": ["initial population"] * 4 + ["NSGA-II offspring"] * 2,  # Optuna's NSGA-II: a first generation of 4
-                       "zero_cost": ["pre-screened draw"] * 6}
+    assert origins == {
+        "random": ["random draw"] * 6,
+        "evolution": ["initial population"] * 2 + ["mutation"] * 4,  # population=2
+        "nsga2": ["initial population"] * 4 + ["NSGA-II offspring"] * 2,  # Optuna's NSGA-II: a first generation of 4
+        "zero_cost": ["pre-screened draw"] * 6,
+    }
 
 
-CODES = [("c32", "d64s", "r64"), ("c64", "c64s", "r128"), ("d32", "r32s", "c64"), ("r64", "d128s", "c128"), ("c32s", "c64", "d64"),
-         ("d64", "d64s", "r256"), ("c128", "r128s", "d32"), ("r32", "c32s", "c256")]
+CODES = [
+    ("c32", "d64s", "r64"),
+    ("c64", "c64s", "r128"),
+    ("d32", "r32s", "c64"),
+    ("r64", "d128s", "c128"),
+    ("c32s", "c64", "d64"),
+    ("d64", "d64s", "r256"),
+    ("c128", "r128s", "d32"),
+    ("r32", "c32s", "c256"),
+]
 
 
 def arch(i: int) -> dict:
@@ -724,8 +907,10 @@ def test_the_report_credits_evolution_only_with_what_its_mutations_found_and_com
     trials = []
     for seed in (0, 1):
         trials += [trial_row("random", i, arch(10 * seed + i), 0.40 + 0.01 * i, seed, origin="random draw") for i in range(6)]
-        trials += [trial_row("evolution", i, arch(10 * seed + 6 + i), 0.50 if i == 2 else 0.45, seed,
-                             origin="initial population" if i < 4 else "mutation") for i in range(6)]
+        trials += [
+            trial_row("evolution", i, arch(10 * seed + 6 + i), 0.50 if i == 2 else 0.45, seed, origin="initial population" if i < 4 else "mutation")
+            for i in range(6)
+        ]
     best = trials[8]  # evolution-s0, evaluation 3
     assert best["val_acc"] == 0.5 and best["origin"] == "initial population"
     final = [final_run("top1", "searched", s, acc, 5_000, best["spec_key"]) for s, acc in ((0, 0.60), (1, 0.62))]
@@ -735,17 +920,23 @@ def test_the_report_credits_evolution_only_with_what_its_mutations_found_and_com
     final[0][0].labels["found_by"] = final[1][0].labels["found_by"] = nas.found_by(trials, best["spec_key"])
     report = nas_report(tmp_path, trials, final, "strategies=[random,evolution]", "search_seeds=2")
 
-    assert ("**Credit, evolution**: its first 4 evaluations per search are random draws (its initial population), the other 2 "
-            "its own proposals (mutations). The best architecture came from the initial population in 2 of 2 searches and from its "
-            "own proposals in 0: its own proposals found nothing better than its random draws, so no result here is evolution's "
-            "doing; its best own proposal against the initial population's best: -0.0500 proxy accuracy (mean over 2 searches).") in report
+    assert (
+        "**Credit, evolution**: its first 4 evaluations per search are random draws (its initial population), the other 2 "
+        "its own proposals (mutations). The best architecture came from the initial population in 2 of 2 searches and from its "
+        "own proposals in 0: its own proposals found nothing better than its random draws, so no result here is evolution's "
+        "doing; its best own proposal against the initial population's best: -0.0500 proxy accuracy (mean over 2 searches)."
+    ) in report
     assert "**Evolution against random at 6 evaluations**: best proxy accuracy 0.5000 ± 0.0000 against 0.4500 ± 0.0000" in report
     assert "evolution's number includes its random initial population (credit below)" in report
     assert "| top1 | searched | " + best["spec_key"] + " | evolution-s0 #3 (initial population) | 5,000 | 2 |" in report
-    assert ("**Searched against dws_cnn at no more parameters**, the same training budget: top1 (5,000 parameters, 0.25x) "
-            "0.6100 ± 0.0141 against dws_cnn (20,000) 0.6500 ± 0.0141: not significant with 2 seeds (difference -0.0400, ") in report
-    assert ("**Searched against resnet20**: no retrained searched network is as small; the smallest, top1 (5,000 parameters, 2.50x) "
-            "0.6100 ± 0.0141 against resnet20 (2,000) 0.6800 ± 0.0000: not significant with 2 seeds (difference -0.0700, ") in report
+    assert (
+        "**Searched against dws_cnn at no more parameters**, the same training budget: top1 (5,000 parameters, 0.25x) "
+        "0.6100 ± 0.0141 against dws_cnn (20,000) 0.6500 ± 0.0141: not significant with 2 seeds (difference -0.0400, "
+    ) in report
+    assert (
+        "**Searched against resnet20**: no retrained searched network is as small; the smallest, top1 (5,000 parameters, 2.50x) "
+        "0.6100 ± 0.0141 against resnet20 (2,000) 0.6800 ± 0.0000: not significant with 2 seeds (difference -0.0700, "
+    ) in report
     assert "The sizes differ, so this does not compare designs at equal parameters." in report
     assert "at equal budget" not in report  # the old headline compared a 300k-parameter top2 with any baseline
     # The architecture code is defined where the report first uses it, in the words of nas_space.spec_key.
@@ -756,18 +947,22 @@ def test_the_report_credits_evolution_only_with_what_its_mutations_found_and_com
 
 def test_evolution_is_credited_with_what_its_mutations_found_and_with_nothing_when_its_population_fills_the_budget():
     study = validate(compose_config("nas", ["nas/preset=quick", "strategies=[evolution]", "search_seeds=2"]))
-    trials = [trial_row("evolution", i, arch(i), 0.5 if i == 5 else 0.4, 0, origin="initial population" if i < 4 else "mutation")
-              for i in range(6)]  # search 0: a mutation beats the population by 0.10; search 1: the population wins by 0.05
-    trials += [trial_row("evolution", i, arch(6 + i), 0.45 if i == 0 else 0.4, 1, origin="initial population" if i < 4 else "mutation")
-               for i in range(6)]
+    trials = [
+        trial_row("evolution", i, arch(i), 0.5 if i == 5 else 0.4, 0, origin="initial population" if i < 4 else "mutation") for i in range(6)
+    ]  # search 0: a mutation beats the population by 0.10; search 1: the population wins by 0.05
+    trials += [
+        trial_row("evolution", i, arch(6 + i), 0.45 if i == 0 else 0.4, 1, origin="initial population" if i < 4 else "mutation") for i in range(6)
+    ]
     assert nas.credit(study, trials, "evolution").endswith(
         "The best architecture came from the initial population in 1 of 2 searches and from its own proposals in 1; its best own "
-        "proposal against the initial population's best: +0.0250 proxy accuracy (mean over 2 searches).")
+        "proposal against the initial population's best: +0.0250 proxy accuracy (mean over 2 searches)."
+    )
     study = validate(compose_config("nas", ["nas/preset=quick", "population=6", "strategies=[evolution]"]))
     trials = [trial_row("evolution", i, arch(i), 0.4, origin="initial population") for i in range(6)]
     assert nas.credit(study, trials, "evolution") == (
         "**Credit, evolution**: its random initial population (6) is at least the budget (6 evaluations), so every evolution "
-        "evaluation was a random draw: at this budget evolution is random search, and none of its results is its own.")
+        "evaluation was a random draw: at this budget evolution is random search, and none of its results is its own."
+    )
     assert nas.credit(study, trials, "random") is None  # every random proposal is random search's own
 
 
@@ -775,12 +970,14 @@ def test_patterns_are_quoted_only_from_ten_or_more_top_architectures():
     few = [trial_row("random", i, arch(i), i / 100) for i in range(24)]
     assert nas.pattern_line(few + few[:6]) == (  # a re-evaluated architecture counts once: 24 distinct, top quarter 6
         "**Patterns**: not quoted. The top quarter of the 24 distinct architectures holds 6, fewer than the 10 its layer shares, "
-        "depth and channels need to describe more than these few networks (more trials or search seeds give more).")
+        "depth and channels need to describe more than these few networks (more trials or search seeds give more)."
+    )
     many = [trial_row("random", i, arch(i), i / 100) for i in range(44)]
     assert len({t["spec_key"] for t in many}) == 44
     line = nas.pattern_line(many)
-    assert line.startswith("**Patterns** (descriptive, no test): the top quarter, 11 distinct architectures by proxy accuracy, "
-                           "against the other 33: share conv ")
+    assert line.startswith(
+        "**Patterns** (descriptive, no test): the top quarter, 11 distinct architectures by proxy accuracy, against the other 33: share conv "
+    )
     top = nas.patterns(sorted(many, key=lambda t: -t["val_acc"])[:11])
     assert f"depth {top['depth']:.2f} vs 5.00" in line
 
@@ -792,9 +989,25 @@ def test_the_quick_preset_retrains_models_well_above_chance_and_calls_itself_a_f
     and dws_cnn retrained once, 2 epochs on 1,000 images (28 updates; the whole quick preset retrains with 126). Chance
     is 0.10, with a standard error of 0.003 on the 10,000 test images: above 0.3 the networks have learned."""
     out = tmp_path / "exp"
-    result = run_cli(["nas", "preset=quick", "strategies=[random]", "search_seeds=1", "trials=2", "proxy_epochs=1",
-                      "proxy_subset=500", "top_k=1", "final_seeds=1", "final_epochs=2", "final_subset=1000", "n_workers=1",
-                      f"hydra.run.dir={out}"], tmp_path, timeout=600)
+    result = run_cli(
+        [
+            "nas",
+            "preset=quick",
+            "strategies=[random]",
+            "search_seeds=1",
+            "trials=2",
+            "proxy_epochs=1",
+            "proxy_subset=500",
+            "top_k=1",
+            "final_seeds=1",
+            "final_epochs=2",
+            "final_subset=1000",
+            "n_workers=1",
+            f"hydra.run.dir={out}",
+        ],
+        tmp_path,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     rows = read_csv(out / "summary.csv")
     assert {r["kind"] for r in rows} == {"searched", "hand-designed"}

@@ -1,4 +1,5 @@
 """Overrides deepexp writes itself: quoted for Hydra's grammar, and a study's own keys kept its own."""
+
 import json
 from pathlib import Path
 
@@ -15,8 +16,23 @@ from deepexp.experiments import activations, efficient, nas, residual
 # A file name with every character Hydra's grammar gives a meaning to (`=`, space, comma, brackets,
 # braces, colon, both quotes, backslash, an interpolation, a backslash before one); `"` cannot appear
 # in a quoted path on the command line below, so it is tested in-process only.
-TRICKY = ["/data/d=1/mini.npz", "/data/my data, v2/[a] {b}/x.npz", "/data/odd/bs\\${seed}/mini.npz", "it's \"quoted\"",
-          "back\\slash\\", "${oc.env:HOME}", "\\${x}", "\\\\${x}", "a:b", "null", "true", "1.5", "", " padded ", "é"]
+TRICKY = [
+    "/data/d=1/mini.npz",
+    "/data/my data, v2/[a] {b}/x.npz",
+    "/data/odd/bs\\${seed}/mini.npz",
+    'it\'s "quoted"',
+    "back\\slash\\",
+    "${oc.env:HOME}",
+    "\\${x}",
+    "\\\\${x}",
+    "a:b",
+    "null",
+    "true",
+    "1.5",
+    "",
+    " padded ",
+    "é",
+]
 
 
 @pytest.mark.parametrize("text", TRICKY, ids=repr)
@@ -25,15 +41,47 @@ def test_a_string_reads_back_as_the_same_string_through_hydra_and_omegaconf(text
     assert compose_train(["dataset=npz", line]).dataset.path == text
 
 
-@pytest.mark.parametrize("value", [None, True, False, 0, -3, 0.001, 1e-5, 1e16, [0.9, 0.999], [], ["a=1", "b c"],
-                                   {"a": [1, None], "b": {"c": "d=e"}}, [[1, 2], [3]]], ids=repr)
+@pytest.mark.parametrize(
+    "value",
+    [None, True, False, 0, -3, 0.001, 1e-5, 1e16, [0.9, 0.999], [], ["a=1", "b c"], {"a": [1, None], "b": {"c": "d=e"}}, [[1, 2], [3]]],
+    ids=repr,
+)
 def test_every_config_value_reads_back_as_itself(value):
     assert parse_value(hydra_override("key", value)) == value
 
 
 # Pieces that mean something to Hydra's override grammar or to OmegaConf, strung together at random.
-PIECES = st.sampled_from(["\\", "\\\\", "$", "{", "}", "${", "${x}", "\\${", "'", '"', " ", "\t", ",", "=", ":", "[", "]", "(", ")",
-                          "a", "/", "é", "null", "1", "~", "+", "%"])
+PIECES = st.sampled_from(
+    [
+        "\\",
+        "\\\\",
+        "$",
+        "{",
+        "}",
+        "${",
+        "${x}",
+        "\\${",
+        "'",
+        '"',
+        " ",
+        "\t",
+        ",",
+        "=",
+        ":",
+        "[",
+        "]",
+        "(",
+        ")",
+        "a",
+        "/",
+        "é",
+        "null",
+        "1",
+        "~",
+        "+",
+        "%",
+    ]
+)
 NASTY = st.lists(PIECES, max_size=10).map("".join)
 
 
@@ -46,12 +94,19 @@ def test_any_string_or_list_of_strings_composes_back_to_exactly_itself(value):
 
 
 def test_plain_names_stay_unquoted():
-    assert [hydra_override(k, v) for k, v in (("model", "mlp"), ("act", "leaky_relu"), ("arch", "outputs/nas/top5/1-x.json"))] \
-        == ["model=mlp", "act=leaky_relu", "arch=outputs/nas/top5/1-x.json"]
+    assert [hydra_override(k, v) for k, v in (("model", "mlp"), ("act", "leaky_relu"), ("arch", "outputs/nas/top5/1-x.json"))] == [
+        "model=mlp",
+        "act=leaky_relu",
+        "arch=outputs/nas/top5/1-x.json",
+    ]
 
 
-STUDIES = [("activations", activations, ["acts=[relu,tanh]", "seeds=1"]), ("residual", residual, ["depths=[20]", "seeds=1"]),
-           ("efficient", efficient, ["models=[baseline_cnn,mobilenet_v2]", "seeds=1"]), ("nas", nas, [])]
+STUDIES = [
+    ("activations", activations, ["acts=[relu,tanh]", "seeds=1"]),
+    ("residual", residual, ["depths=[20]", "seeds=1"]),
+    ("efficient", efficient, ["models=[baseline_cnn,mobilenet_v2]", "seeds=1"]),
+    ("nas", nas, []),
+]
 
 
 def run_configs(name, module, small, path):
@@ -76,16 +131,36 @@ def test_every_study_passes_any_data_path_to_its_runs_unchanged(name, module, sm
 def write_npz(path: Path, n: int = 96, size: int = 8) -> None:
     rng = np.random.default_rng(0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x_train=rng.integers(0, 256, (n, size, size), dtype=np.uint8), y_train=rng.integers(0, 10, n),
-             x_test=rng.integers(0, 256, (32, size, size), dtype=np.uint8), y_test=rng.integers(0, 10, 32))
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (n, size, size), dtype=np.uint8),
+        y_train=rng.integers(0, 10, n),
+        x_test=rng.integers(0, 256, (32, size, size), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 32),
+    )
 
 
 def test_the_activation_study_trains_on_a_file_whose_name_holds_hydra_syntax(tmp_path):
     data = tmp_path / "d=1, [x] {y} it's" / "mini.npz"
     write_npz(data)
     exp = tmp_path / "exp"
-    out = run_cli(["activations", "acts=[relu]", "seeds=1", "depth=1", "width=8", "epochs=2", "stability_epochs=2",
-                   "batch_size=16", "n_workers=1", "dataset=npz", f'dataset.path="{data}"', f"hydra.run.dir={exp}"], tmp_path)
+    out = run_cli(
+        [
+            "activations",
+            "acts=[relu]",
+            "seeds=1",
+            "depth=1",
+            "width=8",
+            "epochs=2",
+            "stability_epochs=2",
+            "batch_size=16",
+            "n_workers=1",
+            "dataset=npz",
+            f'dataset.path="{data}"',
+            f"hydra.run.dir={exp}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     metrics = json.loads((exp / "runs" / "main" / "relu-s0" / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["config"]["dataset.path"] == str(data)
@@ -96,8 +171,15 @@ def test_resume_true_continues_a_run_whose_folder_name_holds_hydra_syntax(tmp_pa
     from deepexp.train import flat_config
 
     run = tmp_path / "outputs" / "train" / "d=1, [x] it's" / "00-00-00"
-    args = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1",
-            "monitor.figure=false"]
+    args = [
+        "dataset=synthetic",
+        "dataset.train_size=64",
+        "dataset.test_size=16",
+        "model.depth=1",
+        "model.width=8",
+        "epochs=1",
+        "monitor.figure=false",
+    ]
     run.mkdir(parents=True)  # as a killed run leaves it before its first checkpoint
     (run / "metrics.json").write_text(json.dumps({"status": "running", "config": flat_config(compose_train(args))}))
     out = run_cli(["train", *args, "resume=true"], tmp_path)
@@ -127,10 +209,12 @@ def needed(line: str, key: str, why: str) -> str:
     return f"{line!r} sets {key}, which the study needs as the trainer sets it: {why}"
 
 
-SMALL = {"activations": ["acts=[relu]", "seeds=1", "depth=2", "epochs=2", "subset=300", "stability_epochs=2", "n_workers=1"],
-         "residual": ["preset=quick", "depths=[20]", "seeds=1", "epochs=1", "subset=100"],
-         "efficient": ["preset=quick", "models=[baseline_cnn]", "seeds=1", "epochs=1", "subset=100"],
-         "nas": ["preset=quick", "trials=1", "proxy_epochs=1", "proxy_subset=100", "final_epochs=1", "final_subset=100", "final_seeds=1"]}
+SMALL = {
+    "activations": ["acts=[relu]", "seeds=1", "depth=2", "epochs=2", "subset=300", "stability_epochs=2", "n_workers=1"],
+    "residual": ["preset=quick", "depths=[20]", "seeds=1", "epochs=1", "subset=100"],
+    "efficient": ["preset=quick", "models=[baseline_cnn]", "seeds=1", "epochs=1", "subset=100"],
+    "nas": ["preset=quick", "trials=1", "proxy_epochs=1", "proxy_subset=100", "final_epochs=1", "final_subset=100", "final_seeds=1"],
+}
 OWN_KEY_CASES = [  # (command, the option, an extra override the study refuses, the refusal), one kind of refusal per study
     ("activations", "overrides", "eval_test=false", needed("eval_test=false", "eval_test", TEST_ACC)),
     ("residual", "overrides", "monitor.enabled=false", needed("monitor.enabled=false", "monitor.enabled", GRADIENTS)),
@@ -206,9 +290,14 @@ OTHER_REFUSALS = [  # (study, the option, the line, the refusal): keys the table
     ("residual", "overrides", "hydra/launcher=joblib", f"'hydra/launcher=joblib' {HYDRA_SETTING}"),
     ("residual", "no_norm_overrides", "epochs=1", refusal("epochs=1", "epochs=...")),
     ("residual", "no_norm_overrides", "model.norm=batch", refusal("model.norm=batch", "norm=...")),
-    ("activations", "overrides", "lr=0.001 x=1", "cannot parse 'lr=0.001 x=1' (mismatched input '=' expecting <EOF>): quote a "
-                                            "value that holds =, a space, a comma, a bracket or a quote, e.g. \"lr='0.001 x=1'\" "
-                                            "(README: Quoting)"),
+    (
+        "activations",
+        "overrides",
+        "lr=0.001 x=1",
+        "cannot parse 'lr=0.001 x=1' (mismatched input '=' expecting <EOF>): quote a "
+        "value that holds =, a space, a comma, a bracket or a quote, e.g. \"lr='0.001 x=1'\" "
+        "(README: Quoting)",
+    ),
     # the choice field of a group the study leaves to the trainer: the group is chosen, not renamed
     ("activations", "overrides", "optim.name=adam", "optim.name=adam: choose the group instead: optim=adam"),
     ("efficient", "overrides", "init.name=xavier", "init.name=xavier: choose the group instead: init=xavier"),
@@ -221,8 +310,11 @@ def test_every_override_that_would_falsify_a_studys_tables_is_refused(name, opti
 
 
 def test_the_norm_ablation_may_change_its_training_recipe():
-    study = validate(compose_config("residual", ["depths=[20]", "seeds=1", "ablations=[norm]",
-                                                 "no_norm_overrides=['init=default','lr=0.01','sched=step','batch_size=64']"]))
+    study = validate(
+        compose_config(
+            "residual", ["depths=[20]", "seeds=1", "ablations=[norm]", "no_norm_overrides=['init=default','lr=0.01','sched=step','batch_size=64']"]
+        )
+    )
     runs = {spec.name: compose_train(spec.overrides) for spec in residual.plan(study)}
     plain = runs["norm-none/plain20-s0"]
     assert (plain.model.norm, plain.init.name, plain.lr, plain.sched.name, plain.batch_size) == ("none", "default", 0.01, "step", 64)
@@ -230,10 +322,14 @@ def test_the_norm_ablation_may_change_its_training_recipe():
 
 
 CONTRADICTIONS = [  # (command line, the one line it gets)
-    (["activations", "acts=[relu]", "epochs=2", "stability_epochs=3"],
-     "stability_epochs=3 needs at least as many epochs; epochs=2 (the trend is fitted over the last stability_epochs epochs)"),
-    (["residual", "preset=quick", "ablations=[norm]", "no_norm_overrides=['epochs=1']"],
-     f"no_norm_overrides=[...]: {refusal('epochs=1', 'epochs=...')}"),
+    (
+        ["activations", "acts=[relu]", "epochs=2", "stability_epochs=3"],
+        "stability_epochs=3 needs at least as many epochs; epochs=2 (the trend is fitted over the last stability_epochs epochs)",
+    ),
+    (
+        ["residual", "preset=quick", "ablations=[norm]", "no_norm_overrides=['epochs=1']"],
+        f"no_norm_overrides=[...]: {refusal('epochs=1', 'epochs=...')}",
+    ),
 ]
 
 
@@ -265,15 +361,26 @@ def test_an_override_hydra_cannot_parse_is_named_with_a_quoting_that_reads_back(
 
 
 def test_an_extra_override_of_a_key_the_study_leaves_alone_reaches_every_run():
-    study = validate(compose_config("activations", ["activations/preset=quick", "acts=[relu]", "seeds=1",
-                                                    "overrides=['optim=adam','optim.betas=[0.5,0.9]']"]))
+    study = validate(
+        compose_config("activations", ["activations/preset=quick", "acts=[relu]", "seeds=1", "overrides=['optim=adam','optim.betas=[0.5,0.9]']"])
+    )
     configs = [compose_train(spec.overrides) for spec in activations.plan(study)]
     assert {(c.optim.name, tuple(c.optim.betas)) for c in configs} == {("adam", (0.5, 0.9))}
 
 
 def history(epochs: int, layers: int = 3):
-    return [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e, "train_acc": 0.1 * e, "val_acc": 0.1 * e, "seconds": 1.0,
-             "layers": {"grad_norm": [1e-3 * e] * layers, "act_std": [0.5] * layers, "dead": [0.0] * layers}} for e in range(1, epochs + 1)]
+    return [
+        {
+            "epoch": e,
+            "train_loss": 2.0 / e,
+            "val_loss": 2.1 / e,
+            "train_acc": 0.1 * e,
+            "val_acc": 0.1 * e,
+            "seconds": 1.0,
+            "layers": {"grad_norm": [1e-3 * e] * layers, "act_std": [0.5] * layers, "dead": [0.0] * layers},
+        }
+        for e in range(1, epochs + 1)
+    ]
 
 
 def recorded_bands(monkeypatch):
@@ -281,15 +388,20 @@ def recorded_bands(monkeypatch):
     from deepexp import plots
 
     seen, band = [], plots.band
-    monkeypatch.setattr(plots, "band", lambda ax, x, series, *a, **k: (seen.append((list(x), [len(s) for s in series])),
-                                                                        band(ax, x, series, *a, **k)))
+    monkeypatch.setattr(
+        plots, "band", lambda ax, x, series, *a, **k: (seen.append((list(x), [len(s) for s in series])), band(ax, x, series, *a, **k))
+    )
     return seen
 
 
 def test_activation_figures_draw_the_epochs_every_run_has(tmp_path, monkeypatch):
-    results = [(activations.RunSpec(f"main/{act}-s{seed}", {"variant": "main", "act": act, "seed": seed}),
-                {"status": "completed", "history": history(n), "test": {"acc": 0.5 + 0.1 * seed}})
-               for act, seed, n in (("relu", 0, 3), ("relu", 1, 2), ("tanh", 0, 3))]  # one relu run stopped after epoch 2
+    results = [
+        (
+            activations.RunSpec(f"main/{act}-s{seed}", {"variant": "main", "act": act, "seed": seed}),
+            {"status": "completed", "history": history(n), "test": {"acc": 0.5 + 0.1 * seed}},
+        )
+        for act, seed, n in (("relu", 0, 3), ("relu", 1, 2), ("tanh", 0, 3))
+    ]  # one relu run stopped after epoch 2
     seen = recorded_bands(monkeypatch)
     files = {f.name for f in activations.write_plots([m for _, m in results], [spec.labels for spec, _ in results], tmp_path, "test")}
     assert files == {"loss", "grad", "act_std_vs_depth", "dead_units_by_layer", "accuracy"}
@@ -299,19 +411,22 @@ def test_activation_figures_draw_the_epochs_every_run_has(tmp_path, monkeypatch)
 
 def test_residual_figures_draw_the_epochs_every_run_has(tmp_path, monkeypatch):
     study = validate(compose_config("residual", ["depths=[20]", "epochs=3"]))
-    results = [(residual.RunSpec(f"main/{net}-s{seed}", {"variant": "main", "network": net, "seed": seed}),
-                {"status": "completed", "history": history(n)})
-               for net, seed, n in (("plain20", 0, 3), ("plain20", 1, 2), ("resnet20", 0, 3))]
+    results = [
+        (residual.RunSpec(f"main/{net}-s{seed}", {"variant": "main", "network": net, "seed": seed}), {"status": "completed", "history": history(n)})
+        for net, seed, n in (("plain20", 0, 3), ("plain20", 1, 2), ("resnet20", 0, 3))
+    ]
     seen = recorded_bands(monkeypatch)
     files = {f.name for f in residual.write_plots(study, [m for _, m in results], [spec.labels for spec, _ in results], tmp_path, "test")}
     assert files == {"training_error", "grad_norm_vs_depth", "grad_heatmap"}
     assert [x for x, _ in seen[:4]] == [[1, 2]] * 4  # training and validation error of plain20 and resnet20
 
 
-REPEATS = [("activations", "ablation_depths=[5,5]", "ablation_depths names 5 twice"),
-           ("activations", "ablations=[norm,norm]", "ablations names norm twice"),
-           ("residual", "ablations=[shortcut,shortcut]", "ablations names shortcut twice"),
-           ("efficient", "latency_batches=[1,1]", "latency_batches names 1 twice")]
+REPEATS = [
+    ("activations", "ablation_depths=[5,5]", "ablation_depths names 5 twice"),
+    ("activations", "ablations=[norm,norm]", "ablations names norm twice"),
+    ("residual", "ablations=[shortcut,shortcut]", "ablations names shortcut twice"),
+    ("efficient", "latency_batches=[1,1]", "latency_batches names 1 twice"),
+]
 
 
 @pytest.mark.parametrize("name, line, said", REPEATS, ids=[f"{c[0]} {c[1]}" for c in REPEATS])

@@ -1,4 +1,5 @@
 """The shared figure helpers: point labels that stay readable, axes that read as plain numbers."""
+
 from itertools import combinations
 
 import matplotlib
@@ -55,7 +56,7 @@ def test_a_band_on_a_log_axis_is_the_mean_and_std_of_log10_values():
     a linear mean of 505 whose lower edge (mean - std < 0) falls off the axis."""
     fig, (ax,) = plots.panels(1)
     plots.band(ax, [1, 2], [[10.0, 1e-3], [1000.0, 1e-1]], "plain", log=True)
-    spread = 10 ** (2 ** 0.5)  # the sample std of log10 values [1, 3] and of [-3, -1] is sqrt(2)
+    spread = 10 ** (2**0.5)  # the sample std of log10 values [1, 3] and of [-3, -1] is sqrt(2)
     assert list(ax.lines[0].get_ydata()) == pytest.approx([100.0, 1e-2])
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert min(band) == pytest.approx(1e-2 / spread) and max(band) == pytest.approx(100.0 * spread)

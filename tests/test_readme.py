@@ -1,4 +1,5 @@
 """Every documented command parses and composes: the README, the config files' comments, the --help texts."""
+
 import re
 import shlex
 from pathlib import Path
@@ -37,8 +38,11 @@ def documented_commands():
         comments = "\n".join(line.split("#", 1)[1] for line in text.splitlines() if "#" in line)
         found += [(path.relative_to(ROOT).as_posix(), c) for c in inline_commands(comments)]
         footer = OmegaConf.select(OmegaConf.load(path), "hydra.help.footer", default=None)
-        found += [(f"{path.relative_to(ROOT).as_posix()} footer", line.strip()) for line in (footer or "").splitlines()
-                  if line.strip().startswith("deepexp ")]
+        found += [
+            (f"{path.relative_to(ROOT).as_posix()} footer", line.strip())
+            for line in (footer or "").splitlines()
+            if line.strip().startswith("deepexp ")
+        ]
     found += [("deepexp --help", line.split("Example: ", 1)[1]) for line in usage().splitlines() if "Example: deepexp" in line]
     return list(dict.fromkeys(found))
 

@@ -1,4 +1,5 @@
 """Nothing is written in a run or study folder before its lock: a refused process leaves it as it was."""
+
 import fcntl
 import json
 import os
@@ -8,13 +9,15 @@ import yaml
 
 from conftest import run_cli
 
-TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1",
-        "monitor.figure=false"]
+TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1", "monitor.figure=false"]
 
 # Synthetic data and a report over a folder with a run: the commands pass the checks made before any folder
 # (data on disk, a report folder with runs) wherever the tests run, and meet the lock.
-COMMANDS = [["train", *TINY], *([study, "preset=quick", "dataset=synthetic"] for study in ("activations", "residual", "efficient", "nas")),
-            ["report", "path=earlier"]]
+COMMANDS = [
+    ["train", *TINY],
+    *([study, "preset=quick", "dataset=synthetic"] for study in ("activations", "residual", "efficient", "nas")),
+    ["report", "path=earlier"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
@@ -91,8 +94,14 @@ def test_a_study_refused_for_a_run_already_in_its_folder_leaves_the_folder_byte_
     study = validate(compose_config(name, hydra_args(name, args)))
     if name == "nas":  # a search evaluation, as the search names and configures it
         run = "random-s0/t000"
-        overrides = nas.run_overrides(study, study.proxy_epochs, study.proxy_subset, 0, {"model": "nas", "model.arch": str(
-            exp / "specs" / "c16.json"), "eval_test": False}, compiled=False)
+        overrides = nas.run_overrides(
+            study,
+            study.proxy_epochs,
+            study.proxy_subset,
+            0,
+            {"model": "nas", "model.arch": str(exp / "specs" / "c16.json"), "eval_test": False},
+            compiled=False,
+        )
     else:
         spec = {"activations": activations, "residual": residual, "efficient": efficient}[name].plan(study)[0]
         run, overrides = spec.name, spec.overrides
@@ -105,8 +114,10 @@ def test_a_study_refused_for_a_run_already_in_its_folder_leaves_the_folder_byte_
     before = snapshot(exp)
     out = run_cli([name, *args, hydra_override(key, value), f"hydra.run.dir={exp}"], tmp_path)
     assert out.returncode == 2, out.stderr
-    assert out.stderr.strip().splitlines() == [f"deepexp: {exp / 'runs' / run} holds a run with another config "
-                                               f"({key}: {config[key]!r} -> {value!r}); choose a new hydra.run.dir to start afresh"]
+    assert out.stderr.strip().splitlines() == [
+        f"deepexp: {exp / 'runs' / run} holds a run with another config "
+        f"({key}: {config[key]!r} -> {value!r}); choose a new hydra.run.dir to start afresh"
+    ]
     assert snapshot(exp) == before and not (exp / ".lock").exists()
 
 
@@ -123,8 +134,9 @@ def test_a_run_folder_named_by_interpolations_and_escapes_is_recorded_and_a_refu
     before = snapshot(folder)
     out = run_cli(["train", *TINY, "act=gelu", "lr=0.5", given], tmp_path)
     assert out.returncode == 2, out.stderr
-    assert out.stderr.strip().splitlines() == [f"deepexp: {folder} holds a run with another config (lr: 0.05 -> 0.5); choose a new "
-                                               f"hydra.run.dir to start afresh"]
+    assert out.stderr.strip().splitlines() == [
+        f"deepexp: {folder} holds a run with another config (lr: 0.05 -> 0.5); choose a new hydra.run.dir to start afresh"
+    ]
     assert snapshot(folder) == before
 
 
@@ -134,7 +146,8 @@ def test_sweep_jobs_that_share_one_folder_keep_the_first_jobs_record_and_are_tol
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines()[-1] == (
         f"deepexp: {sweep / 'x'} holds a run with another config (act: 'relu' -> 'gelu'); give every job its own folder "
-        f"(a hydra.sweep.subdir that differs between jobs) or choose a new hydra.sweep.dir")
+        f"(a hydra.sweep.subdir that differs between jobs) or choose a new hydra.sweep.dir"
+    )
     assert json.loads((sweep / "x" / "metrics.json").read_text())["config"]["act"] == "relu"
     assert yaml.safe_load((sweep / "x" / ".hydra" / "overrides.yaml").read_text())[0] == "act=relu"
 
@@ -146,8 +159,10 @@ def test_a_second_sweep_into_the_default_folder_of_the_same_second_leaves_its_mu
     from contextlib import ExitStack
 
     now = datetime.datetime.now()
-    folders = [tmp_path / "outputs" / "train" / "multirun" / f"{t:%Y-%m-%d}" / f"{t:%H-%M-%S}"
-               for t in (now + datetime.timedelta(seconds=s) for s in range(60))]
+    folders = [
+        tmp_path / "outputs" / "train" / "multirun" / f"{t:%Y-%m-%d}" / f"{t:%H-%M-%S}"
+        for t in (now + datetime.timedelta(seconds=s) for s in range(60))
+    ]
     with ExitStack() as stack:
         for folder in folders:
             folder.mkdir(parents=True)
@@ -158,8 +173,9 @@ def test_a_second_sweep_into_the_default_folder_of_the_same_second_leaves_its_mu
         out = run_cli(["train", "-m", "act=relu,gelu", *TINY], tmp_path)
         assert out.returncode == 2, out.stderr
         (line,) = out.stderr.strip().splitlines()
-        assert line.startswith("deepexp: outputs/train/multirun/") and line.endswith(" is in use by another deepexp sweep; "
-                                                                                      "wait for it or choose another hydra.sweep.dir")
+        assert line.startswith("deepexp: outputs/train/multirun/") and line.endswith(
+            " is in use by another deepexp sweep; wait for it or choose another hydra.sweep.dir"
+        )
         assert {folder: snapshot(folder) for folder in folders} == before
 
 
@@ -183,12 +199,21 @@ def test_resume_true_alone_continues_the_newest_unfinished_run_with_its_recorded
 
 
 def test_a_sweep_rerun_into_its_folder_with_another_config_is_refused_before_hydra_rewrites_multirun_yaml(tmp_path):
-    sweep = ["train", "-m", "debug=fast", "model.depth=2", "dataset=synthetic", "dataset.train_size=200", "seed=0,1",
-             f"hydra.sweep.dir={tmp_path / 'sw'}"]
+    sweep = [
+        "train",
+        "-m",
+        "debug=fast",
+        "model.depth=2",
+        "dataset=synthetic",
+        "dataset.train_size=200",
+        "seed=0,1",
+        f"hydra.sweep.dir={tmp_path / 'sw'}",
+    ]
     assert run_cli(sweep, tmp_path).returncode == 0
     before = {p: p.read_bytes() for p in (tmp_path / "sw").rglob("*.yaml")}
     out = run_cli([*sweep, "lr=0.1"], tmp_path)
     assert out.returncode == 2 and "Launching" not in out.stdout, out.stdout
-    assert out.stderr.startswith(f"deepexp: {tmp_path / 'sw' / '0'} holds a run with another config (lr: 0.05 -> 0.1); "
-                                 "give every job its own folder"), out.stderr
+    assert out.stderr.startswith(
+        f"deepexp: {tmp_path / 'sw' / '0'} holds a run with another config (lr: 0.05 -> 0.1); give every job its own folder"
+    ), out.stderr
     assert {p: p.read_bytes() for p in (tmp_path / "sw").rglob("*.yaml")} == before  # multirun.yaml and each job's record

@@ -1,5 +1,6 @@
 """What the reports say about runs is what the runs recorded: clipping, hosts, devices, and settings whose
 values are lists, dicts, nulls or nested values."""
+
 import json
 import statistics
 
@@ -9,13 +10,32 @@ from conftest import read_csv, run_cli
 
 
 def metrics(run_dir: str, seed: int, history: list, provenance: dict) -> dict:
-    return {"status": "completed", "config": {"model": "mlp", "seed": seed, "grad_clip": 1.0}, "params": 10, "epochs_done": len(history),
-            "history": history, "test": {"acc": 0.5, "loss": 1.0}, "seconds": 1.0, "best_val_acc": 0.5, "provenance": provenance}
+    return {
+        "status": "completed",
+        "config": {"model": "mlp", "seed": seed, "grad_clip": 1.0},
+        "params": 10,
+        "epochs_done": len(history),
+        "history": history,
+        "test": {"acc": 0.5, "loss": 1.0},
+        "seconds": 1.0,
+        "best_val_acc": 0.5,
+        "provenance": provenance,
+    }
 
 
 def epoch(clipped_steps: int, steps: int = 10) -> dict:
-    return {"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5, "seconds": 0.5, "images_per_s": 100.0,
-            "lr": 0.1, "clipped_steps": clipped_steps, "clipped_fraction": clipped_steps / steps}
+    return {
+        "epoch": 1,
+        "train_loss": 1.0,
+        "train_acc": 0.5,
+        "val_loss": 1.0,
+        "val_acc": 0.5,
+        "seconds": 0.5,
+        "images_per_s": 100.0,
+        "lr": 0.1,
+        "clipped_steps": clipped_steps,
+        "clipped_fraction": clipped_steps / steps,
+    }
 
 
 def test_report_summarises_the_fraction_of_updates_each_run_clipped(tmp_path):
@@ -33,8 +53,12 @@ def test_report_summarises_the_fraction_of_updates_each_run_clipped(tmp_path):
 def test_provenance_values_lists_every_run_and_every_earlier_process_of_a_resumed_run():
     from deepexp.experiments.runner import provenance_values
 
-    runs = [{"provenance": {"host": "node2", "device": "cuda", "earlier_attempts": [{"host": "node1", "device": "cuda"}]}},
-            {"provenance": {"host": "node1", "device": "cuda"}}, {"provenance": {}}, {}]
+    runs = [
+        {"provenance": {"host": "node2", "device": "cuda", "earlier_attempts": [{"host": "node1", "device": "cuda"}]}},
+        {"provenance": {"host": "node1", "device": "cuda"}},
+        {"provenance": {}},
+        {},
+    ]
     assert provenance_values(runs, "host") == "node2, node1"
     assert provenance_values(runs, "device") == "cuda"
     assert provenance_values(runs, "gpu") == "?"
@@ -47,9 +71,24 @@ def test_the_activation_study_reports_the_hosts_its_runs_trained_on_not_the_one_
     from deepexp.progress import QuietReporter
     from deepexp.train import train
 
-    study = validate(compose_config("activations", ["preset=quick", "acts=[relu]", "seeds=2", "epochs=2", "stability_epochs=2",
-                                                    "depth=2", "width=8", "dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32",
-                                                    "subset=null"]))
+    study = validate(
+        compose_config(
+            "activations",
+            [
+                "preset=quick",
+                "acts=[relu]",
+                "seeds=2",
+                "epochs=2",
+                "stability_epochs=2",
+                "depth=2",
+                "width=8",
+                "dataset=synthetic",
+                "dataset.train_size=128",
+                "dataset.test_size=32",
+                "subset=null",
+            ],
+        )
+    )
     results = []
     for spec, host in zip(plan(study), ("node7", "node9")):
         m = train(compose_train(spec.overrides), tmp_path / "runs" / spec.name, QuietReporter()).metrics
@@ -60,14 +99,12 @@ def test_the_activation_study_reports_the_hosts_its_runs_trained_on_not_the_one_
     assert "host node7, node9." in setup
 
 
-TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1",
-        "monitor.figure=false"]
+TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1", "monitor.figure=false"]
 
 
 def test_a_sweep_over_a_list_valued_setting_groups_into_one_group_per_list(tmp_path):
     sweep, report = tmp_path / "sweep", tmp_path / "report"
-    out = run_cli(["train", "-m", "optim=adam", "optim.betas=[0.9,0.999],[0.5,0.9]", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}"],
-                  tmp_path)
+    out = run_cli(["train", "-m", "optim=adam", "optim.betas=[0.9,0.999],[0.5,0.9]", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
     assert out.returncode == 0, out.stderr
     out = run_cli(["report", f"path={sweep}", f"hydra.run.dir={report}"], tmp_path)
     assert out.returncode == 0, out.stderr
@@ -85,9 +122,20 @@ def run_dir(root, name, config, acc, loss=1.0):
     folder = root / name
     folder.mkdir(parents=True)
     history = [{"epoch": 1, "train_loss": 1.0, "train_acc": acc, "val_loss": 1.0, "val_acc": acc}]
-    (folder / "metrics.json").write_text(json.dumps({
-        "status": "completed", "config": {"dataset": "synthetic", "lr": 0.1, **config}, "params": 10, "epochs_done": 1,
-        "history": history, "test": {"acc": acc, "loss": loss}, "best_val_acc": acc, "seconds": 1.0}))
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "config": {"dataset": "synthetic", "lr": 0.1, **config},
+                "params": 10,
+                "epochs_done": 1,
+                "history": history,
+                "test": {"acc": acc, "loss": loss},
+                "best_val_acc": acc,
+                "seconds": 1.0,
+            }
+        )
+    )
 
 
 def test_dicts_nulls_and_nested_values_group_print_and_round_trip_through_summary_csv(tmp_path):
@@ -106,7 +154,10 @@ def test_dicts_nulls_and_nested_values_group_print_and_round_trip_through_summar
     assert "Highest mean test_acc: grad_clip=null, custom={widths:[8,16],name:'a b|c'}, optim.betas=[0.9,0.999] with 0.6000" in report
     rows = read_csv(tmp_path / "report" / "summary.csv")
     assert [(r["grad_clip"], json.loads(r["custom"]), json.loads(r["optim.betas"])) for r in rows[:3]] == [
-        ("", a["custom"], a["optim.betas"]), ("", a["custom"], a["optim.betas"]), ("1.0", b["custom"], b["optim.betas"])]
+        ("", a["custom"], a["optim.betas"]),
+        ("", a["custom"], a["optim.betas"]),
+        ("1.0", b["custom"], b["optim.betas"]),
+    ]
 
 
 def test_terminal_tables_fold_long_values_instead_of_cutting_them():
@@ -131,7 +182,8 @@ def test_a_group_by_key_no_run_has_is_refused_before_hydra_makes_or_rewrites_a_f
     for folder in ([f"hydra.run.dir={report}"], []):
         out = run_cli(["report", f"path={tmp_path / 'runs'}", "group_by=[nokey]", *folder], tmp_path)
         assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-            "deepexp: group_by=[nokey]: no run has these config keys; choose from seed only"], out.stderr
+            "deepexp: group_by=[nokey]: no run has these config keys; choose from seed only"
+        ], out.stderr
     assert {p.name: p.read_bytes() for p in (report / ".hydra").iterdir()} == record
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]  # no outputs/report/DATE/TIME
 
@@ -153,8 +205,10 @@ def test_the_runs_and_seeds_columns_count_the_runs_the_statistics_are_over_and_t
     for text in ((tmp_path / "report" / name).read_text() for name in ("summary.md", "report.md")):
         assert "| relu | 2 | 0,1 | 0.9100 ± 0.0141 | 0.1271 | 0 |" in text
         assert "| tanh | 2 | 0,1 | 0.8100 ± 0.0141 | 0.1271 | 0 |" in text
-        assert (f"Left out of the runs, seeds and statistics above (2 without a finite test_acc): `{runs / 'relu2'}` (status completed, "
-                f"test_acc NaN or not recorded); `{runs / 'tanh2'}` (status running, test_acc NaN or not recorded).") in text
+        assert (
+            f"Left out of the runs, seeds and statistics above (2 without a finite test_acc): `{runs / 'relu2'}` (status completed, "
+            f"test_acc NaN or not recorded); `{runs / 'tanh2'}` (status running, test_acc NaN or not recorded)."
+        ) in text
 
 
 def test_seeds_that_all_give_the_same_value_are_reported_without_a_p_value(tmp_path):
@@ -164,8 +218,10 @@ def test_seeds_that_all_give_the_same_value_are_reported_without_a_p_value(tmp_p
     out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
     assert out.returncode == 0, out.stderr
     findings = (tmp_path / "report" / "report.md").read_text().split("## Findings")[1]
-    assert ("- Against the runner-up, act=tanh (0.8000 ± 0.0000): difference +0.1000; no test with 3 runs: every run gave the "
-            "identical value on each side (zero variance leaves Welch's test undefined; the seed may not be varying anything).") in findings
+    assert (
+        "- Against the runner-up, act=tanh (0.8000 ± 0.0000): difference +0.1000; no test with 3 runs: every run gave the "
+        "identical value on each side (zero variance leaves Welch's test undefined; the seed may not be varying anything)."
+    ) in findings
     assert "significant" not in findings and "p = " not in findings
 
 
@@ -175,8 +231,10 @@ def test_equal_best_means_are_reported_as_a_tie(tmp_path):
             run_dir(tmp_path / "runs", f"{act}{i}", {"act": act, "seed": i}, acc)
     out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
     assert out.returncode == 0, out.stderr
-    assert ("- Highest mean test_acc: a tie between act=gelu and act=relu, each 0.9000 (act=gelu: 0.9000 ± 0.0000, 3 runs; "
-            "act=relu: 0.9000 ± 0.0000, 3 runs).") in (tmp_path / "report" / "report.md").read_text()
+    assert (
+        "- Highest mean test_acc: a tie between act=gelu and act=relu, each 0.9000 (act=gelu: 0.9000 ± 0.0000, 3 runs; "
+        "act=relu: 0.9000 ± 0.0000, 3 runs)."
+    ) in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_a_loss_metric_ranks_the_lowest_mean_first(tmp_path):
@@ -210,9 +268,32 @@ def test_runs_that_differ_only_in_how_they_executed_form_one_group_and_runs_that
 def test_no_key_that_only_says_how_a_run_executed_is_a_factor_of_the_report():
     from deepexp.commands.report import varying_keys
 
-    base = {"lr": 0.1, "seed": 0, "device.type": "cpu", "device.threads": 1, "device.index": None, "monitor.every_n_steps": 1,
-            "eval_batch_size": 256, "eval_test": True, "channels_last": False, "compile": False, "resume": False, "data.root": None}
-    changed = {"seed": 1, "device.type": "cuda", "device.threads": 2, "device.index": 0, "monitor.every_n_steps": 5,
-               "eval_batch_size": 512, "eval_test": False, "channels_last": True, "compile": True, "resume": True, "data.root": "/d"}
+    base = {
+        "lr": 0.1,
+        "seed": 0,
+        "device.type": "cpu",
+        "device.threads": 1,
+        "device.index": None,
+        "monitor.every_n_steps": 1,
+        "eval_batch_size": 256,
+        "eval_test": True,
+        "channels_last": False,
+        "compile": False,
+        "resume": False,
+        "data.root": None,
+    }
+    changed = {
+        "seed": 1,
+        "device.type": "cuda",
+        "device.threads": 2,
+        "device.index": 0,
+        "monitor.every_n_steps": 5,
+        "eval_batch_size": 512,
+        "eval_test": False,
+        "channels_last": True,
+        "compile": True,
+        "resume": True,
+        "data.root": "/d",
+    }
     assert varying_keys([base, {**base, **changed}]) == []
     assert varying_keys([base, {**base, **changed, "lr": 0.05, "amp": True}]) == ["lr", "amp"]

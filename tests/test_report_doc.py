@@ -1,5 +1,6 @@
 """The report skeleton (deepexp/report_doc.py): one Report rendered as report.md and report.ipynb, the
 notebook valid, in the markdown's order, and executable from the report's folder."""
+
 import io
 import re
 
@@ -12,11 +13,18 @@ from deepexp.report_doc import Figure, Report, Section, figure_code, notebook_lo
 
 
 def hand_built(load: str = "x = 1") -> Report:
-    return Report("Which is best?", ["Data: 10 images.", "Model: an MLP."], "| a | b |\n| --- | --- |\n| 1 | 2 |",
-                  ["**Best: relu**.", "No run diverged."],
-                  [Figure("loss", "loss_curves.png", figure_code("plot(1)")), Figure("acc", "test_accuracy.png", figure_code("plot(2)"))],
-                  [Section("Diagnosis per activation", ["**relu**: healthy."], level=3), Section("Ablations", text="| t |")],
-                  limitations=["Two seeds."], references=["He et al. 2015."], closing="Every run's own numbers: `summary.csv`.", load=load)
+    return Report(
+        "Which is best?",
+        ["Data: 10 images.", "Model: an MLP."],
+        "| a | b |\n| --- | --- |\n| 1 | 2 |",
+        ["**Best: relu**.", "No run diverged."],
+        [Figure("loss", "loss_curves.png", figure_code("plot(1)")), Figure("acc", "test_accuracy.png", figure_code("plot(2)"))],
+        [Section("Diagnosis per activation", ["**relu**: healthy."], level=3), Section("Ablations", text="| t |")],
+        limitations=["Two seeds."],
+        references=["He et al. 2015."],
+        closing="Every run's own numbers: `summary.csv`.",
+        load=load,
+    )
 
 
 def test_the_markdown_puts_every_section_in_order_with_the_figures_under_the_results():
@@ -24,7 +32,8 @@ def test_the_markdown_puts_every_section_in_order_with_the_figures_under_the_res
         "# Which is best?\n\n## Setup\n- Data: 10 images.\n- Model: an MLP.\n\n## Results\n| a | b |\n| --- | --- |\n| 1 | 2 |\n\n"
         "![loss](plots/loss_curves.png)\n![acc](plots/test_accuracy.png)\n\n## Findings\n- **Best: relu**.\n- No run diverged.\n\n"
         "### Diagnosis per activation\n- **relu**: healthy.\n\n## Ablations\n| t |\n\n## Limitations\n- Two seeds.\n\n"
-        "## References\n- He et al. 2015.\n\nEvery run's own numbers: `summary.csv`.\n")
+        "## References\n- He et al. 2015.\n\nEvery run's own numbers: `summary.csv`.\n"
+    )
 
 
 def test_the_notebook_validates_and_has_one_markdown_cell_per_section_in_the_reports_order(tmp_path):
@@ -37,12 +46,17 @@ def test_the_notebook_validates_and_has_one_markdown_cell_per_section_in_the_rep
     assert markdown == report.markdown()
     headings = re.findall(r"^#+ .*$", markdown, flags=re.M)
     cells = [c for c in nb.cells if c.cell_type == "markdown"]
-    assert [c.source.splitlines()[0] for c in cells[:len(headings)]] == headings
+    assert [c.source.splitlines()[0] for c in cells[: len(headings)]] == headings
     assert cells[-1].source == "Every run's own numbers: `summary.csv`."
     # the loading cell after the setup, then one code cell per figure right after the results
     kinds = [(c.cell_type, c.source.splitlines()[0]) for c in nb.cells]
-    assert kinds[1:6] == [("markdown", "## Setup"), ("code", "x = 1"), ("markdown", "## Results"), ("code", "fig = plot(1)"),
-                          ("code", "fig = plot(2)")]
+    assert kinds[1:6] == [
+        ("markdown", "## Setup"),
+        ("code", "x = 1"),
+        ("markdown", "## Results"),
+        ("code", "fig = plot(1)"),
+        ("code", "fig = plot(2)"),
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.ipynb", "report.md"]  # no temporary file left
 
 
@@ -86,7 +100,9 @@ def test_the_report_notebook_runs_from_its_folder_and_redraws_every_figure(tmp_p
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
     figures = [c for c in code if c.source.startswith("fig = ")]
-    assert [c.source.splitlines()[0] for c in figures] == ["fig = report.learning_curves_figure(runs, by, metric, subtitle)",
-                                                           "fig = report.metric_figure(runs, by, metric, subtitle)"]
+    assert [c.source.splitlines()[0] for c in figures] == [
+        "fig = report.learning_curves_figure(runs, by, metric, subtitle)",
+        "fig = report.metric_figure(runs, by, metric, subtitle)",
+    ]
     assert all(any("image/png" in o.get("data", {}) for o in c.outputs) for c in figures)
     assert "runs/r0" in code[0].outputs[0]["data"]["text/plain"]  # the loading cell shows summary.csv, its run folders as named

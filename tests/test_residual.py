@@ -1,4 +1,5 @@
 """`deepexp residual` on real CIFAR-10 images: files, costs, and the gradient-flow finding."""
+
 import csv
 
 import pytest
@@ -13,8 +14,22 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("residual")
     # One worker: two would each pay a process start-up (torch alone is seconds) for runs of two steps;
     # tests/test_activations.py checks n_workers=2.
-    out = run_cli(["residual", "preset=quick", "dataset=cifar10", "depths=[20]", "seeds=2", "epochs=1", "subset=300",
-                   "ablations=[norm,shortcut]", "n_workers=1", f"hydra.run.dir={root / 'exp'}"], root, timeout=600)
+    out = run_cli(
+        [
+            "residual",
+            "preset=quick",
+            "dataset=cifar10",
+            "depths=[20]",
+            "seeds=2",
+            "epochs=1",
+            "subset=300",
+            "ablations=[norm,shortcut]",
+            "n_workers=1",
+            f"hydra.run.dir={root / 'exp'}",
+        ],
+        root,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     return root / "exp"
 
@@ -56,8 +71,11 @@ def test_the_quick_preset_trains_its_networks_well_above_chance_and_calls_itself
     """The quick preset's data and batch (Fashion-MNIST, batch 64), shrunk for the suite: one seed, depth 20, 2 epochs
     on 1,000 images (28 updates; the whole quick preset has 168). Chance is 0.10, with a standard error of 0.003 on the
     10,000 test images: above 0.3 the networks have learned."""
-    out = run_cli(["residual", "preset=quick", "depths=[20]", "seeds=1", "subset=1000", "epochs=2", "n_workers=1",
-                   f"hydra.run.dir={tmp_path / 'exp'}"], tmp_path, timeout=1200)
+    out = run_cli(
+        ["residual", "preset=quick", "depths=[20]", "seeds=1", "subset=1000", "epochs=2", "n_workers=1", f"hydra.run.dir={tmp_path / 'exp'}"],
+        tmp_path,
+        timeout=1200,
+    )
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(open(tmp_path / "exp" / "summary.csv")))
     assert {r["network"] for r in rows} == {"plain20", "resnet20"}
@@ -94,14 +112,29 @@ def test_gradient_flow_sentence_names_epoch_1_and_the_last_only_when_they_differ
     study = validate(compose_config("residual", ["depths=[20]", f"epochs={epochs}", "ablations=[]", "densenet=false"]))
 
     def runs(network, grad_epoch1, grad_final):
-        rows = [{"network": network, "variant": MAIN, "seed": seed, "params": 1, "macs": 1, "final_train_loss": 0.5,
-                 "final_train_error": 0.2, "test_acc": 0.8 + seed / 100, "grad_first_layer_epoch1": grad_epoch1,
-                 "grad_first_layer_final": grad_final, "grad_log10_first_over_last_final": -1.0} for seed in range(2)]
+        rows = [
+            {
+                "network": network,
+                "variant": MAIN,
+                "seed": seed,
+                "params": 1,
+                "macs": 1,
+                "final_train_loss": 0.5,
+                "final_train_error": 0.2,
+                "test_acc": 0.8 + seed / 100,
+                "grad_first_layer_epoch1": grad_epoch1,
+                "grad_first_layer_final": grad_final,
+                "grad_log10_first_over_last_final": -1.0,
+            }
+            for seed in range(2)
+        ]
         return Group({"variant": MAIN, "network": network}, rows)
 
     # one epoch: the epoch-1 and final gradients are the same measurement
-    groups = {(MAIN, "plain20"): runs("plain20", 0.01, 0.01 if epochs == 1 else 0.02),
-              (MAIN, "resnet20"): runs("resnet20", 0.05, 0.05 if epochs == 1 else 0.02)}
+    groups = {
+        (MAIN, "plain20"): runs("plain20", 0.01, 0.01 if epochs == 1 else 0.02),
+        (MAIN, "resnet20"): runs("resnet20", 0.05, 0.05 if epochs == 1 else 0.02),
+    }
     line = next(line for line in findings(study, groups, chance=2.3) if line.startswith("**Gradient flow"))
     said = "5.00x the plain net's after its one epoch;" if epochs == 1 else "5.00x the plain net's after epoch 1 and 1.00x after the last epoch;"
     assert said in line

@@ -1,5 +1,6 @@
 """Odd inputs deepexp must survive with the right numbers and one clear line: user text with markup or
 maths characters, malformed files, and settings the run used rather than the ones it was given."""
+
 import json
 from pathlib import Path
 
@@ -7,17 +8,27 @@ from conftest import run_cli
 from deepexp.config import hydra_override
 from deepexp.results import show_value
 
-TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1",
-        "monitor.figure=false"]
+TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1", "monitor.figure=false"]
 
 
 def fake_run(folder: Path, config: dict, acc: float = 0.5) -> Path:
     """A finished run's metrics.json as the trainer writes it, with the given config keys."""
     folder.mkdir(parents=True)
     history = [{"epoch": 1, "train_loss": 1.0, "train_acc": acc, "val_loss": 1.0, "val_acc": acc}]
-    (folder / "metrics.json").write_text(json.dumps({
-        "status": "completed", "config": {"dataset": "npz", "seed": 0, **config}, "params": 10, "epochs_done": 1,
-        "history": history, "test": {"acc": acc, "loss": 1.0}, "best_val_acc": acc, "seconds": 1.0}))
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "config": {"dataset": "npz", "seed": 0, **config},
+                "params": 10,
+                "epochs_done": 1,
+                "history": history,
+                "test": {"acc": acc, "loss": 1.0},
+                "best_val_acc": acc,
+                "seconds": 1.0,
+            }
+        )
+    )
     return folder
 
 
@@ -62,18 +73,29 @@ def test_report_over_config_values_with_dollar_signs_writes_its_plots_and_report
     assert "![test_acc](plots/test_acc.png)" in (tmp_path / "report" / "report.md").read_text()
 
 
-GOOD = {"status": "completed", "config": {"dataset": "npz", "seed": 0}, "params": 10, "epochs_done": 1, "seconds": 1.0,
-        "history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}],
-        "test": {"acc": 0.5, "loss": 1.0}, "best_val_acc": 0.5}
+GOOD = {
+    "status": "completed",
+    "config": {"dataset": "npz", "seed": 0},
+    "params": 10,
+    "epochs_done": 1,
+    "seconds": 1.0,
+    "history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5}],
+    "test": {"acc": 0.5, "loss": 1.0},
+    "best_val_acc": 0.5,
+}
 MALFORMED = {  # the file's text -> the reason deepexp gives
     "config_null": (json.dumps({**GOOD, "config": None}), "config is null, not an object"),
     "config_list": (json.dumps({**GOOD, "config": [1]}), "config is a list, not an object"),
     "json_list": ("[1]", "holds a list, not an object"),
     "history_dict": (json.dumps({**GOOD, "history": {"a": 1}}), "history is an object, not a list of epochs"),
-    "no_val_acc": (json.dumps({**GOOD, "history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0}]}),
-                   "history[0] has no val_acc"),
-    "loss_string": (json.dumps({**GOOD, "history": [{**GOOD["history"][0], "train_loss": "1.0"}]}),
-                    "history[0].train_loss is a string, not a number"),
+    "no_val_acc": (
+        json.dumps({**GOOD, "history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0}]}),
+        "history[0] has no val_acc",
+    ),
+    "loss_string": (
+        json.dumps({**GOOD, "history": [{**GOOD["history"][0], "train_loss": "1.0"}]}),
+        "history[0].train_loss is a string, not a number",
+    ),
     "epochs_string": (json.dumps({**GOOD, "epochs_done": "1"}), "epochs_done is a string, not a whole number"),
     "test_acc_list": (json.dumps({**GOOD, "test": {"acc": [0.5], "loss": 1.0}}), "test.acc is a list, not a number"),
     "truncated": (json.dumps(GOOD)[:40], "not valid JSON"),
@@ -109,8 +131,12 @@ def test_train_refuses_a_run_directory_whose_metrics_json_it_cannot_read_and_lea
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.json").write_text("[1]")
     out = run_cli(["train", *TINY, "resume=true"], tmp_path)
-    assert out.returncode == 2 and out.stderr == f"deepexp: {Path('outputs/train/old/metrics.json')}: holds a list, not an object; " \
-                                                 "not a metrics.json deepexp can read (move it away, or choose another run directory)\n"
+    assert (
+        out.returncode == 2
+        and out.stderr
+        == f"deepexp: {Path('outputs/train/old/metrics.json')}: holds a list, not an object; "
+        "not a metrics.json deepexp can read (move it away, or choose another run directory)\n"
+    )
 
 
 def test_a_run_records_the_batch_probe_and_precision_it_used_and_resumes_under_a_request_that_changes_nothing(tmp_path):
@@ -164,8 +190,10 @@ def test_report_figures_of_runs_without_curves_or_with_long_labels_raise_no_matp
     from deepexp.commands.report import write_plots
 
     # no epoch finished: no curve, no legend entry
-    runs = [{"run_dir": f"r{i}", "config": {"dataset.path": "/data/" + "x" * 300 + str(i), "seed": 0}, "test": {"acc": 0.5}, "history": []}
-            for i in range(2)]
+    runs = [
+        {"run_dir": f"r{i}", "config": {"dataset.path": "/data/" + "x" * 300 + str(i), "seed": 0}, "test": {"acc": 0.5}, "history": []}
+        for i in range(2)
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "No artists with labels found", "Tight layout not applied" were printed
         files = write_plots(runs, ["dataset.path"], "test_acc", tmp_path, "npz")
@@ -178,4 +206,5 @@ def test_the_efficient_reports_budget_caveat_names_the_dataset_it_trained_on():
 
     study = validate(compose_config("efficient", ["dataset=mnist", "epochs=2"]))
     assert limitations(study, {"train": 1000}, {})[0].startswith(
-        "2 epochs on 1000 training images: far from converged mnist training, so the accuracies")
+        "2 epochs on 1000 training images: far from converged mnist training, so the accuracies"
+    )

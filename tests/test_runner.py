@@ -1,4 +1,5 @@
 """The study runner: which device each worker trains on, how many workers a GPU gets."""
+
 from __future__ import annotations
 
 import io
@@ -152,10 +153,13 @@ def test_the_hardware_line_names_devices_gpus_precision_and_threads_of_every_pro
     fp16 = {"provenance": {"device": "cuda:0", "gpu": "Tesla T4", "threads": 4, "amp_dtype": "float16", "tf32": False}}
     unrecorded = {"provenance": {"device": "cuda", "gpu": "Tesla T4", "threads": 4}, "config": {"amp": True}}
     assert runner.hardware_line([on_h200]) == "cuda:0 (NVIDIA H200), amp bf16, 8 CPU threads"
-    assert runner.hardware_line([on_h200, second_gpu]) == \
-        "cuda:0, cuda:1 (NVIDIA H200), amp bf16, 8 CPU threads (2 runs); cpu, fp32, 2 CPU threads (1 run)"
-    assert runner.hardware_line([tf32, fp16]) == \
-        "cuda:0 (NVIDIA A100), TF32, 4 CPU threads (1 run); cuda:0 (Tesla T4), amp fp16, 4 CPU threads (1 run)"
+    assert (
+        runner.hardware_line([on_h200, second_gpu])
+        == "cuda:0, cuda:1 (NVIDIA H200), amp bf16, 8 CPU threads (2 runs); cpu, fp32, 2 CPU threads (1 run)"
+    )
+    assert (
+        runner.hardware_line([tf32, fp16]) == "cuda:0 (NVIDIA A100), TF32, 4 CPU threads (1 run); cuda:0 (Tesla T4), amp fp16, 4 CPU threads (1 run)"
+    )
     assert runner.hardware_line([unrecorded]) == "cuda (Tesla T4), amp (dtype and TF32 use not recorded), 4 CPU threads"
     assert runner.hardware_line([{"provenance": {"device": "cpu", "threads": 1}, "config": {"amp": True}}]) == "cpu, fp32, 1 CPU thread"
     high = {"provenance": {"device": "cuda:0", "threads": 2, "matmul_precision": "high"}}  # torch.set_float32_matmul_precision
@@ -164,13 +168,25 @@ def test_the_hardware_line_names_devices_gpus_precision_and_threads_of_every_pro
     assert runner.hardware_line([runner.hardware_record({**second_gpu, "history": [1] * 100})]) == runner.hardware_line([second_gpu])
 
 
-TINY_DATA = ["dataset=synthetic", "dataset.num_classes=3", "dataset.channels=3", "dataset.image_shape=[8,8]", "dataset.train_size=48",
-             "dataset.test_size=16", "subset=null", "seeds=1"]
+TINY_DATA = [
+    "dataset=synthetic",
+    "dataset.num_classes=3",
+    "dataset.channels=3",
+    "dataset.image_shape=[8,8]",
+    "dataset.train_size=48",
+    "dataset.test_size=16",
+    "subset=null",
+    "seeds=1",
+]
 
 
-@pytest.mark.parametrize("name, small", [("activations", ["acts=[relu]", "depth=2", "width=8", "epochs=2", "stability_epochs=2"]),
-                                         ("residual", ["depths=[20]", "ablations=[]", "epochs=1",
-                                                       "overrides=['monitor.hist_every_n_steps=0','monitor.probe_size=8']"])])
+@pytest.mark.parametrize(
+    "name, small",
+    [
+        ("activations", ["acts=[relu]", "depth=2", "width=8", "epochs=2", "stability_epochs=2"]),
+        ("residual", ["depths=[20]", "ablations=[]", "epochs=1", "overrides=['monitor.hist_every_n_steps=0','monitor.probe_size=8']"]),
+    ],
+)
 def test_activation_and_residual_reports_say_where_and_in_which_precision_their_runs_trained(tmp_path, name, small):
     """Runs trained elsewhere (here: recorded as an H200 with bf16 autocast) are described as they ran, not as this machine is."""
     import importlib
@@ -198,10 +214,21 @@ def test_deepexp_report_groups_runs_across_gpus_and_says_where_they_trained(tmp_
     for i, index in enumerate((0, 1, 0, 1)):
         folder = tmp_path / "runs" / f"r{i}"
         folder.mkdir(parents=True)
-        (folder / "metrics.json").write_text(json.dumps({
-            "status": "completed", "config": {"lr": 0.1 if i < 2 else 0.2, "seed": i % 2, "device": "cuda", "device.index": index},
-            "params": 10, "epochs_done": 1, "history": [], "test": {"acc": 0.5, "loss": 1.0}, "best_val_acc": 0.5, "seconds": 1.0,
-            "provenance": {**H200, "device": f"cuda:{index}"}}))
+        (folder / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "status": "completed",
+                    "config": {"lr": 0.1 if i < 2 else 0.2, "seed": i % 2, "device": "cuda", "device.index": index},
+                    "params": 10,
+                    "epochs_done": 1,
+                    "history": [],
+                    "test": {"acc": 0.5, "loss": 1.0},
+                    "best_val_acc": 0.5,
+                    "seconds": 1.0,
+                    "provenance": {**H200, "device": f"cuda:{index}"},
+                }
+            )
+        )
     out = run_cli(["report", f"path={tmp_path / 'runs'}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
     assert out.returncode == 0, out.stderr
     report = (tmp_path / "report" / "report.md").read_text()

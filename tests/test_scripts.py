@@ -1,4 +1,5 @@
 """The scripts under scripts/ run from an installed deepexp, without the test suite or its tools."""
+
 import json
 import subprocess
 import sys
@@ -31,19 +32,28 @@ print("\\n".join(failed))
 def test_every_script_imports_without_pytest_or_the_tests_folder(tmp_path):
     names = sorted(p.stem for p in SCRIPTS.glob("*.py"))
     assert "bench_gpu" in names and "bench_trainer" in names
-    out = subprocess.run([sys.executable, "-c", IMPORT_ALL, str(SCRIPTS), *names], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", IMPORT_ALL, str(SCRIPTS), *names], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", out.stdout
 
 
-GPU_CHECKS = ["environment", "deterministic", "kill_resume", "fp16_resume", "layout_resume", "diverge", "smoke_resnet18",
-              "smoke_mobilenet_v2", "smoke_bottleneck_cnn", "bench_resnet18", "bench_resnet20"]
+GPU_CHECKS = [
+    "environment",
+    "deterministic",
+    "kill_resume",
+    "fp16_resume",
+    "layout_resume",
+    "diverge",
+    "smoke_resnet18",
+    "smoke_mobilenet_v2",
+    "smoke_bottleneck_cnn",
+    "bench_resnet18",
+    "bench_resnet20",
+]
 
 
 def gpu_check(args, cwd):
-    return subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=1800)
+    return subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=1800)
 
 
 @pytest.mark.slow
@@ -60,7 +70,7 @@ def test_gpu_check_dry_run_on_the_cpu_runs_every_check_to_a_verdict(tmp_path):
     assert n["deterministic"]["digests"][0] == n["deterministic"]["digests"][1] and n["deterministic"]["flags_restored"]
     assert n["kill_resume"]["exit"] == -9 and n["kill_resume"]["resumed_after_epoch"] == 1
     assert n["kill_resume"]["same_weights"] and n["kill_resume"]["same_numbers"]
-    assert n["fp16_resume"]["status"] == "completed" and n["fp16_resume"]["scale"] == 2.0 ** 16
+    assert n["fp16_resume"]["status"] == "completed" and n["fp16_resume"]["scale"] == 2.0**16
     assert n["layout_resume"]["layouts_agree"] and n["diverge"]["exit"] == 3 and n["diverge"]["diverged_at_step"] >= 1
     for model in ("resnet18", "mobilenet_v2", "bottleneck_cnn"):
         runs = n[f"smoke_{model}"]
@@ -134,15 +144,19 @@ def test_gpu_check_fp16_resume_passes_on_a_gpu_where_amp_picks_float16(tmp_path,
     outcome = gc.check_fp16_resume(ctx, budget=120)
     assert outcome.passed, outcome.summary
     assert outcome.numbers["written_amp_dtype"] is None and outcome.numbers["status"] == "completed"
-    assert outcome.numbers["scale"] == 2.0 ** 16
+    assert outcome.numbers["scale"] == 2.0**16
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--only", "nosuch"], "--only: no check named 'nosuch'; the checks are environment, "),
-    (["--budget", "-5"], "--budget must be a positive number of seconds, got -5"),
-    (["--budget", "0"], "--budget must be a positive number of seconds, got 0"),
-    (["--out", "/proc/nope"], "cannot write to --out /proc/nope"),
-    (["--out", "FILE"], "is a file, not a folder")])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--only", "nosuch"], "--only: no check named 'nosuch'; the checks are environment, "),
+        (["--budget", "-5"], "--budget must be a positive number of seconds, got -5"),
+        (["--budget", "0"], "--budget must be a positive number of seconds, got 0"),
+        (["--out", "/proc/nope"], "cannot write to --out /proc/nope"),
+        (["--out", "FILE"], "is a file, not a folder"),
+    ],
+)
 def test_gpu_check_refuses_bad_arguments_in_one_line_before_it_runs_anything(tmp_path, args, says):
     (tmp_path / "FILE").write_text("kept")
     args = [str(tmp_path / a) if a == "FILE" else a for a in args]
@@ -165,6 +179,7 @@ def test_gpu_check_budgets_fit_the_default_budget_and_hold_the_benchmarks_time(m
             limits[name] = limit
             clock[0] += limit  # used all of it
             return gc.Outcome(True, "ok", {})
+
         return run
 
     monkeypatch.setattr(gc, "plan", lambda ctx: [(name, check(name)) for name in gc.BUDGETS])
@@ -181,14 +196,22 @@ def test_gpu_check_budgets_fit_the_default_budget_and_hold_the_benchmarks_time(m
     assert limits["bench_resnet18"] == own["bench_resnet18"] and limits["bench_resnet20"] == own["bench_resnet20"]
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--rounds", "0"], "bench_gpu.py: --rounds must be at least 1, got 0"),
-    (["--batch-size", "0"], "bench_gpu.py: --batch-size must be at least 1, got 0"),
-    (["--train-size", "2"], "bench_gpu.py: synthetic: classes "),  # the trainer's own ConfigError, as one line
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--rounds", "0"], "bench_gpu.py: --rounds must be at least 1, got 0"),
+        (["--batch-size", "0"], "bench_gpu.py: --batch-size must be at least 1, got 0"),
+        (["--train-size", "2"], "bench_gpu.py: synthetic: classes "),  # the trainer's own ConfigError, as one line
+    ],
+)
 def test_bench_gpu_refuses_bad_arguments_in_one_line(tmp_path, args, says):
-    out = subprocess.run([sys.executable, str(SCRIPTS / "bench_gpu.py"), "--device", "cpu", "--models", "resnet20", *args],
-                         cwd=SCRIPTS, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_gpu.py"), "--device", "cpu", "--models", "resnet20", *args],
+        cwd=SCRIPTS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in out.stderr.strip().splitlines() if not line.startswith("warning: load average")]
     assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith(says), out.stderr
 
@@ -201,8 +224,7 @@ def test_gpu_check_smoke_fails_on_cuda_where_compile_or_amp_did_not_apply(gpu_ch
     def run(compiled, amp_dtype):
         return {"status": "completed", "train_loss": 2.3, "wall_s": 1.0, "tags": tags, "compiled": compiled, "amp_dtype": amp_dtype}
 
-    applied = {"eager, sgd, fp32": run(False, None), "eager, adam, amp": run(False, "bfloat16"),
-               "compiled, sgd, amp": run(True, "bfloat16")}
+    applied = {"eager, sgd, fp32": run(False, None), "eager, adam, amp": run(False, "bfloat16"), "compiled, sgd, amp": run(True, "bfloat16")}
     fallen_back = {**applied, "compiled, sgd, amp": run(False, "bfloat16"), "eager, adam, amp": run(False, None)}
     outcome = gpu_check_module.smoke_outcome("cuda", applied)
     assert outcome.passed and "compile and amp applied" in outcome.summary

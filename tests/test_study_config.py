@@ -1,5 +1,6 @@
 """The study schemas: every study's composed defaults and range checks, held against a record taken before the
 shared fields moved into one base schema (tests/data/study_defaults.json)."""
+
 import json
 from pathlib import Path
 
@@ -12,8 +13,7 @@ RECORD = Path(__file__).parent / "data" / "study_defaults.json"
 STUDIES = ("activations", "residual", "efficient", "nas")
 PRESETS = ("full", "quick")
 # One impossible (or possible but unusual) value per shared field; a field a study does not have is refused by Hydra.
-PROBES = ("epochs=0", "seeds=0", "subset=1", "batch_size=0", "lr=0", "lr=-1", "weight_decay=-1", "n_workers=0",
-          "device.threads=-1", "preset=other")
+PROBES = ("epochs=0", "seeds=0", "subset=1", "batch_size=0", "lr=0", "lr=-1", "weight_decay=-1", "n_workers=0", "device.threads=-1", "preset=other")
 # Study keys under their name at the time of the record -> their name now.
 RENAMED = {"activations": {"train": "overrides"}, "residual": {"train": "overrides"}, "efficient": {"train": "train_models"}}
 
@@ -37,8 +37,10 @@ def probe(name, line):
 
 def record():
     """The record this file compares with (run once, before the schemas changed)."""
-    return {"defaults": {name: {p: composed_defaults(name, p) for p in PRESETS} for name in STUDIES},
-            "checks": {name: {line: probe(name, line) for line in PROBES} for name in STUDIES}}
+    return {
+        "defaults": {name: {p: composed_defaults(name, p) for p in PRESETS} for name in STUDIES},
+        "checks": {name: {line: probe(name, line) for line in PROBES} for name in STUDIES},
+    }
 
 
 def renamed(name, values):
@@ -66,9 +68,11 @@ if __name__ == "__main__":  # python tests/test_study_config.py: write the recor
 # --- the runs each study plans, held against a record taken before runner.base_overrides --------------------------
 
 PLANS = Path(__file__).parent / "data" / "study_plans.json"
-SMALL = {"activations": ["acts=[relu,tanh]", "seeds=2", "ablations=[init,norm,depth]", "overrides=['optim=adam']"],
-         "residual": ["depths=[20]", "seeds=1", "ablations=[shortcut,norm]", "densenet=true", "overrides=['optim=adam']"],
-         "efficient": ["models=[baseline_cnn,mobilenet_v2]", "seeds=2", "width=0.5", "overrides=['optim=adam']"]}
+SMALL = {
+    "activations": ["acts=[relu,tanh]", "seeds=2", "ablations=[init,norm,depth]", "overrides=['optim=adam']"],
+    "residual": ["depths=[20]", "seeds=1", "ablations=[shortcut,norm]", "densenet=true", "overrides=['optim=adam']"],
+    "efficient": ["models=[baseline_cnn,mobilenet_v2]", "seeds=2", "width=0.5", "overrides=['optim=adam']"],
+}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -96,14 +100,32 @@ def test_base_overrides_are_the_settings_every_run_of_a_study_shares_then_the_st
 
     study = validate(compose_config("residual", ["residual/preset=quick", "dataset=npz", "dataset.path=/d/x.npz", "lr=0.2", "subset=null"]))
     assert base_overrides(study, {"sched": "cosine", "lr": 0.3}) == {
-        "epochs": study.epochs, "subset": None, "batch_size": study.batch_size, "lr": 0.3, "monitor.figure": False,
-        "dataset": "npz", "dataset.augment": study.dataset.augment, "dataset.num_classes": None, "dataset.path": "/d/x.npz",
-        "act": "relu", "device": "cpu", "device.threads": study.device.threads, "device.index": None, "sched": "cosine"}
+        "epochs": study.epochs,
+        "subset": None,
+        "batch_size": study.batch_size,
+        "lr": 0.3,
+        "monitor.figure": False,
+        "dataset": "npz",
+        "dataset.augment": study.dataset.augment,
+        "dataset.num_classes": None,
+        "dataset.path": "/d/x.npz",
+        "act": "relu",
+        "device": "cpu",
+        "device.threads": study.device.threads,
+        "device.index": None,
+        "sched": "cosine",
+    }
     nas_study = validate(compose_config("nas", ["act=gelu"]))  # no epochs or subset of its own: its runs' budgets differ
-    assert base_overrides(nas_study) == {"batch_size": nas_study.batch_size, "lr": nas_study.lr, "monitor.figure": False,
-                                         **{k: v for k, v in base_overrides(study).items() if k.startswith("device")},
-                                         "dataset": "cifar10", "dataset.augment": nas_study.dataset.augment,
-                                         "dataset.num_classes": nas_study.dataset.num_classes, "act": "gelu"}
+    assert base_overrides(nas_study) == {
+        "batch_size": nas_study.batch_size,
+        "lr": nas_study.lr,
+        "monitor.figure": False,
+        **{k: v for k, v in base_overrides(study).items() if k.startswith("device")},
+        "dataset": "cifar10",
+        "dataset.augment": nas_study.dataset.augment,
+        "dataset.num_classes": nas_study.dataset.num_classes,
+        "act": "gelu",
+    }
 
 
 # --- a study key under its former name -------------------------------------------------------------------------------
@@ -118,12 +140,15 @@ def test_the_former_name_of_a_study_s_overrides_is_refused_with_the_new_one_thro
     assert not (tmp_path / "exp").exists()
 
 
-@pytest.mark.parametrize("name, line, message", [
-    ("activations", "train=[]", "'train=[]': deepexp activations calls this key 'overrides' now: 'overrides=[]'"),
-    ("residual", "train.0=x", "'train.0=x': deepexp residual calls this key 'overrides' now: overrides.0=x"),
-    ("efficient", "train=false", "'train=false': deepexp efficient calls this key 'train_models' now: train_models=false"),
-    ("efficient", "+train=false", "'+train=false': deepexp efficient calls this key 'train_models' now: +train_models=false"),
-])
+@pytest.mark.parametrize(
+    "name, line, message",
+    [
+        ("activations", "train=[]", "'train=[]': deepexp activations calls this key 'overrides' now: 'overrides=[]'"),
+        ("residual", "train.0=x", "'train.0=x': deepexp residual calls this key 'overrides' now: overrides.0=x"),
+        ("efficient", "train=false", "'train=false': deepexp efficient calls this key 'train_models' now: train_models=false"),
+        ("efficient", "+train=false", "'+train=false': deepexp efficient calls this key 'train_models' now: +train_models=false"),
+    ],
+)
 def test_every_former_study_key_names_the_key_that_took_its_place(name, line, message):
     with pytest.raises(ConfigError) as caught:
         compose_config(name, [line])

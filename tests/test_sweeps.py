@@ -1,4 +1,5 @@
 """Hydra's sweep syntax on the deepexp command line: expanded as Hydra's basic sweeper does, checked first."""
+
 import json
 
 import pytest
@@ -7,8 +8,7 @@ import yaml
 from conftest import run_cli
 from deepexp.cli import sweep_variants
 
-TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1",
-        "monitor.figure=false"]
+TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1", "monitor.figure=false"]
 
 
 def test_a_glob_sweep_runs_one_job_per_matching_option(tmp_path):
@@ -24,13 +24,14 @@ def test_a_glob_sweep_runs_one_job_per_matching_option(tmp_path):
 
 
 EXPANSIONS = [  # the overrides of the first job, then one variant per further value of each swept key
-    (["act=glob(s*)", "seed=range(1,3)"], [["act=selu", "seed=1"], ["act=sigmoid", "seed=1"], ["act=swish", "seed=1"],
-                                          ["act=selu", "seed=2"]]),
+    (["act=glob(s*)", "seed=range(1,3)"], [["act=selu", "seed=1"], ["act=sigmoid", "seed=1"], ["act=swish", "seed=1"], ["act=selu", "seed=2"]]),
     (["act=glob(*,exclude=[s*,*elu])", "lr=0.1"], [["act=tanh", "lr=0.1"]]),
     (["optim=choice(adam,sgd)", "seed=range(0,4,2)"], [["optim=adam", "seed=0"], ["optim=sgd", "seed=0"], ["optim=adam", "seed=2"]]),
     (["optim.betas=[0.9,0.999],[0.5,0.9]"], [["optim.betas=[0.9,0.999]"], ["optim.betas=[0.5,0.9]"]]),
-    (["dataset=npz", "dataset.path='/d=1/a.npz','/b c.npz'"], [["dataset=npz", "dataset.path='/d=1/a.npz'"],
-                                                                ["dataset=npz", "dataset.path='/b c.npz'"]]),
+    (
+        ["dataset=npz", "dataset.path='/d=1/a.npz','/b c.npz'"],
+        [["dataset=npz", "dataset.path='/d=1/a.npz'"], ["dataset=npz", "dataset.path='/b c.npz'"]],
+    ),
     (["seed=0,1", "seed=5"], [["seed=5"]]),  # the last override of a key wins, as in Hydra
     (["~debug", "++seed=3,4"], [["~debug=null", "++seed=3"], ["~debug=null", "++seed=4"]]),
 ]
@@ -43,8 +44,10 @@ def test_sweeps_expand_as_hydras_basic_sweeper_does(overrides, variants):
 
 REFUSED = [  # (command line, the one line it gets)
     (["-m", "lr=interval(0.01,0.1)"], "lr=interval(0.01,0.1): Hydra's basic sweeper cannot enumerate an interval sweep"),
-    (["-m", "act=glob(zz*)"], "act=glob(zz*) gives no value to run; the choices of act: elu, gelu, leaky_relu, prelu, relu, "
-                              "selu, sigmoid, swish, tanh"),
+    (
+        ["-m", "act=glob(zz*)"],
+        "act=glob(zz*) gives no value to run; the choices of act: elu, gelu, leaky_relu, prelu, relu, selu, sigmoid, swish, tanh",
+    ),
     (["-m", "seed=glob(*)"], "glob(...) picks among the choices of a config group, and seed is not one"),
     (["-m", "seed=range(3,3)"], "seed=range(3,3) gives no value to run"),
     (["-m", "lr=range(0,1,0)"], "lr=range(0,1,0): a range's step must not be zero; e.g. range(0,1,0.25) gives 0, 0.25, 0.5, 0.75"),

@@ -1,4 +1,5 @@
 """The trainer on real data: it learns, resumes exactly, stops on divergence."""
+
 import json
 import platform
 import resource
@@ -95,19 +96,32 @@ def test_non_finite_loss_ends_the_run_as_diverged(tmp_path):
 
 
 def test_synthetic_data_and_every_optimizer_and_schedule_run(tmp_path):
-    for i, extra in enumerate((["optim=adam", "lr=1e-3", "sched=cosine", "sched.warmup_epochs=1"],
-                               ["optim=adamw", "lr=1e-3", "weight_decay=0.01", "sched=step", "sched.step_size=1"],
-                               ["optim=sgd", "grad_clip=1.0", "model=cnn", "model.width=4"])):
-        cfg = compose_train(["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "epochs=2",
-                             "batch_size=64", "monitor.figure=false", *extra])
+    for i, extra in enumerate(
+        (
+            ["optim=adam", "lr=1e-3", "sched=cosine", "sched.warmup_epochs=1"],
+            ["optim=adamw", "lr=1e-3", "weight_decay=0.01", "sched=step", "sched.step_size=1"],
+            ["optim=sgd", "grad_clip=1.0", "model=cnn", "model.width=4"],
+        )
+    ):
+        cfg = compose_train(
+            ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "epochs=2", "batch_size=64", "monitor.figure=false", *extra]
+        )
         assert train(cfg, tmp_path / str(i)).metrics["status"] == "completed"
 
 
 def test_fast_paths_give_the_plain_results(tmp_path):
     """Monitoring off trains exactly as monitoring with histograms at every step does (the monitor only
     reads), and large evaluation batches give the loss and accuracy of small ones."""
-    base = ["dataset=synthetic", "dataset.train_size=512", "dataset.test_size=100", "epochs=2", "batch_size=64",
-            "model.depth=3", "model.width=32", "monitor.figure=false"]
+    base = [
+        "dataset=synthetic",
+        "dataset.train_size=512",
+        "dataset.test_size=100",
+        "epochs=2",
+        "batch_size=64",
+        "model.depth=3",
+        "model.width=32",
+        "monitor.figure=false",
+    ]
     plain = train(compose_train(base + ["monitor.every_n_steps=1", "monitor.hist_every_n_steps=1"]), tmp_path / "on").metrics
     fast = train(compose_train(base + ["monitor.enabled=false"]), tmp_path / "off").metrics
     keys = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -124,13 +138,24 @@ def test_eval_test_false_skips_only_the_test_set(tmp_path):
     full = train(compose_train(base), tmp_path / "full").metrics
     assert skipped["status"] == "completed" and skipped["test"] is None and full["test"]["acc"] is not None
     timing = ("seconds", "images_per_s")
-    assert [{k: v for k, v in h.items() if k not in timing} for h in skipped["history"]] == \
-        [{k: v for k, v in h.items() if k not in timing} for h in full["history"]]  # the same training and validation
+    assert [{k: v for k, v in h.items() if k not in timing} for h in skipped["history"]] == [
+        {k: v for k, v in h.items() if k not in timing} for h in full["history"]
+    ]  # the same training and validation
 
 
 def test_amp_and_compile_fall_back_with_a_warning_on_cpu(tmp_path, capsys):
-    cfg = compose_train(["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32", "epochs=1",
-                         "batch_size=64", "amp=true", "compile=true", "monitor.figure=false"])
+    cfg = compose_train(
+        [
+            "dataset=synthetic",
+            "dataset.train_size=128",
+            "dataset.test_size=32",
+            "epochs=1",
+            "batch_size=64",
+            "amp=true",
+            "compile=true",
+            "monitor.figure=false",
+        ]
+    )
     assert train(cfg, tmp_path).exit_code == 0
     err = capsys.readouterr().err
     assert "amp=true has no effect on cpu" in err and "compile=true has no effect on cpu" in err
@@ -151,8 +176,9 @@ def test_cudnn_autotuning_is_on_unless_the_run_is_deterministic(tmp_path, monkey
     monkeypatch.setattr(deepexp.train, "evaluate", evaluate)
     for deterministic in (True, False):
         during.clear()
-        cfg = compose_train(SYNTHETIC + ["epochs=1", "monitor.enabled=false", f"deterministic={deterministic}",
-                                         f"device.threads={threads + 1}"])  # device.threads, also the process's
+        cfg = compose_train(
+            SYNTHETIC + ["epochs=1", "monitor.enabled=false", f"deterministic={deterministic}", f"device.threads={threads + 1}"]
+        )  # device.threads, also the process's
         train(cfg, tmp_path / str(deterministic))
         assert set(during) == {(deterministic, not deterministic, threads + 1)}
         assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == (False, False)
@@ -174,16 +200,19 @@ def test_cublas_workspace_is_fixed_for_deterministic_runs_even_after_cuda_starte
     assert env == {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} and "may not be deterministic" in warning
 
 
-glibc_linux = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned_malloc(),
-                                 reason="glibc's malloc settings only (and not where the environment sets its own)")
+glibc_linux = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned_malloc(),
+    reason="glibc's malloc settings only (and not where the environment sets its own)",
+)
 
 
 @glibc_linux
 def test_training_steps_reuse_freed_memory_instead_of_faulting_it_in_again(tmp_path):
     """Each step frees its activations; with glibc's defaults the next step page-faults hundreds of pages back in
     (bench_page_faults.py). After the trainer's setting, a step faults none."""
-    cfg = compose_train(["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32", "epochs=1",
-                         "batch_size=64", "model.depth=2", "monitor.figure=false"])
+    cfg = compose_train(
+        ["dataset=synthetic", "dataset.train_size=128", "dataset.test_size=32", "epochs=1", "batch_size=64", "model.depth=2", "monitor.figure=false"]
+    )
     assert train(cfg, tmp_path).metrics["provenance"]["malloc_keeps_freed_memory"] is True
     model = nn.Sequential(nn.Flatten(), *[layer for _ in range(12) for layer in (nn.Linear(256, 256), nn.ReLU())])
     x, y = torch.randn(256, 256), torch.randint(0, 10, (256,))  # 256 KiB activations, above the default mmap threshold
@@ -234,8 +263,17 @@ def test_channels_last_trains_like_the_default_layout(tmp_path, model):
     """The same run in either layout: float32 kernels sum in another order, and the gradients of
     BatchNorm in small late feature maps are ill-conditioned (fp32 NCHW itself is 0.8% off fp64
     there), so a few steps later the losses agree to about 1e-3, not to the last digit."""
-    base = ["dataset=synthetic", "dataset.image_shape=[16,16]", "dataset.channels=3", "dataset.train_size=96", "dataset.test_size=32",
-            "epochs=1", "batch_size=32", f"model={model}", "monitor.figure=false"]
+    base = [
+        "dataset=synthetic",
+        "dataset.image_shape=[16,16]",
+        "dataset.channels=3",
+        "dataset.train_size=96",
+        "dataset.test_size=32",
+        "epochs=1",
+        "batch_size=32",
+        f"model={model}",
+        "monitor.figure=false",
+    ]
     fast = train(compose_train(base + ["channels_last=true"]), tmp_path / "nhwc").metrics
     plain = train(compose_train(base + ["channels_last=false"]), tmp_path / "nchw").metrics
     for key in ("train_loss", "val_loss"):
@@ -349,8 +387,10 @@ def test_on_nan_skip_batch_says_whether_the_loss_or_the_gradient_was_not_finite(
     cfg = poisoned_config(nan_loss=[2], inf_grad=[3], extra=["on_nan=skip_batch", "subset=600", "epochs=1", "eval_test=false"])
     result = train(cfg, tmp_path, reporter=Recorder())
     assert result.exit_code == 0 and result.metrics["skipped_batches"] == 2
-    assert [line for line in warned if "skipped" in line] == ["non-finite loss at step 2; batch skipped (1 so far)",
-                                                              "non-finite gradient at step 3; batch skipped (2 so far)"]
+    assert [line for line in warned if "skipped" in line] == [
+        "non-finite loss at step 2; batch skipped (1 so far)",
+        "non-finite gradient at step 3; batch skipped (2 so far)",
+    ]
 
 
 @needs_mnist
@@ -374,9 +414,17 @@ def test_a_run_that_recorded_every_choices_keys_resumes_and_a_real_change_is_sti
     from deepexp.train import check_resumable, flat_config
 
     now = flat_config(compose_train([]))  # mnist, sgd, no schedule
-    others = {"dataset.path": None, "dataset.channels": 1, "dataset.image_shape": [28, 28], "dataset.train_size": 2048,
-              "dataset.test_size": 512, "optim.betas": [0.9, 0.999], "sched.step_size": 30, "sched.gamma": 0.1,
-              "sched.min_lr_factor": 0.0}
+    others = {
+        "dataset.path": None,
+        "dataset.channels": 1,
+        "dataset.image_shape": [28, 28],
+        "dataset.train_size": 2048,
+        "dataset.test_size": 512,
+        "optim.betas": [0.9, 0.999],
+        "sched.step_size": 30,
+        "sched.gamma": 0.1,
+        "sched.min_lr_factor": 0.0,
+    }
     assert not set(others) & set(now) and {"optim.momentum", "sched.warmup_epochs"} <= set(now)
     old = {**now, **others}
     check_resumable(old, now, tmp_path)
@@ -388,10 +436,25 @@ def test_a_run_that_recorded_every_choices_keys_resumes_and_a_real_change_is_sti
 
 # A one-step epoch: the batch is the whole training split (230 images), so the first step's gradient
 # does not depend on the data order, and the test can compute it from the run's first weights alone.
-ONE_BATCH = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=32", "batch_size=4096", "model.depth=3",
-             "model.width=32", "monitor.every_n_steps=1", "monitor.figure=false"]
-SYNTHETIC = ["dataset=synthetic", "dataset.train_size=512", "dataset.test_size=32", "batch_size=64", "model.depth=3",
-             "model.width=32", "monitor.figure=false"]
+ONE_BATCH = [
+    "dataset=synthetic",
+    "dataset.train_size=256",
+    "dataset.test_size=32",
+    "batch_size=4096",
+    "model.depth=3",
+    "model.width=32",
+    "monitor.every_n_steps=1",
+    "monitor.figure=false",
+]
+SYNTHETIC = [
+    "dataset=synthetic",
+    "dataset.train_size=512",
+    "dataset.test_size=32",
+    "batch_size=64",
+    "model.depth=3",
+    "model.width=32",
+    "monitor.figure=false",
+]
 
 
 def scalars(run_dir, tag):
@@ -439,7 +502,7 @@ def test_gradients_are_logged_as_backward_made_them_not_as_clipped(tmp_path):
     events.Reload()
     for name, norm in per_weight.items():
         (hist,) = events.Histograms(f"grads/{name}")
-        assert hist.histogram_value.sum_squares == pytest.approx(norm ** 2, rel=1e-4), name
+        assert hist.histogram_value.sum_squares == pytest.approx(norm**2, rel=1e-4), name
     row = json.loads((tmp_path / "metrics.json").read_text())["history"][0]
     assert (row["clipped_steps"], row["clipped_fraction"]) == (1, 1.0)
     assert scalars(tmp_path, "grad_clip/clipped_fraction") == [(1, 1.0)]
@@ -451,7 +514,7 @@ def test_the_clipped_fraction_counts_the_steps_whose_norm_exceeded_grad_clip(tmp
     norms = scalars(tmp_path, "grad_clip/norm_before")
     assert len(norms) == 2 * 7  # every step logged (460 training images, batches of 64)
     for epoch, row in enumerate(history):
-        over = sum(norm > 2.5 for step, norm in norms[7 * epoch: 7 * (epoch + 1)])
+        over = sum(norm > 2.5 for step, norm in norms[7 * epoch : 7 * (epoch + 1)])
         assert row["clipped_steps"] == over and row["clipped_fraction"] == pytest.approx(over / 7)
     assert 0 < sum(row["clipped_steps"] for row in history) < 14  # the threshold sits among this run's norms
     after = dict(scalars(tmp_path, "grad_clip/norm_after"))
@@ -462,7 +525,7 @@ def test_gradient_norms_under_a_grad_scaler_are_of_the_unscaled_gradients(tmp_pa
     """fp16 AMP scales the loss (here by 2**16) before backward; the logged norms are in true units.
     GradScaler runs on the CPU too, so the CUDA-only path is exercised here with the scaler forced on."""
     real = torch.amp.GradScaler
-    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: real(device, init_scale=2.0 ** 16, enabled=True))
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: real(device, init_scale=2.0**16, enabled=True))
     cfg = compose_train(ONE_BATCH + ["epochs=1", "grad_clip=0.01"])
     train(cfg, tmp_path)
     per_weight, total = first_step_gradients(cfg)
@@ -474,8 +537,9 @@ def test_gradient_norms_under_a_grad_scaler_are_of_the_unscaled_gradients(tmp_pa
 def test_each_epoch_records_the_learning_rate_its_updates_used(tmp_path):
     """The step schedule of the example: epoch 1 trains at 0.05, epoch 2 at 0.005 (not the rate the
     scheduler holds after the epoch, 0.005 and 0.0005), in metrics.json and in TensorBoard alike."""
-    out = run_cli(["train", *SYNTHETIC, "epochs=2", "sched=step", "sched.step_size=1", "sched.gamma=0.1", "lr=0.05",
-                   f"hydra.run.dir={tmp_path}"], tmp_path)
+    out = run_cli(
+        ["train", *SYNTHETIC, "epochs=2", "sched=step", "sched.step_size=1", "sched.gamma=0.1", "lr=0.05", f"hydra.run.dir={tmp_path}"], tmp_path
+    )
     assert out.returncode == 0, out.stderr
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     assert [row["lr"] for row in history] == [pytest.approx(0.05), pytest.approx(0.005)]
@@ -484,9 +548,12 @@ def test_each_epoch_records_the_learning_rate_its_updates_used(tmp_path):
 
 def expected_rates(cfg, steps_per_epoch):
     """Per epoch, the mean over its steps of lr x lr_factor (the schedule's pure function)."""
-    return [statistics.fmean(cfg.lr * lr_factor(step, steps_per_epoch, cfg.epochs, cfg.sched)
-                             for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch))
-            for epoch in range(cfg.epochs)]
+    return [
+        statistics.fmean(
+            cfg.lr * lr_factor(step, steps_per_epoch, cfg.epochs, cfg.sched) for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch)
+        )
+        for epoch in range(cfg.epochs)
+    ]
 
 
 def test_warm_up_and_cosine_record_each_epochs_mean_rate_and_a_resumed_run_the_same(tmp_path, monkeypatch):
@@ -502,8 +569,7 @@ def test_warm_up_and_cosine_record_each_epochs_mean_rate_and_a_resumed_run_the_s
     assert full["history"][-1]["lr"] > 0.1 * cfg.lr
     per_step = scalars(tmp_path / "full", "lr/step")
     assert [step for step, _ in per_step] == [3, 6, 7, 9, 12, 14, 15, 18, 21]  # every 3rd step and each epoch's last
-    assert [value for _, value in per_step] == [pytest.approx(cfg.lr * lr_factor(step - 1, 7, 3, cfg.sched), rel=1e-6)
-                                                for step, _ in per_step]
+    assert [value for _, value in per_step] == [pytest.approx(cfg.lr * lr_factor(step - 1, 7, 3, cfg.sched), rel=1e-6) for step, _ in per_step]
 
     class Interrupted(Exception):
         pass
@@ -583,6 +649,7 @@ def test_a_compiled_model_logs_the_activation_statistics_of_every_logged_step(tm
         def forward(x):
             compiled_calls.append(1)
             return compiled(x)
+
         return forward
 
     monkeypatch.setattr(deepexp.train, "COMPILE_DEVICES", ("cuda", "cpu"))
@@ -598,8 +665,10 @@ def test_a_compiled_model_logs_the_activation_statistics_of_every_logged_step(tm
         for stat in ("act_mean", "act_std", "sparsity"):
             logged = scalars(tmp_path / "compiled", f"{stat}/{name}")
             assert [step for step, _ in logged] == [3, 6, 7], (stat, name)
-            assert logged == [(step, pytest.approx(value, rel=1e-5, abs=1e-7))
-                              for step, value in scalars(tmp_path / "eager", f"{stat}/{name}")], (stat, name)
+            assert logged == [(step, pytest.approx(value, rel=1e-5, abs=1e-7)) for step, value in scalars(tmp_path / "eager", f"{stat}/{name}")], (
+                stat,
+                name,
+            )
     assert compiled["history"][0]["train_loss"] == pytest.approx(eager["history"][0]["train_loss"], rel=1e-6)
     assert len(compiled_calls) == 4  # the steps that are not logged went through the compiled module
 
@@ -612,8 +681,7 @@ def test_amp_autocasts_to_bfloat16_only_on_gpus_that_compute_it_natively(monkeyp
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # the emulation's yes
     # cuda:1 is the GPU under test; cuda:0, the current GPU, is an H100 (is_bf16_supported asks about that one)
-    monkeypatch.setattr(torch.cuda, "get_device_capability",
-                        lambda device=None: capability if torch.device(device).index == 1 else (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability if torch.device(device).index == 1 else (9, 0))
     cuda = torch.device("cuda", 1)
     accel = accelerator(cuda, amp=True, compile=False)
     assert accel.amp_dtype == expected
@@ -669,7 +737,7 @@ def test_a_float16_run_resumes_from_a_checkpoint_whose_grad_scaler_was_disabled(
     assert m["status"] == "completed" and m["epochs_done"] == 2 and m["provenance"]["resumed_after_epoch"] == 1
     assert m["provenance"]["amp_dtype"] == "float16"
     scaler = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["scaler"]
-    assert scaler["scale"] == 2.0 ** 16 and scaler["_growth_tracker"] == 7  # 7 finite float16 steps since
+    assert scaler["scale"] == 2.0**16 and scaler["_growth_tracker"] == 7  # 7 finite float16 steps since
 
 
 def test_a_grad_scaler_state_that_does_not_fit_is_refused_naming_the_grad_scaler(tmp_path, monkeypatch):
@@ -756,9 +824,19 @@ def test_resuming_in_another_memory_format_gives_the_optimizer_state_its_paramet
     the CPU's fused kernels accept them, so the test checks the layouts the resumed run trained with."""
     from deepexp.train import build_model, run_splits
 
-    base = ["dataset=synthetic", "dataset.channels=3", "dataset.image_shape=[8,8]", "dataset.train_size=256",
-            "dataset.test_size=32", "batch_size=64", "model=cnn", "model.width=4", "optim=adam", "lr=1e-3",
-            "monitor.enabled=false"]
+    base = [
+        "dataset=synthetic",
+        "dataset.channels=3",
+        "dataset.image_shape=[8,8]",
+        "dataset.train_size=256",
+        "dataset.test_size=32",
+        "batch_size=64",
+        "model=cnn",
+        "model.width=4",
+        "optim=adam",
+        "lr=1e-3",
+        "monitor.enabled=false",
+    ]
     interrupt_after_epoch_1(base + ["channels_last=false"], tmp_path)
     m = train(compose_train(base + ["channels_last=true", "epochs=2"]), tmp_path).metrics
     assert m["status"] == "completed" and m["epochs_done"] == 2
@@ -766,8 +844,9 @@ def test_resuming_in_another_memory_format_gives_the_optimizer_state_its_paramet
     cfg = compose_train(base)
     names = [name for name, _ in build_model(cfg, run_splits(cfg)).named_parameters()]
     convs = [name for name in names if state["model"][name].dim() == 4]
-    assert len(convs) == 6 and all(state["model"][name].is_contiguous(memory_format=torch.channels_last)
-                                   and not state["model"][name].is_contiguous() for name in convs)
+    assert len(convs) == 6 and all(
+        state["model"][name].is_contiguous(memory_format=torch.channels_last) and not state["model"][name].is_contiguous() for name in convs
+    )
     for index, name in enumerate(names):
         for key in ("exp_avg", "exp_avg_sq"):
             assert state["optimizer"]["state"][index][key].stride() == state["model"][name].stride(), (name, key)
@@ -783,10 +862,15 @@ def test_tf32_takes_effect_only_on_gpus_with_tf32_tensor_cores(monkeypatch, capa
     assert accelerator(torch.device("cpu"), amp=False, compile=False, tf32=True).tf32 is False
 
 
-@pytest.mark.parametrize("capability, triton, why", [
-    ((6, 1), True, "compute capability 6.1 is below the 7.0"),  # a P100: inductor raises GPUTooOldForTriton
-    ((7, 5), False, "the triton package, which torch.compile needs on CUDA, is not installed"),  # inductor: TritonMissing
-    ((7, 0), True, None), ((9, 0), True, None)])
+@pytest.mark.parametrize(
+    "capability, triton, why",
+    [
+        ((6, 1), True, "compute capability 6.1 is below the 7.0"),  # a P100: inductor raises GPUTooOldForTriton
+        ((7, 5), False, "the triton package, which torch.compile needs on CUDA, is not installed"),  # inductor: TritonMissing
+        ((7, 0), True, None),
+        ((9, 0), True, None),
+    ],
+)
 def test_compile_applies_only_on_gpus_where_torch_compile_can_generate_triton_kernels(monkeypatch, capability, triton, why):
     import importlib.util
 
@@ -794,8 +878,9 @@ def test_compile_applies_only_on_gpus_where_torch_compile_can_generate_triton_ke
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (object() if triton else None) if name == "triton"
-                        else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: (object() if triton else None) if name == "triton" else real_find_spec(name, *a)
+    )
     cuda = torch.device("cuda", 0)
     assert accelerator(cuda, amp=False, compile=True).compile is (why is None)
     assert (compile_unavailable(cuda) or "").startswith(why or "")

@@ -6,6 +6,7 @@ seed (or by `group_by=[...]`), and writes `summary.csv` (one row per run),
 `summary.md` (mean ± std per group), learning curves with bands, final-metric
 bars with error bars, and a `report.md`, into this command's own output folder.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -21,8 +22,26 @@ from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..progress import plain_console
 from ..rundir import EXECUTION_KEYS, RUN_METRICS, MetricsError, with_new_options
 from ..report_doc import Figure, Report, figure_code, notebook_loader
-from ..results import (STALLED_FRACTION, Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm, leaders,
-                       load_runs, markdown_table, run_config, show_value, stalled, value_key, write_csv, write_text)
+from ..results import (
+    STALLED_FRACTION,
+    Group,
+    chance_loss,
+    compare,
+    comparison_method,
+    describe,
+    find_runs,
+    group,
+    holm,
+    leaders,
+    load_runs,
+    markdown_table,
+    run_config,
+    show_value,
+    stalled,
+    value_key,
+    write_csv,
+    write_text,
+)
 
 # Config keys that never define a group, matched as prefixes like EXECUTION_KEYS: those change where or how a
 # run executed, not what it computed; and the seed, whose runs are the replicates a group averages over.
@@ -40,10 +59,16 @@ def run_row(metrics: dict) -> Dict[str, Any]:
     return {
         **run_config(metrics),
         "status": metrics.get("status"),
-        "test_acc": test.get("acc"), "test_loss": test.get("loss"), "best_val_acc": metrics.get("best_val_acc"),
-        "final_val_acc": last.get("val_acc"), "final_val_loss": last.get("val_loss"),
-        "final_train_loss": last.get("train_loss"), "final_train_acc": last.get("train_acc"),
-        "seconds": metrics.get("seconds"), "params": metrics.get("params"), "epochs_done": metrics.get("epochs_done"),
+        "test_acc": test.get("acc"),
+        "test_loss": test.get("loss"),
+        "best_val_acc": metrics.get("best_val_acc"),
+        "final_val_acc": last.get("val_acc"),
+        "final_val_loss": last.get("val_loss"),
+        "final_train_loss": last.get("train_loss"),
+        "final_train_acc": last.get("train_acc"),
+        "seconds": metrics.get("seconds"),
+        "params": metrics.get("params"),
+        "epochs_done": metrics.get("epochs_done"),
         "clipped_fraction": sum(clipped) / len(clipped) if clipped else None,
         "run_dir": metrics["run_dir"],
     }
@@ -51,8 +76,11 @@ def run_row(metrics: dict) -> Dict[str, Any]:
 
 def varying_keys(rows: Sequence[Dict[str, Any]]) -> List[str]:
     """Config keys whose value differs between runs (the factors of the comparison), NOT_A_FACTOR excluded."""
-    config_keys = [k for k in dict.fromkeys(itertools.chain.from_iterable(rows)) if k not in RUN_METRICS and k not in
-                   ("status", "run_dir") and not k.startswith(NOT_A_FACTOR)]
+    config_keys = [
+        k
+        for k in dict.fromkeys(itertools.chain.from_iterable(rows))
+        if k not in RUN_METRICS and k not in ("status", "run_dir") and not k.startswith(NOT_A_FACTOR)
+    ]
     return [k for k in config_keys if len({value_key(r.get(k)) for r in rows}) > 1]
 
 
@@ -72,12 +100,16 @@ def runs_below(path: str, out: Optional[Path] = None) -> Tuple[List[dict], List[
     """
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise ConfigError(f"{hydra_override('path', path)}: no such folder; give the folder that holds the run directories "
-                          f"(a sweep's: outputs/train/multirun/DATE/TIME; a study's: outputs/<study>/DATE/TIME)")
+        raise ConfigError(
+            f"{hydra_override('path', path)}: no such folder; give the folder that holds the run directories "
+            f"(a sweep's: outputs/train/multirun/DATE/TIME; a study's: outputs/<study>/DATE/TIME)"
+        )
     inside = lambda p: out is not None and (out in p.parents or p == out)
     runs, unreadable = load_runs(p for p in find_runs(root) if not inside(p))
     if not runs:
-        found = f"; the {len(unreadable)} metrics.json below it cannot be read, first {unreadable[0].path}: {unreadable[0].reason}" if unreadable else ""
+        found = (
+            f"; the {len(unreadable)} metrics.json below it cannot be read, first {unreadable[0].path}: {unreadable[0].reason}" if unreadable else ""
+        )
         raise ConfigError(f"{hydra_override('path', path)}: no run directories (folders with a readable metrics.json) below it{found}")
     return runs, unreadable
 
@@ -91,8 +123,9 @@ def grouping(study: ReportConfig, rows: Sequence[Dict[str, Any]]) -> List[str]:
     by = list(study.group_by) if study.group_by is not None else varying_keys(rows)
     unknown = [k for k in by if all(k not in r for r in rows)]
     if unknown:
-        raise ConfigError(f"{hydra_override('group_by', unknown)}: no run has these config keys; "
-                          f"choose from {', '.join(varying_keys(rows)) or 'seed only'}")
+        raise ConfigError(
+            f"{hydra_override('group_by', unknown)}: no run has these config keys; choose from {', '.join(varying_keys(rows)) or 'seed only'}"
+        )
     return by
 
 
@@ -127,31 +160,45 @@ def report_command(cfg: DictConfig) -> int:
     write_csv(out / "summary.csv", rows)
     # runs and seeds: those the statistics are computed from; the others are named under the table
     header = [*(by or ["group"]), "runs", "seeds", f"{metric} (mean ± std)", "95% CI ±", "diverged"]
-    table_rows = [[*(map(show_value, g.key.values()) if by else ["all runs"]), len(g.scored(metric)),
-                   ",".join(str(r.get("seed")) for r in g.scored(metric)) or "-",
-                   g.stat(metric).fmt(4), f"{g.stat(metric).ci95:.4f}" if g.stat(metric).ci95 is not None else "-",
-                   g.count(lambda r: r["status"] == "diverged")] for g in groups]
+    table_rows = [
+        [
+            *(map(show_value, g.key.values()) if by else ["all runs"]),
+            len(g.scored(metric)),
+            ",".join(str(r.get("seed")) for r in g.scored(metric)) or "-",
+            g.stat(metric).fmt(4),
+            f"{g.stat(metric).ci95:.4f}" if g.stat(metric).ci95 is not None else "-",
+            g.count(lambda r: r["status"] == "diverged"),
+        ]
+        for g in groups
+    ]
     table = markdown_table(header, table_rows) + left_out(groups, metric)
     epochs = sorted({r["epochs_done"] for r in rows if r["epochs_done"] is not None})
     datasets = sorted({str(r.get("dataset")) for r in rows})
     subtitle = f"{', '.join(datasets)}, {'/'.join(map(str, epochs))} epochs, {len(rows)} runs in {len(groups)} groups"
-    write_text(out / "summary.md", f"# Runs below {root}: {subtitle}\n\nGrouped by {by or 'nothing'}; "
-                                   f"{metric}: mean ± std over the runs of each group.\n\n{table}\n")
+    write_text(
+        out / "summary.md",
+        f"# Runs below {root}: {subtitle}\n\nGrouped by {by or 'nothing'}; {metric}: mean ± std over the runs of each group.\n\n{table}\n",
+    )
     figures = write_plots(runs, by, metric, out, subtitle)
-    setup = [f"Runs: {len(rows)} run directories below `{root}` ({sum(r['status'] == 'completed' for r in rows)} completed, "
-             f"{sum(r['status'] == 'diverged' for r in rows)} diverged, {sum(r['status'] not in ('completed', 'diverged') for r in rows)} "
-             f"other); datasets {', '.join(datasets)}; epochs {epochs}."
-             + (f" Skipped {len(unreadable)} unreadable metrics.json: "
-                + "; ".join(f"`{p.path}` ({p.reason})" for p in unreadable) + "." if unreadable else ""),
-             f"Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
-             f"each group's statistics are over its runs (mean, sample std, Student-t 95% CI).",
-             comparison_method('run'),
-             f"Hardware: {hardware_line(runs)}."]
+    setup = [
+        f"Runs: {len(rows)} run directories below `{root}` ({sum(r['status'] == 'completed' for r in rows)} completed, "
+        f"{sum(r['status'] == 'diverged' for r in rows)} diverged, {sum(r['status'] not in ('completed', 'diverged') for r in rows)} "
+        f"other); datasets {', '.join(datasets)}; epochs {epochs}."
+        + (
+            f" Skipped {len(unreadable)} unreadable metrics.json: " + "; ".join(f"`{p.path}` ({p.reason})" for p in unreadable) + "."
+            if unreadable
+            else ""
+        ),
+        f"Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
+        f"each group's statistics are over its runs (mean, sample std, Student-t 95% CI).",
+        comparison_method("run"),
+        f"Hardware: {hardware_line(runs)}.",
+    ]
     # the run folders as summary.csv names them: relative ones are relative to where this command ran
-    load = notebook_loader("deepexp.commands.report", base=Path.cwd(), subtitle=subtitle,
-                           extra=f"by, metric = {by!r}, {metric!r}")
-    report = Report("Report", setup, table, findings(groups, metric, chance_loss(runs)), figures,
-                    closing="Every run's own numbers: `summary.csv`.", load=load)
+    load = notebook_loader("deepexp.commands.report", base=Path.cwd(), subtitle=subtitle, extra=f"by, metric = {by!r}, {metric!r}")
+    report = Report(
+        "Report", setup, table, findings(groups, metric, chance_loss(runs)), figures, closing="Every run's own numbers: `summary.csv`.", load=load
+    )
     report.write(out, console, f"{metric} by {', '.join(by) or 'run'}: {subtitle}", header, table_rows)
     return 0
 
@@ -162,9 +209,13 @@ def left_out(groups: List[Group], metric: str) -> str:
     missing = [r for g in groups for r in g.rows if r not in g.scored(metric)]
     if not missing:
         return ""
-    return (f"\n\nLeft out of the runs, seeds and statistics above ({len(missing)} without a finite {metric}): "
-            + "; ".join(f"`{r['run_dir']}` (status {r.get('status')}, {metric} {'NaN or not recorded' if r.get(metric) is None else r[metric]})"
-                        for r in missing) + ".")
+    return (
+        f"\n\nLeft out of the runs, seeds and statistics above ({len(missing)} without a finite {metric}): "
+        + "; ".join(
+            f"`{r['run_dir']}` (status {r.get('status')}, {metric} {'NaN or not recorded' if r.get(metric) is None else r[metric]})" for r in missing
+        )
+        + "."
+    )
 
 
 def lower_is_better(metric: str) -> bool:
@@ -180,26 +231,30 @@ def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
     lines = []
     stuck = [f"{r['run_dir']}: {r['final_train_loss']:.3f}" for g in groups for r in g.rows if stalled(r.get("final_train_loss"), chance)]
     if stuck:
-        lines.append(f"Runs that never left chance level (final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}), "
-                     f"counted in their groups: {'; '.join(stuck)}.")
+        lines.append(
+            f"Runs that never left chance level (final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}), "
+            f"counted in their groups: {'; '.join(stuck)}."
+        )
     scored = [g for g in groups if g.stat(metric).n]
     if not scored:
         return lines + [f"No run has {metric}."]
     best, tied = scored[0], leaders(scored, metric, lowest=lower_is_better(metric))
     extreme = "Lowest" if lower_is_better(metric) else "Highest"
     if len(tied) > 1:
-        lines.append(f"{extreme} mean {metric}: a tie between {' and '.join(label(g) for g in tied)}, each "
-                     f"{best.stat(metric).mean:.4f} ({'; '.join(f'{label(g)}: {g.stat(metric).fmt(4)}, {g.stat(metric).n} runs' for g in tied)}).")
+        lines.append(
+            f"{extreme} mean {metric}: a tie between {' and '.join(label(g) for g in tied)}, each "
+            f"{best.stat(metric).mean:.4f} ({'; '.join(f'{label(g)}: {g.stat(metric).fmt(4)}, {g.stat(metric).n} runs' for g in tied)})."
+        )
     else:
         lines.append(f"{extreme} mean {metric}: {label(best)} with {best.stat(metric).fmt(4)} ({best.stat(metric).n} runs).")
     if len(scored) > 1:
         second = scored[1]
         pairs = list(itertools.combinations(range(len(scored)), 2))
         tests = holm([compare(scored[i].stat(metric).values, scored[j].stat(metric).values) for i, j in pairs])
-        lines.append(f"Against the runner-up, {label(second)} ({second.stat(metric).fmt(4)}): "
-                     f"{describe(tests[pairs.index((0, 1))], 'run')}.")
-    diverged = [f"{label(g)} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups
-                if g.count(lambda r: r["status"] == "diverged")]
+        lines.append(f"Against the runner-up, {label(second)} ({second.stat(metric).fmt(4)}): {describe(tests[pairs.index((0, 1))], 'run')}.")
+    diverged = [
+        f"{label(g)} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups if g.count(lambda r: r["status"] == "diverged")
+    ]
     if diverged:
         lines.append(f"Diverged runs: {'; '.join(diverged)}.")
     return lines
@@ -240,18 +295,23 @@ def metric_figure(runs: List[dict], by: List[str], metric: str, subtitle: str):
     if not scored:
         return None
     fig, (ax,) = plots.panels(1, width=max(5.5, 0.6 * len(scored) + 2))
-    plots.bars(ax, [label(g) for g in scored], [g.stat(metric).mean for g in scored], [g.stat(metric).std for g in scored],
-               f"{metric} (mean ± std)")
+    plots.bars(ax, [label(g) for g in scored], [g.stat(metric).mean for g in scored], [g.stat(metric).std for g in scored], f"{metric} (mean ± std)")
     ax.set_title(plots.literal(f"{metric} by group\n{subtitle}"), fontsize=9)
     return fig
 
 
 def write_plots(runs: List[dict], by: List[str], metric: str, out: Path, subtitle: str) -> List[Figure]:
     """The learning curves and the bars of `metric`, saved under out/plots/."""
-    figures = [Figure("learning_curves", plots.save(learning_curves_figure(runs, by, metric, subtitle), out / "plots" / "learning_curves.png"),
-                      figure_code("report.learning_curves_figure(runs, by, metric, subtitle)"))]
+    figures = [
+        Figure(
+            "learning_curves",
+            plots.save(learning_curves_figure(runs, by, metric, subtitle), out / "plots" / "learning_curves.png"),
+            figure_code("report.learning_curves_figure(runs, by, metric, subtitle)"),
+        )
+    ]
     fig = metric_figure(runs, by, metric, subtitle)
     if fig is not None:
-        figures.append(Figure(metric, plots.save(fig, out / "plots" / f"{metric}.png"),
-                              figure_code("report.metric_figure(runs, by, metric, subtitle)")))
+        figures.append(
+            Figure(metric, plots.save(fig, out / "plots" / f"{metric}.png"), figure_code("report.metric_figure(runs, by, metric, subtitle)"))
+        )
     return figures

@@ -1,4 +1,5 @@
 """`deepexp train`: one run of the trainer, then a table of its results."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,7 @@ def train_command(cfg: DictConfig) -> int:
     run_dir = job_output_dir()
     label = f"[{hydra.job.num}]" if hydra.mode.name == "MULTIRUN" else ""
     console = plain_console()
-    result = train(typed, run_dir, ConsoleReporter(console, label=label),
-                   provenance={"command": "train", "overrides": list(hydra.overrides.task)})
+    result = train(typed, run_dir, ConsoleReporter(console, label=label), provenance={"command": "train", "overrides": list(hydra.overrides.task)})
     console.print(results_table(result.metrics))
     # On its own line, never cut to the table's width: the path is there to be copied.
     console.print(f"run directory: {run_dir}", highlight=False, soft_wrap=True)
@@ -61,8 +61,10 @@ def results_table(metrics: dict) -> Table:
         ("val loss / acc", f"{num(last.get('val_loss'))} / {num(last.get('val_acc'))}"),
         ("best val acc", num(metrics.get("best_val_acc"))),
         ("test loss / acc", f"{num(test.get('loss'))} / {num(test.get('acc'))}" if test else "-"),
-        ("grad norm first / last layer", f"{num(last.get('grad_norm_first'), '.2e')} / {num(last.get('grad_norm_last'), '.2e')}"
-         if "grad_norm_first" in last else "-"),
+        (
+            "grad norm first / last layer",
+            f"{num(last.get('grad_norm_first'), '.2e')} / {num(last.get('grad_norm_last'), '.2e')}" if "grad_norm_first" in last else "-",
+        ),
         ("training time", f"{metrics['seconds']:.1f} s" if metrics.get("seconds") is not None else "-"),
     ]
     for key, value in rows:

@@ -9,6 +9,7 @@ pair of activations), the lecture's theory against the measurements, and a
 per-activation diagnosis (vanishing gradients, saturation, dying units, a flat loss
 with healthy gradients, or healthy).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -23,8 +24,22 @@ from rich.console import Console
 from .. import plots
 from ..config import ActivationsConfig
 from ..report_doc import Figure, Report, Section, figure_code, notebook_loader
-from ..results import (MIN_SEEDS, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm, markdown_table,
-                       spearman, stalled, write_csv, write_text)
+from ..results import (
+    MIN_SEEDS,
+    Comparison,
+    Group,
+    chance_loss,
+    compare,
+    comparison_method,
+    describe,
+    group,
+    holm,
+    markdown_table,
+    spearman,
+    stalled,
+    write_csv,
+    write_text,
+)
 from .runner import RunSpec, base_overrides, check_study, hardware_line, preset_note, provenance_values, run_study, train_overrides
 
 MAIN = "main"
@@ -47,11 +62,19 @@ def check_command(study: ActivationsConfig, exp_dir: Optional[Path]) -> None:
 
 
 # The study options behind the train keys it sets under another name (overrides=[...] may not set them).
-OWN_KEYS = {"act": "acts=[...]", "seed": "seeds=N", "model": "depth=, width= and norm=", "model.depth": "depth=...",
-            "model.width": "width=...", "model.norm": "norm=..."}
+OWN_KEYS = {
+    "act": "acts=[...]",
+    "seed": "seeds=N",
+    "model": "depth=, width= and norm=",
+    "model.depth": "depth=...",
+    "model.width": "width=...",
+    "model.norm": "norm=...",
+}
 # What the study reads from every run at the trainer's setting (overrides=[...] may not change it either).
-NEEDS = {"eval_test": "the tables and the report compare every run's test accuracy",
-         "monitor.enabled": "the diagnosis and the figures read every run's per-layer gradients and dead units"}
+NEEDS = {
+    "eval_test": "the tables and the report compare every run's test accuracy",
+    "monitor.enabled": "the diagnosis and the figures read every run's per-layer gradients and dead units",
+}
 
 
 def plan(study: ActivationsConfig) -> List[RunSpec]:
@@ -83,7 +106,7 @@ def run_row(spec: RunSpec, m: dict, study: ActivationsConfig) -> Dict[str, Any]:
     reached = next((h["epoch"] for h in history if h["val_acc"] >= study.threshold), None)
     last = history[-1] if history else {}
     first = history[0] if history else {}
-    losses = [h["train_loss"] for h in history[-study.stability_epochs:]] if m["status"] == "completed" else []
+    losses = [h["train_loss"] for h in history[-study.stability_epochs :]] if m["status"] == "completed" else []
     slope, spread = loss_trend(losses)
     layers = last.get("layers") or {}
 
@@ -145,22 +168,38 @@ def diagnose(g: Group, chance: float) -> Tuple[str, str]:
         found.append(("diverged", f"diverged in {diverged} of {n} runs (non-finite loss)"))
     if ratio is not None and ratio < VANISHING_LOG10:
         if stuck:
-            found.append(("vanishing gradient", f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's "
-                                                f"and the training loss stalled at {loss:.3f} (chance level {chance:.3f})"))
+            found.append(
+                (
+                    "vanishing gradient",
+                    f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's "
+                    f"and the training loss stalled at {loss:.3f} (chance level {chance:.3f})",
+                )
+            )
         else:
-            found.append(("vanishing gradient", f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's, "
-                                                f"yet the loss fell to {loss:.3f}: the upper layers learned on nearly frozen lower layers"))
+            found.append(
+                (
+                    "vanishing gradient",
+                    f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's, "
+                    f"yet the loss fell to {loss:.3f}: the upper layers learned on nearly frozen lower layers",
+                )
+            )
     elif stuck and ratio is not None:
-        found.append(("flat loss, healthy gradients", f"the training loss stayed at {loss:.3f} (chance level {chance:.3f}) while "
-                                                      f"gradients stayed within 10^{ratio:.1f} across depth: a learning-rate or "
-                                                      f"capacity problem, not a vanishing gradient"))
+        found.append(
+            (
+                "flat loss, healthy gradients",
+                f"the training loss stayed at {loss:.3f} (chance level {chance:.3f}) while "
+                f"gradients stayed within 10^{ratio:.1f} across depth: a learning-rate or "
+                f"capacity problem, not a vanishing gradient",
+            )
+        )
     if sat is not None and sat > SATURATED_PCT:
         found.append(("saturation", f"saturation: {sat:.1f}% of outputs lie within 1% of a bound"))
     if dead is not None and dead > DYING_PCT:
         found.append(("dying units", f"dying units: {dead:.1f}% of units pass no gradient on any probe image"))
     if not found:
-        return "healthy", (f"healthy: gradients within 10^{ratio:.1f} from first to last layer, "
-                           f"{dead or 0:.1f}% dead units, training loss down to {loss:.3f}")
+        return "healthy", (
+            f"healthy: gradients within 10^{ratio:.1f} from first to last layer, {dead or 0:.1f}% dead units, training loss down to {loss:.3f}"
+        )
     return ", ".join(label for label, _ in found), "; ".join(text for _, text in found)
 
 
@@ -189,12 +228,16 @@ def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> Li
         others = ", ".join(f"{g.key['act']} {epochs(g):.1f}" for g in sorted(reached, key=epochs) if g not in fastest)
         if len(fastest) == 1:
             top = fastest[0]
-            lead = (f"**Fastest convergence: {top.key['act']}**, reaching {study.threshold:.0%} validation accuracy after "
-                    f"{top.stat('epochs_to_threshold').fmt(1)} epochs ({top.stat('seconds_to_threshold').fmt(1)} s of training)")
+            lead = (
+                f"**Fastest convergence: {top.key['act']}**, reaching {study.threshold:.0%} validation accuracy after "
+                f"{top.stat('epochs_to_threshold').fmt(1)} epochs ({top.stat('seconds_to_threshold').fmt(1)} s of training)"
+            )
         else:
-            lead = (f"**Fastest convergence: a tie between {', '.join(g.key['act'] for g in fastest)}**, each reaching "
-                    f"{study.threshold:.0%} validation accuracy after {epochs(fastest[0]):.1f} epochs on average (training "
-                    f"seconds on a shared machine do not break a tie)")
+            lead = (
+                f"**Fastest convergence: a tie between {', '.join(g.key['act'] for g in fastest)}**, each reaching "
+                f"{study.threshold:.0%} validation accuracy after {epochs(fastest[0]):.1f} epochs on average (training "
+                f"seconds on a shared machine do not break a tie)"
+            )
         lines.append(lead + (f"; others (mean epochs): {others}." if others else "."))
         never = [g.key["act"] for g in done if g not in reached]
         if never:
@@ -210,41 +253,51 @@ def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> Li
         best = min(steady, key=lambda g: g.stat("loss_detrended_std").mean)
         worst = max(steady, key=lambda g: g.stat("loss_detrended_std").mean)
         measure = f"std of the training loss around its least-squares linear trend over the last {trend} epochs"
-        lines.append(f"**Most stable: {best.key['act']}** among the activations that learned ({measure} "
-                     f"{best.stat('loss_detrended_std').fmt(4, sci=True)}; least stable: {worst.key['act']}, "
-                     f"{worst.stat('loss_detrended_std').fmt(4, sci=True)})." if len(steady) > 1 else
-                     f"Stability of {best.key['act']}, the only activation that learned: {measure} "
-                     f"{best.stat('loss_detrended_std').fmt(4, sci=True)}.")
+        lines.append(
+            f"**Most stable: {best.key['act']}** among the activations that learned ({measure} "
+            f"{best.stat('loss_detrended_std').fmt(4, sci=True)}; least stable: {worst.key['act']}, "
+            f"{worst.stat('loss_detrended_std').fmt(4, sci=True)})."
+            if len(steady) > 1
+            else f"Stability of {best.key['act']}, the only activation that learned: {measure} {best.stat('loss_detrended_std').fmt(4, sci=True)}."
+        )
     elif learned and trend < 3:
-        lines.append(f"Stability (the training loss's scatter around its trend) needs at least 3 epochs: this study fits the "
-                     f"trend over the last {trend} (stability_epochs={n}, epochs={study.epochs}).")
+        lines.append(
+            f"Stability (the training loss's scatter around its trend) needs at least 3 epochs: this study fits the "
+            f"trend over the last {trend} (stability_epochs={n}, epochs={study.epochs})."
+        )
     falling = [g for g in learned if g.stat("loss_slope").n]
     if falling:
         steep = min(falling, key=lambda g: g.stat("loss_slope").mean)
         flat = max(falling, key=lambda g: g.stat("loss_slope").mean)
         measure = f"least-squares slope over the last {trend} epochs"
-        lines.append(f"**Training loss still falling fastest: {steep.key['act']}** ({measure} {steep.stat('loss_slope').fmt(4)} "
-                     f"per epoch; slowest: {flat.key['act']}, {flat.stat('loss_slope').fmt(4)})." if len(falling) > 1 else
-                     f"Training loss of {steep.key['act']}, the only activation that learned: {measure} "
-                     f"{steep.stat('loss_slope').fmt(4)} per epoch.")
+        lines.append(
+            f"**Training loss still falling fastest: {steep.key['act']}** ({measure} {steep.stat('loss_slope').fmt(4)} "
+            f"per epoch; slowest: {flat.key['act']}, {flat.stat('loss_slope').fmt(4)})."
+            if len(falling) > 1
+            else f"Training loss of {steep.key['act']}, the only activation that learned: {measure} {steep.stat('loss_slope').fmt(4)} per epoch."
+        )
     ranked, against_best = accuracy_comparisons(done)
     top = ranked[0]
     sentence = f"**Best test accuracy: {top.key['act']}** ({top.stat('test_acc').fmt(4)})"
     if len(ranked) > 1:
         second = ranked[1]
-        sentence += (f"; against the runner-up {second.key['act']} ({second.stat('test_acc').fmt(4)}): "
-                     f"{describe(against_best[second.key['act']])}")
+        sentence += f"; against the runner-up {second.key['act']} ({second.stat('test_acc').fmt(4)}): {describe(against_best[second.key['act']])}"
     lines.append(sentence + ".")
     # the best against each of the others, in the words of every comparison (results.describe), then which of them
     # the data do not show to be less accurate
-    lines += [f"{top.key['act']} against {g.key['act']} ({g.stat('test_acc').fmt(4)}): {describe(against_best[g.key['act']])}."
-              for g in ranked[2:]]
+    lines += [f"{top.key['act']} against {g.key['act']} ({g.stat('test_acc').fmt(4)}): {describe(against_best[g.key['act']])}." for g in ranked[2:]]
     unshown = [g.key["act"] for g in ranked[1:] if not against_best[g.key["act"]].significant]
     if unshown:
         few = min(g.stat("test_acc").n for g in ranked) < MIN_SEEDS
-        lines.append(f"Not shown to be less accurate than {top.key['act']}: {', '.join(unshown)}"
-                     + (f" (with fewer than {MIN_SEEDS} seeds per side no comparison can show a difference)." if few else "."))
-    diverged = [f"{g.key['act']} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})" for g in groups if g.count(lambda r: r["status"] == "diverged")]
+        lines.append(
+            f"Not shown to be less accurate than {top.key['act']}: {', '.join(unshown)}"
+            + (f" (with fewer than {MIN_SEEDS} seeds per side no comparison can show a difference)." if few else ".")
+        )
+    diverged = [
+        f"{g.key['act']} ({g.count(lambda r: r['status'] == 'diverged')}/{len(g.rows)})"
+        for g in groups
+        if g.count(lambda r: r["status"] == "diverged")
+    ]
     lines.append(f"Diverged runs: {', '.join(diverged)}." if diverged else "No run diverged.")
     return lines + theory(groups, study)
 
@@ -259,26 +312,35 @@ def theory(groups: List[Group], study: ActivationsConfig) -> List[str]:
     if sigmoid and sigmoid.stat("grad_log10_ratio_final").n:
         bound = study.depth * math.log10(SIGMOID_MAX_SLOPE)
         first, final = sigmoid.stat("grad_log10_ratio_first_epoch").mean, sigmoid.stat("grad_log10_ratio_final").mean
-        measured = (f"10^{final:.1f} after its one epoch" if study.epochs == 1 or first is None else
-                    f"10^{first:.1f} after epoch 1 and 10^{final:.1f} after epoch {study.epochs}")
-        lines.append(f"**Theory, sigmoid**: its slope σ'(x) = σ(x)(1 − σ(x)) is at most 1/4, so the error signal reaching the first "
-                     f"of {study.depth} hidden layers has been multiplied by {study.depth} such slopes: at most "
-                     f"0.25^{study.depth} ≈ 10^{bound:.1f} from the activation alone (the weights and the layers' inputs scale "
-                     f"the gradient further); measured first-layer gradient against the classifier's: {measured} (mean over seeds).")
+        measured = (
+            f"10^{final:.1f} after its one epoch"
+            if study.epochs == 1 or first is None
+            else f"10^{first:.1f} after epoch 1 and 10^{final:.1f} after epoch {study.epochs}"
+        )
+        lines.append(
+            f"**Theory, sigmoid**: its slope σ'(x) = σ(x)(1 − σ(x)) is at most 1/4, so the error signal reaching the first "
+            f"of {study.depth} hidden layers has been multiplied by {study.depth} such slopes: at most "
+            f"0.25^{study.depth} ≈ 10^{bound:.1f} from the activation alone (the weights and the layers' inputs scale "
+            f"the gradient further); measured first-layer gradient against the classifier's: {measured} (mean over seeds)."
+        )
     relu = by_act.get("relu")
     layers = [r["dead_pct_by_layer"] for r in relu.rows if r.get("dead_pct_by_layer")] if relu else []
     if layers and len({len(v) for v in layers}) == 1 and len(layers[0]) >= 3:
         dead = [statistics.fmean(v) for v in zip(*layers)]
         if not any(dead):
-            lines.append(f"**Theory, ReLU**: a unit whose input is negative on every example passes no gradient and cannot "
-                         f"recover, and dead units become likelier with depth (Lu et al. 2019); here no relu unit is dead in any "
-                         f"of the {len(dead)} hidden layers.")
+            lines.append(
+                f"**Theory, ReLU**: a unit whose input is negative on every example passes no gradient and cannot "
+                f"recover, and dead units become likelier with depth (Lu et al. 2019); here no relu unit is dead in any "
+                f"of the {len(dead)} hidden layers."
+            )
         else:
             rho = spearman(list(range(1, len(dead) + 1)), dead)
-            lines.append(f"**Theory, ReLU**: a unit whose input is negative on every example passes no gradient and cannot "
-                         f"recover, and dead units become likelier with depth (Lu et al. 2019); measured dead units of relu by "
-                         f"hidden layer (1 = input side, mean over seeds): {', '.join(f'{v:.1f}' for v in dead)}% "
-                         f"(Spearman rho between layer and dead share {'-' if rho is None else f'{rho:+.2f}'}).")
+            lines.append(
+                f"**Theory, ReLU**: a unit whose input is negative on every example passes no gradient and cannot "
+                f"recover, and dead units become likelier with depth (Lu et al. 2019); measured dead units of relu by "
+                f"hidden layer (1 = input side, mean over seeds): {', '.join(f'{v:.1f}' for v in dead)}% "
+                f"(Spearman rho between layer and dead share {'-' if rho is None else f'{rho:+.2f}'})."
+            )
     return lines
 
 
@@ -291,8 +353,11 @@ def recommendations(groups: List[Group], diagnoses: Dict[str, Tuple[str, str]]) 
     unshown = [g.key["act"] for g in ranked[1:] if not against_best[g.key["act"]].significant]
     healthy = [g.key["act"] for g in ranked if diagnoses[g.key["act"]][0] == "healthy"]
     troubled = [f"{g.key['act']} ({diagnoses[g.key['act']][0]})" for g in groups if diagnoses[g.key["act"]][0] != "healthy"]
-    out = [f"For this depth and budget, use {top.key['act']}"
-           + (f" or any of {', '.join(unshown)} (not shown to be less accurate with these seeds)" if unshown else "") + "."]
+    out = [
+        f"For this depth and budget, use {top.key['act']}"
+        + (f" or any of {', '.join(unshown)} (not shown to be less accurate with these seeds)" if unshown else "")
+        + "."
+    ]
     if troubled:
         out.append(f"Avoid, or fix the cause named in the diagnosis first: {', '.join(troubled)}.")
     if healthy:
@@ -303,11 +368,17 @@ def recommendations(groups: List[Group], diagnoses: Dict[str, Tuple[str, str]]) 
 # --- writing it all down ----------------------------------------------------------------------
 
 
-SUMMARY_COLUMNS = [("test_acc", "test acc", 4, False), ("best_val_acc", "best val acc", 4, False),
-                   ("epochs_to_threshold", "epochs to thr.", 2, False), ("seconds_to_threshold", "s to thr.", 2, False),
-                   ("loss_slope", "loss slope/epoch", 4, False), ("loss_detrended_std", "loss std around trend", 4, True),
-                   ("grad_log10_ratio_final", "log10 grad first/last", 2, False),
-                   ("dead_pct", "dead %", 2, False), ("saturation_pct", "saturation %", 2, False)]
+SUMMARY_COLUMNS = [
+    ("test_acc", "test acc", 4, False),
+    ("best_val_acc", "best val acc", 4, False),
+    ("epochs_to_threshold", "epochs to thr.", 2, False),
+    ("seconds_to_threshold", "s to thr.", 2, False),
+    ("loss_slope", "loss slope/epoch", 4, False),
+    ("loss_detrended_std", "loss std around trend", 4, True),
+    ("grad_log10_ratio_final", "log10 grad first/last", 2, False),
+    ("dead_pct", "dead %", 2, False),
+    ("saturation_pct", "saturation %", 2, False),
+]
 
 
 def summary_rows(groups: List[Group]) -> List[List[str]]:
@@ -381,13 +452,20 @@ def grad_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str):
     epoch, geometric mean ± std over seeds per activation; returns the Figure."""
     by_act = main_runs(runs, rows)
     last = common_epochs(by_act)
-    return plots.first_and_last_epoch(lambda index: per_layer(by_act, "grad_norm", index), last,
-                                      "layer (1 = input side, last = classifier)", "gradient L2 norm of the weight (log)",
-                                      "gradient norm against depth", subtitle)
+    return plots.first_and_last_epoch(
+        lambda index: per_layer(by_act, "grad_norm", index),
+        last,
+        "layer (1 = input side, last = classifier)",
+        "gradient L2 norm of the weight (log)",
+        "gradient norm against depth",
+        subtitle,
+    )
 
 
-LAYER_FIGURES = {"act_std_vs_depth": ("act_std", "activation std (probe set)", 1.0),
-                 "dead_units_by_layer": ("dead", "dead units (%)", 100.0)}  # figure name: (probe statistic, label, scale)
+LAYER_FIGURES = {
+    "act_std_vs_depth": ("act_std", "activation std (probe set)", 1.0),
+    "dead_units_by_layer": ("dead", "dead units (%)", 100.0),
+}  # figure name: (probe statistic, label, scale)
 
 
 def layer_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str, name: str):
@@ -411,8 +489,13 @@ def accuracy_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str)
     by_act = main_runs(runs, rows)
     fig, (ax,) = plots.panels(1, width=7)
     accs = {act: [m["test"]["acc"] for m in ms] for act, ms in by_act.items()}
-    plots.bars(ax, list(accs), [statistics.fmean(v) for v in accs.values()],
-               [statistics.stdev(v) if len(v) > 1 else 0 for v in accs.values()], "test accuracy (mean ± std)")
+    plots.bars(
+        ax,
+        list(accs),
+        [statistics.fmean(v) for v in accs.values()],
+        [statistics.stdev(v) if len(v) > 1 else 0 for v in accs.values()],
+        "test accuracy (mean ± std)",
+    )
     low = min(min(v) for v in accs.values())
     ax.set_ylim(max(0.0, low - 0.05), 1.0)
     ax.set_title(f"final test accuracy\n{subtitle}")
@@ -420,10 +503,12 @@ def accuracy_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str)
 
 
 # name in the report: (file under plots/, the call that draws it, on the notebook's names)
-FIGURES = {"loss": ("loss_curves.png", "activations.loss_figure(runs, rows, subtitle)"),
-           "grad": ("grad_norm_vs_depth.png", "activations.grad_figure(runs, rows, subtitle)"),
-           **{name: (f"{name}.png", f"activations.layer_figure(runs, rows, subtitle, {name!r})") for name in LAYER_FIGURES},
-           "accuracy": ("test_accuracy.png", "activations.accuracy_figure(runs, rows, subtitle)")}
+FIGURES = {
+    "loss": ("loss_curves.png", "activations.loss_figure(runs, rows, subtitle)"),
+    "grad": ("grad_norm_vs_depth.png", "activations.grad_figure(runs, rows, subtitle)"),
+    **{name: (f"{name}.png", f"activations.layer_figure(runs, rows, subtitle, {name!r})") for name in LAYER_FIGURES},
+    "accuracy": ("test_accuracy.png", "activations.accuracy_figure(runs, rows, subtitle)"),
+}
 
 
 def write_plots(runs: List[dict], rows: List[Dict[str, Any]], exp_dir: Path, subtitle: str) -> List[Figure]:
@@ -431,11 +516,13 @@ def write_plots(runs: List[dict], rows: List[Dict[str, Any]], exp_dir: Path, sub
     saved under plots/; none where no run of the main sweep completed."""
     if not main_runs(runs, rows):
         return []
-    draw = {"loss": lambda: loss_figure(runs, rows, subtitle), "grad": lambda: grad_figure(runs, rows, subtitle),
-            **{name: (lambda name=name: layer_figure(runs, rows, subtitle, name)) for name in LAYER_FIGURES},
-            "accuracy": lambda: accuracy_figure(runs, rows, subtitle)}
-    return [Figure(name, plots.save(draw[name](), exp_dir / "plots" / file), figure_code(call))
-            for name, (file, call) in FIGURES.items()]
+    draw = {
+        "loss": lambda: loss_figure(runs, rows, subtitle),
+        "grad": lambda: grad_figure(runs, rows, subtitle),
+        **{name: (lambda name=name: layer_figure(runs, rows, subtitle, name)) for name in LAYER_FIGURES},
+        "accuracy": lambda: accuracy_figure(runs, rows, subtitle),
+    }
+    return [Figure(name, plots.save(draw[name](), exp_dir / "plots" / file), figure_code(call)) for name, (file, call) in FIGURES.items()]
 
 
 def ablation_table(rows: List[Dict[str, Any]], acts: List[str]) -> Optional[str]:
@@ -446,8 +533,7 @@ def ablation_table(rows: List[Dict[str, Any]], acts: List[str]) -> Optional[str]
     return markdown_table(["activation"] + variants, [[a] + [cells.get((v, a), "-") for v in variants] for a in acts])
 
 
-def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], exp_dir: Path, console: Console,
-                wall_seconds: float) -> Path:
+def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], exp_dir: Path, console: Console, wall_seconds: float) -> Path:
     rows = [run_row(spec, m, study) for spec, m in results]
     write_csv(exp_dir / "summary.csv", rows)
     main_rows = [r for r in rows if r["variant"] == MAIN]
@@ -472,7 +558,8 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
         f"Model: MLP with {study.depth} hidden layers of {study.width} units, norm={study.norm}, "
         f"{first.get('params', 0):,} parameters; init={study.init.name} (auto = He for the ReLU family, LeCun for SELU, Xavier for tanh/sigmoid).",
         f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD with momentum 0.9, lr {study.lr}"
-        + (f", extra overrides {list(study.overrides)}" if study.overrides else "") + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
+        + (f", extra overrides {list(study.overrides)}" if study.overrides else "")
+        + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
         f"Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}, host {hardware('host')}. "
         f"Training time summed over runs: {train_seconds:.0f} s; this invocation's wall clock: {wall_seconds:.0f} s (runs already on disk are not retrained).",
         f"Measures: *epochs to threshold* = first epoch with validation accuracy ≥ {study.threshold}; over the last "
@@ -487,17 +574,28 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
         sections.append(Section("Ablations (test accuracy, mean ± std; each column changes one thing from the main sweep)", text=ablation))
     sections.append(Section("Recommendations", recommendations(groups, diagnoses)))
     report = Report(
-        f"Which activation trains a {study.depth}-layer MLP best?", setup, table, findings(groups, chance, study), figures, sections,
-        limitations=[*preset_note(study.preset),
-                     f"{study.epochs} epochs and {study.seeds} seeds" + (f" on the first {study.subset} training images" if study.subset else "")
-                     + f" (preset `{study.preset}`): only differences the findings call significant are claims"
-                     + (f"; with fewer than {MIN_SEEDS} seeds every comparison is indicative only." if study.seeds < MIN_SEEDS else "."),
-                     "One learning rate and optimizer for every activation: a tuned rate per activation may reorder the ranking.",
-                     f"{hardware('device')} only; no data augmentation; MNIST-like data saturate near 98%, so run `dataset=fashion_mnist` for a harder test."],
-        references=["Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks.",
-                    "He et al. 2015, Delving deep into rectifiers (He init, PReLU).",
-                    "Clevert et al. 2016, ELU; Klambauer et al. 2017, Self-normalizing neural networks (SELU).",
-                    "Hendrycks & Gimpel 2016, GELU; Ramachandran et al. 2017, Searching for activation functions (Swish).",
-                    "Lu et al. 2019, Dying ReLU and initialization."],
-        load=notebook_loader("deepexp.experiments.activations", subtitle=subtitle))
+        f"Which activation trains a {study.depth}-layer MLP best?",
+        setup,
+        table,
+        findings(groups, chance, study),
+        figures,
+        sections,
+        limitations=[
+            *preset_note(study.preset),
+            f"{study.epochs} epochs and {study.seeds} seeds"
+            + (f" on the first {study.subset} training images" if study.subset else "")
+            + f" (preset `{study.preset}`): only differences the findings call significant are claims"
+            + (f"; with fewer than {MIN_SEEDS} seeds every comparison is indicative only." if study.seeds < MIN_SEEDS else "."),
+            "One learning rate and optimizer for every activation: a tuned rate per activation may reorder the ranking.",
+            f"{hardware('device')} only; no data augmentation; MNIST-like data saturate near 98%, so run `dataset=fashion_mnist` for a harder test.",
+        ],
+        references=[
+            "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks.",
+            "He et al. 2015, Delving deep into rectifiers (He init, PReLU).",
+            "Clevert et al. 2016, ELU; Klambauer et al. 2017, Self-normalizing neural networks (SELU).",
+            "Hendrycks & Gimpel 2016, GELU; Ramachandran et al. 2017, Searching for activation functions (Swish).",
+            "Lu et al. 2019, Dying ReLU and initialization.",
+        ],
+        load=notebook_loader("deepexp.experiments.activations", subtitle=subtitle),
+    )
     return report.write(exp_dir, console, f"activation study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))

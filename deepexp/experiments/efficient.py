@@ -8,6 +8,7 @@ accuracy-against-cost plots with their Pareto fronts, a report whose every
 statement is computed from the measurements, and the recommended model's ONNX
 files under `deploy/`. `train_models=false` measures size and speed only.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,22 @@ from ..host import HostLoad, cores_available, cpu_name, host_load
 from ..measure import MAX_RELATIVE_IQR, MIN_BLOCKS, count_macs, count_params, spread_problems, torch_latency
 from ..models import create_model, init_weights
 from ..report_doc import Figure, Report, Section, figure_code, notebook_loader
-from ..results import (MIN_SEEDS, STALLED_FRACTION, Stat, chance_loss, compare, comparison_method, describe, holm, markdown_table,
-                       pareto_front, spearman, stalled, write_csv, write_text)
+from ..results import (
+    MIN_SEEDS,
+    STALLED_FRACTION,
+    Stat,
+    chance_loss,
+    compare,
+    comparison_method,
+    describe,
+    holm,
+    markdown_table,
+    pareto_front,
+    spearman,
+    stalled,
+    write_csv,
+    write_text,
+)
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
 from .runner import RunSpec, base_overrides, check_study, hardware_line, precision, preset_note, run_config, run_study, train_overrides
@@ -95,8 +110,11 @@ def takes_width(model: str) -> bool:
 def plan(study: EfficientConfig) -> List[RunSpec]:
     if not study.train_models:
         return []
-    return [RunSpec(f"{model}-s{seed}", {"model": model, "seed": seed}, run_overrides(study, model, seed))
-            for model in study.models for seed in range(study.seeds)]
+    return [
+        RunSpec(f"{model}-s{seed}", {"model": model, "seed": seed}, run_overrides(study, model, seed))
+        for model in study.models
+        for seed in range(study.seeds)
+    ]
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -121,8 +139,17 @@ def state_dict_bytes(model: torch.nn.Module) -> int:
     return buffer.tell()
 
 
-def export_and_score(study: EfficientConfig, model: torch.nn.Module, name: str, data: Splits, folder: Path, threads: int,
-                     score: bool, key: Dict[str, Any], exporter: OnnxExporter) -> Dict[str, Any]:
+def export_and_score(
+    study: EfficientConfig,
+    model: torch.nn.Module,
+    name: str,
+    data: Splits,
+    folder: Path,
+    threads: int,
+    score: bool,
+    key: Dict[str, Any],
+    exporter: OnnxExporter,
+) -> Dict[str, Any]:
     """Export FP32 (and INT8) ONNX of the study model `name` into `folder`, check parity, and score on the test set.
 
     The result is cached in `folder/export.json` under `key`, so rerunning the study
@@ -140,7 +167,7 @@ def export_and_score(study: EfficientConfig, model: torch.nn.Module, name: str, 
     if score:
         out["onnx_fp32_acc"] = float((predictions == data.y_test.numpy()).mean())
     if study.quantize:
-        calibration = (data.x_train[:study.calibration_images].float() / 255).numpy()  # training images only
+        calibration = (data.x_train[: study.calibration_images].float() / 255).numpy()  # training images only
         int8 = quantize_int8(fp32, folder / "model.int8.onnx", calibration)
         out["onnx_int8"] = int8.name
         if score:
@@ -158,16 +185,28 @@ def measure_cost(study: EfficientConfig, model: torch.nn.Module, data: Splits, f
     one thread (`latency` and `latency_1_thread`: runtime -> batch -> Latency.as_dict() plus its
     `problems` and `reliable`, see `assess`), and the host's load before and after the timings."""
     thread_counts = list(dict.fromkeys((threads, 1)))
-    settings = {"threads": threads, "thread_counts": thread_counts, "batches": list(study.latency_batches),
-                "min_run_time": study.min_run_time, "min_blocks": MIN_BLOCKS, "quantize": study.quantize,
-                "torch": torch.__version__, "host": platform.node()}
+    settings = {
+        "threads": threads,
+        "thread_counts": thread_counts,
+        "batches": list(study.latency_batches),
+        "min_run_time": study.min_run_time,
+        "min_blocks": MIN_BLOCKS,
+        "quantize": study.quantize,
+        "torch": torch.__version__,
+        "host": platform.node(),
+    }
     record = folder.parent / "cost.json"
     cached = read_json(record)
     if cached is not None and cached.get("settings") == settings:
         return cached
     shape = data.input_shape  # (C, H, W): the exported model's fixed image shape
-    cost: Dict[str, Any] = {"settings": settings, "input": list(shape), "params": count_params(model), "macs": count_macs(model, shape),
-                            "size_bytes": {PYTORCH: state_dict_bytes(model), ORT_FP32: (folder / "model.onnx").stat().st_size}}
+    cost: Dict[str, Any] = {
+        "settings": settings,
+        "input": list(shape),
+        "params": count_params(model),
+        "macs": count_macs(model, shape),
+        "size_bytes": {PYTORCH: state_dict_bytes(model), ORT_FP32: (folder / "model.onnx").stat().st_size},
+    }
     files = {ORT_FP32: folder / "model.onnx"}
     if study.quantize:
         cost["size_bytes"][ORT_INT8] = (folder / "model.int8.onnx").stat().st_size
@@ -182,8 +221,14 @@ def measure_cost(study: EfficientConfig, model: torch.nn.Module, data: Splits, f
                 figures.setdefault(runtime, {})[str(batch)] = onnx_latency(sess, shape, batch, n, study.min_run_time).as_dict()
         cost["latency" if n == threads else "latency_1_thread"] = figures
     after = host_load()
-    cost["host"] = {"name": platform.node(), "cpu": cpu_name(), "cores": cores_available(), "cpus": os.cpu_count(),
-                    "before": before.as_dict() if before else None, "after": after.as_dict() if after else None}
+    cost["host"] = {
+        "name": platform.node(),
+        "cpu": cpu_name(),
+        "cores": cores_available(),
+        "cpus": os.cpu_count(),
+        "before": before.as_dict() if before else None,
+        "after": after.as_dict() if after else None,
+    }
     write_json(record, assess(cost))
     return cost
 
@@ -214,16 +259,27 @@ def latency_checks(cost: Dict[str, Any], runtime: str, batch: str, single_thread
     busy = [load for load in loads(cost) if load.oversubscribed(fig["threads"])]
     if busy:
         worst = max(busy, key=lambda load: load.others)
-        failed.append((CONTENTION, f"cores taken (other processes {worst.others:.1f} threads + {threads_label(fig['threads'])} timed "
-                                   f"on {worst.cpus} cores)"))
+        failed.append(
+            (CONTENTION, f"cores taken (other processes {worst.others:.1f} threads + {threads_label(fig['threads'])} timed on {worst.cpus} cores)")
+        )
     ort = table.get(ORT_FP32, {}).get(batch)
     if runtime == PYTORCH and ort and fig["median_ms"] > PYTORCH_ORT_MAX_RATIO * ort["median_ms"]:
-        failed.append((CONTENTION, f"{fig['median_ms'] / ort['median_ms']:.0f}x slower than ONNX Runtime on the same model "
-                                   f"(beyond {PYTORCH_ORT_MAX_RATIO:.0f}x: threads waiting for cores)"))
+        failed.append(
+            (
+                CONTENTION,
+                f"{fig['median_ms'] / ort['median_ms']:.0f}x slower than ONNX Runtime on the same model "
+                f"(beyond {PYTORCH_ORT_MAX_RATIO:.0f}x: threads waiting for cores)",
+            )
+        )
     single = one_thread(cost)[runtime][batch]
     if fig["threads"] > 1 and fig["median_ms"] > THREADS_MAX_SLOWDOWN * single["median_ms"]:
-        failed.append((CONTENTION, f"{fig['median_ms'] / single['median_ms']:.1f}x slower with {fig['threads']} threads than "
-                                   f"with 1 (beyond {THREADS_MAX_SLOWDOWN:g}x: threads waiting for cores)"))
+        failed.append(
+            (
+                CONTENTION,
+                f"{fig['median_ms'] / single['median_ms']:.1f}x slower with {fig['threads']} threads than "
+                f"with 1 (beyond {THREADS_MAX_SLOWDOWN:g}x: threads waiting for cores)",
+            )
+        )
     return failed
 
 
@@ -238,8 +294,10 @@ def load_phrase(cost: Dict[str, Any]) -> str:
     if not found:
         return ""
     mine = f", {found[0].cores} for this process" if found[0].cores != found[0].cpus else ""
-    return (f"load average {' before and '.join(f'{x.average[0]:.2f}' for x in found)}{' after' if len(found) == 2 else ''} "
-            f"the timings on {found[0].cpus} cores{mine}")
+    return (
+        f"load average {' before and '.join(f'{x.average[0]:.2f}' for x in found)}{' after' if len(found) == 2 else ''} "
+        f"the timings on {found[0].cpus} cores{mine}"
+    )
 
 
 def assess(cost: Dict[str, Any]) -> Dict[str, Any]:
@@ -269,9 +327,19 @@ def measure_all(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
             key = {"weights": checkpoint.stat().st_mtime_ns, "calibration_images": study.calibration_images, "quantize": study.quantize}
             exported = export_and_score(study, model.eval(), name, data, folder, threads, score=True, key=key, exporter=exporter)
             history = metrics["history"]
-            seeds.append({"seed": cfg.seed, "test_acc": metrics["test"]["acc"], "val_acc": history[-1]["val_acc"] if history else None,
-                          "seconds": metrics.get("seconds"), "folder": folder, "mean": data.mean.tolist(), "std": data.std.tolist(),
-                          "num_classes": data.num_classes, **exported})
+            seeds.append(
+                {
+                    "seed": cfg.seed,
+                    "test_acc": metrics["test"]["acc"],
+                    "val_acc": history[-1]["val_acc"] if history else None,
+                    "seconds": metrics.get("seconds"),
+                    "folder": folder,
+                    "mean": data.mean.tolist(),
+                    "std": data.std.tolist(),
+                    "num_classes": data.num_classes,
+                    **exported,
+                }
+            )
             first_export = first_export or (model, data, folder)
         if first_export is None:  # train_models=false, or no seed of this model completed: untrained weights
             cfg = run_config(run_overrides(study, name, 0))
@@ -280,8 +348,7 @@ def measure_all(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
             model = build_model(cfg, data)
             init_weights(model, cfg.init.name, cfg.act.name)
             folder = exp_dir / "models" / name / "untrained"
-            export_and_score(study, model.eval(), name, data, folder, threads, score=False, key={"quantize": study.quantize},
-                             exporter=exporter)
+            export_and_score(study, model.eval(), name, data, folder, threads, score=False, key={"quantize": study.quantize}, exporter=exporter)
             first_export = (model, data, folder)
         model, data, folder = first_export
         counts = f"{threads} and 1 threads" if threads != 1 else "1 thread"
@@ -300,10 +367,13 @@ def unreliable_warning(name: str, cost: Dict[str, Any]) -> Optional[str]:
     if not unreliable:
         return None
     kinds = {kind for _, failed in unreliable for kind, _ in failed}
-    why = ([f"contention: {load_phrase(cost) or 'threads waiting for cores'}"] if CONTENTION in kinds else []) + \
-          ([f"too few timed blocks or an IQR above {MAX_RELATIVE_IQR:.0%} of the median"] if SPREAD in kinds else [])
-    return (f"warning: {name}: {len(unreliable)} of {count_figures(cost)} latency figures not measured reliably "
-            f"({'; '.join(why)}); starred in the tables, report.md says why")
+    why = ([f"contention: {load_phrase(cost) or 'threads waiting for cores'}"] if CONTENTION in kinds else []) + (
+        [f"too few timed blocks or an IQR above {MAX_RELATIVE_IQR:.0%} of the median"] if SPREAD in kinds else []
+    )
+    return (
+        f"warning: {name}: {len(unreliable)} of {count_figures(cost)} latency figures not measured reliably "
+        f"({'; '.join(why)}); starred in the tables, report.md says why"
+    )
 
 
 def unreliable_figures(cost: Dict[str, Any]) -> List[Tuple[str, List[Tuple[str, str]]]]:
@@ -338,20 +408,39 @@ def summary_rows(study: EfficientConfig, measured: List[Measured]) -> List[Dict[
         for runtime in runtimes(study):
             acc = Stat(m.accuracies(runtime))
             drop = base_mean - acc.mean if acc.mean is not None and base_mean is not None else None
-            row: Dict[str, Any] = {"model": m.name, "runtime": runtime, "params": m.cost["params"], "macs": m.cost["macs"],
-                                   "size_bytes": m.cost["size_bytes"][runtime]}
+            row: Dict[str, Any] = {
+                "model": m.name,
+                "runtime": runtime,
+                "params": m.cost["params"],
+                "macs": m.cost["macs"],
+                "size_bytes": m.cost["size_bytes"][runtime],
+            }
             for batch, lat in m.cost["latency"][runtime].items():
                 single = one_thread(m.cost)[runtime][batch]
-                row.update({f"latency_b{batch}_ms": lat["median_ms"], f"latency_b{batch}_iqr_ms": lat["iqr_ms"],
-                            f"latency_b{batch}_blocks": lat["blocks"], f"throughput_b{batch}_img_s": lat["images_per_s"],
-                            f"latency_b{batch}_reliable": not latency_problems(m.cost, runtime, batch),
-                            f"latency_b{batch}_1t_ms": single["median_ms"], f"latency_b{batch}_1t_iqr_ms": single["iqr_ms"],
-                            f"latency_b{batch}_1t_reliable": not latency_problems(m.cost, runtime, batch, single_thread=True)})
-            row.update({"threads": m.cost["settings"]["threads"], "seeds": acc.n, "test_acc_mean": acc.mean, "test_acc_std": acc.std,
-                        "drop_vs_baseline": drop,
-                        "drop_p_value": compare(baseline, acc.values).p if m.name != study.baseline or runtime != PYTORCH else None,
-                        "under_max_params": m.cost["params"] < study.max_params,
-                        "under_max_drop": drop < study.max_drop if drop is not None else None})
+                row.update(
+                    {
+                        f"latency_b{batch}_ms": lat["median_ms"],
+                        f"latency_b{batch}_iqr_ms": lat["iqr_ms"],
+                        f"latency_b{batch}_blocks": lat["blocks"],
+                        f"throughput_b{batch}_img_s": lat["images_per_s"],
+                        f"latency_b{batch}_reliable": not latency_problems(m.cost, runtime, batch),
+                        f"latency_b{batch}_1t_ms": single["median_ms"],
+                        f"latency_b{batch}_1t_iqr_ms": single["iqr_ms"],
+                        f"latency_b{batch}_1t_reliable": not latency_problems(m.cost, runtime, batch, single_thread=True),
+                    }
+                )
+            row.update(
+                {
+                    "threads": m.cost["settings"]["threads"],
+                    "seeds": acc.n,
+                    "test_acc_mean": acc.mean,
+                    "test_acc_std": acc.std,
+                    "drop_vs_baseline": drop,
+                    "drop_p_value": compare(baseline, acc.values).p if m.name != study.baseline or runtime != PYTORCH else None,
+                    "under_max_params": m.cost["params"] < study.max_params,
+                    "under_max_drop": drop < study.max_drop if drop is not None else None,
+                }
+            )
             row["meets_targets"] = bool(row["under_max_params"] and row["under_max_drop"]) if drop is not None else None
             rows.append(row)
     return rows
@@ -359,8 +448,7 @@ def summary_rows(study: EfficientConfig, measured: List[Measured]) -> List[Dict[
 
 def run_rows(measured: List[Measured]) -> List[Dict[str, Any]]:
     keys = ("seed", "test_acc", "val_acc", "onnx_fp32_acc", "onnx_int8_acc", "int8_agreement", "parity_max_abs", "seconds")
-    return [{"model": m.name, **{k: s.get(k) for k in keys}, "folder": str(Path(*s["folder"].parts[-3:]))}
-            for m in measured for s in m.seeds]
+    return [{"model": m.name, **{k: s.get(k) for k in keys}, "folder": str(Path(*s["folder"].parts[-3:]))} for m in measured for s in m.seeds]
 
 
 def fmt_bytes(n: int) -> str:
@@ -368,8 +456,10 @@ def fmt_bytes(n: int) -> str:
 
 
 UNRELIABLE = "*"  # beside a latency figure that failed a check (latency_checks)
-UNRELIABLE_NOTE = (f"Figures marked {UNRELIABLE} were not measured reliably (too few timed blocks, an IQR above {MAX_RELATIVE_IQR:.0%} "
-                   "of the median, or threads waiting for cores): see Measurement reliability; no finding rests on them.")
+UNRELIABLE_NOTE = (
+    f"Figures marked {UNRELIABLE} were not measured reliably (too few timed blocks, an IQR above {MAX_RELATIVE_IQR:.0%} "
+    "of the median, or threads waiting for cores): see Measurement reliability; no finding rests on them."
+)
 
 
 def fmt_latency(row: Dict[str, Any], batch: int, single_thread: bool = False) -> str:
@@ -398,14 +488,36 @@ def quoted_batches(study: EfficientConfig) -> List[int]:
 def table(study: EfficientConfig, rows: List[Dict[str, Any]], runtime_names: Sequence[str]) -> Tuple[List[str], List[List[str]]]:
     batches, bn = quoted_batches(study), study.latency_batches[-1]
     single = [b for b in batches if rows and rows[0]["threads"] != 1]  # a column of its own where threads is not 1
-    header = ["model", "runtime", "params", "MACs", "size", *[f"latency b={b} ms (IQR)" for b in batches],
-              *[f"1 thread b={b} ms" for b in single], f"images/s b={bn}", "test acc (mean ± std)", "drop vs baseline", "meets targets"]
-    body = [[r["model"], r["runtime"], f"{r['params'] / 1e3:,.0f}K", f"{r['macs'] / 1e6:.1f}M", fmt_bytes(r["size_bytes"]),
-             *[fmt_latency(r, b) for b in batches], *[fmt_latency(r, b, single_thread=True) for b in single],
-             f"{r[f'throughput_b{bn}_img_s']:,.0f}{'' if r[f'latency_b{bn}_reliable'] else UNRELIABLE}", fmt_acc(r),
-             "-" if r["drop_vs_baseline"] is None else f"{r['drop_vs_baseline']:+.4f}",
-             "-" if r["meets_targets"] is None else ("yes" if r["meets_targets"] else "no")]
-            for r in rows if r["runtime"] in runtime_names]
+    header = [
+        "model",
+        "runtime",
+        "params",
+        "MACs",
+        "size",
+        *[f"latency b={b} ms (IQR)" for b in batches],
+        *[f"1 thread b={b} ms" for b in single],
+        f"images/s b={bn}",
+        "test acc (mean ± std)",
+        "drop vs baseline",
+        "meets targets",
+    ]
+    body = [
+        [
+            r["model"],
+            r["runtime"],
+            f"{r['params'] / 1e3:,.0f}K",
+            f"{r['macs'] / 1e6:.1f}M",
+            fmt_bytes(r["size_bytes"]),
+            *[fmt_latency(r, b) for b in batches],
+            *[fmt_latency(r, b, single_thread=True) for b in single],
+            f"{r[f'throughput_b{bn}_img_s']:,.0f}{'' if r[f'latency_b{bn}_reliable'] else UNRELIABLE}",
+            fmt_acc(r),
+            "-" if r["drop_vs_baseline"] is None else f"{r['drop_vs_baseline']:+.4f}",
+            "-" if r["meets_targets"] is None else ("yes" if r["meets_targets"] else "no"),
+        ]
+        for r in rows
+        if r["runtime"] in runtime_names
+    ]
     return header, body
 
 
@@ -449,8 +561,14 @@ def recommend(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List
     such), the chance level and the cautions: accuracy near chance, INT8 disagreement, latency not measured
     reliably."""
     risky_int8 = {m.name for m in measured if (int8_disagreement(m) or 0) > INT8_MAX_DISAGREEMENT}
-    scored = [r for r in rows if r["runtime"] != PYTORCH and r["test_acc_mean"] is not None and r["model"] != study.baseline
-              and not (r["runtime"] == ORT_INT8 and r["model"] in risky_int8)]
+    scored = [
+        r
+        for r in rows
+        if r["runtime"] != PYTORCH
+        and r["test_acc_mean"] is not None
+        and r["model"] != study.baseline
+        and not (r["runtime"] == ORT_INT8 and r["model"] in risky_int8)
+    ]
     if not scored:
         return None
     b1 = study.latency_batches[0]
@@ -465,11 +583,12 @@ def recommend(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List
     acc, classes = seed[ACC_KEYS[best["runtime"]]], seed["num_classes"]
     cautions = []
     if near_chance(acc, classes):
-        cautions.append(f"its test accuracy {acc:.4f} is near chance ({1 / classes:.4f} for {classes} classes): "
-                        f"not usable as trained")
+        cautions.append(f"its test accuracy {acc:.4f} is near chance ({1 / classes:.4f} for {classes} classes): not usable as trained")
     if m.name in risky_int8:
-        cautions.append(f"its INT8 file's predictions differ from FP32 on up to {int8_disagreement(m):.1%} of test images "
-                        f"(beyond {INT8_MAX_DISAGREEMENT:.0%}); use the FP32 file")
+        cautions.append(
+            f"its INT8 file's predictions differ from FP32 on up to {int8_disagreement(m):.1%} of test images "
+            f"(beyond {INT8_MAX_DISAGREEMENT:.0%}); use the FP32 file"
+        )
     if meeting and not best[f"latency_b{b1}_reliable"]:
         cautions.append(f"it was chosen as the fastest on a batch-{b1} latency not measured reliably")
     deploy = exp_dir / "deploy"
@@ -480,18 +599,30 @@ def recommend(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List
             target, source = deploy / f"{m.name}{suffix}", seed["folder"] / seed[key]
             atomic_write(target, lambda f, source=source: f.write(source.read_bytes()))
             files.append(target)
-    info = {"model": m.name, "runtime": best["runtime"], "seed": seed["seed"],
-            "seed_choice": f"the highest validation accuracy of {len(m.seeds)} trained seed{'s' if len(m.seeds) != 1 else ''}",
-            "dataset": study.dataset.name,
-            "input": {"name": "image", "shape": ["batch", *m.cost["input"]], "dtype": "float32",
-                      "range": [0.0, 1.0], "normalisation": "inside the model", "mean": seed["mean"], "std": seed["std"]},
-            "output": {"name": "logits", "classes": CLASS_NAMES.get(study.dataset.name, list(range(classes)))},
-            "test_acc": {"pytorch": seed["test_acc"], "onnx_fp32": seed.get("onnx_fp32_acc"), "onnx_int8": seed.get("onnx_int8_acc")},
-            "test_acc_mean_over_seeds": {"runtime": best["runtime"], "mean": best["test_acc_mean"], "std": best["test_acc_std"],
-                                         "seeds": best["seeds"]},
-            "chance": 1 / classes, "int8_agreement": seed.get("int8_agreement"), "cautions": cautions,
-            "file": files[-1 if best["runtime"] == ORT_INT8 else 0].name,  # the recommended runtime's model
-            "files": [f.name for f in files]}
+    info = {
+        "model": m.name,
+        "runtime": best["runtime"],
+        "seed": seed["seed"],
+        "seed_choice": f"the highest validation accuracy of {len(m.seeds)} trained seed{'s' if len(m.seeds) != 1 else ''}",
+        "dataset": study.dataset.name,
+        "input": {
+            "name": "image",
+            "shape": ["batch", *m.cost["input"]],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "normalisation": "inside the model",
+            "mean": seed["mean"],
+            "std": seed["std"],
+        },
+        "output": {"name": "logits", "classes": CLASS_NAMES.get(study.dataset.name, list(range(classes)))},
+        "test_acc": {"pytorch": seed["test_acc"], "onnx_fp32": seed.get("onnx_fp32_acc"), "onnx_int8": seed.get("onnx_int8_acc")},
+        "test_acc_mean_over_seeds": {"runtime": best["runtime"], "mean": best["test_acc_mean"], "std": best["test_acc_std"], "seeds": best["seeds"]},
+        "chance": 1 / classes,
+        "int8_agreement": seed.get("int8_agreement"),
+        "cautions": cautions,
+        "file": files[-1 if best["runtime"] == ORT_INT8 else 0].name,  # the recommended runtime's model
+        "files": [f.name for f in files],
+    }
     write_json(deploy / f"{m.name}.json", info)
     return Recommendation(m.name, best["runtime"], best, ok, files + [deploy / f"{m.name}.json"], seed, cautions)
 
@@ -518,8 +649,7 @@ def latency_title(rows: Sequence[Dict[str, Any]], batch: int) -> str:
     used = analysed_latency(pt, batch)
     if used is None:
         bad = sum(not r[f"latency_b{batch}_reliable"] for r in pt)
-        return (f"CPU latency against MACs at batch {batch}\n{bad} of {len(pt)} PyTorch figures not measured reliably "
-                f"(hollow): no correlation drawn")
+        return f"CPU latency against MACs at batch {batch}\n{bad} of {len(pt)} PyTorch figures not measured reliably (hollow): no correlation drawn"
     rho = spearman([r["macs"] for r in pt], [r[f"{used[0]}_ms"] for r in pt])
     if rho is None:
         return f"CPU latency against MACs at batch {batch}"
@@ -539,19 +669,23 @@ def accuracy_figure(rows: List[Dict[str, Any]], study: EfficientConfig, subtitle
     bad = sum(not r[f"latency_b{b1}_reliable"] for r in shown_rows)
     x_of, xlabel, shown = {
         "accuracy_vs_latency": (lambda r: r[f"latency_b{b1}_ms"], f"CPU latency at batch {b1} (ms, median)", runtimes(study)),
-        "accuracy_vs_macs": (lambda r: r["macs"] / 1e6, "MACs per image (millions)", [PYTORCH])}[name]
+        "accuracy_vs_macs": (lambda r: r["macs"] / 1e6, "MACs per image (millions)", [PYTORCH]),
+    }[name]
     fig, (ax,) = plots.panels(1, width=7.5, height=5.0)
     pts = [r for r in rows if r["runtime"] in shown and r["test_acc_mean"] is not None]
     for runtime in shown:
         mine = [r for r in pts if r["runtime"] == runtime]
         xs, ys = [x_of(r) for r in mine], [r["test_acc_mean"] for r in mine]
-        plots.pareto_scatter(ax, xs, ys, [r["test_acc_std"] or 0 for r in mine], [r["params"] for r in mine],
-                             pareto_front(xs, ys), *STYLES[runtime], legend=runtime)
+        plots.pareto_scatter(
+            ax, xs, ys, [r["test_acc_std"] or 0 for r in mine], [r["params"] for r in mine], pareto_front(xs, ys), *STYLES[runtime], legend=runtime
+        )
     plots.log_axis(ax, "x")
     caveat = f"\n{bad} of {len(shown_rows)} latencies not measured reliably" if "latency" in name and bad else ""
-    ax.set(xlabel=xlabel, ylabel="test accuracy (mean ± std over seeds)",
-           title=f"accuracy against {'latency' if 'latency' in name else 'MACs'} (marker area ~ parameters; "
-                 f"dashed: Pareto front){caveat}\n{subtitle}")
+    ax.set(
+        xlabel=xlabel,
+        ylabel="test accuracy (mean ± std over seeds)",
+        title=f"accuracy against {'latency' if 'latency' in name else 'MACs'} (marker area ~ parameters; dashed: Pareto front){caveat}\n{subtitle}",
+    )
     ax.grid(alpha=0.3, which="both")
     plots.legend(ax, fontsize=8, markerscale=0.5)
     plots.label_points(ax, [x_of(r) for r in pts], [r["test_acc_mean"] for r in pts], [r["model"] for r in pts])
@@ -573,12 +707,18 @@ def latency_figure(rows: List[Dict[str, Any]], study: EfficientConfig, subtitle:
         for ok in (True, False):  # figures not measured reliably: hollow
             mine = [i for i, r in enumerate(shown_rows) if r["runtime"] == runtime and r[f"{key}_reliable"] == ok]
             if mine:
-                ax.scatter([macs[i] for i in mine], [latency[i] for i in mine], marker=marker, label=runtime + ("" if ok else " (unreliable)"),
-                           **({"color": color} if ok else {"facecolors": "none", "edgecolors": color}))
+                ax.scatter(
+                    [macs[i] for i in mine],
+                    [latency[i] for i in mine],
+                    marker=marker,
+                    label=runtime + ("" if ok else " (unreliable)"),
+                    **({"color": color} if ok else {"facecolors": "none", "edgecolors": color}),
+                )
     plots.log_axis(ax, "x")
     plots.log_axis(ax, "y")
-    ax.set(xlabel="MACs per image (millions)", ylabel=f"CPU latency at batch {b1}, {label} (ms, median)",
-           title=f"{latency_title(rows, b1)}\n{subtitle}")
+    ax.set(
+        xlabel="MACs per image (millions)", ylabel=f"CPU latency at batch {b1}, {label} (ms, median)", title=f"{latency_title(rows, b1)}\n{subtitle}"
+    )
     ax.grid(alpha=0.3, which="both")
     plots.legend(ax, fontsize=8)
     plots.label_points(ax, macs, latency, [r["model"] for r in shown_rows])
@@ -589,8 +729,10 @@ def write_plots(study: EfficientConfig, rows: List[Dict[str, Any]], exp_dir: Pat
     """The accuracy figures (where any model has a test accuracy) and the latency figure, saved under plots/."""
     figures = []
     if any(r["test_acc_mean"] is not None for r in rows):
-        figures += [(name, lambda name=name: accuracy_figure(rows, study, subtitle, name),
-                     f"efficient.accuracy_figure(rows, study, subtitle, {name!r})") for name in ("accuracy_vs_latency", "accuracy_vs_macs")]
+        figures += [
+            (name, lambda name=name: accuracy_figure(rows, study, subtitle, name), f"efficient.accuracy_figure(rows, study, subtitle, {name!r})")
+            for name in ("accuracy_vs_latency", "accuracy_vs_macs")
+        ]
     figures.append(("latency_vs_macs", lambda: latency_figure(rows, study, subtitle), "efficient.latency_figure(rows, study, subtitle)"))
     return [Figure(name, plots.save(draw(), exp_dir / "plots" / f"{name}.png"), figure_code(call)) for name, draw, call in figures]
 
@@ -599,8 +741,14 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
-def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[Measured], rec: Optional[Recommendation],
-             final_losses: Optional[Dict[Tuple[str, int], float]] = None, chance: Optional[float] = None) -> List[str]:
+def findings(
+    study: EfficientConfig,
+    rows: List[Dict[str, Any]],
+    measured: List[Measured],
+    rec: Optional[Recommendation],
+    final_losses: Optional[Dict[Tuple[str, int], float]] = None,
+    chance: Optional[float] = None,
+) -> List[str]:
     """The report's findings. `final_losses` ({(model, seed): final training loss}) and `chance` (ln K) name
     the runs that never left chance level (results.stalled): they are listed first and left out of the
     accuracy comparisons against the baseline, which are Holm-adjusted over all models."""
@@ -611,19 +759,23 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
     lines = []
     stuck = {key: loss for key, loss in (final_losses or {}).items() if chance is not None and stalled(loss, chance)}
     if stuck:
-        lines.append(f"**Left out of the accuracy comparisons below: runs that never left chance level** (final training loss "
-                     f"above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): "
-                     f"{'; '.join(f'{name} seed {seed}: {loss:.3f}' for (name, seed), loss in stuck.items())}.")
+        lines.append(
+            f"**Left out of the accuracy comparisons below: runs that never left chance level** (final training loss "
+            f"above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): "
+            f"{'; '.join(f'{name} seed {seed}: {loss:.3f}' for (name, seed), loss in stuck.items())}."
+        )
     learned = lambda m: [s["test_acc"] for s in m.seeds if (m.name, s["seed"]) not in stuck and s.get("test_acc") is not None]
     baseline = next(m for m in measured if m.name == study.baseline)
     others = [m for m in measured if m.name != study.baseline and learned(m)] if learned(baseline) else []
     drops = dict(zip((m.name for m in others), holm([compare(learned(baseline), learned(m)) for m in others])))
     if scored:
         meet = [r["model"] for r in rows if r["runtime"] == PYTORCH and r["meets_targets"]]
-        lines.append(f"**Targets** (under {study.max_params:,} parameters and under {study.max_drop:.0%} absolute accuracy drop "
-                     f"against {study.baseline}'s {base['test_acc_mean']:.4f}): "
-                     + (f"met by {', '.join(meet)}" if meet else "met by no model at this training budget")
-                     + ("; the targets compare means over every seed, runs at chance level included." if stuck else "."))
+        lines.append(
+            f"**Targets** (under {study.max_params:,} parameters and under {study.max_drop:.0%} absolute accuracy drop "
+            f"against {study.baseline}'s {base['test_acc_mean']:.4f}): "
+            + (f"met by {', '.join(meet)}" if meet else "met by no model at this training budget")
+            + ("; the targets compare means over every seed, runs at chance level included." if stuck else ".")
+        )
     starred = False
     for m in measured:
         if m.name == study.baseline:
@@ -637,16 +789,20 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
             starred |= not ok
             return ratio(pair[0][f"latency_b{b}_ms"], pair[1][f"latency_b{b}_ms"]) + ("" if ok else UNRELIABLE)
 
-        line = (f"**{m.name}**: {ratio(r['params'], base['params'])} the parameters and {ratio(r['macs'], base['macs'])} the MACs "
-                f"of {study.baseline}; speed (baseline latency / this latency) "
-                f"{' and '.join(f'{speed(PYTORCH, b)} at batch {b}' for b in batches)} in PyTorch, "
-                f"{' and '.join(speed(ORT_FP32, b) for b in batches)} in ONNX Runtime")
+        line = (
+            f"**{m.name}**: {ratio(r['params'], base['params'])} the parameters and {ratio(r['macs'], base['macs'])} the MACs "
+            f"of {study.baseline}; speed (baseline latency / this latency) "
+            f"{' and '.join(f'{speed(PYTORCH, b)} at batch {b}' for b in batches)} in PyTorch, "
+            f"{' and '.join(speed(ORT_FP32, b) for b in batches)} in ONNX Runtime"
+        )
         if scored and r["test_acc_mean"] is not None:
             line += f"; test accuracy {fmt_acc(r)}"
             if m.name in drops:
                 left_out = any(key[0] in (m.name, study.baseline) for key in stuck)
-                line += (f"; the drop against the baseline (baseline minus this{', runs at chance level left out' if left_out else ''}): "
-                         f"{describe(drops[m.name])}")
+                line += (
+                    f"; the drop against the baseline (baseline minus this{', runs at chance level left out' if left_out else ''}): "
+                    f"{describe(drops[m.name])}"
+                )
             else:
                 line += "; not compared with the baseline: " + ("every run of one of them stayed at chance level" if stuck else "no runs")
         lines.append(line + ".")
@@ -659,18 +815,25 @@ def findings(study: EfficientConfig, rows: List[Dict[str, Any]], measured: List[
     parities = [s["parity_max_abs"] for m in measured for s in m.seeds]
     if parities:
         worst = max(parities)
-        lines.append(f"**Export parity**: the largest |logit difference| between PyTorch and the ONNX FP32 export over "
-                     f"{len(parities)} models and {PARITY_IMAGES} test images each is {worst:.2e} "
-                     f"({'within' if worst <= study.parity_tolerance else 'OUTSIDE'} the tolerance {study.parity_tolerance:g}).")
+        lines.append(
+            f"**Export parity**: the largest |logit difference| between PyTorch and the ONNX FP32 export over "
+            f"{len(parities)} models and {PARITY_IMAGES} test images each is {worst:.2e} "
+            f"({'within' if worst <= study.parity_tolerance else 'OUTSIDE'} the tolerance {study.parity_tolerance:g})."
+        )
     if rec:
         r, seed = rec.row, rec.seed
         lat = f"{r[f'latency_b{b1}_ms']:.2f}{'' if r[f'latency_b{b1}_reliable'] else UNRELIABLE} ms"
-        line = (f"**Recommended for deployment: {rec.model} in {rec.runtime}**"
-                + ("" if rec.meets_targets else " (no model met both targets; this is the most accurate one under the parameter "
-                                                 "target, short of the accuracy target)")
-                + f": {r['params']:,} parameters, {fmt_bytes(r['size_bytes'])}, {lat} at batch {b1}, test accuracy {fmt_acc(r)} "
-                  f"(over seeds). Deployed: seed {seed['seed']}, the highest validation accuracy, with test accuracy "
-                  f"{seed[ACC_KEYS[rec.runtime]]:.4f} in {rec.runtime}. Files: {', '.join(f'`deploy/{f.name}`' for f in rec.files)}.")
+        line = (
+            f"**Recommended for deployment: {rec.model} in {rec.runtime}**"
+            + (
+                ""
+                if rec.meets_targets
+                else " (no model met both targets; this is the most accurate one under the parameter target, short of the accuracy target)"
+            )
+            + f": {r['params']:,} parameters, {fmt_bytes(r['size_bytes'])}, {lat} at batch {b1}, test accuracy {fmt_acc(r)} "
+            f"(over seeds). Deployed: seed {seed['seed']}, the highest validation accuracy, with test accuracy "
+            f"{seed[ACC_KEYS[rec.runtime]]:.4f} in {rec.runtime}. Files: {', '.join(f'`deploy/{f.name}`' for f in rec.files)}."
+        )
         if rec.cautions:
             line += " **Caution**: " + "; ".join(rec.cautions) + "."
         lines.append(line)
@@ -687,56 +850,68 @@ def macs_against_latency(study: EfficientConfig, rows: List[Dict[str, Any]]) -> 
     if used is None:
         bad = sum(not r[f"latency_b{b1}_reliable"] for r in pt)
         at = f"at {pt[0]['threads']} threads and at 1" if pt[0]["threads"] != 1 else "at 1 thread"
-        return [f"**MACs against latency**: {bad} of {len(pt)} PyTorch latencies at batch {b1} were not measured reliably, {at} "
-                f"(see Measurement reliability); no correlation or explanation is drawn from them."]
+        return [
+            f"**MACs against latency**: {bad} of {len(pt)} PyTorch latencies at batch {b1} were not measured reliably, {at} "
+            f"(see Measurement reliability); no correlation or explanation is drawn from them."
+        ]
     key, label = used
     rho = spearman([r["macs"] for r in pt], [r[f"{key}_ms"] for r in pt])
     if rho is None:
         return []
     rate = sorted(pt, key=lambda r: r["macs"] / r[f"{key}_ms"])
-    line = (f"**MACs against latency**: Spearman rho = {rho:+.2f} over {len(pt)} models (PyTorch, batch {b1}, {label}). "
-            f"Throughput ranges from {rate[0]['macs'] / rate[0][f'{key}_ms'] / 1e6:.2f} GMAC/s ({rate[0]['model']}) to "
-            f"{rate[-1]['macs'] / rate[-1][f'{key}_ms'] / 1e6:.2f} GMAC/s ({rate[-1]['model']})")
+    line = (
+        f"**MACs against latency**: Spearman rho = {rho:+.2f} over {len(pt)} models (PyTorch, batch {b1}, {label}). "
+        f"Throughput ranges from {rate[0]['macs'] / rate[0][f'{key}_ms'] / 1e6:.2f} GMAC/s ({rate[0]['model']}) to "
+        f"{rate[-1]['macs'] / rate[-1][f'{key}_ms'] / 1e6:.2f} GMAC/s ({rate[-1]['model']})"
+    )
     base = next((r for r in pt if r["model"] == study.baseline), None)
     cheaper = [r for r in pt if base and r["macs"] < base["macs"]]
     short = [r for r in cheaper if base[f"{key}_ms"] / r[f"{key}_ms"] < base["macs"] / r["macs"]]
     if cheaper:
-        line += (f"; {len(short)} of the {len(cheaper)} designs with fewer MACs than {study.baseline} gain less speed than "
-                 f"their MAC cut")
+        line += f"; {len(short)} of the {len(cheaper)} designs with fewer MACs than {study.baseline} gain less speed than their MAC cut"
         if len(short) == len(cheaper) and rate[-1] is base:
-            line += (", as expected of depthwise and 1x1 convolutions, which do little arithmetic per byte moved: cutting MACs "
-                     "buys less time than it promises")
+            line += (
+                ", as expected of depthwise and 1x1 convolutions, which do little arithmetic per byte moved: cutting MACs "
+                "buys less time than it promises"
+            )
     return [line + "."]
 
 
-def int8_findings(study: EfficientConfig, get: Dict[Tuple[str, str], Dict[str, Any]], measured: List[Measured],
-                  batches: List[int]) -> List[str]:
+def int8_findings(study: EfficientConfig, get: Dict[Tuple[str, str], Dict[str, Any]], measured: List[Measured], batches: List[int]) -> List[str]:
     """INT8 against ONNX Runtime FP32: file size, latency, accuracy, agreement; and the models whose INT8 predictions
     differ from FP32 on more than INT8_MAX_DISAGREEMENT of the test images."""
-    speedups = {b: [get[(m.name, ORT_FP32)][f"latency_b{b}_ms"] / get[(m.name, ORT_INT8)][f"latency_b{b}_ms"] for m in measured]
-                for b in batches}
+    speedups = {b: [get[(m.name, ORT_FP32)][f"latency_b{b}_ms"] / get[(m.name, ORT_INT8)][f"latency_b{b}_ms"] for m in measured] for b in batches}
     checks = [get[(m.name, rt)][f"latency_b{b}_reliable"] for m in measured for rt in (ORT_FP32, ORT_INT8) for b in batches]
     bad = len(checks) - sum(checks)
     shrink = [get[(m.name, ORT_FP32)]["size_bytes"] / get[(m.name, ORT_INT8)]["size_bytes"] for m in measured]
-    line = (f"**INT8** (ONNX Runtime static QDQ, per-channel weights, {study.calibration_images} calibration images): files "
-            f"{min(shrink):.1f}-{max(shrink):.1f}x smaller; latency speed-up over ONNX Runtime FP32 "
-            + " and ".join(f"{min(speedups[b]):.2f}-{max(speedups[b]):.2f}x at batch {b} (median {statistics.median(speedups[b]):.2f}x)"
-                           for b in batches)
-            + ("" if not bad else f" ({'all' if bad == len(checks) else bad} of the {len(checks)} latencies behind these ratios "
-                                  f"{'was' if bad == 1 else 'were'} not measured reliably: see Measurement reliability)"))
+    line = (
+        f"**INT8** (ONNX Runtime static QDQ, per-channel weights, {study.calibration_images} calibration images): files "
+        f"{min(shrink):.1f}-{max(shrink):.1f}x smaller; latency speed-up over ONNX Runtime FP32 "
+        + " and ".join(f"{min(speedups[b]):.2f}-{max(speedups[b]):.2f}x at batch {b} (median {statistics.median(speedups[b]):.2f}x)" for b in batches)
+        + (
+            ""
+            if not bad
+            else f" ({'all' if bad == len(checks) else bad} of the {len(checks)} latencies behind these ratios "
+            f"{'was' if bad == 1 else 'were'} not measured reliably: see Measurement reliability)"
+        )
+    )
     paired = [s["onnx_int8_acc"] - s["onnx_fp32_acc"] for m in measured for s in m.seeds if s.get("onnx_int8_acc") is not None]
     agree = [s["int8_agreement"] for m in measured for s in m.seeds if s.get("int8_agreement") is not None]
     if paired:
         change = Stat(paired)
-        line += (f"; accuracy change against FP32 {change.mean:+.4f} ± {change.std:.4f} (mean ± std over {change.n} trained "
-                 f"models, worst {min(paired):+.4f}), predictions agreeing with FP32 on {min(agree):.1%}-{max(agree):.1%} of test images")
+        line += (
+            f"; accuracy change against FP32 {change.mean:+.4f} ± {change.std:.4f} (mean ± std over {change.n} trained "
+            f"models, worst {min(paired):+.4f}), predictions agreeing with FP32 on {min(agree):.1%}-{max(agree):.1%} of test images"
+        )
     lines = [line + "."]
     risky = [(m, int8_disagreement(m)) for m in measured if (int8_disagreement(m) or 0) > INT8_MAX_DISAGREEMENT]
     if risky:
-        lines.append(f"**INT8 changes the predictions of {', '.join(m.name for m, _ in risky)}**: "
-                     + ", ".join(f"{m.name}'s INT8 copy differs from FP32 on up to {d:.1%} of test images" for m, d in risky)
-                     + f" (more than {INT8_MAX_DISAGREEMENT:.0%}): there, INT8 is another classifier than the one validated, so it is "
-                       f"not recommended for deployment; quantization-aware training or calibration on more images may close the gap.")
+        lines.append(
+            f"**INT8 changes the predictions of {', '.join(m.name for m, _ in risky)}**: "
+            + ", ".join(f"{m.name}'s INT8 copy differs from FP32 on up to {d:.1%} of test images" for m, d in risky)
+            + f" (more than {INT8_MAX_DISAGREEMENT:.0%}): there, INT8 is another classifier than the one validated, so it is "
+            f"not recommended for deployment; quantization-aware training or calibration on more images may close the gap."
+        )
     return lines
 
 
@@ -748,15 +923,21 @@ def reliability_lines(measured: List[Measured]) -> List[str]:
         failed = unreliable_figures(m.cost)
         if failed:
             load = load_phrase(m.cost)
-            lines.append(f"**{m.name}**{f' ({load})' if load else ''}: {len(failed)} of {count_figures(m.cost)} figures not "
-                         f"measured reliably: " + "; ".join(f"{label}: {', '.join(why for _, why in checks)}" for label, checks in failed) + ".")
-    checks = (f"at least {MIN_BLOCKS} timed blocks, an IQR within {MAX_RELATIVE_IQR:.0%} of the median, other processes' threads "
-              f"(the load average) plus the timed ones within the cores, PyTorch within {PYTORCH_ORT_MAX_RATIO:.0f}x of ONNX Runtime "
-              f"on the same model and batch, and the configured threads within {THREADS_MAX_SLOWDOWN:g}x of one thread")
+            lines.append(
+                f"**{m.name}**{f' ({load})' if load else ''}: {len(failed)} of {count_figures(m.cost)} figures not "
+                f"measured reliably: " + "; ".join(f"{label}: {', '.join(why for _, why in checks)}" for label, checks in failed) + "."
+            )
+    checks = (
+        f"at least {MIN_BLOCKS} timed blocks, an IQR within {MAX_RELATIVE_IQR:.0%} of the median, other processes' threads "
+        f"(the load average) plus the timed ones within the cores, PyTorch within {PYTORCH_ORT_MAX_RATIO:.0f}x of ONNX Runtime "
+        f"on the same model and batch, and the configured threads within {THREADS_MAX_SLOWDOWN:g}x of one thread"
+    )
     if not lines:
         return [f"Every latency figure passed its checks: {checks}."]
-    return [f"A figure is measured reliably with {checks}. Figures that failed are marked {UNRELIABLE} in the tables and no "
-            f"finding rests on them; rerun on an idle machine (or with threads=1) for a ranking."] + lines
+    return [
+        f"A figure is measured reliably with {checks}. Figures that failed are marked {UNRELIABLE} in the tables and no "
+        f"finding rests on them; rerun on an idle machine (or with threads=1) for a ranking."
+    ] + lines
 
 
 def training_setup(runs: List[dict]) -> str:
@@ -767,13 +948,15 @@ def training_setup(runs: List[dict]) -> str:
     runs = list(runs)
     if not runs:
         return "no run recorded where it trained"
-    precisions = {precision(attempt, m.get("config") or {}) for m in runs
-                  for attempt in ((m.get("provenance") or {}), *(m.get("provenance") or {}).get("earlier_attempts", []))}
+    precisions = {
+        precision(attempt, m.get("config") or {})
+        for m in runs
+        for attempt in ((m.get("provenance") or {}), *(m.get("provenance") or {}).get("earlier_attempts", []))
+    }
     text = f"trained and tested on {hardware_line(runs)}"
     if precisions - {"fp32"}:
         whose = "that precision's" if len(precisions) == 1 else "those precisions'"
-        text += (f"; so the pytorch-fp32 accuracies are {whose}, and the onnxruntime-fp32 column is the float32 CPU "
-                 "accuracy of the same weights")
+        text += f"; so the pytorch-fp32 accuracies are {whose}, and the onnxruntime-fp32 column is the float32 CPU accuracy of the same weights"
     return text
 
 
@@ -791,8 +974,16 @@ def conv_layers(model: torch.nn.Module, input_shape: Sequence[int]) -> List[Tupl
 
     def record(conv: torch.nn.Conv2d, inputs, output: torch.Tensor) -> None:
         kh, kw = conv.kernel_size
-        found.append((conv.in_channels, conv.out_channels, kh if kh == kw else 0, conv.groups, tuple(output.shape[-2:]),
-                      output[0].numel() * conv.in_channels // conv.groups * kh * kw))
+        found.append(
+            (
+                conv.in_channels,
+                conv.out_channels,
+                kh if kh == kw else 0,
+                conv.groups,
+                tuple(output.shape[-2:]),
+                output[0].numel() * conv.in_channels // conv.groups * kh * kw,
+            )
+        )
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     try:
@@ -849,7 +1040,7 @@ def separable_theory(study: EfficientConfig, measured: List[Measured]) -> List[s
         merged, pairs = merge_separable(convs(m.name))
         if not pairs or merged != [c[:5] for c in baseline_convs]:
             continue  # not the baseline with separable layers: the formula has no standard counterpart to predict from
-        ratios = [1 / n + 1 / k ** 2 for _, k, n in pairs]
+        ratios = [1 / n + 1 / k**2 for _, k, n in pairs]
         replaced = [baseline_convs[i][5] for i, _, _ in pairs]
         predicted = base.cost["macs"] - sum(replaced) + sum(macs * r for macs, r in zip(replaced, ratios))
         ks, ns = sorted({k for _, k, _ in pairs}), sorted({n for _, _, n in pairs})
@@ -860,21 +1051,28 @@ def separable_theory(study: EfficientConfig, measured: List[Measured]) -> List[s
             f"its convolutions made separable (k = {span(ks, str)}, N = {span(ns, str)}): {span(sorted(ratios), lambda r: f'{r:.3f}')} "
             f"of each, which predicts {predicted / 1e6:.2f}M MACs ({predicted / base.cost['macs']:.3f}x {base.name}'s measured "
             f"{base.cost['macs'] / 1e6:.2f}M, the layers it keeps included); measured: {m.cost['macs'] / 1e6:.2f}M "
-            f"({m.cost['macs'] / base.cost['macs']:.3f}x).")
+            f"({m.cost['macs'] / base.cost['macs']:.3f}x)."
+        )
     return lines
 
 
 def limitations(study: EfficientConfig, data: dict, host: Dict[str, Any]) -> List[str]:
     out = preset_note(study.preset)
     if study.train_models and (study.epochs < 30 or (data.get("train") or 0) < 20000):
-        out.append(f"{study.epochs} epochs on {data.get('train', '?')} training images: far from converged {study.dataset.name} training, "
-                   f"so the accuracies rank designs at a small budget; smaller models may close or widen the gap with longer training.")
+        out.append(
+            f"{study.epochs} epochs on {data.get('train', '?')} training images: far from converged {study.dataset.name} training, "
+            f"so the accuracies rank designs at a small budget; smaller models may close or widen the gap with longer training."
+        )
     if study.train_models and study.seeds < MIN_SEEDS:
-        out.append(f"{study.seeds} seed(s) per model: every comparison is indicative only (fewer than {MIN_SEEDS} per side), "
-                   f"and the tests have little power.")
-    out.append(f"Latency is one CPU ({host.get('cpu', '?')}, {cores_phrase(host)}) with fixed thread counts; other "
-               f"processes on the machine add noise (see the IQR and Measurement reliability). INT8 gains depend on the CPU's integer "
-               f"instructions (VNNI), so measure on the deployment target.")
+        out.append(
+            f"{study.seeds} seed(s) per model: every comparison is indicative only (fewer than {MIN_SEEDS} per side), "
+            f"and the tests have little power."
+        )
+    out.append(
+        f"Latency is one CPU ({host.get('cpu', '?')}, {cores_phrase(host)}) with fixed thread counts; other "
+        f"processes on the machine add noise (see the IQR and Measurement reliability). INT8 gains depend on the CPU's integer "
+        f"instructions (VNNI), so measure on the deployment target."
+    )
     out.append("No knowledge distillation: every small model learns from the labels alone, not from the baseline's outputs.")
     return out
 
@@ -889,53 +1087,77 @@ def write_study(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
         write_csv(exp_dir / "runs.csv", run_rows(measured))
     first = next((m for _, m in results if m.get("data")), {})
     data = first.get("data", {})
-    trained = f"{data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds" if study.train_models else "untrained (train_models=false)"
+    trained = (
+        f"{data.get('train', '?')} train images, {study.epochs} epochs, {study.seeds} seeds"
+        if study.train_models
+        else "untrained (train_models=false)"
+    )
     subtitle = f"{study.dataset.name}, {trained}"
     main_header, main_rows = table(study, rows, [PYTORCH])
     ort_header, ort_rows = table(study, rows, [ORT_FP32, ORT_INT8])
     threads = rows[0]["threads"]
     starred = any(UNRELIABLE in cell for row in main_rows + ort_rows for cell in row)
     note = f"\n\n{UNRELIABLE_NOTE}" if starred else ""
-    tables = (f"### PyTorch (CPU float32 latency; test accuracy as the trainer evaluated it)\n\n{markdown_table(main_header, main_rows)}\n\n"
-              f"### Deployed: ONNX Runtime FP32 and INT8\n\n{markdown_table(ort_header, ort_rows)}{note}\n")
+    tables = (
+        f"### PyTorch (CPU float32 latency; test accuracy as the trainer evaluated it)\n\n{markdown_table(main_header, main_rows)}\n\n"
+        f"### Deployed: ONNX Runtime FP32 and INT8\n\n{markdown_table(ort_header, ort_rows)}{note}\n"
+    )
     reliability = reliability_lines(measured)
-    write_text(exp_dir / "summary.md", f"# Efficient models: {subtitle}\n\nLatency: median per batch (interquartile range), "
-                                       f"{threads} threads{' and 1 thread' if threads != 1 else ''}. Accuracy: test set, mean ± std "
-                                       f"over seeds.\n\n{tables}\n## Measurement reliability\n\n" + "\n".join(f"- {line}" for line in reliability) + "\n")
+    write_text(
+        exp_dir / "summary.md",
+        f"# Efficient models: {subtitle}\n\nLatency: median per batch (interquartile range), "
+        f"{threads} threads{' and 1 thread' if threads != 1 else ''}. Accuracy: test set, mean ± std "
+        f"over seeds.\n\n{tables}\n## Measurement reliability\n\n" + "\n".join(f"- {line}" for line in reliability) + "\n",
+    )
     rec = recommend(study, rows, measured, exp_dir) if study.train_models else None
     figures = write_plots(study, rows, exp_dir, subtitle)
     train_seconds = sum(s.get("seconds") or 0 for m in measured for s in m.seeds)
     host = measured[0].cost.get("host") or {}
     setup = [
         f"Data: {study.dataset.name} ({data.get('source', '?')}): {data.get('train', '?')} training, {data.get('val', '?')} "
-        f"validation, {data.get('test', '?')} test images." if study.train_models else "No training (train_models=false): size and speed only.",
+        f"validation, {data.get('test', '?')} test images."
+        if study.train_models
+        else "No training (train_models=false): size and speed only.",
         f"Models: {', '.join(study.models)}; baseline {study.baseline}; act={study.act.name}"
-        + (f"; width multiplier {study.width}" if study.width is not None else "") + " (configs/model/<name>.yaml).",
+        + (f"; width multiplier {study.width}" if study.width is not None else "")
+        + " (configs/model/<name>.yaml).",
     ]
     if study.train_models:
-        setup.append(f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine "
-                     f"schedule, weight decay {study.weight_decay}; {study.seeds} seeds per model; "
-                     f"{training_setup([m for _, m in results if m.get('status') == 'completed'])}.")
+        setup.append(
+            f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine "
+            f"schedule, weight decay {study.weight_decay}; {study.seeds} seeds per model; "
+            f"{training_setup([m for _, m in results if m.get('status') == 'completed'])}."
+        )
     setup += [
         f"Measured on {host.get('name', '?')}: CPU {host.get('cpu', '?')}, {cores_phrase(host)}, torch "
-        f"{torch.__version__}; latency in float32 with {threads_label(threads)}" + (" and with 1" if threads != 1 else "")
+        f"{torch.__version__}; latency in float32 with {threads_label(threads)}"
+        + (" and with 1" if threads != 1 else "")
         + f" (intra-op; torch.utils.benchmark: warm-up, then blocks of calls for {study.min_run_time:g} s and at least {MIN_BLOCKS} blocks; "
-          f"median and IQR per batch), ONNX Runtime CPU execution provider with the same thread counts; ONNX Runtime accuracy on "
-          f"the same CPU. Training time summed over runs: {train_seconds:.0f} s; this invocation: {wall_seconds:.0f} s (runs and "
-          f"measurements on disk are reused).",
+        f"median and IQR per batch), ONNX Runtime CPU execution provider with the same thread counts; ONNX Runtime accuracy on "
+        f"the same CPU. Training time summed over runs: {train_seconds:.0f} s; this invocation: {wall_seconds:.0f} s (runs and "
+        f"measurements on disk are reused).",
         "MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Size: the PyTorch state_dict and the ONNX files on disk. "
         "Exported models take [0, 1] images and normalise inside.",
-        *([comparison_method()] if study.train_models else [])]
+        *([comparison_method()] if study.train_models else []),
+    ]
     final_losses = {(spec.labels["model"], spec.labels["seed"]): m["history"][-1]["train_loss"] for spec, m in results if m["history"]}
     chance = chance_loss(m for _, m in results)
     report = Report(
-        "Efficient CNNs: what each design costs and what it buys", setup, tables, findings(study, rows, measured, rec, final_losses, chance),
-        figures, [Section("Measurement reliability", reliability)], limitations(study, data, host),
-        references=["Simonyan & Zisserman 2015 (VGG); Howard et al. 2017 (MobileNets, depthwise-separable convolutions); "
-                    "Sandler et al. 2018 (MobileNetV2); Iandola et al. 2016 (SqueezeNet); Szegedy et al. 2015, 2016 (Inception); "
-                    "He et al. 2016 (bottleneck blocks).",
-                    "Jacob et al. 2018, Quantization and training of neural networks for efficient integer-arithmetic-only inference.",
-                    "Published counters this code reproduces: torchvision ResNet-18 at 224 px 1.82 GMACs and 11.69M parameters; "
-                    "MobileNetV2 300M MACs and 3.50M parameters (tests/test_efficient.py)."],
-        load=notebook_loader("deepexp.experiments.efficient", study=to_plain(study), subtitle=subtitle))
+        "Efficient CNNs: what each design costs and what it buys",
+        setup,
+        tables,
+        findings(study, rows, measured, rec, final_losses, chance),
+        figures,
+        [Section("Measurement reliability", reliability)],
+        limitations(study, data, host),
+        references=[
+            "Simonyan & Zisserman 2015 (VGG); Howard et al. 2017 (MobileNets, depthwise-separable convolutions); "
+            "Sandler et al. 2018 (MobileNetV2); Iandola et al. 2016 (SqueezeNet); Szegedy et al. 2015, 2016 (Inception); "
+            "He et al. 2016 (bottleneck blocks).",
+            "Jacob et al. 2018, Quantization and training of neural networks for efficient integer-arithmetic-only inference.",
+            "Published counters this code reproduces: torchvision ResNet-18 at 224 px 1.82 GMACs and 11.69M parameters; "
+            "MobileNetV2 300M MACs and 3.50M parameters (tests/test_efficient.py).",
+        ],
+        load=notebook_loader("deepexp.experiments.efficient", study=to_plain(study), subtitle=subtitle),
+    )
     return report.write(exp_dir, console, f"efficient models: {subtitle}", main_header, main_rows + ort_rows)

@@ -18,6 +18,7 @@ score and is not an evaluation. Afterwards the top architectures and the
 hand-designed baselines are retrained with the full budget and several seeds,
 and the report compares them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,15 +47,47 @@ from ..measure import count_params, torch_latency
 from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan
 from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
-from ..results import (STALLED_FRACTION, Comparison, Group, Stat, chance_loss, compare, comparison_method, describe, group, holm,
-                       markdown_table, pareto_front, spearman, stalled, write_csv, write_text)
+from ..results import (
+    STALLED_FRACTION,
+    Comparison,
+    Group,
+    Stat,
+    chance_loss,
+    compare,
+    comparison_method,
+    describe,
+    group,
+    holm,
+    markdown_table,
+    pareto_front,
+    spearman,
+    stalled,
+    write_csv,
+    write_text,
+)
 from ..report_doc import Figure, Report, figure_code, notebook_loader
 from ..rundir import RunLock, write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
-from .runner import (RunSpec, base_overrides, check_extra, check_runs, experiment_dir, group_overrides, hardware_line, hardware_record,
-                     on_command_line, preset_note, provenance_values, run_all, run_config, run_one, start_worker_device, study_console,
-                     train_overrides)
+from .runner import (
+    RunSpec,
+    base_overrides,
+    check_extra,
+    check_runs,
+    experiment_dir,
+    group_overrides,
+    hardware_line,
+    hardware_record,
+    on_command_line,
+    preset_note,
+    provenance_values,
+    run_all,
+    run_config,
+    run_one,
+    start_worker_device,
+    study_console,
+    train_overrides,
+)
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 LATENCY_SECONDS = 0.1  # timed calls behind each candidate's batch-1 latency (the median is kept)
@@ -65,9 +98,9 @@ INITIAL = "initial population"
 ORIGINS = {"random": "random draw", "evolution": "mutation", "nsga2": "NSGA-II offspring", "zero_cost": "pre-screened draw"}
 OWN_PROPOSALS = {"evolution": "mutations", "nsga2": "crossover and mutation of NSGA-II parents"}  # after the initial population
 NSGA2_GENERATION = "NSGAIISampler:generation"  # the system attribute in which Optuna's NSGA-II keeps a trial's generation
-                                               # (optuna/samplers/_ga/_base.py, "<sampler class>:generation"); 0: random
+# (optuna/samplers/_ga/_base.py, "<sampler class>:generation"); 0: random
 DECIDE_SECONDS = 600  # a proposal takes seconds (a zero-cost pool the longest); a trial of another process still
-                      # undecided after this long is taken for abandoned and no longer waited for
+# undecided after this long is taken for abandoned and no longer waited for
 ASK_SECONDS = 60  # a worker signs its trial right after asking for it: an unsigned trial counts as being asked this long
 NOTE_SECONDS = 5  # a wait for other workers longer than this gets a line that says what it waits for
 RATING = "rating"  # the study user attribute that records the settings a search rates its candidates with
@@ -78,8 +111,11 @@ def nas_command(cfg: DictConfig) -> int:
     exp_dir, console = experiment_dir(), study_console()
     start = time.perf_counter()
     check_overrides(study)
-    console.print(f"nas study: {len(study.strategies)} strategies x {study.search_seeds} search seed(s) x {study.trials} evaluations "
-                  f"in {exp_dir}", highlight=False, soft_wrap=True)  # where to look, before the search's long silence
+    console.print(
+        f"nas study: {len(study.strategies)} strategies x {study.search_seeds} search seed(s) x {study.trials} evaluations in {exp_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )  # where to look, before the search's long silence
     storage = storage_url(study, exp_dir)
     search = Search(study, exp_dir, storage, console)  # composes a run config: a bad override value is refused here
     if compile_asked(study):
@@ -104,13 +140,18 @@ def nas_command(cfg: DictConfig) -> int:
 
 
 # The study options behind the train keys it sets under another name (overrides=[...] may not set them).
-OWN_KEYS = {"epochs": "proxy_epochs= and final_epochs=", "subset": "proxy_subset= and final_subset=",
-            "seed": "final_seeds=N", "model": "baselines=[...]"}
+OWN_KEYS = {
+    "epochs": "proxy_epochs= and final_epochs=",
+    "subset": "proxy_subset= and final_subset=",
+    "seed": "final_seeds=N",
+    "model": "baselines=[...]",
+}
 RUN_KEYS = ("model", "model.arch", "eval_test")  # set per run, beyond the shared settings of shared_values
 
 
-def run_overrides(study: NASConfig, epochs: int, subset: Optional[int], seed: int, run: Optional[Dict[str, Any]] = None,
-                  compiled: bool = True) -> List[str]:
+def run_overrides(
+    study: NASConfig, epochs: int, subset: Optional[int], seed: int, run: Optional[Dict[str, Any]] = None, compiled: bool = True
+) -> List[str]:
     """The `deepexp train` overrides of one run: the settings every run shares (shared_values), the run's own
     (`run`: model, model.arch, eval_test), then the user's `overrides=[...]`, without their `compile`
     entries where not `compiled` (a search evaluation: see compile_note)."""
@@ -137,15 +178,16 @@ def compile_note(study: NASConfig) -> str:
     Every candidate is a new architecture, so a compiled search would compile a new graph for every
     evaluation (tens of seconds each, before the first step), which can exceed the whole proxy training
     it serves; the final runs train `final_epochs` on the same few architectures, where compiling can pay."""
-    return (f"compile=true applies to the final retraining only: the search's candidates train eagerly, because each "
-            f"is a new graph to compile, which can take longer than its {study.proxy_epochs}-epoch proxy training")
+    return (
+        f"compile=true applies to the final retraining only: the search's candidates train eagerly, because each "
+        f"is a new graph to compile, which can take longer than its {study.proxy_epochs}-epoch proxy training"
+    )
 
 
 def shared_values(study: NASConfig, epochs: int, subset: Optional[int], seed: int) -> Dict[str, Any]:
     """{train key: value} that every search and final run sets (runner.base_overrides), with the budget
     of its kind of run (`epochs`, `subset`: the proxy's or the final one) and its `seed`."""
-    return base_overrides(study, {"epochs": epochs, "subset": subset, "weight_decay": study.weight_decay, "sched": "cosine",
-                                  "seed": seed})
+    return base_overrides(study, {"epochs": epochs, "subset": subset, "weight_decay": study.weight_decay, "sched": "cosine", "seed": seed})
 
 
 def check_overrides(study: NASConfig) -> None:
@@ -168,8 +210,11 @@ def storage_file(url: str) -> Optional[Path]:
 
 # What a search's ratings depend on, besides the dataset, the activation and the trainer overrides (rating_settings).
 RATED_BY = ("proxy_epochs", "proxy_subset", "batch_size", "lr", "weight_decay", "max_macs", "latency_threads")
-RATED_BY_STRATEGY = {"evolution": ("population", "sample_size"), "nsga2": ("population", "second_objective"),
-                     "zero_cost": ("zero_cost_pool", "zero_cost_proxy")}
+RATED_BY_STRATEGY = {
+    "evolution": ("population", "sample_size"),
+    "nsga2": ("population", "second_objective"),
+    "zero_cost": ("zero_cost_pool", "zero_cost_proxy"),
+}
 
 
 def rating_settings(study: NASConfig, strategy: str) -> Dict[str, Any]:
@@ -217,9 +262,11 @@ def check_rating(study: NASConfig, url: Optional[str], storage=None, files_only:
             changed = rating_changes(recorded or {}, now)
             if changed:
                 was, asked = (" ".join(hydra_override(key, values[key]) for key in changed) for values in (recorded, now))
-                raise ConfigError(f"search {name} rated its candidates with {was}; this command asks for {asked}, and one search "
-                                  f"rates all its candidates alike: resume it with its own settings, or start a new search in "
-                                  f"another hydra.run.dir{' (and storage)' if study.storage else ''}")
+                raise ConfigError(
+                    f"search {name} rated its candidates with {was}; this command asks for {asked}, and one search "
+                    f"rates all its candidates alike: resume it with its own settings, or start a new search in "
+                    f"another hydra.run.dir{' (and storage)' if study.storage else ''}"
+                )
 
 
 def check_command(study: NASConfig, exp_dir: Optional[Path]) -> None:
@@ -242,8 +289,7 @@ def search_overrides(study: NASConfig, arch: str) -> List[str]:
     """The `deepexp train` overrides of a search evaluation of the spec file `arch`, as Search.evaluate writes
     them: the proxy budget, no test set (a candidate is rated on validation; the test set is for the final
     retraining), uncompiled."""
-    return run_overrides(study, study.proxy_epochs, study.proxy_subset, 0, {"model": "nas", "model.arch": arch, "eval_test": False},
-                         compiled=False)
+    return run_overrides(study, study.proxy_epochs, study.proxy_subset, 0, {"model": "nas", "model.arch": arch, "eval_test": False}, compiled=False)
 
 
 def existing_runs(study: NASConfig, exp_dir: Path) -> List[Tuple[str, List[str]]]:
@@ -278,8 +324,7 @@ def run_workers(study: NASConfig, exp_dir: Path, storage: str, console, n_worker
         worker_study.device.index = worker_device(study.device.type, study.device.index, i)
         jobs.append((worker_study, exp_dir, storage, i))
     gpus = sorted({job[0].device.index for job in jobs} - {None})
-    console.print(f"{n_workers} search workers, {threads} thread(s) each" + (f", on GPU(s) {gpus}" if gpus else ""),
-                  highlight=False)
+    console.print(f"{n_workers} search workers, {threads} thread(s) each" + (f", on GPU(s) {gpus}" if gpus else ""), highlight=False)
     map_in_processes(search_worker, jobs, n_workers, threads)
 
 
@@ -320,8 +365,7 @@ class Search:
         self.proxy_x = normalize(data.x_train[pick], data.mean, data.std)  # training images only
         self.proxy_y = data.y_train[pick]
         # SQLite serialises writers; several workers wait for the lock instead of failing at once.
-        self.storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 300}}
-                                                  if storage.startswith("sqlite") else {})
+        self.storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 300}} if storage.startswith("sqlite") else {})
         for strategy, seed in self.searches():
             self.record_rating(strategy, seed)
         check_rating(study, storage, self.storage)  # again: another invocation may have created a search since
@@ -335,8 +379,13 @@ class Search:
         # The sampler only matters for NSGA-II, whose proposals run() draws through a sampler seeded per trial
         # (nsga2_sampler); the other strategies propose specs themselves.
         directions = ["maximize", "minimize"] if strategy == "nsga2" else ["maximize"]
-        return optuna.create_study(storage=self.storage, study_name=f"{strategy}-s{seed}", sampler=optuna.samplers.RandomSampler(seed=seed),
-                                   directions=directions, load_if_exists=True)
+        return optuna.create_study(
+            storage=self.storage,
+            study_name=f"{strategy}-s{seed}",
+            sampler=optuna.samplers.RandomSampler(seed=seed),
+            directions=directions,
+            load_if_exists=True,
+        )
 
     def nsga2_sampler(self, name: str, n_trials: int):
         """NSGA-II (Deb et al. 2002) seeded by the search, the number of trials it already holds and the worker.
@@ -360,8 +409,12 @@ class Search:
             return
         earlier = len(opt.get_trials(deepcopy=False))
         if earlier:
-            self.console.print(f"{strategy}-s{seed}: no rating settings recorded with its {earlier} trial(s) (an earlier deepexp "
-                               f"created it); this command's are recorded now, unchecked against them", highlight=False, markup=False)
+            self.console.print(
+                f"{strategy}-s{seed}: no rating settings recorded with its {earlier} trial(s) (an earlier deepexp "
+                f"created it); this command's are recorded now, unchecked against them",
+                highlight=False,
+                markup=False,
+            )
         opt.set_user_attr(RATING, rating_settings(self.study, strategy))
 
     def searches(self) -> List[Tuple[str, int]]:
@@ -378,9 +431,17 @@ class Search:
             for t in sorted(done, key=lambda t: t.number):
                 if t.user_attrs.get("evaluation", self.study.trials + 1) > self.study.trials:
                     continue
-                rows.append({"strategy": strategy, "search_seed": seed, "trial": t.number, "val_acc": t.values[0],
-                             **{k: v for k, v in t.user_attrs.items() if k not in ("spec", "worker", "clock")}, "spec": t.user_attrs["spec"],
-                             "worker_pid": t.user_attrs.get("worker", {}).get("pid")})
+                rows.append(
+                    {
+                        "strategy": strategy,
+                        "search_seed": seed,
+                        "trial": t.number,
+                        "val_acc": t.values[0],
+                        **{k: v for k, v in t.user_attrs.items() if k not in ("spec", "worker", "clock")},
+                        "spec": t.user_attrs["spec"],
+                        "worker_pid": t.user_attrs.get("worker", {}).get("pid"),
+                    }
+                )
         return rows
 
     def count_skipped(self) -> int:
@@ -420,15 +481,22 @@ class Search:
             for t in earlier:
                 if not _decided(t) and _worker(t) != GONE and not _deciding(t) and (name, t.number) not in self.given_up:
                     self.given_up.add((name, t.number))
-                    self.console.print(f"{name}: trial {t.number}, asked {_age(t):.0f} s ago by {_who(t)}, is still undecided: "
-                                       f"given up on, it is not an evaluation", highlight=False, markup=False)
+                    self.console.print(
+                        f"{name}: trial {t.number}, asked {_age(t):.0f} s ago by {_who(t)}, is still undecided: given up on, it is not an evaluation",
+                        highlight=False,
+                        markup=False,
+                    )
             waiting = [t for t in earlier if _deciding(t)]
             if not waiting:
                 return earlier
             if not noted and time.monotonic() - start >= NOTE_SECONDS:
                 noted, t = True, waiting[0]
-                self.console.print(f"{name}: waiting for {_who(t)} to decide trial {t.number} (an evaluation or not), asked "
-                                   f"{_age(t):.0f} s ago; given up on {_limit(t)} s after it was asked", highlight=False, markup=False)
+                self.console.print(
+                    f"{name}: waiting for {_who(t)} to decide trial {t.number} (an evaluation or not), asked "
+                    f"{_age(t):.0f} s ago; given up on {_limit(t)} s after it was asked",
+                    highlight=False,
+                    markup=False,
+                )
             time.sleep(POLL_SECONDS)
 
     def values_of(self, opt, number: int, name: str) -> Optional[List[float]]:
@@ -446,8 +514,7 @@ class Search:
                 return None
             if not noted:
                 noted = True
-                self.console.print(f"{name}: waiting for the score of trial {number}, which {_who(t)} is evaluating",
-                                   highlight=False, markup=False)
+                self.console.print(f"{name}: waiting for the score of trial {number}, which {_who(t)} is evaluating", highlight=False, markup=False)
             time.sleep(POLL_SECONDS)
 
     def reuse(self, opt, trial, twin: int, name: str, began: float) -> None:
@@ -462,17 +529,23 @@ class Search:
             self.tell(opt, trial, began, state=optuna.trial.TrialState.FAIL)
             return
         self.tell(opt, trial, began, values)
-        self.console.print(f"{name}/t{trial.number:03d}: the architecture of t{twin:03d}, already evaluated: its score reused",
-                           highlight=False, markup=False)
+        self.console.print(
+            f"{name}/t{trial.number:03d}: the architecture of t{twin:03d}, already evaluated: its score reused", highlight=False, markup=False
+        )
 
     # -- proposing --
 
     def suggest_spec(self, trial) -> Dict[str, Any]:
         """A spec drawn through Optuna's distributions, which NSGA-II's crossover and mutation work on."""
         depth = trial.suggest_int("depth", 5, 15)
-        layers = [{"type": trial.suggest_categorical(f"type_{i}", LAYER_TYPES),
-                   "channels": trial.suggest_categorical(f"channels_{i}", CHANNELS),
-                   "stride": trial.suggest_categorical(f"stride_{i}", (1, 2))} for i in range(depth)]
+        layers = [
+            {
+                "type": trial.suggest_categorical(f"type_{i}", LAYER_TYPES),
+                "channels": trial.suggest_categorical(f"channels_{i}", CHANNELS),
+                "stride": trial.suggest_categorical(f"stride_{i}", (1, 2)),
+            }
+            for i in range(depth)
+        ]
         downs = [i for i, layer in enumerate(layers) if layer["stride"] == 2]
         for i in downs[MAX_DOWNSAMPLES:]:  # the space allows three downsamplings; later ones become stride 1
             layers[i]["stride"] = 1
@@ -484,7 +557,7 @@ class Search:
         spec for the initial population. Returns the spec and its origin (INITIAL or a mutation)."""
         if len(trials) < self.study.population:
             return self.affordable(rng), INITIAL
-        population = sorted(trials, key=lambda t: t.number)[-self.study.population:]
+        population = sorted(trials, key=lambda t: t.number)[-self.study.population :]
         parent = max(rng.sample(population, self.study.sample_size), key=lambda t: t.values[0])
         children = [mutate(parent.user_attrs["spec"], rng) for _ in range(10)]
         return next((c for c in children if self.within_budget(c)), children[-1]), ORIGINS["evolution"]
@@ -576,7 +649,7 @@ class Search:
             try:
                 trial.set_user_attr("worker", self.signature)  # first, so that others can tell whose it is
             except optuna.exceptions.UpdateFinishedTrialError:  # in the moment before, another command's start took the
-                continue                                         # unsigned trial for abandoned (finish_abandoned) and failed it
+                continue  # unsigned trial for abandoned (finish_abandoned) and failed it
             rng = random.Random(f"{name}/{trial.number}")  # per trial: a resumed search or another worker draws anew
             origin = ORIGINS[strategy]
             if strategy == "random":  # rejection sampling: draws over max_macs are counted, not stored as trials
@@ -605,8 +678,9 @@ class Search:
             if any("evaluation" in t.user_attrs for t in opt.get_trials(deepcopy=False) if t.number > trial.number):
                 # A later trial is numbered already: another worker gave up waiting for this one (settle). Its number
                 # would be taken twice; the trial is dropped and the budget goes on with a new one.
-                self.console.print(f"{name}: trial {trial.number} decided after another worker had given up on it: dropped",
-                                   highlight=False, markup=False)
+                self.console.print(
+                    f"{name}: trial {trial.number} decided after another worker had given up on it: dropped", highlight=False, markup=False
+                )
                 self.tell(opt, trial, began, state=optuna.trial.TrialState.FAIL)
                 continue
             ordinal = 1 + sum("evaluation" in t.user_attrs for t in earlier)
@@ -620,11 +694,18 @@ class Search:
         """Measure and train evaluation number `ordinal` of the search and tell its score."""
         number = trial.number
         start = time.perf_counter()
-        attrs = {**self.measure(spec, latency=True), "spec_key": spec_key(spec),
-                 "depth": len(spec["layers"])}
+        attrs = {**self.measure(spec, latency=True), "spec_key": spec_key(spec), "depth": len(spec["layers"])}
         val_acc, m = self.evaluate(spec, f"{name}/t{number:03d}", f"{name} {ordinal}/{self.study.trials}")
-        attrs.update({"status": m["status"], "train_seconds": m.get("seconds"), "device": m.get("provenance", {}).get("device"),
-                      "hardware": hardware_record(m), "wall_seconds": time.perf_counter() - start, "run_dir": f"runs/{name}/t{number:03d}"})
+        attrs.update(
+            {
+                "status": m["status"],
+                "train_seconds": m.get("seconds"),
+                "device": m.get("provenance", {}).get("device"),
+                "hardware": hardware_record(m),
+                "wall_seconds": time.perf_counter() - start,
+                "run_dir": f"runs/{name}/t{number:03d}",
+            }
+        )
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         cost = {"params": attrs["params"], "macs": attrs["macs"], "latency": attrs["latency_ms"]}[self.study.second_objective]
@@ -789,10 +870,10 @@ def top_specs(study: NASConfig, trials: List[Dict[str, Any]]) -> List[Dict[str, 
             best[t["spec_key"]] = t
     ranked = sorted(best.values(), key=lambda t: -t["val_acc"])
     n_front = 2 if study.top_k >= 3 else 0
-    chosen = ranked[:study.top_k - n_front]
+    chosen = ranked[: study.top_k - n_front]
     front = [ranked[i] for i in pareto_front([t["params"] for t in ranked], [t["val_acc"] for t in ranked])]
     chosen += [t for t in sorted(front, key=lambda t: -t["val_acc"]) if t not in chosen][:n_front]
-    chosen += [t for t in ranked if t not in chosen][:study.top_k - len(chosen)]
+    chosen += [t for t in ranked if t not in chosen][: study.top_k - len(chosen)]
     return chosen
 
 
@@ -807,9 +888,20 @@ def final_plan(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path) ->
         write_json(path, t["spec"])
         for seed in range(study.final_seeds):
             overrides = run_overrides(study, study.final_epochs, study.final_subset, seed, {"model": "nas", "model.arch": str(path)})
-            specs.append(RunSpec(f"final/top{rank}-s{seed}", {"model": f"top{rank}", "kind": "searched", "spec": t["spec_key"],
-                                                                  "found_by": found_by(trials, t["spec_key"]), "seed": seed,
-                                                                  "file": str(path.relative_to(exp_dir))}, overrides))
+            specs.append(
+                RunSpec(
+                    f"final/top{rank}-s{seed}",
+                    {
+                        "model": f"top{rank}",
+                        "kind": "searched",
+                        "spec": t["spec_key"],
+                        "found_by": found_by(trials, t["spec_key"]),
+                        "seed": seed,
+                        "file": str(path.relative_to(exp_dir)),
+                    },
+                    overrides,
+                )
+            )
     for name in study.baselines:
         for seed in range(study.final_seeds):
             overrides = run_overrides(study, study.final_epochs, study.final_subset, seed, {"model": name})
@@ -821,8 +913,11 @@ def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, conso
     """The full-budget retraining (final_plan) through runner.run_all, as every study runs its runs, `n_workers` at a time."""
     specs = final_plan(study, trials, exp_dir)
     n_searched = sum(spec.labels["kind"] == "searched" for spec in specs) // study.final_seeds
-    console.print(f"retraining {n_searched} searched and {len(study.baselines)} hand-designed networks x {study.final_seeds} seeds, "
-                  f"{study.final_epochs} epochs", highlight=False)
+    console.print(
+        f"retraining {n_searched} searched and {len(study.baselines)} hand-designed networks x {study.final_seeds} seeds, "
+        f"{study.final_epochs} epochs",
+        highlight=False,
+    )
     return run_all(specs, exp_dir, console, "nas", n_workers)
 
 
@@ -832,23 +927,36 @@ def retrain(study: NASConfig, trials: List[Dict[str, Any]], exp_dir: Path, conso
 def found_by(trials: List[Dict[str, Any]], key: str) -> str:
     """Which searches evaluated the architecture `key`, as `evolution-s1 #3 (mutation)`: search, evaluation
     number, origin of the proposal (INITIAL for a random initial-population draw)."""
-    return "; ".join(f"{t['strategy']}-s{t['search_seed']} #{t.get('evaluation', '?')} ({t.get('origin') or 'origin not recorded'})"
-                     for t in trials if t["spec_key"] == key)
+    return "; ".join(
+        f"{t['strategy']}-s{t['search_seed']} #{t.get('evaluation', '?')} ({t.get('origin') or 'origin not recorded'})"
+        for t in trials
+        if t["spec_key"] == key
+    )
 
 
-LAYER_CODES = {"conv": "3x3 conv", "dws": "depthwise-separable conv (3x3 depthwise, then 1x1 pointwise)",
-               "residual": "residual block (two 3x3 convs, an identity or 1x1-projection shortcut, the activation after the sum)"}
+LAYER_CODES = {
+    "conv": "3x3 conv",
+    "dws": "depthwise-separable conv (3x3 depthwise, then 1x1 pointwise)",
+    "residual": "residual block (two 3x3 convs, an identity or 1x1-projection shortcut, the activation after the sum)",
+}
 
 
 def code_definition(act: str) -> str:
     """What an architecture code (nas_space.spec_key) such as `c32-d64s-r128` says, for the report."""
     letters = "; ".join(f"{t[0]} = {LAYER_CODES[t]}" for t in LAYER_TYPES)
-    example = {"layers": [{"type": "conv", "channels": 32, "stride": 1}, {"type": "dws", "channels": 64, "stride": 2},
-                          {"type": "residual", "channels": 128, "stride": 1}]}
-    return (f"Architecture codes such as `{spec_key(example)}` list the layers from input to output, one token each: the "
-            f"layer type ({letters}), its output channels, and `s` where it has stride 2 (halves height and width). Every "
-            f"conv has BatchNorm and {act} after it; a 3x3 stem conv comes first, global average pooling and a linear "
-            f"classifier last.")
+    example = {
+        "layers": [
+            {"type": "conv", "channels": 32, "stride": 1},
+            {"type": "dws", "channels": 64, "stride": 2},
+            {"type": "residual", "channels": 128, "stride": 1},
+        ]
+    }
+    return (
+        f"Architecture codes such as `{spec_key(example)}` list the layers from input to output, one token each: the "
+        f"layer type ({letters}), its output channels, and `s` where it has stride 2 (halves height and width). Every "
+        f"conv has BatchNorm and {act} after it; a 3x3 stem conv comes first, global average pooling and a linear "
+        f"classifier last."
+    )
 
 
 def best_so_far(trials: List[Dict[str, Any]], strategy: str, seeds: int, n: int) -> List[List[float]]:
@@ -856,25 +964,64 @@ def best_so_far(trials: List[Dict[str, Any]], strategy: str, seeds: int, n: int)
     for seed in range(seeds):
         accs = [t["val_acc"] for t in sorted(trials, key=lambda t: t["trial"]) if t["strategy"] == strategy and t["search_seed"] == seed]
         if len(accs) >= n:
-            curves.append([max(accs[:i + 1]) for i in range(n)])
+            curves.append([max(accs[: i + 1]) for i in range(n)])
     return curves
 
 
-def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tuple[RunSpec, dict]], exp_dir: Path, console,
-                wall_seconds: float, storage: str, skipped: int) -> Path:
+def write_study(
+    study: NASConfig,
+    trials: List[Dict[str, Any]],
+    final: List[Tuple[RunSpec, dict]],
+    exp_dir: Path,
+    console,
+    wall_seconds: float,
+    storage: str,
+    skipped: int,
+) -> Path:
     rows = [{k: v for k, v in t.items() if k not in ("spec", "hardware")} | {"spec": json.dumps(t["spec"])} for t in trials]
     write_csv(exp_dir / "evaluated.csv", rows)
-    final_rows = [{**spec.labels, "status": m["status"], "test_acc": (m.get("test") or {}).get("acc"),
-                   "best_val_acc": m.get("best_val_acc"), "params": m.get("params"), "seconds": m.get("seconds"),
-                   "final_train_loss": m["history"][-1]["train_loss"] if m.get("history") else None} for spec, m in final]
+    final_rows = [
+        {
+            **spec.labels,
+            "status": m["status"],
+            "test_acc": (m.get("test") or {}).get("acc"),
+            "best_val_acc": m.get("best_val_acc"),
+            "params": m.get("params"),
+            "seconds": m.get("seconds"),
+            "final_train_loss": m["history"][-1]["train_loss"] if m.get("history") else None,
+        }
+        for spec, m in final
+    ]
     write_csv(exp_dir / "summary.csv", final_rows)
     groups = group(final_rows, ["model", "kind"])
-    header = ["network", "kind", "architecture", "found by (search #evaluation, origin)", "params", "runs", "test acc (mean ± std)",
-              "best val acc (mean ± std)"]
-    table_rows = [[g.key["model"], g.key["kind"], g.rows[0].get("spec", g.key["model"]), g.rows[0].get("found_by") or "-",
-                   f"{g.rows[0]['params']:,}", len(g.rows), g.stat("test_acc").fmt(4), g.stat("best_val_acc").fmt(4)] for g in groups]
-    table = markdown_table(header, table_rows) if final_rows else \
-        "No full-budget retraining in this invocation (retrain=false): the search's candidates are in evaluated.csv."
+    header = [
+        "network",
+        "kind",
+        "architecture",
+        "found by (search #evaluation, origin)",
+        "params",
+        "runs",
+        "test acc (mean ± std)",
+        "best val acc (mean ± std)",
+    ]
+    table_rows = [
+        [
+            g.key["model"],
+            g.key["kind"],
+            g.rows[0].get("spec", g.key["model"]),
+            g.rows[0].get("found_by") or "-",
+            f"{g.rows[0]['params']:,}",
+            len(g.rows),
+            g.stat("test_acc").fmt(4),
+            g.stat("best_val_acc").fmt(4),
+        ]
+        for g in groups
+    ]
+    table = (
+        markdown_table(header, table_rows)
+        if final_rows
+        else "No full-budget retraining in this invocation (retrain=false): the search's candidates are in evaluated.csv."
+    )
     first = next((m for _, m in final if m.get("data")), {})
     data = first.get("data", {})
     subtitle = f"{study.dataset.name}, proxy {study.proxy_epochs} epochs on {study.proxy_subset or 'all'} images"
@@ -887,38 +1034,56 @@ def write_study(study: NASConfig, trials: List[Dict[str, Any]], final: List[Tupl
     searched_on = [t.get("hardware") or {"provenance": {"device": t.get("device")}} for t in trials]
     hardware = [f"search evaluations on {hardware_line(searched_on)}"]
     hardware += [f"final retraining on {hardware_line(m for _, m in final)}"] if final else []
-    setup = [f"Space: {5}-{15} layers of {', '.join(LAYER_TYPES)}; channels {list(CHANNELS)}; at most {MAX_DOWNSAMPLES} stride-2 layers; "
-             f"act={study.act.name} (deepexp/models/nas_space.py). {code_definition(study.act.name)}",
-             f"Search: strategies {list(study.strategies)}, {study.search_seeds} search seeds each, {study.trials} evaluations per search "
-             f"(the same budget for every strategy)"
-             + (f"; aging evolution with population {study.population}, tournament {study.sample_size}" if "evolution" in study.strategies else "")
-             + ". " + initial_sentence(study),
-             f"Evaluation: {study.proxy_epochs} epoch(s) of training on {study.proxy_subset or 'all'} {study.dataset.name} images, "
-             f"rated by the best validation accuracy (the test set is never used to select).",
-             (f"Final: top {study.top_k} architectures and baselines {list(study.baselines)} retrained {study.final_epochs} epochs, "
-              f"{study.final_seeds} seeds, on {data['train']} training images; test accuracy mean ± std." if final and "train" in data else
-              "Final: no retraining (retrain=false, or no candidate finished); the tables below rank candidates by proxy accuracy only."),
-             f"Hardware: {'; '.join(hardware)}; torch {provenance_values([*searched_on, *(m for _, m in final)], 'torch')}."
-             + (f" {compile_note(study)}." if compile_asked(study) else ""),
-             f"Measured: parameters and MACs per image by formula (deepexp/models/nas_space.py, checked against the built "
-             f"networks); latency at batch 1 in fp32, eager PyTorch in inference mode, on the CPU of the machine that evaluated "
-             f"the candidate ({provenance_values(searched_on, 'host')}) with latency_threads={study.latency_threads}, the median of "
-             f"{LATENCY_SECONDS} s of calls; zero-cost proxies on {PROXY_BATCH} training images, on the CPU.",
-             f"Storage: `{storage}` (Optuna; every trial with its spec and measurements). "
-             f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time (measurement and proxy training, "
-             f"summed over evaluations); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
-             f"This invocation: {wall_seconds:.0f} s (searches and runs on disk are reused).",
-             comparison_method()]
+    setup = [
+        f"Space: {5}-{15} layers of {', '.join(LAYER_TYPES)}; channels {list(CHANNELS)}; at most {MAX_DOWNSAMPLES} stride-2 layers; "
+        f"act={study.act.name} (deepexp/models/nas_space.py). {code_definition(study.act.name)}",
+        f"Search: strategies {list(study.strategies)}, {study.search_seeds} search seeds each, {study.trials} evaluations per search "
+        f"(the same budget for every strategy)"
+        + (f"; aging evolution with population {study.population}, tournament {study.sample_size}" if "evolution" in study.strategies else "")
+        + ". "
+        + initial_sentence(study),
+        f"Evaluation: {study.proxy_epochs} epoch(s) of training on {study.proxy_subset or 'all'} {study.dataset.name} images, "
+        f"rated by the best validation accuracy (the test set is never used to select).",
+        (
+            f"Final: top {study.top_k} architectures and baselines {list(study.baselines)} retrained {study.final_epochs} epochs, "
+            f"{study.final_seeds} seeds, on {data['train']} training images; test accuracy mean ± std."
+            if final and "train" in data
+            else "Final: no retraining (retrain=false, or no candidate finished); the tables below rank candidates by proxy accuracy only."
+        ),
+        f"Hardware: {'; '.join(hardware)}; torch {provenance_values([*searched_on, *(m for _, m in final)], 'torch')}."
+        + (f" {compile_note(study)}." if compile_asked(study) else ""),
+        f"Measured: parameters and MACs per image by formula (deepexp/models/nas_space.py, checked against the built "
+        f"networks); latency at batch 1 in fp32, eager PyTorch in inference mode, on the CPU of the machine that evaluated "
+        f"the candidate ({provenance_values(searched_on, 'host')}) with latency_threads={study.latency_threads}, the median of "
+        f"{LATENCY_SECONDS} s of calls; zero-cost proxies on {PROXY_BATCH} training images, on the CPU.",
+        f"Storage: `{storage}` (Optuna; every trial with its spec and measurements). "
+        f"Search cost: {len(trials)} evaluations taking {hours:.2f} h of wall-clock time (measurement and proxy training, "
+        f"summed over evaluations); {skipped} sampled candidates over max_macs={study.max_macs} were skipped untrained. "
+        f"This invocation: {wall_seconds:.0f} s (searches and runs on disk are reused).",
+        comparison_method(),
+    ]
     report = Report(
-        "Neural architecture search: conv / depthwise-separable / residual chains", setup, table,
-        findings(study, trials, groups, chance_loss(m for _, m in final)), figures,
-        limitations=[*preset_note(study.preset),
-                     f"Proxy training of {study.proxy_epochs} epoch(s) ranks candidates at a tiny budget; the ranking may change with full training.",
-                     f"{study.search_seeds} search seeds and {study.trials} evaluations per search: the comparison of strategies has little power."],
-        references=["Real et al. 2019 (aging evolution); Deb et al. 2002 (NSGA-II); Tanaka et al. 2020 (synflow); Mellor et al. 2021 (NASWOT); "
-                    "Abdelfattah et al. 2021 (zero-cost proxies; on NAS-Bench-201 CIFAR-10 synflow reaches Spearman 0.74, params 0.75)."],
-        load=notebook_loader("deepexp.experiments.nas", study=to_plain(study), subtitle=subtitle,
-                             extra='trials = report_doc.records(report_doc.read_table("evaluated.csv"))'))
+        "Neural architecture search: conv / depthwise-separable / residual chains",
+        setup,
+        table,
+        findings(study, trials, groups, chance_loss(m for _, m in final)),
+        figures,
+        limitations=[
+            *preset_note(study.preset),
+            f"Proxy training of {study.proxy_epochs} epoch(s) ranks candidates at a tiny budget; the ranking may change with full training.",
+            f"{study.search_seeds} search seeds and {study.trials} evaluations per search: the comparison of strategies has little power.",
+        ],
+        references=[
+            "Real et al. 2019 (aging evolution); Deb et al. 2002 (NSGA-II); Tanaka et al. 2020 (synflow); Mellor et al. 2021 (NASWOT); "
+            "Abdelfattah et al. 2021 (zero-cost proxies; on NAS-Bench-201 CIFAR-10 synflow reaches Spearman 0.74, params 0.75)."
+        ],
+        load=notebook_loader(
+            "deepexp.experiments.nas",
+            study=to_plain(study),
+            subtitle=subtitle,
+            extra='trials = report_doc.records(report_doc.read_table("evaluated.csv"))',
+        ),
+    )
     return report.write(exp_dir, console, f"NAS: {subtitle}", header, table_rows)
 
 
@@ -944,8 +1109,7 @@ def pareto_figure(trials: List[Dict[str, Any]], rows: List[Dict[str, Any]], cost
         plots.log_axis(ax, "x")  # a decade or so of milliseconds: plain numbers read best
     else:
         ax.set_xscale("log")
-    ax.set(xlabel=label, ylabel="proxy validation accuracy",
-           title=f"accuracy against {label.split(' (')[0]}, every candidate\n{subtitle}")
+    ax.set(xlabel=label, ylabel="proxy validation accuracy", title=f"accuracy against {label.split(' (')[0]}, every candidate\n{subtitle}")
     if cost == "params":
         for model, params in hand.items():
             ax.axvline(params, color="C0", alpha=0.5, linestyle=":")
@@ -964,10 +1128,13 @@ def best_so_far_figure(trials: List[Dict[str, Any]], study: NASConfig, subtitle:
         if curves:
             plots.band(ax, list(range(1, study.trials + 1)), curves, f"{strategy} ({len(curves)} searches)")
             if 0 < initial_population(study, strategy) < study.trials:  # up to here the strategy drew at random
-                ax.axvline(initial_population(study, strategy) + 0.5, color=ax.get_lines()[-1].get_color(), linestyle=":",
-                           label=f"{strategy}: end of its random initial population")
-    ax.set(xlabel="evaluations", ylabel="best proxy validation accuracy so far",
-           title=f"search progress, mean ± std over search seeds\n{subtitle}")
+                ax.axvline(
+                    initial_population(study, strategy) + 0.5,
+                    color=ax.get_lines()[-1].get_color(),
+                    linestyle=":",
+                    label=f"{strategy}: end of its random initial population",
+                )
+    ax.set(xlabel="evaluations", ylabel="best proxy validation accuracy so far", title=f"search progress, mean ± std over search seeds\n{subtitle}")
     ax.grid(alpha=0.3)
     plots.legend(ax, fontsize=8)
     return fig
@@ -975,21 +1142,29 @@ def best_so_far_figure(trials: List[Dict[str, Any]], study: NASConfig, subtitle:
 
 def write_plots(study: NASConfig, trials: List[Dict[str, Any]], rows: List[Dict[str, Any]], exp_dir: Path, subtitle: str) -> List[Figure]:
     """The Pareto figures (where any candidate was evaluated) and the search progress, saved under plots/."""
-    figures = [(f"pareto_{cost}", lambda cost=cost: pareto_figure(trials, rows, cost, subtitle),
-                f"nas.pareto_figure(trials, rows, {cost!r}, subtitle)") for cost in PARETO_COSTS if trials]
+    figures = [
+        (f"pareto_{cost}", lambda cost=cost: pareto_figure(trials, rows, cost, subtitle), f"nas.pareto_figure(trials, rows, {cost!r}, subtitle)")
+        for cost in PARETO_COSTS
+        if trials
+    ]
     figures.append(("best_so_far", lambda: best_so_far_figure(trials, study, subtitle), "nas.best_so_far_figure(trials, study, subtitle)"))
     return [Figure(name, plots.save(draw(), exp_dir / "plots" / f"{name}.png"), figure_code(call)) for name, draw, call in figures]
 
 
 def initial_sentence(study: NASConfig) -> str:
     """How the report marks proposals that were random draws of a strategy's initial population."""
-    seeded = [f"{'aging evolution' if s == 'evolution' else 'NSGA-II'}'s first {initial_population(study, s)}"
-              for s in study.strategies if initial_population(study, s)]
+    seeded = [
+        f"{'aging evolution' if s == 'evolution' else 'NSGA-II'}'s first {initial_population(study, s)}"
+        for s in study.strategies
+        if initial_population(study, s)
+    ]
     if not seeded:
         return "Every proposal is its strategy's own (evaluated.csv, `origin`)."
-    text = ' and '.join(seeded)
-    return (f"{text[0].upper()}{text[1:]} proposals per search are random draws, the initial population (`{INITIAL}` in "
-            f"evaluated.csv's `origin`); a strategy is credited only with what its own proposals found.")
+    text = " and ".join(seeded)
+    return (
+        f"{text[0].upper()}{text[1:]} proposals per search are random draws, the initial population (`{INITIAL}` in "
+        f"evaluated.csv's `origin`); a strategy is credited only with what its own proposals found."
+    )
 
 
 def credit(study: NASConfig, trials: List[Dict[str, Any]], strategy: str) -> Optional[str]:
@@ -1003,23 +1178,32 @@ def credit(study: NASConfig, trials: List[Dict[str, Any]], strategy: str) -> Opt
     if not n_initial or not searches:
         return None
     if n_initial >= study.trials:
-        return (f"**Credit, {strategy}**: its random initial population ({n_initial}) is at least the budget ({study.trials} "
-                f"evaluations), so every {strategy} evaluation was a random draw: at this budget {strategy} is random search, "
-                f"and none of its results is its own.")
+        return (
+            f"**Credit, {strategy}**: its random initial population ({n_initial}) is at least the budget ({study.trials} "
+            f"evaluations), so every {strategy} evaluation was a random draw: at this budget {strategy} is random search, "
+            f"and none of its results is its own."
+        )
     best = lambda rows: max(rows, key=lambda t: t["val_acc"])
     winners = [best(rows).get("origin") for rows in searches]
-    gains = [best([t for t in rows if t.get("origin") == own])["val_acc"] - best([t for t in rows if t.get("origin") == INITIAL])["val_acc"]
-             for rows in searches if {own, INITIAL} <= {t.get("origin") for t in rows}]
-    text = (f"**Credit, {strategy}**: its first {n_initial} evaluations per search are random draws (its initial population), the "
-            f"other {study.trials - n_initial} its own proposals ({OWN_PROPOSALS[strategy]}). The best architecture came from the "
-            f"initial population in {winners.count(INITIAL)} of {len(searches)} searches and from its own proposals in {winners.count(own)}")
+    gains = [
+        best([t for t in rows if t.get("origin") == own])["val_acc"] - best([t for t in rows if t.get("origin") == INITIAL])["val_acc"]
+        for rows in searches
+        if {own, INITIAL} <= {t.get("origin") for t in rows}
+    ]
+    text = (
+        f"**Credit, {strategy}**: its first {n_initial} evaluations per search are random draws (its initial population), the "
+        f"other {study.trials - n_initial} its own proposals ({OWN_PROPOSALS[strategy]}). The best architecture came from the "
+        f"initial population in {winners.count(INITIAL)} of {len(searches)} searches and from its own proposals in {winners.count(own)}"
+    )
     unknown = len(winners) - winners.count(INITIAL) - winners.count(own)
     text += f" ({unknown} from trials that recorded no origin)" if unknown else ""
     if winners.count(INITIAL) == len(searches):
         text += f": its own proposals found nothing better than its random draws, so no result here is {strategy}'s doing"
     if gains:
-        text += (f"; its best own proposal against the initial population's best: {statistics.fmean(gains):+.4f} proxy accuracy "
-                 f"(mean over {len(gains)} searches)")
+        text += (
+            f"; its best own proposal against the initial population's best: {statistics.fmean(gains):+.4f} proxy accuracy "
+            f"(mean over {len(gains)} searches)"
+        )
     return text + "."
 
 
@@ -1030,11 +1214,13 @@ def patterns(rows: List[Dict[str, Any]]) -> Dict[str, float]:
     """Layer-type shares, depth, mean channels and downsampling of the architectures `rows` (each counted once)."""
     layers = [layer for r in rows for layer in r["spec"]["layers"]]
     downs = [i / max(1, len(r["spec"]["layers"]) - 1) for r in rows for i, layer in enumerate(r["spec"]["layers"]) if layer["stride"] == 2]
-    return {**{f"share {t}": sum(layer["type"] == t for layer in layers) / len(layers) for t in LAYER_TYPES},
-            "depth": statistics.fmean(len(r["spec"]["layers"]) for r in rows),
-            "mean channels": statistics.fmean(layer["channels"] for layer in layers),
-            "downsamplings": sum(layer["stride"] == 2 for layer in layers) / len(rows),
-            "downsampling position (0 first, 1 last layer)": statistics.fmean(downs) if downs else float("nan")}
+    return {
+        **{f"share {t}": sum(layer["type"] == t for layer in layers) / len(layers) for t in LAYER_TYPES},
+        "depth": statistics.fmean(len(r["spec"]["layers"]) for r in rows),
+        "mean channels": statistics.fmean(layer["channels"] for layer in layers),
+        "downsamplings": sum(layer["stride"] == 2 for layer in layers) / len(rows),
+        "downsampling position (0 first, 1 last layer)": statistics.fmean(downs) if downs else float("nan"),
+    }
 
 
 def pattern_line(trials: List[Dict[str, Any]]) -> str:
@@ -1045,14 +1231,18 @@ def pattern_line(trials: List[Dict[str, Any]]) -> str:
         if t["spec_key"] not in best or t["val_acc"] > best[t["spec_key"]]["val_acc"]:
             best[t["spec_key"]] = t
     ranked = sorted(best.values(), key=lambda t: -t["val_acc"])
-    top, rest = ranked[:len(ranked) // 4], ranked[len(ranked) // 4:]
+    top, rest = ranked[: len(ranked) // 4], ranked[len(ranked) // 4 :]
     if len(top) < PATTERN_MIN:
-        return (f"**Patterns**: not quoted. The top quarter of the {len(ranked)} distinct architectures holds {len(top)}, fewer "
-                f"than the {PATTERN_MIN} its layer shares, depth and channels need to describe more than these few networks "
-                f"(more trials or search seeds give more).")
+        return (
+            f"**Patterns**: not quoted. The top quarter of the {len(ranked)} distinct architectures holds {len(top)}, fewer "
+            f"than the {PATTERN_MIN} its layer shares, depth and channels need to describe more than these few networks "
+            f"(more trials or search seeds give more)."
+        )
     pt, pr = patterns(top), patterns(rest)
-    return (f"**Patterns** (descriptive, no test): the top quarter, {len(top)} distinct architectures by proxy accuracy, against "
-            f"the other {len(rest)}: " + "; ".join(f"{k} {pt[k]:.2f} vs {pr[k]:.2f}" for k in pt) + ".")
+    return (
+        f"**Patterns** (descriptive, no test): the top quarter, {len(top)} distinct architectures by proxy accuracy, against "
+        f"the other {len(rest)}: " + "; ".join(f"{k} {pt[k]:.2f} vs {pr[k]:.2f}" for k in pt) + "."
+    )
 
 
 def size_pairs(groups: List[Group]) -> List[Tuple[Group, Group, bool]]:
@@ -1074,13 +1264,17 @@ def size_comparisons(pairs: List[Tuple[Group, Group, bool]], tests: List[Compari
     lines = []
     for (s, h, equal), c in zip(pairs, tests):
         size = lambda g: g.rows[0]["params"]
-        numbers = (f"{s.key['model']} ({size(s):,} parameters, {size(s) / size(h):.2f}x) {s.stat('test_acc').fmt(4)} against "
-                   f"{h.key['model']} ({size(h):,}) {h.stat('test_acc').fmt(4)}: {describe(c)}")
+        numbers = (
+            f"{s.key['model']} ({size(s):,} parameters, {size(s) / size(h):.2f}x) {s.stat('test_acc').fmt(4)} against "
+            f"{h.key['model']} ({size(h):,}) {h.stat('test_acc').fmt(4)}: {describe(c)}"
+        )
         if equal:
             lines.append(f"**Searched against {h.key['model']} at no more parameters**, the same training budget: {numbers}.")
         else:
-            lines.append(f"**Searched against {h.key['model']}**: no retrained searched network is as small; the smallest, {numbers}. "
-                         f"The sizes differ, so this does not compare designs at equal parameters.")
+            lines.append(
+                f"**Searched against {h.key['model']}**: no retrained searched network is as small; the smallest, {numbers}. "
+                f"The sizes differ, so this does not compare designs at equal parameters."
+            )
     return lines
 
 
@@ -1090,31 +1284,41 @@ def findings(study: NASConfig, trials: List[Dict[str, Any]], groups: List[Group]
     (`size_pairs`). Retrained runs that never left chance level (results.stalled, `chance` = ln K) are named
     first and left out of the comparison of designs. A strategy is credited only with its own proposals."""
     lines = []
-    stuck = [f"{r['model']} seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups for r in g.rows
-             if stalled(r.get("final_train_loss"), chance)]
+    stuck = [
+        f"{r['model']} seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups for r in g.rows if stalled(r.get("final_train_loss"), chance)
+    ]
     if stuck:
-        lines.append(f"**Left out of the comparison of searched and hand-designed networks: retrained runs that never left "
-                     f"chance level** (final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): {'; '.join(stuck)}.")
+        lines.append(
+            f"**Left out of the comparison of searched and hand-designed networks: retrained runs that never left "
+            f"chance level** (final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): {'; '.join(stuck)}."
+        )
     learned = [Group(g.key, [r for r in g.rows if not stalled(r.get("final_train_loss"), chance)]) for g in groups]
     finals = {s: [c[-1] for c in best_so_far(trials, s, study.search_seeds, study.trials)] for s in ("random", "evolution")}
     strategies = "random" in study.strategies and "evolution" in study.strategies and finals["random"] and finals["evolution"]
     pairs = size_pairs(learned)
-    tests = holm(([compare(finals["evolution"], finals["random"])] if strategies else [])
-                 + [compare(s.stat("test_acc").values, h.stat("test_acc").values) for s, h, _ in pairs])
+    tests = holm(
+        ([compare(finals["evolution"], finals["random"])] if strategies else [])
+        + [compare(s.stat("test_acc").values, h.stat("test_acc").values) for s, h, _ in pairs]
+    )
     if strategies:
-        lines.append(f"**Evolution against random at {study.trials} evaluations**: best proxy accuracy "
-                     f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)}: {describe(tests[0], 'search')}; "
-                     f"evolution's number includes its random initial population (credit below).")
+        lines.append(
+            f"**Evolution against random at {study.trials} evaluations**: best proxy accuracy "
+            f"{Stat(finals['evolution']).fmt(4)} against {Stat(finals['random']).fmt(4)}: {describe(tests[0], 'search')}; "
+            f"evolution's number includes its random initial population (credit below)."
+        )
     lines += [line for line in (credit(study, trials, s) for s in study.strategies) if line]
     if not trials:
         return lines + ["No candidate was evaluated (max_minutes too short, or every sample over max_macs)."]
     accs = [t["val_acc"] for t in trials]
     corr = {name: spearman([t[name] for t in trials], accs) for name in (*PROXIES, "params", "macs")}
-    lines.append("**Zero-cost proxies** (Spearman rho with proxy-trained accuracy over " f"{len(trials)} candidates): "
-                 + ", ".join(f"{k} {v:+.2f}" if v is not None else f"{k} -" for k, v in corr.items())
-                 + " (NAS-Bench-201 CIFAR-10 reference: synflow 0.74, params 0.75).")
+    lines.append(
+        "**Zero-cost proxies** (Spearman rho with proxy-trained accuracy over "
+        f"{len(trials)} candidates): "
+        + ", ".join(f"{k} {v:+.2f}" if v is not None else f"{k} -" for k, v in corr.items())
+        + " (NAS-Bench-201 CIFAR-10 reference: synflow 0.74, params 0.75)."
+    )
     lines.append(pattern_line(trials))
-    lines += size_comparisons(pairs, tests[1 if strategies else 0:])
+    lines += size_comparisons(pairs, tests[1 if strategies else 0 :])
     if not pairs and stuck and {g.key["kind"] for g in groups if g.stat("test_acc").n} == {"searched", "hand-designed"}:
         lines.append("**Searched against hand-designed**: not compared, every run of one side stayed at chance level.")
     return lines

@@ -7,6 +7,7 @@ test accuracy, seconds per epoch, the training-error curves of He et al. Fig. 6,
 gradient norm against depth, a depth-by-epoch gradient heat map per network,
 and a report whose every statement is computed from the runs.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,10 +23,34 @@ from ..config import ResidualConfig, to_plain
 from ..measure import count_macs, count_params
 from ..models import create_model
 from ..report_doc import Figure, Report, figure_code, notebook_loader
-from ..results import (MIN_SEEDS, STALLED_FRACTION, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm,
-                       markdown_table, stalled, write_csv, write_text)
-from .runner import (RunSpec, base_overrides, check_extra, check_study, hardware_line, parse_pairs, preset_note, provenance_values, run_study,
-                     train_overrides)
+from ..results import (
+    MIN_SEEDS,
+    STALLED_FRACTION,
+    Comparison,
+    Group,
+    chance_loss,
+    compare,
+    comparison_method,
+    describe,
+    group,
+    holm,
+    markdown_table,
+    stalled,
+    write_csv,
+    write_text,
+)
+from .runner import (
+    RunSpec,
+    base_overrides,
+    check_extra,
+    check_study,
+    hardware_line,
+    parse_pairs,
+    preset_note,
+    provenance_values,
+    run_study,
+    train_overrides,
+)
 
 MAIN = "main"
 
@@ -43,11 +68,12 @@ def check_command(study: ResidualConfig, exp_dir: Optional[Path]) -> None:
 
 
 # The study options behind the train keys it sets under another name (overrides=[...] may not set them).
-OWN_KEYS = {"seed": "seeds=N", "model": "depths=[...] and densenet=true", "model.norm": "norm=...",
-            "model.shortcut": "shortcut=..."}
+OWN_KEYS = {"seed": "seeds=N", "model": "depths=[...] and densenet=true", "model.norm": "norm=...", "model.shortcut": "shortcut=..."}
 # What the study reads from every run at the trainer's setting (overrides=[...] may not change it either).
-NEEDS = {"eval_test": "the tables and the report compare every run's test accuracy",
-         "monitor.enabled": "the gradient figures and the report read every run's per-layer gradients"}
+NEEDS = {
+    "eval_test": "the tables and the report compare every run's test accuracy",
+    "monitor.enabled": "the gradient figures and the report read every run's per-layer gradients",
+}
 # What the norm=none sweep may change besides batch norm: its training recipe. Everything else it shares with
 # the main sweep (the same networks, data, epochs and seeds), which the report compares it with.
 NO_NORM_RECIPE = ("lr", "weight_decay", "batch_size", "sched")
@@ -96,8 +122,7 @@ def model_cost(metrics: dict) -> Tuple[int, int]:
     options = {k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("model.")}
     # Runs written before the image shape was recorded as [H, W] hold the side of their square images.
     h, w = d["image_shape"] if "image_shape" in d else (d["image_size"], d["image_size"])
-    model = create_model(c["model"], in_channels=d["in_channels"], image_shape=(h, w), num_classes=d["num_classes"],
-                         act=c["act"], **options)
+    model = create_model(c["model"], in_channels=d["in_channels"], image_shape=(h, w), num_classes=d["num_classes"], act=c["act"], **options)
     return count_params(model), count_macs(model, (d["in_channels"], h, w))
 
 
@@ -118,7 +143,8 @@ def run_row(spec: RunSpec, m: dict, costs: Dict[str, Tuple[int, int]]) -> Dict[s
         "grad_first_layer_epoch1": first.get("grad_norm_first"),
         "grad_first_layer_final": last.get("grad_norm_first"),
         "grad_log10_first_over_last_final": math.log10(last["grad_norm_first"] / last["grad_norm_last"])
-        if history and last.get("grad_norm_last") else None,
+        if history and last.get("grad_norm_last")
+        else None,
         "run_dir": str(Path("runs") / spec.name),
     }
 
@@ -140,13 +166,14 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance
     left out of every training-error and accuracy comparison; the gradient measurements keep them."""
     lines = []
     is_stuck = lambda r: stalled(r["final_train_loss"], chance)
-    stuck = [f"{r['network']} ({r['variant']}) seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups.values()
-             for r in g.rows if is_stuck(r)]
+    stuck = [f"{r['network']} ({r['variant']}) seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups.values() for r in g.rows if is_stuck(r)]
     if stuck:
-        lines.append(f"**Left out of the training-error and accuracy comparisons below: runs that never left chance level** "
-                     f"(final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): {'; '.join(stuck)}. At this "
-                     f"budget they say more about the schedule than about the architecture; He et al. warm up their deepest net "
-                     f"at lr 0.01 for this reason (`\"overrides=['sched.warmup_epochs=1']\"`). The gradient measurements include them.")
+        lines.append(
+            f"**Left out of the training-error and accuracy comparisons below: runs that never left chance level** "
+            f"(final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): {'; '.join(stuck)}. At this "
+            f"budget they say more about the schedule than about the architecture; He et al. warm up their deepest net "
+            f"at lr 0.01 for this reason (`\"overrides=['sched.warmup_epochs=1']\"`). The gradient measurements include them."
+        )
     learned = {key: Group(g.key, [r for r in g.rows if not is_stuck(r)]) for key, g in groups.items()}
     get = lambda net, variant=MAIN: learned.get((variant, net))
     everything = lambda net, variant=MAIN: groups.get((variant, net))
@@ -180,18 +207,27 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance
                     lines.append(f"**{fam}{deep} against {fam}{shallow}**: not compared, every run of one of them stayed at chance level.")
                 continue
             significant[fam] = err.significant and err.difference > 0
-            compared = (f"{fam}{deep} ends with training error {b.stat('final_train_error').fmt(4)} against {fam}{shallow}'s "
-                        f"{a.stat('final_train_error').fmt(4)}: {describe(err)}" + (f"; test accuracy: {describe(acc)}." if acc else "."))
+            compared = (
+                f"{fam}{deep} ends with training error {b.stat('final_train_error').fmt(4)} against {fam}{shallow}'s "
+                f"{a.stat('final_train_error').fmt(4)}: {describe(err)}" + (f"; test accuracy: {describe(acc)}." if acc else ".")
+            )
             if fam == "plain":
                 lines.append(f"**Degradation ({'observed' if significant[fam] else 'not shown'})**: {compared}")
             else:
-                headline = ("Deeper ResNet worse" if significant[fam] else "Deeper ResNet better" if err.significant
-                            else "Deeper ResNet: no significant difference")
+                headline = (
+                    "Deeper ResNet worse"
+                    if significant[fam]
+                    else "Deeper ResNet better"
+                    if err.significant
+                    else "Deeper ResNet: no significant difference"
+                )
                 lines.append(f"**{headline}**: {compared}")
         if significant.get("plain") and significant.get("resnet"):
-            lines.append(f"Both {deep}-layer networks trail their {shallow}-layer versions, so at this budget the gap reflects "
-                         f"under-training of the deeper nets, not the degradation problem (which He et al. show for plain nets only, "
-                         f"after full training).")
+            lines.append(
+                f"Both {deep}-layer networks trail their {shallow}-layer versions, so at this budget the gap reflects "
+                f"under-training of the deeper nets, not the degradation problem (which He et al. show for plain nets only, "
+                f"after full training)."
+            )
     for variant in variants:
         for depth in study.depths:
             plain, res = everything(f"plain{depth}", variant), everything(f"resnet{depth}", variant)
@@ -200,44 +236,57 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance
                 lines.append(gradient_flow(study, plain, res, depth, label))
             acc = tests[("residual", variant, depth)]
             if acc is not None:
-                lines.append(f"Test accuracy at depth {depth}{label}: residual {get(f'resnet{depth}', variant).stat('test_acc').fmt(4)} "
-                             f"against plain {get(f'plain{depth}', variant).stat('test_acc').fmt(4)}: {describe(acc)}.")
+                lines.append(
+                    f"Test accuracy at depth {depth}{label}: residual {get(f'resnet{depth}', variant).stat('test_acc').fmt(4)} "
+                    f"against plain {get(f'plain{depth}', variant).stat('test_acc').fmt(4)}: {describe(acc)}."
+                )
     for variant, net in groups:
         acc = tests.get(("shortcut", variant, net))
         if acc is not None:
             g, b = groups[(variant, net)], everything(f"resnet{study.depths[0]}")
-            lines.append(f"**Shortcut {variant.split('=')[1]}** on {net}: {g.rows[0]['params'] - b.rows[0]['params']:+,} parameters and "
-                         f"{(g.rows[0]['macs'] - b.rows[0]['macs']) / 1e6:+.2f}M MACs against option {study.shortcut}; "
-                         f"test accuracy: {describe(acc)}.")
+            lines.append(
+                f"**Shortcut {variant.split('=')[1]}** on {net}: {g.rows[0]['params'] - b.rows[0]['params']:+,} parameters and "
+                f"{(g.rows[0]['macs'] - b.rows[0]['macs']) / 1e6:+.2f}M MACs against option {study.shortcut}; "
+                f"test accuracy: {describe(acc)}."
+            )
     acc = tests["densenet"]
     if acc is not None:
         dense, res = everything("densenet"), everything(f"resnet{deep}")
-        lines.append(f"**DenseNet-BC-100** ({dense.rows[0]['params']:,} parameters, {dense.rows[0]['macs'] / 1e6:.0f}M MACs) against "
-                     f"resnet{deep} ({res.rows[0]['params']:,}, {res.rows[0]['macs'] / 1e6:.0f}M MACs): test accuracy: "
-                     f"{describe(acc)}; {dense.stat('seconds_per_epoch').mean / res.stat('seconds_per_epoch').mean:.1f}x the "
-                     f"time per epoch.")
+        lines.append(
+            f"**DenseNet-BC-100** ({dense.rows[0]['params']:,} parameters, {dense.rows[0]['macs'] / 1e6:.0f}M MACs) against "
+            f"resnet{deep} ({res.rows[0]['params']:,}, {res.rows[0]['macs'] / 1e6:.0f}M MACs): test accuracy: "
+            f"{describe(acc)}; {dense.stat('seconds_per_epoch').mean / res.stat('seconds_per_epoch').mean:.1f}x the "
+            f"time per epoch."
+        )
     return lines
 
 
 def gradient_flow(study: ResidualConfig, plain: Group, res: Group, depth: int, label: str) -> str:
     """The residual net's first-layer gradient against the plain net's, and each one's first/last-layer ratio."""
-    ratios = [res.stat(c).mean / plain.stat(c).mean for c in ("grad_first_layer_epoch1", "grad_first_layer_final")
-              if plain.stat(c).mean and res.stat(c).n]
+    ratios = [
+        res.stat(c).mean / plain.stat(c).mean for c in ("grad_first_layer_epoch1", "grad_first_layer_final") if plain.stat(c).mean and res.stat(c).n
+    ]
     within = [g.stat("grad_log10_first_over_last_final").mean for g in (plain, res)]
     when = f"after epoch 1 and {ratios[-1]:.2f}x after the last epoch" if study.epochs > 1 else "after its one epoch"
-    return (f"**Gradient flow at depth {depth}{label}**: the first layer's gradient is {ratios[0]:.2f}x the plain net's "
-            f"{when}; first/last-layer gradient ratio 10^{within[0]:.2f} (plain) against 10^{within[1]:.2f} (residual).")
+    return (
+        f"**Gradient flow at depth {depth}{label}**: the first layer's gradient is {ratios[0]:.2f}x the plain net's "
+        f"{when}; first/last-layer gradient ratio 10^{within[0]:.2f} (plain) against 10^{within[1]:.2f} (residual)."
+    )
 
 
 def limitations(study: ResidualConfig, data: dict) -> List[str]:
     out = preset_note(study.preset)
     if study.epochs < 30 or (data.get("train") or 0) < 20000:
-        out.append(f"These runs ({study.epochs} epochs on {data.get('train', '?')} training images) are far shorter than He et al.'s "
-                   f"(64k iterations on 45k images): degradation needs full training to appear, deep nets of both kinds are still "
-                   f"under-trained this early; only differences the findings call significant are claims.")
+        out.append(
+            f"These runs ({study.epochs} epochs on {data.get('train', '?')} training images) are far shorter than He et al.'s "
+            f"(64k iterations on 45k images): degradation needs full training to appear, deep nets of both kinds are still "
+            f"under-trained this early; only differences the findings call significant are claims."
+        )
     if study.seeds < MIN_SEEDS:
-        out.append(f"{study.seeds} seed(s) per network: every comparison is indicative only (fewer than {MIN_SEEDS} per side), "
-                   f"and the tests have little power.")
+        out.append(
+            f"{study.seeds} seed(s) per network: every comparison is indicative only (fewer than {MIN_SEEDS} per side), "
+            f"and the tests have little power."
+        )
     out.append("A cosine learning-rate schedule instead of the paper's steps at 32k and 48k iterations.")
     return out
 
@@ -245,15 +294,36 @@ def limitations(study: ResidualConfig, data: dict) -> List[str]:
 # --- writing -----------------------------------------------------------------------------------
 
 
-SUMMARY_HEADER = ["network", "variant", "runs", "params", "MACs", "final train loss", "final train error",
-                  "test acc (mean ± std)", "s/epoch", "diverged"]
+SUMMARY_HEADER = [
+    "network",
+    "variant",
+    "runs",
+    "params",
+    "MACs",
+    "final train loss",
+    "final train error",
+    "test acc (mean ± std)",
+    "s/epoch",
+    "diverged",
+]
 
 
 def summary_rows(groups: Dict[Tuple[str, str], Group]) -> List[List[str]]:
-    return [[net, variant, len(g.rows), f"{g.rows[0]['params'] / 1e6:.3f}M", f"{g.rows[0]['macs'] / 1e6:.1f}M",
-             g.stat("final_train_loss").fmt(4), g.stat("final_train_error").fmt(4), g.stat("test_acc").fmt(4),
-             g.stat("seconds_per_epoch").fmt(1), g.count(lambda r: r["status"] == "diverged")]
-            for (variant, net), g in groups.items()]
+    return [
+        [
+            net,
+            variant,
+            len(g.rows),
+            f"{g.rows[0]['params'] / 1e6:.3f}M",
+            f"{g.rows[0]['macs'] / 1e6:.1f}M",
+            g.stat("final_train_loss").fmt(4),
+            g.stat("final_train_error").fmt(4),
+            g.stat("test_acc").fmt(4),
+            g.stat("seconds_per_epoch").fmt(1),
+            g.count(lambda r: r["status"] == "diverged"),
+        ]
+        for (variant, net), g in groups.items()
+    ]
 
 
 def completed_runs(runs: List[dict], rows: List[Dict[str, Any]]) -> Dict[Tuple[str, str], List[dict]]:
@@ -288,8 +358,12 @@ def training_error_figure(runs: List[dict], rows: List[Dict[str, Any]], study, s
             for key, style in (("train", "--"), ("val", "-")):
                 ms = by_net.get((MAIN, f"{fam}{depth}"), [])
                 if ms:
-                    plots.band(ax, epochs, [[1 - h[f"{key}_acc"] for h in m["history"][:last]] for m in ms],
-                               f"{fam}-{depth} {'train' if key == 'train' else 'val'}")
+                    plots.band(
+                        ax,
+                        epochs,
+                        [[1 - h[f"{key}_acc"] for h in m["history"][:last]] for m in ms],
+                        f"{fam}-{depth} {'train' if key == 'train' else 'val'}",
+                    )
                     ax.lines[-1].set_linestyle(style)
         ax.set(xlabel="epoch", ylabel="error (1 - accuracy)", title=f"{fam} networks: training (dashed) and validation error\n{subtitle}")
         ax.grid(alpha=0.3)
@@ -307,8 +381,14 @@ def grad_figure(runs: List[dict], rows: List[Dict[str, Any]], variant: str, subt
     if not nets:
         return None
     series_at = lambda index: {net: [m["history"][index]["layers"]["grad_norm"] for m in by_net[(variant, net)]] for net in nets}
-    return plots.first_and_last_epoch(series_at, last, "weight layer (1 = stem conv, last = classifier)", "gradient L2 norm (log)",
-                                      f"gradient norm against depth, {{when}} ({variant})", subtitle)
+    return plots.first_and_last_epoch(
+        series_at,
+        last,
+        "weight layer (1 = stem conv, last = classifier)",
+        "gradient L2 norm (log)",
+        f"gradient norm against depth, {{when}} ({variant})",
+        subtitle,
+    )
 
 
 def grad_heatmap_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str):
@@ -321,14 +401,16 @@ def grad_heatmap_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: 
     if not nets:
         return None
     fig, axes = plots.panels(len(nets), width=4.0, height=3.6)
-    grids = {key: np.log10(np.maximum([[h["layers"]["grad_norm"] for h in m["history"][:last]] for m in by_net[key]],
-                                      plots.LOG_FLOOR)).mean(axis=0)
-             for key in nets}
+    grids = {
+        key: np.log10(np.maximum([[h["layers"]["grad_norm"] for h in m["history"][:last]] for m in by_net[key]], plots.LOG_FLOOR)).mean(axis=0)
+        for key in nets
+    }
     low, high = min(g.min() for g in grids.values()), max(g.max() for g in grids.values())  # one colour scale for all
     for ax, key in zip(axes, nets):
         grid = grids[key]
-        image = ax.imshow(grid.T, aspect="auto", origin="lower", cmap="viridis", vmin=low, vmax=high,
-                          extent=(0.5, grid.shape[0] + 0.5, 0.5, grid.shape[1] + 0.5))
+        image = ax.imshow(
+            grid.T, aspect="auto", origin="lower", cmap="viridis", vmin=low, vmax=high, extent=(0.5, grid.shape[0] + 0.5, 0.5, grid.shape[1] + 0.5)
+        )
         ax.set(xlabel="epoch", ylabel="weight layer", title=f"{key[1]}: log10 gradient norm")
         plots.integer_ticks(ax.xaxis)
         plots.integer_ticks(ax.yaxis)
@@ -339,12 +421,14 @@ def grad_heatmap_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: 
 
 def write_plots(study: ResidualConfig, runs: List[dict], rows: List[Dict[str, Any]], exp_dir: Path, subtitle: str) -> List[Figure]:
     """The study's figures (those with runs to draw), saved under plots/."""
-    figures = [("training_error", lambda: training_error_figure(runs, rows, study, subtitle),
-                "residual.training_error_figure(runs, rows, study, subtitle)")]
+    figures = [
+        ("training_error", lambda: training_error_figure(runs, rows, study, subtitle), "residual.training_error_figure(runs, rows, study, subtitle)")
+    ]
     for variant in dict.fromkeys(v for v, _ in completed_runs(runs, rows)):
         name = "grad_norm_vs_depth" + ("" if variant == MAIN else f"_{variant.replace('=', '_')}")
-        figures.append((name, lambda variant=variant: grad_figure(runs, rows, variant, subtitle),
-                        f"residual.grad_figure(runs, rows, {variant!r}, subtitle)"))
+        figures.append(
+            (name, lambda variant=variant: grad_figure(runs, rows, variant, subtitle), f"residual.grad_figure(runs, rows, {variant!r}, subtitle)")
+        )
     figures.append(("grad_heatmap", lambda: grad_heatmap_figure(runs, rows, subtitle), "residual.grad_heatmap_figure(runs, rows, subtitle)"))
     out = []
     for name, draw, call in figures:
@@ -376,7 +460,8 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
         f"{data.get('test', '?')} test images; augmentation: {'random crop + flip' if study.dataset.augment else 'none'}.",
         f"Networks: the CIFAR family of He et al. (2016) at depths {study.depths} (6n+2 layers, 16/32/64 channels), each as "
         f"plainN (no shortcuts) and resnetN (shortcut option {study.shortcut}), norm={study.norm}, act={study.act.name}"
-        + ("; DenseNet-BC-100 (k=12)" if study.densenet else "") + ".",
+        + ("; DenseNet-BC-100 (k=12)" if study.densenet else "")
+        + ".",
         f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine schedule, "
         f"weight decay {study.weight_decay}; {study.seeds} seeds per network ({len(rows)} runs).",
         f"Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}. Training time "
@@ -386,14 +471,23 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
         comparison_method(),
     ]
     if "norm" in study.ablations:
-        setup.append(f"The norm=none sweep also sets {list(study.no_norm_overrides)}: with He init, unnormalised residual "
-                     f"sums grow about 2x per block and those runs diverge within a few steps.")
+        setup.append(
+            f"The norm=none sweep also sets {list(study.no_norm_overrides)}: with He init, unnormalised residual "
+            f"sums grow about 2x per block and those runs diverge within a few steps."
+        )
     chance = chance_loss(m for _, m in results)
     report = Report(
-        "Plain against residual networks: do shortcuts make depth trainable?", setup, table, findings(study, groups, chance), figures,
+        "Plain against residual networks: do shortcuts make depth trainable?",
+        setup,
+        table,
+        findings(study, groups, chance),
+        figures,
         limitations=limitations(study, data),
-        references=["He, Zhang, Ren, Sun 2016, Deep residual learning for image recognition (CVPR): plain vs residual, options A/B/C, Fig. 1 and 6.",
-                    "Huang, Liu, van der Maaten, Weinberger 2017, Densely connected convolutional networks (DenseNet-BC).",
-                    "Ioffe & Szegedy 2015, Batch normalization."],
-        load=notebook_loader("deepexp.experiments.residual", study=to_plain(study), subtitle=subtitle))
+        references=[
+            "He, Zhang, Ren, Sun 2016, Deep residual learning for image recognition (CVPR): plain vs residual, options A/B/C, Fig. 1 and 6.",
+            "Huang, Liu, van der Maaten, Weinberger 2017, Densely connected convolutional networks (DenseNet-BC).",
+            "Ioffe & Szegedy 2015, Batch normalization.",
+        ],
+        load=notebook_loader("deepexp.experiments.residual", study=to_plain(study), subtitle=subtitle),
+    )
     return report.write(exp_dir, console, f"residual study: {subtitle}", SUMMARY_HEADER, summary_rows(groups))

@@ -5,6 +5,7 @@ so it is also visible in TensorBoard. Completed runs are skipped, interrupted
 ones resume from their checkpoint, and a diverged run is recorded and the list
 goes on: all of that is the trainer's own behaviour on an existing run directory.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,24 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from ..config import (CHOICE_FIELDS, SeededStudyConfig, StudyConfig, check_choice_field, compose_config, compose_train, config_choices,
-                      first_line, hydra_override, hydra_overrides, job_output_dir, override_parser, parse_key, to_plain, unparsable, validate)
+from ..config import (
+    CHOICE_FIELDS,
+    SeededStudyConfig,
+    StudyConfig,
+    check_choice_field,
+    compose_config,
+    compose_train,
+    config_choices,
+    first_line,
+    hydra_override,
+    hydra_overrides,
+    job_output_dir,
+    override_parser,
+    parse_key,
+    to_plain,
+    unparsable,
+    validate,
+)
 from ..errors import ConfigError
 from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan, worker_slot
 from ..progress import QuietReporter, plain_console
@@ -77,8 +94,13 @@ def base_overrides(study: StudyConfig, own: Optional[Dict[str, Any]] = None) -> 
     return values
 
 
-def train_overrides(study: StudyConfig, values: Dict[str, Any], own_keys: Optional[Dict[str, str]] = None,
-                    needs: Optional[Dict[str, str]] = None, extra: Optional[Sequence[str]] = None) -> List[str]:
+def train_overrides(
+    study: StudyConfig,
+    values: Dict[str, Any],
+    own_keys: Optional[Dict[str, str]] = None,
+    needs: Optional[Dict[str, str]] = None,
+    extra: Optional[Sequence[str]] = None,
+) -> List[str]:
     """The `deepexp train` overrides of one run: the study's `values` ({train key: Python value}, from
     base_overrides and the run's own), each written by `hydra_override` (so paths with `=`, spaces, commas,
     brackets or quotes stay one value), then the user's `extra` overrides as given (default: the study's
@@ -92,8 +114,14 @@ def train_overrides(study: StudyConfig, values: Dict[str, Any], own_keys: Option
     return hydra_overrides(values) + list(extra)
 
 
-def check_extra(study: Any, keys: Iterable[str], extra: Sequence[str], option: str,
-                own_keys: Optional[Dict[str, str]] = None, needs: Optional[Dict[str, str]] = None) -> None:
+def check_extra(
+    study: Any,
+    keys: Iterable[str],
+    extra: Sequence[str],
+    option: str,
+    own_keys: Optional[Dict[str, str]] = None,
+    needs: Optional[Dict[str, str]] = None,
+) -> None:
     """Refuse an extra override (`option=[...]`) that would make the study's tables, figures and report
     wrong, or that a run cannot take:
 
@@ -121,8 +149,10 @@ def check_extra(study: Any, keys: Iterable[str], extra: Sequence[str], option: s
         parsed = parse_extra(line, option)
         key = parsed.key_or_group
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
-            raise ConfigError(f"{option}=[...]: {line!r} is a Hydra setting, which applies to the whole command, not to "
-                              f"each run: give it on the command line itself")
+            raise ConfigError(
+                f"{option}=[...]: {line!r} is a Hydra setting, which applies to the whole command, not to "
+                f"each run: give it on the command line itself"
+            )
         value = None if parsed.is_delete() or parsed.is_sweep_override() else parsed.value()
         sets = [f"{key}.{k}" for k in flat_keys(value)] if isinstance(value, dict) and value else [key]
         hit = next(filter(None, (owned_key(k, owned) for k in [*sets, *group_sets(line, key)])), None)
@@ -322,9 +352,11 @@ def preset_note(preset: str) -> List[str]:
     numbers are a first look, sized for a 2-core CPU, not the study's result."""
     if preset != "quick":
         return []
-    return ["Quick results are a first look (`preset=quick`: less data, fewer epochs and seeds, sized for a 2-core CPU): "
-            "they show that the study runs and which way its effects lean, not how large they are. "
-            "Run the study without `preset=quick` for the results to report."]
+    return [
+        "Quick results are a first look (`preset=quick`: less data, fewer epochs and seeds, sized for a 2-core CPU): "
+        "they show that the study runs and which way its effects lean, not how large they are. "
+        "Run the study without `preset=quick` for the results to report."
+    ]
 
 
 @dataclass
@@ -334,8 +366,9 @@ class RunSpec:
     overrides: List[str] = field(default_factory=list)  # `deepexp train` overrides
 
 
-def run_all(specs: List[RunSpec], exp_dir: Path, console: Console, command: str, n_workers: int = 1,
-            n_workers_given: bool = True) -> List[Tuple[RunSpec, dict]]:
+def run_all(
+    specs: List[RunSpec], exp_dir: Path, console: Console, command: str, n_workers: int = 1, n_workers_given: bool = True
+) -> List[Tuple[RunSpec, dict]]:
     """Train every spec (or pick up its finished result), `n_workers` at a time in separate processes
     that share the CPU threads, on CUDA worker i on GPU i mod count (run_in_worker); with one GPU and
     `n_workers` not `n_workers_given` on the command line, one at a time (parallel.worker_plan, which
@@ -385,8 +418,10 @@ def hardware_record(m: dict) -> dict:
     in the search's storage."""
     prov, config = m.get("provenance") or {}, m.get("config") or {}
     keep = lambda attempt: {k: attempt[k] for k in HARDWARE_KEYS if k in attempt}
-    return {"provenance": {**keep(prov), "earlier_attempts": [keep(a) for a in prov.get("earlier_attempts", [])]},
-            "config": {"amp": config["amp"]} if "amp" in config else {}}
+    return {
+        "provenance": {**keep(prov), "earlier_attempts": [keep(a) for a in prov.get("earlier_attempts", [])]},
+        "config": {"amp": config["amp"]} if "amp" in config else {},
+    }
 
 
 def precision(attempt: dict, config: dict) -> str:
@@ -439,8 +474,12 @@ def hardware_line(runs: Iterable[dict]) -> str:
         if not device_type:
             text = "device not recorded"
         else:
-            text = ", ".join(sorted(kind["devices"])) + (f" ({gpu})" if gpu else "") + f", {prec}, {threads or '?'} CPU thread" \
+            text = (
+                ", ".join(sorted(kind["devices"]))
+                + (f" ({gpu})" if gpu else "")
+                + f", {prec}, {threads or '?'} CPU thread"
                 + ("" if threads == 1 else "s")
+            )
         n = len(kind["runs"])
         out.append(text + (f" ({n} run{'s' if n > 1 else ''})" if len(kinds) > 1 else ""))
     return "; ".join(out)
@@ -479,8 +518,12 @@ def run_one(spec: RunSpec, cfg: Any, exp_dir: Path, console: Console, command: s
     from ..train import train  # here, not at the top: `deepexp report` uses this module without torch
 
     start = time.perf_counter()
-    result = train(cfg, exp_dir / "runs" / spec.name, QuietReporter(label=spec.name),
-                   provenance={"command": command, "overrides": spec.overrides, "labels": spec.labels})
+    result = train(
+        cfg,
+        exp_dir / "runs" / spec.name,
+        QuietReporter(label=spec.name),
+        provenance={"command": command, "overrides": spec.overrides, "labels": spec.labels},
+    )
     m = result.metrics
     if m["status"] != "completed":
         outcome = f"diverged at step {m.get('diverged_at_step')}"
@@ -488,6 +531,5 @@ def run_one(spec: RunSpec, cfg: Any, exp_dir: Path, console: Console, command: s
         outcome = f"test acc {m['test']['acc']:.4f}"
     else:  # eval_test=false
         outcome = f"best val acc {m['best_val_acc']:.4f}"
-    console.print(f"[{counter}] {spec.name}: {m['status']}, {outcome} ({time.perf_counter() - start:.1f} s)",
-                  highlight=False, markup=False)
+    console.print(f"[{counter}] {spec.name}: {m['status']}, {outcome} ({time.perf_counter() - start:.1f} s)", highlight=False, markup=False)
     return m

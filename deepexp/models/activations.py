@@ -12,6 +12,7 @@ mean and variance are kept (Klambauer et al. 2017, section "New Dropout Techniqu
 Plain dropout keeps the mean of its input but not its variance: a 12-layer SELU MLP
 with dropout 0.2 drifts to mean 0.14, std 1.46 at its last hidden layer in training.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

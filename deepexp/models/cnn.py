@@ -3,6 +3,7 @@
 Three stages of two 3x3 convs (width, 2x width, 4x width), each stage followed by
 2x2 max-pooling, then global average pooling and a linear classifier.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Tuple
@@ -24,14 +25,11 @@ def conv_bn_act(c_in: int, c_out: int, act_layer: Callable[[], nn.Module], batch
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, width: int,
-                 act_layer: Callable[[], nn.Module], batch_norm: bool = True):
+    def __init__(self, in_channels: int, num_classes: int, width: int, act_layer: Callable[[], nn.Module], batch_norm: bool = True):
         super().__init__()
         stages, c_in = [], in_channels
         for c_out in (width, 2 * width, 4 * width):
-            stages += [conv_bn_act(c_in, c_out, act_layer, batch_norm),
-                       conv_bn_act(c_out, c_out, act_layer, batch_norm),
-                       nn.MaxPool2d(2)]
+            stages += [conv_bn_act(c_in, c_out, act_layer, batch_norm), conv_bn_act(c_out, c_out, act_layer, batch_norm), nn.MaxPool2d(2)]
             c_in = c_out
         self.features = nn.Sequential(*stages)
         self.pool = GlobalAvgPool()

@@ -6,6 +6,7 @@ compression 0.5 in the transitions (BN-act-1x1 conv, 2x2 average pooling).
 `densenet` is DenseNet-BC-100 with growth rate k = 12: 0.77M parameters for 10
 classes, sized to compare with ResNet-56 (0.85M).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Tuple
@@ -44,8 +45,16 @@ class Transition(nn.Sequential):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, depth: int, growth: int, in_channels: int, num_classes: int,
-                 act_layer: Callable[[], nn.Module], norm: str = "batch", compression: float = 0.5):
+    def __init__(
+        self,
+        depth: int,
+        growth: int,
+        in_channels: int,
+        num_classes: int,
+        act_layer: Callable[[], nn.Module],
+        norm: str = "batch",
+        compression: float = 0.5,
+    ):
         super().__init__()
         n = (depth - 4) // 6  # bottleneck layers per dense block: two convs each, three blocks, plus stem, 2 transitions, head
         norm_layer = norm_layer_for(norm)
@@ -72,8 +81,9 @@ class DenseNet(nn.Module):
         return self.head(self.pool(self.final(self.layers(self.stem(x)))))
 
 
-def _densenet(depth: int, growth: int, *, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str,
-              norm: str = "batch") -> DenseNet:
+def _densenet(
+    depth: int, growth: int, *, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str, norm: str = "batch"
+) -> DenseNet:
     return DenseNet(depth, growth, in_channels, num_classes, act_layer(act), norm)
 
 

@@ -14,6 +14,7 @@ max-pooling after the first two stages, global average pooling and a linear head
 
 Every activation is the `act=` choice (MobileNetV2's paper uses ReLU6).
 """
+
 from __future__ import annotations
 
 from typing import Callable, List, Tuple
@@ -36,8 +37,7 @@ def make_divisible(channels: float, divisor: int = 8) -> int:
     return rounded + divisor if rounded < 0.9 * channels else rounded
 
 
-def conv_norm_act(c_in: int, c_out: int, kernel: int, act: Act | None, batch_norm: bool,
-                  stride: int = 1, groups: int = 1) -> nn.Sequential:
+def conv_norm_act(c_in: int, c_out: int, kernel: int, act: Act | None, batch_norm: bool, stride: int = 1, groups: int = 1) -> nn.Sequential:
     """conv -> [BatchNorm] -> [activation]; `act=None` keeps it linear (MobileNetV2's projections)."""
     layers: List[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=not batch_norm)]
     if batch_norm:
@@ -61,13 +61,11 @@ def depthwise_separable_block(c_in: int, c_out: int, act: Act, bn: bool, stride:
 
 def bottleneck_block(c_in: int, c_out: int, act: Act, bn: bool) -> nn.Module:
     mid = make_divisible(c_out / 4)
-    return nn.Sequential(conv_norm_act(c_in, mid, 1, act, bn), conv_norm_act(mid, mid, 3, act, bn),
-                         conv_norm_act(mid, c_out, 1, act, bn))
+    return nn.Sequential(conv_norm_act(c_in, mid, 1, act, bn), conv_norm_act(mid, mid, 3, act, bn), conv_norm_act(mid, c_out, 1, act, bn))
 
 
 def squeeze_block(c_in: int, c_out: int, act: Act, bn: bool) -> nn.Module:
-    return nn.Sequential(conv_norm_act(c_in, make_divisible(c_out / 4), 1, act, bn),
-                         conv_norm_act(make_divisible(c_out / 4), c_out, 3, act, bn))
+    return nn.Sequential(conv_norm_act(c_in, make_divisible(c_out / 4), 1, act, bn), conv_norm_act(make_divisible(c_out / 4), c_out, 3, act, bn))
 
 
 class InceptionBlock(nn.Module):
@@ -79,20 +77,30 @@ class InceptionBlock(nn.Module):
         super().__init__()
         quarter, half, eighth = c_out // 4, c_out // 2, c_out // 8
         c_double = c_out - quarter - half - eighth  # takes the rounding remainder
-        self.branches = nn.ModuleList([
-            conv_norm_act(c_in, quarter, 1, act, bn),
-            nn.Sequential(conv_norm_act(c_in, quarter, 1, act, bn), conv_norm_act(quarter, half, 3, act, bn)),
-            nn.Sequential(conv_norm_act(c_in, eighth, 1, act, bn), conv_norm_act(eighth, c_double, 3, act, bn),
-                          conv_norm_act(c_double, c_double, 3, act, bn)),
-            nn.Sequential(nn.MaxPool2d(3, 1, 1), conv_norm_act(c_in, eighth, 1, act, bn)),
-        ])
+        self.branches = nn.ModuleList(
+            [
+                conv_norm_act(c_in, quarter, 1, act, bn),
+                nn.Sequential(conv_norm_act(c_in, quarter, 1, act, bn), conv_norm_act(quarter, half, 3, act, bn)),
+                nn.Sequential(
+                    conv_norm_act(c_in, eighth, 1, act, bn),
+                    conv_norm_act(eighth, c_double, 3, act, bn),
+                    conv_norm_act(c_double, c_double, 3, act, bn),
+                ),
+                nn.Sequential(nn.MaxPool2d(3, 1, 1), conv_norm_act(c_in, eighth, 1, act, bn)),
+            ]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([branch(x) for branch in self.branches], dim=1)
 
 
-BLOCKS = {"standard": standard_block, "depthwise_separable": depthwise_separable_block,
-          "bottleneck": bottleneck_block, "squeeze": squeeze_block, "inception": InceptionBlock}
+BLOCKS = {
+    "standard": standard_block,
+    "depthwise_separable": depthwise_separable_block,
+    "bottleneck": bottleneck_block,
+    "squeeze": squeeze_block,
+    "inception": InceptionBlock,
+}
 
 
 class StagedCNN(nn.Module):
@@ -120,13 +128,17 @@ class StagedCNN(nn.Module):
 
 def _staged(name: str, block: str) -> None:
     @register_model(name)
-    def build(*, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str, width: float = 1.0,
-              norm: str = "batch") -> StagedCNN:
+    def build(*, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str, width: float = 1.0, norm: str = "batch") -> StagedCNN:
         return StagedCNN(block, in_channels, num_classes, width, act_layer(act), batch_norm=norm == "batch")
 
 
-for _name, _block in (("baseline_cnn", "standard"), ("dws_cnn", "depthwise_separable"), ("bottleneck_cnn", "bottleneck"),
-                      ("squeeze_cnn", "squeeze"), ("inception_cnn", "inception")):
+for _name, _block in (
+    ("baseline_cnn", "standard"),
+    ("dws_cnn", "depthwise_separable"),
+    ("bottleneck_cnn", "bottleneck"),
+    ("squeeze_cnn", "squeeze"),
+    ("inception_cnn", "inception"),
+):
     _staged(_name, _block)
 
 
@@ -140,8 +152,7 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = c_in * expand
         layers = [conv_norm_act(c_in, hidden, 1, act, bn)] if expand != 1 else []
-        layers += [conv_norm_act(hidden, hidden, 3, act, bn, stride=stride, groups=hidden),
-                   conv_norm_act(hidden, c_out, 1, None, bn)]
+        layers += [conv_norm_act(hidden, hidden, 3, act, bn, stride=stride, groups=hidden), conv_norm_act(hidden, c_out, 1, None, bn)]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and c_in == c_out
 
@@ -183,6 +194,7 @@ class MobileNetV2(nn.Module):
 
 
 @register_model("mobilenet_v2")
-def mobilenet_v2(*, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str, width: float = 1.0,
-                 norm: str = "batch") -> MobileNetV2:
+def mobilenet_v2(
+    *, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str, width: float = 1.0, norm: str = "batch"
+) -> MobileNetV2:
     return MobileNetV2(in_channels, num_classes, image_shape, width, act_layer(act), norm == "batch")

@@ -3,6 +3,7 @@
 Glorot & Bengio 2010 (xavier), He et al. 2015 (kaiming), LeCun et al. 1998 /
 Klambauer et al. 2017 (lecun, what SELU needs).
 """
+
 from __future__ import annotations
 
 import math

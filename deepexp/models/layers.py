@@ -14,6 +14,7 @@ convolution kernel): the ones weight initialisation sets, the per-layer monitor
 measures and the zero-cost proxies score. Normalisation layers carry a `weight` too,
 but it is a per-channel scale, not a set of connections, and all three leave it alone.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn

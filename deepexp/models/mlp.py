@@ -7,6 +7,7 @@ activation table pairs with the activation: alpha dropout for SELU, which keeps 
 self-normalising network's activations at zero mean and unit variance (Klambauer
 et al. 2017), plain dropout otherwise.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Tuple
@@ -18,9 +19,17 @@ from .registry import register_model
 
 
 class MLP(nn.Module):
-    def __init__(self, in_features: int, num_classes: int, depth: int, width: int,
-                 act_layer: Callable[[], nn.Module], batch_norm: bool = False, dropout: float = 0.0,
-                 dropout_layer: Callable[[float], nn.Module] = nn.Dropout):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        depth: int,
+        width: int,
+        act_layer: Callable[[], nn.Module],
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+        dropout_layer: Callable[[float], nn.Module] = nn.Dropout,
+    ):
         super().__init__()
         layers = []
         for i in range(depth):
@@ -38,8 +47,18 @@ class MLP(nn.Module):
 
 
 @register_model("mlp")
-def mlp(*, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str,
-        depth: int = 12, width: int = 256, norm: str = "none", dropout: float = 0.0) -> MLP:
+def mlp(
+    *,
+    in_channels: int,
+    image_shape: Tuple[int, int],
+    num_classes: int,
+    act: str,
+    depth: int = 12,
+    width: int = 256,
+    norm: str = "none",
+    dropout: float = 0.0,
+) -> MLP:
     h, w = image_shape  # the input is flattened: C * H * W features
-    return MLP(in_channels * h * w, num_classes, depth, width, act_layer(act),
-               batch_norm=norm == "batch", dropout=dropout, dropout_layer=dropout_layer(act))
+    return MLP(
+        in_channels * h * w, num_classes, depth, width, act_layer(act), batch_norm=norm == "batch", dropout=dropout, dropout_layer=dropout_layer(act)
+    )

@@ -13,6 +13,7 @@ width comes first, global average pooling and a linear head last. `deepexp train
 model=nas model.arch=PATH` trains any spec; `param_count` predicts the parameters
 without building the network.
 """
+
 from __future__ import annotations
 
 import json
@@ -188,8 +189,7 @@ def mac_count(spec: Spec, input_shape: Tuple[int, int, int], num_classes: int) -
 def random_spec(rng: random.Random) -> Spec:
     depth = rng.randint(MIN_LAYERS, MAX_LAYERS)
     down = set(rng.sample(range(depth), rng.randint(0, MAX_DOWNSAMPLES)))
-    return {"layers": [{"type": rng.choice(LAYER_TYPES), "channels": rng.choice(CHANNELS), "stride": 2 if i in down else 1}
-                       for i in range(depth)]}
+    return {"layers": [{"type": rng.choice(LAYER_TYPES), "channels": rng.choice(CHANNELS), "stride": 2 if i in down else 1} for i in range(depth)]}
 
 
 def mutate(spec: Spec, rng: random.Random) -> Spec:

@@ -4,6 +4,7 @@ Every builder takes the same data-shape keywords (in_channels, image_shape = (H,
 num_classes) and the activation name, plus its family's options from
 `configs/model/<name>.yaml`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, List, Tuple
@@ -18,8 +19,7 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 register_model = MODELS.register
 
 
-def create_model(name: str, *, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str = "relu",
-                 **options: Any) -> nn.Module:
+def create_model(name: str, *, in_channels: int, image_shape: Tuple[int, int], num_classes: int, act: str = "relu", **options: Any) -> nn.Module:
     """The registered model `name` for inputs (N, in_channels, H, W) with (H, W) = `image_shape`, giving
     logits (N, num_classes). Raises ConfigError for an unknown name or an option its family does not take."""
     builder = MODELS.get(name)
@@ -39,8 +39,10 @@ def check_input_fits(model: nn.Module, name: str, input_shape: Tuple[int, int, i
         model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
     except RuntimeError as exc:
         c, h, w = input_shape
-        raise ConfigError(f"model {name!r} cannot take {h}x{w} images with {c} channel(s) ({str(exc).splitlines()[0]}); "
-                          f"use larger images or a model that downsamples less") from None
+        raise ConfigError(
+            f"model {name!r} cannot take {h}x{w} images with {c} channel(s) ({str(exc).splitlines()[0]}); "
+            f"use larger images or a model that downsamples less"
+        ) from None
     finally:
         model.train(was_training)
 

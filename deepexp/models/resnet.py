@@ -8,6 +8,7 @@ only where the shape changes, C = projection everywhere. `residual=False` drops
 the shortcuts, so `plain20` vs `resnet20` differ in nothing else.
 Structure follows torchvision's BasicBlock / Bottleneck / _make_layer.
 """
+
 from __future__ import annotations
 
 from typing import Callable, List, Sequence, Tuple, Type, Union
@@ -61,8 +62,9 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, c_in: int, width: int, stride: int, act_layer: Callable[[], nn.Module],
-                 norm_layer: NormLayer, shortcut: str, residual: bool, bias: bool):
+    def __init__(
+        self, c_in: int, width: int, stride: int, act_layer: Callable[[], nn.Module], norm_layer: NormLayer, shortcut: str, residual: bool, bias: bool
+    ):
         super().__init__()
         self.conv1 = conv3x3(c_in, width, stride, bias)
         self.bn1 = norm_layer(width)
@@ -86,8 +88,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, c_in: int, width: int, stride: int, act_layer: Callable[[], nn.Module],
-                 norm_layer: NormLayer, shortcut: str, residual: bool, bias: bool):
+    def __init__(
+        self, c_in: int, width: int, stride: int, act_layer: Callable[[], nn.Module], norm_layer: NormLayer, shortcut: str, residual: bool, bias: bool
+    ):
         super().__init__()
         c_out = width * self.expansion
         self.conv1 = conv1x1(c_in, width, 1, bias)
@@ -115,9 +118,18 @@ Block = Type[Union[BasicBlock, Bottleneck]]
 
 
 class ResNet(nn.Module):
-    def __init__(self, block: Block, blocks_per_stage: Sequence[int], widths: Sequence[int], in_channels: int,
-                 num_classes: int, act_layer: Callable[[], nn.Module], norm: str = "batch",
-                 shortcut: str = "B", residual: bool = True):
+    def __init__(
+        self,
+        block: Block,
+        blocks_per_stage: Sequence[int],
+        widths: Sequence[int],
+        in_channels: int,
+        num_classes: int,
+        act_layer: Callable[[], nn.Module],
+        norm: str = "batch",
+        shortcut: str = "B",
+        residual: bool = True,
+    ):
         super().__init__()
         norm_layer = norm_layer_for(norm)
         bias = norm != "batch"  # a conv followed by batch norm needs no bias
@@ -140,9 +152,19 @@ class ResNet(nn.Module):
         return self.head(self.pool(self.layers(self.stem(x))))
 
 
-def _resnet(block: Block, blocks_per_stage: Sequence[int], widths: Sequence[int], *, in_channels: int,
-            image_shape: Tuple[int, int], num_classes: int, act: str, norm: str = "batch", shortcut: str = "B",
-            residual: bool = True) -> ResNet:
+def _resnet(
+    block: Block,
+    blocks_per_stage: Sequence[int],
+    widths: Sequence[int],
+    *,
+    in_channels: int,
+    image_shape: Tuple[int, int],
+    num_classes: int,
+    act: str,
+    norm: str = "batch",
+    shortcut: str = "B",
+    residual: bool = True,
+) -> ResNet:
     return ResNet(block, blocks_per_stage, widths, in_channels, num_classes, act_layer(act), norm, shortcut, residual)
 
 
