@@ -525,7 +525,7 @@ class ReportConfig:
     """`deepexp report`: every run directory below `path`, grouped over seeds."""
 
     path: str = MISSING  # the folder to search (a sweep, experiment folders, copied runs)
-    group_by: Optional[List[str]] = MISSING  # config keys; null: every key that varies between runs, seed excluded
+    group_by: Optional[List[str]] = MISSING  # config keys; null: every key that varies between runs, except seed and rundir.EXECUTION_KEYS
     metric: str = MISSING
 
     def __post_init__(self) -> None:

@@ -46,6 +46,7 @@ from ..results import (
 # Config keys that never define a group, matched as prefixes like EXECUTION_KEYS: those change where or how a
 # run executed, not what it computed; and the seed, whose runs are the replicates a group averages over.
 NOT_A_FACTOR = EXECUTION_KEYS + ("seed",)
+NOT_FACTOR_NAMES = ", ".join(k + "*" if k.endswith(".") else k for k in EXECUTION_KEYS)  # data.*, device.*, ...
 
 
 def run_row(metrics: dict) -> Dict[str, Any]:
@@ -189,7 +190,7 @@ def report_command(cfg: DictConfig) -> int:
             if unreadable
             else ""
         ),
-        f"Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, seed excluded'}); "
+        f"Grouped by {by or 'nothing (every run in one group)'} ({'chosen' if study.group_by is not None else 'every config key that varies, except the seed and the keys that only say how a run executed: ' + NOT_FACTOR_NAMES}); "
         f"each group's statistics are over its runs (mean, sample std, Student-t 95% CI).",
         comparison_method("run"),
         f"Hardware: {hardware_line(runs)}.",
