@@ -812,7 +812,17 @@ def check_renamed(name: str, overrides: Sequence[str]) -> None:
             new = renamed[old]
             prefix = line[: len(line) - len(line.lstrip("+~"))]
             example = prefix + new + dot + rest + line.lstrip("+~")[len(key) :]
+            if new == "overrides" and not dot and prefix != "~" and not isinstance(_value_or_none(line), list):
+                example = "overrides=['key=value',...]"  # a list of deepexp train overrides: the old value was no list either
             raise ConfigError(f"{line!r}: deepexp {name} calls this key {new!r} now: {shell_word(example)}")
+
+
+def _value_or_none(line: str) -> Any:
+    """The value of override `line` as Hydra parses it, or None where it does not parse (parse_value)."""
+    try:
+        return parse_value(line)
+    except ConfigError:
+        return None
 
 
 def compose_train(overrides: Sequence[str] = ()) -> TrainConfig:

@@ -668,3 +668,13 @@ def test_report_findings_with_two_runs_a_side_are_indicative_only_and_name_runs_
     assert lines[2].startswith("Against the runner-up, lr=0.2 (0.1050 ± 0.0071): indicative only with 2 runs (difference +0.8000")
     assert lines[2].endswith("fewer than 3 per side cannot establish significance).")
     assert findings([report_group(0.1, [None])], "test_acc", 2.303) == ["No run has test_acc."]
+
+
+def test_deepexp_report_with_one_group_gives_its_mean_and_says_there_is_nothing_to_compare():
+    from deepexp.commands.report import findings
+    from deepexp.results import Group
+
+    rows = [{"run_dir": f"r{i}", "seed": i, "status": "completed", "test_acc": acc, "final_train_loss": 0.3} for i, acc in enumerate([0.9, 0.92])]
+    assert findings([Group({}, rows)], "test_acc", 2.303) == [
+        "Mean test_acc of all runs: 0.9100 ± 0.0141 (2 runs); one group, so nothing to compare."
+    ]

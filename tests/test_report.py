@@ -259,10 +259,32 @@ def test_runs_that_differ_only_in_how_they_executed_form_one_group_and_runs_that
     table = (report / "summary.md").read_text()
     assert "Grouped by ['lr']" in table
     metrics = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    from deepexp.results import Stat
+
     for lr in (0.1, 0.05):
         accs = [m["test"]["acc"] for m in metrics if m["config"]["lr"] == lr]
-        assert len(accs) == 2
-        assert f"| {lr} | 2 | 0,0 | {statistics.fmean(accs):.4f} ± {statistics.stdev(accs):.4f} |" in table
+        assert len(accs) == 2  # two runs of seed 0: one replicate (one_per_seed), its value the mean of the two
+        assert f"| {lr} | 1 | 0 | {Stat([statistics.fmean(accs)]).fmt(4)} |" in table
+
+
+def test_runs_that_repeat_a_seed_of_their_group_count_once_so_two_seeds_are_never_significant(tmp_path):
+    """Three runs per seed that differ only in device.threads are one replicate each: two seeds per side stay
+    indicative only (counted as six runs, the report called the gap significant, Welch p ~ 1e-5)."""
+    runs = tmp_path / "runs"
+    for act, accs in (("relu", (0.90, 0.92)), ("tanh", (0.80, 0.83))):
+        for seed, acc in enumerate(accs):
+            for threads in (1, 2, 3):
+                run_dir(runs, f"{act}-s{seed}-t{threads}", {"act": act, "seed": seed, "device.threads": threads}, acc)
+    out = run_cli(["report", f"path={runs}", f"hydra.run.dir={tmp_path / 'report'}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| relu | 2 | 0,1 | 0.9100 ± 0.0141 |" in report and "| tanh | 2 | 0,1 | 0.8150 ± 0.0212 |" in report
+    assert "Against the runner-up, act=tanh (0.8150 ± 0.0212): indicative only with 2 runs (difference +0.0950" in report
+    assert (
+        f"Runs that repeat a seed of their group (they differ only in settings that cannot change a result, such as device.* or "
+        f"monitor.*): each seed counts once, with the mean of its runs' test_acc: `{runs / 'relu-s0-t1'}` with "
+        f"`{runs / 'relu-s0-t2'}`, `{runs / 'relu-s0-t3'}`;"
+    ) in report
 
 
 def test_no_key_that_only_says_how_a_run_executed_is_a_factor_of_the_report():

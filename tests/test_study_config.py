@@ -145,6 +145,8 @@ def test_the_former_name_of_a_study_s_overrides_is_refused_with_the_new_one_thro
     [
         ("activations", "train=[]", "'train=[]': deepexp activations calls this key 'overrides' now: 'overrides=[]'"),
         ("residual", "train.0=x", "'train.0=x': deepexp residual calls this key 'overrides' now: overrides.0=x"),
+        # a value that was no list before either: the hint shows the list the new key takes, not overrides=true
+        ("activations", "train=true", "'train=true': deepexp activations calls this key 'overrides' now: \"overrides=['key=value',...]\""),
         ("efficient", "train=false", "'train=false': deepexp efficient calls this key 'train_models' now: train_models=false"),
         ("efficient", "+train=false", "'+train=false': deepexp efficient calls this key 'train_models' now: +train_models=false"),
     ],

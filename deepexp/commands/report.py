@@ -10,6 +10,8 @@ bars with error bars, and a `report.md`, into this command's own output folder.
 from __future__ import annotations
 
 import itertools
+import math
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -139,8 +141,9 @@ def check_command(study: ReportConfig, out: Optional[Path]) -> None:
 
 
 def ranked_groups(rows: List[Dict[str, Any]], by: List[str], metric: str) -> List[Group]:
-    """`rows` (run_row) grouped by `by`, best mean `metric` first (lower_is_better), groups without it last."""
-    groups = group(rows, by)
+    """`rows` (run_row) grouped by `by`, one row per seed in each group (one_per_seed), best mean `metric`
+    first (lower_is_better), groups without it last."""
+    groups = [Group(g.key, one_per_seed(g.rows, metric)) for g in group(rows, by)]
     sign = 1 if lower_is_better(metric) else -1  # best first: the lowest loss, the highest accuracy
     groups.sort(key=lambda g: sign * g.stat(metric).mean if g.stat(metric).n else float("inf"))
     return groups
@@ -172,7 +175,7 @@ def report_command(cfg: DictConfig) -> int:
         ]
         for g in groups
     ]
-    table = markdown_table(header, table_rows) + left_out(groups, metric)
+    table = markdown_table(header, table_rows) + repeated_seeds(groups, metric) + left_out(groups, metric)
     epochs = sorted({r["epochs_done"] for r in rows if r["epochs_done"] is not None})
     datasets = sorted({str(r.get("dataset")) for r in rows})
     subtitle = f"{', '.join(datasets)}, {'/'.join(map(str, epochs))} epochs, {len(rows)} runs in {len(groups)} groups"
@@ -196,12 +199,52 @@ def report_command(cfg: DictConfig) -> int:
         f"Hardware: {hardware_line(runs)}.",
     ]
     # the run folders as summary.csv names them: relative ones are relative to where this command ran
-    load = notebook_loader("deepexp.commands.report", base=Path.cwd(), subtitle=subtitle, extra=f"by, metric = {by!r}, {metric!r}")
+    # relative to the report's folder, so that the tree moves as a whole (os.path.relpath)
+    load = notebook_loader(
+        "deepexp.commands.report", base=Path(os.path.relpath(Path.cwd(), out)), subtitle=subtitle, extra=f"by, metric = {by!r}, {metric!r}"
+    )
     report = Report(
         "Report", setup, table, findings(groups, metric, chance_loss(runs)), figures, closing="Every run's own numbers: `summary.csv`.", load=load
     )
     report.write(out, console, f"{metric} by {', '.join(by) or 'run'}: {subtitle}", header, table_rows)
     return 0
+
+
+def one_per_seed(rows: List[Dict[str, Any]], metric: str) -> List[Dict[str, Any]]:
+    """A group's rows with one row per seed. Runs of one group that share a seed differ only in keys that
+    cannot change a result (NOT_A_FACTOR: device, monitor, ...), so they are one replicate, not several: counted
+    as many, their seed would shrink the standard deviation and make a difference "significant" that more
+    seeds never tested. The first of them (in the given order) stands for all, with the mean of their finite
+    `metric` values and the others' folders under "repeats". Rows without a seed are kept as they are."""
+    by_seed: Dict[Any, List[Dict[str, Any]]] = {}
+    order: List[Any] = []
+    for i, r in enumerate(rows):
+        key = ("seed", r["seed"]) if r.get("seed") is not None else ("row", i)
+        if key not in by_seed:
+            order.append(key)
+        by_seed.setdefault(key, []).append(r)
+    out = []
+    for key in order:
+        first, *others = by_seed[key]
+        if not others:
+            out.append(first)
+            continue
+        values = [float(r[metric]) for r in (first, *others) if r.get(metric) is not None and math.isfinite(float(r[metric]))]
+        out.append({**first, **({metric: sum(values) / len(values)} if values else {}), "repeats": [r["run_dir"] for r in others]})
+    return out
+
+
+def repeated_seeds(groups: List[Group], metric: str) -> str:
+    """The line under the table that names the runs that repeat a seed of their group (one_per_seed), or ""."""
+    repeats = [(r["run_dir"], r["repeats"]) for g in groups for r in g.rows if r.get("repeats")]
+    if not repeats:
+        return ""
+    return (
+        f"\n\nRuns that repeat a seed of their group (they differ only in settings that cannot change a result, such as "
+        f"device.* or monitor.*): each seed counts once, with the mean of its runs' {metric}: "
+        + "; ".join(f"`{first}` with {', '.join(f'`{d}`' for d in others)}" for first, others in repeats)
+        + "."
+    )
 
 
 def left_out(groups: List[Group], metric: str) -> str:
@@ -239,6 +282,9 @@ def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
     scored = [g for g in groups if g.stat(metric).n]
     if not scored:
         return lines + [f"No run has {metric}."]
+    if len(scored) == 1:  # nothing to rank or compare
+        g = scored[0]
+        return lines + [f"Mean {metric} of {label(g)}: {g.stat(metric).fmt(4)} ({g.stat(metric).n} runs); one group, so nothing to compare."]
     best, tied = scored[0], leaders(scored, metric, lowest=lower_is_better(metric))
     extreme = "Lowest" if lower_is_better(metric) else "Highest"
     if len(tied) > 1:
