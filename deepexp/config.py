@@ -683,6 +683,8 @@ def unparsable(line: str, reason: str) -> str:
     if sep and key.lstrip("+~") and parse_key(f"{key}=x") is not None:
         inner = raw.strip()
         value: Any = [_unquoted(v) for v in _split_top_level(inner[1:-1])] if inner[:1] == "[" and inner[-1:] == "]" else raw
+        if key.lstrip("+~").endswith("overrides") and not isinstance(value, list):  # a study's list of run overrides
+            value = [_unquoted(raw)]
         example = f"{key}={hydra_value(value)}"
         if isinstance(value, list):
             advice = "quote each element of a list of overrides"
@@ -812,8 +814,11 @@ def check_renamed(name: str, overrides: Sequence[str]) -> None:
             new = renamed[old]
             prefix = line[: len(line) - len(line.lstrip("+~"))]
             example = prefix + new + dot + rest + line.lstrip("+~")[len(key) :]
-            if new == "overrides" and not dot and prefix != "~" and not isinstance(_value_or_none(line), list):
+            value = _value_or_none(line)
+            if new == "overrides" and not dot and prefix != "~" and not isinstance(value, list):
                 example = "overrides=['key=value',...]"  # a list of deepexp train overrides: the old value was no list either
+            elif new != "overrides" and isinstance(value, list) and hasattr(STUDY_SCHEMAS[name], "overrides"):
+                new, example = "overrides", prefix + "overrides" + line.lstrip("+~")[len(key) :]  # a list: the run overrides
             raise ConfigError(f"{line!r}: deepexp {name} calls this key {new!r} now: {shell_word(example)}")
 
 
@@ -845,6 +850,7 @@ def compose_train(overrides: Sequence[str] = ()) -> TrainConfig:
 
 def validate(cfg: DictConfig) -> TrainConfig:
     """Turn a composed config into typed objects, raising ConfigError on impossible values."""
+    check_run_overrides_literal(cfg)
     mismatch = schema_mismatch(cfg)
     if mismatch:
         raise ConfigError(mismatch)
@@ -857,6 +863,23 @@ def validate(cfg: DictConfig) -> TrainConfig:
     except Exception as exc:  # a type OmegaConf could not convert
         raise ConfigError(first_line(exc)) from None
     return typed  # type: ignore[return-value]
+
+
+def check_run_overrides_literal(cfg: DictConfig) -> None:
+    """Refuse a `${...}` interpolation inside a study's lists of run overrides (`overrides=[...]`,
+    `no_norm_overrides=[...]`): OmegaConf would resolve it against the study's config (`${lr}` the study's
+    lr, `${seed}` an error naming no override), not each run's. Raises ConfigError naming the override."""
+    for key in cfg if isinstance(cfg, DictConfig) else ():
+        if not str(key).endswith("overrides"):
+            continue
+        node = cfg._get_node(key)
+        raw = OmegaConf.to_container(node, resolve=False) if isinstance(node, ListConfig) else None
+        bad = next((line for line in raw or () if "${" in str(line)), None)
+        if bad is not None:
+            raise ConfigError(
+                f"{key}=[...]: {bad!r} holds an interpolation, which would be resolved against the study's config, "
+                f"not each run's: write the value itself"
+            )
 
 
 def schema_mismatch(node: DictConfig, prefix: str = "") -> Optional[str]:

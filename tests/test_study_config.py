@@ -149,9 +149,34 @@ def test_the_former_name_of_a_study_s_overrides_is_refused_with_the_new_one_thro
         ("activations", "train=true", "'train=true': deepexp activations calls this key 'overrides' now: \"overrides=['key=value',...]\""),
         ("efficient", "train=false", "'train=false': deepexp efficient calls this key 'train_models' now: train_models=false"),
         ("efficient", "+train=false", "'+train=false': deepexp efficient calls this key 'train_models' now: +train_models=false"),
+        # a list given to efficient's former `train` was run overrides: train_models (a bool) would refuse it again
+        (
+            "efficient",
+            "train=['optim=adam']",
+            "\"train=['optim=adam']\": deepexp efficient calls this key 'overrides' now: \"overrides=['optim=adam']\"",
+        ),
     ],
 )
 def test_every_former_study_key_names_the_key_that_took_its_place(name, line, message):
     with pytest.raises(ConfigError) as caught:
         compose_config(name, [line])
     assert str(caught.value) == message
+
+
+def test_an_interpolation_inside_a_studys_run_overrides_is_refused_naming_the_override():
+    """`${lr}` would be resolved against the study's config (the study's lr, silently), `${seed}` would fail naming no override."""
+    for line in ("weight_decay=${lr}", "weight_decay=${seed}"):
+        with pytest.raises(ConfigError) as caught:
+            validate(compose_config("activations", [f"overrides=['{line}']"]))
+        assert str(caught.value) == (
+            f"overrides=[...]: '{line}' holds an interpolation, which would be resolved against the study's config, not each run's: "
+            "write the value itself"
+        )
+
+
+def test_a_bare_value_for_a_list_of_run_overrides_is_shown_quoted_as_a_list():
+    from deepexp.config import unparsable
+
+    assert unparsable("overrides=optim=adam", "mismatched input").endswith(
+        "quote each element of a list of overrides, e.g. \"overrides=['optim=adam']\" (README: Quoting)"
+    )
