@@ -174,3 +174,23 @@ def test_dataset_init_and_device_groups_reach_every_run(tmp_path):
         tmp_path,
     )
     assert out.returncode == 2 and "not found" in out.stderr, out.stderr
+
+
+def test_the_setup_names_the_optimizer_the_batch_and_the_probe_size_the_runs_used_and_the_overrides(tmp_path):
+    """overrides=['optim=adam'] trains every run with Adam; the Setup says so (not the SGD of the defaults), lists the
+    overrides, and quotes the batch and probe size the trainer used on a 48-image synthetic set, not the configured ones."""
+    tiny = ["dataset=synthetic", "dataset.num_classes=3", "dataset.channels=1", "dataset.image_shape=[8,8]", "dataset.train_size=48"]
+    small = ["dataset.test_size=16", "subset=null", "seeds=1", "acts=[relu]", "depth=2", "width=8", "epochs=2", "stability_epochs=2"]
+    exp = tmp_path / "exp"
+    out = run_cli(["activations", "preset=quick", *tiny, *small, "ablations=[]", "overrides=['optim=adam']", f"hydra.run.dir={exp}"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    (run,) = exp.glob("runs/*/*/metrics.json")
+    m = json.loads(run.read_text())
+    assert m["config"]["optim"] == "adam" and m["data"]["batch_size_used"] == 43 and m["data"]["probe_size_used"] == 5
+    setup = (exp / "report.md").read_text().split("## Results")[0]
+    assert (
+        "- Training: 2 epochs, batch 43 (batch_size 128 capped at the training set), Adam betas (0.9, 0.999), lr 0.01; "
+        "every run with overrides=['optim=adam']; 1 seeds per activation (1 runs in all)." in setup
+    )
+    assert "SGD" not in setup
+    assert "probe pass over 5 fixed validation images" in setup

@@ -234,3 +234,86 @@ def test_deepexp_report_groups_runs_across_gpus_and_says_where_they_trained(tmp_
     report = (tmp_path / "report" / "report.md").read_text()
     assert "Grouped by ['lr']" in report  # the GPU a run happened to get is no factor
     assert "- Hardware: cuda:0, cuda:1 (NVIDIA H200), amp bf16, 8 CPU threads." in report
+
+
+# --- how the runs trained, as the reports' Setup says it ---------------------------------------------------
+
+
+SGD_COSINE = {
+    "config": {
+        "optim": "sgd",
+        "optim.momentum": 0.9,
+        "optim.nesterov": False,
+        "sched": "cosine",
+        "sched.warmup_epochs": 0.0,
+        "sched.min_lr_factor": 0.0,
+        "lr": 0.1,
+        "batch_size": 64,
+        "weight_decay": 0.0001,
+        "grad_clip": None,
+    },
+    "data": {"batch_size_used": 64, "probe_size_used": 256},
+}
+
+
+def run_with(config=None, data=None) -> dict:
+    """SGD_COSINE with some recorded config keys and data entries changed."""
+    return {"config": {**SGD_COSINE["config"], **(config or {})}, "data": {**SGD_COSINE["data"], **(data or {})}}
+
+
+def test_the_training_description_says_what_the_runs_recorded():
+    assert runner.training_description([SGD_COSINE] * 3) == "batch 64, SGD momentum 0.9, lr 0.1 with a cosine schedule, weight decay 0.0001"
+    adam = run_with({"optim": "adam", "optim.betas": [0.9, 0.999], "sched": "none", "weight_decay": 0.0, "lr": 0.001})
+    assert runner.training_description([adam]) == "batch 64, Adam betas (0.9, 0.999), lr 0.001"
+    step = run_with({"sched": "step", "sched.step_size": 30, "sched.gamma": 0.1, "sched.warmup_epochs": 1.0, "grad_clip": 1.0})
+    assert runner.training_description([step]) == (
+        "batch 64, SGD momentum 0.9, lr 0.1 with a step schedule (× 0.1 every 30 epochs) after a 1-epoch linear warm-up, "
+        "weight decay 0.0001, gradient clipping at norm 1.0"
+    )
+    nesterov = run_with({"optim.nesterov": True, "sched": "none", "sched.warmup_epochs": 2.0, "sched.min_lr_factor": 0.0})
+    assert runner.training_description([nesterov]).startswith("batch 64, SGD momentum 0.9 (Nesterov), lr 0.1 with a 2-epoch linear warm-up,")
+    floor = run_with({"sched.min_lr_factor": 0.1, "optim.momentum": 0.0, "label_smoothing": 0.1})
+    assert runner.training_description([floor]) == (
+        "batch 64, SGD without momentum, lr 0.1 with a cosine schedule down to 0.1 × lr, weight decay 0.0001, label smoothing 0.1"
+    )
+
+
+def test_the_batch_is_the_one_used_and_names_a_larger_configured_one():
+    capped = run_with(data={"batch_size_used": 43})
+    assert runner.training_description([capped]).startswith("batch 43 (batch_size 64 capped at the training set), SGD")
+    unrecorded = {"config": SGD_COSINE["config"]}  # a run that recorded no data section: its configured batch
+    assert runner.training_description([unrecorded]).startswith("batch 64, SGD")
+
+
+def test_what_differs_between_runs_is_listed_with_its_count_of_runs():
+    no_norm = run_with({"lr": 0.01, "weight_decay": 0.0, "sched.warmup_epochs": 1.0})
+    assert runner.training_description([SGD_COSINE, SGD_COSINE, no_norm]) == (
+        "batch 64, SGD momentum 0.9 (varies between runs: lr 0.1 in 2 runs, lr 0.01 in 1; cosine schedule in 2 runs, "
+        "cosine schedule after a 1-epoch linear warm-up in 1; weight decay 0.0001 in 2 runs, no weight decay in 1)"
+    )
+    adam = run_with({"optim": "adam", "optim.betas": [0.9, 0.999], "grad_clip": 0.5})
+    assert runner.training_description([adam, SGD_COSINE]) == (
+        "batch 64, lr 0.1 with a cosine schedule, weight decay 0.0001 (varies between runs: Adam betas (0.9, 0.999) in 1 run, "
+        "SGD momentum 0.9 in 1; gradient clipping at norm 0.5 in 1 run, no gradient clipping in 1)"
+    )
+    assert runner.training_description([{}, {"config": {}}]) == "training settings not recorded"
+
+
+def test_the_overrides_phrase_and_the_recorded_values_a_setup_quotes():
+    assert runner.overrides_phrase([]) == ""
+    assert runner.overrides_phrase(["optim=adam", "grad_clip=1.0"]) == "; every run with overrides=['optim=adam', 'grad_clip=1.0']"
+    assert runner.recorded_values([SGD_COSINE, run_with(data={"probe_size_used": 50})], "probe_size_used") == "256 or 50 (varies between runs)"
+    assert runner.recorded_values([run_with(data={"probe_size_used": 50})] * 2, "probe_size_used") == "50"
+    assert runner.recorded_values([{}], "probe_size_used") == "?"
+
+
+def test_the_nas_setup_reads_each_search_evaluation_once_and_skips_what_is_gone(tmp_path):
+    from deepexp.experiments.nas import search_runs
+    from deepexp.rundir import write_json
+
+    write_json(tmp_path / "runs" / "random-s0" / "t000" / "metrics.json", {**run_with({"lr": 0.05}), "status": "completed", "history": []})
+    (tmp_path / "runs" / "random-s0" / "t002").mkdir()
+    (tmp_path / "runs" / "random-s0" / "t002" / "metrics.json").write_text('{"status": "comp')  # a copy cut short
+    trials = [{"run_dir": f"runs/random-s0/t00{i}"} for i in (0, 0, 1, 2)] + [{}]  # t000 twice (a reused score), t001 gone
+    runs = search_runs(tmp_path, trials)
+    assert [m["config"]["lr"] for m in runs] == [0.05]

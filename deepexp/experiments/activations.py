@@ -40,7 +40,19 @@ from ..results import (
     write_csv,
     write_text,
 )
-from .runner import RunSpec, base_overrides, check_study, hardware_line, preset_note, provenance_values, run_study, train_overrides
+from .runner import (
+    RunSpec,
+    base_overrides,
+    check_study,
+    hardware_line,
+    overrides_phrase,
+    preset_note,
+    provenance_values,
+    recorded_values,
+    run_study,
+    train_overrides,
+    training_description,
+)
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's
@@ -557,15 +569,14 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
         f"(seeded split of the training images), {data.get('test', '?')} test images.",
         f"Model: MLP with {study.depth} hidden layers of {study.width} units, norm={study.norm}, "
         f"{first.get('params', 0):,} parameters; init={study.init.name} (auto = He for the ReLU family, LeCun for SELU, Xavier for tanh/sigmoid).",
-        f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD with momentum 0.9, lr {study.lr}"
-        + (f", extra overrides {list(study.overrides)}" if study.overrides else "")
-        + f"; {study.seeds} seeds per activation ({len(rows)} runs in all).",
+        f"Training: {study.epochs} epochs, {training_description(m for _, m in results)}{overrides_phrase(study.overrides)}; "
+        f"{study.seeds} seeds per activation ({len(rows)} runs in all).",
         f"Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}, host {hardware('host')}. "
         f"Training time summed over runs: {train_seconds:.0f} s; this invocation's wall clock: {wall_seconds:.0f} s (runs already on disk are not retrained).",
         f"Measures: *epochs to threshold* = first epoch with validation accuracy ≥ {study.threshold}; over the last "
         f"{study.stability_epochs} epochs, *loss slope* = least-squares slope of the training loss per epoch (how fast it still "
         f"falls) and *stability* = std of the training loss around that line (needs 3 epochs); gradient ratio, dead units and "
-        f"saturation come from the final epoch's probe pass over {first.get('config', {}).get('monitor.probe_size', '?')} fixed "
+        f"saturation come from the final epoch's probe pass over {recorded_values((m for _, m in results), 'probe_size_used')} fixed "
         f"validation images (see README); 95% CI uses Student's t with n-1 degrees of freedom.",
         comparison_method(),
     ]

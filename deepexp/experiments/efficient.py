@@ -50,7 +50,19 @@ from ..results import (
 )
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
-from .runner import RunSpec, base_overrides, check_study, hardware_line, precision, preset_note, run_config, run_study, train_overrides
+from .runner import (
+    RunSpec,
+    base_overrides,
+    check_study,
+    hardware_line,
+    overrides_phrase,
+    precision,
+    preset_note,
+    run_config,
+    run_study,
+    train_overrides,
+    training_description,
+)
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64
@@ -1124,9 +1136,8 @@ def write_study(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
     ]
     if study.train_models:
         setup.append(
-            f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine "
-            f"schedule, weight decay {study.weight_decay}; {study.seeds} seeds per model; "
-            f"{training_setup([m for _, m in results if m.get('status') == 'completed'])}."
+            f"Training: {study.epochs} epochs, {training_description(m for _, m in results)}{overrides_phrase(study.overrides)}; "
+            f"{study.seeds} seeds per model; {training_setup([m for _, m in results if m.get('status') == 'completed'])}."
         )
     setup += [
         f"Measured on {host.get('name', '?')}: CPU {host.get('cpu', '?')}, {cores_phrase(host)}, torch "

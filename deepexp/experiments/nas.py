@@ -66,7 +66,7 @@ from ..results import (
     write_text,
 )
 from ..report_doc import Figure, Report, figure_code, notebook_loader
-from ..rundir import RunLock, write_json
+from ..rundir import MetricsError, RunLock, read_metrics, write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
 from .runner import (
@@ -79,6 +79,7 @@ from .runner import (
     hardware_line,
     hardware_record,
     on_command_line,
+    overrides_phrase,
     preset_note,
     provenance_values,
     run_all,
@@ -87,6 +88,7 @@ from .runner import (
     start_worker_device,
     study_console,
     train_overrides,
+    training_description,
 )
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
@@ -968,6 +970,22 @@ def best_so_far(trials: List[Dict[str, Any]], strategy: str, seeds: int, n: int)
     return curves
 
 
+def search_runs(exp_dir: Path, trials: List[Dict[str, Any]]) -> List[dict]:
+    """The metrics dicts of the search evaluations still in `exp_dir` (each trial's `run_dir`; a reused score's run
+    once), for what the Setup says about how candidates trained; a run folder that is gone or unreadable is left out.
+    """
+    runs, seen = [], set()
+    for t in trials:
+        run_dir = t.get("run_dir")
+        if run_dir and run_dir not in seen:
+            seen.add(run_dir)
+            with contextlib.suppress(MetricsError):
+                m = read_metrics(exp_dir / run_dir)
+                if m:
+                    runs.append(m)
+    return runs
+
+
 def write_study(
     study: NASConfig,
     trials: List[Dict[str, Any]],
@@ -1050,6 +1068,8 @@ def write_study(
             if final and "train" in data
             else "Final: no retraining (retrain=false, or no candidate finished); the tables below rank candidates by proxy accuracy only."
         ),
+        f"Training (search evaluations and final retraining): "
+        f"{training_description([*search_runs(exp_dir, trials), *(m for _, m in final)])}{overrides_phrase(study.overrides)}.",
         f"Hardware: {'; '.join(hardware)}; torch {provenance_values([*searched_on, *(m for _, m in final)], 'torch')}."
         + (f" {compile_note(study)}." if compile_asked(study) else ""),
         f"Measured: parameters and MACs per image by formula (deepexp/models/nas_space.py, checked against the built "

@@ -47,9 +47,11 @@ from .runner import (
     hardware_line,
     parse_pairs,
     preset_note,
+    overrides_phrase,
     provenance_values,
     run_study,
     train_overrides,
+    training_description,
 )
 
 MAIN = "main"
@@ -462,8 +464,8 @@ def write_study(study: ResidualConfig, results: List[Tuple[RunSpec, dict]], exp_
         f"plainN (no shortcuts) and resnetN (shortcut option {study.shortcut}), norm={study.norm}, act={study.act.name}"
         + ("; DenseNet-BC-100 (k=12)" if study.densenet else "")
         + ".",
-        f"Training: {study.epochs} epochs, batch {study.batch_size}, SGD momentum 0.9, lr {study.lr} with a cosine schedule, "
-        f"weight decay {study.weight_decay}; {study.seeds} seeds per network ({len(rows)} runs).",
+        f"Training: {study.epochs} epochs, {training_description(m for _, m in results)}{overrides_phrase(study.overrides)}; "
+        f"{study.seeds} seeds per network ({len(rows)} runs).",
         f"Hardware: {hardware_line(m for _, m in results)}; torch {hardware('torch')}. Training time "
         f"summed over runs: {train_seconds:.0f} s; this invocation: {wall_seconds:.0f} s (runs on disk are not retrained).",
         "MACs per image from torch.utils.flop_counter (1 MAC = 2 FLOPs). Training error is measured on the augmented "

@@ -406,6 +406,124 @@ def provenance_values(runs: Iterable[dict], key: str) -> str:
     return ", ".join(map(str, values)) or "?"
 
 
+# --- how the runs trained, as every study's Setup says it ------------------------------------------------
+
+OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}  # optim choice -> the name papers use
+
+
+def optimizer_phrase(config: Dict[str, Any]) -> str:
+    """The optimizer and its own settings from a run's flat `config` (train.flat_config: `optim` names the choice,
+    `optim.momentum`, `optim.nesterov`, `optim.betas` its fields): `SGD momentum 0.9`, `SGD momentum 0.9 (Nesterov)`,
+    `SGD without momentum`, `Adam betas (0.9, 0.999)`, `AdamW betas (0.9, 0.999)`; `?` where the run recorded none."""
+    name = config.get("optim", config.get("optim.name"))
+    if name is None:
+        return "?"
+    text = OPTIMIZER_NAMES.get(str(name), str(name))
+    if name == "sgd" and "optim.momentum" in config:
+        momentum = config["optim.momentum"]
+        text += f" momentum {momentum:g}" if momentum else " without momentum"
+        text += " (Nesterov)" if config.get("optim.nesterov") else ""
+    elif config.get("optim.betas"):
+        text += f" betas ({', '.join(f'{b:g}' for b in config['optim.betas'])})"
+    return text
+
+
+def schedule_phrase(config: Dict[str, Any]) -> Optional[str]:
+    """The learning-rate schedule from a run's flat `config` (`sched` and its fields, as train.lr_factor applies
+    them): `cosine schedule`, `cosine schedule down to 0.1 × lr`, `step schedule (× 0.1 every 30 epochs)`, each with
+    `after a 1-epoch linear warm-up` where sched.warmup_epochs > 0, or the warm-up alone for a constant lr;
+    None for a constant lr without warm-up (`sched=none`, or no schedule recorded)."""
+    name = config.get("sched", config.get("sched.name"))
+    warmup = config.get("sched.warmup_epochs") or 0
+    text = None
+    if name == "cosine":
+        floor = config.get("sched.min_lr_factor") or 0
+        text = "cosine schedule" + (f" down to {floor:g} × lr" if floor else "")
+    elif name == "step":
+        text = f"step schedule (× {config.get('sched.gamma', '?')} every {config.get('sched.step_size', '?')} epochs)"
+    elif name not in (None, "none"):
+        text = f"{name} schedule"
+    if warmup:
+        text = f"{text} after a {warmup:g}-epoch linear warm-up" if text else f"{warmup:g}-epoch linear warm-up"
+    return text
+
+
+def batch_phrase(m: dict) -> Optional[str]:
+    """The batch size a run trained with: its `data.batch_size_used` (the trainer caps batch_size at the training
+    set), naming the configured batch_size where that was larger; the configured one where no use was recorded."""
+    config, used = m.get("config") or {}, (m.get("data") or {}).get("batch_size_used")
+    asked = config.get("batch_size")
+    if used is None:
+        return None if asked is None else str(asked)
+    return str(used) + (f" (batch_size {asked} capped at the training set)" if asked is not None and asked != used else "")
+
+
+def _setting(key: str, label: str) -> Callable[[dict], Optional[str]]:
+    """The phrase `<label> <value>` of a run's numeric config `key`, None where it is unset or 0 (not applied)."""
+    return lambda m: f"{label} {m['config'][key]}" if (m.get("config") or {}).get(key) else None
+
+
+# The aspects of training a Setup states, in its order: (the phrase of one run's metrics dict, what a run without the
+# aspect reads where runs differ in it). A phrase is None where the run has none of it (no weight decay, no clipping).
+TRAINING_ASPECTS: Tuple[Tuple[Callable[[dict], Optional[str]], str], ...] = (
+    (lambda m: None if batch_phrase(m) is None else f"batch {batch_phrase(m)}", "batch ?"),
+    (lambda m: optimizer_phrase(m.get("config") or {}), "?"),
+    (lambda m: None if (m.get("config") or {}).get("lr") is None else f"lr {m['config']['lr']}", "lr ?"),
+    (lambda m: schedule_phrase(m.get("config") or {}), "constant lr"),
+    (_setting("weight_decay", "weight decay"), "no weight decay"),
+    (_setting("grad_clip", "gradient clipping at norm"), "no gradient clipping"),
+    (_setting("label_smoothing", "label smoothing"), "no label smoothing"),
+)
+LR, SCHEDULE = 2, 3  # positions in TRAINING_ASPECTS: a shared schedule is said with its shared lr
+
+
+def training_description(runs: Iterable[dict]) -> str:
+    """How the metrics dicts `runs` trained, from what each recorded (its flat `config` and `data.batch_size_used`),
+    for a study's Setup: the batch, the optimizer and its settings, lr and its schedule (with warm-up), and weight
+    decay, gradient clipping and label smoothing where set, e.g. `batch 64, SGD momentum 0.9, lr 0.1 with a cosine
+    schedule, weight decay 0.0001`. Aspects in which the runs differ are listed last, each value with its count of
+    runs: `... (varies between runs: lr 0.1 in 8 runs, lr 0.01 in 4; weight decay 0.0001 in 8 runs, no weight
+    decay in 4)`. Runs without a recorded config are left out; none at all reads `training settings not recorded`."""
+    runs = [m for m in runs if m.get("config")]
+    if not runs:
+        return "training settings not recorded"
+    shared: Dict[int, Optional[str]] = {}
+    varying: List[str] = []
+    for i, (phrase, absent) in enumerate(TRAINING_ASPECTS):
+        counts: Dict[str, int] = {}
+        for m in runs:
+            value = phrase(m) or absent
+            counts[value] = counts.get(value, 0) + 1
+        if len(counts) == 1:
+            shared[i] = phrase(runs[0])
+        else:
+            varying.append(", ".join(f"{v} in {n}" + (f" run{'s' if n > 1 else ''}" if j == 0 else "") for j, (v, n) in enumerate(counts.items())))
+    if shared.get(LR) and shared.get(SCHEDULE):
+        shared[LR], shared[SCHEDULE] = f"{shared[LR]} with a {shared[SCHEDULE]}", None
+    parts = [text for _, text in sorted(shared.items()) if text]
+    return ", ".join(parts) + (f" (varies between runs: {'; '.join(varying)})" if varying else "")
+
+
+def overrides_phrase(overrides: Sequence[str]) -> str:
+    """What a study's Setup adds to its training sentence for the user's `overrides=[...]`, which every run got
+    after the study's own settings: `; every run with overrides=['optim=adam']`, or "" where there are none."""
+    return f"; every run with overrides={list(overrides)}" if overrides else ""
+
+
+def recorded_values(runs: Iterable[dict], key: str) -> str:
+    """The distinct values of `data.<key>` (what the trainer used: `probe_size_used`, `batch_size_used`) over the
+    metrics dicts `runs`, in order of first appearance: `256`, or `50 or 256 (varies between runs)`; `?` where
+    no run recorded it."""
+    values: List[Any] = []
+    for m in runs:
+        value = (m.get("data") or {}).get(key)
+        if value is not None and value not in values:
+            values.append(value)
+    if not values:
+        return "?"
+    return " or ".join(map(str, values)) + (" (varies between runs)" if len(values) > 1 else "")
+
+
 # What a run's provenance says about where, with what and in which precision it trained (amp_dtype and tf32 as the
 # trainer records them; matmul_precision as torch.get_float32_matmul_precision() names it, if recorded).
 HARDWARE_KEYS = ("host", "device", "gpu", "threads", "amp_dtype", "tf32", "matmul_precision", "torch")
