@@ -134,7 +134,7 @@ def test_two_seeds_make_a_comparison_indicative_only_never_significant():
     # the other activations' gaps in the one wording of every comparison: indicative, never a claim
     assert ("Not shown to be less accurate than relu: tanh (with fewer than 3 seeds per side no comparison can show a difference).") in lines
     diagnoses = {"relu": ("healthy", ""), "tanh": ("healthy", "")}
-    assert recommendations(groups, diagnoses)[0] == (
+    assert recommendations(groups, diagnoses, math.log(10))[0] == (
         "For this depth and budget, use relu or any of tanh (not shown to be less accurate with these seeds)."
     )
 
@@ -599,12 +599,12 @@ def test_recommendations_name_the_best_the_untested_others_and_each_trouble_from
 
     groups = [act_group("relu", [0.97, 0.97, 0.98]), act_group("tanh", [0.70, 0.71, 0.70]), act_group("gelu", [0.96, 0.97, 0.97])]
     diagnoses = {"relu": ("healthy", ""), "tanh": ("saturation", ""), "gelu": ("healthy", "")}
-    assert recommendations(groups, diagnoses) == [
+    assert recommendations(groups, diagnoses, math.log(10)) == [
         "For this depth and budget, use relu or any of gelu (not shown to be less accurate with these seeds).",
         "Avoid, or fix the cause named in the diagnosis first: tanh (saturation).",
         "Healthy by every measure here: relu, gelu.",
     ]
-    assert recommendations([act_group("relu", [])], {"relu": ("healthy", "")}) == []  # nothing finished: nothing to recommend
+    assert recommendations([act_group("relu", [])], {"relu": ("healthy", "")}, math.log(10)) == []  # nothing finished: nothing to recommend
 
 
 def test_activation_findings_with_no_finished_run_say_so_and_rank_nothing():

@@ -362,13 +362,15 @@ def theory(groups: List[Group], study: ActivationsConfig) -> List[str]:
     return lines
 
 
-def recommendations(groups: List[Group], diagnoses: Dict[str, Tuple[str, str]]) -> List[str]:
+def recommendations(groups: List[Group], diagnoses: Dict[str, Tuple[str, str]], chance: float) -> List[str]:
+    """The activations to use (the most accurate, and those not shown less accurate that left chance level:
+    results.group_stalled), those of them whose diagnosis names a problem, and the others to avoid."""
     done = [g for g in groups if g.stat("test_acc").n]
     if not done:
         return []
     ranked, against_best = accuracy_comparisons(done)
     top = ranked[0]
-    unshown = [g.key["act"] for g in ranked[1:] if not against_best[g.key["act"]].significant]
+    unshown = [g.key["act"] for g in ranked[1:] if not against_best[g.key["act"]].significant and not group_stalled(g, chance)]
     healthy = [g.key["act"] for g in ranked if diagnoses[g.key["act"]][0] == "healthy"]
     # an activation is either recommended (the best, or not shown less accurate) or to be avoided, never both:
     # a recommended one with a problem in its diagnosis is recommended with that caution
@@ -597,7 +599,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     sections = [Section("Diagnosis per activation", [f"**{act}**: {sentence}." for act, (_, sentence) in diagnoses.items()], level=3)]
     if ablation:
         sections.append(Section("Ablations (test accuracy, mean ± std; each column changes one thing from the main sweep)", text=ablation))
-    sections.append(Section("Recommendations", recommendations(groups, diagnoses)))
+    sections.append(Section("Recommendations", recommendations(groups, diagnoses, chance)))
     report = Report(
         f"Which activation trains a {study.depth}-layer MLP best?",
         setup,
