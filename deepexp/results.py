@@ -180,7 +180,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 ALPHA = 0.05  # significance level of every comparison in the reports
-STALLED_FRACTION = 0.9  # a final training loss above 90% of chance level ln(K): the run never really learned
+STALLED_FRACTION = 0.9  # a final training loss above 90% of chance level ln(K): the loss never fell far from a uniform guess
+CHANCE_MARGIN_SE = 3.0  # held-out accuracy within 3 binomial standard errors above 1/K: not shown to beat guessing
 
 
 def chance_loss(runs: Iterable[dict]) -> float:
@@ -189,10 +190,70 @@ def chance_loss(runs: Iterable[dict]) -> float:
     return math.log(next((m["data"]["num_classes"] for m in runs if (m.get("data") or {}).get("num_classes")), 10))
 
 
-def stalled(loss: Optional[float], chance: float) -> bool:
-    """Whether a final training loss (nats) is above STALLED_FRACTION of the chance level `chance` = ln K:
-    a run that never left chance level. None (no epoch finished) is not stalled."""
-    return loss is not None and loss > STALLED_FRACTION * chance
+def chance_accuracy_bound(num_classes: int, n: int) -> float:
+    """The highest held-out accuracy still within reach of guessing among `num_classes` (K) classes on `n` images:
+    1/K + CHANCE_MARGIN_SE * sqrt((1/K)(1 - 1/K) / n).
+
+    A guesser's number of correct answers is Binomial(n, 1/K); by the normal approximation to the binomial
+    (de Moivre-Laplace) its accuracy has mean 1/K and standard error sqrt((1/K)(1 - 1/K) / n), so a guesser
+    exceeds this bound with probability about 0.13% (one-sided, 3 standard errors).
+
+    Raises ValueError for K < 2 or n < 1."""
+    if num_classes < 2 or n < 1:
+        raise ValueError(f"chance accuracy needs at least 2 classes and 1 image, got {num_classes} and {n}")
+    p = 1 / num_classes
+    return p + CHANCE_MARGIN_SE * math.sqrt(p * (1 - p) / n)
+
+
+def stalled(loss: Optional[float], chance: float, acc: Optional[float] = None, n: Optional[int] = None) -> bool:
+    """Whether a run never left chance level: its final training loss (nats, the mean over its last epoch)
+    is above STALLED_FRACTION of `chance` = ln K (chance_loss) AND, where a held-out accuracy was recorded,
+    that accuracy `acc` (a fraction, on `n` validation images) is not above chance_accuracy_bound(K, n).
+
+    A high mean training loss alone is no proof: after one short epoch the mean still carries the first
+    batches' losses although the model has learned. Without `acc` or `n` the loss rule alone decides.
+    None (no epoch finished) is not stalled. K is recovered as round(exp(chance))."""
+    if loss is None or loss <= STALLED_FRACTION * chance:
+        return False
+    if acc is None or not n:
+        return True
+    return acc <= chance_accuracy_bound(round(math.exp(chance)), n)
+
+
+def held_out(metrics: dict) -> Dict[str, Any]:
+    """A run's held-out evidence for `stalled`, as row columns: `final_val_acc` (the last epoch's validation
+    accuracy, a fraction) and `val_images` (the number of validation images, metrics.json data.val); None
+    where the run recorded none."""
+    history = metrics.get("history") or []
+    return {"final_val_acc": history[-1].get("val_acc") if history else None, "val_images": (metrics.get("data") or {}).get("val")}
+
+
+def run_stalled(row: Dict[str, Any], chance: float) -> bool:
+    """`stalled` for one run's row: its final_train_loss, final_val_acc and val_images (see held_out)."""
+    return stalled(row.get("final_train_loss"), chance, row.get("final_val_acc"), row.get("val_images"))
+
+
+def group_stalled(g: Group, chance: float) -> bool:
+    """`stalled` for a group's means over its runs: mean final training loss and mean final validation accuracy,
+    the margin taken for one run's validation images (the fewest among them): the mean over s seeds has a
+    smaller standard error, so this margin is the conservative one."""
+    images = [r["val_images"] for r in g.rows if r.get("val_images")]
+    return stalled(g.stat("final_train_loss").mean, chance, g.stat("final_val_acc").mean, min(images) if images else None)
+
+
+def stalled_rule(chance: float) -> str:
+    """The words for the test `stalled` makes, with its numbers."""
+    k = round(math.exp(chance))
+    return (
+        f"final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}, and final validation accuracy within "
+        f"{CHANCE_MARGIN_SE:g} binomial standard errors above 1/K = {1 / k:.3f}, where one was recorded"
+    )
+
+
+def stalled_evidence(row: Dict[str, Any]) -> str:
+    """A stalled run's numbers: its final training loss and, where recorded, its final validation accuracy."""
+    acc = row.get("final_val_acc")
+    return f"loss {row['final_train_loss']:.3f}" + (f", validation accuracy {acc:.3f}" if acc is not None else "")
 
 
 MIN_SEEDS = 3  # fewer values on a side: a comparison is indicative only, never "significant"

@@ -134,7 +134,7 @@ def test_two_seeds_make_a_comparison_indicative_only_never_significant():
     # the other activations' gaps in the one wording of every comparison: indicative, never a claim
     assert ("Not shown to be less accurate than relu: tanh (with fewer than 3 seeds per side no comparison can show a difference).") in lines
     diagnoses = {"relu": ("healthy", ""), "tanh": ("healthy", "")}
-    assert recommendations(groups, diagnoses)[0] == (
+    assert recommendations(groups, diagnoses, math.log(10))[0] == (
         "For this depth and budget, use relu or any of tanh (not shown to be less accurate with these seeds)."
     )
 
@@ -265,8 +265,8 @@ def test_runs_at_chance_are_named_first_and_left_out_of_the_depth_comparison():
     lines = findings(residual_study(2), groups, chance=math.log(10))
     assert lines[0].startswith(
         "**Left out of the training-error and accuracy comparisons below: runs that never left chance level** "
-        "(final training loss above 90% of ln K = 2.303): resnet56 (main) seed 0: 2.290; "
-        "resnet56 (main) seed 1: 2.295."
+        "(final training loss above 90% of ln K = 2.303, and final validation accuracy within 3 binomial standard errors above 1/K = 0.100, where one was recorded): "
+        "resnet56 (main) seed 0: loss 2.290; resnet56 (main) seed 1: loss 2.295."
     )
     assert "**resnet56 against resnet20**: not compared, every run of one of them stayed at chance level." in lines
     assert not [line for line in lines if "Deeper ResNet" in line]
@@ -369,11 +369,11 @@ def test_efficient_runs_at_chance_are_named_first_and_left_out_of_the_drop():
         ("squeeze_cnn", 1): 2.29,
         ("squeeze_cnn", 2): 2.30,
     }
-    lines = findings(study, summary_rows(study, measured), measured, None, losses, math.log(10))
+    runs = {key: {"final_train_loss": loss} for key, loss in losses.items()}  # no validation accuracy: the loss rule
+    lines = findings(study, summary_rows(study, measured), measured, None, runs, math.log(10))
     assert lines[0] == (
-        "**Left out of the accuracy comparisons below: runs that never left chance level** (final training loss above "
-        "90% of ln K = 2.303): dws_cnn seed 0: 2.300; squeeze_cnn seed 0: 2.300; squeeze_cnn seed 1: 2.290; "
-        "squeeze_cnn seed 2: 2.300."
+        "**Left out of the accuracy comparisons below: runs that never left chance level** (final training loss above 90% of ln K = 2.303, and final validation accuracy within 3 binomial standard errors above 1/K = 0.100, where one was recorded): "
+        "dws_cnn seed 0: loss 2.300; squeeze_cnn seed 0: loss 2.300; squeeze_cnn seed 1: loss 2.290; squeeze_cnn seed 2: loss 2.300."
     )
     dws = next(line for line in lines if line.startswith("**dws_cnn**"))
     p = ttest_ind([0.70, 0.71, 0.72], [0.60, 0.62], equal_var=False).pvalue  # a family of one: squeeze_cnn has no run left
@@ -458,7 +458,7 @@ def test_nas_compares_each_hand_designed_network_with_a_searched_one_of_no_more_
     lines = findings(study, trials, groups, math.log(10))
     assert lines[0] == (
         "**Left out of the comparison of searched and hand-designed networks: retrained runs that never left chance "
-        "level** (final training loss above 90% of ln K = 2.303): dws_cnn seed 0: 2.300."
+        "level** (final training loss above 90% of ln K = 2.303, and final validation accuracy within 3 binomial standard errors above 1/K = 0.100, where one was recorded): dws_cnn seed 0: loss 2.300."
     )
     # one family: evolution against random, and the hand-designed network against the best searched one no larger (top2, not top1)
     evolution, random = [0.52, 0.53], [0.50, 0.51]
@@ -560,7 +560,8 @@ def probe_group(act, loss, ratio, dead=0.0, saturation=0.0, statuses=("completed
         (
             probe_group("sigmoid", 2.25, -4.0),
             "vanishing gradient",
-            "vanishing gradient: first-layer gradients are 10^-4.0 of the last layer's and the training loss stalled at 2.250 (chance level 2.303)",
+            "vanishing gradient: first-layer gradients are 10^-4.0 of the last layer's and the run did not leave chance level: final training "
+            "loss 2.250 (ln K = 2.303)",
         ),
         (
             probe_group("tanh", 0.30, -4.0),
@@ -570,9 +571,9 @@ def probe_group(act, loss, ratio, dead=0.0, saturation=0.0, statuses=("completed
         ),
         (
             probe_group("elu", 2.25, -1.0),
-            "flat loss, healthy gradients",
-            "the training loss stayed at 2.250 (chance level 2.303) while gradients stayed within 10^-1.0 across depth: a learning-rate or "
-            "capacity problem, not a vanishing gradient",
+            "at chance level, healthy gradients",
+            "the run did not leave chance level: final training loss 2.250 (ln K = 2.303), while gradients stayed within 10^-1.0 across "
+            "depth: a learning-rate, capacity or training-budget problem, not a vanishing gradient",
         ),
         (
             probe_group("relu", 0.20, -0.5, dead=35.0, statuses=("completed", "diverged")),
@@ -598,12 +599,12 @@ def test_recommendations_name_the_best_the_untested_others_and_each_trouble_from
 
     groups = [act_group("relu", [0.97, 0.97, 0.98]), act_group("tanh", [0.70, 0.71, 0.70]), act_group("gelu", [0.96, 0.97, 0.97])]
     diagnoses = {"relu": ("healthy", ""), "tanh": ("saturation", ""), "gelu": ("healthy", "")}
-    assert recommendations(groups, diagnoses) == [
+    assert recommendations(groups, diagnoses, math.log(10)) == [
         "For this depth and budget, use relu or any of gelu (not shown to be less accurate with these seeds).",
         "Avoid, or fix the cause named in the diagnosis first: tanh (saturation).",
         "Healthy by every measure here: relu, gelu.",
     ]
-    assert recommendations([act_group("relu", [])], {"relu": ("healthy", "")}) == []  # nothing finished: nothing to recommend
+    assert recommendations([act_group("relu", [])], {"relu": ("healthy", "")}, math.log(10)) == []  # nothing finished: nothing to recommend
 
 
 def test_activation_findings_with_no_finished_run_say_so_and_rank_nothing():
@@ -662,8 +663,8 @@ def test_report_findings_with_two_runs_a_side_are_indicative_only_and_name_runs_
 
     lines = findings([report_group(0.1, [0.90, 0.91]), report_group(0.2, [0.10, 0.11], losses=[2.30, 2.29])], "test_acc", 2.303)
     assert lines[0] == (
-        "Runs that never left chance level (final training loss above 90% of ln K = 2.303), counted in their groups: "
-        "runs/lr0.2-s0: 2.300; runs/lr0.2-s1: 2.290."
+        "Runs that never left chance level (final training loss above 90% of ln K = 2.303, and final validation accuracy within 3 binomial standard errors above 1/K = 0.100, where one was recorded), counted in their groups: "
+        "runs/lr0.2-s0: loss 2.300; runs/lr0.2-s1: loss 2.290."
     )
     assert lines[2].startswith("Against the runner-up, lr=0.2 (0.1050 ± 0.0071): indicative only with 2 runs (difference +0.8000")
     assert lines[2].endswith("fewer than 3 per side cannot establish significance).")

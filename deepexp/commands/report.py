@@ -25,7 +25,6 @@ from ..progress import plain_console
 from ..rundir import EXECUTION_KEYS, RUN_METRICS, MetricsError, with_new_options
 from ..report_doc import Figure, Report, figure_code, notebook_loader
 from ..results import (
-    STALLED_FRACTION,
     Group,
     chance_loss,
     compare,
@@ -39,7 +38,9 @@ from ..results import (
     markdown_table,
     run_config,
     show_value,
-    stalled,
+    run_stalled,
+    stalled_evidence,
+    stalled_rule,
     value_key,
     write_csv,
     write_text,
@@ -66,6 +67,7 @@ def run_row(metrics: dict) -> Dict[str, Any]:
         "test_loss": test.get("loss"),
         "best_val_acc": metrics.get("best_val_acc"),
         "final_val_acc": last.get("val_acc"),
+        "val_images": (metrics.get("data") or {}).get("val"),
         "final_val_loss": last.get("val_loss"),
         "final_train_loss": last.get("train_loss"),
         "final_train_acc": last.get("train_acc"),
@@ -82,7 +84,7 @@ def varying_keys(rows: Sequence[Dict[str, Any]]) -> List[str]:
     config_keys = [
         k
         for k in dict.fromkeys(itertools.chain.from_iterable(rows))
-        if k not in RUN_METRICS and k not in ("status", "run_dir") and not k.startswith(NOT_A_FACTOR)
+        if k not in RUN_METRICS and k not in ("status", "val_images", "run_dir") and not k.startswith(NOT_A_FACTOR)
     ]
     return [k for k in config_keys if len({value_key(r.get(k)) for r in rows}) > 1]
 
@@ -273,12 +275,9 @@ def findings(groups: List[Group], metric: str, chance: float) -> List[str]:
     runs. Runs whose final training loss never left chance level (`chance` = ln K, results.stalled) are
     named first; they stay in their groups, whose setting may be what stalled them."""
     lines = []
-    stuck = [f"{r['run_dir']}: {r['final_train_loss']:.3f}" for g in groups for r in g.rows if stalled(r.get("final_train_loss"), chance)]
+    stuck = [f"{r['run_dir']}: {stalled_evidence(r)}" for g in groups for r in g.rows if run_stalled(r, chance)]
     if stuck:
-        lines.append(
-            f"Runs that never left chance level (final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}), "
-            f"counted in their groups: {'; '.join(stuck)}."
-        )
+        lines.append(f"Runs that never left chance level ({stalled_rule(chance)}), counted in their groups: {'; '.join(stuck)}.")
     scored = [g for g in groups if g.stat(metric).n]
     if not scored:
         return lines + [f"No run has {metric}."]

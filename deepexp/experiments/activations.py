@@ -6,8 +6,8 @@ files into summary tables, plots and a report whose every sentence is computed
 from the runs: convergence speed, how fast the loss still falls and how much it
 scatters around that trend, accuracy (Welch comparisons, Holm-adjusted over every
 pair of activations), the lecture's theory against the measurements, and a
-per-activation diagnosis (vanishing gradients, saturation, dying units, a flat loss
-with healthy gradients, or healthy).
+per-activation diagnosis (vanishing gradients, saturation, dying units, a run at
+chance level with healthy gradients, or healthy).
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from ..results import (
     holm,
     markdown_table,
     spearman,
-    stalled,
+    chance_accuracy_bound,
+    group_stalled,
+    held_out,
     write_csv,
     write_text,
 )
@@ -132,6 +134,7 @@ def run_row(spec: RunSpec, m: dict, study: ActivationsConfig) -> Dict[str, Any]:
         "test_acc": (m.get("test") or {}).get("acc"),
         "best_val_acc": m.get("best_val_acc"),
         "final_train_loss": last.get("train_loss"),
+        **held_out(m),
         "epochs_to_threshold": reached,
         "seconds_to_threshold": round(sum(h["seconds"] for h in history[:reached]), 3) if reached else None,
         "loss_slope": slope,
@@ -167,14 +170,30 @@ def loss_trend(losses: List[float]) -> Tuple[Optional[float], Optional[float]]:
 # --- findings, each computed from the runs -------------------------------------------------
 
 
+def at_chance_words(g: Group, chance: float) -> str:
+    """Why a group counts as at chance level (results.group_stalled), in the numbers it was tested on: its mean
+    final training loss against ln K and, where recorded, its mean final validation accuracy against the
+    chance bound; a loss still falling over the last epochs is said, never hidden behind the word "stalled"."""
+    loss, acc, slope = g.stat("final_train_loss").mean, g.stat("final_val_acc").mean, g.stat("loss_slope").mean
+    images = [r["val_images"] for r in g.rows if r.get("val_images")]
+    text = f"the run did not leave chance level: final training loss {loss:.3f} (ln K = {chance:.3f})"
+    if acc is not None and images:
+        bound = chance_accuracy_bound(round(math.exp(chance)), min(images))
+        text += f" and validation accuracy {acc:.3f}, not above the chance bound {bound:.3f}"
+    if slope is not None and slope < 0:
+        text += f", though the loss was still falling ({slope:.3f} per epoch)"
+    return text
+
+
 def diagnose(g: Group, chance: float) -> Tuple[str, str]:
-    """(label, sentence) for one activation, from its runs' gradients, units and losses."""
+    """(label, sentence) for one activation, from its runs' gradients, units, losses and validation accuracy
+    (at chance level: results.group_stalled, over the means of its runs)."""
     n = len(g.rows)
     diverged = g.count(lambda r: r["status"] == "diverged")
     ratio = g.stat("grad_log10_ratio_final").mean
-    loss = g.stat("final_train_loss").mean
+    loss, acc = g.stat("final_train_loss").mean, g.stat("final_val_acc").mean
     dead, sat = g.stat("dead_pct").mean, g.stat("saturation_pct").mean
-    stuck = stalled(loss, chance)
+    stuck = group_stalled(g, chance)
     found = []
     if diverged:
         found.append(("diverged", f"diverged in {diverged} of {n} runs (non-finite loss)"))
@@ -183,25 +202,24 @@ def diagnose(g: Group, chance: float) -> Tuple[str, str]:
             found.append(
                 (
                     "vanishing gradient",
-                    f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's "
-                    f"and the training loss stalled at {loss:.3f} (chance level {chance:.3f})",
+                    f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's and {at_chance_words(g, chance)}",
                 )
             )
         else:
             found.append(
                 (
                     "vanishing gradient",
-                    f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's, "
-                    f"yet the loss fell to {loss:.3f}: the upper layers learned on nearly frozen lower layers",
+                    f"vanishing gradient: first-layer gradients are 10^{ratio:.1f} of the last layer's, yet "
+                    + (f"the loss fell to {loss:.3f}" if acc is None else f"validation accuracy reached {acc:.3f} (training loss {loss:.3f})")
+                    + ": the upper layers learned on nearly frozen lower layers",
                 )
             )
     elif stuck and ratio is not None:
         found.append(
             (
-                "flat loss, healthy gradients",
-                f"the training loss stayed at {loss:.3f} (chance level {chance:.3f}) while "
-                f"gradients stayed within 10^{ratio:.1f} across depth: a learning-rate or "
-                f"capacity problem, not a vanishing gradient",
+                "at chance level, healthy gradients",
+                f"{at_chance_words(g, chance)}, while gradients stayed within 10^{ratio:.1f} across depth: a "
+                f"learning-rate, capacity or training-budget problem, not a vanishing gradient",
             )
         )
     if sat is not None and sat > SATURATED_PCT:
@@ -257,7 +275,7 @@ def findings(groups: List[Group], chance: float, study: ActivationsConfig) -> Li
     else:
         lines.append(f"No activation reached {study.threshold:.0%} validation accuracy in every seed within {study.epochs} epochs.")
     # A loss that never moved is "stable" only in the sense that nothing happened: rank those that learned.
-    learned = [g for g in done if not stalled(g.stat("final_train_loss").mean, chance)]
+    learned = [g for g in done if not group_stalled(g, chance)]
     steady = [g for g in learned if g.stat("loss_detrended_std").n]
     n = study.stability_epochs
     trend = min(n, study.epochs)
@@ -356,20 +374,29 @@ def theory(groups: List[Group], study: ActivationsConfig) -> List[str]:
     return lines
 
 
-def recommendations(groups: List[Group], diagnoses: Dict[str, Tuple[str, str]]) -> List[str]:
+def recommendations(groups: List[Group], diagnoses: Dict[str, Tuple[str, str]], chance: float) -> List[str]:
+    """The activations to use (the most accurate, and those not shown less accurate that left chance level:
+    results.group_stalled), those of them whose diagnosis names a problem, and the others to avoid."""
     done = [g for g in groups if g.stat("test_acc").n]
     if not done:
         return []
     ranked, against_best = accuracy_comparisons(done)
     top = ranked[0]
-    unshown = [g.key["act"] for g in ranked[1:] if not against_best[g.key["act"]].significant]
+    unshown = [g.key["act"] for g in ranked[1:] if not against_best[g.key["act"]].significant and not group_stalled(g, chance)]
     healthy = [g.key["act"] for g in ranked if diagnoses[g.key["act"]][0] == "healthy"]
-    troubled = [f"{g.key['act']} ({diagnoses[g.key['act']][0]})" for g in groups if diagnoses[g.key["act"]][0] != "healthy"]
+    # an activation is either recommended (the best, or not shown less accurate) or to be avoided, never both:
+    # a recommended one with a problem in its diagnosis is recommended with that caution
+    recommended = [top.key["act"]] + unshown
+    label = lambda act: f"{act} ({diagnoses[act][0]})"
+    cautioned = [label(act) for act in recommended if diagnoses[act][0] != "healthy"]
+    troubled = [label(g.key["act"]) for g in groups if g.key["act"] not in recommended and diagnoses[g.key["act"]][0] != "healthy"]
     out = [
         f"For this depth and budget, use {top.key['act']}"
         + (f" or any of {', '.join(unshown)} (not shown to be less accurate with these seeds)" if unshown else "")
         + "."
     ]
+    if cautioned:
+        out.append(f"Of those, check the cause named in the diagnosis before relying on it: {', '.join(cautioned)}.")
     if troubled:
         out.append(f"Avoid, or fix the cause named in the diagnosis first: {', '.join(troubled)}.")
     if healthy:
@@ -583,7 +610,7 @@ def write_study(study: ActivationsConfig, results: List[Tuple[RunSpec, dict]], e
     sections = [Section("Diagnosis per activation", [f"**{act}**: {sentence}." for act, (_, sentence) in diagnoses.items()], level=3)]
     if ablation:
         sections.append(Section("Ablations (test accuracy, mean ± std; each column changes one thing from the main sweep)", text=ablation))
-    sections.append(Section("Recommendations", recommendations(groups, diagnoses)))
+    sections.append(Section("Recommendations", recommendations(groups, diagnoses, chance)))
     report = Report(
         f"Which activation trains a {study.depth}-layer MLP best?",
         setup,

@@ -34,7 +34,6 @@ from ..models import create_model, init_weights
 from ..report_doc import Figure, Report, Section, figure_code, notebook_loader
 from ..results import (
     MIN_SEEDS,
-    STALLED_FRACTION,
     Stat,
     chance_loss,
     compare,
@@ -44,7 +43,10 @@ from ..results import (
     markdown_table,
     pareto_front,
     spearman,
-    stalled,
+    held_out,
+    run_stalled,
+    stalled_evidence,
+    stalled_rule,
     write_csv,
     write_text,
 )
@@ -758,23 +760,22 @@ def findings(
     rows: List[Dict[str, Any]],
     measured: List[Measured],
     rec: Optional[Recommendation],
-    final_losses: Optional[Dict[Tuple[str, int], float]] = None,
+    final_runs: Optional[Dict[Tuple[str, int], Dict[str, Any]]] = None,
     chance: Optional[float] = None,
 ) -> List[str]:
-    """The report's findings. `final_losses` ({(model, seed): final training loss}) and `chance` (ln K) name
-    the runs that never left chance level (results.stalled): they are listed first and left out of the
+    """The report's findings. `final_runs` ({(model, seed): {final_train_loss, final_val_acc, val_images}}) and
+    `chance` (ln K) name the runs that never left chance level (results.run_stalled): they are listed first and left out of the
     accuracy comparisons against the baseline, which are Holm-adjusted over all models."""
     get = {(r["model"], r["runtime"]): r for r in rows}
     b1, batches = study.latency_batches[0], quoted_batches(study)
     base = get[(study.baseline, PYTORCH)]
     scored = base["test_acc_mean"] is not None
     lines = []
-    stuck = {key: loss for key, loss in (final_losses or {}).items() if chance is not None and stalled(loss, chance)}
+    stuck = {key: run for key, run in (final_runs or {}).items() if chance is not None and run_stalled(run, chance)}
     if stuck:
         lines.append(
-            f"**Left out of the accuracy comparisons below: runs that never left chance level** (final training loss "
-            f"above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): "
-            f"{'; '.join(f'{name} seed {seed}: {loss:.3f}' for (name, seed), loss in stuck.items())}."
+            f"**Left out of the accuracy comparisons below: runs that never left chance level** ({stalled_rule(chance)}): "
+            f"{'; '.join(f'{name} seed {seed}: {stalled_evidence(run)}' for (name, seed), run in stuck.items())}."
         )
     learned = lambda m: [s["test_acc"] for s in m.seeds if (m.name, s["seed"]) not in stuck and s.get("test_acc") is not None]
     baseline = next(m for m in measured if m.name == study.baseline)
@@ -1151,13 +1152,17 @@ def write_study(study: EfficientConfig, results: List[Tuple[RunSpec, dict]], exp
         "Exported models take [0, 1] images and normalise inside.",
         *([comparison_method()] if study.train_models else []),
     ]
-    final_losses = {(spec.labels["model"], spec.labels["seed"]): m["history"][-1]["train_loss"] for spec, m in results if m["history"]}
+    final_runs = {
+        (spec.labels["model"], spec.labels["seed"]): {"final_train_loss": m["history"][-1]["train_loss"], **held_out(m)}
+        for spec, m in results
+        if m["history"]
+    }
     chance = chance_loss(m for _, m in results)
     report = Report(
         "Efficient CNNs: what each design costs and what it buys",
         setup,
         tables,
-        findings(study, rows, measured, rec, final_losses, chance),
+        findings(study, rows, measured, rec, final_runs, chance),
         figures,
         [Section("Measurement reliability", reliability)],
         limitations(study, data, host),

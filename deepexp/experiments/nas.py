@@ -48,7 +48,6 @@ from ..parallel import map_in_processes, threads_per_worker, worker_device, work
 from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
 from ..results import (
-    STALLED_FRACTION,
     Comparison,
     Group,
     Stat,
@@ -61,7 +60,10 @@ from ..results import (
     markdown_table,
     pareto_front,
     spearman,
-    stalled,
+    held_out,
+    run_stalled,
+    stalled_evidence,
+    stalled_rule,
     write_csv,
     write_text,
 )
@@ -1007,6 +1009,7 @@ def write_study(
             "params": m.get("params"),
             "seconds": m.get("seconds"),
             "final_train_loss": m["history"][-1]["train_loss"] if m.get("history") else None,
+            **held_out(m),
         }
         for spec, m in final
     ]
@@ -1304,15 +1307,13 @@ def findings(study: NASConfig, trials: List[Dict[str, Any]], groups: List[Group]
     (`size_pairs`). Retrained runs that never left chance level (results.stalled, `chance` = ln K) are named
     first and left out of the comparison of designs. A strategy is credited only with its own proposals."""
     lines = []
-    stuck = [
-        f"{r['model']} seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups for r in g.rows if stalled(r.get("final_train_loss"), chance)
-    ]
+    stuck = [f"{r['model']} seed {r['seed']}: {stalled_evidence(r)}" for g in groups for r in g.rows if run_stalled(r, chance)]
     if stuck:
         lines.append(
             f"**Left out of the comparison of searched and hand-designed networks: retrained runs that never left "
-            f"chance level** (final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): {'; '.join(stuck)}."
+            f"chance level** ({stalled_rule(chance)}): {'; '.join(stuck)}."
         )
-    learned = [Group(g.key, [r for r in g.rows if not stalled(r.get("final_train_loss"), chance)]) for g in groups]
+    learned = [Group(g.key, [r for r in g.rows if not run_stalled(r, chance)]) for g in groups]
     finals = {s: [c[-1] for c in best_so_far(trials, s, study.search_seeds, study.trials)] for s in ("random", "evolution")}
     strategies = "random" in study.strategies and "evolution" in study.strategies and finals["random"] and finals["evolution"]
     pairs = size_pairs(learned)

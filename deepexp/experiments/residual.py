@@ -25,7 +25,6 @@ from ..models import create_model
 from ..report_doc import Figure, Report, figure_code, notebook_loader
 from ..results import (
     MIN_SEEDS,
-    STALLED_FRACTION,
     Comparison,
     Group,
     chance_loss,
@@ -35,7 +34,10 @@ from ..results import (
     group,
     holm,
     markdown_table,
-    stalled,
+    held_out,
+    run_stalled,
+    stalled_evidence,
+    stalled_rule,
     write_csv,
     write_text,
 )
@@ -138,6 +140,7 @@ def run_row(spec: RunSpec, m: dict, costs: Dict[str, Tuple[int, int]]) -> Dict[s
         "params": params,
         "macs": macs,
         "final_train_loss": last.get("train_loss"),
+        **held_out(m),
         "final_train_error": 1 - last["train_acc"] if history else None,
         "test_acc": (m.get("test") or {}).get("acc"),
         "seconds_per_epoch": statistics.fmean(h["seconds"] for h in history) if history else None,
@@ -167,12 +170,12 @@ def findings(study: ResidualConfig, groups: Dict[Tuple[str, str], Group], chance
     all the tests stated here. Runs that never left chance level (results.stalled) are named first and
     left out of every training-error and accuracy comparison; the gradient measurements keep them."""
     lines = []
-    is_stuck = lambda r: stalled(r["final_train_loss"], chance)
-    stuck = [f"{r['network']} ({r['variant']}) seed {r['seed']}: {r['final_train_loss']:.3f}" for g in groups.values() for r in g.rows if is_stuck(r)]
+    is_stuck = lambda r: run_stalled(r, chance)
+    stuck = [f"{r['network']} ({r['variant']}) seed {r['seed']}: {stalled_evidence(r)}" for g in groups.values() for r in g.rows if is_stuck(r)]
     if stuck:
         lines.append(
             f"**Left out of the training-error and accuracy comparisons below: runs that never left chance level** "
-            f"(final training loss above {STALLED_FRACTION:.0%} of ln K = {chance:.3f}): {'; '.join(stuck)}. At this "
+            f"({stalled_rule(chance)}): {'; '.join(stuck)}. At this "
             f"budget they say more about the schedule than about the architecture; He et al. warm up their deepest net "
             f"at lr 0.01 for this reason (`\"overrides=['sched.warmup_epochs=1']\"`). The gradient measurements include them."
         )
