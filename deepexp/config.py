@@ -869,12 +869,13 @@ def check_run_overrides_literal(cfg: DictConfig) -> None:
     """Refuse a `${...}` interpolation inside a study's lists of run overrides (`overrides=[...]`,
     `no_norm_overrides=[...]`): OmegaConf would resolve it against the study's config (`${lr}` the study's
     lr, `${seed}` an error naming no override), not each run's. Raises ConfigError naming the override."""
-    for key in cfg if isinstance(cfg, DictConfig) else ():
-        if not str(key).endswith("overrides"):
+    if not any(str(key).endswith("overrides") for key in cfg):
+        return
+    plain = OmegaConf.to_container(cfg, resolve=False)  # as written: interpolations not resolved
+    for key, raw in plain.items():
+        if not str(key).endswith("overrides") or not isinstance(raw, list):
             continue
-        node = cfg._get_node(key)
-        raw = OmegaConf.to_container(node, resolve=False) if isinstance(node, ListConfig) else None
-        bad = next((line for line in raw or () if "${" in str(line)), None)
+        bad = next((line for line in raw if "${" in str(line)), None)
         if bad is not None:
             raise ConfigError(
                 f"{key}=[...]: {bad!r} holds an interpolation, which would be resolved against the study's config, "
