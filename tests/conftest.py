@@ -65,6 +65,8 @@ def pytest_collection_modifyitems(items):
 
 
 QUICK = ["subset=2000", "epochs=2", "monitor.every_n_steps=5", "monitor.probe_size=128", "monitor.figure=false"]
+# A run of a second or so on 64 synthetic images, for tests of what deepexp records and refuses, not of learning.
+TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1", "monitor.figure=false"]
 
 
 def run_cli(args: List[str], cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_mnist, run_cli
+from conftest import TINY, needs_mnist, run_cli
 from deepexp.models import list_models
 
 FAST = ["epochs=1", "subset=600", "model.depth=2", "monitor.figure=false"]
@@ -484,12 +484,7 @@ def test_resume_true_on_a_folder_without_a_run_is_refused_before_hydra_makes_it(
     out = run_cli(
         [
             "train",
-            "dataset=synthetic",
-            "dataset.train_size=64",
-            "dataset.test_size=16",
-            "model.depth=1",
-            "model.width=8",
-            "epochs=1",
+            *TINY,
             "resume=true",
             f"hydra.run.dir={run}",
         ],

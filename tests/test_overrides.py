@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from conftest import run_cli
+from conftest import TINY, run_cli
 from deepexp.config import compose_config, compose_train, hydra_override, parse_value, validate
 from deepexp.experiments import activations, efficient, nas, residual
 
@@ -171,15 +171,7 @@ def test_resume_true_continues_a_run_whose_folder_name_holds_hydra_syntax(tmp_pa
     from deepexp.train import flat_config
 
     run = tmp_path / "outputs" / "train" / "d=1, [x] it's" / "00-00-00"
-    args = [
-        "dataset=synthetic",
-        "dataset.train_size=64",
-        "dataset.test_size=16",
-        "model.depth=1",
-        "model.width=8",
-        "epochs=1",
-        "monitor.figure=false",
-    ]
+    args = TINY
     run.mkdir(parents=True)  # as a killed run leaves it before its first checkpoint
     (run / "metrics.json").write_text(json.dumps({"status": "running", "config": flat_config(compose_train(args))}))
     out = run_cli(["train", *args, "resume=true"], tmp_path)

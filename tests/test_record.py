@@ -7,9 +7,8 @@ import os
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import TINY, run_cli
 
-TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1", "monitor.figure=false"]
 
 # Synthetic data and a report over a folder with a run: the commands pass the checks made before any folder
 # (data on disk, a report folder with runs) wherever the tests run, and meet the lock.

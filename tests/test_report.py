@@ -6,7 +6,7 @@ import statistics
 
 from rich.console import Console
 
-from conftest import read_csv, run_cli
+from conftest import TINY, read_csv, run_cli
 
 
 def metrics(run_dir: str, seed: int, history: list, provenance: dict) -> dict:
@@ -97,9 +97,6 @@ def test_the_activation_study_reports_the_hosts_its_runs_trained_on_not_the_one_
     write_study(study, results, tmp_path, Console(file=open(tmp_path / "console.txt", "w")), wall_seconds=1.0)
     setup = (tmp_path / "report.md").read_text().split("## Results")[0]
     assert "host node7, node9." in setup
-
-
-TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1", "monitor.figure=false"]
 
 
 def test_a_sweep_over_a_list_valued_setting_groups_into_one_group_per_list(tmp_path):

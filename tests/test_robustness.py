@@ -4,11 +4,9 @@ maths characters, malformed files, and settings the run used rather than the one
 import json
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import TINY, run_cli
 from deepexp.config import hydra_override
 from deepexp.results import show_value
-
-TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1", "monitor.figure=false"]
 
 
 def fake_run(folder: Path, config: dict, acc: float = 0.5) -> Path:

@@ -5,10 +5,8 @@ import json
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import TINY, run_cli
 from deepexp.cli import sweep_variants
-
-TINY = ["dataset=synthetic", "dataset.train_size=64", "dataset.test_size=16", "model.depth=1", "model.width=8", "epochs=1", "monitor.figure=false"]
 
 
 def test_a_glob_sweep_runs_one_job_per_matching_option(tmp_path):

@@ -24,27 +24,8 @@ from ..experiments.runner import experiment_dir, hardware_line, study_console
 from ..progress import plain_console
 from ..rundir import EXECUTION_KEYS, RUN_METRICS, MetricsError, with_new_options
 from ..report_doc import Figure, Report, figure_code, notebook_loader
-from ..results import (
-    Group,
-    chance_loss,
-    compare,
-    comparison_method,
-    describe,
-    find_runs,
-    group,
-    holm,
-    leaders,
-    load_runs,
-    markdown_table,
-    run_config,
-    show_value,
-    run_stalled,
-    stalled_evidence,
-    stalled_rule,
-    value_key,
-    write_csv,
-    write_text,
-)
+from ..results import Group, chance_loss, compare, comparison_method, describe, find_runs, group, holm, leaders, load_runs, markdown_table
+from ..results import run_config, show_value, run_stalled, stalled_evidence, stalled_rule, value_key, write_csv, write_text
 
 # Config keys that never define a group, matched as prefixes like EXECUTION_KEYS: those change where or how a
 # run executed, not what it computed; and the seed, whose runs are the replicates a group averages over.

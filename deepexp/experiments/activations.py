@@ -24,37 +24,10 @@ from rich.console import Console
 from .. import plots
 from ..config import ActivationsConfig
 from ..report_doc import Figure, Report, Section, figure_code, notebook_loader
-from ..results import (
-    MIN_SEEDS,
-    Comparison,
-    Group,
-    chance_loss,
-    compare,
-    comparison_method,
-    describe,
-    group,
-    holm,
-    markdown_table,
-    spearman,
-    chance_accuracy_bound,
-    group_stalled,
-    held_out,
-    write_csv,
-    write_text,
-)
-from .runner import (
-    RunSpec,
-    base_overrides,
-    check_study,
-    hardware_line,
-    overrides_phrase,
-    preset_note,
-    provenance_values,
-    recorded_values,
-    run_study,
-    train_overrides,
-    training_description,
-)
+from ..results import MIN_SEEDS, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm, markdown_table, spearman
+from ..results import chance_accuracy_bound, group_stalled, held_out, write_csv, write_text
+from .runner import RunSpec, base_overrides, check_study, hardware_line, overrides_phrase, preset_note, provenance_values, recorded_values
+from .runner import run_study, train_overrides, training_description
 
 MAIN = "main"
 VANISHING_LOG10 = -3.0  # first-layer gradient 1000x below the last layer's

@@ -32,39 +32,12 @@ from ..host import HostLoad, cores_available, cpu_name, host_load
 from ..measure import MAX_RELATIVE_IQR, MIN_BLOCKS, count_macs, count_params, spread_problems, torch_latency
 from ..models import create_model, init_weights
 from ..report_doc import Figure, Report, Section, figure_code, notebook_loader
-from ..results import (
-    MIN_SEEDS,
-    Stat,
-    chance_loss,
-    compare,
-    comparison_method,
-    describe,
-    holm,
-    markdown_table,
-    pareto_front,
-    spearman,
-    held_out,
-    run_stalled,
-    stalled_evidence,
-    stalled_rule,
-    write_csv,
-    write_text,
-)
+from ..results import MIN_SEEDS, Stat, chance_loss, compare, comparison_method, describe, holm, markdown_table, pareto_front, spearman
+from ..results import held_out, run_stalled, stalled_evidence, stalled_rule, write_csv, write_text
 from ..rundir import atomic_write, load_checkpoint, read_json, write_json
 from ..train import build_model, run_splits
-from .runner import (
-    RunSpec,
-    base_overrides,
-    check_study,
-    hardware_line,
-    overrides_phrase,
-    precision,
-    preset_note,
-    run_config,
-    run_study,
-    train_overrides,
-    training_description,
-)
+from .runner import RunSpec, base_overrides, check_study, hardware_line, overrides_phrase, precision, preset_note, run_config, run_study
+from .runner import train_overrides, training_description
 
 PYTORCH, ORT_FP32, ORT_INT8 = "pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8"
 PARITY_IMAGES = 64

@@ -23,38 +23,10 @@ from ..config import ResidualConfig, to_plain
 from ..measure import count_macs, count_params
 from ..models import create_model
 from ..report_doc import Figure, Report, figure_code, notebook_loader
-from ..results import (
-    MIN_SEEDS,
-    Comparison,
-    Group,
-    chance_loss,
-    compare,
-    comparison_method,
-    describe,
-    group,
-    holm,
-    markdown_table,
-    held_out,
-    run_stalled,
-    stalled_evidence,
-    stalled_rule,
-    write_csv,
-    write_text,
-)
-from .runner import (
-    RunSpec,
-    base_overrides,
-    check_extra,
-    check_study,
-    hardware_line,
-    parse_pairs,
-    preset_note,
-    overrides_phrase,
-    provenance_values,
-    run_study,
-    train_overrides,
-    training_description,
-)
+from ..results import MIN_SEEDS, Comparison, Group, chance_loss, compare, comparison_method, describe, group, holm, markdown_table, held_out
+from ..results import run_stalled, stalled_evidence, stalled_rule, write_csv, write_text
+from .runner import RunSpec, base_overrides, check_extra, check_study, hardware_line, parse_pairs, preset_note, overrides_phrase
+from .runner import provenance_values, run_study, train_overrides, training_description
 
 MAIN = "main"
 

@@ -21,24 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from ..config import (
-    CHOICE_FIELDS,
-    SeededStudyConfig,
-    StudyConfig,
-    check_choice_field,
-    compose_config,
-    compose_train,
-    config_choices,
-    first_line,
-    hydra_override,
-    hydra_overrides,
-    job_output_dir,
-    override_parser,
-    parse_key,
-    to_plain,
-    unparsable,
-    validate,
-)
+from ..config import CHOICE_FIELDS, SeededStudyConfig, StudyConfig, check_choice_field, compose_config, compose_train, config_choices
+from ..config import first_line, hydra_override, hydra_overrides, job_output_dir, override_parser, parse_key, to_plain, unparsable, validate
 from ..errors import ConfigError
 from ..parallel import map_in_processes, threads_per_worker, worker_device, worker_plan, worker_slot
 from ..progress import QuietReporter, plain_console
