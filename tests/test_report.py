@@ -316,3 +316,17 @@ def test_no_key_that_only_says_how_a_run_executed_is_a_factor_of_the_report():
     }
     assert varying_keys([base, {**base, **changed}]) == []
     assert varying_keys([base, {**base, **changed, "lr": 0.05, "amp": True}]) == ["lr", "amp"]
+
+
+def test_a_chosen_group_by_pools_runs_of_other_settings_without_merging_them_as_repeats_of_a_seed():
+    """group_by=[act] over lr 0.1 and 0.05: seed 0 at each lr is two experiments, not one replicate; runs that
+    differ only in device.threads are still one."""
+    from deepexp.commands.report import ranked_groups
+
+    rows = [
+        {"run_dir": f"r{i}", "act": "relu", "lr": lr, "seed": 0, "device.threads": threads, "status": "completed", "test_acc": acc}
+        for i, (lr, threads, acc) in enumerate([(0.1, 1, 0.90), (0.05, 1, 0.80), (0.05, 2, 0.82)])
+    ]
+    (relu,) = ranked_groups(rows, ["act"], "test_acc")
+    assert [r["run_dir"] for r in relu.rows] == ["r0", "r1"]
+    assert relu.rows[1]["test_acc"] == 0.81 and relu.rows[1]["repeats"] == ["r2"]

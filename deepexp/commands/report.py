@@ -126,7 +126,8 @@ def check_command(study: ReportConfig, out: Optional[Path]) -> None:
 def ranked_groups(rows: List[Dict[str, Any]], by: List[str], metric: str) -> List[Group]:
     """`rows` (run_row) grouped by `by`, one row per seed in each group (one_per_seed), best mean `metric`
     first (lower_is_better), groups without it last."""
-    groups = [Group(g.key, one_per_seed(g.rows, metric)) for g in group(rows, by)]
+    factors = varying_keys(rows)  # runs that differ in one of these are different experiments, whatever `by` pools
+    groups = [Group(g.key, one_per_seed(g.rows, metric, factors)) for g in group(rows, by)]
     sign = 1 if lower_is_better(metric) else -1  # best first: the lowest loss, the highest accuracy
     groups.sort(key=lambda g: sign * g.stat(metric).mean if g.stat(metric).n else float("inf"))
     return groups
@@ -193,16 +194,18 @@ def report_command(cfg: DictConfig) -> int:
     return 0
 
 
-def one_per_seed(rows: List[Dict[str, Any]], metric: str) -> List[Dict[str, Any]]:
-    """A group's rows with one row per seed. Runs of one group that share a seed differ only in keys that
-    cannot change a result (NOT_A_FACTOR: device, monitor, ...), so they are one replicate, not several: counted
-    as many, their seed would shrink the standard deviation and make a difference "significant" that more
-    seeds never tested. The first of them (in the given order) stands for all, with the mean of their finite
-    `metric` values and the others' folders under "repeats". Rows without a seed are kept as they are."""
+def one_per_seed(rows: List[Dict[str, Any]], metric: str, factors: Sequence[str] = ()) -> List[Dict[str, Any]]:
+    """A group's rows with one row per seed and setting of `factors` (the keys that vary between the runs,
+    varying_keys). Runs that share both differ only in keys that cannot change a result (NOT_A_FACTOR:
+    device, monitor, ...), so they are one replicate, not several: counted as many, their seed would shrink
+    the standard deviation and make a difference "significant" that more seeds never tested. The first of
+    them (in the given order) stands for all, with the mean of their finite `metric` values and the others'
+    folders under "repeats". Rows without a seed are kept as they are; runs a chosen `group_by` pools over
+    other factors (lr 0.1 and 0.05 of seed 0) stay apart."""
     by_seed: Dict[Any, List[Dict[str, Any]]] = {}
     order: List[Any] = []
     for i, r in enumerate(rows):
-        key = ("seed", r["seed"]) if r.get("seed") is not None else ("row", i)
+        key = ("seed", r["seed"], *(value_key(r.get(k)) for k in factors)) if r.get("seed") is not None else ("row", i)
         if key not in by_seed:
             order.append(key)
         by_seed.setdefault(key, []).append(r)
