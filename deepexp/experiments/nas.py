@@ -48,14 +48,14 @@ from ..parallel import map_in_processes, threads_per_worker, worker_device, work
 from ..models import create_model, init_weights
 from ..models.nas_space import CHANNELS, LAYER_TYPES, MAX_DOWNSAMPLES, check_spec, mac_count, mutate, random_spec, spec_key
 from ..results import Comparison, Group, Stat, chance_loss, compare, comparison_method, describe, group, holm, markdown_table, pareto_front
-from ..results import spearman, held_out, run_stalled, stalled_evidence, stalled_rule, write_csv, write_text
+from ..results import spearman, held_out, load_runs, run_stalled, stalled_evidence, stalled_rule, write_csv, write_text
 from ..report_doc import Figure, Report, figure_code, notebook_loader
-from ..rundir import MetricsError, RunLock, read_metrics, write_json
+from ..rundir import RunLock, write_json
 from ..zero_cost import PROXIES, score_all
 from ..train import run_splits
 from .runner import RunSpec, base_overrides, check_extra, check_runs, experiment_dir, group_overrides, hardware_line, hardware_record
 from .runner import on_command_line, overrides_phrase, preset_note, provenance_values, run_all, run_config, run_one, start_worker_device
-from .runner import study_console, train_overrides, training_description
+from .runner import distinct, study_console, train_overrides, training_description
 
 PROXY_BATCH = 64  # images the zero-cost proxies see
 LATENCY_SECONDS = 0.1  # timed calls behind each candidate's batch-1 latency (the median is kept)
@@ -940,15 +940,7 @@ def search_runs(exp_dir: Path, trials: List[Dict[str, Any]]) -> List[dict]:
     """The metrics dicts of the search evaluations still in `exp_dir` (each trial's `run_dir`; a reused score's run
     once), for what the Setup says about how candidates trained; a run folder that is gone or unreadable is left out.
     """
-    runs, seen = [], set()
-    for t in trials:
-        run_dir = t.get("run_dir")
-        if run_dir and run_dir not in seen:
-            seen.add(run_dir)
-            with contextlib.suppress(MetricsError):
-                m = read_metrics(exp_dir / run_dir)
-                if m:
-                    runs.append(m)
+    runs, _ = load_runs(exp_dir / run_dir for run_dir in distinct(t.get("run_dir") or None for t in trials))
     return runs
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
@@ -380,14 +380,23 @@ def provenance_values(runs: Iterable[dict], key: str) -> str:
     `runs`, the earlier processes of resumed runs included, in order of first appearance and joined by
     ", "; "?" where no run recorded it. A study's runs may have trained on several hosts or devices
     (a Slurm sweep, a run resumed elsewhere), and the machine writing the report may be none of them."""
-    values: List[Any] = []
-    for m in runs:
-        prov = m.get("provenance") or {}
-        for attempt in (prov, *prov.get("earlier_attempts", [])):
-            value = attempt.get(key)
-            if value is not None and value not in values:
-                values.append(value)
-    return ", ".join(map(str, values)) or "?"
+
+    def attempts() -> Iterator[dict]:  # each run's process, then the processes it resumed after
+        for m in runs:
+            prov = m.get("provenance") or {}
+            yield prov
+            yield from prov.get("earlier_attempts", [])
+
+    return ", ".join(map(str, distinct(attempt.get(key) for attempt in attempts()))) or "?"
+
+
+def distinct(values: Iterable[Any]) -> List[Any]:
+    """The values other than None, each once, in order of first appearance (unhashable ones too: lists)."""
+    out: List[Any] = []
+    for value in values:
+        if value is not None and value not in out:
+            out.append(value)
+    return out
 
 
 # --- how the runs trained, as every study's Setup says it ------------------------------------------------
@@ -498,11 +507,7 @@ def recorded_values(runs: Iterable[dict], key: str) -> str:
     """The distinct values of `data.<key>` (what the trainer used: `probe_size_used`, `batch_size_used`) over the
     metrics dicts `runs`, in order of first appearance: `256`, or `50 or 256 (varies between runs)`; `?` where
     no run recorded it."""
-    values: List[Any] = []
-    for m in runs:
-        value = (m.get("data") or {}).get(key)
-        if value is not None and value not in values:
-            values.append(value)
+    values = distinct((m.get("data") or {}).get(key) for m in runs)
     if not values:
         return "?"
     return " or ".join(map(str, values)) + (" (varies between runs)" if len(values) > 1 else "")
