@@ -673,6 +673,12 @@ def override_parser():
 QUOTING = "README: Quoting"  # where the README explains how to quote an override in the shell and for Hydra
 
 
+def is_run_overrides(key: str) -> bool:
+    """Whether study option `key` is a list of `deepexp train` overrides for its runs: the options named
+    `overrides` or `<what>_overrides` (residual's `no_norm_overrides`)."""
+    return key == "overrides" or key.endswith("_overrides")
+
+
 def unparsable(line: str, reason: str) -> str:
     """One line for an override Hydra's parser cannot read: the override, the parser's reason and, where
     the override has a key, the same value written so that Hydra reads it (`hydra_override`: quoted, each
@@ -683,7 +689,7 @@ def unparsable(line: str, reason: str) -> str:
     if sep and key.lstrip("+~") and parse_key(f"{key}=x") is not None:
         inner = raw.strip()
         value: Any = [_unquoted(v) for v in _split_top_level(inner[1:-1])] if inner[:1] == "[" and inner[-1:] == "]" else raw
-        if key.lstrip("+~").endswith("overrides") and not isinstance(value, list):  # a study's list of run overrides
+        if is_run_overrides(key.lstrip("+~")) and not isinstance(value, list):
             value = [_unquoted(raw)]
         example = f"{key}={hydra_value(value)}"
         if isinstance(value, list):
@@ -869,11 +875,11 @@ def check_run_overrides_literal(cfg: DictConfig) -> None:
     """Refuse a `${...}` interpolation inside a study's lists of run overrides (`overrides=[...]`,
     `no_norm_overrides=[...]`): OmegaConf would resolve it against the study's config (`${lr}` the study's
     lr, `${seed}` an error naming no override), not each run's. Raises ConfigError naming the override."""
-    if not any(str(key).endswith("overrides") for key in cfg):
+    if not any(is_run_overrides(str(key)) for key in cfg):
         return
     plain = OmegaConf.to_container(cfg, resolve=False)  # as written: interpolations not resolved
     for key, raw in plain.items():
-        if not str(key).endswith("overrides") or not isinstance(raw, list):
+        if not is_run_overrides(str(key)) or not isinstance(raw, list):
             continue
         bad = next((line for line in raw if "${" in str(line)), None)
         if bad is not None:
