@@ -168,14 +168,14 @@ def first_and_last_epoch(series_at, last: int, xlabel: str, ylabel: str, title: 
     (mean ± std over seeds; on a log axis, of the log10 values: band_limits) per label.
 
     `series_at(index)` returns {label: seeds x layers values} for history row `index` (0-based epoch);
-    `title` is followed by ", after epoch N" and may hold a "{when}" placeholder where that phrase goes.
+    `title` holds the placeholder "{when}" where "after epoch N" goes (replaced as text, so braces elsewhere in
+    it, such as a variant's name, stay as they are).
     Returns the Figure."""
     fig, axes = panels(2)
     for ax, index, when in ((axes[0], 0, "after epoch 1"), (axes[1], last - 1, f"after epoch {last}")):
         for label, series in series_at(index).items():
             band(ax, list(range(1, len(series[0]) + 1)), series, label, log=log)
-        heading = title.format(when=when) if "{when}" in title else f"{title}, {when}"
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{heading}\n{subtitle}")
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{title.replace('{when}', when)}\n{subtitle}")
         ax.grid(alpha=0.3, which="both")
     legend(axes[1], fontsize=8)
     return fig

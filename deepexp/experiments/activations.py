@@ -469,7 +469,7 @@ def grad_figure(runs: List[dict], rows: List[Dict[str, Any]], subtitle: str):
         last,
         "layer (1 = input side, last = classifier)",
         "gradient L2 norm of the weight (log)",
-        "gradient norm against depth",
+        "gradient norm against depth, {when}",
         subtitle,
     )
 

@@ -363,7 +363,7 @@ def grad_figure(runs: List[dict], rows: List[Dict[str, Any]], variant: str, subt
         last,
         "weight layer (1 = stem conv, last = classifier)",
         "gradient L2 norm (log)",
-        f"gradient norm against depth, {{when}} ({variant})",
+        "gradient norm against depth, {when} (" + variant + ")",
         subtitle,
     )
 
