@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,22 @@ def run_cli(args: List[str], cwd: Path, timeout: float = 300, **kwargs) -> subpr
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "deepexp", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+
+
+def finished_run(folder: Path, config: dict, acc: float, loss: float = 1.0) -> Path:
+    """A finished one-epoch run's metrics.json as the trainer writes it, with the flat `config` given and
+    accuracy `acc` everywhere (training, validation, test), for tests of what reads runs."""
+    folder.mkdir(parents=True)
+    history = [{"epoch": 1, "train_loss": 1.0, "train_acc": acc, "val_loss": 1.0, "val_acc": acc}]
+    metrics = {
+        "status": "completed",
+        "config": config,
+        "params": 10,
+        "epochs_done": 1,
+        "history": history,
+        "test": {"acc": acc, "loss": loss},
+        "best_val_acc": acc,
+        "seconds": 1.0,
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder

@@ -6,7 +6,7 @@ import statistics
 
 from rich.console import Console
 
-from conftest import TINY, read_csv, run_cli
+from conftest import TINY, finished_run, read_csv, run_cli
 
 
 def metrics(run_dir: str, seed: int, history: list, provenance: dict) -> dict:
@@ -116,23 +116,7 @@ def test_a_sweep_over_a_list_valued_setting_groups_into_one_group_per_list(tmp_p
 
 
 def run_dir(root, name, config, acc, loss=1.0):
-    folder = root / name
-    folder.mkdir(parents=True)
-    history = [{"epoch": 1, "train_loss": 1.0, "train_acc": acc, "val_loss": 1.0, "val_acc": acc}]
-    (folder / "metrics.json").write_text(
-        json.dumps(
-            {
-                "status": "completed",
-                "config": {"dataset": "synthetic", "lr": 0.1, **config},
-                "params": 10,
-                "epochs_done": 1,
-                "history": history,
-                "test": {"acc": acc, "loss": loss},
-                "best_val_acc": acc,
-                "seconds": 1.0,
-            }
-        )
-    )
+    finished_run(root / name, {"dataset": "synthetic", "lr": 0.1, **config}, acc, loss)
 
 
 def test_dicts_nulls_and_nested_values_group_print_and_round_trip_through_summary_csv(tmp_path):

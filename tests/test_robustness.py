@@ -4,30 +4,14 @@ maths characters, malformed files, and settings the run used rather than the one
 import json
 from pathlib import Path
 
-from conftest import TINY, run_cli
+from conftest import TINY, finished_run, run_cli
 from deepexp.config import hydra_override
 from deepexp.results import show_value
 
 
 def fake_run(folder: Path, config: dict, acc: float = 0.5) -> Path:
     """A finished run's metrics.json as the trainer writes it, with the given config keys."""
-    folder.mkdir(parents=True)
-    history = [{"epoch": 1, "train_loss": 1.0, "train_acc": acc, "val_loss": 1.0, "val_acc": acc}]
-    (folder / "metrics.json").write_text(
-        json.dumps(
-            {
-                "status": "completed",
-                "config": {"dataset": "npz", "seed": 0, **config},
-                "params": 10,
-                "epochs_done": 1,
-                "history": history,
-                "test": {"acc": acc, "loss": 1.0},
-                "best_val_acc": acc,
-                "seconds": 1.0,
-            }
-        )
-    )
-    return folder
+    return finished_run(folder, {"dataset": "npz", "seed": 0, **config}, acc)
 
 
 def test_a_run_directory_with_brackets_is_printed_as_given_and_the_run_exits_0(tmp_path, monkeypatch):
